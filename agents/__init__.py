@@ -1,0 +1,1 @@
+"""Part of Orchestra, installed as orchestra.agents."""

@@ -1,0 +1,310 @@
+"""The calculator agent: exact arithmetic on what the user typed, without ever evaluating their text as Python.
+
+The query is normalised (words like "plus", "17.5% of", thousands separators), every number literal is lifted
+out as an exact `Fraction` before parsing, and the rest is parsed with `ast` and walked over a whitelist of
+arithmetic nodes. Names, calls other than ``sqrt``, attributes, subscripts and strings are refused, and powers are
+bounded so that ``9**9**9`` is refused instead of hanging the process.
+
+    >>> calculate("17.5% of 2,480")
+    Fraction(434, 1)
+    >>> answer("what is (2 + 3) times 4?")
+    '20'
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation, localcontext
+from fractions import Fraction
+
+from orchestra.cards import AgentCard
+
+__all__ = ["CALCULATOR_CARD", "CalculationRefused", "answer", "calculate", "format_number"]
+
+MAX_EXPRESSION_CHARS = 500
+"""Longer input is not a calculation a person typed; refusing it bounds parsing work."""
+MAX_RESULT_DIGITS = 4000
+"""Numerators and denominators larger than this many digits are refused (bounds memory and time)."""
+MAX_NODES = 200
+
+
+class CalculationRefused(ValueError):
+    """The text is not arithmetic the calculator can do exactly and safely; the message says why, politely."""
+
+
+# -- normalising words into an expression -----------------------------------------------------------------
+
+_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])")
+_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+# Order matters: longer phrases first, so "divided by" is replaced before "by".
+_PHRASES: tuple[tuple[str, str], ...] = (
+    (r"\bto the power of\b", "**"),
+    (r"\braised to(?: the power(?: of)?)?\b", "**"),
+    (r"\bmultiplied by\b", "*"),
+    (r"\bdivided by\b", "/"),
+    (r"\bsquare root of\b", "sqrt "),
+    (r"\bsquared\b", "**2"),
+    (r"\bcubed\b", "**3"),
+    (r"\bpercent of\b", "%of"),
+    (r"\bper ?cent\b", "%"),
+    (r"\bplus\b", "+"),
+    (r"\bminus\b", "-"),
+    (r"\btimes\b", "*"),
+    (r"\bover\b", "/"),
+    (r"\bmod(?:ulo)?\b", "%mod"),
+    (r"\bsqrt\b", "sqrt "),
+    (r"\bof\b", "of"),
+    (r"[×·]", "*"),
+    (r"÷", "/"),
+    (r"−", "-"),
+    (r"\^", "**"),
+    (r"(?<=[\d)\s])x(?=[\s\d(])", "*"),
+)
+
+# Words that frame a question but carry no arithmetic; removed before the strict character check.
+_FILLER = re.compile(
+    r"\b(?:what(?:'s| is| are)?|whats|how much is|how much|calculate|compute|evaluate|work out|solve|please|"
+    r"tell me|can you|could you|the|result|value|answer|of this|is|equals?|exactly|give me|for me|hey|hi)\b",
+    re.IGNORECASE,
+)
+_ALLOWED_AFTER_NORMALISING = re.compile(r"^[\s\d.+\-*/%()a-z,]*$")
+
+
+@dataclass(frozen=True)
+class _Lifted:
+    """An expression whose number literals were replaced by names ``_n0, _n1, ...`` bound to exact values."""
+
+    source: str
+    values: dict[str, Fraction]
+
+
+def _normalise(text: str) -> str:
+    expression = text.strip().lower()
+    expression = _THOUSANDS.sub(lambda match: match.group(0).replace(",", ""), expression)
+    for pattern, replacement in _PHRASES:
+        expression = re.sub(pattern, f" {replacement} ", expression)
+    expression = _FILLER.sub(" ", expression)
+    expression = expression.replace("?", " ").replace("=", " ").replace("!", " ")
+    expression = re.sub(r"\s+", " ", expression).strip(" .,")
+    return expression
+
+
+def _lift_numbers(expression: str) -> _Lifted:
+    values: dict[str, Fraction] = {}
+
+    def lift(match: re.Match[str]) -> str:
+        name = f"_n{len(values)}"
+        try:
+            values[name] = Fraction(Decimal(match.group(0)))
+        except (InvalidOperation, ValueError):
+            raise CalculationRefused(f"I could not read the number {match.group(0)!r}.") from None
+        return f" {name} "
+
+    lifted = _NUMBER.sub(lift, expression)
+    # Percent signs: "a % of b" is a/100*b; "%" (or "mod") between two operands is modulo; any other "a %"
+    # is a/100. A private marker keeps modulo apart while the percentages are rewritten.
+    lifted = re.sub(r"%\s*of\b", " * _pct * ", lifted)
+    lifted = re.sub(r"%\s*mod\b", " \x00 ", lifted)
+    lifted = re.sub(r"%(?=\s*(?:_n|\(|sqrt))", " \x00 ", lifted)
+    lifted = lifted.replace("%", " * _pct ").replace("\x00", "%")
+    lifted = re.sub(r"\bof\b", " * ", lifted)
+    lifted = re.sub(r"\bsqrt\s+(_n\d+)", r" sqrt(\1) ", lifted)
+    # implicit multiplication next to parentheses only: "2(3 + 4)", "(1 + 2)(3 + 4)", "(2)3"
+    lifted = re.sub(r"(_n\d+|\))\s*(?=\()", r"\1 * ", lifted)
+    lifted = re.sub(r"\)\s*(?=_n|sqrt)", ") * ", lifted)
+    values["_pct"] = Fraction(1, 100)
+    return _Lifted(lifted, values)
+
+
+# -- evaluating the whitelisted tree ----------------------------------------------------------------------
+
+
+def _digits(value: Fraction) -> int:
+    return max(len(str(abs(value.numerator))), len(str(value.denominator)))
+
+
+def _check_size(value: Fraction) -> Fraction:
+    # bit_length is cheap; a number with more than MAX_RESULT_DIGITS decimal digits is refused
+    limit_bits = int(MAX_RESULT_DIGITS * 3.33)
+    if abs(value.numerator).bit_length() > limit_bits or value.denominator.bit_length() > limit_bits:
+        raise CalculationRefused(f"The result would have more than {MAX_RESULT_DIGITS} digits; I stop there.")
+    return value
+
+
+def _power(base: Fraction, exponent: Fraction) -> Fraction | Decimal:
+    if exponent.denominator == 1:
+        exp = exponent.numerator
+        if base == 0 and exp < 0:
+            raise CalculationRefused("Zero cannot be raised to a negative power (that divides by zero).")
+        if base not in (0, 1, -1):
+            # estimated digits of the result, before computing it: refuse 9**9**9 without trying
+            magnitude = max(abs(base.numerator), base.denominator)
+            if abs(exp) * math.log10(magnitude) > MAX_RESULT_DIGITS:
+                raise CalculationRefused(f"The result would have more than {MAX_RESULT_DIGITS} digits; I stop there.")
+        return _check_size(base**exp)
+    # a fractional exponent: exact when the root is exact, otherwise a 30-digit approximation
+    if base < 0:
+        raise CalculationRefused("A negative number has no real root of that kind.")
+    if abs(exponent.numerator) > 1000 or exponent.denominator > 1000:
+        raise CalculationRefused("That exponent is too large for me to compute.")
+    root_num = _exact_root(base.numerator, exponent.denominator)
+    root_den = _exact_root(base.denominator, exponent.denominator)
+    if root_num is not None and root_den is not None:
+        return _power(Fraction(root_num, root_den), Fraction(exponent.numerator))
+    with localcontext() as context:
+        context.prec = 30
+        return (Decimal(base.numerator) / Decimal(base.denominator)) ** (
+            Decimal(exponent.numerator) / Decimal(exponent.denominator)
+        )
+
+
+def _exact_root(value: int, degree: int) -> int | None:
+    root = round(value ** (1 / degree)) if value.bit_length() < 1000 else None
+    if root is None:
+        return None
+    for candidate in (root - 1, root, root + 1):
+        if candidate >= 0 and candidate**degree == value:
+            return candidate
+    return None
+
+
+class _Evaluator:
+    def __init__(self, values: dict[str, Fraction]) -> None:
+        self.values = values
+        self.inexact = False
+
+    def eval(self, node: ast.AST) -> Fraction:
+        value = self._eval(node)
+        if isinstance(value, Decimal):
+            self.inexact = True
+            return Fraction(value)
+        return value
+
+    def _eval(self, node: ast.AST) -> Fraction | Decimal:
+        if isinstance(node, ast.Expression):
+            return self._eval(node.body)
+        if isinstance(node, ast.Name) and node.id in self.values:
+            return self.values[node.id]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+            operand = self.eval(node.operand)
+            return -operand if isinstance(node.op, ast.USub) else operand
+        if isinstance(node, ast.BinOp):
+            left, right = self.eval(node.left), self.eval(node.right)
+            op = node.op
+            if isinstance(op, ast.Add):
+                return _check_size(left + right)
+            if isinstance(op, ast.Sub):
+                return _check_size(left - right)
+            if isinstance(op, ast.Mult):
+                return _check_size(left * right)
+            if isinstance(op, (ast.Div, ast.FloorDiv, ast.Mod)):
+                if right == 0:
+                    raise CalculationRefused("That divides by zero, which has no answer.")
+                if isinstance(op, ast.Div):
+                    return _check_size(left / right)
+                return _check_size(Fraction(left // right) if isinstance(op, ast.FloorDiv) else left % right)
+            if isinstance(op, ast.Pow):
+                return _power(left, right)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "sqrt"
+            and len(node.args) == 1
+            and not node.keywords
+        ):
+            return _power(self.eval(node.args[0]), Fraction(1, 2))
+        raise CalculationRefused("I can only do arithmetic on numbers (+ - * / ^ %, powers, parentheses, sqrt).")
+
+
+def _parse(text: str) -> tuple[ast.Expression, dict[str, Fraction]]:
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise CalculationRefused(f"That is longer than {MAX_EXPRESSION_CHARS} characters; please shorten it.")
+    if not re.search(r"\d", text):
+        raise CalculationRefused("I only do arithmetic, and I see no numbers in that. Try e.g. 'what is 17.5% of 2,480?'.")
+    normalised = _normalise(text)
+    if not _ALLOWED_AFTER_NORMALISING.match(normalised):
+        raise CalculationRefused("I only do arithmetic on numbers; part of that is not something I can calculate.")
+    lifted = _lift_numbers(normalised)
+    # after lifting, only our own names may remain: any other word means the text was not pure arithmetic
+    leftover = set(re.findall(r"[a-z_][a-z0-9_]*", lifted.source)) - set(lifted.values) - {"sqrt"}
+    if leftover:
+        raise CalculationRefused(
+            "I only do arithmetic on numbers; I cannot interpret " + ", ".join(repr(word) for word in sorted(leftover)) + "."
+        )
+    try:
+        tree = ast.parse(lifted.source.strip(), mode="eval")
+    except SyntaxError:
+        raise CalculationRefused("I could not read that as arithmetic; please write it like '(2 + 3) * 4'.") from None
+    if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
+        raise CalculationRefused("That expression is too long for me; please split it up.")
+    return tree, lifted.values
+
+
+def calculate(text: str) -> Fraction:
+    """The exact value of the arithmetic in ``text``; raises `CalculationRefused` (a `ValueError`) otherwise."""
+    tree, values = _parse(text)
+    return _Evaluator(values).eval(tree)
+
+
+def format_number(value: Fraction, *, max_decimals: int = 12) -> str:
+    """An exact decimal when there is one (``434``, ``0.125``), else the fraction and a rounded decimal."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    denominator = value.denominator
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    if denominator == 1:
+        with localcontext() as context:
+            context.prec = max(_digits(value) * 2, 28)
+            exact = Decimal(value.numerator) / Decimal(value.denominator)
+        return format(exact, "f")
+    with localcontext() as context:
+        context.prec = 40
+        approx = (Decimal(value.numerator) / Decimal(value.denominator)).quantize(Decimal(1).scaleb(-max_decimals))
+    return f"{value.numerator}/{value.denominator} ≈ {format(approx.normalize(), 'f')}"
+
+
+def answer(query: str) -> str:
+    """The calculator's reply to a query: the exact result, or a polite refusal that says why."""
+    try:
+        tree, values = _parse(query)
+        evaluator = _Evaluator(values)
+        value = evaluator.eval(tree)
+    except CalculationRefused as refusal:
+        return f"Sorry, I can't calculate that. {refusal}"
+    text = format_number(value)
+    if evaluator.inexact:
+        with localcontext() as context:
+            context.prec = 30
+            approx = Decimal(value.numerator) / Decimal(value.denominator)
+        return f"≈ {format(approx.normalize(), 'f')} (rounded to 30 significant digits; the exact value is irrational)"
+    return text
+
+
+CALCULATOR_CARD = AgentCard(
+    id="calculator",
+    name="Calculator",
+    description=(
+        "Exact arithmetic on numbers: addition, subtraction, multiplication, division, percentages "
+        "(\"17.5% of 2,480\"), powers, square roots and parentheses, with thousands separators and words like "
+        "plus, minus, times, divided by. Results are exact fractions or decimals, never floating-point "
+        "approximations. Does not do algebra, units, dates or word problems that need reasoning."
+    ),
+    skills=("arithmetic", "percentages", "exact calculation"),
+    examples=(
+        "what is 17.5% of 2,480?",
+        "calculate (1,250 + 380) * 12",
+        "what is 2 to the power of 64?",
+        "how much is 7 divided by 8?",
+        "what is 15 percent of 260?",
+        "square root of 144",
+    ),
+    backend="function",
+    function="orchestra.agents.calculator:answer",
+)
+"""The calculator's card: routers read its description and examples."""

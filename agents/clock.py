@@ -1,0 +1,231 @@
+"""The date/time agent: today's date, the weekday of a date, days between dates, a date plus or minus some days,
+weeks, months or years, and the time in a named time zone (IANA names through `zoneinfo`, or a city name).
+
+The clock is injectable, so answers are exact and testable::
+
+    agent = ClockAgent(now=lambda: datetime(2025, 3, 14, 9, 30, tzinfo=UTC))
+    agent("what day of the week is 2024-02-29?")   # 'Thursday, 29 February 2024.'
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from orchestra.cards import AgentCard
+
+__all__ = ["CLOCK_CARD", "ClockAgent", "add_months", "answer", "parse_date"]
+
+_MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
+_MONTHS |= {name.lower(): number for number, name in enumerate(calendar.month_abbr) if name}
+_MONTHS["sept"] = 9
+_MONTH_RE = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_WEEKDAYS = {name.lower(): number for number, name in enumerate(calendar.day_name)}
+
+_DATE_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"\b(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})\b"),
+    re.compile(r"\b(?P<y>\d{4})/(?P<m>\d{1,2})/(?P<d>\d{1,2})\b"),
+    re.compile(rf"\b(?P<d>\d{{1,2}})(?:st|nd|rd|th)?(?: of)? (?P<mon>{_MONTH_RE})\.?,? (?P<y>\d{{4}})\b"),
+    re.compile(rf"\b(?P<mon>{_MONTH_RE})\.? (?P<d>\d{{1,2}})(?:st|nd|rd|th)?,? (?P<y>\d{{4}})\b"),
+    re.compile(r"\b(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})\b"),
+)
+_RELATIVE_DAYS = {"today": 0, "now": 0, "tomorrow": 1, "yesterday": -1}
+_UNIT_DAYS = {"day": 1, "week": 7, "fortnight": 14}
+_NUMBER_WORDS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30, "hundred": 100,
+}  # fmt: skip
+_OFFSET = re.compile(
+    rf"\b(?P<n>\d+|{'|'.join(_NUMBER_WORDS)})\s+(?P<unit>day|week|fortnight|month|year)s?\s*"
+    r"(?P<dir>after|from|before|ago|later|earlier|since|past|hence)?",
+)
+
+
+def add_months(start: date, months: int) -> date:
+    """``start`` moved by whole months, clamped to the month's last day (31 Jan + 1 month = 28/29 Feb)."""
+    index = start.year * 12 + (start.month - 1) + months
+    year, month = divmod(index, 12)
+    if not 1 <= year <= 9999:
+        raise ValueError(f"year {year} is out of range")
+    day = min(start.day, calendar.monthrange(year, month + 1)[1])
+    return date(year, month + 1, day)
+
+
+def parse_date(text: str, today: date) -> list[tuple[int, date]]:
+    """Every date written in ``text`` (ISO, "March 5, 2024", "5 March 2024", 05.03.2024, today/tomorrow/
+    yesterday, "next Friday"), with its position, in order of appearance."""
+    found: list[tuple[int, date]] = []
+    taken: list[range] = []
+    lowered = text.lower()
+    for pattern in _DATE_PATTERNS:
+        for match in pattern.finditer(lowered):
+            if any(match.start() in span for span in taken):
+                continue
+            parts = match.groupdict()
+            month = _MONTHS[parts["mon"]] if parts.get("mon") else int(parts["m"])
+            try:
+                found.append((match.start(), date(int(parts["y"]), month, int(parts["d"]))))
+            except ValueError as exc:
+                raise ValueError(f"{match.group(0)!r} is not a valid date ({exc})") from None
+            taken.append(range(match.start(), match.end()))
+    for word, days in _RELATIVE_DAYS.items():
+        for match in re.finditer(rf"\b{word}\b", lowered):
+            found.append((match.start(), today + timedelta(days=days)))
+    for match in re.finditer(rf"\b(next|last|this) ({'|'.join(_WEEKDAYS)})\b", lowered):
+        target = _WEEKDAYS[match.group(2)]
+        delta = (target - today.weekday()) % 7
+        if match.group(1) == "next":
+            delta = delta or 7
+        elif match.group(1) == "last":
+            delta = -((today.weekday() - target) % 7 or 7)
+        found.append((match.start(), today + timedelta(days=delta)))
+    return sorted(found, key=lambda item: item[0])
+
+
+@cache
+def _zone_names() -> dict[str, str]:
+    """Lower-cased IANA names and their last component (``tokyo`` → ``Asia/Tokyo``)."""
+    names: dict[str, str] = {}
+    for name in sorted(available_timezones()):
+        names[name.lower()] = name
+        last = name.rsplit("/", 1)[-1].replace("_", " ").lower()
+        names.setdefault(last, name)
+    return names
+
+
+def _find_zone(text: str) -> ZoneInfo | None:
+    lowered = text.lower()
+    for match in re.finditer(r"\b[a-z]+(?:/[a-z_+\-0-9]+)+\b", lowered):
+        name = _zone_names().get(match.group(0))
+        if name:
+            return ZoneInfo(name)
+    # a city or zone name after "in": "time in New York", "in tokyo right now"
+    for match in re.finditer(r"\bin ([a-z][a-z .'\-]*)", lowered):
+        words = match.group(1).strip(" .?!").split()
+        for length in range(min(4, len(words)), 0, -1):
+            candidate = " ".join(words[:length])
+            name = _zone_names().get(candidate)
+            if name:
+                return ZoneInfo(name)
+    for code in ("utc", "gmt"):
+        if re.search(rf"\b{code}\b", lowered):
+            return ZoneInfo("UTC")
+    return None
+
+
+def _format_date(day: date) -> str:
+    return f"{calendar.day_name[day.weekday()]}, {day.day} {calendar.month_name[day.month]} {day.year}"
+
+
+class ClockAgent:
+    """Answers date and time questions exactly. ``now`` returns the current aware datetime (injectable)."""
+
+    def __init__(self, now: Callable[[], datetime] | None = None, *, default_zone: str = "UTC") -> None:
+        self.now = now or (lambda: datetime.now(UTC))
+        try:
+            self.default_zone = ZoneInfo(default_zone)
+        except ZoneInfoNotFoundError:
+            raise ValueError(f"default_zone {default_zone!r} is not an IANA time zone name") from None
+
+    def __call__(self, query: str) -> str:
+        return self.answer(query)
+
+    def answer(self, query: str) -> str:
+        """The reply to one query; a polite refusal when the query is not about dates or times."""
+        now = self.now()
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=self.default_zone)
+        zone = _find_zone(query)
+        local_now = now.astimezone(zone or self.default_zone)
+        today = local_now.date()
+        lowered = re.sub(r"(?<=\d),(?=\d{3}\b)", "", query.lower())  # 10,000 days -> 10000 days
+        try:
+            dates = [day for _, day in parse_date(lowered, today)]
+        except ValueError as exc:
+            return f"Sorry, {exc}."
+
+        if re.search(r"\b(time|clock|hour)\b", lowered) and not re.search(r"\b(days?|weeks?|months?)\b", lowered):
+            where = zone.key if zone else local_now.tzname()
+            return f"It is {local_now:%H:%M} on {_format_date(local_now.date())} in {where} (UTC{local_now:%z})."
+
+        offset = _OFFSET.search(lowered)
+        if offset and not re.search(r"\b(between|from .* (to|until|and))\b", lowered.replace(offset.group(0), "")):
+            count = offset.group("n")
+            amount = int(count) if count.isdigit() else _NUMBER_WORDS[count]
+            direction = offset.group("dir") or ""
+            explicit_minus = re.search(r"\b(minus|subtract|before|ago|earlier)\b", lowered)
+            sign = -1 if direction in ("before", "ago", "earlier") or explicit_minus else 1
+            base = dates[0] if dates else today
+            unit = offset.group("unit")
+            try:
+                if unit == "month":
+                    result = add_months(base, sign * amount)
+                elif unit == "year":
+                    result = add_months(base, sign * amount * 12)
+                else:
+                    result = base + timedelta(days=sign * amount * _UNIT_DAYS[unit])
+            except (OverflowError, ValueError):
+                return "Sorry, that date is outside the calendar I can handle (years 1 to 9999)."
+            plural = "s" if amount != 1 else ""
+            way = "before" if sign < 0 else "after"
+            return f"{_format_date(result)} ({amount} {unit}{plural} {way} {_format_date(base)})."
+
+        if len(dates) == 1 and re.search(r"\b(how many days|days (until|till|to|since|left)|how long)\b", lowered):
+            dates = [today, dates[0]] if dates[0] >= today else [dates[0], today]
+        if len(dates) >= 2 and re.search(r"\b(between|from|until|till|to|since|how many|how long)\b", lowered):
+            first, second = dates[0], dates[1]
+            days = (second - first).days
+            weeks, rest = divmod(abs(days), 7)
+            return (
+                f"{abs(days)} days between {_format_date(first)} and {_format_date(second)} "
+                f"({weeks} weeks and {rest} days)."
+            )
+
+        if dates and re.search(r"\b(day of the week|weekday|what day|which day)\b", lowered):
+            return f"{_format_date(dates[0])}."
+
+        if re.search(r"\b(today|date|day is it|what day)\b", lowered) or (dates and not re.search(r"\d", lowered)):
+            day = dates[0] if dates else today
+            return f"{'Today is ' if day == today else ''}{_format_date(day)}."
+
+        if dates:
+            return f"{_format_date(dates[0])}."
+        return (
+            "Sorry, I only answer date and time questions: today's date, the weekday of a date, days between two "
+            "dates, a date plus or minus days/weeks/months, or the time in a time zone."
+        )
+
+
+_DEFAULT = ClockAgent()
+
+
+def answer(query: str) -> str:
+    """The date/time agent's reply on the real clock (UTC unless the query names a time zone)."""
+    return _DEFAULT.answer(query)
+
+
+CLOCK_CARD = AgentCard(
+    id="clock",
+    name="Date and time",
+    description=(
+        "Dates and times, computed exactly from the system clock: today's date, the day of the week of any date, "
+        "the number of days between two dates, a date plus or minus a number of days, weeks, months or years, "
+        "and the current time in a named time zone or city (IANA zones such as Europe/Paris)."
+    ),
+    skills=("dates", "calendar", "time zones", "date arithmetic"),
+    examples=(
+        "what is today's date?",
+        "what day of the week is 2024-02-29?",
+        "how many days between 2024-01-01 and 2024-12-25?",
+        "what date is 90 days after March 3, 2025?",
+        "what time is it in Asia/Tokyo?",
+        "what was the date 3 weeks ago?",
+    ),
+    backend="function",
+    function="orchestra.agents.clock:answer",
+)
+"""The date/time agent's card: routers read its description and examples."""

@@ -1,0 +1,135 @@
+"""Orchestra: multi-agent LLM applications built around routing.
+
+Deciding which agents and models answer each query, at what cost, and merging what they say::
+
+    from orchestra import AgentCard, Orchestra
+
+    app = Orchestra()                                   # SQLite trace store under ~/.orchestra
+    app.registry.add_agent(AgentCard(id="echo", description="Repeats the request.", backend="function",
+                                     function="mypkg.agents:echo"))
+    result = app.workflow("embedding").run("say hello")
+"""
+
+from orchestra.agent import Agent, AgentContext, AgentReply, FunctionAgent, LLMAgent, RefiningAgent
+from orchestra.aggregate import Aggregated, Aggregator, PassThrough, Refine, WeightedVote
+from orchestra.cards import AgentCard, ModelCard, load_cards
+from orchestra.errors import (
+    AgentError,
+    BudgetExceeded,
+    CardError,
+    CheckpointError,
+    ConfigurationError,
+    DataError,
+    DecisionError,
+    DuplicateIdError,
+    LocalRuntimeMissing,
+    ModelError,
+    ModelOutputError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+    NotFoundError,
+    OrchestraError,
+    PolicyError,
+    ReplayMismatch,
+    RunError,
+    StoreError,
+    UnknownAgentError,
+    UnknownRouterError,
+)
+from orchestra.model import ChatChunk, ChatModel, ChatOptions, ChatResult, Message
+from orchestra.policies import Budget, FallbackPolicy, RetryPolicy, RoutingPolicy
+from orchestra.registry import Registry, RegistrySnapshot
+from orchestra.replay import replay
+from orchestra.routing import (
+    BaseRouter,
+    Call,
+    CandidateScore,
+    Decision,
+    Dispatch,
+    Finish,
+    ModelAccess,
+    Observation,
+    Router,
+    RouterState,
+    Turn,
+    available_routers,
+    load_router,
+    register_router,
+)
+from orchestra.runtime import Orchestra, RunEvent, RunResult, Workflow
+from orchestra.trace import RegistryEvent, RunRecord, RunTrace, StepRecord, Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentCard",
+    "AgentContext",
+    "AgentError",
+    "AgentReply",
+    "Aggregated",
+    "Aggregator",
+    "BaseRouter",
+    "Budget",
+    "BudgetExceeded",
+    "Call",
+    "CandidateScore",
+    "CardError",
+    "ChatChunk",
+    "ChatModel",
+    "ChatOptions",
+    "ChatResult",
+    "CheckpointError",
+    "ConfigurationError",
+    "DataError",
+    "Decision",
+    "DecisionError",
+    "Dispatch",
+    "DuplicateIdError",
+    "FallbackPolicy",
+    "Finish",
+    "FunctionAgent",
+    "LLMAgent",
+    "LocalRuntimeMissing",
+    "Message",
+    "ModelAccess",
+    "ModelCard",
+    "ModelError",
+    "ModelOutputError",
+    "ModelTimeoutError",
+    "ModelUnavailableError",
+    "NotFoundError",
+    "Observation",
+    "Orchestra",
+    "OrchestraError",
+    "PassThrough",
+    "PolicyError",
+    "Refine",
+    "RefiningAgent",
+    "Registry",
+    "RegistryEvent",
+    "RegistrySnapshot",
+    "ReplayMismatch",
+    "RetryPolicy",
+    "Router",
+    "RouterState",
+    "RoutingPolicy",
+    "RunError",
+    "RunEvent",
+    "RunRecord",
+    "RunResult",
+    "RunTrace",
+    "StepRecord",
+    "Store",
+    "StoreError",
+    "Turn",
+    "UnknownAgentError",
+    "UnknownRouterError",
+    "WeightedVote",
+    "Workflow",
+    "available_routers",
+    "load_cards",
+    "load_router",
+    "register_router",
+    "replay",
+]

@@ -1,0 +1,183 @@
+"""The agent contract and the agent kinds Orchestra ships: `LLMAgent`, `FunctionAgent`, `RefiningAgent`."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from orchestra.cards import AgentCard
+from orchestra.errors import AgentError, CardError
+from orchestra.model import ChatOptions, ChatResult, Message
+from orchestra.routing import ModelAccess, Observation, Turn
+
+__all__ = ["Agent", "AgentContext", "AgentReply", "FunctionAgent", "LLMAgent", "RefiningAgent", "agent_for_card"]
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """What an agent may use while answering one call."""
+
+    card: AgentCard
+    models: ModelAccess
+    """Call models by card id through this: resolved at call time, retried, budgeted and recorded."""
+    history: tuple[Turn, ...] = ()
+    model_id: str | None = None
+    """The model a model router chose for this call; ``None``: the card's own model."""
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentReply:
+    """An agent's answer, with what its model calls used."""
+
+    answer: str
+    model_id: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_chat(cls, result: ChatResult, **meta: Any) -> AgentReply:
+        return cls(
+            answer=result.text,
+            model_id=result.model_id,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cost_usd=result.cost_usd,
+            meta=meta,
+        )
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """What users implement for an agent that lives in Python: one call and its async twin."""
+
+    def run(self, query: str, context: AgentContext) -> AgentReply: ...
+
+    async def arun(self, query: str, context: AgentContext) -> AgentReply: ...
+
+
+class FunctionAgent:
+    """An agent backed by a Python callable ``fn(query) -> str`` (or ``fn(query, context)``; sync or async)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        required = [p for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty
+                    and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self._wants_context = len(required) >= 2
+        self._is_async = inspect.iscoroutinefunction(fn)
+
+    def _args(self, query: str, context: AgentContext) -> tuple[Any, ...]:
+        return (query, context) if self._wants_context else (query,)
+
+    @staticmethod
+    def _reply(value: Any) -> AgentReply:
+        if isinstance(value, AgentReply):
+            return value
+        if not isinstance(value, str):
+            raise AgentError(f"function agent returned {type(value).__name__}, expected str")
+        return AgentReply(answer=value)
+
+    def run(self, query: str, context: AgentContext) -> AgentReply:
+        if self._is_async:
+            return self._reply(asyncio.run(self.fn(*self._args(query, context))))
+        return self._reply(self.fn(*self._args(query, context)))
+
+    async def arun(self, query: str, context: AgentContext) -> AgentReply:
+        if self._is_async:
+            return self._reply(await self.fn(*self._args(query, context)))
+        return self._reply(await asyncio.to_thread(self.fn, *self._args(query, context)))
+
+
+class LLMAgent:
+    """An agent that is a system prompt on a model card; a model router may choose another model per call."""
+
+    def __init__(self, options: ChatOptions | None = None) -> None:
+        self.options = options or ChatOptions(temperature=0.0, max_tokens=512)
+
+    @staticmethod
+    def messages(query: str, context: AgentContext) -> list[Message]:
+        system = context.card.system_prompt or (
+            f"You are {context.card.name}. {context.card.description} Answer the user's request directly and briefly."
+        )
+        messages = [Message(role="system", content=system)]
+        messages += [Message(role=turn.role, content=turn.content) for turn in context.history]
+        messages.append(Message(role="user", content=query))
+        return messages
+
+    @staticmethod
+    def _model(context: AgentContext) -> str:
+        model_id = context.model_id or context.card.model
+        if not model_id:
+            raise CardError(f"AgentCard {context.card.id!r}: field 'model' is empty and no model was routed", field="model")
+        return model_id
+
+    def run(self, query: str, context: AgentContext) -> AgentReply:
+        result = context.models.chat(self._model(context), self.messages(query, context), self.options, purpose="agent")
+        return AgentReply.from_chat(result)
+
+    async def arun(self, query: str, context: AgentContext) -> AgentReply:
+        result = await context.models.achat(
+            self._model(context), self.messages(query, context), self.options, purpose="agent"
+        )
+        return AgentReply.from_chat(result)
+
+
+def agent_for_card(card: AgentCard, implementation: Any = None) -> Agent:
+    """The agent that answers for ``card``: its in-process implementation, its function, or an `LLMAgent`."""
+    if implementation is not None:
+        return implementation if isinstance(implementation, Agent) else FunctionAgent(implementation)
+    if card.backend == "function":
+        assert card.function is not None
+        module_name, _, attr = card.function.partition(":")
+        try:
+            target: Any = importlib.import_module(module_name)
+            for part in attr.split("."):
+                target = getattr(target, part)
+        except (ImportError, AttributeError) as exc:
+            raise AgentError(f"agent {card.id!r}: cannot import function {card.function!r}: {exc}", agent_id=card.id) from None
+        if isinstance(target, type):
+            target = target()
+        return target if isinstance(target, Agent) else FunctionAgent(target)
+    # "model" and "endpoint" agents both speak the OpenAI chat protocol; an endpoint agent's model card is
+    # created by the runtime from the card's endpoint URL.
+    return LLMAgent()
+
+
+REFINE_SYSTEM = """You are the refining agent. Several agents answered the user's request; merge their answers \
+into one reply.
+- Keep every correct, relevant point; combine complementary points into one coherent answer.
+- Where answers conflict, say so plainly and give each position with the agent that holds it.
+- Weigh agents by the weight given beside each; prefer exact results from tool agents (calculators, dates).
+- If no answer is useful, say politely that you cannot answer, and why, in one or two sentences.
+Reply with the merged answer only; do not mention this process unless answers conflict."""
+
+
+class RefiningAgent:
+    """Merges several agents' answers: combines complementary points, states conflicts plainly, refuses
+    politely when every answer is useless. Backed by a model card."""
+
+    def __init__(self, model_id: str, options: ChatOptions | None = None) -> None:
+        self.model_id = model_id
+        self.options = options or ChatOptions(temperature=0.0, max_tokens=512)
+
+    @staticmethod
+    def messages(query: str, observations: Sequence[Observation]) -> list[Message]:
+        lines = []
+        for number, obs in enumerate(observations, 1):
+            body = obs.answer if obs.ok else f"(failed: {obs.error.get('message') if obs.error else 'unknown error'})"
+            part = f" on '{obs.query}'" if obs.query != query else ""
+            lines.append(f"[{number}] agent {obs.agent_id}{part} (weight {obs.weight:.2f}):\n{body}")
+        user = f"User request:\n{query}\n\nAgents' answers:\n\n" + "\n\n".join(lines) + "\n\nMerged answer:"
+        return [Message(role="system", content=REFINE_SYSTEM), Message(role="user", content=user)]
+
+    def refine(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> ChatResult:
+        return models.chat(self.model_id, self.messages(query, observations), self.options, purpose="refine")
+
+    async def arefine(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> ChatResult:
+        return await models.achat(self.model_id, self.messages(query, observations), self.options, purpose="refine")

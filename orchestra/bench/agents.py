@@ -1,0 +1,388 @@
+"""``orchestra bench agents``: route every test query of an agent-routing set and score the decisions.
+
+A set is a folder in the canonical format (see ``../shared/data/README.md``): ``agents.jsonl`` (one card a line,
+``{"id", "description"}``), ``train.jsonl``, optional ``val.jsonl``, ``test.jsonl`` (``{"query", "agents": [ids]}``)
+and optional ``oos_train.jsonl`` / ``oos_val.jsonl`` / ``oos_test.jsonl`` (out-of-scope queries, ``agents: []``).
+
+The harness trains what the regime allows through the optional `TrainableRouter.fit` protocol (zero-shot:
+descriptions only; few-shot: K examples per agent from train; supervised: all of train), routes every test query
+through ``router.decide(RouterState(...))``, writes one JSON line per query in order and prints the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Protocol, runtime_checkable
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestra.cards import AgentCard
+from orchestra.errors import CardError, DataError, DuplicateIdError
+from orchestra.routing import Dispatch, Finish, ModelAccess, Router, RouterState, load_router
+
+from .metrics import latency_summary, oos_metrics, set_metrics
+
+__all__ = [
+    "AgentSet",
+    "Regime",
+    "RoutingExample",
+    "TrainableRouter",
+    "agents_command",
+    "few_shot_sample",
+    "load_agent_set",
+    "predicted_ids",
+    "run_agent_bench",
+]
+
+
+class Regime(str, Enum):
+    """What a router may learn from."""
+
+    zero_shot = "zero-shot"
+    few_shot = "few-shot"
+    supervised = "supervised"
+
+
+class RoutingExample(BaseModel):
+    """One labelled query: the agents it needs (``()`` = out of scope)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    query: str = Field(min_length=1)
+    agents: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class TrainableRouter(Protocol):
+    """Routers that learn implement ``fit``; the harness calls it when present, others are used as they are.
+
+    ``agents`` are the cards the router is trained for (with their example queries in few-shot and supervised
+    regimes), ``train_rows`` what the regime allows, ``oos_rows`` labelled out-of-scope queries (may be empty).
+    """
+
+    def fit(
+        self,
+        agents: Sequence[AgentCard],
+        train_rows: Sequence[RoutingExample],
+        regime: str,
+        shots: int,
+        *,
+        oos_rows: Sequence[RoutingExample] = (),
+        seed: int = 0,
+    ) -> Any: ...
+
+
+@dataclass
+class AgentSet:
+    """A loaded agent-routing set."""
+
+    root: Path
+    cards: list[AgentCard]
+    splits: dict[str, list[RoutingExample]] = field(default_factory=dict)
+
+    def split(self, name: str) -> list[RoutingExample]:
+        return self.splits.get(name, [])
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(item, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}")
+        rows.append((number, item))
+    return rows
+
+
+_SPLITS = ("train", "val", "test", "oos_train", "oos_val", "oos_test")
+
+
+def load_agent_set(root: str | Path) -> AgentSet:
+    """Read a set folder; any problem is a `DataError` naming the file and line."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory (expected agents.jsonl, train.jsonl, test.jsonl inside)")
+    cards: list[AgentCard] = []
+    seen: dict[str, int] = {}
+    agents_path = root / "agents.jsonl"
+    for number, item in _read_jsonl(agents_path):
+        try:
+            card = AgentCard.parse(item)
+        except CardError as exc:
+            raise DataError(f"{agents_path}:{number}: {exc}") from None
+        if card.id in seen:
+            duplicate = DuplicateIdError("agent", card.id)
+            raise DataError(f"{agents_path}:{number}: {duplicate} (first on line {seen[card.id]})") from None
+        seen[card.id] = number
+        cards.append(card)
+    if not cards:
+        raise DataError(f"{agents_path}: holds no agent cards")
+    splits: dict[str, list[RoutingExample]] = {}
+    for name in _SPLITS:
+        path = root / f"{name}.jsonl"
+        if not path.exists():
+            if name == "test":
+                raise DataError(f"{path}: file not found")
+            continue
+        rows = []
+        for number, item in _read_jsonl(path):
+            try:
+                row = RoutingExample.model_validate(item)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
+                raise DataError(f"{path}:{number}: field {where!r}: {first['msg']}") from None
+            unknown = [agent for agent in row.agents if agent not in seen]
+            if unknown:
+                raise DataError(f"{path}:{number}: unknown agent id(s) {unknown} (not in agents.jsonl)")
+            rows.append(row)
+        splits[name] = rows
+    return AgentSet(root=root, cards=cards, splits=splits)
+
+
+def few_shot_sample(rows: Sequence[RoutingExample], agent_ids: Sequence[str], shots: int, seed: int) -> list[RoutingExample]:
+    """``shots`` single-agent training rows per agent, drawn with ``seed`` (fewer when the agent has fewer)."""
+    by_agent: dict[str, list[RoutingExample]] = {agent_id: [] for agent_id in agent_ids}
+    for row in rows:
+        if len(row.agents) == 1 and row.agents[0] in by_agent:
+            by_agent[row.agents[0]].append(row)
+    rng = random.Random(seed)
+    sample: list[RoutingExample] = []
+    for agent_id in agent_ids:
+        pool = by_agent[agent_id]
+        sample.extend(rng.sample(pool, min(shots, len(pool))))
+    return sample
+
+
+def predicted_ids(decision: Dispatch | Finish) -> list[str]:
+    """The agents a decision dispatches, in order, each once (``[]`` for a finish)."""
+    if isinstance(decision, Finish):
+        return []
+    ordered: list[str] = []
+    for call in decision.calls:
+        if call.agent_id not in ordered:
+            ordered.append(call.agent_id)
+    return ordered
+
+
+def _with_examples(card: AgentCard, examples: Sequence[str]) -> AgentCard:
+    return card.with_changes(examples=tuple(examples)) if examples else card
+
+
+def run_agent_bench(
+    data: str | Path,
+    router: Router | str,
+    *,
+    regime: Regime | str = Regime.supervised,
+    shots: int = 5,
+    predictions: str | Path | None = None,
+    holdout_agents: int = 0,
+    limit: int | None = None,
+    seed: int = 0,
+    model_access: ModelAccess | None = None,
+    models: Sequence[Any] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train (when the router can), route the test (and out-of-scope test) queries, score them.
+
+    Returns the report: metrics over all in-scope test queries, over onboarded (held-out) agents' queries and
+    over the others when ``holdout_agents`` > 0, out-of-scope precision/recall, latencies and timings.
+    """
+    regime = Regime(regime)
+    if shots < 1 and regime is Regime.few_shot:
+        raise DataError(f"--shots must be at least 1 in the few-shot regime, got {shots}")
+    dataset = load_agent_set(data)
+    if isinstance(router, str):
+        router_name = router
+        router = load_router(router)
+    else:
+        router_name = getattr(router, "name", type(router).__name__)
+    all_ids = [card.id for card in dataset.cards]
+    train = dataset.split("train")
+    if holdout_agents < 0 or holdout_agents >= len(all_ids):
+        raise DataError(f"--holdout-agents must be in [0, {len(all_ids) - 1}], got {holdout_agents}")
+    held_out = set(random.Random(seed).sample(all_ids, holdout_agents)) if holdout_agents else set()
+
+    # Example queries a card carries: K per agent in few-shot and supervised regimes (onboarded agents arrive
+    # with them too), none in zero-shot.
+    examples: dict[str, list[str]] = {agent_id: [] for agent_id in all_ids}
+    if regime is not Regime.zero_shot and train:
+        for row in few_shot_sample(train, all_ids, shots, seed):
+            examples[row.agents[0]].append(row.query)
+    cards = [_with_examples(card, examples[card.id]) for card in dataset.cards]
+    known_cards = [card for card in cards if card.id not in held_out]
+    if regime is Regime.zero_shot:
+        train_rows: list[RoutingExample] = []
+    elif regime is Regime.few_shot:
+        train_rows = few_shot_sample(train, [card.id for card in known_cards], shots, seed)
+    else:
+        train_rows = [row for row in train if not held_out.intersection(row.agents)]
+    oos_rows = dataset.split("oos_train") + dataset.split("oos_val")
+
+    fit_seconds = 0.0
+    if isinstance(router, TrainableRouter):
+        started = time.perf_counter()
+        router.fit(known_cards, train_rows, regime.value, shots, oos_rows=oos_rows, seed=seed)
+        fit_seconds = time.perf_counter() - started
+
+    test = dataset.split("test")[:limit] if limit else dataset.split("test")
+    oos_test = dataset.split("oos_test")[:limit] if limit else dataset.split("oos_test")
+    rows = [("test", row) for row in test] + [("oos_test", row) for row in oos_test]
+    agents = tuple(cards)
+    model_cards = tuple(models)
+    records: list[dict[str, Any]] = []
+    for index, (split, row) in enumerate(rows):
+        state = RouterState(
+            query=row.query, agents=agents, models=model_cards, registry_version=1, model_access=model_access
+        )
+        started = time.perf_counter()
+        decision = router.decide(state)
+        latency_ms = (time.perf_counter() - started) * 1000
+        record = {
+            "query": row.query,
+            "predicted": predicted_ids(decision),
+            "latency_ms": round(latency_ms, 3),
+            "gold": list(row.agents),
+            "split": split,
+        }
+        if isinstance(decision, Dispatch) and decision.meta.get("dropped"):
+            record["dropped"] = decision.meta["dropped"]
+        records.append(record)
+        if progress:
+            progress(index + 1, len(rows))
+
+    if predictions:
+        out = Path(predictions)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    in_scope = [r for r in records if r["split"] == "test"]
+    report: dict[str, Any] = {
+        "data": str(dataset.root),
+        "router": router_name,
+        "router_config": router.describe() if hasattr(router, "describe") else {"name": router_name},
+        "regime": regime.value,
+        "shots": shots if regime is Regime.few_shot else (shots if regime is Regime.supervised else 0),
+        "seed": seed,
+        "n_agents": len(all_ids),
+        "n_train_rows": len(train_rows),
+        "fit_seconds": round(fit_seconds, 3),
+        "test": set_metrics([r["gold"] for r in in_scope], [r["predicted"] for r in in_scope]),
+        "latency": latency_summary([r["latency_ms"] for r in in_scope]),
+    }
+    if held_out:
+        onboarded = [r for r in in_scope if held_out.intersection(r["gold"])]
+        others = [r for r in in_scope if not held_out.intersection(r["gold"])]
+        report["holdout_agents"] = sorted(held_out)
+        report["onboarded"] = set_metrics([r["gold"] for r in onboarded], [r["predicted"] for r in onboarded])
+        report["known"] = set_metrics([r["gold"] for r in others], [r["predicted"] for r in others])
+    if oos_test:
+        report["oos"] = oos_metrics([r["gold"] for r in records], [r["predicted"] for r in records])
+    return report
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"{report['router']} on {Path(report['data']).name} ({report['regime']}"
+    title += f", {report['shots']} shots)" if report["regime"] == "few-shot" else ")"
+    table = Table(title=title)
+    table.add_column("queries")
+    for column in ("n", "set hit", "top-1", "exact set", "micro-F1", "mean set size"):
+        table.add_column(column, justify="right")
+    groups = [("all in-scope", report["test"])]
+    if "onboarded" in report:
+        groups += [("onboarded agents", report["onboarded"]), ("known agents", report["known"])]
+    for label, m in groups:
+        if not m.get("n"):
+            table.add_row(label, "0", *["-"] * 5)
+            continue
+        table.add_row(
+            label,
+            str(m["n"]),
+            f"{100 * m['set_hit']:.2f}",
+            f"{100 * m['top1']:.2f}",
+            f"{100 * m['exact_set']:.2f}",
+            f"{100 * m['micro_f1']:.2f}",
+            f"{m['mean_set_size']:.2f}",
+        )
+    console = Console()
+    console.print(table)
+    lat = report["latency"]
+    console.print(f"decision latency: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms; fit {report['fit_seconds']:.1f} s")
+    if "oos" in report:
+        oos = report["oos"]
+        console.print(
+            f"out of scope ({oos['n_oos']} queries): precision {oos['oos_precision']:.3f}, recall {oos['oos_recall']:.3f}"
+        )
+
+
+def _typer_option(*names: str, help: str) -> Any:
+    return typer.Option(*names, help=help)
+
+
+def agents_command(
+    data: Annotated[str, _typer_option("--data", help="Set folder (agents.jsonl, train/test.jsonl, ...).")],
+    router: Annotated[str, _typer_option("--router", help="Router name (entry point), e.g. set, tcar, embedding.")] = "set",
+    regime: Annotated[Regime, _typer_option("--regime", help="What the router may learn from.")] = Regime.supervised,
+    shots: Annotated[int, _typer_option("--shots", help="Examples per agent (few-shot; onboarded agents' examples).")] = 5,
+    predictions: Annotated[
+        str | None, _typer_option("--predictions", help="Write one JSON line per routed query here.")
+    ] = None,
+    holdout_agents: Annotated[
+        int, _typer_option("--holdout-agents", help="Train without N agents, onboard them at run time by card.")
+    ] = 0,
+    limit: Annotated[int | None, _typer_option("--limit", help="Route only the first N test queries.")] = None,
+    seed: Annotated[int, _typer_option("--seed", help="Seed of example sampling and held-out agents.")] = 0,
+    json_out: Annotated[str | None, _typer_option("--json", help="Write the metrics here as JSON.")] = None,
+) -> None:
+    """Route every test query of an agent-routing set and print set hit, top-1, exact set, micro-F1, mean set
+    size, latency and out-of-scope precision/recall."""
+    from rich.progress import Progress
+
+    from orchestra.bench import data_dir
+
+    folder = data_dir(data)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("routing", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        report = run_agent_bench(
+            folder,
+            router,
+            regime=regime,
+            shots=shots,
+            predictions=predictions,
+            holdout_agents=holdout_agents,
+            limit=limit,
+            seed=seed,
+            progress=advance,
+        )
+    _print_report(report)
+    if json_out:
+        out = Path(json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,587 @@
+"""``orchestra bench models``: model routing on a canonical set (``models.jsonl`` + ``train``/``test.jsonl``).
+
+A model router predicts, for each query and model card, a quality in [0, 1] and a cost in USD, and picks the
+model with the best utility ``(1 - w) * quality - w * normalised cost`` for a cost weight ``w``. The harness
+trains a router on the set's train split (a seeded validation slice is carved from it), routes every test query
+at every ``w`` of a grid, and scores the choices with the outcomes recorded in the set:
+
+- per ``w``: realised quality and cost (means of the chosen model's recorded score and cost);
+- **AIQ** (RouterBench, Hu et al. 2024): area under the non-decreasing convex hull of the router's (cost, quality)
+  points, divided by the cost range of the single models (`aiq`);
+- GraphRouter's three **scenario rewards** (Feng et al., ICLR 2025): mean over queries of
+  ``alpha * effect - beta * cost`` for the chosen model, cost min-max normalised within each task, for
+  Performance First (1, 0), Balance (0.5, 0.5) and Cost First (0.2, 0.8) — the choices at ``w`` = 0, 0.5, 0.8;
+- the cheapest point reaching the best single model's quality.
+
+Sets without measured cost (llmrouter) get an *estimated* cost from the card prices and a token count
+approximated as ``len(text) / 4`` (tiktoken needs a download); when no response is recorded the completion is
+assumed to be `ASSUMED_COMPLETION_TOKENS` tokens. The report labels such costs ``"estimated"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestra.cards import ModelCard
+from orchestra.errors import CardError, DataError, PolicyError
+
+__all__ = [
+    "ASSUMED_COMPLETION_TOKENS",
+    "CHARS_PER_TOKEN",
+    "DEFAULT_WEIGHTS",
+    "SCENARIOS",
+    "ModelOutcome",
+    "ModelQuery",
+    "ModelSet",
+    "aiq",
+    "estimate_cost",
+    "load_model_set",
+    "models_command",
+    "nondecreasing_hull",
+    "outcome_matrix",
+    "parse_weights",
+    "run_model_bench",
+    "scenario_reward",
+    "split_train_val",
+]
+
+CHARS_PER_TOKEN = 4
+"""Characters per token of the cost estimate (the usual English average; tiktoken is not available offline)."""
+ASSUMED_COMPLETION_TOKENS = 256
+"""Completion length assumed for a cost estimate when the set records no response."""
+DEFAULT_WEIGHTS = tuple(round(i / 10, 1) for i in range(11))
+"""The default cost-weight grid: 0, 0.1, ..., 1."""
+SCENARIOS: dict[str, tuple[float, float]] = {
+    "performance_first": (1.0, 0.0),
+    "balance": (0.5, 0.5),
+    "cost_first": (0.2, 0.8),
+}
+"""GraphRouter's scenarios as (alpha, beta); each is the cost weight ``w = beta``."""
+
+
+class ModelOutcome(BaseModel):
+    """What one model did on one query: its score, its cost and (where recorded) its response."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    score: float = Field(ge=0.0, le=1.0)
+    cost: float | None = Field(default=None, ge=0.0)
+    """USD for this call; ``None`` when the set measured none (then estimated at load time when priced)."""
+    response: str | None = None
+
+
+class ModelQuery(BaseModel):
+    """One query of a model-routing set with every model's recorded outcome."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    query: str
+    task: str = ""
+    """The task (data set) the query comes from; GraphRouter embeds its description."""
+    outcomes: dict[str, ModelOutcome] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """A model-routing set: model cards, train and test queries, and whether costs are estimated."""
+
+    name: str
+    root: Path
+    cards: tuple[ModelCard, ...]
+    train: tuple[ModelQuery, ...]
+    test: tuple[ModelQuery, ...]
+    card_costs: dict[str, float | None] = field(default_factory=dict)
+    """Mean cost per query a card states (routerbench's ``mean_cost_per_query_usd``), by model id."""
+    cost_estimated: bool = False
+    """True when outcome costs were estimated from prices and token counts rather than measured."""
+
+    @property
+    def model_ids(self) -> list[str]:
+        return [card.id for card in self.cards]
+
+    def without_models(self, model_ids: Sequence[str]) -> ModelSet:
+        """The same set with these models removed from the cards and from every outcome (train and test)."""
+        unknown = sorted(set(model_ids) - set(self.model_ids))
+        if unknown:
+            raise DataError(f"--holdout-models: unknown model id(s) {unknown}; the set has {self.model_ids}")
+        drop = set(model_ids)
+
+        def strip(rows: tuple[ModelQuery, ...]) -> tuple[ModelQuery, ...]:
+            return tuple(
+                row.model_copy(update={"outcomes": {m: o for m, o in row.outcomes.items() if m not in drop}})
+                for row in rows
+            )
+
+        return replace(
+            self,
+            cards=tuple(card for card in self.cards if card.id not in drop),
+            train=strip(self.train),
+            test=strip(self.test),
+        )
+
+
+_CARD_FIELDS = set(ModelCard.model_fields)
+
+
+def estimate_cost(card: ModelCard, query: str, response: str | None) -> float | None:
+    """USD of one call estimated from the card's prices: ``len(text) / 4`` tokens for the prompt and the
+    recorded response (`ASSUMED_COMPLETION_TOKENS` when none is recorded); ``None`` when the card has no prices."""
+    prompt_tokens = math.ceil(len(query) / CHARS_PER_TOKEN)
+    completion_tokens = math.ceil(len(response) / CHARS_PER_TOKEN) if response else ASSUMED_COMPLETION_TOKENS
+    return card.cost_usd(prompt_tokens, completion_tokens)
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise DataError(f"missing file {str(path)!r}")
+    rows: list[tuple[int, dict[str, Any]]] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path.name}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(item, dict):
+                raise DataError(f"{path.name}:{number}: expected a JSON object, got {type(item).__name__}")
+            rows.append((number, item))
+    return rows
+
+
+def _load_cards(path: Path) -> tuple[list[ModelCard], dict[str, float | None]]:
+    cards: list[ModelCard] = []
+    card_costs: dict[str, float | None] = {}
+    for number, item in _read_jsonl(path):
+        label = f"{path.name}:{number} (model {item.get('id')!r})"
+        if not str(item.get("description") or "").strip():
+            raise DataError(f"{label}: model card has no description; routers embed it to route to the model")
+        for price in ("input_price_per_mtok", "output_price_per_mtok", "mean_cost_per_query_usd"):
+            value = item.get(price)
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise DataError(f"{label}: {price} must be a non-negative number, got {value!r}")
+        try:
+            card = ModelCard.parse({key: value for key, value in item.items() if key in _CARD_FIELDS})
+        except CardError as exc:
+            raise DataError(f"{label}: {exc}") from None
+        if card.id in card_costs:
+            raise DataError(f"{label}: duplicate model id {card.id!r}")
+        cards.append(card)
+        card_costs[card.id] = item.get("mean_cost_per_query_usd")
+    if not cards:
+        raise DataError(f"{path}: no model cards")
+    return cards, card_costs
+
+
+def _load_queries(path: Path, cards: Mapping[str, ModelCard]) -> tuple[list[ModelQuery], bool]:
+    queries: list[ModelQuery] = []
+    estimated = False
+    for number, item in _read_jsonl(path):
+        label = f"{path.name}:{number} (query {item.get('id')!r})"
+        outcomes = item.get("outcomes")
+        if not isinstance(outcomes, dict) or not outcomes:
+            raise DataError(f"{label}: query has no outcomes; every query needs at least one model's score")
+        unknown = sorted(set(outcomes) - set(cards))
+        if unknown:
+            raise DataError(f"{label}: outcomes name model(s) {unknown} that models.jsonl does not hold")
+        try:
+            row = ModelQuery.model_validate(item)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise DataError(f"{label}: field {where!r}: {first['msg']} (got {first.get('input')!r:.60})") from None
+        if any(outcome.cost is None for outcome in row.outcomes.values()):
+            filled: dict[str, ModelOutcome] = {}
+            for model_id, outcome in row.outcomes.items():
+                if outcome.cost is None:
+                    cost = estimate_cost(cards[model_id], row.query, outcome.response)
+                    if cost is not None:
+                        estimated = True
+                        outcome = outcome.model_copy(update={"cost": cost})
+                filled[model_id] = outcome
+            row = row.model_copy(update={"outcomes": filled})
+        queries.append(row)
+    return queries, estimated
+
+
+def load_model_set(root: str | Path) -> ModelSet:
+    """Read a model-routing set folder: ``models.jsonl``, ``train.jsonl``, ``test.jsonl``.
+
+    Raises `DataError` naming the file, line and problem: a card with no description or a negative price, a
+    query with no outcomes or with outcomes of unknown models, a score outside [0, 1].
+    """
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DataError(f"model set folder {str(folder)!r} does not exist")
+    cards, card_costs = _load_cards(folder / "models.jsonl")
+    by_id = {card.id: card for card in cards}
+    train, estimated_train = _load_queries(folder / "train.jsonl", by_id)
+    test, estimated_test = _load_queries(folder / "test.jsonl", by_id)
+    if not train or not test:
+        raise DataError(f"{folder}: train.jsonl and test.jsonl must both hold queries")
+    return ModelSet(
+        name=folder.name,
+        root=folder,
+        cards=tuple(cards),
+        train=tuple(train),
+        test=tuple(test),
+        card_costs=card_costs,
+        cost_estimated=estimated_train or estimated_test,
+    )
+
+
+def parse_weights(text: str | Sequence[float]) -> tuple[float, ...]:
+    """Cost weights from ``"0,0.1,1"`` (or a sequence); each must lie in [0, 1] (`PolicyError` otherwise)."""
+    items = [part.strip() for part in text.split(",") if part.strip()] if isinstance(text, str) else list(text)
+    if not items:
+        raise PolicyError("cost weights: none given; expected values in [0, 1] such as 0,0.5,1")
+    weights: list[float] = []
+    for item in items:
+        try:
+            value = float(item)
+        except (TypeError, ValueError):
+            raise PolicyError(f"cost weight {item!r} is not a number; expected values in [0, 1]") from None
+        if not 0.0 <= value <= 1.0 or math.isnan(value):
+            raise PolicyError(f"cost weight {value!r} is outside [0, 1]")
+        weights.append(value)
+    return tuple(sorted(set(weights)))
+
+
+def split_train_val(
+    rows: Sequence[ModelQuery], val_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[ModelQuery], list[ModelQuery]]:
+    """A seeded random validation slice carved from the training rows (the sets ship no val split)."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, int(round(len(rows) * val_fraction))) if len(rows) > 1 else 0
+    val_ids = set(order[:n_val])
+    return [r for i, r in enumerate(rows) if i not in val_ids], [r for i, r in enumerate(rows) if i in val_ids]
+
+
+def outcome_matrix(rows: Sequence[ModelQuery], model_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Recorded (score, cost) matrices of shape (queries, models); NaN where an outcome or cost is missing."""
+    scores = np.full((len(rows), len(model_ids)), np.nan)
+    costs = np.full((len(rows), len(model_ids)), np.nan)
+    for i, row in enumerate(rows):
+        for j, model_id in enumerate(model_ids):
+            outcome = row.outcomes.get(model_id)
+            if outcome is not None:
+                scores[i, j] = outcome.score
+                costs[i, j] = np.nan if outcome.cost is None else outcome.cost
+    return scores, costs
+
+
+def nondecreasing_hull(costs: Sequence[float], qualities: Sequence[float]) -> np.ndarray:
+    """RouterBench's non-decreasing convex hull of (cost, quality) points: the upper convex hull from the
+    cheapest point up to the best-quality point (mixing two routers at random reaches every point between
+    them; spending more for less is never worth it). Returns the hull's vertices, shape (k, 2), by cost."""
+    points = np.asarray(sorted(zip(costs, qualities, strict=True), key=lambda p: (p[0], -p[1])), dtype=float)
+    if len(points) == 0:
+        return points.reshape(0, 2)
+    # of points sharing a cost only the best matters
+    keep = [0] + [i for i in range(1, len(points)) if points[i, 0] != points[i - 1, 0]]
+    points = points[keep]
+    hull: list[np.ndarray] = []
+    for point in points:  # Andrew's monotone chain, upper half
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (x2 - x1) * (point[1] - y1) - (y2 - y1) * (point[0] - x1) >= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(point)
+    vertices = np.asarray(hull)
+    best = int(np.argmax(vertices[:, 1]))
+    return vertices[: best + 1]
+
+
+def aiq(costs: Sequence[float], qualities: Sequence[float], cost_range: tuple[float, float]) -> float:
+    """Average Improvement in Quality (RouterBench): the area under the non-decreasing convex hull of the
+    (cost, quality) points over ``cost_range`` (the single models' cost range), divided by its width.
+
+    Beyond its most expensive point the hull stays flat (a router can match its best point at any higher
+    budget); below its cheapest point it contributes nothing (the router cannot operate there)."""
+    low, high = cost_range
+    if not high > low:
+        raise ValueError(f"cost range must be increasing, got {cost_range}")
+    hull = nondecreasing_hull(costs, qualities)
+    if len(hull) == 0:
+        return 0.0
+    xs = list(hull[:, 0])
+    ys = list(hull[:, 1])
+    if xs[-1] < high:
+        xs.append(high)
+        ys.append(ys[-1])
+    grid_x = np.asarray(xs)
+    grid_y = np.asarray(ys)
+    # clip the curve to [low, high]: interpolate at the bounds, drop what lies outside
+    inside = (grid_x > low) & (grid_x < high)
+    start = max(low, grid_x[0])
+    if start >= high:
+        return 0.0
+    xs_clip = np.concatenate([[start], grid_x[inside & (grid_x > start)], [high]])
+    ys_clip = np.interp(xs_clip, grid_x, grid_y)
+    area = float(np.sum((xs_clip[1:] - xs_clip[:-1]) * (ys_clip[1:] + ys_clip[:-1]) / 2))
+    return area / (high - low)
+
+
+def scenario_reward(
+    chosen: Sequence[int], scores: np.ndarray, costs: np.ndarray, tasks: Sequence[str], alpha: float, beta: float
+) -> float:
+    """GraphRouter's reward: mean over queries of ``alpha * effect - beta * cost`` of the chosen model, with
+    cost min-max normalised within each task over all models and queries of that task in ``costs``."""
+    tasks_arr = np.asarray(tasks)
+    normalised = np.zeros_like(costs, dtype=float)
+    for task in np.unique(tasks_arr):
+        rows = tasks_arr == task
+        block = costs[rows]
+        low, high = np.nanmin(block), np.nanmax(block)
+        normalised[rows] = (block - low) / (high - low) if high > low else 0.0
+    picked = np.arange(len(chosen)), np.asarray(chosen)
+    return float(np.mean(alpha * scores[picked] - beta * normalised[picked]))
+
+
+# ---------------------------------------------------------------------------------------------- the harness
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else 0.0
+
+
+def run_model_bench(
+    folder: str | Path,
+    router_name: str,
+    *,
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+    holdout_models: Sequence[str] = (),
+    predictions: str | Path | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    router_options: Mapping[str, Any] | None = None,
+    latency_queries: int | None = 200,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train the named router on the set's train split, route every test query at every cost weight and score
+    the choices; returns the report (also what ``--json`` writes)."""
+    from orchestra.routing import load_router
+
+    say = progress or (lambda message: None)
+    weights = parse_weights(list(weights))
+    scenario_ws = sorted({beta for _, beta in SCENARIOS.values()})
+    evaluated = tuple(sorted(set(weights) | set(scenario_ws)))
+    full = load_model_set(folder)
+    trained_on = full.without_models(holdout_models) if holdout_models else full
+    train_rows, val_rows = split_train_val(trained_on.train, 0.1, seed)
+    test_rows = list(full.test[:limit] if limit else full.test)
+    cards = list(full.cards)
+    model_ids = [card.id for card in cards]
+
+    router = load_router(router_name, **dict(router_options or {}))
+    if not hasattr(router, "fit") or not hasattr(router, "route_batch"):
+        raise DataError(f"router {router_name!r} is not a model router (it needs fit and route_batch)")
+    say(f"training {router_name} on {len(train_rows)} queries ({len(val_rows)} for validation)")
+    started = time.perf_counter()
+    router.fit(
+        train_rows, list(trained_on.cards), val=val_rows, weights=evaluated, card_costs=full.card_costs, seed=seed
+    )
+    fit_seconds = time.perf_counter() - started
+    if hasattr(router, "reveal"):  # the oracle reads the test outcomes: it is an upper bound, not a router
+        router.reveal(test_rows)
+
+    say(f"routing {len(test_rows)} test queries at {len(evaluated)} cost weights")
+    scores, costs = outcome_matrix(test_rows, model_ids)
+    tasks = [row.task for row in test_rows]
+    # single-decision latency first, so that the first decision of each timed query embeds it afresh (the
+    # embedder caches by text); later weights reuse the embedding, as a live router would within a request
+    n_latency = len(test_rows) if latency_queries is None else min(latency_queries, len(test_rows))
+    latencies: dict[tuple[int, float], float] = {}
+    for i, row in enumerate(test_rows[:n_latency]):
+        for w in evaluated:
+            t0 = time.perf_counter()
+            router.route_one(row.query, cards, w, task=row.task or None)
+            latencies[(i, w)] = (time.perf_counter() - t0) * 1000
+    first_decisions = [latencies[(i, evaluated[0])] for i in range(n_latency)]
+    # batch throughput: embeddings of the rest, then pure scoring of every query at every weight
+    started = time.perf_counter()
+    router.embed_queries(test_rows)
+    embed_seconds = time.perf_counter() - started
+    n_embedded = len(test_rows) - n_latency
+    chosen_by_w: dict[float, np.ndarray] = {}
+    started = time.perf_counter()
+    for w in evaluated:
+        chosen, _, _, _ = router.route_batch(test_rows, cards, w)
+        chosen_by_w[w] = chosen
+    scoring_seconds = time.perf_counter() - started
+    queries_per_second = len(test_rows) * len(evaluated) / scoring_seconds if scoring_seconds else float("inf")
+
+    if predictions:
+        out = Path(predictions)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", encoding="utf-8") as handle:
+            for w in evaluated:
+                for i, row in enumerate(test_rows):
+                    line = {"id": row.id, "w": w, "chosen": model_ids[int(chosen_by_w[w][i])],
+                            "latency_ms": round(latencies[(i, w)], 3) if (i, w) in latencies else None}
+                    handle.write(json.dumps(line) + "\n")
+
+    picked = np.arange(len(test_rows))
+    points = []
+    for w in evaluated:
+        idx = chosen_by_w[w]
+        counts = np.bincount(idx, minlength=len(model_ids))
+        points.append({
+            "w": w,
+            "quality": float(np.nanmean(scores[picked, idx])),
+            "cost_usd": float(np.nanmean(costs[picked, idx])),
+            "share": {model_ids[j]: round(float(counts[j]) / len(idx), 4) for j in np.nonzero(counts)[0]},
+        })
+    single = [
+        {"model": m, "quality": float(np.nanmean(scores[:, j])), "cost_usd": float(np.nanmean(costs[:, j]))}
+        for j, m in enumerate(model_ids)
+    ]
+    cost_range = (min(s["cost_usd"] for s in single), max(s["cost_usd"] for s in single))
+    router_aiq = aiq([p["cost_usd"] for p in points], [p["quality"] for p in points], cost_range)
+    single_aiq = aiq([s["cost_usd"] for s in single], [s["quality"] for s in single], cost_range)
+    best_single = max(single, key=lambda s: (s["quality"], -s["cost_usd"]))
+    reaching = [p for p in points if p["quality"] >= best_single["quality"] - 1e-12]
+    cheapest_reaching = min(reaching, key=lambda p: p["cost_usd"]) if reaching else None
+    hull = nondecreasing_hull([p["cost_usd"] for p in points], [p["quality"] for p in points])
+    hull_cost_at_best = None
+    if len(hull) and hull[-1, 1] >= best_single["quality"]:
+        hull_cost_at_best = float(np.interp(best_single["quality"], hull[:, 1], hull[:, 0]))
+    rewards = {
+        name: scenario_reward(chosen_by_w[beta], scores, costs, tasks, alpha, beta)
+        for name, (alpha, beta) in SCENARIOS.items()
+    }
+    report: dict[str, Any] = {
+        "set": full.name,
+        "router": router_name,
+        "router_config": router.describe(),
+        "n_train": len(train_rows),
+        "n_val": len(val_rows),
+        "n_test": len(test_rows),
+        "holdout_models": list(holdout_models),
+        "seed": seed,
+        "cost": "estimated" if full.cost_estimated else "measured",
+        "cost_note": (
+            f"estimated from card prices with len(text)/{CHARS_PER_TOKEN} tokens; completion "
+            f"{ASSUMED_COMPLETION_TOKENS} tokens when no response is recorded"
+            if full.cost_estimated else "measured (recorded USD per call)"
+        ),
+        "points": points,
+        "aiq": router_aiq,
+        "aiq_single_models": single_aiq,
+        "cost_range": list(cost_range),
+        "single_models": single,
+        "best_single": best_single,
+        "cheapest_point_reaching_best_single": cheapest_reaching,
+        "hull_cost_reaching_best_single": hull_cost_at_best,
+        "scenario_rewards": rewards,
+        "fit_seconds": fit_seconds,
+        "latency": {
+            "decision_p50_ms_with_embedding": _percentile(first_decisions, 50),
+            "decision_p95_ms_with_embedding": _percentile(first_decisions, 95),
+            "decision_p50_ms_all": _percentile(list(latencies.values()), 50),
+            "n_timed_queries": n_latency,
+            "batch_scoring_queries_per_s": queries_per_second,
+            "batch_embedding_queries_per_s": n_embedded / embed_seconds if embed_seconds and n_embedded else None,
+        },
+    }
+    return report
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    label = f" ({report['cost']} cost)" if report["cost"] == "estimated" else ""
+    table = Table(title=f"{report['router']} on {report['set']} test ({report['n_test']} queries){label}")
+    for column in ("w", "quality", "cost $/query", "most chosen"):
+        table.add_column(column, justify="right" if column != "most chosen" else "left")
+    for point in report["points"]:
+        top = max(point["share"].items(), key=lambda kv: kv[1])
+        table.add_row(f"{point['w']:.2f}", f"{point['quality']:.3f}", f"{point['cost_usd']:.6f}",
+                      f"{top[0]} {top[1]:.0%}")
+    console.print(table)
+    rewards = report["scenario_rewards"]
+    console.print(
+        f"AIQ {report['aiq']:.3f} (single models' hull {report['aiq_single_models']:.3f}); rewards: performance first "
+        f"{rewards['performance_first']:.4f}, balance {rewards['balance']:.4f}, cost first {rewards['cost_first']:.4f}"
+    )
+    best = report["best_single"]
+    reach = report["cheapest_point_reaching_best_single"]
+    reach_text = f"w={reach['w']} at ${reach['cost_usd']:.5f}/query" if reach else "no w reaches it"
+    console.print(f"best single model {best['model']} {best['quality']:.3f} at ${best['cost_usd']:.5f}: {reach_text}")
+    lat = report["latency"]
+    console.print(
+        f"decision p50 {lat['decision_p50_ms_with_embedding']:.1f} ms with embedding; batch scoring "
+        f"{lat['batch_scoring_queries_per_s']:.0f} queries/s; fit {report['fit_seconds']:.1f} s"
+    )
+
+
+def _option(*names: str, help: str) -> Any:
+    return typer.Option(*names, help=help)
+
+
+def models_command(
+    data: Annotated[str, _option("--data", help="Set folder (models.jsonl, train.jsonl, test.jsonl).")],
+    router: Annotated[str, _option("--router", help="Model router name: graph-router, knn, mlp, mf, ...")] = "graph-router",
+    weights: Annotated[str, _option("--weights", help="Cost weights w in [0, 1], comma-separated.")] = ",".join(
+        str(w) for w in DEFAULT_WEIGHTS
+    ),
+    holdout_models: Annotated[
+        str, _option("--holdout-models", help="Train without these models (A,B); onboard them by card at test time.")
+    ] = "",
+    predictions: Annotated[
+        str | None, _option("--predictions", help="Write one JSON line per (test query, w) here.")
+    ] = None,
+    json_out: Annotated[str | None, _option("--json", help="Write the metrics here as JSON.")] = None,
+    seed: Annotated[int, _option("--seed", help="Seed of the validation split and of training.")] = 0,
+    limit: Annotated[int | None, _option("--limit", help="Route only the first N test queries.")] = None,
+    option: Annotated[
+        list[str] | None, _option("--option", help="Router option key=value (repeatable), e.g. k=50.")
+    ] = None,
+) -> None:
+    """Train a model router on a set's train split, route its test queries over a grid of cost weights, and
+    print realised quality and cost per w, AIQ, GraphRouter's scenario rewards and latency."""
+    from orchestra.bench import data_dir
+
+    router_options: dict[str, Any] = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--option expects key=value, got {item!r}")
+        try:
+            router_options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            router_options[key.strip()] = value
+    holdout = [m.strip() for m in holdout_models.split(",") if m.strip()]
+    report = run_model_bench(
+        data_dir(data),
+        router,
+        weights=parse_weights(weights),
+        holdout_models=holdout,
+        predictions=predictions,
+        seed=seed,
+        limit=limit,
+        router_options=router_options,
+        progress=lambda message: typer.echo(message, err=True),
+    )
+    _print_report(report)
+    if json_out:
+        out = Path(json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

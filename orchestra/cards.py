@@ -1,0 +1,167 @@
+"""Agent and model cards: what the registry knows about each agent and model, and what routers read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestra.errors import CardError
+
+__all__ = ["AgentCard", "ModelCard", "load_cards"]
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+\-]{0,127}$"
+
+CardId = Annotated[str, Field(pattern=_ID_PATTERN, description="Stable id: letters, digits and _.:/@+- (max 128).")]
+
+
+class _Card(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any] | str | bytes) -> Self:
+        """Validate a card from a dict or JSON text; any problem is a `CardError` naming the field."""
+        try:
+            if isinstance(data, (str, bytes)):
+                return cls.model_validate_json(data)
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or None
+            value = first.get("input")
+            kind = cls.__name__
+            where = f"field {field!r}" if field else "card"
+            raise CardError(f"{kind}: {where}: {first['msg']} (got {value!r:.80})", field=field, value=value) from None
+
+    def with_changes(self, **changes: Any) -> Self:
+        """A validated copy with some fields changed (cards are frozen)."""
+        return type(self).parse({**self.model_dump(), **changes})
+
+
+class AgentCard(_Card):
+    """One agent: who it is, what it is good at, and what backs it."""
+
+    id: CardId
+    """Stable id used in decisions and traces (``calculator``, ``travel:book_flight``)."""
+    name: str = ""
+    """Human-readable name; defaults to the id."""
+    description: str = Field(min_length=1, max_length=8000)
+    """What the agent does, in prose. Routers read this: it is how a new agent joins routing."""
+    skills: tuple[str, ...] = ()
+    """Short skill tags (``arithmetic``, ``dates``)."""
+    examples: tuple[str, ...] = ()
+    """Example queries the agent should receive; routers that learn from examples use them."""
+    backend: Literal["model", "function", "endpoint"] = "model"
+    """What answers: an LLM (``model``), a Python callable (``function``) or a remote HTTP agent (``endpoint``)."""
+    model: str | None = None
+    """For ``backend="model"``: the model card id that backs it (a model router may override it per query)."""
+    system_prompt: str = ""
+    """For ``backend="model"``: the instructions the model receives before the query."""
+    function: str | None = None
+    """For ``backend="function"``: import path ``package.module:callable`` of ``fn(query: str) -> str``."""
+    endpoint: str | None = None
+    """For ``backend="endpoint"``: URL of an OpenAI-compatible chat endpoint serving this agent."""
+
+    @field_validator("description")
+    @classmethod
+    def _description_has_words(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("description must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_is_complete(self) -> Self:
+        if not self.name:
+            object.__setattr__(self, "name", self.id)
+        if self.backend == "function" and not self.function:
+            raise ValueError("backend 'function' needs field 'function' (package.module:callable)")
+        if self.backend == "function" and self.function and ":" not in self.function:
+            raise ValueError(f"field 'function' must look like package.module:callable, got {self.function!r}")
+        if self.backend == "endpoint" and not self.endpoint:
+            raise ValueError("backend 'endpoint' needs field 'endpoint' (a URL)")
+        return self
+
+    def routing_text(self) -> str:
+        """The text routers embed or show for this agent: name, description, skills."""
+        parts = [self.name if self.name != self.id else self.id, self.description]
+        if self.skills:
+            parts.append("Skills: " + ", ".join(self.skills))
+        return ". ".join(part.rstrip(". ") for part in parts if part)
+
+
+class ModelCard(_Card):
+    """One model behind an OpenAI-compatible endpoint, with what it costs."""
+
+    id: CardId
+    """Stable id used in decisions and traces."""
+    model: str = ""
+    """Model name sent to the endpoint; defaults to the id."""
+    base_url: str | None = None
+    """OpenAI-compatible base URL (``http://127.0.0.1:8080/v1``); ``None`` means the OpenAI API."""
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    """Name of the environment variable holding the API key. The key itself is never stored."""
+    description: str = Field(min_length=1, max_length=8000)
+    """Size, strengths, price class, in prose. Model routers embed it: it is how a new model becomes routable."""
+    input_price_per_mtok: float | None = Field(default=None, ge=0)
+    """USD per million prompt tokens; ``None`` when unknown (cost is then reported as unknown, never 0)."""
+    output_price_per_mtok: float | None = Field(default=None, ge=0)
+    """USD per million completion tokens; ``None`` when unknown."""
+    context_window: int | None = Field(default=None, gt=0)
+    typical_latency_ms: float | None = Field(default=None, ge=0)
+    supports_json_schema: bool = False
+    """Whether the server honours ``response_format`` JSON schemas (llama.cpp, vLLM do): constrained decoding."""
+    local: bool = False
+    """Served by Orchestra's embedded llama.cpp server, started on first use."""
+    gguf_path: str | None = None
+    """For ``local`` models: the GGUF file the embedded server loads."""
+
+    @field_validator("description")
+    @classmethod
+    def _description_has_words(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("description must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Self:
+        if not self.model:
+            object.__setattr__(self, "model", self.id)
+        return self
+
+    @property
+    def priced(self) -> bool:
+        return self.input_price_per_mtok is not None and self.output_price_per_mtok is not None
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """USD for one call, or ``None`` when a price is unknown (never 0 for unknown)."""
+        if not self.priced:
+            return None
+        assert self.input_price_per_mtok is not None and self.output_price_per_mtok is not None
+        return (prompt_tokens * self.input_price_per_mtok + completion_tokens * self.output_price_per_mtok) / 1e6
+
+    def routing_text(self) -> str:
+        return f"{self.id}. {self.description}"
+
+
+def load_cards(path: str | Path, kind: type[AgentCard] | type[ModelCard]) -> list[AgentCard] | list[ModelCard]:
+    """Cards from a YAML or JSON file holding one card or a list of cards (JSON lines also accepted)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CardError(f"cannot read card file {str(path)!r}: {exc.strerror}", field=None, value=str(path)) from None
+    try:
+        if path.suffix == ".jsonl":
+            items: Any = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            items = yaml.safe_load(text)  # YAML is a superset of JSON
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise CardError(f"card file {str(path)!r} is not valid YAML/JSON: {exc}", value=str(path)) from None
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise CardError(f"card file {str(path)!r} must hold a mapping or a list of mappings", value=str(path))
+    return [kind.parse(item) for item in items]  # type: ignore[return-value]

@@ -1,0 +1,370 @@
+"""The ``orchestra`` command: chat, onboard agents and models, inspect and replay runs, open the UI, benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import wraps
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from orchestra.aggregate import Aggregator, PassThrough, Refine
+from orchestra.cards import AgentCard, ModelCard, load_cards
+from orchestra.errors import ConfigurationError, OrchestraError
+from orchestra.policies import RoutingPolicy
+from orchestra.replay import replay as replay_run
+from orchestra.routing import available_routers
+from orchestra.runtime import Orchestra, RunResult
+from orchestra.trace import RunTrace, StepRecord
+
+app = typer.Typer(help="Orchestra: multi-agent LLM applications built around routing.", no_args_is_help=True)
+agents_app = typer.Typer(help="Onboard, list and remove agents (takes effect at the next decision).", no_args_is_help=True)
+models_app = typer.Typer(help="Add, list and remove models.", no_args_is_help=True)
+runs_app = typer.Typer(help="Browse stored runs.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmark routers on canonical routing data.", no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
+app.add_typer(models_app, name="models")
+app.add_typer(runs_app, name="runs")
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+err_console = Console(stderr=True)
+
+PROFILE_GROUP = "orchestra.profiles"
+"""Entry-point group of profiles: functions ``install(registry) -> None`` that register a team of agents."""
+
+DbOption = Annotated[str | None, typer.Option("--db", help="Store URL (default: $ORCHESTRA_DB_URL or SQLite in ~/.orchestra).")]
+
+
+def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OrchestraError as exc:
+            err_console.print(f"[bold red]{type(exc).__name__}[/]: {exc}")
+            raise typer.Exit(2 if isinstance(exc, ConfigurationError) else 1) from None
+
+    return wrapper
+
+
+def _app(db: str | None) -> Orchestra:
+    return Orchestra(store=db)
+
+
+def install_profile(orch: Orchestra, profile: str) -> list[str]:
+    """Register the agents of a profile (``default``: the offline team) and return the notes it printed."""
+    if profile == "none":
+        return []
+    found = {ep.name: ep for ep in entry_points(group=PROFILE_GROUP)}
+    if profile not in found:
+        raise ConfigurationError(f"unknown profile {profile!r}; available: {', '.join(sorted(found)) or 'none'}, none")
+    notes = found[profile].load()(orch.registry)
+    return list(notes or [])
+
+
+def _aggregator(orch: Orchestra, name: str) -> Aggregator:
+    if name == "refine":
+        refiner = next((m.id for m in orch.registry.models() if m.local), None) or next(
+            (m.id for m in orch.registry.models()), None
+        )
+        if refiner is None:
+            return PassThrough()
+        return Refine(refiner)
+    if name == "pass-through":
+        return PassThrough()
+    from orchestra.aggregate import WeightedVote
+
+    if name == "weighted-vote":
+        return WeightedVote()
+    raise ConfigurationError(f"unknown aggregator {name!r}; choose refine, pass-through or weighted-vote")
+
+
+def _print_result(result: RunResult, trace: RunTrace | None = None) -> None:
+    if result.status == "ok":
+        console.print(result.answer or "", markup=False)
+    else:
+        err_console.print(f"[bold red]{type(result.error).__name__}[/]: {result.error}")
+    answered = [f"{obs.agent_id}{'' if obs.ok else ' (failed)'}" for obs in result.observations]
+    cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.6f}"
+    console.print(
+        f"[dim]run {result.run_id} · agents: {', '.join(answered) or 'none'}"
+        f"{' · out of scope' if result.out_of_scope else ''} · tokens {result.prompt_tokens}+{result.completion_tokens}"
+        f" · cost {cost} · {result.latency_ms:.0f} ms[/]"
+    )
+
+
+@app.command()
+@_handle_errors
+def chat(
+    query: Annotated[str | None, typer.Argument(help="Ask once and exit; without it, a REPL.")] = None,
+    router: Annotated[str, typer.Option(help="Router name (see `orchestra routers`).")] = "embedding",
+    aggregator: Annotated[str, typer.Option(help="refine, pass-through or weighted-vote.")] = "refine",
+    session: Annotated[str | None, typer.Option(help="Continue this session id.")] = None,
+    cost_weight: Annotated[float, typer.Option(help="w in [0,1] for model routers.")] = 0.0,
+    profile: Annotated[str, typer.Option(help="Team of agents to register first (`default`: the offline team; `none`).")] = "default",
+    db: DbOption = None,
+) -> None:
+    """Chat with the agents; every run is stored and can be replayed."""
+    orch = _app(db)
+    for note in install_profile(orch, profile):
+        err_console.print(f"[yellow]{note}[/]")
+    workflow = orch.workflow(router, aggregator=_aggregator(orch, aggregator), routing=RoutingPolicy(cost_weight=cost_weight))
+    if query is not None:
+        result = workflow.run(query, session_id=session)
+        _print_result(result)
+        raise typer.Exit(0 if result.status == "ok" else 1)
+    session_id = session
+    console.print("[dim]Orchestra chat: empty line or Ctrl-D to quit.[/]")
+    while True:
+        try:
+            line = console.input("[bold]you> [/]").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not line:
+            break
+        result = workflow.run(line, session_id=session_id)
+        session_id = result.session_id
+        _print_result(result)
+
+
+@app.command()
+def routers() -> None:
+    """List the routers available by name."""
+    for name in available_routers():
+        console.print(name)
+
+
+# -- agents -----------------------------------------------------------------------------------------------------
+
+
+@agents_app.command("add")
+@_handle_errors
+def agents_add(
+    file: Annotated[Path, typer.Argument(help="YAML or JSON card file (one card or a list).")],
+    update: Annotated[bool, typer.Option(help="Replace agents that exist.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Onboard agents from a card file; routing uses them at its next decision."""
+    orch = _app(db)
+    cards = load_cards(file, AgentCard)  # every card is validated before any is added: all or nothing
+    for card in cards:
+        exists = any(a.id == card.id for a in orch.registry.agents())
+        (orch.registry.update_agent if exists and update else orch.registry.add_agent)(card)  # type: ignore[arg-type]
+        console.print(f"{'updated' if exists and update else 'added'} agent [bold]{card.id}[/] (registry v{orch.registry.version})")
+
+
+@agents_app.command("list")
+@_handle_errors
+def agents_list(db: DbOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The registry's agents."""
+    orch = _app(db)
+    cards = orch.registry.agents()
+    if as_json:
+        console.print_json(json.dumps([card.model_dump(mode="json") for card in cards]))
+        return
+    table = Table("id", "backend", "model / function", "description", title=f"agents (registry v{orch.registry.version})")
+    for card in cards:
+        table.add_row(card.id, card.backend, card.model or card.function or card.endpoint or "", card.description[:80])
+    console.print(table)
+
+
+@agents_app.command("remove")
+@_handle_errors
+def agents_remove(agent_id: str, db: DbOption = None) -> None:
+    """Remove an agent; routing stops choosing it at its next decision."""
+    orch = _app(db)
+    orch.registry.remove_agent(agent_id)
+    console.print(f"removed agent [bold]{agent_id}[/] (registry v{orch.registry.version})")
+
+
+# -- models -----------------------------------------------------------------------------------------------------
+
+
+@models_app.command("add")
+@_handle_errors
+def models_add(
+    file: Annotated[Path | None, typer.Argument(help="YAML or JSON model card file.")] = None,
+    gguf: Annotated[Path | None, typer.Option(help="Add a local GGUF served by the embedded llama.cpp server.")] = None,
+    model_id: Annotated[str | None, typer.Option("--id", help="Id for --gguf.")] = None,
+    update: Annotated[bool, typer.Option(help="Replace models that exist.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Add models from a card file, or a local GGUF file."""
+    orch = _app(db)
+    if gguf is not None:
+        from orchestra.local import local_model_card
+
+        cards: list[ModelCard] = [local_model_card(gguf_path=str(gguf), id=model_id or gguf.stem)]
+    elif file is not None:
+        cards = load_cards(file, ModelCard)  # type: ignore[assignment]
+    else:
+        raise ConfigurationError("give a model card file or --gguf PATH")
+    for card in cards:
+        exists = any(m.id == card.id for m in orch.registry.models())
+        (orch.registry.update_model if exists and update else orch.registry.add_model)(card)
+        console.print(f"{'updated' if exists and update else 'added'} model [bold]{card.id}[/] (registry v{orch.registry.version})")
+
+
+@models_app.command("list")
+@_handle_errors
+def models_list(db: DbOption = None) -> None:
+    """The registry's models."""
+    orch = _app(db)
+    table = Table("id", "endpoint", "$/Mtok in", "$/Mtok out", "description", title=f"models (registry v{orch.registry.version})")
+    for card in orch.registry.models():
+        price = lambda p: "unknown" if p is None else f"{p:g}"  # noqa: E731
+        endpoint = "local" if card.local else (card.base_url or "OpenAI")
+        table.add_row(card.id, endpoint, price(card.input_price_per_mtok), price(card.output_price_per_mtok), card.description[:60])
+    console.print(table)
+
+
+@models_app.command("remove")
+@_handle_errors
+def models_remove(model_id: str, db: DbOption = None) -> None:
+    """Remove a model."""
+    orch = _app(db)
+    orch.registry.remove_model(model_id)
+    console.print(f"removed model [bold]{model_id}[/] (registry v{orch.registry.version})")
+
+
+# -- runs and replay --------------------------------------------------------------------------------------------
+
+
+@runs_app.command("list")
+@_handle_errors
+def runs_list(
+    session: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[str | None, typer.Option(help="running, ok, error or interrupted")] = None,
+    router: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option()] = 20,
+    db: DbOption = None,
+) -> None:
+    """Stored runs, newest first."""
+    orch = _app(db)
+    table = Table("run", "started", "router", "status", "query", "answer", title="runs")
+    for run in orch.store.list_runs(session_id=session, status=status, router=router, limit=limit):  # type: ignore[arg-type]
+        label = run.status + (f" ({run.replay_mode} replay)" if run.replay_mode else "")
+        table.add_row(run.id, run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.router, label, run.query[:40], (run.answer or "")[:40])
+    console.print(table)
+
+
+def _step_label(step: StepRecord) -> str:
+    if step.kind == "decision":
+        decision = step.response.get("decision", {})
+        if decision.get("kind") == "finish":
+            label = f"[bold]decision[/] r{step.round}: finish{' (out of scope)' if decision.get('out_of_scope') else ''}"
+        else:
+            calls = ", ".join(f"{c['agent_id']}×{c['weight']:.2f}" + (f"@{c['model_id']}" if c.get("model_id") else "") for c in decision.get("calls", []))
+            label = f"[bold]decision[/] r{step.round}: {calls}"
+        scores = ", ".join(f"{s['id']}={s['score']:.3f}" for s in decision.get("scores", [])[:5])
+        rationale = decision.get("rationale", "")
+        return label + (f" [dim]· {rationale[:80]}[/]" if rationale else "") + (f" [dim]· scores {scores}[/]" if scores else "") + f" [dim]· registry v{step.request.get('registry_version')}[/]"
+    cost = "" if step.cost_usd is None else f" ${step.cost_usd:.6f}"
+    usage = f" [dim]{step.prompt_tokens}+{step.completion_tokens} tok{cost} {step.latency_ms:.0f} ms[/]"
+    if step.error:
+        return f"[red]{step.kind}[/] {step.agent_id or step.model_id or ''}: {step.error.get('type')}: {step.error.get('message', '')[:100]}"
+    if step.kind == "call":
+        return f"[bold]call[/] {step.agent_id}{' @' + step.model_id if step.model_id else ''}: {str(step.response.get('answer'))[:100]}{usage}"
+    if step.kind == "model_call":
+        return f"model {step.model_id} ({step.request.get('purpose', '')}): {step.response.get('text', '')[:80]!r}{usage}"
+    if step.kind == "aggregate":
+        return f"[bold]aggregate[/] ({step.request.get('aggregator')}): {step.response.get('answer', '')[:100]}"
+    return step.kind
+
+
+def render_trace(trace: RunTrace) -> Tree:
+    """The run as a rich tree: decisions with their calls and model calls, then the aggregation."""
+    run = trace.run
+    cost = "unknown" if run.cost_usd is None else f"${run.cost_usd:.6f}"
+    root = Tree(
+        f"[bold]run {run.id}[/] · {run.status} · router {run.router} · {run.prompt_tokens}+{run.completion_tokens} tok · {cost} · {run.latency_ms:.0f} ms"
+        + (f" · {run.replay_mode} replay of {run.replay_of}" if run.replay_of else "")
+    )
+    root.add(f"query: {run.query}")
+
+    def add(node: Tree, parent_id: str | None) -> None:
+        for step in trace.children(parent_id):
+            add(node.add(_step_label(step)), step.id)
+
+    add(root, None)
+    if run.answer is not None:
+        root.add(f"[green]answer[/]: {run.answer}")
+    if run.error:
+        root.add(f"[red]error[/]: {run.error.get('type')}: {run.error.get('message')}")
+    return root
+
+
+@runs_app.command("show")
+@_handle_errors
+def runs_show(run_id: str, db: DbOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """One run as its decision tree."""
+    orch = _app(db)
+    trace = orch.store.get_run(run_id)
+    if as_json:
+        console.print_json(trace.model_dump_json())
+        return
+    console.print(render_trace(trace))
+
+
+@app.command()
+@_handle_errors
+def replay(
+    run_id: str,
+    router: Annotated[str | None, typer.Option(help="Replay counterfactually with this router instead.")] = None,
+    profile: Annotated[str, typer.Option(help="Profile to register first (agents that live in Python).")] = "default",
+    db: DbOption = None,
+) -> None:
+    """Replay a run exactly (recorded outputs, no model calls) or with another router."""
+    orch = _app(db)
+    install_profile(orch, profile)
+    result = replay_run(orch, run_id, router=router)
+    console.print(render_trace(orch.store.get_run(result.run_id)))
+    raise typer.Exit(0 if result.status == "ok" else 1)
+
+
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="Bind address; 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8501,
+) -> None:
+    """Open the Streamlit UI."""
+    from importlib.util import find_spec
+
+    spec = find_spec("orchestra.ui.app")  # located, not imported: the core does not import the UI
+    if spec is None or spec.origin is None:
+        raise typer.BadParameter("the UI is not installed: pip install 'orchestra-routing[ui]'")
+    script = Path(spec.origin)
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", host, "--server.port", str(port),
+               "--browser.gatherUsageStats", "false", "--server.headless", "true"]
+    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+
+
+def _mount_bench() -> None:
+    # Each benchmark lives in its own module; mounted when present so the CLI starts without heavy imports.
+    for name, module, attr in (("agents", "orchestra.bench.agents", "agents_command"), ("models", "orchestra.bench.models", "models_command")):
+        try:
+            command = getattr(__import__(module, fromlist=[attr]), attr)
+        except (ImportError, AttributeError):
+            continue
+        bench_app.command(name)(command)
+
+
+_mount_bench()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

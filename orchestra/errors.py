@@ -1,0 +1,190 @@
+"""Every error Orchestra raises, in one tree.
+
+User misconfiguration (fix your input, then retry) is kept apart from run-time failures (something went wrong
+while answering; the run is recorded with the error)::
+
+    OrchestraError
+    ├── ConfigurationError              bad input from the user; nothing was changed
+    │   ├── CardError                   an agent or model card with a missing or malformed field
+    │   ├── DuplicateIdError            an id that the registry already holds
+    │   ├── NotFoundError               an id the registry or store does not hold (``remove``, ``runs show``)
+    │   ├── UnknownRouterError          a router name no entry point provides
+    │   ├── PolicyError                 a budget, retry, fallback or routing policy out of range
+    │   ├── StoreError                  the store URL is wrong or the database cannot be reached
+    │   ├── DataError                   a benchmark set or training file in the wrong format
+    │   ├── CheckpointError             a saved router that does not fit the registry it is loaded with
+    │   └── LocalRuntimeMissing         the embedded local model is not installed (says how to install it)
+    └── RunError                        a failure while a run is under way; recorded on the run
+        ├── ModelError                  a model call failed after retries and fallbacks
+        │   ├── ModelTimeoutError       the call exceeded its timeout
+        │   ├── ModelUnavailableError   connection refused, server dead, 5xx after retries
+        │   └── ModelOutputError        the model answered, but not in the form required (garbage, bad JSON)
+        ├── AgentError                  an agent raised while answering
+        ├── UnknownAgentError           a decision named an agent the registry does not hold
+        ├── DecisionError               a router returned something that is not a valid decision
+        ├── BudgetExceeded              max rounds, max cost or max wall time reached
+        └── ReplayMismatch              an exact replay diverged from the recording
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentError",
+    "BudgetExceeded",
+    "CardError",
+    "CheckpointError",
+    "ConfigurationError",
+    "DataError",
+    "DecisionError",
+    "DuplicateIdError",
+    "LocalRuntimeMissing",
+    "ModelError",
+    "ModelOutputError",
+    "ModelTimeoutError",
+    "ModelUnavailableError",
+    "NotFoundError",
+    "OrchestraError",
+    "PolicyError",
+    "ReplayMismatch",
+    "RunError",
+    "StoreError",
+    "UnknownAgentError",
+    "UnknownRouterError",
+]
+
+
+class OrchestraError(Exception):
+    """Base of every error Orchestra raises."""
+
+    code: str = "orchestra_error"
+    """A stable machine-readable name, recorded in the store beside the message."""
+
+    def to_record(self) -> dict[str, str]:
+        """The form in which the error is stored on a run or step."""
+        return {"type": type(self).__name__, "code": self.code, "message": str(self)}
+
+
+class ConfigurationError(OrchestraError):
+    """The user's input is wrong; nothing was changed."""
+
+    code = "configuration_error"
+
+
+class CardError(ConfigurationError, ValueError):
+    """An agent or model card with a missing or malformed field."""
+
+    code = "card_error"
+
+    def __init__(self, message: str, *, field: str | None = None, value: object = None) -> None:
+        super().__init__(message)
+        self.field = field
+        """The offending field, dotted for nested ones (``backend.model``)."""
+        self.value = value
+
+
+class DuplicateIdError(ConfigurationError):
+    code = "duplicate_id"
+
+    def __init__(self, kind: str, id: str) -> None:
+        super().__init__(f"{kind} id {id!r} is already registered; use update to change it")
+        self.kind = kind
+        self.id = id
+
+
+class NotFoundError(ConfigurationError, LookupError):
+    code = "not_found"
+
+    def __init__(self, kind: str, id: str) -> None:
+        super().__init__(f"no {kind} with id {id!r}")
+        self.kind = kind
+        self.id = id
+
+
+class UnknownRouterError(ConfigurationError):
+    code = "unknown_router"
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        super().__init__(f"unknown router {name!r}; available: {', '.join(sorted(available)) or 'none'}")
+        self.name = name
+        self.available = available
+
+
+class PolicyError(ConfigurationError, ValueError):
+    code = "policy_error"
+
+
+class StoreError(ConfigurationError):
+    code = "store_error"
+
+
+class DataError(ConfigurationError, ValueError):
+    code = "data_error"
+
+
+class CheckpointError(ConfigurationError):
+    code = "checkpoint_error"
+
+
+class LocalRuntimeMissing(ConfigurationError):
+    code = "local_runtime_missing"
+
+
+class RunError(OrchestraError):
+    """A failure while a run is under way. The run is recorded with it."""
+
+    code = "run_error"
+
+
+class ModelError(RunError):
+    code = "model_error"
+
+    def __init__(self, message: str, *, model_id: str | None = None) -> None:
+        super().__init__(message)
+        self.model_id = model_id
+
+
+class ModelTimeoutError(ModelError):
+    code = "model_timeout"
+
+
+class ModelUnavailableError(ModelError):
+    code = "model_unavailable"
+
+
+class ModelOutputError(ModelError):
+    code = "model_output"
+
+
+class AgentError(RunError):
+    code = "agent_error"
+
+    def __init__(self, message: str, *, agent_id: str | None = None) -> None:
+        super().__init__(message)
+        self.agent_id = agent_id
+
+
+class UnknownAgentError(RunError, LookupError):
+    code = "unknown_agent"
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(f"unknown agent {agent_id!r}: the registry holds no agent with that id")
+        self.agent_id = agent_id
+
+
+class DecisionError(RunError):
+    code = "decision_error"
+
+
+class BudgetExceeded(RunError):
+    code = "budget_exceeded"
+
+    def __init__(self, limit: str, allowed: float, used: float) -> None:
+        super().__init__(f"budget exceeded: {limit} allowed {allowed:g}, used {used:g}")
+        self.limit = limit
+        """Which budget ran out: ``max_rounds``, ``max_cost_usd`` or ``max_seconds``."""
+        self.allowed = allowed
+        self.used = used
+
+
+class ReplayMismatch(RunError):
+    code = "replay_mismatch"

@@ -1,0 +1,217 @@
+"""The registry of agents and models. Changes take effect at the next routing decision of every workflow.
+
+Every change bumps the version and is appended to the store as a `RegistryEvent`, so the registry survives
+restarts, and an exact replay sees the cards as they were when the run was made.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestra.cards import AgentCard, ModelCard
+from orchestra.errors import CardError, DuplicateIdError, NotFoundError
+from orchestra.trace import RegistryEvent, Store
+
+__all__ = ["Registry", "RegistrySnapshot"]
+
+AgentImplementation = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """The registry at one version: what a decision saw."""
+
+    version: int
+    agents: tuple[AgentCard, ...]
+    models: tuple[ModelCard, ...]
+
+    def agent(self, agent_id: str) -> AgentCard | None:
+        return next((card for card in self.agents if card.id == agent_id), None)
+
+    def model(self, model_id: str) -> ModelCard | None:
+        return next((card for card in self.models if card.id == model_id), None)
+
+
+class Registry:
+    """Agents and models, shared by every workflow of a process; thread-safe.
+
+    With a store, the registry loads its cards from it and appends every change to it."""
+
+    def __init__(self, store: Store | None = None) -> None:
+        self._lock = threading.RLock()
+        self._agents: dict[str, AgentCard] = {}
+        self._models: dict[str, ModelCard] = {}
+        self._implementations: dict[str, AgentImplementation] = {}
+        self._version = 0
+        self._store = store
+        if store is not None:
+            self._load(store.registry_events())
+
+    @classmethod
+    def at_version(cls, store: Store, version: int) -> Registry:
+        """The registry as it was at ``version`` (read-only use: replays)."""
+        registry = cls()
+        registry._load(store.registry_events(up_to_version=version))
+        return registry
+
+    def refresh(self) -> int:
+        """Take in changes other processes sharing the store have made; returns the version now."""
+        if self._store is not None:
+            with self._lock:
+                self._load(self._store.registry_events(after_version=self._version))
+        return self._version
+
+    def _load(self, events: list[RegistryEvent]) -> None:
+        for event in events:
+            table: dict[str, Any] = self._agents if event.kind == "agent" else self._models
+            if event.card is None:
+                table.pop(event.card_id, None)
+            else:
+                table[event.card_id] = (AgentCard if event.kind == "agent" else ModelCard).parse(event.card)
+            self._version = max(self._version, event.version)
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def snapshot(self) -> RegistrySnapshot:
+        with self._lock:
+            return RegistrySnapshot(self._version, tuple(self._agents.values()), tuple(self._models.values()))
+
+    def agent(self, agent_id: str) -> AgentCard:
+        card = self._agents.get(agent_id)
+        if card is None:
+            raise NotFoundError("agent", agent_id)
+        return card
+
+    def model(self, model_id: str) -> ModelCard:
+        card = self._models.get(model_id)
+        if card is None:
+            raise NotFoundError("model", model_id)
+        return card
+
+    def implementation(self, agent_id: str) -> AgentImplementation | None:
+        """The in-process object registered for an agent (a callable or an `Agent`), if any."""
+        return self._implementations.get(agent_id)
+
+    def agents(self) -> list[AgentCard]:
+        return list(self._agents.values())
+
+    def models(self) -> list[ModelCard]:
+        return list(self._models.values())
+
+    # -- changing ----------------------------------------------------------------------------------------
+
+    def add_agent(self, card: AgentCard | dict[str, Any], implementation: AgentImplementation | None = None) -> AgentCard:
+        """Onboard an agent. ``implementation`` is a Python callable ``fn(query) -> str`` or an `Agent` object,
+        for agents that live in this process; otherwise the card's backend says what answers."""
+        card = card if isinstance(card, AgentCard) else AgentCard.parse(card)
+        with self._lock:
+            if card.id in self._agents:
+                raise DuplicateIdError("agent", card.id)
+            self._check_agent(card, implementation)
+            self._commit("agent", card.id, card)
+            self._agents[card.id] = card
+            if implementation is not None:
+                self._implementations[card.id] = implementation
+        return card
+
+    def update_agent(
+        self, card: AgentCard | dict[str, Any], implementation: AgentImplementation | None = None
+    ) -> AgentCard:
+        card = card if isinstance(card, AgentCard) else AgentCard.parse(card)
+        with self._lock:
+            if card.id not in self._agents:
+                raise NotFoundError("agent", card.id)
+            self._check_agent(card, implementation or self._implementations.get(card.id))
+            self._commit("agent", card.id, card)
+            self._agents[card.id] = card
+            if implementation is not None:
+                self._implementations[card.id] = implementation
+        return card
+
+    def remove_agent(self, agent_id: str) -> None:
+        with self._lock:
+            if agent_id not in self._agents:
+                raise NotFoundError("agent", agent_id)
+            self._commit("agent", agent_id, None)
+            del self._agents[agent_id]
+            self._implementations.pop(agent_id, None)
+
+    def add_model(self, card: ModelCard | dict[str, Any]) -> ModelCard:
+        card = card if isinstance(card, ModelCard) else ModelCard.parse(card)
+        with self._lock:
+            if card.id in self._models:
+                raise DuplicateIdError("model", card.id)
+            self._commit("model", card.id, card)
+            self._models[card.id] = card
+        return card
+
+    def update_model(self, card: ModelCard | dict[str, Any]) -> ModelCard:
+        card = card if isinstance(card, ModelCard) else ModelCard.parse(card)
+        with self._lock:
+            if card.id not in self._models:
+                raise NotFoundError("model", card.id)
+            self._commit("model", card.id, card)
+            self._models[card.id] = card
+        return card
+
+    def remove_model(self, model_id: str) -> None:
+        with self._lock:
+            if model_id not in self._models:
+                raise NotFoundError("model", model_id)
+            self._commit("model", model_id, None)
+            del self._models[model_id]
+
+    def ensure_agent(self, card: AgentCard, implementation: AgentImplementation | None = None) -> AgentCard:
+        """Add the agent, or update it when its stored card differs; attach ``implementation`` either way."""
+        with self._lock:
+            current = self._agents.get(card.id)
+            if current is None:
+                return self.add_agent(card, implementation)
+            if current != card:
+                return self.update_agent(card, implementation)
+            if implementation is not None:
+                self._implementations[card.id] = implementation
+            return current
+
+    def ensure_model(self, card: ModelCard) -> ModelCard:
+        with self._lock:
+            current = self._models.get(card.id)
+            if current is None:
+                return self.add_model(card)
+            return current if current == card else self.update_model(card)
+
+    def _check_agent(self, card: AgentCard, implementation: AgentImplementation | None) -> None:
+        if card.backend == "model" and card.model is not None and card.model not in self._models:
+            raise CardError(
+                f"AgentCard {card.id!r}: field 'model': no model card with id {card.model!r}; add the model first",
+                field="model",
+                value=card.model,
+            )
+        if card.backend == "function" and implementation is None and card.function is None:
+            raise CardError(f"AgentCard {card.id!r}: field 'function' is required", field="function")
+
+    def _commit(self, kind: str, card_id: str, card: AgentCard | ModelCard | None) -> None:
+        # Persist first: if the store refuses, memory is unchanged and nothing is half-applied.
+        version = self._version + 1
+        if self._store is not None:
+            event = RegistryEvent(
+                version=version,
+                kind=kind,  # type: ignore[arg-type]
+                card_id=card_id,
+                card=None if card is None else card.model_dump(mode="json"),
+            )
+            try:
+                self._store.append_registry_event(event)
+            except DuplicateIdError:
+                # another process took this version: apply its changes and append after them
+                self._load(self._store.registry_events(after_version=self._version))
+                version = self._version + 1
+                self._store.append_registry_event(event.model_copy(update={"version": version}))
+        self._version = version

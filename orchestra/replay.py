@@ -1,0 +1,73 @@
+"""Replay a stored run: exactly (recorded outputs served back, zero model calls, same decisions and answer), or
+counterfactually with another router (a new run on the same query and history, linked to the original)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from orchestra.aggregate import PassThrough, build_aggregator
+from orchestra.errors import ConfigurationError, ReplayMismatch
+from orchestra.policies import Budget, RoutingPolicy
+from orchestra.routing import BaseRouter, Decision, Dispatch, Finish, Router, RouterState, Turn, load_router
+from orchestra.runtime import Orchestra, RunResult, Workflow, _Recording
+from orchestra.trace import RunTrace
+
+__all__ = ["RecordedRouter", "replay"]
+
+_DECISION = TypeAdapter(Decision)
+
+
+class RecordedRouter(BaseRouter):
+    """Serves a run's recorded decisions in order: exact replay of a router that cannot be rebuilt by name."""
+
+    name = "recorded"
+
+    def __init__(self, trace: RunTrace) -> None:
+        self.name = trace.run.router  # type: ignore[misc]
+        self._decisions = {
+            step.round: _DECISION.validate_python(step.response["decision"]) for step in trace.steps if step.kind == "decision"
+        }
+        self.multi_round = len(self._decisions) > 1 or bool(trace.run.meta.get("router", {}).get("multi_round"))  # type: ignore[misc]
+
+    def decide(self, state: RouterState) -> Dispatch | Finish:
+        decision = self._decisions.get(state.round)
+        if decision is None:
+            raise ReplayMismatch(f"the original run made no decision in round {state.round}")
+        return decision
+
+
+def _rebuild_router(trace: RunTrace) -> Router:
+    spec: dict[str, Any] = trace.run.meta.get("router", {})
+    options = spec.get("options")
+    if options is not None:
+        try:
+            return load_router(trace.run.router, **options)
+        except ConfigurationError:
+            pass
+    return RecordedRouter(trace)
+
+
+def replay(app: Orchestra, run_id: str, *, router: Router | str | None = None, **router_options: Any) -> RunResult:
+    """Replay run ``run_id``. Without ``router``: exactly, with the recorded outputs of every call, asserting the
+    same decisions and answer (a divergence is a recorded `ReplayMismatch`). With ``router``: counterfactually,
+    a new live run of the same query and history, linked to the original."""
+    trace = app.store.get_run(run_id)
+    run = trace.run
+    aggregator = build_aggregator(run.meta.get("aggregator", {})) or PassThrough()
+    budget = Budget(**run.meta["budget"]) if "budget" in run.meta else None
+    policy = RoutingPolicy(**run.meta["policy"]) if "policy" in run.meta else None
+    history = [Turn(**turn) for turn in run.meta.get("history", [])]
+    if router is None:
+        workflow = Workflow(app, _rebuild_router(trace), aggregator=aggregator, budget=budget, routing=policy)
+        return workflow.run(
+            run.query,
+            session_id=run.session_id,
+            history=history,
+            recording=_Recording(trace),
+            replay_of=run.id,
+            replay_mode="exact",
+        )
+    workflow = app.workflow(router, aggregator=aggregator, budget=budget, routing=policy, **router_options)
+    return workflow.run(run.query, session_id=run.session_id, history=history, replay_of=run.id, replay_mode="counterfactual")

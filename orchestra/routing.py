@@ -1,0 +1,221 @@
+"""The routing contract: a router is ``decide(state) -> Decision``.
+
+A `Decision` either dispatches calls (agent id, sub-query, weight) with its rationale and a score for every
+candidate it considered, or finishes with an answer. Single-shot routers dispatch once and the aggregator ends
+the run; multi-round routers (``multi_round = True``) are asked again with the observations until they finish
+or the budget ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from orchestra.cards import AgentCard, ModelCard
+from orchestra.errors import UnknownRouterError
+from orchestra.model import ChatOptions, ChatResult, Message
+from orchestra.policies import RoutingPolicy
+
+__all__ = [
+    "BaseRouter",
+    "Call",
+    "CandidateScore",
+    "Decision",
+    "Dispatch",
+    "Finish",
+    "ModelAccess",
+    "Observation",
+    "Router",
+    "RouterState",
+    "Turn",
+    "available_routers",
+    "load_router",
+    "register_router",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Call(_Frozen):
+    """One agent call a decision dispatches."""
+
+    agent_id: str
+    query: str
+    """The sub-query this agent should answer (the whole query, or its part for this agent)."""
+    weight: float = Field(default=1.0, ge=0.0)
+    """How much this agent's answer counts when answers are fused."""
+    model_id: str | None = None
+    """Model card that should back this agent for this call (model routers set it); ``None``: the card's own."""
+
+
+class CandidateScore(_Frozen):
+    """A router's score for one candidate (agent or model) it considered."""
+
+    id: str
+    score: float
+    detail: dict[str, float | str | None] = Field(default_factory=dict)
+    """Extra figures behind the score, e.g. ``{"quality": 0.81, "cost_usd": 0.0004}``."""
+
+
+class Dispatch(_Frozen):
+    """Call these agents (in parallel), then aggregate or ask the router again."""
+
+    kind: Literal["dispatch"] = "dispatch"
+    calls: tuple[Call, ...] = Field(min_length=1)
+    rationale: str = ""
+    scores: tuple[CandidateScore, ...] = ()
+    """Every candidate considered, chosen or not, best first."""
+    meta: dict[str, Any] = Field(default_factory=dict)
+    """Router-specific facts for the trace (raw model output, dropped ids, ...)."""
+
+
+class Finish(_Frozen):
+    """End the run with this answer (multi-round routers), or refuse (out of scope)."""
+
+    kind: Literal["finish"] = "finish"
+    answer: str
+    rationale: str = ""
+    scores: tuple[CandidateScore, ...] = ()
+    out_of_scope: bool = False
+    """True when no agent fits the query; ``answer`` is then the refusal shown to the user."""
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+Decision = Annotated[Dispatch | Finish, Field(discriminator="kind")]
+
+
+class Turn(_Frozen):
+    """One earlier message of the session."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class Observation(_Frozen):
+    """What one dispatched call returned (or how it failed)."""
+
+    agent_id: str
+    query: str
+    answer: str | None
+    """``None`` when the call failed; ``error`` then says why."""
+    error: dict[str, str] | None = None
+    weight: float = 1.0
+    round: int = 0
+    model_id: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    latency_ms: float = 0.0
+
+    @model_validator(mode="after")
+    def _answer_or_error(self) -> Observation:
+        if (self.answer is None) == (self.error is None):
+            raise ValueError("an observation has either an answer or an error")
+        return self
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class ModelAccess(Protocol):
+    """How routers and agents call models during a run: by model card id, resolved in the registry at call
+    time, with retries, fallbacks and budgets applied and every call recorded (or replayed)."""
+
+    def chat(
+        self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = ""
+    ) -> ChatResult: ...
+
+    async def achat(
+        self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = ""
+    ) -> ChatResult: ...
+
+
+@dataclass(frozen=True)
+class RouterState:
+    """Everything a router may look at when it decides."""
+
+    query: str
+    agents: tuple[AgentCard, ...]
+    """Agent cards as the registry has them now."""
+    models: tuple[ModelCard, ...]
+    """Model cards as the registry has them now."""
+    registry_version: int
+    history: tuple[Turn, ...] = ()
+    observations: tuple[Observation, ...] = ()
+    """Answers so far (multi-round routers see earlier rounds here)."""
+    round: int = 0
+    policy: RoutingPolicy = field(default_factory=RoutingPolicy)
+    budget_left: dict[str, float | None] = field(default_factory=dict)
+    """What is left of the run's budget: ``rounds``, ``calls``, ``cost_usd``, ``seconds``."""
+    model_access: ModelAccess | None = None
+    """Call models through this (LLM routers); ``None`` outside a run."""
+    run_id: str | None = None
+
+    def agent(self, agent_id: str) -> AgentCard | None:
+        return next((card for card in self.agents if card.id == agent_id), None)
+
+    def model(self, model_id: str) -> ModelCard | None:
+        return next((card for card in self.models if card.id == model_id), None)
+
+
+@runtime_checkable
+class Router(Protocol):
+    """What users implement: a name and ``decide``. Set ``multi_round = True`` to be asked again with
+    the observations after each round of calls."""
+
+    name: str
+
+    def decide(self, state: RouterState) -> Dispatch | Finish: ...
+
+
+class BaseRouter:
+    """Base class of the routers Orchestra ships: an async twin and single-shot by default."""
+
+    name: ClassVar[str] = "router"
+    multi_round: ClassVar[bool] = False
+
+    def decide(self, state: RouterState) -> Dispatch | Finish:
+        raise NotImplementedError
+
+    async def adecide(self, state: RouterState) -> Dispatch | Finish:
+        return await asyncio.to_thread(self.decide, state)
+
+    def describe(self) -> dict[str, Any]:
+        """Configuration shown in traces and the UI."""
+        return {"name": self.name}
+
+
+_IN_PROCESS: dict[str, Callable[..., Router]] = {}
+ENTRY_POINT_GROUP = "orchestra.routers"
+
+
+def register_router(name: str, factory: Callable[..., Router]) -> None:
+    """Make a router available by name in this process (packages use the ``orchestra.routers`` entry point)."""
+    _IN_PROCESS[name] = factory
+
+
+def _entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_routers() -> list[str]:
+    """Names of every router that `load_router` can build."""
+    return sorted(set(_IN_PROCESS) | set(_entry_points()))
+
+
+def load_router(name: str, **options: Any) -> Router:
+    """Build the router registered under ``name`` with ``options``."""
+    if name in _IN_PROCESS:
+        return _IN_PROCESS[name](**options)
+    found = _entry_points().get(name)
+    if found is None:
+        raise UnknownRouterError(name, available_routers())
+    return found.load()(**options)

@@ -1,0 +1,906 @@
+"""The workflow runtime on LangGraph: router → parallel dispatch (``Send``) → executor → router or aggregator.
+
+An `Orchestra` holds the registry, the store and the models; ``Orchestra.workflow(router)`` compiles the
+standard routed graph once. Agents and models are looked up in the registry at call time, so onboarding never
+recompiles a graph. Every decision, agent call and model call is appended to the store as it happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypedDict
+
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
+
+from orchestra.agent import AgentContext, AgentReply, agent_for_card
+from orchestra.aggregate import Aggregated, Aggregator, PassThrough, describe_aggregator
+from orchestra.cards import AgentCard, ModelCard
+from orchestra.errors import (
+    AgentError,
+    BudgetExceeded,
+    DecisionError,
+    ModelError,
+    ModelUnavailableError,
+    NotFoundError,
+    OrchestraError,
+    ReplayMismatch,
+    RunError,
+    UnknownAgentError,
+)
+from orchestra.model import ChatModel, ChatOptions, ChatResult, Message
+from orchestra.policies import Budget, FallbackPolicy, RetryPolicy, RoutingPolicy
+from orchestra.registry import Registry, RegistrySnapshot
+from orchestra.routing import Call, Dispatch, Finish, Observation, Router, RouterState, Turn, load_router
+from orchestra.trace import RunRecord, RunTrace, StepRecord, Store, new_id
+
+__all__ = ["ModelFactory", "Orchestra", "RunEvent", "RunResult", "Workflow"]
+
+ModelFactory = Callable[[ModelCard, RetryPolicy], ChatModel]
+"""Builds the `ChatModel` for a card; the default speaks to any OpenAI-compatible endpoint."""
+
+HISTORY_TURNS = 10
+"""Earlier runs of a session that routers and agents see as history."""
+
+
+def _default_model_factory(card: ModelCard, retry: RetryPolicy) -> ChatModel:
+    from orchestra.client import model_for_card  # imported late: keeps `import orchestra` light
+
+    return model_for_card(card, retry)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# results and events
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One thing that happened in a run, as `Workflow.stream` yields it."""
+
+    kind: Literal["run_started", "decision", "call", "aggregate", "error", "run_finished"]
+    run_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one run."""
+
+    run_id: str
+    session_id: str
+    status: Literal["ok", "error"]
+    answer: str | None
+    decisions: tuple[Dispatch | Finish, ...]
+    observations: tuple[Observation, ...]
+    error: OrchestraError | None = None
+    out_of_scope: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+    """Total USD, or ``None`` when any model call had an unknown price."""
+    latency_ms: float = 0.0
+
+    def raise_for_error(self) -> RunResult:
+        """Raise the run's typed error, if it failed; return the result otherwise."""
+        if self.error is not None:
+            raise self.error
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# per-run bookkeeping
+
+
+class _Tracker:
+    """Budget and totals of one run; thread-safe because calls run in parallel."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.started = time.perf_counter()
+        self.lock = threading.Lock()
+        self.cost_usd = 0.0
+        self.cost_unknown = False
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.calls = 0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def check(self, *, round: int | None = None, calls: int = 0) -> None:
+        if round is not None and round >= self.budget.max_rounds:
+            raise BudgetExceeded("max_rounds", self.budget.max_rounds, round + 1)
+        if self.budget.max_seconds is not None and self.elapsed() > self.budget.max_seconds:
+            raise BudgetExceeded("max_seconds", self.budget.max_seconds, round_(self.elapsed()))
+        if self.budget.max_cost_usd is not None and self.cost_usd > self.budget.max_cost_usd:
+            raise BudgetExceeded("max_cost_usd", self.budget.max_cost_usd, self.cost_usd)
+        if calls and self.calls + calls > self.budget.max_calls:
+            raise BudgetExceeded("max_calls", self.budget.max_calls, self.calls + calls)
+
+    def add_usage(self, result: ChatResult) -> None:
+        with self.lock:
+            self.prompt_tokens += result.prompt_tokens
+            self.completion_tokens += result.completion_tokens
+            if result.cost_usd is None:
+                self.cost_unknown = True
+            else:
+                self.cost_usd += result.cost_usd
+
+    def left(self, round: int) -> dict[str, float | None]:
+        budget = self.budget
+        return {
+            "rounds": budget.max_rounds - round,
+            "calls": budget.max_calls - self.calls,
+            "cost_usd": None if budget.max_cost_usd is None else budget.max_cost_usd - self.cost_usd,
+            "seconds": None if budget.max_seconds is None else budget.max_seconds - self.elapsed(),
+        }
+
+
+def round_(value: float) -> float:
+    return round(value, 3)
+
+
+class _Recording:
+    """What an exact replay serves: the original run's steps, matched in order."""
+
+    def __init__(self, trace: RunTrace) -> None:
+        self.trace = trace
+        self.decisions: dict[int, StepRecord] = {}
+        self.aggregate: StepRecord | None = None
+        self.calls: dict[tuple[int, str, str, str | None], deque[StepRecord]] = {}
+        for step in trace.steps:
+            if step.kind == "decision":
+                self.decisions[step.round] = step
+            elif step.kind == "aggregate":
+                self.aggregate = step
+            elif step.kind == "call":
+                key = (step.round, step.agent_id or "", step.request.get("query", ""), step.request.get("model_id"))
+                self.calls.setdefault(key, deque()).append(step)
+        self.model_calls: dict[str, deque[StepRecord]] = {}
+        for step in trace.steps:
+            if step.kind == "model_call" and step.parent_id:
+                self.model_calls.setdefault(step.parent_id, deque()).append(step)
+        self.lock = threading.Lock()
+
+    def decision_step(self, round: int) -> StepRecord:
+        step = self.decisions.get(round)
+        if step is None:
+            raise ReplayMismatch(f"the original run made no decision in round {round}")
+        return step
+
+    def take_call(self, round: int, call: Call) -> StepRecord:
+        with self.lock:
+            queue = self.calls.get((round, call.agent_id, call.query, call.model_id))
+            if not queue:
+                raise ReplayMismatch(f"round {round}: the original run made no call to {call.agent_id!r} with {call.query!r}")
+            return queue.popleft()
+
+    def take_model_call(self, original_parent: str, model_id: str, messages: list[Message]) -> StepRecord:
+        with self.lock:
+            queue = self.model_calls.get(original_parent)
+            if not queue:
+                raise ReplayMismatch(f"the original run made no further model call here (asked for {model_id!r})")
+            step = queue.popleft()
+        recorded = step.request.get("messages", [])
+        if step.request.get("model_requested", step.model_id) != model_id or recorded != [m.model_dump() for m in messages]:
+            raise ReplayMismatch(f"model call to {model_id!r} differs from the recorded call to {step.model_id!r}")
+        return step
+
+
+class _ModelHub:
+    """Chat models by card, built once and rebuilt when a card changes."""
+
+    def __init__(self, factory: ModelFactory, retry: RetryPolicy) -> None:
+        self.factory = factory
+        self.retry = retry
+        self._models: dict[str, tuple[str, ChatModel]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, card: ModelCard) -> ChatModel:
+        key = card.model_dump_json()
+        with self._lock:
+            held = self._models.get(card.id)
+            if held is None or held[0] != key:
+                held = (key, self.factory(card, self.retry))
+                self._models[card.id] = held
+            return held[1]
+
+
+class _RunContext:
+    """Everything one run needs that is not LangGraph state: store, registry, models, budget, recording."""
+
+    def __init__(
+        self,
+        app: Orchestra,
+        workflow: Workflow,
+        run: RunRecord,
+        history: tuple[Turn, ...],
+        policy: RoutingPolicy,
+        recording: _Recording | None,
+        router: Router,
+    ) -> None:
+        self.app = app
+        self.workflow = workflow
+        self.run = run
+        self.history = history
+        self.policy = policy
+        self.tracker = _Tracker(workflow.budget)
+        self.recording = recording
+        self.router = router
+        self.decisions: list[Dispatch | Finish] = []
+        self.observations: list[Observation] = []
+        self.lock = threading.Lock()
+
+    # -- store --------------------------------------------------------------------------------------------------
+
+    def record(self, step: StepRecord) -> None:
+        self.app.store.append_step(step)
+
+    def emit(self, kind: str, **data: Any) -> None:
+        try:
+            writer = get_stream_writer()
+        except RuntimeError:  # not inside a graph run (e.g. the run-finished event)
+            return
+        writer(RunEvent(kind=kind, run_id=self.run.id, data=data))  # type: ignore[arg-type]
+
+    # -- registry -----------------------------------------------------------------------------------------------
+
+    def snapshot(self, round: int) -> RegistrySnapshot:
+        if self.recording is not None:
+            version = self.recording.decision_step(round).request.get("registry_version", self.run.registry_version)
+            return Registry.at_version(self.app.store, version).snapshot()
+        self.app.registry.refresh()
+        return self.app.registry.snapshot()
+
+    def agent_card(self, agent_id: str, snapshot: RegistrySnapshot | None) -> AgentCard:
+        if snapshot is not None:
+            card = snapshot.agent(agent_id)
+        else:
+            try:
+                card = self.app.registry.agent(agent_id)
+            except NotFoundError:
+                card = None
+        if card is None:
+            raise UnknownAgentError(agent_id)
+        return card
+
+    def model_card(self, model_id: str, round: int) -> ModelCard:
+        if model_id.startswith("endpoint:"):
+            agent = self.agent_card(model_id.removeprefix("endpoint:"), None)
+            return ModelCard(
+                id=model_id, model=agent.model or "default", base_url=agent.endpoint, description=agent.description
+            )
+        if self.recording is not None:
+            card = self.snapshot(round).model(model_id)
+            if card is None:
+                raise NotFoundError("model", model_id)
+            return card
+        return self.app.registry.model(model_id)
+
+    # -- model access -------------------------------------------------------------------------------------------
+
+    def access(self, parent_id: str, round: int, original_parent: str | None = None) -> _RunModelAccess:
+        return _RunModelAccess(self, parent_id, round, original_parent)
+
+
+class _RunModelAccess:
+    """`ModelAccess` for one step of a run: registry lookup at call time, fallbacks, budget, recording, replay."""
+
+    def __init__(self, ctx: _RunContext, parent_id: str, round: int, original_parent: str | None) -> None:
+        self.ctx = ctx
+        self.parent_id = parent_id
+        self.round = round
+        self.original_parent = original_parent
+
+    def _chain(self, model_id: str) -> list[str]:
+        return [model_id] + [m for m in self.ctx.app.fallback.models if m != model_id]
+
+    def _record(
+        self, requested: str, messages: list[Message], options: ChatOptions, purpose: str, result: ChatResult | None, error: OrchestraError | None, model_id: str
+    ) -> None:
+        request = {
+            "messages": [m.model_dump() for m in messages],
+            "options": options.model_dump(mode="json"),
+            "purpose": purpose,
+            "model_requested": requested,
+        }
+        response: dict[str, Any] = {}
+        if result is not None:
+            response = {"text": result.text, "finish_reason": result.finish_reason, "attempts": result.attempts}
+        self.ctx.record(
+            StepRecord(
+                run_id=self.ctx.run.id,
+                kind="model_call",
+                parent_id=self.parent_id,
+                round=self.round,
+                model_id=model_id,
+                request=request,
+                response=response,
+                prompt_tokens=result.prompt_tokens if result else 0,
+                completion_tokens=result.completion_tokens if result else 0,
+                cost_usd=result.cost_usd if result else None,
+                latency_ms=result.latency_ms if result else 0.0,
+                error=error.to_record() if error else None,
+            )
+        )
+
+    def _replayed(self, model_id: str, messages: list[Message], options: ChatOptions, purpose: str) -> ChatResult:
+        assert self.ctx.recording is not None and self.original_parent is not None
+        step = self.ctx.recording.take_model_call(self.original_parent, model_id, messages)
+        if step.error:
+            error = ModelError(step.error.get("message", "recorded model error"), model_id=step.model_id)
+            self._record(model_id, messages, options, purpose, None, error, step.model_id or model_id)
+            raise error
+        result = ChatResult(
+            text=step.response.get("text", ""),
+            model_id=step.model_id or model_id,
+            prompt_tokens=step.prompt_tokens,
+            completion_tokens=step.completion_tokens,
+            cost_usd=step.cost_usd,
+            latency_ms=0.0,
+            finish_reason=step.response.get("finish_reason"),
+        )
+        self._record(model_id, messages, options, purpose, result, None, result.model_id)
+        self.ctx.tracker.add_usage(result)
+        return result
+
+    def chat(self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = "") -> ChatResult:
+        options = options or ChatOptions()
+        self.ctx.tracker.check()
+        if self.ctx.recording is not None:
+            return self._replayed(model_id, messages, options, purpose)
+        last: ModelError | None = None
+        for candidate in self._chain(model_id):
+            try:
+                card = self.ctx.model_card(candidate, self.round)
+                result = self.ctx.app.models.get(card).chat(messages, options)
+            except NotFoundError as exc:
+                last = ModelUnavailableError(str(exc), model_id=candidate)
+            except ModelError as exc:
+                last = exc
+            else:
+                self._record(model_id, messages, options, purpose, result, None, candidate)
+                self.ctx.tracker.add_usage(result)
+                return result
+            self._record(model_id, messages, options, purpose, None, last, candidate)
+        assert last is not None
+        raise last
+
+    async def achat(self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = "") -> ChatResult:
+        options = options or ChatOptions()
+        self.ctx.tracker.check()
+        if self.ctx.recording is not None:
+            return self._replayed(model_id, messages, options, purpose)
+        last: ModelError | None = None
+        for candidate in self._chain(model_id):
+            try:
+                card = self.ctx.model_card(candidate, self.round)
+                result = await self.ctx.app.models.get(card).achat(messages, options)
+            except NotFoundError as exc:
+                last = ModelUnavailableError(str(exc), model_id=candidate)
+            except ModelError as exc:
+                last = exc
+            else:
+                self._record(model_id, messages, options, purpose, result, None, candidate)
+                self.ctx.tracker.add_usage(result)
+                return result
+            self._record(model_id, messages, options, purpose, None, last, candidate)
+        assert last is not None
+        raise last
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the graph
+
+
+class _GraphState(TypedDict, total=False):
+    query: str
+    round: int
+    observations: Annotated[list[Observation], operator.add]
+    dispatch: tuple[str, int, tuple[Call, ...]]
+    """The last decision's step id, round and calls: what the fan-out sends."""
+    answer: str | None
+    out_of_scope: bool
+
+
+def _ctx(config: RunnableConfig) -> _RunContext:
+    return config["configurable"]["orchestra_run"]
+
+
+def _decision_dump(decision: Dispatch | Finish) -> dict[str, Any]:
+    return decision.model_dump(mode="json")
+
+
+class Workflow:
+    """A compiled routed graph: one router, one aggregator, one budget. Run it many times, concurrently."""
+
+    def __init__(
+        self,
+        app: Orchestra,
+        router: Router,
+        *,
+        aggregator: Aggregator | None = None,
+        budget: Budget | None = None,
+        routing: RoutingPolicy | None = None,
+    ) -> None:
+        self.app = app
+        self.router = router
+        self.aggregator = aggregator or PassThrough()
+        self.budget = budget or Budget()
+        self.routing = routing or RoutingPolicy()
+        self.graph = self._build()
+        """The compiled LangGraph graph; usable as a subgraph in a user's own LangGraph graph."""
+
+    # -- graph construction -------------------------------------------------------------------------------------
+
+    def _build(self) -> Any:
+        graph = StateGraph(_GraphState)
+        graph.add_node("router", RunnableLambda(self._route, afunc=self._aroute, name="router"))
+        graph.add_node("call", RunnableLambda(self._call, afunc=self._acall, name="call"))
+        graph.add_node("aggregate", RunnableLambda(self._aggregate, afunc=self._aaggregate, name="aggregate"))
+        graph.add_edge(START, "router")
+        graph.add_conditional_edges("router", self._fan_out, ["call", END])
+        if getattr(self.router, "multi_round", False):
+            graph.add_edge("call", "router")
+        else:
+            graph.add_edge("call", "aggregate")
+        graph.add_edge("aggregate", END)
+        return graph.compile()
+
+    @staticmethod
+    def _fan_out(state: _GraphState) -> list[Send] | str:
+        if state.get("answer") is not None:
+            return END
+        step_id, round, calls = state["dispatch"]
+        return [Send("call", {"call": call, "round": round, "parent_id": step_id}) for call in calls]
+
+    # -- router node --------------------------------------------------------------------------------------------
+
+    def _router_state(self, ctx: _RunContext, state: _GraphState, step_id: str) -> tuple[RouterState, RegistrySnapshot]:
+        round = state.get("round", 0)
+        ctx.tracker.check(round=round)
+        snapshot = ctx.snapshot(round)
+        original = ctx.recording.decision_step(round).id if ctx.recording else None
+        router_state = RouterState(
+            query=state["query"],
+            agents=snapshot.agents,
+            models=snapshot.models,
+            registry_version=snapshot.version,
+            history=ctx.history,
+            observations=tuple(state.get("observations", [])),
+            round=round,
+            policy=ctx.policy,
+            budget_left=ctx.tracker.left(round),
+            model_access=ctx.access(step_id, round, original),
+            run_id=ctx.run.id,
+        )
+        return router_state, snapshot
+
+    def _after_decision(
+        self, ctx: _RunContext, router_state: RouterState, snapshot: RegistrySnapshot, step_id: str, decision: Any, started: float
+    ) -> dict[str, Any]:
+        round = router_state.round
+        if not isinstance(decision, (Dispatch, Finish)):
+            raise DecisionError(f"router {ctx.router.name!r} returned {type(decision).__name__}, not a Dispatch or Finish")
+        unknown = [call.agent_id for call in decision.calls if snapshot.agent(call.agent_id) is None] if isinstance(decision, Dispatch) else []
+        if ctx.recording is not None:
+            recorded = ctx.recording.decision_step(round).response.get("decision")
+            if recorded != _decision_dump(decision):
+                raise ReplayMismatch(f"round {round}: the router decided differently from the recording")
+        ctx.record(
+            StepRecord(
+                id=step_id,
+                run_id=ctx.run.id,
+                kind="decision",
+                round=round,
+                request={
+                    "query": router_state.query,
+                    "registry_version": snapshot.version,
+                    "agents": [card.id for card in snapshot.agents],
+                    "models": [card.id for card in snapshot.models],
+                    "policy": ctx.policy.model_dump(),
+                    "budget_left": router_state.budget_left,
+                },
+                response={"decision": _decision_dump(decision)},
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
+        with ctx.lock:
+            ctx.decisions.append(decision)
+        ctx.emit("decision", round=round, decision=_decision_dump(decision))
+        if isinstance(decision, Finish):
+            return {"round": round + 1, "answer": decision.answer, "out_of_scope": decision.out_of_scope}
+        calls = tuple(call for call in decision.calls if call.agent_id not in unknown)
+        for agent_id in unknown:
+            error = UnknownAgentError(agent_id)
+            ctx.record(StepRecord(run_id=ctx.run.id, kind="error", parent_id=step_id, round=round, agent_id=agent_id, error=error.to_record()))
+            ctx.emit("error", round=round, error=error.to_record())
+        if not calls:
+            raise UnknownAgentError(unknown[0])
+        ctx.tracker.check(calls=len(calls))
+        return {"round": round + 1, "dispatch": (step_id, round, calls)}
+
+    def _route(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
+        ctx = _ctx(config)
+        step_id = new_id()
+        router_state, snapshot = self._router_state(ctx, state, step_id)
+        started = time.perf_counter()
+        decision = ctx.router.decide(router_state)
+        return self._after_decision(ctx, router_state, snapshot, step_id, decision, started)
+
+    async def _aroute(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
+        ctx = _ctx(config)
+        step_id = new_id()
+        router_state, snapshot = self._router_state(ctx, state, step_id)
+        started = time.perf_counter()
+        adecide = getattr(ctx.router, "adecide", None)
+        decision = await adecide(router_state) if adecide else await asyncio.to_thread(ctx.router.decide, router_state)
+        return self._after_decision(ctx, router_state, snapshot, step_id, decision, started)
+
+    # -- call node ----------------------------------------------------------------------------------------------
+
+    def _prepare_call(self, ctx: _RunContext, payload: dict[str, Any]) -> tuple[Call, int, str, str]:
+        with ctx.tracker.lock:
+            ctx.tracker.calls += 1
+        return payload["call"], payload["round"], payload["parent_id"], new_id()
+
+    def _context(self, ctx: _RunContext, call: Call, round: int, step_id: str) -> tuple[AgentContext, Any]:
+        snapshot = ctx.snapshot(round) if ctx.recording else None
+        card = ctx.agent_card(call.agent_id, snapshot)  # looked up now: onboarding needs no recompile
+        model_id = call.model_id or (f"endpoint:{card.id}" if card.backend == "endpoint" else None)
+        agent = agent_for_card(card, ctx.app.registry.implementation(card.id))
+        context = AgentContext(card=card, models=ctx.access(step_id, round), history=ctx.history, model_id=model_id, run_id=ctx.run.id)
+        return context, agent
+
+    def _finish_call(
+        self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str, reply: AgentReply | None, error: OrchestraError | None, started: float
+    ) -> dict[str, Any]:
+        observation = Observation(
+            agent_id=call.agent_id,
+            query=call.query,
+            answer=reply.answer if reply else None,
+            error=error.to_record() if error else None,
+            weight=call.weight,
+            round=round,
+            model_id=reply.model_id if reply else call.model_id,
+            prompt_tokens=reply.prompt_tokens if reply else 0,
+            completion_tokens=reply.completion_tokens if reply else 0,
+            cost_usd=reply.cost_usd if reply else None,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+        self._record_call(ctx, observation, parent_id, step_id, call, reply.meta if reply else {})
+        return {"observations": [observation]}
+
+    @staticmethod
+    def _record_call(ctx: _RunContext, obs: Observation, parent_id: str, step_id: str, call: Call, meta: dict[str, Any]) -> None:
+        ctx.record(
+            StepRecord(
+                id=step_id,
+                run_id=ctx.run.id,
+                kind="call",
+                parent_id=parent_id,
+                round=obs.round,
+                agent_id=obs.agent_id,
+                model_id=obs.model_id,
+                request={"query": call.query, "weight": call.weight, "model_id": call.model_id},
+                response={"answer": obs.answer, "meta": meta} if obs.ok else {},
+                prompt_tokens=obs.prompt_tokens,
+                completion_tokens=obs.completion_tokens,
+                cost_usd=obs.cost_usd,
+                latency_ms=obs.latency_ms,
+                error=obs.error,
+            )
+        )
+        with ctx.lock:
+            ctx.observations.append(obs)
+        ctx.emit("call", round=obs.round, agent_id=obs.agent_id, answer=obs.answer, error=obs.error, latency_ms=obs.latency_ms)
+
+    def _replay_call(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str) -> dict[str, Any]:
+        assert ctx.recording is not None
+        step = ctx.recording.take_call(round, call)
+        observation = Observation(
+            agent_id=call.agent_id,
+            query=call.query,
+            answer=step.response.get("answer") if not step.error else None,
+            error=step.error,
+            weight=call.weight,
+            round=round,
+            model_id=step.model_id,
+            prompt_tokens=step.prompt_tokens,
+            completion_tokens=step.completion_tokens,
+            cost_usd=step.cost_usd,
+            latency_ms=0.0,
+        )
+        # the agent's own model calls are served with its answer; copied so the replay's trace has the same shape
+        for model_step in list(ctx.recording.model_calls.get(step.id, ())):
+            ctx.record(model_step.model_copy(update={"id": new_id(), "run_id": ctx.run.id, "parent_id": step_id, "latency_ms": 0.0, "seq": None}))
+        self._record_call(ctx, observation, parent_id, step_id, call, step.response.get("meta", {}))
+        return {"observations": [observation]}
+
+    @staticmethod
+    def _as_error(exc: Exception, agent_id: str) -> OrchestraError:
+        if isinstance(exc, BudgetExceeded):
+            raise exc  # a budget stops the whole run, not just this call
+        if isinstance(exc, OrchestraError):
+            return exc
+        return AgentError(f"agent {agent_id!r} failed: {type(exc).__name__}: {exc}", agent_id=agent_id)
+
+    def _call(self, payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        ctx = _ctx(config)
+        call, round, parent_id, step_id = self._prepare_call(ctx, payload)
+        if ctx.recording is not None:
+            return self._replay_call(ctx, call, round, parent_id, step_id)
+        started = time.perf_counter()
+        try:
+            context, agent = self._context(ctx, call, round, step_id)
+            reply, error = agent.run(call.query, context), None
+        except Exception as exc:  # one failing agent does not fail the run: it becomes an observation
+            reply, error = None, self._as_error(exc, call.agent_id)
+        if reply is not None and not isinstance(reply, AgentReply):
+            reply, error = None, AgentError(f"agent {call.agent_id!r} returned {type(reply).__name__}", agent_id=call.agent_id)
+        return self._finish_call(ctx, call, round, parent_id, step_id, reply, error, started)
+
+    async def _acall(self, payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        ctx = _ctx(config)
+        call, round, parent_id, step_id = self._prepare_call(ctx, payload)
+        if ctx.recording is not None:
+            return self._replay_call(ctx, call, round, parent_id, step_id)
+        started = time.perf_counter()
+        try:
+            context, agent = self._context(ctx, call, round, step_id)
+            reply, error = await agent.arun(call.query, context), None
+        except Exception as exc:
+            reply, error = None, self._as_error(exc, call.agent_id)
+        if reply is not None and not isinstance(reply, AgentReply):
+            reply, error = None, AgentError(f"agent {call.agent_id!r} returned {type(reply).__name__}", agent_id=call.agent_id)
+        return self._finish_call(ctx, call, round, parent_id, step_id, reply, error, started)
+
+    # -- aggregate node -----------------------------------------------------------------------------------------
+
+    def _aggregate_inputs(self, ctx: _RunContext, state: _GraphState) -> tuple[list[Observation], str, Any]:
+        observations = state.get("observations", [])
+        step_id = new_id()
+        original = ctx.recording.aggregate.id if ctx.recording and ctx.recording.aggregate else None
+        return observations, step_id, ctx.access(step_id, state.get("round", 0), original)
+
+    def _after_aggregate(self, ctx: _RunContext, state: _GraphState, observations: list[Observation], step_id: str, result: Aggregated, started: float) -> dict[str, Any]:
+        if not any(obs.ok for obs in observations):
+            failures = "; ".join(f"{obs.agent_id}: {obs.error.get('message') if obs.error else ''}" for obs in observations)
+            raise AgentError(f"every dispatched agent failed ({failures})")
+        ctx.record(
+            StepRecord(
+                id=step_id,
+                run_id=ctx.run.id,
+                kind="aggregate",
+                round=state.get("round", 0),
+                request={"aggregator": self.aggregator.name, "observations": len(observations)},
+                response={"answer": result.answer, "meta": result.meta},
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
+        ctx.emit("aggregate", answer=result.answer, meta=result.meta)
+        return {"answer": result.answer}
+
+    def _aggregate(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
+        ctx = _ctx(config)
+        observations, step_id, access = self._aggregate_inputs(ctx, state)
+        started = time.perf_counter()
+        if not any(obs.ok for obs in observations):
+            return self._after_aggregate(ctx, state, observations, step_id, Aggregated(""), started)
+        result = self.aggregator.aggregate(state["query"], observations, access)
+        return self._after_aggregate(ctx, state, observations, step_id, result, started)
+
+    async def _aaggregate(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
+        ctx = _ctx(config)
+        observations, step_id, access = self._aggregate_inputs(ctx, state)
+        started = time.perf_counter()
+        if not any(obs.ok for obs in observations):
+            return self._after_aggregate(ctx, state, observations, step_id, Aggregated(""), started)
+        result = await self.aggregator.aaggregate(state["query"], observations, access)
+        return self._after_aggregate(ctx, state, observations, step_id, result, started)
+
+    # -- running ------------------------------------------------------------------------------------------------
+
+    def _start(
+        self,
+        query: str,
+        session_id: str | None,
+        routing: RoutingPolicy | None,
+        *,
+        history: Sequence[Turn] | None = None,
+        recording: _Recording | None = None,
+        replay_of: str | None = None,
+        replay_mode: Literal["exact", "counterfactual"] | None = None,
+    ) -> tuple[_RunContext, dict[str, Any], RunnableConfig]:
+        if not isinstance(query, str) or not query.strip():
+            from orchestra.errors import ConfigurationError
+
+            raise ConfigurationError("query must be a non-empty string")
+        session_id = session_id or new_id()
+        turns = tuple(history) if history is not None else self.app.history(session_id)
+        policy = routing or self.routing
+        describe = getattr(self.router, "describe", None)
+        run = RunRecord(
+            session_id=session_id,
+            query=query,
+            router=getattr(self.router, "name", type(self.router).__name__),
+            registry_version=self.app.registry.version,
+            replay_of=replay_of,
+            replay_mode=replay_mode,
+            meta={
+                "router": describe() if describe else {"name": getattr(self.router, "name", "")},
+                "aggregator": describe_aggregator(self.aggregator),
+                "policy": policy.model_dump(),
+                "budget": self.budget.model_dump(),
+                "history": [turn.model_dump() for turn in turns],
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+            },
+        )
+        self.app.store.start_run(run)
+        ctx = _RunContext(self.app, self, run, turns, policy, recording, self.router)
+        config: RunnableConfig = {"configurable": {"orchestra_run": ctx}, "recursion_limit": 4 * self.budget.max_rounds + 10}
+        return ctx, {"query": query, "round": 0, "observations": []}, config
+
+    def _finish(self, ctx: _RunContext, final: Mapping[str, Any] | None, error: BaseException | None) -> RunResult:
+        run = ctx.run
+        typed: OrchestraError | None = None
+        if error is not None:
+            typed = error if isinstance(error, OrchestraError) else RunError(f"{type(error).__name__}: {error}")
+            ctx.record(StepRecord(run_id=run.id, kind="error", round=len(ctx.decisions), error=typed.to_record()))
+        answer = None if typed is not None or final is None else final.get("answer")
+        if ctx.recording is not None and typed is None and answer != ctx.recording.trace.run.answer:
+            typed = ReplayMismatch("the replayed answer differs from the recorded answer")
+            ctx.record(StepRecord(run_id=run.id, kind="error", round=len(ctx.decisions), error=typed.to_record()))
+            answer = None
+        tracker = ctx.tracker
+        run.status = "ok" if typed is None else "error"
+        run.answer = answer
+        run.error = typed.to_record() if typed else None
+        run.finished_at = datetime.now(UTC)
+        run.prompt_tokens = tracker.prompt_tokens
+        run.completion_tokens = tracker.completion_tokens
+        run.cost_usd = None if tracker.cost_unknown else tracker.cost_usd
+        run.latency_ms = tracker.elapsed() * 1000
+        self.app.store.finish_run(run)
+        return RunResult(
+            run_id=run.id,
+            session_id=run.session_id,
+            status=run.status,  # type: ignore[arg-type]
+            answer=answer,
+            decisions=tuple(ctx.decisions),
+            observations=tuple(ctx.observations),
+            error=typed,
+            out_of_scope=bool(final and final.get("out_of_scope")),
+            prompt_tokens=run.prompt_tokens,
+            completion_tokens=run.completion_tokens,
+            cost_usd=run.cost_usd,
+            latency_ms=run.latency_ms,
+        )
+
+    def run(self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, **replay: Any) -> RunResult:
+        """Answer ``query`` (in ``session_id``, whose earlier turns are the history). Run-time failures are
+        recorded and returned in `RunResult.error`; misconfiguration raises at once."""
+        ctx, inputs, config = self._start(query, session_id, routing, **replay)
+        try:
+            final = self.graph.invoke(inputs, config)
+        except RunError as exc:
+            return self._finish(ctx, None, exc)
+        except BaseException as exc:
+            self._finish(ctx, None, exc)
+            raise
+        return self._finish(ctx, final, None)
+
+    async def arun(self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, **replay: Any) -> RunResult:
+        """Async twin of `run`: agents and models are called through their async interfaces."""
+        ctx, inputs, config = self._start(query, session_id, routing, **replay)
+        try:
+            final = await self.graph.ainvoke(inputs, config)
+        except RunError as exc:
+            return self._finish(ctx, None, exc)
+        except BaseException as exc:
+            self._finish(ctx, None, exc)
+            raise
+        return self._finish(ctx, final, None)
+
+    def stream(self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None) -> Iterator[RunEvent]:
+        """Run ``query`` and yield a `RunEvent` as each step happens; the last event is ``run_finished`` with
+        the `RunResult` in ``data["result"]``."""
+        ctx, inputs, config = self._start(query, session_id, routing)
+        yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
+        final: dict[str, Any] = {}
+        try:
+            for mode, chunk in self.graph.stream(inputs, config, stream_mode=["custom", "values"]):
+                if mode == "custom":
+                    yield chunk
+                else:
+                    final = chunk
+        except RunError as exc:
+            result = self._finish(ctx, None, exc)
+        except BaseException as exc:
+            self._finish(ctx, None, exc)
+            raise
+        else:
+            result = self._finish(ctx, final, None)
+        yield RunEvent("run_finished", ctx.run.id, {"result": result})
+
+    async def astream(self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None) -> AsyncIterator[RunEvent]:
+        """Async twin of `stream`."""
+        ctx, inputs, config = self._start(query, session_id, routing)
+        yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
+        final: dict[str, Any] = {}
+        try:
+            async for mode, chunk in self.graph.astream(inputs, config, stream_mode=["custom", "values"]):
+                if mode == "custom":
+                    yield chunk
+                else:
+                    final = chunk
+        except RunError as exc:
+            result = self._finish(ctx, None, exc)
+        except BaseException as exc:
+            self._finish(ctx, None, exc)
+            raise
+        else:
+            result = self._finish(ctx, final, None)
+        yield RunEvent("run_finished", ctx.run.id, {"result": result})
+
+
+class Orchestra:
+    """An application: the registry of agents and models, the trace store, and how models are reached.
+
+    ``store`` is a `Store` or a database URL (default: ``$ORCHESTRA_DB_URL`` or SQLite under ``~/.orchestra``).
+    ``model_factory`` builds the chat model for a card (default: the OpenAI-compatible client; tests pass
+    ``orchestra.testing.ScriptedModels``)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store | str | None = None,
+        model_factory: ModelFactory | None = None,
+        retry: RetryPolicy | None = None,
+        fallback: FallbackPolicy | None = None,
+    ) -> None:
+        if store is None or isinstance(store, str):
+            from orchestra.store import open_store
+
+            store = open_store(store)
+        self.store: Store = store
+        self.store.mark_interrupted()  # runs a dead process left behind are marked, not lost
+        self.registry = Registry(store)
+        self.retry = retry or RetryPolicy()
+        self.fallback = fallback or FallbackPolicy()
+        self.models = _ModelHub(model_factory or _default_model_factory, self.retry)
+
+    def workflow(
+        self,
+        router: Router | str,
+        *,
+        aggregator: Aggregator | None = None,
+        budget: Budget | None = None,
+        routing: RoutingPolicy | None = None,
+        **router_options: Any,
+    ) -> Workflow:
+        """The standard routed graph for ``router`` (an object, or a name registered as an entry point)."""
+        if isinstance(router, str):
+            router = load_router(router, **router_options)
+        return Workflow(self, router, aggregator=aggregator, budget=budget, routing=routing)
+
+    def history(self, session_id: str, turns: int = HISTORY_TURNS) -> tuple[Turn, ...]:
+        """The session's earlier completed exchanges, oldest first (replays are not part of a session's history)."""
+        runs = [run for run in self.store.list_runs(session_id=session_id, status="ok", limit=turns) if run.replay_of is None]
+        history: list[Turn] = []
+        for run in reversed(runs):
+            history.append(Turn(role="user", content=run.query))
+            history.append(Turn(role="assistant", content=run.answer or ""))
+        return tuple(history)

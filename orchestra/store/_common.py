@@ -1,0 +1,131 @@
+"""Behaviour both stores share, so the SQL store and the in-memory store cannot drift apart."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestra.errors import ConfigurationError
+from orchestra.trace import RegistryEvent, RunRecord, StepRecord
+
+__all__ = [
+    "RUN_FIELDS_UPDATED_ON_FINISH",
+    "check_page",
+    "interrupted_error",
+    "is_orphaned",
+    "mask_url",
+    "normalise_event",
+    "normalise_run",
+    "normalise_step",
+    "session_title",
+    "utc",
+]
+
+RUN_FIELDS_UPDATED_ON_FINISH = (
+    "router",
+    "status",
+    "answer",
+    "error",
+    "registry_version",
+    "finished_at",
+    "replay_of",
+    "replay_mode",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "latency_ms",
+    "meta",
+)
+"""What `finish_run` overwrites: everything but the run's identity (id, session, query, start time)."""
+
+_TITLE_CHARS = 120
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?P<tail>@)")
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """The same instant in UTC; a naive time is taken to be UTC already (what `datetime.utcnow` gives)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def mask_url(url: object) -> str:
+    """The URL as it may be shown or logged: any password replaced by ``***``."""
+    return _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", str(url))
+
+
+def check_page(limit: int, offset: int) -> None:
+    if limit < 0:
+        raise ConfigurationError(f"list_runs: field 'limit' must be 0 or more, got {limit}")
+    if offset < 0:
+        raise ConfigurationError(f"list_runs: field 'offset' must be 0 or more, got {offset}")
+
+
+def session_title(query: str) -> str:
+    """A session is titled by its first query, cut short for listings."""
+    line = " ".join(query.split())
+    return line if len(line) <= _TITLE_CHARS else line[: _TITLE_CHARS - 1] + "…"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # the process exists but belongs to another user
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def is_orphaned(meta: dict[str, Any]) -> bool:
+    """True when the run was started on this host by a process that is gone.
+
+    A run without ``meta["pid"]``/``meta["host"]`` or from another host is never judged: only its own host
+    can tell whether the process lives."""
+    pid, host = meta.get("pid"), meta.get("host")
+    if host != socket.gethostname() or isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    return not _pid_alive(pid)
+
+
+def interrupted_error(meta: dict[str, Any]) -> dict[str, str]:
+    """The error recorded on a run found orphaned by `mark_interrupted`."""
+    return {
+        "type": "Interrupted",
+        "code": "interrupted",
+        "message": f"process {meta.get('pid')} on {meta.get('host')} ended before the run finished",
+    }
+
+
+# JSON columns hold what `model_dump(mode="json")` gives, so both stores accept and return the same values
+# (tuples come back as lists, datetimes inside payloads as ISO strings) and times are UTC.
+
+
+def normalise_run(run: RunRecord) -> RunRecord:
+    data = run.model_dump(mode="json")
+    data["started_at"], data["finished_at"] = utc(run.started_at), utc(run.finished_at)
+    return RunRecord.model_validate(data)
+
+
+def normalise_step(step: StepRecord) -> StepRecord:
+    data = step.model_dump(mode="json")
+    data["created_at"] = utc(step.created_at)
+    return StepRecord.model_validate(data)
+
+
+def normalise_event(event: RegistryEvent) -> RegistryEvent:
+    data = event.model_dump(mode="json")
+    data["at"] = utc(event.at)
+    return RegistryEvent.model_validate(data)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

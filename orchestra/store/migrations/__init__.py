@@ -1,0 +1,1 @@
+"""Alembic migrations of the trace store, run programmatically by `orchestra.store.sql.SqlStore` on open."""

@@ -1,0 +1,445 @@
+"""The trace store on SQLAlchemy 2: SQLite by default (WAL), PostgreSQL by URL (psycopg 3).
+
+Every append is its own short transaction, so what a run has done is on disk the moment it is done and a crash
+loses nothing already stored. The schema is made by the Alembic migrations in ``orchestra/store/migrations``,
+run on open.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+from orchestra.errors import DuplicateIdError, NotFoundError, StoreError
+from orchestra.store._common import (
+    RUN_FIELDS_UPDATED_ON_FINISH,
+    check_page,
+    interrupted_error,
+    is_orphaned,
+    mask_url,
+    now,
+    session_title,
+    utc,
+)
+from orchestra.trace import RegistryEvent, RunRecord, RunStatus, RunTrace, StepRecord
+
+__all__ = ["SqlStore", "metadata", "registry_events", "runs", "sessions", "steps"]
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+"""How long a writer waits for another process's write lock before giving up with `StoreError`."""
+_SEQ_RETRIES = 50
+_PG_MIGRATION_LOCK = zlib.crc32(b"orchestra.store.migrations")
+"""Advisory lock key that lets one process at a time migrate a shared PostgreSQL database."""
+_WRITE = "orchestra_write"
+"""Execution option that marks a connection as a writer, so SQLite takes its write lock at BEGIN."""
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware datetime, stored in UTC on every backend (SQLite keeps no zone: it gets UTC wall time)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        value = utc(value)
+        if value is not None and dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return utc(value)
+
+
+def _json() -> sa.types.TypeEngine[Any]:
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+"""The schema as the code expects it; migration ``0001_initial`` creates exactly this (a test checks it)."""
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("title", sa.Text, nullable=True),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("session_id", sa.String, sa.ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("query", sa.Text, nullable=False),
+    sa.Column("router", sa.String, nullable=False),
+    sa.Column("status", sa.String, nullable=False),
+    sa.Column("answer", sa.Text, nullable=True),
+    sa.Column("error", _json(), nullable=True),
+    sa.Column("registry_version", sa.Integer, nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime, nullable=True),
+    # no foreign key: a replay may outlive, or come from another store than, the run it replays
+    sa.Column("replay_of", sa.String, nullable=True),
+    sa.Column("replay_mode", sa.String, nullable=True),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("cost_usd", sa.Double, nullable=True),
+    sa.Column("latency_ms", sa.Double, nullable=False),
+    sa.Column("meta", _json(), nullable=False),
+    sa.Index(None, "started_at"),
+    sa.Index(None, "session_id", "started_at"),
+    sa.Index(None, "status", "started_at"),
+    sa.Index(None, "router", "started_at"),
+    sa.Index(None, "replay_of"),
+)
+
+steps = sa.Table(
+    "steps",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("run_id", sa.String, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    # no foreign key: parallel calls may append a child (a model call) before its parent (the agent call)
+    sa.Column("parent_id", sa.String, nullable=True),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("round", sa.Integer, nullable=False),
+    sa.Column("agent_id", sa.String, nullable=True),
+    sa.Column("model_id", sa.String, nullable=True),
+    sa.Column("request", _json(), nullable=False),
+    sa.Column("response", _json(), nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("cost_usd", sa.Double, nullable=True),
+    sa.Column("latency_ms", sa.Double, nullable=False),
+    sa.Column("error", _json(), nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    # also the index that reads a run's steps in order and finds the next seq
+    sa.UniqueConstraint("run_id", "seq"),
+)
+
+registry_events = sa.Table(
+    "registry_events",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("card_id", sa.String, nullable=False),
+    sa.Column("card", _json(), nullable=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+)
+
+_RUN_COLUMNS = [runs.c[name] for name in RunRecord.model_fields]
+_STEP_COLUMNS = [steps.c[name] for name in StepRecord.model_fields]
+_EVENT_COLUMNS = [registry_events.c[name] for name in RegistryEvent.model_fields]
+
+
+def _run_row(run: RunRecord) -> dict[str, Any]:
+    row = run.model_dump(mode="json")
+    row["started_at"], row["finished_at"] = run.started_at, run.finished_at
+    return row
+
+
+def _normalise_url(url: str | URL) -> URL:
+    parsed = sa.make_url(url)
+    # the only PostgreSQL driver Orchestra ships with is psycopg 3; SQLAlchemy's default would be psycopg2
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+class SqlStore:
+    """The `Store` contract on a SQL database. Thread-safe: one engine, one short transaction per call.
+
+    ``url`` is a SQLAlchemy URL: ``sqlite:///path/orchestra.db`` (WAL), ``sqlite://`` (in memory, for tests) or
+    ``postgresql+psycopg://user:password@host/db``. Opening creates or upgrades the schema. A wrong URL or an
+    unreachable database raises `StoreError`, naming the URL with its password masked."""
+
+    def __init__(self, url: str | URL) -> None:
+        self._shown_url = mask_url(url if isinstance(url, str) else url.render_as_string(hide_password=True))
+        try:
+            parsed = _normalise_url(url)
+        except (sa_exc.ArgumentError, ValueError) as error:
+            raise StoreError(f"store URL {self._shown_url!r} is not a valid database URL: {error}") from None
+        self._shown_url = parsed.render_as_string(hide_password=True)
+        self._password = parsed.password
+        self._is_sqlite = parsed.get_backend_name() == "sqlite"
+        self._is_memory = self._is_sqlite and parsed.database in (None, "", ":memory:")
+        # SQLite allows one writer at a time: queueing writers here is far cheaper than SQLite's busy-wait.
+        # In memory, all threads share one connection, so readers queue too.
+        self._sqlite_lock = threading.RLock()
+        # Elsewhere, appends to one run queue so they need not race for the next seq (other processes still
+        # may, which the unique constraint and a retry cover); appends to different runs go in parallel.
+        self._run_locks = [threading.Lock() for _ in range(64)]
+        with self._db_errors("open"):
+            self._engine = self._create_engine(parsed)
+            self._writer = self._engine.execution_options(**{_WRITE: True})
+            self._migrate()
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def _create_engine(self, url: URL) -> Engine:
+        if not self._is_sqlite:
+            connect_args = {"connect_timeout": 10} if url.get_backend_name() == "postgresql" else {}
+            return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        if self._is_memory:
+            engine = sa.create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        else:
+            engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+        @sa_event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # pysqlite's own transaction handling defers BEGIN and cannot take the write lock up front;
+            # switch it off and BEGIN ourselves (the "begin" hook below)
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            if not self._is_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                # in WAL mode NORMAL survives a crash of the process (not of the OS or power): each commit is in
+                # the WAL file before commit returns, only the fsync waits for a checkpoint
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.close()
+
+        @sa_event.listens_for(engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            # a writer locks at BEGIN, so reading the next seq and inserting are one atomic step across processes
+            immediate = connection.get_execution_options().get(_WRITE, False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    def _migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self._sqlite_locked(), self._writer.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # two processes opening a new database at once must not both create the tables
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def _sqlite_locked(self) -> Iterator[None]:
+        if self._is_sqlite:
+            with self._sqlite_lock:
+                yield
+        else:
+            yield
+
+    @contextmanager
+    def _write(self, run_id: str | None = None) -> Iterator[Connection]:
+        with self._db_errors("write"):
+            if self._is_sqlite:
+                with self._sqlite_lock, self._writer.begin() as connection:
+                    yield connection
+            elif run_id is not None:
+                with self._run_locks[hash(run_id) % len(self._run_locks)], self._writer.begin() as connection:
+                    yield connection
+            else:
+                with self._writer.begin() as connection:
+                    yield connection
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        # one transaction per read, so a run and its steps come from the same snapshot
+        with self._db_errors("read"):
+            if self._is_memory:
+                with self._sqlite_lock, self._engine.begin() as connection:
+                    yield connection
+            else:
+                with self._engine.begin() as connection:
+                    yield connection
+
+    @contextmanager
+    def _db_errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.NoSuchModuleError, sa_exc.ArgumentError) as error:
+            raise StoreError(f"store {self._shown_url!r}: cannot {action}: {self._redact(error)}") from None
+        except ImportError as error:
+            raise StoreError(f"store {self._shown_url!r}: database driver missing: {error}") from None
+
+    def _redact(self, error: BaseException) -> str:
+        # a driver's message is only kept to its first line (no SQL, no parameters) and never with the password
+        text = str(getattr(error, "orig", None) or error).strip().splitlines()
+        message = mask_url(text[0] if text else type(error).__name__)
+        if self._password:
+            message = message.replace(self._password, "***")
+        return message
+
+    @property
+    def url(self) -> str:
+        """The database URL with the password masked."""
+        return self._shown_url
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for inspection and maintenance."""
+        return self._engine
+
+    def close(self) -> None:
+        """Close every pooled connection. Everything appended is already committed."""
+        self._engine.dispose()
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self._shown_url!r})"
+
+    # -- runs and steps ------------------------------------------------------------------------------------
+
+    def start_run(self, run: RunRecord) -> None:
+        """Store a new run (its session is created on first use); `DuplicateIdError` when the id is taken."""
+        try:
+            with self._write(run.id) as connection:
+                self._ensure_session(connection, run)
+                connection.execute(runs.insert().values(_run_row(run)))
+        except sa_exc.IntegrityError:
+            raise DuplicateIdError("run", run.id) from None
+
+    def _ensure_session(self, connection: Connection, run: RunRecord) -> None:
+        row = {"id": run.session_id, "created_at": now(), "title": session_title(run.query)}
+        dialect = connection.dialect.name
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            connection.execute(sqlite_insert(sessions).values(row).on_conflict_do_nothing())
+        elif dialect == "postgresql":
+            connection.execute(postgresql.insert(sessions).values(row).on_conflict_do_nothing())
+        elif connection.execute(sa.select(sessions.c.id).where(sessions.c.id == run.session_id)).first() is None:
+            connection.execute(sessions.insert().values(row))
+
+    def append_step(self, step: StepRecord) -> StepRecord:
+        """Append one step in its own transaction and return it with ``seq`` set (1, 2, ... per run, no gaps,
+        even with many threads appending to one run)."""
+        row = step.model_dump(mode="json")
+        row["created_at"] = step.created_at
+        next_seq = sa.select(sa.func.coalesce(sa.func.max(steps.c.seq), 0) + 1).where(steps.c.run_id == step.run_id)
+        for _attempt in range(_SEQ_RETRIES):
+            try:
+                with self._write(step.run_id) as connection:
+                    seq = connection.execute(next_seq).scalar_one()
+                    connection.execute(steps.insert().values({**row, "seq": seq}))
+                return step.model_copy(update={"seq": seq})
+            except sa_exc.IntegrityError:
+                self._explain_step_conflict(step)
+                # else another process took this seq between our read and insert: read the next one again
+        raise StoreError(f"store {self._shown_url!r}: could not number a step of run {step.run_id!r}: too much contention")
+
+    def _explain_step_conflict(self, step: StepRecord) -> None:
+        with self._read() as connection:
+            if connection.execute(sa.select(runs.c.id).where(runs.c.id == step.run_id)).first() is None:
+                raise NotFoundError("run", step.run_id)
+            if connection.execute(sa.select(steps.c.id).where(steps.c.id == step.id)).first() is not None:
+                raise DuplicateIdError("step", step.id)
+
+    def finish_run(self, run: RunRecord) -> None:
+        """Store the run's final status, answer, error, totals and end time; `NotFoundError` for an unknown run."""
+        row = _run_row(run)
+        with self._write(run.id) as connection:
+            updated = connection.execute(
+                runs.update().where(runs.c.id == run.id).values({name: row[name] for name in RUN_FIELDS_UPDATED_ON_FINISH})
+            )
+            if updated.rowcount == 0:
+                raise NotFoundError("run", run.id)
+
+    def get_run(self, run_id: str) -> RunTrace:
+        with self._read() as connection:
+            run_row = connection.execute(sa.select(*_RUN_COLUMNS).where(runs.c.id == run_id)).mappings().first()
+            if run_row is None:
+                raise NotFoundError("run", run_id)
+            step_rows = connection.execute(
+                sa.select(*_STEP_COLUMNS).where(steps.c.run_id == run_id).order_by(steps.c.seq)
+            ).mappings()
+            return RunTrace(
+                run=RunRecord.model_validate(dict(run_row)),
+                steps=[StepRecord.model_validate(dict(row)) for row in step_rows],
+            )
+
+    def list_runs(
+        self,
+        *,
+        session_id: str | None = None,
+        status: RunStatus | None = None,
+        router: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs, newest first (ties broken by id, descending), filtered and paged."""
+        check_page(limit, offset)
+        query = sa.select(*_RUN_COLUMNS)
+        if session_id is not None:
+            query = query.where(runs.c.session_id == session_id)
+        if status is not None:
+            query = query.where(runs.c.status == status)
+        if router is not None:
+            query = query.where(runs.c.router == router)
+        query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+        with self._read() as connection:
+            return [RunRecord.model_validate(dict(row)) for row in connection.execute(query).mappings()]
+
+    def mark_interrupted(self) -> int:
+        """Runs still ``running`` whose process (``meta["pid"]`` on ``meta["host"]``, this host) is gone become
+        ``interrupted``, with everything they stored kept. Runs of live processes or other hosts are left alone."""
+        with self._read() as connection:
+            running = connection.execute(sa.select(runs.c.id, runs.c.meta).where(runs.c.status == "running")).all()
+        orphans = [(run_id, meta) for run_id, meta in running if is_orphaned(meta or {})]
+        marked = 0
+        for run_id, meta in orphans:
+            with self._write(run_id) as connection:
+                # status is checked again: the run may have finished since it was read
+                result = connection.execute(
+                    runs.update()
+                    .where(runs.c.id == run_id, runs.c.status == "running")
+                    .values(status="interrupted", error=interrupted_error(meta))
+                )
+                marked += result.rowcount
+        return marked
+
+    # -- registry ------------------------------------------------------------------------------------------
+
+    def append_registry_event(self, event: RegistryEvent) -> None:
+        row = event.model_dump(mode="json")
+        row["at"] = event.at
+        try:
+            with self._write() as connection:
+                connection.execute(registry_events.insert().values(row))
+        except sa_exc.IntegrityError:
+            raise DuplicateIdError("registry version", str(event.version)) from None
+
+    def registry_events(self, *, after_version: int = 0, up_to_version: int | None = None) -> list[RegistryEvent]:
+        query = sa.select(*_EVENT_COLUMNS).where(registry_events.c.version > after_version)
+        if up_to_version is not None:
+            query = query.where(registry_events.c.version <= up_to_version)
+        with self._read() as connection:
+            rows = connection.execute(query.order_by(registry_events.c.version)).mappings()
+            return [RegistryEvent.model_validate(dict(row)) for row in rows]
+

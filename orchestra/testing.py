@@ -1,0 +1,169 @@
+"""Test doubles that ship with Orchestra: a scripted model, a function router, an in-memory store, and a guard
+that refuses real network calls.
+
+    from orchestra.testing import ScriptedModel, FunctionRouter, InMemoryStore
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from orchestra.errors import ModelOutputError
+from orchestra.model import ChatChunk, ChatOptions, ChatResult, Message
+from orchestra.routing import BaseRouter, Dispatch, Finish, RouterState
+
+__all__ = ["FunctionRouter", "InMemoryStore", "NetworkBlocked", "ScriptedModel", "ScriptedModels", "no_network"]
+
+Script = Sequence[str | BaseException] | Callable[[list[Message]], str]
+
+
+class ScriptedModel:
+    """A model that answers from a script: a list of replies (or exceptions to raise) served in order, or a
+    function of the messages. Counts tokens as whitespace-separated words and records every call."""
+
+    def __init__(
+        self,
+        id: str = "scripted",
+        script: Script = ("ok",),
+        *,
+        input_price_per_mtok: float | None = None,
+        output_price_per_mtok: float | None = None,
+        latency_s: float = 0.0,
+        repeat_last: bool = True,
+    ) -> None:
+        self.id = id
+        self._script = script
+        self._input_price = input_price_per_mtok
+        self._output_price = output_price_per_mtok
+        self.latency_s = latency_s
+        self.repeat_last = repeat_last
+        self.calls: list[tuple[list[Message], ChatOptions]] = []
+        self._lock = threading.Lock()
+
+    def _next(self, messages: list[Message]) -> str:
+        if callable(self._script):
+            return self._script(messages)
+        with self._lock:
+            index = len(self.calls) - 1
+            if index >= len(self._script):
+                if not self.repeat_last or not self._script:
+                    raise ModelOutputError(f"scripted model {self.id!r} ran out of replies", model_id=self.id)
+                index = len(self._script) - 1
+            item = self._script[index]
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def _result(self, messages: list[Message], text: str) -> ChatResult:
+        prompt = sum(len(m.content.split()) for m in messages)
+        completion = len(text.split())
+        cost = None
+        if self._input_price is not None and self._output_price is not None:
+            cost = (prompt * self._input_price + completion * self._output_price) / 1e6
+        return ChatResult(
+            text=text,
+            model_id=self.id,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_usd=cost,
+            latency_ms=self.latency_s * 1000,
+            finish_reason="stop",
+        )
+
+    def chat(self, messages: list[Message], options: ChatOptions | None = None) -> ChatResult:
+        with self._lock:
+            self.calls.append((list(messages), options or ChatOptions()))
+        if self.latency_s:
+            import time
+
+            time.sleep(self.latency_s)
+        return self._result(messages, self._next(messages))
+
+    async def achat(self, messages: list[Message], options: ChatOptions | None = None) -> ChatResult:
+        with self._lock:
+            self.calls.append((list(messages), options or ChatOptions()))
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return self._result(messages, self._next(messages))
+
+    def stream(self, messages: list[Message], options: ChatOptions | None = None) -> Iterator[ChatChunk]:
+        result = self.chat(messages, options)
+        words = result.text.split(" ")
+        for i, word in enumerate(words):
+            yield ChatChunk(delta=word if i == 0 else " " + word)
+        yield ChatChunk(delta="", result=result)
+
+
+class FunctionRouter(BaseRouter):
+    """A router from a function ``fn(state) -> Dispatch | Finish``; ``multi_round`` as given."""
+
+    name = "function"
+
+    def __init__(self, fn: Callable[[RouterState], Dispatch | Finish], *, multi_round: bool = False, name: str = "function") -> None:
+        self.fn = fn
+        self.multi_round = multi_round  # type: ignore[misc]
+        self.name = name  # type: ignore[misc]
+
+    def decide(self, state: RouterState) -> Dispatch | Finish:
+        return self.fn(state)
+
+
+class NetworkBlocked(RuntimeError):
+    """Raised by `no_network` when code tries to reach a host that is not on this machine."""
+
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+@contextmanager
+def no_network() -> Iterator[None]:
+    """Refuse every connection except to loopback addresses (local model servers, local databases)."""
+    original = socket.socket.connect
+
+    def guarded(sock: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if sock.family == socket.AF_UNIX or str(host).startswith(_LOOPBACK):
+            return original(sock, address)
+        raise NetworkBlocked(f"tests may not reach {host!r}; only loopback is allowed")
+
+    socket.socket.connect = guarded  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        socket.socket.connect = original  # type: ignore[method-assign]
+
+
+def __getattr__(name: str) -> Any:
+    # The in-memory store lives with the other stores; imported lazily to keep this module light.
+    if name == "InMemoryStore":
+        from orchestra.store.memory import InMemoryStore
+
+        return InMemoryStore
+    raise AttributeError(name)
+
+
+class ScriptedModels:
+    """A model factory for `Orchestra(model_factory=...)` that serves `ScriptedModel`s by card id and refuses
+    every other card: a test can never reach a real model by accident."""
+
+    def __init__(self, models: Sequence[ScriptedModel] | dict[str, ScriptedModel] = ()) -> None:
+        self.models = dict(models) if isinstance(models, dict) else {model.id: model for model in models}
+
+    def __call__(self, card: Any, retry: Any) -> ScriptedModel:
+        from orchestra.errors import ModelUnavailableError
+
+        model = self.models.get(card.id)
+        if model is None:
+            raise ModelUnavailableError(f"no scripted model for card {card.id!r} in this test", model_id=card.id)
+        if model._input_price is None and model._output_price is None:
+            # priced like the card says, as the real client is
+            model._input_price, model._output_price = card.input_price_per_mtok, card.output_price_per_mtok
+        return model
+
+    def total_calls(self) -> int:
+        return sum(len(model.calls) for model in self.models.values())

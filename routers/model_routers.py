@@ -1,0 +1,599 @@
+"""Model routers: which model should back an LLM agent for this query, under a cost-quality knob.
+
+A `ModelRouter` predicts, for each query and each model card, a quality in [0, 1] and a cost in USD, then picks
+the model of best utility::
+
+    utility = (1 - w) * quality - w * normalised_cost,   w = state.policy.cost_weight in [0, 1]
+
+where ``normalised_cost = (cost - min) / (max - min)`` over the candidate models of that query (0 when all cost
+the same), so that ``w`` means the same thing whatever the price scale: ``w = 0`` takes the best predicted
+quality, ``w = 1`` the cheapest model. ``decide`` returns a `Dispatch` with one call of the LLM agent it serves,
+``model_id`` set to the chosen model, and a score (utility, with predicted quality and cost) for every model.
+
+Costs are predicted alike for every router: the mean recorded cost of the model on training queries of the
+same task (else of any task); a model never seen in training costs what its card says (``card_costs``, e.g.
+routerbench's measured mean per query, else its prices with ``len(text) / 4`` tokens and a 256-token answer).
+
+Baselines on the same harness (entry-point names in brackets): random [random], cheapest [cheapest], most
+expensive [largest], best single model on train [best-single], k nearest neighbours on query embeddings [knn],
+an MLP on embeddings [mlp], matrix factorisation [mf] (RouteLLM's MF, generalised from a strong/weak pair to N
+models), and the oracle [oracle] (benchmark only: it reads the test outcomes). Queries are embedded with the
+project's offline MiniLM from their *last* `DEFAULT_TEXT_WINDOW` characters: RouterBench prompts share a long
+few-shot prefix and put the question at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from orchestra.bench.models import ModelQuery, estimate_cost
+from orchestra.cards import ModelCard
+from orchestra.errors import DecisionError, PolicyError
+from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, RouterState
+
+__all__ = [
+    "DEFAULT_TEXT_WINDOW",
+    "BestSingleRouter",
+    "CheapestRouter",
+    "KnnRouter",
+    "LargestRouter",
+    "MfRouter",
+    "MlpRouter",
+    "ModelRouter",
+    "OracleRouter",
+    "RandomRouter",
+    "normalise_costs",
+    "utility",
+]
+
+DEFAULT_TEXT_WINDOW = 400
+"""Characters embedded from the end of each query."""
+
+QueryLike = str | ModelQuery
+
+
+def normalise_costs(costs: np.ndarray) -> np.ndarray:
+    """Min-max normalise each row of a (queries, models) cost matrix over its candidates (0 when flat)."""
+    low = costs.min(axis=1, keepdims=True)
+    span = costs.max(axis=1, keepdims=True) - low
+    return np.where(span > 0, (costs - low) / np.where(span > 0, span, 1.0), 0.0)
+
+
+def utility(quality: np.ndarray, costs: np.ndarray, w: float) -> np.ndarray:
+    """``(1 - w) * quality - w * normalised cost`` for a cost weight ``w`` in [0, 1]."""
+    check_weight(w)
+    return (1.0 - w) * quality - w * normalise_costs(costs)
+
+
+def check_weight(w: float) -> float:
+    if not isinstance(w, (int, float)) or math.isnan(w) or not 0.0 <= w <= 1.0:
+        raise PolicyError(f"cost weight w must lie in [0, 1], got {w!r}")
+    return float(w)
+
+
+def _embedder() -> Any:
+    from orchestra.embeddings import get_embedder
+
+    return get_embedder()
+
+
+class ModelRouter(BaseRouter):
+    """Base of model routers: predicts quality and cost per (query, model) and picks the best utility.
+
+    Subclasses implement `_fit_quality` and `_quality` (for models seen in training); the base class handles
+    costs, tasks, embeddings, unseen models and the decision. A model not seen in training gets the quality
+    column of the seen model whose card description is most similar (baselines cannot do better without
+    retraining; GraphRouter overrides this with a new graph node).
+    """
+
+    name: ClassVar[str] = "model-router"
+    needs_training: ClassVar[bool] = True
+
+    def __init__(self, agent_id: str | None = None, *, text_window: int = DEFAULT_TEXT_WINDOW, seed: int = 0) -> None:
+        self.agent_id = agent_id
+        """The LLM agent whose model this router chooses; ``None``: the first agent with ``backend == "model"``."""
+        self.text_window = int(text_window)
+        self.seed = int(seed)
+        self.model_ids: list[str] = []
+        """Models seen in training, in the column order of the quality predictors."""
+        self.card_costs: dict[str, float | None] = {}
+        self._task_model_cost: dict[tuple[str, str], float] = {}
+        self._model_cost: dict[str, float] = {}
+        self.tasks: list[str] = []
+        self._task_centroids: np.ndarray | None = None
+        self._card_vectors: dict[tuple[str, str], np.ndarray] = {}
+        self.fitted = False
+
+    # ------------------------------------------------------------------------------------------ training
+    def fit(
+        self,
+        train: Sequence[ModelQuery],
+        cards: Sequence[ModelCard],
+        *,
+        val: Sequence[ModelQuery] = (),
+        weights: Sequence[float] = (),
+        card_costs: Mapping[str, float | None] | None = None,
+        seed: int | None = None,
+    ) -> Self:
+        """Learn from queries with recorded outcomes of the models in ``cards``; ``val`` is for model
+        selection, ``weights`` the cost weights the router will be asked about (GraphRouter trains for them)."""
+        if seed is not None:
+            self.seed = int(seed)
+        if not train:
+            raise DecisionError(f"{self.name}: no training queries")
+        self.model_ids = [card.id for card in cards]
+        self.card_costs = dict(card_costs or {})
+        self._fit_costs(train)
+        self._fit_tasks(train)
+        self._fit_quality(list(train), list(val), list(cards), [check_weight(w) for w in weights])
+        self.fitted = True
+        return self
+
+    def _fit_costs(self, train: Sequence[ModelQuery]) -> None:
+        sums: dict[tuple[str, str], list[float]] = {}
+        for row in train:
+            for model_id, outcome in row.outcomes.items():
+                if outcome.cost is None:
+                    continue
+                sums.setdefault(("", model_id), []).append(outcome.cost)
+                if row.task:
+                    sums.setdefault((row.task, model_id), []).append(outcome.cost)
+        means = {key: float(np.mean(values)) for key, values in sums.items()}
+        self._model_cost = {m: c for (task, m), c in means.items() if task == ""}
+        self._task_model_cost = {key: c for key, c in means.items() if key[0] != ""}
+
+    def _fit_tasks(self, train: Sequence[ModelQuery]) -> None:
+        self.tasks = sorted({row.task for row in train if row.task})
+        if not self.tasks:
+            self._task_centroids = None
+            return
+        vectors = self.embed_queries(train)
+        labels = np.array([row.task for row in train])
+        centroids = np.stack([vectors[labels == task].mean(axis=0) for task in self.tasks])
+        self._task_centroids = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+
+    def _fit_quality(
+        self, train: list[ModelQuery], val: list[ModelQuery], cards: list[ModelCard], weights: list[float]
+    ) -> None:
+        """Learn the quality predictor (subclasses)."""
+
+    # ------------------------------------------------------------------------------------------ inputs
+    def _texts_and_tasks(self, queries: Sequence[QueryLike]) -> tuple[list[str], list[str | None]]:
+        texts = [q.query if isinstance(q, ModelQuery) else str(q) for q in queries]
+        tasks = [(q.task or None) if isinstance(q, ModelQuery) else None for q in queries]
+        return texts, tasks
+
+    def _window(self, text: str) -> str:
+        text = text.strip()
+        return text[-self.text_window :] if self.text_window > 0 else text
+
+    def embed_queries(self, queries: Sequence[QueryLike]) -> np.ndarray:
+        """Unit embeddings of the queries' last ``text_window`` characters, shape (n, dim)."""
+        texts, _ = self._texts_and_tasks(queries)
+        return _embedder().encode([self._window(t) for t in texts])
+
+    def infer_tasks(self, embeddings: np.ndarray, tasks: Sequence[str | None]) -> list[str]:
+        """Each query's task: the given one, else the training task whose centroid is nearest."""
+        if self._task_centroids is None:
+            return [task or "" for task in tasks]
+        nearest = np.argmax(embeddings @ self._task_centroids.T, axis=1)
+        return [task or self.tasks[int(nearest[i])] for i, task in enumerate(tasks)]
+
+    def card_vectors(self, cards: Sequence[ModelCard]) -> np.ndarray:
+        """Unit embeddings of the cards' routing text (id and description), cached by id and text."""
+        missing = [c for c in cards if (c.id, c.routing_text()) not in self._card_vectors]
+        if missing:
+            vectors = _embedder().encode([c.routing_text() for c in missing])
+            for card, vector in zip(missing, vectors, strict=True):
+                self._card_vectors[(card.id, card.routing_text())] = vector
+        return np.stack([self._card_vectors[(c.id, c.routing_text())] for c in cards])
+
+    # ------------------------------------------------------------------------------------------ prediction
+    def _costs(self, texts: Sequence[str], tasks: Sequence[str], cards: Sequence[ModelCard]) -> np.ndarray:
+        costs = np.full((len(texts), len(cards)), np.nan)
+        for j, card in enumerate(cards):
+            base = self._model_cost.get(card.id)
+            if base is None:
+                base = self.card_costs.get(card.id)
+            for i, task in enumerate(tasks):
+                value = self._task_model_cost.get((task, card.id), base)
+                if value is None:
+                    value = estimate_cost(card, texts[i], None)
+                costs[i, j] = np.nan if value is None else value
+        if np.isnan(costs).any():
+            # an unpriced, unseen model is assumed as dear as the dearest known candidate (never free)
+            fallback = np.nanmax(costs, axis=1, keepdims=True) if not np.isnan(costs).all() else np.ones((len(texts), 1))
+            costs = np.where(np.isnan(costs), np.nan_to_num(fallback, nan=1.0), costs)
+        return costs
+
+    def _quality(self, embeddings: np.ndarray, tasks: list[str], texts: list[str]) -> np.ndarray:
+        """Predicted quality of each seen model (columns in ``self.model_ids`` order), shape (n, len(seen))."""
+        raise NotImplementedError
+
+    def _map_columns(self, seen_quality: np.ndarray, cards: Sequence[ModelCard]) -> np.ndarray:
+        index = {m: j for j, m in enumerate(self.model_ids)}
+        unseen = [c for c in cards if c.id not in index]
+        nearest: dict[str, int] = {}
+        if unseen and self.model_ids:
+            seen_cards = [c for c in cards if c.id in index]
+            if seen_cards:
+                sims = self.card_vectors(unseen) @ self.card_vectors(seen_cards).T
+                for u, card in enumerate(unseen):
+                    nearest[card.id] = index[seen_cards[int(np.argmax(sims[u]))].id]
+        columns = []
+        for card in cards:
+            j = index.get(card.id, nearest.get(card.id))
+            columns.append(seen_quality[:, j] if j is not None else np.full(len(seen_quality), 0.5))
+        return np.stack(columns, axis=1) if columns else np.zeros((len(seen_quality), 0))
+
+    def predict(self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted quality in [0, 1] and cost in USD for each query and model card: two (n, m) arrays."""
+        if self.needs_training and not self.fitted:
+            raise DecisionError(f"router {self.name!r} is not trained: call fit() (or load a checkpoint) first")
+        if not model_cards:
+            raise DecisionError(f"router {self.name!r}: no model cards to choose from")
+        texts, given_tasks = self._texts_and_tasks(queries)
+        embeddings = self.embed_queries(queries) if self.uses_embeddings else np.zeros((len(texts), 1), np.float32)
+        tasks = self.infer_tasks(embeddings, given_tasks) if self.uses_embeddings else [t or "" for t in given_tasks]
+        quality = self._map_columns(self._quality(embeddings, tasks, texts), model_cards)
+        return np.clip(quality, 0.0, 1.0), self._costs(texts, tasks, model_cards)
+
+    uses_embeddings: ClassVar[bool] = True
+
+    def utilities(
+        self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard], w: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(utility, quality, cost), each (n, m), at cost weight ``w``."""
+        quality, costs = self.predict(queries, model_cards)
+        return utility(quality, costs, w), quality, costs
+
+    def route_batch(
+        self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard], w: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Chosen model index per query and the (utility, quality, cost) matrices behind the choice."""
+        check_weight(w)
+        values, quality, costs = self.utilities(queries, model_cards, w)
+        return np.argmax(values, axis=1), values, quality, costs
+
+    def route_one(
+        self, query: str, model_cards: Sequence[ModelCard], w: float, *, task: str | None = None
+    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """One query's choice: (index, utility row, quality row, cost row)."""
+        item: QueryLike = ModelQuery(id="q", query=query, task=task) if task else query
+        chosen, values, quality, costs = self.route_batch([item], model_cards, w)
+        return int(chosen[0]), values[0], quality[0], costs[0]
+
+    # ------------------------------------------------------------------------------------------ decision
+    def _served_agent(self, state: RouterState) -> str:
+        if self.agent_id is not None:
+            if state.agent(self.agent_id) is None:
+                raise DecisionError(f"{self.name}: agent {self.agent_id!r} is not in the registry")
+            return self.agent_id
+        for card in state.agents:
+            if card.backend == "model":
+                return card.id
+        raise DecisionError(f"{self.name}: no agent with backend 'model' to choose a model for")
+
+    def decide(self, state: RouterState) -> Dispatch:
+        """Choose the model behind the served LLM agent for ``state.query`` at ``state.policy.cost_weight``."""
+        agent_id = self._served_agent(state)
+        cards = list(state.models)
+        if not cards:
+            raise DecisionError(f"{self.name}: the registry holds no model cards to choose from")
+        w = check_weight(state.policy.cost_weight)
+        chosen, values, quality, costs = self.route_one(state.query, cards, w)
+        order = np.argsort(-values, kind="stable")
+        scores = tuple(
+            CandidateScore(
+                id=cards[j].id,
+                score=float(values[j]),
+                detail={"quality": float(quality[j]), "cost_usd": float(costs[j])},
+            )
+            for j in order
+        )
+        model_id = cards[chosen].id
+        rationale = (
+            f"{model_id}: predicted quality {quality[chosen]:.3f} at ${costs[chosen]:.6f}/query, "
+            f"best utility {values[chosen]:.3f} at cost weight w={w:g}"
+        )
+        return Dispatch(
+            calls=(Call(agent_id=agent_id, query=state.query, model_id=model_id),),
+            rationale=rationale,
+            scores=scores,
+            meta={
+                "router": self.name,
+                "cost_weight": w,
+                "predicted_quality": float(quality[chosen]),
+                "predicted_cost_usd": float(costs[chosen]),
+            },
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "agent_id": self.agent_id, "text_window": self.text_window, "seed": self.seed}
+
+
+# ---------------------------------------------------------------------------------------------- baselines
+
+
+class RandomRouter(ModelRouter):
+    """A uniformly random model per query, whatever ``w`` (seeded)."""
+
+    name = "random"
+    needs_training = False
+    uses_embeddings = False
+
+    def __init__(self, agent_id: str | None = None, **options: Any) -> None:
+        super().__init__(agent_id, **options)
+        self._rng = np.random.default_rng(self.seed)
+
+    def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
+        self._rng = np.random.default_rng(self.seed)
+
+    def _fit_tasks(self, train: Sequence[ModelQuery]) -> None:
+        self.tasks = []
+
+    def _quality(self, embeddings: np.ndarray, tasks: list[str], texts: list[str]) -> np.ndarray:
+        return self._rng.random((len(texts), max(1, len(self.model_ids))))
+
+    def predict(self, queries, model_cards):  # type: ignore[no-untyped-def]
+        texts, tasks = self._texts_and_tasks(queries)
+        tasks_ = [t or "" for t in tasks]
+        return self._rng.random((len(texts), len(model_cards))), self._costs(texts, tasks_, model_cards)
+
+    def utilities(self, queries, model_cards, w):  # type: ignore[no-untyped-def]
+        quality, costs = self.predict(queries, model_cards)
+        return quality.copy(), quality, costs
+
+
+class _CostOnlyRouter(ModelRouter):
+    needs_training = False
+    uses_embeddings = False
+    sign: ClassVar[float] = -1.0
+
+    def _fit_tasks(self, train: Sequence[ModelQuery]) -> None:
+        self.tasks = []
+
+    def predict(self, queries, model_cards):  # type: ignore[no-untyped-def]
+        texts, tasks = self._texts_and_tasks(queries)
+        costs = self._costs(texts, [t or "" for t in tasks], model_cards)
+        return np.full(costs.shape, np.nan), costs
+
+    def utilities(self, queries, model_cards, w):  # type: ignore[no-untyped-def]
+        quality, costs = self.predict(queries, model_cards)
+        return self.sign * normalise_costs(costs), np.nan_to_num(quality, nan=0.0), costs
+
+
+class CheapestRouter(_CostOnlyRouter):
+    """Always the model of lowest predicted cost, whatever ``w``."""
+
+    name = "cheapest"
+    sign = -1.0
+
+
+class LargestRouter(_CostOnlyRouter):
+    """Always the model of highest predicted cost (the largest, as a price proxy), whatever ``w``."""
+
+    name = "largest"
+    sign = 1.0
+
+
+class BestSingleRouter(ModelRouter):
+    """The same quality for every query: each model's mean score on train. At ``w = 0`` this is the best single
+    model; along ``w`` it walks the single models' cost-quality trade-off."""
+
+    name = "best-single"
+    uses_embeddings = False
+
+    def _fit_tasks(self, train: Sequence[ModelQuery]) -> None:
+        self.tasks = []
+
+    def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
+        self._mean = np.array(
+            [np.mean([r.outcomes[m].score for r in train if m in r.outcomes] or [0.0]) for m in self.model_ids]
+        )
+
+    def _quality(self, embeddings: np.ndarray, tasks: list[str], texts: list[str]) -> np.ndarray:
+        return np.tile(self._mean, (len(texts), 1))
+
+
+def _score_matrix(rows: Sequence[ModelQuery], model_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (n, m) with 0 where missing, and the mask of recorded outcomes."""
+    scores = np.zeros((len(rows), len(model_ids)), dtype=np.float32)
+    mask = np.zeros_like(scores)
+    for i, row in enumerate(rows):
+        for j, m in enumerate(model_ids):
+            outcome = row.outcomes.get(m)
+            if outcome is not None:
+                scores[i, j] = outcome.score
+                mask[i, j] = 1.0
+    return scores, mask
+
+
+class KnnRouter(ModelRouter):
+    """Quality = each model's mean score over the ``k`` training queries nearest by cosine similarity."""
+
+    name = "knn"
+
+    def __init__(self, agent_id: str | None = None, *, k: int = 100, **options: Any) -> None:
+        super().__init__(agent_id, **options)
+        self.k = int(k)
+
+    def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
+        rows = train + val  # kNN has nothing to select on validation: use every labelled query
+        self._vectors = self.embed_queries(rows)
+        self._scores, self._mask = _score_matrix(rows, self.model_ids)
+
+    def _quality(self, embeddings: np.ndarray, tasks: list[str], texts: list[str]) -> np.ndarray:
+        k = min(self.k, len(self._vectors))
+        sims = embeddings @ self._vectors.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        total = self._scores[top].sum(axis=1)
+        count = self._mask[top].sum(axis=1)
+        return np.where(count > 0, total / np.maximum(count, 1), 0.5)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "k": self.k}
+
+
+class _TorchQualityRouter(ModelRouter):
+    """Shared training of the neural quality predictors: BCE against recorded scores (missing outcomes masked),
+    AdamW, early stopping on validation loss, best state kept."""
+
+    def __init__(
+        self,
+        agent_id: str | None = None,
+        *,
+        epochs: int = 200,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 256,
+        patience: int = 20,
+        **options: Any,
+    ) -> None:
+        super().__init__(agent_id, **options)
+        self.epochs, self.lr, self.weight_decay = int(epochs), float(lr), float(weight_decay)
+        self.batch_size, self.patience = int(batch_size), int(patience)
+
+    def _network(self, dim: int, n_models: int) -> Any:
+        raise NotImplementedError
+
+    def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
+        import torch
+
+        torch.manual_seed(self.seed)
+        if not val:  # carve a validation slice so that early stopping has something to watch
+            cut = max(1, len(train) // 10)
+            train, val = train[cut:], train[:cut]
+        x = torch.from_numpy(self.embed_queries(train))
+        y, m = (torch.from_numpy(a) for a in _score_matrix(train, self.model_ids))
+        xv = torch.from_numpy(self.embed_queries(val))
+        yv, mv = (torch.from_numpy(a) for a in _score_matrix(val, self.model_ids))
+        self._net = self._network(x.shape[1], len(self.model_ids))
+        optimiser = torch.optim.AdamW(self._net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
+        generator = torch.Generator().manual_seed(self.seed)
+        best, best_state, waited = math.inf, copy.deepcopy(self._net.state_dict()), 0
+        for _ in range(self.epochs):
+            self._net.train()
+            order = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                loss = (loss_fn(self._net(x[batch]), y[batch]) * m[batch]).sum() / m[batch].sum().clamp(min=1)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+            self._net.eval()
+            with torch.no_grad():
+                val_loss = float((loss_fn(self._net(xv), yv) * mv).sum() / mv.sum().clamp(min=1))
+            if val_loss < best - 1e-5:
+                best, best_state, waited = val_loss, copy.deepcopy(self._net.state_dict()), 0
+            else:
+                waited += 1
+                if waited >= self.patience:
+                    break
+        self._net.load_state_dict(best_state)
+        self._net.eval()
+        self.best_val_loss = best
+
+    def _quality(self, embeddings: np.ndarray, tasks: list[str], texts: list[str]) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return torch.sigmoid(self._net(torch.from_numpy(np.ascontiguousarray(embeddings)))).numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "epochs": self.epochs, "lr": self.lr, "weight_decay": self.weight_decay}
+
+
+class MlpRouter(_TorchQualityRouter):
+    """An MLP from the query embedding to one correctness logit per model."""
+
+    name = "mlp"
+
+    def __init__(self, agent_id: str | None = None, *, hidden: int = 256, dropout: float = 0.2, **options: Any) -> None:
+        super().__init__(agent_id, **options)
+        self.hidden, self.dropout = int(hidden), float(dropout)
+
+    def _network(self, dim: int, n_models: int) -> Any:
+        from torch import nn
+
+        return nn.Sequential(
+            nn.Linear(dim, self.hidden), nn.ReLU(), nn.Dropout(self.dropout), nn.Linear(self.hidden, n_models)
+        )
+
+
+class _MatrixFactorisation:
+    """RouteLLM's MF scorer, ``classifier(P[model] * proj(query))``, for N models at once, with a per-model bias
+    (RouteLLM's pairwise difference cancels biases; a per-model correctness score needs one)."""
+
+    def __new__(cls, dim: int, n_models: int, rank: int) -> Any:
+        import torch
+        from torch import nn
+
+        class MF(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.models = nn.Parameter(torch.randn(n_models, rank) * 0.1)
+                self.projection = nn.Linear(dim, rank, bias=False)
+                self.classifier = nn.Linear(rank, 1, bias=False)
+                self.bias = nn.Parameter(torch.zeros(n_models))
+
+            def forward(self, x: Any) -> Any:
+                query = self.projection(x)  # (n, rank)
+                models = nn.functional.normalize(self.models, dim=1)  # as RouteLLM, unit model embeddings
+                return self.classifier(query[:, None, :] * models[None, :, :]).squeeze(-1) + self.bias
+
+        return MF()
+
+
+class MfRouter(_TorchQualityRouter):
+    """Matrix factorisation (RouteLLM's MF generalised to N models): a learned vector per model, a projection of
+    the query embedding, their elementwise product through a linear classifier, one correctness logit per model."""
+
+    name = "mf"
+
+    def __init__(self, agent_id: str | None = None, *, rank: int = 128, **options: Any) -> None:
+        super().__init__(agent_id, **options)
+        self.rank = int(rank)
+
+    def _network(self, dim: int, n_models: int) -> Any:
+        return _MatrixFactorisation(dim, n_models, self.rank)
+
+
+class OracleRouter(ModelRouter):
+    """The upper bound: quality and cost are the recorded test outcomes (`reveal`). Benchmark use only."""
+
+    name = "oracle"
+    uses_embeddings = False
+
+    def __init__(self, agent_id: str | None = None, **options: Any) -> None:
+        super().__init__(agent_id, **options)
+        self._truth: dict[str, ModelQuery] = {}
+
+    def _fit_tasks(self, train: Sequence[ModelQuery]) -> None:
+        self.tasks = []
+
+    def reveal(self, rows: Sequence[ModelQuery]) -> None:
+        """Give the oracle the outcomes of the queries it will be asked about."""
+        self._truth.update({row.query: row for row in rows})
+
+    def predict(self, queries, model_cards):  # type: ignore[no-untyped-def]
+        texts, _ = self._texts_and_tasks(queries)
+        quality = np.zeros((len(texts), len(model_cards)))
+        costs = np.zeros_like(quality)
+        for i, text in enumerate(texts):
+            row = self._truth.get(text)
+            if row is None:
+                raise DecisionError("oracle: no revealed outcomes for this query (the oracle is benchmark-only)")
+            for j, card in enumerate(model_cards):
+                outcome = row.outcomes.get(card.id)
+                quality[i, j] = outcome.score if outcome else 0.0
+                costs[i, j] = outcome.cost if outcome and outcome.cost is not None else np.inf
+        finite = np.where(np.isfinite(costs), costs, np.nan)
+        dearest = np.nan_to_num(np.nanmax(finite, axis=1, keepdims=True), nan=1.0)
+        return quality, np.where(np.isfinite(costs), costs, dearest)

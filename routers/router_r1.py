@@ -1,0 +1,587 @@
+"""Router-R1 (Zhang et al., NeurIPS 2025): a router model that thinks, consults models of a pool, reads their
+answers, and answers itself, over several rounds.
+
+Each `RouterR1.decide` continues one trajectory. The router model reasons in ``<think>…</think>`` and then
+either consults models with ``<search>Model-Name:query</search>`` (the decision is a `Dispatch` with one
+`Call` to the pool agent per search, ``model_id`` being the consulted model) or ends with
+``<answer>…</answer>`` (a `Finish`). The next decision sees the pool's answers as ``state.observations`` and
+appends them to the trajectory as ``<information>…</information>`` blocks, cut to 600 tokens.
+
+Register the pool agent once, then route::
+
+    registry.add_agent(pool_agent_card(), implementation=pool_agent())
+    router = RouterR1(router_model="smollm2-local")
+
+Where the trajectory lives between decisions: the router keeps the turns it generated per run (by
+``state.run_id``) and checks them against the observations each time; when they do not match (another process,
+a replay with a fresh router) it rebuilds the earlier turns from the observations, which carry what was asked
+of which model, and says so in ``meta["rebuilt"]``.
+
+Bounds: at most ``max_rounds`` consulting turns (then an answer turn is forced), ``max_turn_tokens`` per turn
+(a 10,000-token think is cut there), ``max_invalid_turns`` turns out of format in a row; past these the router
+raises `DecisionError` with the trajectory attached (``error.trajectory``), which the runtime records on the run.
+
+With a router model whose card ``supports_json_schema``, each turn is decoded under a JSON schema
+(``{"think", "action", "model", "query"}`` or ``{"think", "action", "answer"}``, the model an enum of the pool)
+and rendered back to the tagged protocol, so every turn is in format by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from orchestra.agent import LLMAgent
+from orchestra.cards import AgentCard, ModelCard
+from orchestra.errors import DecisionError, ModelOutputError
+from orchestra.model import ChatOptions, ChatResult, Message
+from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, Observation, RouterState
+from orchestra.routers.r1_rewards import (
+    FormatRules,
+    SearchRequest,
+    check_format,
+    parse_search,
+    tag_pairs,
+    truncate_tokens,
+)
+
+__all__ = [
+    "POOL_SYSTEM_PROMPT",
+    "R1_POOL_AGENT_ID",
+    "RouterR1",
+    "pool_agent",
+    "pool_agent_card",
+    "turn_schema",
+]
+
+R1_POOL_AGENT_ID = "router-r1:pool"
+"""The agent every Router-R1 call goes to; the call's ``model_id`` names the consulted model."""
+
+POOL_SYSTEM_PROMPT = (
+    "Another model is consulting you while it works out the answer to a user's question. Answer the question "
+    "you are given directly and briefly: the answer first, then at most two sentences of support. If you "
+    "cannot answer it, say so in one sentence and name what is missing, so it can ask another model."
+)
+"""The wrapper every consulted model receives before the sub-question."""
+
+
+def pool_agent_card(model_id: str | None = None) -> AgentCard:
+    """The card of the pool agent Router-R1 dispatches to. ``model_id`` is only its default model: each call
+    names the consulted model."""
+    return AgentCard(
+        id=R1_POOL_AGENT_ID,
+        name="Router-R1 model pool",
+        description="Answers one sub-question with the model Router-R1 chose, directly and briefly.",
+        backend="model",
+        model=model_id,
+        system_prompt=POOL_SYSTEM_PROMPT,
+    )
+
+
+def pool_agent(max_tokens: int = 256) -> LLMAgent:
+    """The agent behind `pool_agent_card`: the wrapper prompt at temperature 0 with bounded answers."""
+    return LLMAgent(ChatOptions(temperature=0.0, max_tokens=max_tokens))
+
+
+def turn_schema(pool: Sequence[str], *, answer_only: bool = False, max_think_chars: int = 400) -> dict[str, Any]:
+    """JSON schema of one constrained turn: ``{"think", "action", "model", "query", "answer"}``, every field
+    required (OpenAI's strict mode asks for that; llama.cpp compiles it to a grammar in this order). A search
+    turn fills ``model`` (an enum of the pool) and ``query``; an answer turn fills ``answer``; the other fields
+    are ignored. ``answer_only`` fixes the action to ``answer`` (the forced last turn)."""
+    return {
+        "type": "object",
+        "properties": {
+            "think": {"type": "string", "minLength": 2, "maxLength": max_think_chars},
+            "action": {"type": "string", "enum": ["answer"] if answer_only else ["search", "answer"]},
+            "model": {"type": "string", "enum": list(pool)},
+            "query": {"type": "string", "maxLength": 300},
+            "answer": {"type": "string", "maxLength": 200},
+        },
+        "required": ["think", "action", "model", "query", "answer"],
+        "additionalProperties": False,
+    }
+
+
+_PROTOCOL = """\
+You answer the user's question with the help of a pool of language models. You work in turns.
+In every turn, first reason inside <think> and </think>: what you know, what is missing, and which model fits.
+Then do exactly one of these:
+- Consult a model: <search>Model-Name:your question for it</search>. Write Model-Name exactly as listed below.
+  Its reply comes back to you between <information> and </information>.
+- Give the final answer: <answer>the answer</answer>. Keep it short, with no explanation.
+You may consult models at most {max_rounds} times; then you must answer. Easy questions need no model or one
+cheap model; ask a stronger model (or a second one) when you are unsure or the answers disagree.
+Example of one turn: <think>I need the date; a small model knows it.</think>
+<search>{example}:When was the Eiffel Tower completed?</search>
+
+Models you can consult:
+{pool}
+"""
+
+_JSON_PROTOCOL = """
+Write each turn as one JSON object instead of tags, with the fields "think", "action", "model", "query" and
+"answer": "action" is "search" to consult "model" with "query", or "answer" to give "answer" as the final answer.
+"""
+
+_FORCE_ANSWER = "You have consulted models {rounds} times, the most allowed. Give your final answer now."
+_INVALID_TURN = (
+    "Your last turn was not in the required format ({problem}). Reason inside <think></think>, then either "
+    "<search>Model-Name:question</search> or <answer>answer</answer>."
+)
+
+
+def _price_text(card: ModelCard) -> str:
+    if card.output_price_per_mtok is not None:
+        return f"${card.output_price_per_mtok:g} per million output tokens"
+    return "price unknown"
+
+
+def _pool_text(pool: Sequence[ModelCard]) -> str:
+    lines = []
+    for card in pool:
+        latency = f"; typical latency {card.typical_latency_ms:.0f} ms" if card.typical_latency_ms is not None else ""
+        lines.append(f"- {card.id}: {card.description} ({_price_text(card)}{latency})")
+    return "\n".join(lines)
+
+
+@dataclass
+class _Turn:
+    """One turn of the router model with what the environment returned after it."""
+
+    raw: str
+    """The router model's output as received (JSON in constrained mode)."""
+    text: str
+    """The turn in the tagged protocol, as it stands in the trajectory."""
+    searches: list[SearchRequest] = field(default_factory=list)
+    answer: str | None = None
+    problems: list[str] = field(default_factory=list)
+    """Why the turn is out of format (empty when it follows the protocol)."""
+    information: list[str] = field(default_factory=list)
+    """The information blocks' contents that followed, in search order (filled once answers are in)."""
+    note: str | None = None
+    """A correction shown to the router after an invalid turn, or the forced-answer notice."""
+
+    @property
+    def dispatched(self) -> list[SearchRequest]:
+        return [search for search in self.searches if search.ok]
+
+
+@dataclass
+class _Trajectory:
+    turns: list[_Turn] = field(default_factory=list)
+    rebuilt: bool = False
+
+    @property
+    def consulting_rounds(self) -> int:
+        return sum(1 for turn in self.turns if turn.searches and turn.answer is None)
+
+    def segments(self) -> list[tuple[Literal["turn", "information", "note"], str]]:
+        """The completion as ordered pieces: router turns, information blocks, notes."""
+        pieces: list[tuple[Literal["turn", "information", "note"], str]] = []
+        for turn in self.turns:
+            pieces.append(("turn", turn.text))
+            for block in turn.information:
+                pieces.append(("information", f"\n\n<information>{block}</information>\n\n"))
+            if turn.note:
+                pieces.append(("note", f"\n\n{turn.note}\n\n"))
+        return pieces
+
+    def completion(self) -> str:
+        return "".join(text for _, text in self.segments())
+
+
+class RouterR1(BaseRouter):
+    """Router-R1 on the multi-round side of the routing contract (see the module docstring)."""
+
+    name = "router-r1"
+    multi_round = True
+
+    def __init__(
+        self,
+        router_model: str,
+        *,
+        max_rounds: int = 4,
+        max_turn_tokens: int = 512,
+        max_think_chars: int = 400,
+        observation_tokens: int = 600,
+        max_invalid_turns: int = 2,
+        constrained: bool | None = None,
+        pool: Sequence[str] | None = None,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        format_rules: FormatRules | None = None,
+    ) -> None:
+        """``router_model``: model card id of the router model. ``constrained``: JSON-schema turns (``None``:
+        when the router model's card supports JSON schemas). ``pool``: model ids it may consult (default: every
+        model card in the state except the router model itself)."""
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
+        self.router_model = router_model
+        self.max_rounds = max_rounds
+        self.max_turn_tokens = max_turn_tokens
+        self.max_think_chars = max_think_chars
+        self.observation_tokens = observation_tokens
+        self.max_invalid_turns = max_invalid_turns
+        self.constrained = constrained
+        self.pool_ids = tuple(pool) if pool is not None else None
+        self.temperature = temperature
+        self.seed = seed
+        self.format_rules = format_rules or FormatRules()
+        self._runs: OrderedDict[str, _Trajectory] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "router_model": self.router_model,
+            "max_rounds": self.max_rounds,
+            "max_turn_tokens": self.max_turn_tokens,
+            "observation_tokens": self.observation_tokens,
+            "constrained": self.constrained,
+            "pool": list(self.pool_ids) if self.pool_ids is not None else "all models but the router's",
+        }
+
+    @staticmethod
+    def pool_agent_card(model_id: str | None = None) -> AgentCard:
+        """The card of the agent this router dispatches to (register it with `pool_agent` or a pool of your own)."""
+        return pool_agent_card(model_id)
+
+    @staticmethod
+    def pool_agent(max_tokens: int = 256) -> LLMAgent:
+        """The default agent behind `pool_agent_card`: each consulted model under the wrapper prompt."""
+        return pool_agent(max_tokens)
+
+    # -- the pool and the prompt ----------------------------------------------------------------------------
+
+    def pool(self, state: RouterState) -> list[ModelCard]:
+        """The models this decision may consult, from the registry's cards as the state has them now."""
+        if self.pool_ids is not None:
+            return [card for card in state.models if card.id in self.pool_ids]
+        return [card for card in state.models if card.id != self.router_model]
+
+    def prompt(self, state: RouterState, pool: Sequence[ModelCard], constrained: bool) -> str:
+        """The opening user message: the protocol, the pool, the question."""
+        text = _PROTOCOL.format(max_rounds=self.max_rounds, example=pool[0].id, pool=_pool_text(pool))
+        if constrained:
+            text += _JSON_PROTOCOL
+        if state.history:
+            earlier = "\n".join(f"{turn.role}: {turn.content}" for turn in state.history[-6:])
+            text += f"\nConversation so far:\n{earlier}\n"
+        return text + f"\nQuestion: {state.query}\n"
+
+    def _is_constrained(self, state: RouterState) -> bool:
+        if self.constrained is not None:
+            return self.constrained
+        card = state.model(self.router_model)
+        return bool(card and card.supports_json_schema)
+
+    # -- the trajectory between decisions -------------------------------------------------------------------
+
+    @staticmethod
+    def _key(state: RouterState) -> str:
+        return state.run_id or f"query:{state.query}"
+
+    @staticmethod
+    def _rounds_of(observations: Sequence[Observation]) -> list[list[Observation]]:
+        groups: dict[int, list[Observation]] = {}
+        for obs in observations:
+            groups.setdefault(obs.round, []).append(obs)
+        return [groups[number] for number in sorted(groups)]
+
+    def _information(self, obs: Observation) -> str:
+        if obs.ok:
+            text, _ = truncate_tokens((obs.answer or "").strip(), self.observation_tokens)
+            return text
+        message = (obs.error or {}).get("message", "unknown error")
+        return f"The call to {obs.model_id or 'the model'} failed: {message}"
+
+    def _restore(self, state: RouterState) -> _Trajectory:
+        """The trajectory so far, with the observations of every round filled in."""
+        groups = self._rounds_of(state.observations)
+        with self._lock:
+            cached = self._runs.get(self._key(state))
+        if cached is not None:
+            dispatching = [turn for turn in cached.turns if turn.dispatched]
+            if len(dispatching) == len(groups) and all(
+                sorted(s.query for s in turn.dispatched) == sorted(obs.query for obs in group)
+                for turn, group in zip(dispatching, groups, strict=True)
+            ):
+                for turn, group in zip(dispatching, groups, strict=True):
+                    if turn.information:
+                        continue
+                    remaining = list(group)
+                    for search in turn.searches:
+                        if not search.ok:
+                            turn.information.append(search.detail)
+                            continue
+                        match = next(o for o in remaining if o.query == search.query)
+                        remaining.remove(match)
+                        turn.information.append(self._information(match))
+                return cached
+        # No trajectory of ours matches: rebuild the earlier turns from what the observations say was asked.
+        trajectory = _Trajectory(rebuilt=bool(groups))
+        for group in groups:
+            searches = [
+                SearchRequest(raw=f"{o.model_id}:{o.query}", model=o.model_id, name=o.model_id or "", query=o.query)
+                for o in group
+            ]
+            text = "<think>(reasoning of an earlier decision, not kept)</think>\n" + "\n".join(
+                f"<search>{s.raw}</search>" for s in searches
+            )
+            trajectory.turns.append(
+                _Turn(raw=text, text=text, searches=searches, information=[self._information(o) for o in group])
+            )
+        return trajectory
+
+    def _remember(self, state: RouterState, trajectory: _Trajectory | None) -> None:
+        key = self._key(state)
+        with self._lock:
+            if trajectory is None:
+                self._runs.pop(key, None)
+                return
+            self._runs[key] = trajectory
+            self._runs.move_to_end(key)
+            while len(self._runs) > 1024:
+                self._runs.popitem(last=False)
+
+    # -- one turn -------------------------------------------------------------------------------------------
+
+    def _messages(self, prompt: str, trajectory: _Trajectory) -> list[Message]:
+        messages = [Message(role="user", content=prompt)]
+        for turn in trajectory.turns:
+            messages.append(Message(role="assistant", content=turn.text))
+            after = [f"<information>{block}</information>" for block in turn.information]
+            if turn.note:
+                after.append(turn.note)
+            if after:
+                messages.append(Message(role="user", content="\n".join(after)))
+        return messages
+
+    @staticmethod
+    def _cut_at_stop(text: str, finish_reason: str | None) -> str:
+        """The turn up to and including the first closing action tag; a server that drops the stop string
+        gets it back (the protocol needs it in the trajectory)."""
+        text = text.strip()
+        ends = [(text.find(tag), tag) for tag in ("</search>", "</answer>") if tag in text]
+        if ends:
+            position, tag = min(ends)
+            return text[: position + len(tag)]
+        if finish_reason != "length":
+            opened = max(("<search>", "<answer>"), key=text.rfind)
+            if text.rfind(opened) >= 0:
+                return text + "</" + opened[1:]
+        return text
+
+    def _parse_tags(self, raw: str, finish_reason: str | None, pool_ids: Sequence[str]) -> _Turn:
+        text = self._cut_at_stop(raw, finish_reason)
+        turn = _Turn(raw=raw, text=text)
+        check = check_format(text, pool_ids, self.format_rules)
+        searches = [part for tag, part in tag_pairs(text) if tag == "search"]
+        answers = [part for tag, part in tag_pairs(text) if tag == "answer"]
+        if finish_reason == "length":
+            turn.problems.append(f"cut at {self.max_turn_tokens} tokens before the turn ended")
+        if answers:
+            turn.answer = answers[-1].strip()
+            turn.problems += [v for v in check.violations if v not in ("unknown_model", "malformed_search")]
+        elif searches:
+            turn.searches = [parse_search(part, pool_ids, self.format_rules) for part in searches]
+            # A consulting turn is checked as if it were followed by its information and an answer.
+            structural = {"unbalanced_tags", "nested_tags", "empty_think", "missing_think", "not_think_first"}
+            turn.problems += [v for v in check.violations if v in structural]
+        else:
+            turn.problems.append("no <search> or <answer>")
+        if turn.answer is not None and not turn.answer:
+            turn.problems.append("empty answer")
+        return turn
+
+    def _parse_json(self, raw: str, pool_ids: Sequence[str]) -> _Turn:
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            return _Turn(raw=raw, text=raw, problems=[f"not JSON: {exc.msg}"])
+        if not isinstance(data, dict):
+            return _Turn(raw=raw, text=raw, problems=["not a JSON object"])
+        think = str(data.get("think", "")).strip()
+        action = data.get("action")
+        if action == "answer":
+            answer = str(data.get("answer", "")).strip()
+            turn = _Turn(raw=raw, text=f"<think>{think}</think>\n<answer>{answer}</answer>", answer=answer)
+        elif action == "search":
+            content = f"{data.get('model', '')}:{data.get('query', '')}"
+            turn = _Turn(raw=raw, text=f"<think>{think}</think>\n<search>{content}</search>")
+            turn.searches = [parse_search(content, pool_ids, self.format_rules)]
+        else:
+            return _Turn(raw=raw, text=raw, problems=[f"unknown action {action!r}"])
+        # The rendered turn is checked like a tagged one (a think that itself holds tags is still nesting).
+        check = check_format(turn.text, pool_ids, self.format_rules)
+        structural = {"unbalanced_tags", "nested_tags", "empty_think"}
+        turn.problems += [v for v in check.violations if v in structural]
+        if turn.answer is not None and not turn.answer:
+            turn.problems.append("empty answer")
+        return turn
+
+    def _generate(
+        self, state: RouterState, prompt: str, trajectory: _Trajectory, pool_ids: Sequence[str], *, constrained: bool, force: bool
+    ) -> tuple[_Turn, ChatResult | None]:
+        assert state.model_access is not None
+        options = ChatOptions(
+            temperature=self.temperature,
+            max_tokens=self.max_turn_tokens,
+            stop=() if constrained else ("</search>", "</answer>"),
+            json_schema=turn_schema(pool_ids, answer_only=force, max_think_chars=self.max_think_chars)
+            if constrained
+            else None,
+            seed=self.seed,
+        )
+        try:
+            result = state.model_access.chat(
+                self.router_model, self._messages(prompt, trajectory), options, purpose="route"
+            )
+        except ModelOutputError as exc:
+            # The model answered out of schema: an invalid turn, not a failed run.
+            return _Turn(raw=str(exc), text="", problems=[f"model output rejected: {exc}"]), None
+        if constrained:
+            turn = self._parse_json(result.text, pool_ids)
+            if result.finish_reason == "length":
+                turn.problems.append(f"cut at {self.max_turn_tokens} tokens before the turn ended")
+        else:
+            turn = self._parse_tags(result.text, result.finish_reason, pool_ids)
+        return turn, result
+
+    # -- the decision ---------------------------------------------------------------------------------------
+
+    def _last_round(self, state: RouterState, trajectory: _Trajectory) -> bool:
+        if trajectory.consulting_rounds >= self.max_rounds:
+            return True
+        rounds_left = state.budget_left.get("rounds")
+        cost_left = state.budget_left.get("cost_usd")
+        # ``rounds`` counts the decisions left, this one included: with one left, only an answer can end the run.
+        return (rounds_left is not None and rounds_left <= 1) or (cost_left is not None and cost_left <= 0)
+
+    def decide(self, state: RouterState) -> Dispatch | Finish:
+        if state.model_access is None:
+            raise DecisionError("router-r1 needs state.model_access to call its router model (run it in a runtime)")
+        pool = self.pool(state)
+        if not pool:
+            raise DecisionError(
+                f"router-r1 has no model to consult: the registry holds no model card besides {self.router_model!r}"
+                + (f" among pool {list(self.pool_ids)}" if self.pool_ids is not None else "")
+            )
+        pool_ids = [card.id for card in pool]
+        constrained = self._is_constrained(state)
+        trajectory = self._restore(state)
+        prompt = self.prompt(state, pool, constrained)
+        invalid_in_a_row = 0
+        router_calls: list[dict[str, Any]] = []
+        while True:
+            force = self._last_round(state, trajectory)
+            if force and trajectory.turns and not trajectory.turns[-1].note:
+                trajectory.turns[-1].note = _FORCE_ANSWER.format(rounds=trajectory.consulting_rounds)
+            turn, result = self._generate(state, prompt, trajectory, pool_ids, constrained=constrained, force=force)
+            if result is not None:
+                router_calls.append(
+                    {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                     "cost_usd": result.cost_usd, "finish_reason": result.finish_reason}
+                )
+            trajectory.turns.append(turn)
+            if turn.answer:
+                meta = self._meta(trajectory, pool_ids, router_calls, force, final=True)
+                self._remember(state, None)
+                return Finish(answer=turn.answer, rationale=_think_of(turn.text), meta=meta)
+            if turn.dispatched and not force:
+                self._remember(state, trajectory)
+                return self._dispatch(turn, pool, pool_ids, trajectory, router_calls)
+            invalid_in_a_row += 1
+            if turn.searches and not force:
+                # Only refused searches (unknown models, malformed): say why, and go on within this decision.
+                turn.information = [search.detail for search in turn.searches]
+            elif turn.searches:
+                turn.note = _FORCE_ANSWER.format(rounds=trajectory.consulting_rounds - 1)
+                turn.problems.append("searched after the last allowed round")
+            else:
+                turn.note = _INVALID_TURN.format(problem="; ".join(turn.problems) or "unknown")
+            if invalid_in_a_row > self.max_invalid_turns:
+                meta = self._meta(trajectory, pool_ids, router_calls, force, final=True)
+                self._remember(state, None)
+                error = DecisionError(
+                    f"router-r1: router model {self.router_model!r} gave {invalid_in_a_row} turns in a row without a "
+                    f"valid search or answer (last problem: {'; '.join(turn.problems) or 'only unknown models'}); "
+                    f"bounded at max_invalid_turns={self.max_invalid_turns}"
+                )
+                error.trajectory = meta  # type: ignore[attr-defined]
+                raise error
+
+    def _dispatch(
+        self,
+        turn: _Turn,
+        pool: Sequence[ModelCard],
+        pool_ids: Sequence[str],
+        trajectory: _Trajectory,
+        router_calls: list[dict[str, Any]],
+    ) -> Dispatch:
+        chosen = [search.model for search in turn.dispatched]
+        calls = tuple(Call(agent_id=R1_POOL_AGENT_ID, query=search.query, model_id=search.model) for search in turn.dispatched)
+        scores = tuple(
+            sorted(
+                (
+                    CandidateScore(
+                        id=card.id,
+                        score=float(chosen.count(card.id)),
+                        detail={"output_price_per_mtok": card.output_price_per_mtok},
+                    )
+                    for card in pool
+                ),
+                key=lambda score: -score.score,
+            )
+        )
+        meta = self._meta(trajectory, pool_ids, router_calls, False, final=False)
+        return Dispatch(calls=calls, rationale=_think_of(turn.text), scores=scores, meta=meta)
+
+    def _meta(
+        self,
+        trajectory: _Trajectory,
+        pool_ids: Sequence[str],
+        router_calls: list[dict[str, Any]],
+        forced: bool,
+        *,
+        final: bool,
+    ) -> dict[str, Any]:
+        """Facts for the trace; on the last decision also the trajectory's format check."""
+        completion = trajectory.completion()
+        violations = [
+            {"turn": number, "problem": problem}
+            for number, turn in enumerate(trajectory.turns)
+            for problem in turn.problems
+        ]
+        violations += [
+            {"turn": number, "problem": search.problem or "", "detail": search.detail}
+            for number, turn in enumerate(trajectory.turns)
+            for search in turn.searches
+            if not search.ok
+        ]
+        check = check_format(completion, pool_ids, self.format_rules) if final else None
+        return {
+            "transcript": completion,
+            "segments": [{"kind": kind, "text": text} for kind, text in trajectory.segments()],
+            "raw_turns": [turn.raw for turn in trajectory.turns],
+            "rounds": trajectory.consulting_rounds,
+            "consulted": [search.model for turn in trajectory.turns for search in turn.dispatched],
+            "unknown_models": [
+                search.name for turn in trajectory.turns for search in turn.searches if search.problem == "unknown_model"
+            ],
+            "format_violations": violations,
+            "trajectory_format": list(check.violations) if check else None,
+            "format_valid": (not violations and check.valid) if check else None,
+            "forced_answer": forced,
+            "rebuilt": trajectory.rebuilt,
+            "router_calls": router_calls,
+        }
+
+
+def _think_of(text: str) -> str:
+    thinks = [part for tag, part in tag_pairs(text) if tag == "think"]
+    return thinks[-1].strip() if thinks else ""

@@ -1,0 +1,86 @@
+"""Cards, policies and the registry: validation names the field, changes persist and are versioned."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestra import AgentCard, Budget, CardError, DuplicateIdError, ModelCard, NotFoundError, PolicyError, Registry, RoutingPolicy, load_cards
+from orchestra.testing import InMemoryStore
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"id": "a"}, "description"),
+        ({"id": "a", "description": "   "}, "description"),
+        ({"id": "bad id with spaces", "description": "x"}, "id"),
+        ({"id": "a", "description": "x", "backend": "function"}, None),
+        ({"id": "a", "description": "x", "colour": "red"}, "colour"),
+        ({"id": "a", "description": "x", "backend": "telepathy"}, "backend"),
+    ],
+)
+def test_malformed_agent_cards_name_the_field(data: dict, field: str | None) -> None:
+    with pytest.raises(CardError) as caught:
+        AgentCard.parse(data)
+    assert caught.value.field == field
+    if field:
+        assert field in str(caught.value)
+
+
+def test_model_card_prices_and_cost() -> None:
+    with pytest.raises(CardError, match="input_price_per_mtok"):
+        ModelCard.parse({"id": "m", "description": "x", "input_price_per_mtok": -1})
+    unpriced = ModelCard(id="m", description="x")
+    assert unpriced.cost_usd(1000, 1000) is None  # unknown, never 0
+    priced = ModelCard(id="m", description="x", input_price_per_mtok=2.0, output_price_per_mtok=6.0)
+    assert priced.cost_usd(1_000_000, 500_000) == pytest.approx(5.0)
+    assert priced.model == "m"
+
+
+def test_policies_refuse_out_of_range_values() -> None:
+    with pytest.raises(PolicyError, match="cost_weight"):
+        RoutingPolicy(cost_weight=1.5)
+    with pytest.raises(PolicyError, match="max_rounds"):
+        Budget(max_rounds=0)
+
+
+def test_registry_persists_versions_and_refuses_duplicates() -> None:
+    store = InMemoryStore()
+    registry = Registry(store)
+    registry.add_model(ModelCard(id="m", description="model"))
+    registry.add_agent(AgentCard(id="a", description="agent", model="m"))
+    with pytest.raises(DuplicateIdError, match="'a'"):
+        registry.add_agent(AgentCard(id="a", description="again"))
+    with pytest.raises(CardError, match="no model card with id 'missing'"):
+        registry.add_agent(AgentCard(id="b", description="x", model="missing"))
+    registry.update_agent(AgentCard(id="a", description="better agent", model="m"))
+    registry.remove_model("m")
+    with pytest.raises(NotFoundError):
+        registry.remove_agent("nope")
+    assert registry.version == 4
+
+    reopened = Registry(store)  # a restart: the registry comes back from the store
+    assert reopened.version == 4 and reopened.agent("a").description == "better agent" and reopened.models() == []
+    old = Registry.at_version(store, 2)
+    assert old.agent("a").description == "agent" and [m.id for m in old.models()] == ["m"]
+
+
+def test_registry_sees_changes_made_by_another_process() -> None:
+    store = InMemoryStore()
+    ui, cli = Registry(store), Registry(store)
+    cli.add_agent(AgentCard(id="new", description="onboarded from the CLI"), implementation=lambda q: q)
+    assert ui.refresh() == 1 and ui.agent("new").description == "onboarded from the CLI"
+    ui.add_agent(AgentCard(id="other", description="from the UI"), implementation=lambda q: q)
+    cli.add_agent(AgentCard(id="third", description="from the CLI again"), implementation=lambda q: q)  # version clash resolved
+    assert Registry(store).version == 3 and {a.id for a in Registry(store).agents()} == {"new", "other", "third"}
+
+
+def test_a_failed_change_loses_nothing_already_stored(tmp_path) -> None:
+    store = InMemoryStore()
+    registry = Registry(store)
+    registry.add_agent(AgentCard(id="keep", description="kept"), implementation=lambda q: q)
+    bad = tmp_path / "cards.yaml"
+    bad.write_text("- id: fine\n  description: ok\n- id: broken\n")
+    with pytest.raises(CardError, match="description"):
+        load_cards(bad, AgentCard)
+    assert [a.id for a in Registry(store).agents()] == ["keep"]

@@ -1,0 +1,90 @@
+"""Exact replay serves recorded outputs (zero model calls); counterfactual replay runs another router."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from orchestra import AgentCard, Call, Dispatch, ModelCard, Orchestra, Refine, ReplayMismatch, RouterState, register_router, replay
+from orchestra.routing import BaseRouter
+from orchestra.testing import FunctionRouter, InMemoryStore, ScriptedModel, ScriptedModels
+
+
+class PickFirst(BaseRouter):
+    """A deterministic router that can be rebuilt by name from its recorded options."""
+
+    name = "test-pick"
+    flip = False  # flipped by a test to make the router decide differently on replay
+
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
+
+    def decide(self, state: RouterState) -> Dispatch:
+        ids = sorted(card.id for card in state.agents)
+        chosen = ids[-1 - self.index] if PickFirst.flip else ids[self.index]
+        return Dispatch(calls=(Call(agent_id=chosen, query=state.query),), rationale=f"pick {chosen}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "options": {"index": self.index}}
+
+
+register_router("test-pick", PickFirst)
+
+
+@pytest.fixture
+def app() -> tuple[Orchestra, ScriptedModels]:
+    models = ScriptedModels([ScriptedModel("writer", ["written answer"]), ScriptedModel("refiner", ["refined answer"])])
+    orch = Orchestra(store=InMemoryStore(), model_factory=models)
+    orch.registry.add_model(ModelCard(id="writer", description="writes"))
+    orch.registry.add_model(ModelCard(id="refiner", description="refines"))
+    orch.registry.add_agent(AgentCard(id="a-writer", description="LLM agent", model="writer"))
+    orch.registry.add_agent(AgentCard(id="b-tool", description="tool"), implementation=lambda q: "tool answer")
+    return orch, models
+
+
+def test_exact_replay_makes_no_model_calls_and_reproduces_the_tree(app: tuple[Orchestra, ScriptedModels]) -> None:
+    orch, models = app
+    everyone = FunctionRouter(lambda s: Dispatch(calls=tuple(Call(agent_id=c.id, query=s.query) for c in s.agents)))
+    original = orch.workflow(everyone, aggregator=Refine("refiner")).run("question")
+    calls_before = models.total_calls()
+
+    again = replay(orch, original.run_id)
+
+    assert models.total_calls() == calls_before
+    assert again.status == "ok" and again.answer == original.answer == "refined answer"
+    first, second = orch.store.get_run(original.run_id), orch.store.get_run(again.run_id)
+    assert second.tree() == first.tree()
+    assert second.run.replay_of == original.run_id and second.run.replay_mode == "exact"
+
+
+def test_exact_replay_uses_the_registry_as_it_was(app: tuple[Orchestra, ScriptedModels]) -> None:
+    orch, models = app
+    original = orch.workflow("test-pick").run("question")
+    orch.registry.add_agent(AgentCard(id="0-newcomer", description="sorts first"), implementation=lambda q: "new")
+    again = replay(orch, original.run_id)
+    assert again.status == "ok" and again.answer == original.answer
+
+
+def test_exact_replay_detects_a_router_that_now_decides_differently(app: tuple[Orchestra, ScriptedModels]) -> None:
+    orch, _ = app
+    original = orch.workflow("test-pick").run("question")
+    PickFirst.flip = True
+    try:
+        again = replay(orch, original.run_id)
+    finally:
+        PickFirst.flip = False
+    assert isinstance(again.error, ReplayMismatch)
+    assert orch.store.get_run(again.run_id).run.error["type"] == "ReplayMismatch"
+
+
+def test_counterfactual_replay_runs_another_router_linked_to_the_original(app: tuple[Orchestra, ScriptedModels]) -> None:
+    orch, models = app
+    original = orch.workflow("test-pick").run("question", session_id="s")
+    other = replay(orch, original.run_id, router="test-pick", index=1)
+    assert [o.agent_id for o in original.observations] == ["a-writer"]
+    assert [o.agent_id for o in other.observations] == ["b-tool"]
+    stored = orch.store.get_run(other.run_id).run
+    assert stored.replay_of == original.run_id and stored.replay_mode == "counterfactual"
+    assert orch.history("s") == orch.history("s")  # replays do not join the session's history
+    assert len(orch.history("s")) == 2

@@ -1,0 +1,211 @@
+"""The routed LangGraph workflow end to end, with scripted models and function routers."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestra import (
+    AgentCard,
+    AgentError,
+    Budget,
+    BudgetExceeded,
+    Call,
+    ConfigurationError,
+    Dispatch,
+    FallbackPolicy,
+    Finish,
+    ModelCard,
+    ModelTimeoutError,
+    ModelUnavailableError,
+    Orchestra,
+    Refine,
+    RouterState,
+    UnknownAgentError,
+    WeightedVote,
+)
+from orchestra.testing import FunctionRouter, InMemoryStore, ScriptedModel, ScriptedModels
+
+
+def dispatch_all(state: RouterState) -> Dispatch:
+    return Dispatch(calls=tuple(Call(agent_id=card.id, query=state.query) for card in state.agents), rationale="every agent")
+
+
+def make_app(*models: ScriptedModel, fallback: FallbackPolicy | None = None) -> Orchestra:
+    app = Orchestra(store=InMemoryStore(), model_factory=ScriptedModels(list(models)), fallback=fallback)
+    for model in models:
+        app.registry.add_model(ModelCard(id=model.id, description=f"scripted model {model.id}", input_price_per_mtok=1.0, output_price_per_mtok=2.0))
+    return app
+
+
+def test_parallel_dispatch_refine_and_trace_tree() -> None:
+    writer, refiner = ScriptedModel("writer", ["Paris is the capital."]), ScriptedModel("refiner", ["Paris; 42."])
+    app = make_app(writer, refiner)
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    app.registry.add_agent(AgentCard(id="calc", description="Arithmetic.", backend="function", function="tests:calc"), implementation=lambda q: "42")
+    result = app.workflow(FunctionRouter(dispatch_all), aggregator=Refine("refiner")).run("capital of France and 6*7?")
+
+    assert result.status == "ok" and result.answer == "Paris; 42."
+    assert sorted(obs.agent_id for obs in result.observations) == ["calc", "geo"]
+    assert result.cost_usd is not None and result.cost_usd > 0
+    trace = app.store.get_run(result.run_id)
+    assert trace.run.status == "ok" and trace.run.answer == "Paris; 42."
+    assert trace.tree() == [
+        {
+            "kind": "decision", "round": 0, "decision": "dispatch", "calls": ["geo", "calc"],
+            "children": [
+                {"kind": "call", "round": 0, "agent": "calc", "answer": "42"},
+                {"kind": "call", "round": 0, "agent": "geo", "model": "writer", "answer": "Paris is the capital.",
+                 "children": [{"kind": "model_call", "round": 0, "model": "writer"}]},
+            ],
+        },
+        {"kind": "aggregate", "round": 1, "answer": "Paris; 42.", "children": [{"kind": "model_call", "round": 1, "model": "refiner"}]},
+    ]
+    # the refining agent saw both answers
+    refine_prompt = refiner.calls[0][0][-1].content
+    assert "Paris is the capital." in refine_prompt and "42" in refine_prompt
+
+
+def test_onboarding_mid_session_changes_the_next_decision_without_recompiling() -> None:
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="a", description="first"), implementation=lambda q: "from a")
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+    graph = workflow.graph
+    first = workflow.run("hello", session_id="s1")
+    app.registry.add_agent(AgentCard(id="b", description="second"), implementation=lambda q: "from b")
+    second = workflow.run("hello again", session_id="s1")
+
+    assert [o.agent_id for o in first.observations] == ["a"]
+    assert sorted(o.agent_id for o in second.observations) == ["a", "b"]
+    assert workflow.graph is graph
+    versions = [app.store.get_run(r.run_id).steps[0].request["registry_version"] for r in (first, second)]
+    assert versions[1] == versions[0] + 1
+    # the second run saw the first exchange as history
+    assert [t.content for t in app.history("s1")][:2] == ["hello", "from a"]
+
+
+def test_one_failing_agent_does_not_fail_the_run() -> None:
+    app = make_app()
+
+    def broken(query: str) -> str:
+        raise RuntimeError("disk on fire")
+
+    app.registry.add_agent(AgentCard(id="ok", description="works"), implementation=lambda q: "fine")
+    app.registry.add_agent(AgentCard(id="bad", description="breaks"), implementation=broken)
+    result = app.workflow(FunctionRouter(dispatch_all)).run("q")
+
+    assert result.status == "ok" and result.answer == "fine"
+    failed = next(o for o in result.observations if o.agent_id == "bad")
+    assert failed.error is not None and failed.error["type"] == "AgentError" and "disk on fire" in failed.error["message"]
+    tree = app.store.get_run(result.run_id).tree()
+    assert {"kind": "call", "round": 0, "agent": "bad", "error": "AgentError"} in tree[0]["children"]
+
+
+def test_every_agent_failing_is_a_recorded_agent_error() -> None:
+    writer = ScriptedModel("writer", [ModelTimeoutError("too slow", model_id="writer")])
+    app = make_app(writer)
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="writer"))
+    result = app.workflow(FunctionRouter(dispatch_all)).run("q")
+
+    assert result.status == "error" and isinstance(result.error, AgentError)
+    assert result.observations[0].error["type"] == "ModelTimeoutError"
+    stored = app.store.get_run(result.run_id)
+    assert stored.run.status == "error" and stored.run.error["type"] == "AgentError"
+    with pytest.raises(AgentError):
+        result.raise_for_error()
+
+
+def test_fallback_model_answers_and_both_attempts_are_recorded() -> None:
+    primary = ScriptedModel("primary", [ModelUnavailableError("502 after retries", model_id="primary")])
+    backup = ScriptedModel("backup", ["backup answer"])
+    app = make_app(primary, backup, fallback=FallbackPolicy(models=("backup",)))
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="primary"))
+    result = app.workflow(FunctionRouter(dispatch_all)).run("q")
+
+    assert result.answer == "backup answer" and result.observations[0].model_id == "backup"
+    model_calls = [s for s in app.store.get_run(result.run_id).steps if s.kind == "model_call"]
+    assert [(s.model_id, bool(s.error)) for s in model_calls] == [("primary", True), ("backup", False)]
+
+
+def test_unknown_agent_in_a_decision_is_recorded_and_the_others_answer() -> None:
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="real", description="exists"), implementation=lambda q: "real answer")
+    router = FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="ghost", query=s.query), Call(agent_id="real", query=s.query))))
+    result = app.workflow(router).run("q")
+    assert result.answer == "real answer"
+    errors = [s for s in app.store.get_run(result.run_id).steps if s.kind == "error"]
+    assert errors[0].agent_id == "ghost" and errors[0].error["type"] == "UnknownAgentError"
+
+    only_ghost = app.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="ghost", query=s.query),)))).run("q")
+    assert isinstance(only_ghost.error, UnknownAgentError) and "ghost" in str(only_ghost.error)
+
+
+def test_budget_max_rounds_stops_a_looping_router() -> None:
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="a", description="x"), implementation=lambda q: "more")
+    never_finishes = FunctionRouter(dispatch_all, multi_round=True)
+    result = app.workflow(never_finishes, budget=Budget(max_rounds=3)).run("loop")
+
+    assert isinstance(result.error, BudgetExceeded) and result.error.limit == "max_rounds"
+    stored = app.store.get_run(result.run_id)
+    assert stored.run.status == "error" and stored.run.error["code"] == "budget_exceeded"
+    assert sum(s.kind == "decision" for s in stored.steps) == 3  # what was done is kept
+
+
+def test_budget_max_cost_stops_the_run() -> None:
+    pricey = ScriptedModel("pricey", ["word " * 50])
+    app = make_app(pricey)
+    app.registry.add_model(ModelCard(id="gold", description="expensive", input_price_per_mtok=1e6, output_price_per_mtok=1e6))
+    app.models.factory.models["gold"] = ScriptedModel("gold", ["word " * 50])  # type: ignore[attr-defined]
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="gold"))
+    result = app.workflow(FunctionRouter(dispatch_all, multi_round=True), budget=Budget(max_cost_usd=1.0, max_rounds=10)).run("q")
+    assert isinstance(result.error, BudgetExceeded) and result.error.limit == "max_cost_usd"
+
+
+def test_multi_round_router_sees_observations_and_finishes() -> None:
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="a", description="x"), implementation=lambda q: f"echo {q}")
+
+    def two_rounds(state: RouterState) -> Dispatch | Finish:
+        if not state.observations:
+            return Dispatch(calls=(Call(agent_id="a", query="first"),))
+        return Finish(answer=f"done after {state.observations[-1].answer}")
+
+    result = app.workflow(FunctionRouter(two_rounds, multi_round=True)).run("q")
+    assert result.answer == "done after echo first" and len(result.decisions) == 2
+
+
+def test_out_of_scope_finish_is_an_ok_run_flagged_out_of_scope() -> None:
+    app = make_app()
+    result = app.workflow(FunctionRouter(lambda s: Finish(answer="Sorry, no agent handles that.", out_of_scope=True))).run("q")
+    assert result.status == "ok" and result.out_of_scope and result.observations == ()
+
+
+def test_weighted_vote_uses_call_weights() -> None:
+    app = make_app()
+    for agent_id, answer in (("x", "Blue"), ("y", "red"), ("z", "Red.")):
+        app.registry.add_agent(AgentCard(id=agent_id, description=agent_id), implementation=lambda q, a=answer: a)
+    weights = {"x": 0.9, "y": 0.3, "z": 0.3}
+    router = FunctionRouter(lambda s: Dispatch(calls=tuple(Call(agent_id=a, query=s.query, weight=w) for a, w in weights.items())))
+    assert app.workflow(router, aggregator=WeightedVote()).run("colour?").answer == "Blue"
+    weights["x"] = 0.5
+    assert app.workflow(router, aggregator=WeightedVote()).run("colour?").answer == "red"
+
+
+async def test_async_run_and_stream_events() -> None:
+    model = ScriptedModel("m", ["async answer"])
+    app = make_app(model)
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="m"))
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+    result = await workflow.arun("q")
+    assert result.answer == "async answer"
+
+    kinds = [event.kind for event in workflow.stream("q")]
+    assert kinds == ["run_started", "decision", "call", "aggregate", "run_finished"]
+    events = [event async for event in workflow.astream("q")]
+    assert events[-1].data["result"].answer == "async answer"
+
+
+def test_empty_query_is_a_configuration_error() -> None:
+    app = make_app()
+    with pytest.raises(ConfigurationError):
+        app.workflow(FunctionRouter(dispatch_all)).run("   ")

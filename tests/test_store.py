@@ -1,0 +1,494 @@
+"""The trace store contract, run against every store: in memory, SQLite in a file, and PostgreSQL when
+``ORCHESTRA_TEST_PG_URL`` names a server (``.ci/run`` starts one)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from orchestra.errors import DuplicateIdError, NotFoundError, StoreError
+from orchestra.registry import Registry
+from orchestra.store import InMemoryStore, SqlStore, default_db_url, open_store
+from orchestra.trace import RegistryEvent, RunRecord, StepRecord, Store
+
+PG_URL = os.environ.get("ORCHESTRA_TEST_PG_URL")
+T0 = datetime(2026, 5, 20, 12, 0, 0, 123456, tzinfo=UTC)
+
+Opener = Callable[[], Store]
+"""Opens the store under test; for SQL stores, each call opens the same database again."""
+
+
+@pytest.fixture(scope="module")
+def pg_admin() -> Iterator[object]:
+    if not PG_URL:
+        pytest.skip("ORCHESTRA_TEST_PG_URL is not set")
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+def _pg_opener(pg_admin: object) -> Iterator[Opener]:
+    import sqlalchemy as sa
+
+    # each test gets a schema of its own, so tests neither see nor wipe anything else in the database
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as connection:  # type: ignore[attr-defined]
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    opened: list[SqlStore] = []
+
+    def opener() -> Store:
+        store = SqlStore(url)
+        opened.append(store)
+        return store
+
+    try:
+        yield opener
+    finally:
+        for store in opened:
+            store.close()
+        with pg_admin.connect() as connection:  # type: ignore[attr-defined]
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+def _sqlite_opener(tmp_path: Path) -> Iterator[Opener]:
+    opened: list[SqlStore] = []
+
+    def opener() -> Store:
+        store = SqlStore(f"sqlite:///{tmp_path / 'orchestra.db'}")
+        opened.append(store)
+        return store
+
+    yield opener
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def open_same(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    if request.param == "memory":
+        store = InMemoryStore()
+        yield lambda: store
+    elif request.param == "sqlite":
+        yield from _sqlite_opener(tmp_path)
+    else:
+        yield from _pg_opener(request.getfixturevalue("pg_admin"))
+
+
+@pytest.fixture
+def store(open_same: Opener) -> Store:
+    return open_same()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def open_sql(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    if request.param == "sqlite":
+        yield from _sqlite_opener(tmp_path)
+    else:
+        yield from _pg_opener(request.getfixturevalue("pg_admin"))
+
+
+def _run(**fields: object) -> RunRecord:
+    return RunRecord.model_validate({"session_id": "s1", "query": "what is 2+2?", "router": "all", **fields})
+
+
+def _step(run_id: str, **fields: object) -> StepRecord:
+    return StepRecord.model_validate({"run_id": run_id, "kind": "call", **fields})
+
+
+def _full_run() -> RunRecord:
+    return RunRecord(
+        id="run-1",
+        session_id="session-1",
+        query="Plan a trip to Lisbon, and what is 17 * 23? — ünïcode ✓",
+        router="embedding",
+        status="running",
+        registry_version=7,
+        started_at=T0,
+        replay_of="run-0",
+        replay_mode="counterfactual",
+        meta={"router": {"top_k": 2, "threshold": 0.3}, "budget": {"max_rounds": 3}, "pid": 1, "history": 0},
+    )
+
+
+# -- the contract --------------------------------------------------------------------------------------------
+
+
+def test_round_trip_keeps_every_field(store: Store) -> None:
+    run = _full_run()
+    store.start_run(run)
+    decision = StepRecord(
+        id="step-decision",
+        run_id=run.id,
+        kind="decision",
+        round=1,
+        request={"query": run.query, "candidates": ["travel", "calculator"], "registry_version": 7},
+        response={
+            "decision": {"kind": "dispatch", "calls": [{"agent_id": "travel", "query": "trip", "weight": 0.5}]},
+            "scores": {"travel": 0.91, "calculator": 0.12},
+            "rationale": "two sub-questions",
+        },
+        latency_ms=1.25,
+        created_at=T0 + timedelta(milliseconds=3),
+    )
+    call = StepRecord(
+        id="step-call",
+        run_id=run.id,
+        kind="model_call",
+        parent_id="step-decision",
+        round=1,
+        agent_id="travel",
+        model_id="gpt-4o-mini",
+        request={"messages": [{"role": "user", "content": "trip"}], "options": {"temperature": 0.0}},
+        response={"text": "Go in May.", "finish_reason": "stop"},
+        prompt_tokens=12,
+        completion_tokens=4,
+        cost_usd=0.000123456789,
+        latency_ms=812.5,
+        error={"type": "ModelTimeoutError", "code": "model_timeout", "message": "timed out after 30 s"},
+        created_at=T0 + timedelta(seconds=1),
+    )
+    returned = [store.append_step(decision), store.append_step(call)]
+    assert [step.seq for step in returned] == [1, 2]
+
+    trace = store.get_run(run.id)
+    assert trace.run.model_dump() == run.model_dump()
+    assert [step.model_dump() for step in trace.steps] == [step.model_dump() for step in returned]
+
+    finished = run.model_copy(
+        update={
+            "status": "error",
+            "answer": "Go in May; 391.",
+            "error": {"type": "BudgetExceeded", "code": "budget_exceeded", "message": "max_rounds"},
+            "finished_at": T0 + timedelta(seconds=2),
+            "prompt_tokens": 12,
+            "completion_tokens": 4,
+            "cost_usd": 0.000123456789,
+            "latency_ms": 2000.5,
+        }
+    )
+    store.finish_run(finished)
+    assert store.get_run(run.id).run.model_dump() == finished.model_dump()
+
+
+def test_unknown_price_stays_none_and_times_come_back_in_utc(store: Store) -> None:
+    paris = timezone(timedelta(hours=2))
+    run = _run(started_at=datetime(2026, 5, 20, 14, 0, tzinfo=paris))
+    store.start_run(run)
+    store.append_step(_step(run.id, cost_usd=None, created_at=datetime(2026, 5, 20, 14, 0, 1, tzinfo=paris)))
+    trace = store.get_run(run.id)
+    assert trace.run.cost_usd is None and trace.steps[0].cost_usd is None
+    assert trace.run.started_at == datetime(2026, 5, 20, 12, 0, tzinfo=UTC)
+    assert trace.run.started_at.utcoffset() == timedelta(0)
+    assert trace.steps[0].created_at == datetime(2026, 5, 20, 12, 0, 1, tzinfo=UTC)
+
+
+def test_payloads_come_back_as_json_in_every_store(store: Store) -> None:
+    run = _run(meta={"shape": (1, 2), "at": T0})
+    store.start_run(run)
+    store.append_step(_step(run.id, request={"pair": ("a", "b"), "nested": {"n": None, "x": 1.5}}))
+    trace = store.get_run(run.id)
+    assert trace.run.meta == {"shape": [1, 2], "at": "2026-05-20T12:00:00.123456Z"}
+    assert trace.steps[0].request == {"pair": ["a", "b"], "nested": {"n": None, "x": 1.5}}
+
+
+def test_parallel_appends_to_one_run_are_numbered_without_gaps(store: Store) -> None:
+    run = _run()
+    store.start_run(run)
+    threads, per_thread = 8, 25
+    returned: list[StepRecord] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(threads)
+
+    def append(worker: int) -> None:
+        barrier.wait()
+        for index in range(per_thread):
+            step = store.append_step(_step(run.id, agent_id=f"agent-{worker}", request={"index": index}))
+            with lock:
+                returned.append(step)
+
+    workers = [threading.Thread(target=append, args=(worker,)) for worker in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    total = threads * per_thread
+    assert sorted(step.seq for step in returned) == list(range(1, total + 1))
+    stored = store.get_run(run.id).steps
+    assert [step.seq for step in stored] == list(range(1, total + 1))
+    assert {step.id: step.seq for step in stored} == {step.id: step.seq for step in returned}
+    # each thread's own steps keep the order it appended them in
+    for worker in range(threads):
+        mine = [step.request["index"] for step in stored if step.agent_id == f"agent-{worker}"]
+        assert mine == list(range(per_thread))
+
+
+def test_list_runs_filters_orders_newest_first_and_pages(store: Store) -> None:
+    specs = [
+        ("a", "all", "ok"),
+        ("a", "embedding", "error"),
+        ("b", "all", "ok"),
+        ("b", "all", "running"),
+        ("a", "all", "ok"),
+    ]
+    made = []
+    for index, (session, router, status) in enumerate(specs):
+        run = _run(id=f"run-{index}", session_id=session, router=router, status=status, started_at=T0 + timedelta(minutes=index))
+        store.start_run(run)
+        made.append(run)
+    # equal start times are ordered by id, descending, in every store
+    store.start_run(_run(id="run-tie-a", session_id="c", started_at=T0))
+    store.start_run(_run(id="run-tie-b", session_id="c", started_at=T0))
+
+    def ids(**filters: object) -> list[str]:
+        return [run.id for run in store.list_runs(**filters)]  # type: ignore[arg-type]
+
+    assert ids() == ["run-4", "run-3", "run-2", "run-1", "run-tie-b", "run-tie-a", "run-0"]
+    assert ids(session_id="a") == ["run-4", "run-1", "run-0"]
+    assert ids(status="ok") == ["run-4", "run-2", "run-0"]
+    assert ids(router="embedding") == ["run-1"]
+    assert ids(session_id="a", router="all", status="ok") == ["run-4", "run-0"]
+    assert ids(session_id="nobody") == []
+    assert ids(limit=2) == ["run-4", "run-3"]
+    assert ids(limit=2, offset=2) == ["run-2", "run-1"]
+    assert ids(limit=10, offset=6) == ["run-0"]
+    assert ids(limit=0) == []
+    assert store.list_runs(session_id="b", status="ok")[0].model_dump() == made[2].model_dump()
+
+
+def test_registry_events_are_ordered_and_versions_unique(store: Store) -> None:
+    for version in (2, 1, 3, 4):
+        card = None if version == 4 else {"id": f"agent-{version}", "description": "x", "skills": ["a"]}
+        store.append_registry_event(RegistryEvent(version=version, kind="agent", card_id=f"agent-{version}", card=card, at=T0))
+    assert [event.version for event in store.registry_events()] == [1, 2, 3, 4]
+    assert [event.version for event in store.registry_events(after_version=2)] == [3, 4]
+    assert [event.version for event in store.registry_events(up_to_version=2)] == [1, 2]
+    assert [event.version for event in store.registry_events(after_version=1, up_to_version=3)] == [2, 3]
+    assert store.registry_events(after_version=4) == []
+    assert store.registry_events()[3].card is None
+    assert store.registry_events()[0].model_dump() == RegistryEvent(
+        version=1, kind="agent", card_id="agent-1", card={"id": "agent-1", "description": "x", "skills": ["a"]}, at=T0
+    ).model_dump()
+
+    with pytest.raises(DuplicateIdError) as caught:
+        store.append_registry_event(RegistryEvent(version=3, kind="model", card_id="m", card=None))
+    assert caught.value.kind == "registry version" and caught.value.id == "3"
+    assert [event.card_id for event in store.registry_events()] == ["agent-1", "agent-2", "agent-3", "agent-4"]
+
+
+def test_registry_persists_through_the_store(open_same: Opener) -> None:
+    registry = Registry(open_same())
+    registry.add_agent({"id": "calculator", "description": "Does arithmetic.", "backend": "function", "function": "math:fsum"})
+    registry.add_agent({"id": "echo", "description": "Repeats the query.", "backend": "function", "function": "builtins:str"})
+    registry.remove_agent("echo")
+    again = Registry(open_same())
+    assert again.version == registry.version == 3
+    assert [card.id for card in again.agents()] == ["calculator"]
+    assert [card.id for card in Registry.at_version(open_same(), 2).agents()] == ["calculator", "echo"]
+
+
+def test_unknown_and_duplicate_ids_are_typed_errors(store: Store) -> None:
+    with pytest.raises(NotFoundError) as caught:
+        store.get_run("no-such-run")
+    assert caught.value.kind == "run" and caught.value.id == "no-such-run"
+    with pytest.raises(NotFoundError):
+        store.append_step(_step("no-such-run"))
+    with pytest.raises(NotFoundError):
+        store.finish_run(_run(id="no-such-run", status="ok"))
+
+    run = _run(id="run-dup")
+    store.start_run(run)
+    with pytest.raises(DuplicateIdError) as duplicate:
+        store.start_run(_run(id="run-dup", query="another"))
+    assert duplicate.value.kind == "run"
+    step = store.append_step(_step(run.id, id="step-dup"))
+    with pytest.raises(DuplicateIdError):
+        store.append_step(_step(run.id, id="step-dup"))
+    # nothing already stored was lost or renumbered
+    trace = store.get_run(run.id)
+    assert trace.run.query == "what is 2+2?"
+    assert [s.model_dump() for s in trace.steps] == [step.model_dump()]
+    assert store.append_step(_step(run.id)).seq == 2
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_mark_interrupted_only_touches_dead_processes_of_this_host(store: Store) -> None:
+    host = socket.gethostname()
+    dead, alive = _dead_pid(), os.getpid()
+    runs = {
+        "dead": _run(id="dead", meta={"pid": dead, "host": host}),
+        "alive": _run(id="alive", meta={"pid": alive, "host": host}),
+        "elsewhere": _run(id="elsewhere", meta={"pid": dead, "host": host + "-other"}),
+        "unknown": _run(id="unknown"),
+        "finished": _run(id="finished", meta={"pid": dead, "host": host}),
+    }
+    for run in runs.values():
+        store.start_run(run)
+    store.append_step(_step("dead", response={"answer": "partial"}))
+    store.finish_run(runs["finished"].model_copy(update={"status": "ok", "answer": "4"}))
+
+    assert store.mark_interrupted() == 1
+    statuses = {run.id: run.status for run in store.list_runs()}
+    assert statuses == {"dead": "interrupted", "alive": "running", "elsewhere": "running", "unknown": "running", "finished": "ok"}
+    interrupted = store.get_run("dead")
+    assert interrupted.run.error is not None and interrupted.run.error["type"] == "Interrupted"
+    assert [step.response for step in interrupted.steps] == [{"answer": "partial"}]
+    assert store.mark_interrupted() == 0
+
+
+def test_page_arguments_are_checked(store: Store) -> None:
+    from orchestra.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="limit"):
+        store.list_runs(limit=-1)
+    with pytest.raises(ConfigurationError, match="offset"):
+        store.list_runs(offset=-1)
+
+
+# -- SQL only: durability, schema, URLs ----------------------------------------------------------------------
+
+
+def test_data_survives_dropping_the_store_and_reopening(open_sql: Opener) -> None:
+    first = open_sql()
+    run = _run(meta={"pid": os.getpid(), "host": socket.gethostname()})
+    first.start_run(run)
+    steps = [first.append_step(_step(run.id, request={"i": i})) for i in range(3)]
+    del first  # a "crash": no finish_run, no close
+
+    reopened = open_sql()
+    trace = reopened.get_run(run.id)
+    assert trace.run.status == "running"
+    assert [step.model_dump() for step in trace.steps] == [step.model_dump() for step in steps]
+    assert reopened.append_step(_step(run.id)).seq == 4
+
+
+CRASHING_RUN = """
+import os, socket, sys
+from orchestra.store import open_store
+from orchestra.trace import RunRecord, StepRecord
+store = open_store(sys.argv[1])
+run = RunRecord(id="crashed", session_id="s", query="q", router="all", meta={"pid": os.getpid(), "host": socket.gethostname()})
+store.start_run(run)
+for index in range(5):
+    store.append_step(StepRecord(run_id=run.id, kind="call", agent_id="a", response={"index": index}))
+os._exit(9)  # die mid-run: no finish_run, no close, no interpreter clean-up
+"""
+
+
+def test_a_process_killed_mid_run_loses_nothing_and_is_marked_interrupted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'orchestra.db'}"
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_RUN, url], capture_output=True, text=True, timeout=60)
+    assert crashed.returncode == 9, crashed.stderr
+
+    store = SqlStore(url)
+    assert store.get_run("crashed").run.status == "running"
+    assert store.mark_interrupted() == 1
+    trace = store.get_run("crashed")
+    assert trace.run.status == "interrupted"
+    assert [(step.seq, step.response["index"]) for step in trace.steps] == [(i + 1, i) for i in range(5)]
+    store.close()
+
+
+def test_migration_creates_exactly_the_declared_schema(open_sql: Opener) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from orchestra.store.sql import metadata
+
+    store = open_sql()
+    assert isinstance(store, SqlStore)
+    with store.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+        assert context.get_current_revision() == "0001"
+    # opening an up-to-date database again changes nothing
+    assert open_sql().registry_events() == []
+
+
+def test_sqlite_is_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    store = SqlStore(f"sqlite:///{tmp_path / 'o.db'}")
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() > 0
+    store.start_run(_run(session_id="s-once"))
+    store.start_run(_run(session_id="s-once", query="second query"))
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT id, title FROM sessions")).all()
+    assert rows == [("s-once", "what is 2+2?")]
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://orchestra:s3cr3t-pw@127.0.0.1:1/orchestra",
+        "postgresql://orchestra:s3cr3t-pw@127.0.0.1:1/orchestra",
+        "nosuchdb+driver://orchestra:s3cr3t-pw@localhost/db",
+        "mysql://orchestra:s3cr3t-pw@127.0.0.1:1/db",
+    ],
+)
+def test_bad_url_is_a_store_error_naming_the_url_without_its_password(url: str) -> None:
+    with pytest.raises(StoreError) as caught:
+        SqlStore(url)
+    message = str(caught.value)
+    assert "s3cr3t-pw" not in message
+    assert "://orchestra:***@" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [("not a url", "not a valid database URL"), ("sqlite:////no/such/folder/orchestra.db", "unable to open")],
+)
+def test_unusable_url_is_a_store_error_that_says_why(url: str, reason: str) -> None:
+    with pytest.raises(StoreError, match=reason) as caught:
+        SqlStore(url)
+    assert repr(url) in str(caught.value)
+
+
+def test_password_never_reaches_the_error_chain() -> None:
+    with pytest.raises(StoreError) as caught:
+        open_store("postgresql+psycopg://orchestra:s3cr3t-pw@127.0.0.1:1/orchestra")
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert "s3cr3t-pw" not in repr(caught.value)
+
+
+def test_open_store_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home" / "nested"
+    monkeypatch.setenv("ORCHESTRA_HOME", str(home))
+    monkeypatch.delenv("ORCHESTRA_DB_URL", raising=False)
+    assert default_db_url() == f"sqlite:///{home / 'orchestra.db'}"
+    store = open_store()
+    assert isinstance(store, SqlStore) and (home / "orchestra.db").exists()
+    store.close()
+
+    monkeypatch.setenv("ORCHESTRA_DB_URL", f"sqlite:///{tmp_path / 'other.db'}")
+    store = open_store()
+    assert (tmp_path / "other.db").exists()
+    store.close()
+
+    assert isinstance(open_store("memory://"), InMemoryStore)
+    in_memory = open_store("sqlite://")
+    in_memory.start_run(_run(id="m"))
+    assert in_memory.get_run("m").run.id == "m"
+    assert isinstance(open_store("sqlite:///:memory:"), SqlStore)
