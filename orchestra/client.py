@@ -122,6 +122,24 @@ def response_format_for(card: ModelCard, schema: dict[str, Any]) -> dict[str, An
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
+def _transport_error_types() -> tuple[type[BaseException], ...]:
+    """Connection-level errors of the HTTP library the SDK uses (``httpx``, or ``httpx2`` in openai 3.x): raised
+    as they are, not wrapped, when a stream breaks after it started."""
+    types: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        error = getattr(module, "TransportError", None)
+        if isinstance(error, type):
+            types.append(error)
+    return tuple(types)
+
+
+_TRANSPORT_ERRORS = _transport_error_types()
+
+
 def _retryable(exc: BaseException) -> bool:
     """Transient failures only: timeouts, refused or dropped connections, 429 and 5xx."""
     if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
@@ -319,8 +337,8 @@ class OpenAIChatModel:
             error = exc
         elif isinstance(exc, openai.APITimeoutError):
             error = ModelTimeoutError(f"{where} timed out (timeout {timeout_s:g} s) {tries}", model_id=self.id)
-        elif isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__ or exc.__context__
+        elif isinstance(exc, (openai.APIConnectionError, *_TRANSPORT_ERRORS)):
+            cause = exc if not isinstance(exc, openai.APIConnectionError) else exc.__cause__ or exc.__context__
             detail = f": {type(cause).__name__}: {cause}" if cause else ""
             error = ModelUnavailableError(f"{where} cannot be reached {tries}{self._scrub(detail)}", model_id=self.id)
         elif isinstance(exc, openai.APIStatusError):

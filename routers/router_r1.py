@@ -17,7 +17,8 @@ Where the trajectory lives between decisions: the router keeps the turns it gene
 a replay with a fresh router) it rebuilds the earlier turns from the observations, which carry what was asked
 of which model, and says so in ``meta["rebuilt"]``.
 
-Bounds: at most ``max_rounds`` consulting turns (then an answer turn is forced), ``max_turn_tokens`` per turn
+Bounds: at most ``max_rounds`` consulting turns (then an answer turn is forced; give the workflow
+``Budget(max_rounds=max_rounds + 1)`` so the answering decision fits), ``max_turn_tokens`` per turn
 (a 10,000-token think is cut there), ``max_invalid_turns`` turns out of format in a row; past these the router
 raises `DecisionError` with the trajectory attached (``error.trajectory``), which the runtime records on the run.
 
@@ -490,6 +491,7 @@ class RouterR1(BaseRouter):
             trajectory.turns.append(turn)
             if turn.answer:
                 meta = self._meta(trajectory, pool_ids, router_calls, force, final=True)
+                meta["prompt"] = prompt
                 self._remember(state, None)
                 return Finish(answer=turn.answer, rationale=_think_of(turn.text), meta=meta)
             if turn.dispatched and not force:
@@ -506,6 +508,7 @@ class RouterR1(BaseRouter):
                 turn.note = _INVALID_TURN.format(problem="; ".join(turn.problems) or "unknown")
             if invalid_in_a_row > self.max_invalid_turns:
                 meta = self._meta(trajectory, pool_ids, router_calls, force, final=True)
+                meta["prompt"] = prompt
                 self._remember(state, None)
                 error = DecisionError(
                     f"router-r1: router model {self.router_model!r} gave {invalid_in_a_row} turns in a row without a "

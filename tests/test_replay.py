@@ -26,7 +26,7 @@ class PickFirst(BaseRouter):
         return Dispatch(calls=(Call(agent_id=chosen, query=state.query),), rationale=f"pick {chosen}")
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "options": {"index": self.index}}
+        return {"name": self.name, "index": self.index}
 
 
 register_router("test-pick", PickFirst)

@@ -235,6 +235,29 @@ def test_parallel_appends_to_one_run_are_numbered_without_gaps(store: Store) -> 
         assert mine == list(range(per_thread))
 
 
+def test_two_store_objects_appending_to_one_run_share_one_numbering(open_sql: Opener) -> None:
+    # two store objects stand for two processes: they share no lock, only the database
+    first, second = open_sql(), open_sql()
+    run = _run()
+    first.start_run(run)
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def append(store: Store) -> None:
+        for _ in range(20):
+            seq = store.append_step(_step(run.id)).seq
+            with lock:
+                seqs.append(seq)  # type: ignore[arg-type]
+
+    workers = [threading.Thread(target=append, args=(store,)) for store in (first, second) * 3]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(seqs) == list(range(1, 121))
+    assert [step.seq for step in second.get_run(run.id).steps] == list(range(1, 121))
+
+
 def test_list_runs_filters_orders_newest_first_and_pages(store: Store) -> None:
     specs = [
         ("a", "all", "ok"),

@@ -200,6 +200,8 @@ def _trajectory_facts(result: Any) -> dict[str, Any]:
         "unknown_models": meta.get("unknown_models"),
         "forced_answer": meta.get("forced_answer"),
         "transcript": meta.get("transcript"),
+        "prompt": meta.get("prompt"),
+        "segments": meta.get("segments"),
         "latency_ms": result.latency_ms,
     }
 
@@ -286,7 +288,8 @@ def run_router_r1_bench(
         result = workflow.run(recorded.question)
         facts = _trajectory_facts(result)
         score, detail = _score_routerbench(result.answer or "", recorded.question, row["task"], row["outcomes"], _read(pool))
-        out.append({"id": row["id"], "task": row["task"], "accuracy": score, **detail, **facts})
+        golds = [detail["gold_letter"]] if detail.get("gold_letter") else []
+        out.append({"id": row["id"], "task": row["task"], "accuracy": score, "golds": golds, **detail, **facts})
         if number % 10 == 0 or number == len(rows):
             say(f"{number}/{len(rows)} queries, accuracy so far {sum(r['accuracy'] for r in out) / len(out):.3f}")
     pool.unbind("")

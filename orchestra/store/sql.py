@@ -148,6 +148,23 @@ registry_events = sa.Table(
     sa.Column("at", UtcDateTime, nullable=False),
 )
 
+# Statements built once: the values go in as parameters, so each call skips building and hashing a new statement
+# (that alone was most of an append's time).
+# An append is one statement: the next seq is computed inside the INSERT, so it needs no separate read.
+_APPEND_STEP = (
+    steps.insert()
+    .from_select(
+        [column.name for column in steps.c if column.name != "seq"] + ["seq"],
+        sa.select(
+            *[sa.bindparam(column.name, type_=column.type) for column in steps.c if column.name != "seq"],
+            sa.func.coalesce(sa.func.max(steps.c.seq), 0) + 1,
+        ).where(steps.c.run_id == sa.bindparam("run_id", type_=steps.c.run_id.type)),
+    )
+    .returning(steps.c.seq)
+)
+_INSERT_RUN = runs.insert()
+_INSERT_EVENT = registry_events.insert()
+
 _RUN_COLUMNS = [runs.c[name] for name in RunRecord.model_fields]
 _STEP_COLUMNS = [steps.c[name] for name in StepRecord.model_fields]
 _EVENT_COLUMNS = [registry_events.c[name] for name in RegistryEvent.model_fields]
@@ -187,6 +204,9 @@ class SqlStore:
         # SQLite allows one writer at a time: queueing writers here is far cheaper than SQLite's busy-wait.
         # In memory, all threads share one connection, so readers queue too.
         self._sqlite_lock = threading.RLock()
+        self._sqlite_writer: Connection | None = None
+        """SQLite's one writing connection, kept open: taking one from the pool per append costs more than the
+        append. Used only under ``_sqlite_lock``."""
         # Elsewhere, appends to one run queue so they need not race for the next seq (other processes still
         # may, which the unique constraint and a retry cover); appends to different runs go in parallel.
         self._run_locks = [threading.Lock() for _ in range(64)]
@@ -201,10 +221,17 @@ class SqlStore:
         if not self._is_sqlite:
             connect_args = {"connect_timeout": 10} if url.get_backend_name() == "postgresql" else {}
             return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        # every use is a `begin()` block that commits or rolls back, so the pool need not roll back again on return
         if self._is_memory:
-            engine = sa.create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+            engine = sa.create_engine(
+                url, poolclass=StaticPool, pool_reset_on_return=None, connect_args={"check_same_thread": False}
+            )
         else:
-            engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            engine = sa.create_engine(
+                url,
+                pool_reset_on_return=None,
+                connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            )
 
         @sa_event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -223,9 +250,11 @@ class SqlStore:
 
         @sa_event.listens_for(engine, "begin")
         def _on_begin(connection: Connection) -> None:
-            # a writer locks at BEGIN, so reading the next seq and inserting are one atomic step across processes
+            # a writer takes SQLite's write lock at BEGIN instead of part-way through, where it could deadlock
             immediate = connection.get_execution_options().get(_WRITE, False)
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            # straight to the driver: this runs once per transaction, and SQLAlchemy's statement path costs more
+            # than the BEGIN itself
+            connection.connection.dbapi_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
 
@@ -250,12 +279,17 @@ class SqlStore:
         else:
             yield
 
+    def _sqlite_connection(self) -> Connection:
+        if self._sqlite_writer is None or self._sqlite_writer.closed:
+            self._sqlite_writer = self._writer.connect()
+        return self._sqlite_writer
+
     @contextmanager
     def _write(self, run_id: str | None = None) -> Iterator[Connection]:
         with self._db_errors("write"):
             if self._is_sqlite:
-                with self._sqlite_lock, self._writer.begin() as connection:
-                    yield connection
+                with self._sqlite_lock, self._sqlite_connection().begin():
+                    yield self._sqlite_connection()
             elif run_id is not None:
                 with self._run_locks[hash(run_id) % len(self._run_locks)], self._writer.begin() as connection:
                     yield connection
@@ -268,8 +302,8 @@ class SqlStore:
         # one transaction per read, so a run and its steps come from the same snapshot
         with self._db_errors("read"):
             if self._is_memory:
-                with self._sqlite_lock, self._engine.begin() as connection:
-                    yield connection
+                with self._sqlite_lock, self._sqlite_connection().begin():
+                    yield self._sqlite_connection()
             else:
                 with self._engine.begin() as connection:
                     yield connection
@@ -303,6 +337,10 @@ class SqlStore:
 
     def close(self) -> None:
         """Close every pooled connection. Everything appended is already committed."""
+        with self._sqlite_lock:
+            if self._sqlite_writer is not None:
+                self._sqlite_writer.close()
+                self._sqlite_writer = None
         self._engine.dispose()
 
     def __enter__(self) -> SqlStore:
@@ -321,7 +359,7 @@ class SqlStore:
         try:
             with self._write(run.id) as connection:
                 self._ensure_session(connection, run)
-                connection.execute(runs.insert().values(_run_row(run)))
+                connection.execute(_INSERT_RUN, _run_row(run))
         except sa_exc.IntegrityError:
             raise DuplicateIdError("run", run.id) from None
 
@@ -342,16 +380,14 @@ class SqlStore:
         even with many threads appending to one run)."""
         row = step.model_dump(mode="json")
         row["created_at"] = step.created_at
-        next_seq = sa.select(sa.func.coalesce(sa.func.max(steps.c.seq), 0) + 1).where(steps.c.run_id == step.run_id)
         for _attempt in range(_SEQ_RETRIES):
             try:
                 with self._write(step.run_id) as connection:
-                    seq = connection.execute(next_seq).scalar_one()
-                    connection.execute(steps.insert().values({**row, "seq": seq}))
+                    seq = connection.execute(_APPEND_STEP, row).scalar_one()
                 return step.model_copy(update={"seq": seq})
             except sa_exc.IntegrityError:
                 self._explain_step_conflict(step)
-                # else another process took this seq between our read and insert: read the next one again
+                # else another process (PostgreSQL) took this seq between our read and insert: number it again
         raise StoreError(f"store {self._shown_url!r}: could not number a step of run {step.run_id!r}: too much contention")
 
     def _explain_step_conflict(self, step: StepRecord) -> None:
@@ -431,7 +467,7 @@ class SqlStore:
         row["at"] = event.at
         try:
             with self._write() as connection:
-                connection.execute(registry_events.insert().values(row))
+                connection.execute(_INSERT_EVENT, row)
         except sa_exc.IntegrityError:
             raise DuplicateIdError("registry version", str(event.version)) from None
 

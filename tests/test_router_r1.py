@@ -1,0 +1,312 @@
+"""Router-R1: strict parsing, a scripted multi-round trajectory through the runtime and the recorded pool,
+constrained turns, and the bounded failure paths (never answers, 10k-token think, loops, unknown models)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from orchestra.cards import ModelCard
+from orchestra.errors import DecisionError
+from orchestra.model import Message
+from orchestra.policies import Budget
+from orchestra.routers.r1_rewards import check_format
+from orchestra.routers.recorded_pool import NO_RECORD, RecordedPool, final_question, recorded_text
+from orchestra.routers.router_r1 import R1_POOL_AGENT_ID, POOL_SYSTEM_PROMPT, RouterR1, pool_agent_card, turn_schema
+from orchestra.routing import Dispatch, Finish, Observation, RouterState
+from orchestra.runtime import Orchestra
+from orchestra.testing import InMemoryStore, ScriptedModel
+
+ROUTER = ModelCard(id="router-lm", description="the router model")
+POOL_CARDS = [
+    ModelCard(id="small-lm", description="A small cheap model.", output_price_per_mtok=0.2, typical_latency_ms=300),
+    ModelCard(id="big-lm", description="A strong expensive model.", output_price_per_mtok=10.0),
+]
+
+PROMPT = (
+    "Answer with a letter.\nWhat is 2+2?\nA) 3\nB) 4\nPrint only a single choice  from \"A\" or \"B\".\nAnswer:\nB"
+    "\n\nWhich planet is called the red planet?\nA) Venus\nB) Mars\nC) Jupiter\nD) Saturn\n"
+    "Print only a single choice  from \"A\" or \"B\" or \"C\" or \"D\" without explanation.\nAnswer:"
+)
+ROWS = [
+    {
+        "id": "arc.test.7",
+        "query": PROMPT,
+        "task": "arc-challenge",
+        "outcomes": {
+            "small-lm": {"score": 0.0, "cost": 0.0001, "response": "['A']"},
+            "big-lm": {"score": 1.0, "cost": 0.004, "response": "['B']"},
+        },
+    },
+    {
+        "id": "wino.test.3",
+        "query": "Sarah was a much better surgeon than Maria so _ always got the harder cases.\nA) Maria\nB) Sarah\nAnswer:",
+        "task": "winogrande",
+        "outcomes": {"small-lm": {"score": 1.0, "cost": 0.0002, "response": "['B']"}},
+    },
+]
+MODELS = [{"id": "small-lm", "description": "A small cheap model.", "mean_cost_per_query_usd": 0.0001},
+          {"id": "big-lm", "description": "A strong expensive model.", "mean_cost_per_query_usd": 0.004}]
+
+
+@pytest.fixture(scope="module")
+def pool() -> RecordedPool:
+    return RecordedPool(ROWS, MODELS)
+
+
+def _app(router_model: ScriptedModel, pool: RecordedPool) -> Orchestra:
+    models = {ROUTER.id: router_model}
+    app = Orchestra(store=InMemoryStore(), model_factory=lambda card, retry: models[card.id])
+    app.registry.add_model(ROUTER)
+    for card in POOL_CARDS:
+        app.registry.add_model(card)
+    app.registry.add_agent(pool_agent_card(), implementation=pool)
+    return app
+
+
+def _info_blocks(messages: list[Message]) -> list[str]:
+    """Information blocks the router was shown (the opening prompt, which names the tags, excluded)."""
+    shown = [m.content for m in messages if not m.content.lstrip().startswith("You answer the user's question")]
+    return re.findall(r"<information>(.*?)</information>", "\n".join(shown), re.S)
+
+
+# -- parsing ---------------------------------------------------------------------------------------------------
+
+
+def _state(router_model: ScriptedModel, observations: tuple[Observation, ...] = (), **kw: object) -> RouterState:
+    class Access:
+        def chat(self, model_id, messages, options=None, *, purpose=""):  # noqa: ANN001, ANN202
+            return router_model.chat(messages, options)
+
+        async def achat(self, model_id, messages, options=None, *, purpose=""):  # noqa: ANN001, ANN202
+            return router_model.chat(messages, options)
+
+    return RouterState(
+        query="What is 2:3 as a fraction?", agents=(pool_agent_card(),), models=(ROUTER, *POOL_CARDS),
+        registry_version=1, observations=observations, model_access=Access(), run_id="run-1", **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_colon_inside_the_query_is_kept() -> None:
+    model = ScriptedModel("router-lm", ["<think>Ask the big one.</think>\n<search>big-lm:What is 2:3 as a fraction? Use a:b notation.</search>"])
+    decision = RouterR1("router-lm").decide(_state(model))
+    assert isinstance(decision, Dispatch)
+    (call,) = decision.calls
+    assert call.agent_id == R1_POOL_AGENT_ID and call.model_id == "big-lm"
+    assert call.query == "What is 2:3 as a fraction? Use a:b notation."
+    assert decision.rationale == "Ask the big one."
+    assert [s.id for s in decision.scores][0] == "big-lm"
+
+
+def test_stop_string_dropped_by_server_is_restored_and_rest_cut() -> None:
+    model = ScriptedModel("router-lm", ["<think>t</think><search>small-lm:q one"])
+    decision = RouterR1("router-lm").decide(_state(model))
+    assert isinstance(decision, Dispatch) and decision.calls[0].query == "q one"
+    assert decision.meta["transcript"].endswith("</search>")
+    _, options = model.calls[0]
+    assert options.stop == ("</search>", "</answer>") and options.temperature == 0.0
+
+
+def test_prompt_lists_the_pool_with_prices_and_the_question() -> None:
+    model = ScriptedModel("router-lm", ["<think>easy</think><answer>2/3</answer>"])
+    decision = RouterR1("router-lm").decide(_state(model))
+    assert isinstance(decision, Finish) and decision.answer == "2/3"
+    prompt = model.calls[0][0][0].content
+    assert "small-lm: A small cheap model. ($0.2 per million output tokens; typical latency 300 ms)" in prompt
+    assert "big-lm" in prompt and "router-lm:" not in prompt
+    assert prompt.rstrip().endswith("Question: What is 2:3 as a fraction?")
+    assert decision.meta["format_valid"] is True
+
+
+def test_unknown_model_gets_information_and_is_recorded() -> None:
+    model = ScriptedModel("router-lm", [
+        "<think>Ask GPT.</think><search>gpt-9:What is 2:3?</search>",
+        "<think>Use a real one.</think><search>small-lm:What is 2:3?</search>",
+    ])
+    decision = RouterR1("router-lm").decide(_state(model))
+    assert isinstance(decision, Dispatch) and decision.calls[0].model_id == "small-lm"
+    assert decision.meta["unknown_models"] == ["gpt-9"]
+    assert any(v["problem"] == "unknown_model" for v in decision.meta["format_violations"])
+    second_prompt = model.calls[1][0]
+    assert "no model named 'gpt-9'" in _info_blocks(second_prompt)[0]
+
+
+def test_nested_tags_are_a_recorded_violation() -> None:
+    model = ScriptedModel("router-lm", ["<think>x</think><answer>see <think>y</think> 2/3</answer>"])
+    decision = RouterR1("router-lm").decide(_state(model))
+    assert isinstance(decision, Finish)
+    assert decision.meta["format_valid"] is False
+    assert "nested_tags" in decision.meta["trajectory_format"]
+
+
+# -- a scripted trajectory through the runtime and the recorded pool --------------------------------------------
+
+
+def test_multi_round_trajectory_through_runtime_and_recorded_pool(pool: RecordedPool) -> None:
+    question = final_question(PROMPT)
+
+    def script(messages: list[Message]) -> str:
+        turns = sum(m.role == "assistant" for m in messages)
+        if turns == 0:
+            return f"<think>Cheap model first.</think>\n<search>small-lm:{question}</search>"
+        if turns == 1:
+            return "<think>It said A; I am unsure, ask the strong model.</think>\n<search>big-lm:Which planet is called the red planet? A) Venus B) Mars</search>"
+        return "<think>The strong model says B, Mars.</think>\n<answer>B</answer>"
+
+    router_model = ScriptedModel("router-lm", script)
+    app = _app(router_model, pool)
+    pool.bind("", "arc.test.7")
+    try:
+        result = app.workflow(RouterR1("router-lm"), budget=Budget(max_rounds=5)).run(question)
+    finally:
+        pool.unbind("")
+    assert result.status == "ok" and result.answer == "B"
+    assert [d.kind for d in result.decisions] == ["dispatch", "dispatch", "finish"]
+    assert [(o.model_id, o.answer) for o in result.observations] == [("small-lm", "A"), ("big-lm", "B")]
+    assert sum(o.cost_usd or 0 for o in result.observations) == pytest.approx(0.0041)
+    finish = result.decisions[-1]
+    assert finish.meta["format_valid"] is True and finish.meta["rounds"] == 2
+    assert finish.meta["consulted"] == ["small-lm", "big-lm"]
+    assert check_format(finish.meta["transcript"], ["small-lm", "big-lm"]).valid
+    # the third router call saw both answers as information blocks
+    assert _info_blocks(router_model.calls[2][0]) == ["A", "B"]
+
+
+def test_trajectory_is_rebuilt_from_observations_for_a_fresh_router() -> None:
+    observations = (Observation(agent_id=R1_POOL_AGENT_ID, query="What is 2:3?", answer="two thirds", round=0, model_id="small-lm"),)
+    model = ScriptedModel("router-lm", ["<think>ok</think><answer>2/3</answer>"])
+    decision = RouterR1("router-lm").decide(_state(model, observations, round=1))
+    assert isinstance(decision, Finish) and decision.meta["rebuilt"] is True
+    messages = model.calls[0][0]
+    assert "<search>small-lm:What is 2:3?</search>" in messages[1].content
+    assert _info_blocks(messages) == ["two thirds"]
+
+
+def test_observations_are_cut_to_600_tokens() -> None:
+    long = " ".join(f"w{i}" for i in range(2000))
+    observations = (Observation(agent_id=R1_POOL_AGENT_ID, query="q", answer=long, round=0, model_id="small-lm"),)
+    model = ScriptedModel("router-lm", ["<think>ok</think><answer>x</answer>"])
+    RouterR1("router-lm").decide(_state(model, observations, round=1))
+    (block,) = _info_blocks(model.calls[0][0])
+    assert block.split()[-1] == "w599" and len(block.split()) == 600
+
+
+# -- constrained turns -----------------------------------------------------------------------------------------
+
+
+def test_constrained_turn_is_rendered_to_tags() -> None:
+    turn = {"think": "Ask the small one.", "action": "search", "model": "small-lm", "query": "What is 2:3?", "answer": ""}
+    model = ScriptedModel("router-lm", [json.dumps(turn)])
+    decision = RouterR1("router-lm", constrained=True).decide(_state(model))
+    assert isinstance(decision, Dispatch) and decision.calls[0].query == "What is 2:3?"
+    assert decision.meta["transcript"] == "<think>Ask the small one.</think>\n<search>small-lm:What is 2:3?</search>"
+    schema = model.calls[0][1].json_schema
+    assert schema == turn_schema(["small-lm", "big-lm"])
+    assert schema["properties"]["model"]["enum"] == ["small-lm", "big-lm"]
+    assert model.calls[0][1].stop == ()
+
+
+def test_forced_answer_turn_after_max_rounds() -> None:
+    search = {"think": "again", "action": "search", "model": "small-lm", "query": "q", "answer": ""}
+    answer = {"think": "done", "action": "answer", "model": "small-lm", "query": "", "answer": "2/3"}
+    model = ScriptedModel("router-lm", [json.dumps(search), json.dumps(answer)])
+    router = RouterR1("router-lm", constrained=True, max_rounds=1)
+    first = router.decide(_state(model))
+    assert isinstance(first, Dispatch)
+    obs = (Observation(agent_id=R1_POOL_AGENT_ID, query="q", answer="maybe", round=0, model_id="small-lm"),)
+    final = router.decide(_state(model, obs, round=1))
+    assert isinstance(final, Finish) and final.meta["forced_answer"] is True
+    assert model.calls[1][1].json_schema["properties"]["action"]["enum"] == ["answer"]
+    assert "Give your final answer now" in model.calls[1][0][-1].content
+
+
+# -- bounded failures ------------------------------------------------------------------------------------------
+
+
+def test_router_that_never_answers_is_a_typed_error_and_the_run_is_kept(pool: RecordedPool) -> None:
+    loop = ScriptedModel("router-lm", ["<think>ask again</think><search>small-lm:Which planet is red?</search>"])
+    app = _app(loop, pool)
+    result = app.workflow(RouterR1("router-lm", max_rounds=2, max_invalid_turns=1), budget=Budget(max_rounds=6)).run("Which planet is red?")
+    assert result.status == "error" and isinstance(result.error, DecisionError)
+    assert "max_invalid_turns" in str(result.error)
+    assert len(result.observations) == 2  # two consultations, then only forced-answer turns that searched again
+    assert app.store.get_run(result.run_id).run.status == "error"
+    trajectory = result.error.trajectory  # type: ignore[attr-defined]
+    assert trajectory["forced_answer"] is True and trajectory["format_valid"] is False
+
+
+def test_ten_thousand_token_think_is_bounded() -> None:
+    def endless(messages: list[Message]) -> str:
+        return "<think>" + "hmm " * 10_000
+
+    model = ScriptedModel("router-lm", endless)
+    with pytest.raises(DecisionError, match="without a valid search or answer") as caught:
+        RouterR1("router-lm", max_invalid_turns=2).decide(_state(model))
+    assert len(model.calls) == 3
+    assert all(options.max_tokens == 512 for _, options in model.calls)
+    assert caught.value.trajectory["format_violations"]  # type: ignore[attr-defined]
+
+
+def test_only_unknown_models_is_bounded() -> None:
+    model = ScriptedModel("router-lm", ["<think>t</think><search>nobody:q</search>"])
+    with pytest.raises(DecisionError) as caught:
+        RouterR1("router-lm", max_invalid_turns=3).decide(_state(model))
+    assert caught.value.trajectory["unknown_models"] == ["nobody"] * 4  # type: ignore[attr-defined]
+
+
+def test_runtime_budget_forces_the_answer() -> None:
+    model = ScriptedModel("router-lm", ["<think>t</think><answer>x</answer>"])
+    RouterR1("router-lm").decide(_state(model, budget_left={"rounds": 1}))
+    assert "Give your final answer" not in model.calls[0][0][-1].content  # no earlier turn to attach the notice to
+    model2 = ScriptedModel("router-lm", ["<think>t</think><search>small-lm:q</search>", "<think>t</think><answer>x</answer>"])
+    decision = RouterR1("router-lm", max_invalid_turns=1).decide(_state(model2, budget_left={"rounds": 1}))
+    assert isinstance(decision, Finish) and decision.meta["forced_answer"] is True
+
+
+def test_no_pool_is_a_decision_error() -> None:
+    with pytest.raises(DecisionError, match="no model to consult"):
+        RouterR1("router-lm", pool=["absent"]).decide(_state(ScriptedModel("router-lm")))
+
+
+# -- the recorded pool -----------------------------------------------------------------------------------------
+
+
+def test_recorded_pool_answers_by_question_and_refuses_honestly(pool: RecordedPool) -> None:
+    reply = pool.answer("big-lm", "Which planet is called the red planet? A) Venus B) Mars C) Jupiter")
+    assert reply.answer == "B" and reply.cost_usd == 0.004 and reply.meta["row_id"] == "arc.test.7"
+    missing = pool.answer("big-lm", "Sarah was a much better surgeon than Maria so _ always got the harder cases.")
+    assert missing.answer == NO_RECORD.format(model="big-lm") and missing.meta["recorded"] is False
+    unrelated = pool.answer("small-lm", "How tall is Mount Everest?")
+    assert unrelated.meta["recorded"] is False and unrelated.cost_usd == 0.0
+    assert recorded_text("['A\\n']") == "A" and recorded_text("not a list") == "not a list"
+    assert "Costs about $0.00400 per query." in pool.model_cards()[1].description
+    assert POOL_SYSTEM_PROMPT and pool_agent_card().system_prompt == POOL_SYSTEM_PROMPT
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench"
+
+
+@pytest.mark.skipif(not (DATA / "test.jsonl").exists(), reason="RouterBench data not present")
+def test_bench_with_scripted_router_reproduces_recorded_scores() -> None:
+    from orchestra.bench.r1 import run_router_r1_bench
+
+    real = RecordedPool.from_data(DATA, splits=("test",))
+
+    def one_model(messages: list[Message]) -> str:
+        if not any(m.role == "assistant" for m in messages):
+            return "<think>Ask Mixtral.</think><search>mistralai/mixtral-8x7b-chat:" + messages[0].content.split("Question: ", 1)[1].strip() + "</search>"
+        (info,) = _info_blocks(messages[-1:])
+        return f"<think>Mixtral answered.</think><answer>{info}</answer>"
+
+    report = run_router_r1_bench(
+        DATA, "router-lm", 12, router=RouterR1("router-lm"), router_chat_model=ScriptedModel("router-lm", one_model),
+        router_cards=[ROUTER], pool=real,
+    )
+    rows = {json.loads(line)["id"]: json.loads(line) for line in (DATA / "test.jsonl").open()}
+    sample_ids = [r["id"] for r in __import__("random").Random(0).sample(list(rows.values()), 12)]
+    expected = sum(rows[i]["outcomes"]["mistralai/mixtral-8x7b-chat"]["score"] for i in sample_ids) / 12
+    assert report["overall"]["accuracy"] == pytest.approx(expected)
+    assert report["overall"]["format_valid"] == 1.0 and report["overall"]["mean_consultations"] == 1.0
