@@ -47,7 +47,7 @@ _orchestra_pg_main() {
 
     local dir port
     dir=$(mktemp -d "${TMPDIR:-/tmp}/orchestra-pg.XXXXXX") || return 1
-    [ "$(id -u)" = 0 ] && chown postgres "$dir"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
     port=$(_orchestra_free_port) || { rm -rf "$dir"; return 1; }
 
     if ! "${run_as[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1; then

@@ -30,6 +30,7 @@ from orchestra.trace import RunRecord, StepRecord, Store
 
 RESULTS = Path(__file__).resolve().parent / "results" / "store.json"
 TARGET_STEPS_PER_S = 2000
+SQLITE_NORMAL = "sqlite file, WAL, synchronous=NORMAL"
 AGENTS = [f"agent-{index}" for index in range(8)]
 ANSWER = (
     "Lisbon in May is mild (18-24 °C) and dry. Fly into LIS; the metro's red line reaches the centre in 20 minutes. "
@@ -50,17 +51,30 @@ def realistic_steps(run_id: str, count: int) -> list[StepRecord]:
             response={
                 "decision": {
                     "kind": "dispatch",
-                    "calls": [{"agent_id": agent, "query": "sub-query for " + agent, "weight": 0.5} for agent in AGENTS[:2]],
+                    "calls": [
+                        {"agent_id": agent, "query": "sub-query for " + agent, "weight": 0.5} for agent in AGENTS[:2]
+                    ],
                 },
-                "scores": [{"agent_id": agent, "score": 0.9 - 0.1 * index, "reason": "cosine"} for index, agent in enumerate(AGENTS)],
+                "scores": [
+                    {"agent_id": agent, "score": 0.9 - 0.1 * index, "reason": "cosine"}
+                    for index, agent in enumerate(AGENTS)
+                ],
                 "rationale": "top-2 above threshold 0.30",
             },
             latency_ms=2.4,
         )
         steps.append(decision)
         for agent in AGENTS[:2]:
-            call = StepRecord(run_id=run_id, kind="call", parent_id=decision.id, round=1, agent_id=agent,
-                              request={"query": "sub-query for " + agent}, response={"answer": ANSWER}, latency_ms=850.0)
+            call = StepRecord(
+                run_id=run_id,
+                kind="call",
+                parent_id=decision.id,
+                round=1,
+                agent_id=agent,
+                request={"query": "sub-query for " + agent},
+                response={"answer": ANSWER},
+                latency_ms=850.0,
+            )
             model_call = StepRecord(
                 run_id=run_id,
                 kind="model_call",
@@ -142,6 +156,16 @@ def sqlite_full_sync(path: str) -> SqlStore:
     return store
 
 
+def postgres_settings(url: str) -> dict[str, str]:
+    """The server settings that decide what a commit costs, recorded beside its figures."""
+    store = SqlStore(url)
+    with store.engine.connect() as connection:
+        names = ("server_version", "fsync", "synchronous_commit")
+        settings = {name: connection.exec_driver_sql(f"SHOW {name}").scalar_one() for name in names}
+    store.close()
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000, help="steps per measurement (default 3000)")
@@ -152,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="orchestra-bench-store-")
     backends: list[tuple[str, Callable[[], Store]]] = [
         ("memory", InMemoryStore),
-        ("sqlite file, WAL, synchronous=NORMAL", lambda: SqlStore(f"sqlite:///{tmp}/normal.db")),
+        (SQLITE_NORMAL, lambda: SqlStore(f"sqlite:///{tmp}/normal.db")),
         ("sqlite file, WAL, synchronous=FULL", lambda: sqlite_full_sync(f"{tmp}/full.db")),
     ]
     pg_url = os.environ.get("ORCHESTRA_TEST_PG_URL")
@@ -172,15 +196,18 @@ def main(argv: list[str] | None = None) -> int:
         if close:
             close()
 
-    header = f"{'store':<38} {'threads':>7} {'steps/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/step':>12} {'steps/CPU-s':>12}"
+    header = (
+        f"{'store':<38} {'threads':>7} {'steps/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/step':>12}"
+        f" {'steps/CPU-s':>12}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
-            f"{row['store']:<38} {row['threads']:>7} {row['steps_per_s']:>10,.0f} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}"
-            f" {row['cpu_ms_per_step']:>12.4f} {row['steps_per_cpu_s'] or 0:>12,.0f}"
+            f"{row['store']:<38} {row['threads']:>7} {row['steps_per_s']:>10,.0f} {row['p50_ms']:>8.3f}"
+            f" {row['p99_ms']:>8.3f} {row['cpu_ms_per_step']:>12.4f} {row['steps_per_cpu_s'] or 0:>12,.0f}"
         )
-    sqlite_single = next(row for row in rows if row["store"].startswith("sqlite file, WAL, synchronous=NORMAL") and row["threads"] == 1)
+    sqlite_single = next(row for row in rows if row["store"] == SQLITE_NORMAL and row["threads"] == 1)
     verdict = "meets" if sqlite_single["steps_per_s"] >= TARGET_STEPS_PER_S else "MISSES"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     load_text = f"; load average {load:.1f} on {os.cpu_count()} CPUs" if load is not None else ""
@@ -200,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "load_average_1min": round(load, 2) if load is not None else None,
         },
-        "postgresql": "ORCHESTRA_TEST_PG_URL" if pg_url else None,
+        "postgresql": postgres_settings(pg_url) if pg_url else None,
         "results": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ import pytest
 from orchestra.errors import DuplicateIdError, NotFoundError, StoreError
 from orchestra.registry import Registry
 from orchestra.store import InMemoryStore, SqlStore, default_db_url, open_store
+from orchestra.store import sql as sqlstore_module
 from orchestra.trace import RegistryEvent, RunRecord, StepRecord, Store
 
 PG_URL = os.environ.get("ORCHESTRA_TEST_PG_URL")
@@ -268,7 +269,8 @@ def test_list_runs_filters_orders_newest_first_and_pages(store: Store) -> None:
     ]
     made = []
     for index, (session, router, status) in enumerate(specs):
-        run = _run(id=f"run-{index}", session_id=session, router=router, status=status, started_at=T0 + timedelta(minutes=index))
+        started = T0 + timedelta(minutes=index)
+        run = _run(id=f"run-{index}", session_id=session, router=router, status=status, started_at=started)
         store.start_run(run)
         made.append(run)
     # equal start times are ordered by id, descending, in every store
@@ -294,7 +296,8 @@ def test_list_runs_filters_orders_newest_first_and_pages(store: Store) -> None:
 def test_registry_events_are_ordered_and_versions_unique(store: Store) -> None:
     for version in (2, 1, 3, 4):
         card = None if version == 4 else {"id": f"agent-{version}", "description": "x", "skills": ["a"]}
-        store.append_registry_event(RegistryEvent(version=version, kind="agent", card_id=f"agent-{version}", card=card, at=T0))
+        event = RegistryEvent(version=version, kind="agent", card_id=f"agent-{version}", card=card, at=T0)
+        store.append_registry_event(event)
     assert [event.version for event in store.registry_events()] == [1, 2, 3, 4]
     assert [event.version for event in store.registry_events(after_version=2)] == [3, 4]
     assert [event.version for event in store.registry_events(up_to_version=2)] == [1, 2]
@@ -313,8 +316,8 @@ def test_registry_events_are_ordered_and_versions_unique(store: Store) -> None:
 
 def test_registry_persists_through_the_store(open_same: Opener) -> None:
     registry = Registry(open_same())
-    registry.add_agent({"id": "calculator", "description": "Does arithmetic.", "backend": "function", "function": "math:fsum"})
-    registry.add_agent({"id": "echo", "description": "Repeats the query.", "backend": "function", "function": "builtins:str"})
+    registry.add_agent({"id": "calculator", "description": "Sums.", "backend": "function", "function": "math:fsum"})
+    registry.add_agent({"id": "echo", "description": "Repeats.", "backend": "function", "function": "builtins:str"})
     registry.remove_agent("echo")
     again = Registry(open_same())
     assert again.version == registry.version == 3
@@ -369,7 +372,13 @@ def test_mark_interrupted_only_touches_dead_processes_of_this_host(store: Store)
 
     assert store.mark_interrupted() == 1
     statuses = {run.id: run.status for run in store.list_runs()}
-    assert statuses == {"dead": "interrupted", "alive": "running", "elsewhere": "running", "unknown": "running", "finished": "ok"}
+    assert statuses == {
+        "dead": "interrupted",
+        "alive": "running",
+        "elsewhere": "running",
+        "unknown": "running",
+        "finished": "ok",
+    }
     interrupted = store.get_run("dead")
     assert interrupted.run.error is not None and interrupted.run.error["type"] == "Interrupted"
     assert [step.response for step in interrupted.steps] == [{"answer": "partial"}]
@@ -403,11 +412,17 @@ def test_data_survives_dropping_the_store_and_reopening(open_sql: Opener) -> Non
 
 
 CRASHING_RUN = """
-import os, socket, sys
+import os, socket, sys, types
+# Load the store modules without orchestra/__init__.py, which imports the whole framework (seconds on a busy
+# machine); the code under test is the same files.
+package = types.ModuleType("orchestra")
+package.__path__ = [sys.argv[2]]
+sys.modules["orchestra"] = package
 from orchestra.store import open_store
 from orchestra.trace import RunRecord, StepRecord
 store = open_store(sys.argv[1])
-run = RunRecord(id="crashed", session_id="s", query="q", router="all", meta={"pid": os.getpid(), "host": socket.gethostname()})
+meta = {"pid": os.getpid(), "host": socket.gethostname()}
+run = RunRecord(id="crashed", session_id="s", query="q", router="all", meta=meta)
 store.start_run(run)
 for index in range(5):
     store.append_step(StepRecord(run_id=run.id, kind="call", agent_id="a", response={"index": index}))
@@ -417,7 +432,10 @@ os._exit(9)  # die mid-run: no finish_run, no close, no interpreter clean-up
 
 def test_a_process_killed_mid_run_loses_nothing_and_is_marked_interrupted(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'orchestra.db'}"
-    crashed = subprocess.run([sys.executable, "-c", CRASHING_RUN, url], capture_output=True, text=True, timeout=60)
+    package_dir = str(Path(sqlstore_module.__file__).resolve().parents[1])
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASHING_RUN, url, package_dir], capture_output=True, text=True, timeout=60
+    )
     assert crashed.returncode == 9, crashed.stderr
 
     store = SqlStore(url)
@@ -515,3 +533,14 @@ def test_open_store_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     in_memory.start_run(_run(id="m"))
     assert in_memory.get_run("m").run.id == "m"
     assert isinstance(open_store("sqlite:///:memory:"), SqlStore)
+
+
+def test_a_nul_character_in_a_model_answer_does_not_lose_the_step(store: Store) -> None:
+    # PostgreSQL cannot hold NUL: it keeps U+FFFD there; the other stores keep the text as it was
+    run = _run(query="garbage\x00in")
+    store.start_run(run)
+    store.append_step(_step(run.id, response={"text": "a\x00b", "literal": "\\u0000"}))
+    trace = store.get_run(run.id)
+    assert trace.run.query in ("garbage\x00in", "garbage\ufffdin")
+    assert trace.steps[0].response["text"] in ("a\x00b", "a\ufffdb")
+    assert trace.steps[0].response["literal"] == "\\u0000"

@@ -20,6 +20,7 @@ __all__ = [
     "normalise_event",
     "normalise_run",
     "normalise_step",
+    "now",
     "session_title",
     "utc",
 ]

@@ -110,7 +110,8 @@ class InMemoryStore:
         with self._lock:
             orphans = [run for run in self._runs.values() if run.status == "running" and is_orphaned(run.meta)]
             for run in orphans:
-                self._runs[run.id] = run.model_copy(update={"status": "interrupted", "error": interrupted_error(run.meta)})
+                update = {"status": "interrupted", "error": interrupted_error(run.meta)}
+                self._runs[run.id] = run.model_copy(update=update)
         return len(orphans)
 
     def append_registry_event(self, event: RegistryEvent) -> None:

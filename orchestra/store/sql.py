@@ -7,9 +7,11 @@ run on open.
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -149,8 +151,8 @@ registry_events = sa.Table(
 )
 
 # Statements built once: the values go in as parameters, so each call skips building and hashing a new statement
-# (that alone was most of an append's time).
-# An append is one statement: the next seq is computed inside the INSERT, so it needs no separate read.
+# (that alone was most of an append's time). An append is one statement: the next seq is computed inside the
+# INSERT, so it needs no separate read.
 _APPEND_STEP = (
     steps.insert()
     .from_select(
@@ -176,6 +178,23 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
     return row
 
 
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+"""A ``\u0000`` escape in JSON text (one preceded by an even number of backslashes, so not a literal)."""
+
+
+def _json_without_nul(value: Any) -> str:
+    # PostgreSQL text and JSONB cannot hold NUL; a garbage model answer must not make its trace unstorable
+    return _JSON_NUL.sub(r"\1\\ufffd", json.dumps(value))
+
+
+def _text_without_nul(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value.replace("\x00", "\ufffd") if isinstance(value, str) else value for key, value in row.items()}
+
+
+def _as_is(row: dict[str, Any]) -> dict[str, Any]:
+    return row
+
+
 def _normalise_url(url: str | URL) -> URL:
     parsed = sa.make_url(url)
     # the only PostgreSQL driver Orchestra ships with is psycopg 3; SQLAlchemy's default would be psycopg2
@@ -189,7 +208,9 @@ class SqlStore:
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/orchestra.db`` (WAL), ``sqlite://`` (in memory, for tests) or
     ``postgresql+psycopg://user:password@host/db``. Opening creates or upgrades the schema. A wrong URL or an
-    unreachable database raises `StoreError`, naming the URL with its password masked."""
+    unreachable database raises `StoreError`, naming the URL with its password masked.
+
+    PostgreSQL cannot store the NUL character: there it is kept as U+FFFD (``�``), in text and JSON alike."""
 
     def __init__(self, url: str | URL) -> None:
         self._shown_url = mask_url(url if isinstance(url, str) else url.render_as_string(hide_password=True))
@@ -201,6 +222,8 @@ class SqlStore:
         self._password = parsed.password
         self._is_sqlite = parsed.get_backend_name() == "sqlite"
         self._is_memory = self._is_sqlite and parsed.database in (None, "", ":memory:")
+        is_postgres = parsed.get_backend_name() == "postgresql"
+        self._clean: Callable[[dict[str, Any]], dict[str, Any]] = _text_without_nul if is_postgres else _as_is
         # SQLite allows one writer at a time: queueing writers here is far cheaper than SQLite's busy-wait.
         # In memory, all threads share one connection, so readers queue too.
         self._sqlite_lock = threading.RLock()
@@ -220,7 +243,9 @@ class SqlStore:
     def _create_engine(self, url: URL) -> Engine:
         if not self._is_sqlite:
             connect_args = {"connect_timeout": 10} if url.get_backend_name() == "postgresql" else {}
-            return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+            return sa.create_engine(
+                url, pool_pre_ping=True, connect_args=connect_args, json_serializer=_json_without_nul
+            )
         # every use is a `begin()` block that commits or rolls back, so the pool need not roll back again on return
         if self._is_memory:
             engine = sa.create_engine(
@@ -261,15 +286,27 @@ class SqlStore:
     def _migrate(self) -> None:
         from alembic import command
         from alembic.config import Config
+        from alembic.script import ScriptDirectory
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        head = ScriptDirectory.from_config(config).get_current_head()
         with self._sqlite_locked(), self._writer.begin() as connection:
+            if self._revisions(connection) == [head]:
+                return  # up to date: the usual case, checked without Alembic's set-up (and its log lines)
             if connection.dialect.name == "postgresql":
                 # two processes opening a new database at once must not both create the tables
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
             config.attributes["connection"] = connection
+            # inside this transaction: a migration that fails leaves the database as it was (SQLite and
+            # PostgreSQL both roll DDL back)
             command.upgrade(config, "head")
+
+    @staticmethod
+    def _revisions(connection: Connection) -> list[str]:
+        if not sa.inspect(connection).has_table("alembic_version"):
+            return []
+        return list(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
 
     @contextmanager
     def _sqlite_locked(self) -> Iterator[None]:
@@ -312,7 +349,13 @@ class SqlStore:
     def _db_errors(self, action: str) -> Iterator[None]:
         try:
             yield
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.NoSuchModuleError, sa_exc.ArgumentError) as error:
+        except (
+            sa_exc.OperationalError,
+            sa_exc.InterfaceError,
+            sa_exc.NoSuchModuleError,
+            sa_exc.ArgumentError,
+            sa_exc.DataError,
+        ) as error:
             raise StoreError(f"store {self._shown_url!r}: cannot {action}: {self._redact(error)}") from None
         except ImportError as error:
             raise StoreError(f"store {self._shown_url!r}: database driver missing: {error}") from None
@@ -359,12 +402,12 @@ class SqlStore:
         try:
             with self._write(run.id) as connection:
                 self._ensure_session(connection, run)
-                connection.execute(_INSERT_RUN, _run_row(run))
+                connection.execute(_INSERT_RUN, self._clean(_run_row(run)))
         except sa_exc.IntegrityError:
             raise DuplicateIdError("run", run.id) from None
 
     def _ensure_session(self, connection: Connection, run: RunRecord) -> None:
-        row = {"id": run.session_id, "created_at": now(), "title": session_title(run.query)}
+        row = self._clean({"id": run.session_id, "created_at": now(), "title": session_title(run.query)})
         dialect = connection.dialect.name
         if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -378,8 +421,7 @@ class SqlStore:
     def append_step(self, step: StepRecord) -> StepRecord:
         """Append one step in its own transaction and return it with ``seq`` set (1, 2, ... per run, no gaps,
         even with many threads appending to one run)."""
-        row = step.model_dump(mode="json")
-        row["created_at"] = step.created_at
+        row = self._clean({**step.model_dump(mode="json"), "created_at": step.created_at})
         for _attempt in range(_SEQ_RETRIES):
             try:
                 with self._write(step.run_id) as connection:
@@ -388,7 +430,9 @@ class SqlStore:
             except sa_exc.IntegrityError:
                 self._explain_step_conflict(step)
                 # else another process (PostgreSQL) took this seq between our read and insert: number it again
-        raise StoreError(f"store {self._shown_url!r}: could not number a step of run {step.run_id!r}: too much contention")
+        raise StoreError(
+            f"store {self._shown_url!r}: could not number a step of run {step.run_id!r}: too much contention"
+        )
 
     def _explain_step_conflict(self, step: StepRecord) -> None:
         with self._read() as connection:
@@ -399,10 +443,12 @@ class SqlStore:
 
     def finish_run(self, run: RunRecord) -> None:
         """Store the run's final status, answer, error, totals and end time; `NotFoundError` for an unknown run."""
-        row = _run_row(run)
+        row = self._clean(_run_row(run))
         with self._write(run.id) as connection:
             updated = connection.execute(
-                runs.update().where(runs.c.id == run.id).values({name: row[name] for name in RUN_FIELDS_UPDATED_ON_FINISH})
+                runs.update()
+                .where(runs.c.id == run.id)
+                .values({name: row[name] for name in RUN_FIELDS_UPDATED_ON_FINISH})
             )
             if updated.rowcount == 0:
                 raise NotFoundError("run", run.id)
@@ -463,8 +509,7 @@ class SqlStore:
     # -- registry ------------------------------------------------------------------------------------------
 
     def append_registry_event(self, event: RegistryEvent) -> None:
-        row = event.model_dump(mode="json")
-        row["at"] = event.at
+        row = self._clean({**event.model_dump(mode="json"), "at": event.at})
         try:
             with self._write() as connection:
                 connection.execute(_INSERT_EVENT, row)
