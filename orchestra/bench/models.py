@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -356,6 +357,25 @@ def scenario_reward(
 # ---------------------------------------------------------------------------------------------- the harness
 
 
+def _single_thread() -> int | None:
+    """One decision is timed on one torch thread: a single short text gains nothing from more, and on a busy
+    machine thread hand-offs cost more than the work."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return previous
+
+
+def _restore_threads(previous: int | None) -> None:
+    if previous is not None:
+        import torch
+
+        torch.set_num_threads(previous)
+
+
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else 0.0
 
@@ -407,11 +427,13 @@ def run_model_bench(
     # embedder caches by text); later weights reuse the embedding, as a live router would within a request
     n_latency = len(test_rows) if latency_queries is None else min(latency_queries, len(test_rows))
     latencies: dict[tuple[int, float], float] = {}
+    threads = _single_thread()
     for i, row in enumerate(test_rows[:n_latency]):
         for w in evaluated:
             t0 = time.perf_counter()
             router.route_one(row.query, cards, w, task=row.task or None)
             latencies[(i, w)] = (time.perf_counter() - t0) * 1000
+    _restore_threads(threads)
     first_decisions = [latencies[(i, evaluated[0])] for i in range(n_latency)]
     # batch throughput: embeddings of the rest, then pure scoring of every query at every weight
     started = time.perf_counter()
@@ -495,6 +517,8 @@ def run_model_bench(
             "decision_p95_ms_with_embedding": _percentile(first_decisions, 95),
             "decision_p50_ms_all": _percentile(list(latencies.values()), 50),
             "n_timed_queries": n_latency,
+            "torch_threads_for_single_decisions": 1,
+            "load_average_1min": os.getloadavg()[0],
             "batch_scoring_queries_per_s": queries_per_second,
             "batch_embedding_queries_per_s": n_embedded / embed_seconds if embed_seconds and n_embedded else None,
         },

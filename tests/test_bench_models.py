@@ -1,0 +1,162 @@
+"""The model-routing harness: set loading and its typed errors, AIQ, scenario rewards, the end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestra.bench.models import (
+    ASSUMED_COMPLETION_TOKENS,
+    ModelQuery,
+    aiq,
+    load_model_set,
+    nondecreasing_hull,
+    outcome_matrix,
+    parse_weights,
+    run_model_bench,
+    scenario_reward,
+    split_train_val,
+)
+from orchestra.errors import DataError, PolicyError
+
+CARDS = [
+    {"id": "big", "description": "A large, expensive, accurate model.", "input_price_per_mtok": 10.0, "output_price_per_mtok": 30.0},
+    {"id": "small", "description": "A small, cheap model good at arithmetic.", "input_price_per_mtok": 0.5, "output_price_per_mtok": 1.0},
+]
+
+
+def write_set(root: Path, cards=CARDS, train=None, test=None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    def row(i, task, big, small, cost=True):
+        return {"id": f"{task}-{i}", "query": f"{task} question number {i}?", "task": task, "outcomes": {
+            "big": {"score": big, "cost": 0.01 if cost else None, "response": None},
+            "small": {"score": small, "cost": 0.001 if cost else None, "response": "42" if not cost else None}}}
+    train = train if train is not None else [row(i, t, 1.0, 1.0 if t == "math" else 0.0) for i in range(6) for t in ("math", "poem")]
+    test = test if test is not None else [row(i, t, 1.0, 1.0 if t == "math" else 0.0) for i in range(6, 8) for t in ("math", "poem")]
+    for name, items in (("models", cards), ("train", train), ("test", test)):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items), encoding="utf-8")
+    return root
+
+
+# ---------------------------------------------------------------------------------------------- AIQ
+
+
+def test_aiq_hull_extends_flat_after_the_best_point() -> None:
+    # hull (1, .5) -> (2, .9), flat to 3: area 0.7 + 0.9 over a width of 2
+    assert aiq([1, 2, 3], [0.5, 0.9, 0.7], (1, 3)) == pytest.approx(0.8)
+
+
+def test_aiq_drops_points_under_the_hull() -> None:
+    # (2, .6) lies under the chord from (1, .5) to (3, .9): area 1.4 over 2
+    assert aiq([1, 2, 3], [0.5, 0.6, 0.9], (1, 3)) == pytest.approx(0.7)
+    assert nondecreasing_hull([1, 2, 3], [0.5, 0.6, 0.9]).tolist() == [[1, 0.5], [3, 0.9]]
+
+
+def test_aiq_counts_nothing_below_the_cheapest_point() -> None:
+    assert aiq([2, 3], [0.8, 0.9], (1, 3)) == pytest.approx(0.85 / 2)
+
+
+def test_hull_is_non_decreasing() -> None:
+    hull = nondecreasing_hull([1, 2, 4], [0.6, 0.9, 0.8])
+    assert hull.tolist() == [[1, 0.6], [2, 0.9]]
+    assert aiq([1, 2, 4], [0.6, 0.9, 0.8], (1, 4)) == pytest.approx((0.75 + 2 * 0.9) / 3)
+
+
+def test_scenario_reward_normalises_cost_within_each_task() -> None:
+    scores = np.array([[1.0, 0.0], [1.0, 1.0]])
+    costs = np.array([[10.0, 1.0], [0.2, 0.1]])
+    # task a: costs 1..10, task b: 0.1..0.2; choose big for a (cost 1), small for b (cost 0)
+    reward = scenario_reward([0, 1], scores, costs, ["a", "b"], alpha=0.5, beta=0.5)
+    assert reward == pytest.approx(((0.5 - 0.5) + 0.5) / 2)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def test_load_model_set_reads_cards_and_outcomes(tmp_path: Path) -> None:
+    s = load_model_set(write_set(tmp_path / "set"))
+    assert s.model_ids == ["big", "small"] and len(s.train) == 12 and len(s.test) == 4
+    scores, costs = outcome_matrix(s.test, s.model_ids)
+    assert scores.shape == (4, 2) and not s.cost_estimated and costs[0, 0] == 0.01
+
+
+def test_missing_costs_are_estimated_from_prices(tmp_path: Path) -> None:
+    rows = [{"id": "q", "query": "x" * 40, "task": "t", "outcomes": {
+        "big": {"score": 1.0, "cost": None, "response": None}, "small": {"score": 0.0, "cost": None, "response": "y" * 8}}}]
+    s = load_model_set(write_set(tmp_path / "set", train=rows, test=rows))
+    assert s.cost_estimated
+    assert s.test[0].outcomes["big"].cost == pytest.approx((10 * 10 + 30 * ASSUMED_COMPLETION_TOKENS) / 1e6)
+    assert s.test[0].outcomes["small"].cost == pytest.approx((0.5 * 10 + 1.0 * 2) / 1e6)
+
+
+@pytest.mark.parametrize(
+    ("card", "message"),
+    [
+        ({"id": "big", "description": "  "}, "no description"),
+        ({"id": "big", "description": "ok", "input_price_per_mtok": -1.0}, "input_price_per_mtok"),
+    ],
+)
+def test_bad_model_cards_raise_data_error(tmp_path: Path, card: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message) as info:
+        load_model_set(write_set(tmp_path / "set", cards=[card, CARDS[1]]))
+    assert "models.jsonl:1" in str(info.value)
+
+
+def test_query_without_outcomes_raises_data_error(tmp_path: Path) -> None:
+    bad = [{"id": "lonely", "query": "hello", "task": "t", "outcomes": {}}]
+    with pytest.raises(DataError, match="'lonely'.*no outcomes"):
+        load_model_set(write_set(tmp_path / "set", train=bad))
+
+
+def test_outcome_of_unknown_model_or_bad_score_raises(tmp_path: Path) -> None:
+    unknown = [{"id": "q", "query": "hi", "outcomes": {"ghost": {"score": 1.0}}}]
+    with pytest.raises(DataError, match="ghost"):
+        load_model_set(write_set(tmp_path / "a", train=unknown))
+    bad_score = [{"id": "q", "query": "hi", "outcomes": {"big": {"score": 1.5}}}]
+    with pytest.raises(DataError, match="score"):
+        load_model_set(write_set(tmp_path / "b", train=bad_score))
+
+
+@pytest.mark.parametrize("text", ["0,1.5", "-0.1", "abc", ""])
+def test_weights_outside_unit_interval_raise_policy_error(text: str) -> None:
+    with pytest.raises(PolicyError):
+        parse_weights(text)
+
+
+def test_weights_are_parsed_sorted_and_unique() -> None:
+    assert parse_weights("1,0,0.5,0.5") == (0.0, 0.5, 1.0)
+
+
+def test_validation_split_is_seeded_and_disjoint() -> None:
+    rows = [ModelQuery(id=str(i), query=f"q{i}", outcomes={}) for i in range(50)]
+    a_train, a_val = split_train_val(rows, 0.2, seed=3)
+    b_train, b_val = split_train_val(rows, 0.2, seed=3)
+    assert [r.id for r in a_val] == [r.id for r in b_val] and len(a_val) == 10
+    assert not {r.id for r in a_train} & {r.id for r in a_val}
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def test_run_model_bench_writes_predictions_and_metrics(tmp_path: Path) -> None:
+    from orchestra.routers.model_routers import BestSingleRouter
+    from orchestra.routing import register_router
+
+    register_router("best-single-test", BestSingleRouter)
+    folder = write_set(tmp_path / "set")
+    out = tmp_path / "pred.jsonl"
+    report = run_model_bench(folder, "best-single-test", weights=(0.0, 1.0), predictions=out, latency_queries=2)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    ws = sorted({line["w"] for line in lines})
+    assert ws == [0.0, 0.5, 0.8, 1.0]  # the grid plus GraphRouter's scenarios
+    assert len(lines) == 4 * len(ws) and set(lines[0]) == {"id", "w", "chosen", "latency_ms"}
+    by_w = {p["w"]: p for p in report["points"]}
+    # big is right everywhere on train: w=0 picks it; w=1 picks the cheaper small model
+    assert by_w[0.0]["quality"] == 1.0 and by_w[0.0]["cost_usd"] == pytest.approx(0.01)
+    assert by_w[1.0]["cost_usd"] == pytest.approx(0.001) and by_w[1.0]["quality"] == 0.5
+    assert report["aiq"] == pytest.approx(report["aiq_single_models"])
+    assert report["cost"] == "measured" and math.isfinite(report["scenario_rewards"]["balance"])

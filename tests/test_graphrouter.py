@@ -1,0 +1,100 @@
+"""GraphRouter on a tiny synthetic set: it learns the clearly-best model, onboards a new model by card without
+retraining, round-trips through a checkpoint and refuses a checkpoint trained for other models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch_geometric")
+
+from orchestra.bench.models import ModelOutcome, ModelQuery  # noqa: E402
+from orchestra.cards import ModelCard  # noqa: E402
+from orchestra.errors import CheckpointError, DecisionError  # noqa: E402
+from orchestra.routers.graphrouter import GraphRouter, task_description  # noqa: E402
+
+CARDS = [
+    ModelCard(id="ace", description="A large frontier model, accurate on every task, and expensive."),
+    ModelCard(id="dud", description="A tiny model that gets almost everything wrong, very cheap."),
+    ModelCard(id="mid", description="A mid-sized model, right about half the time, moderately priced."),
+]
+COST = {"ace": 0.01, "dud": 0.0001, "mid": 0.001}
+TOPICS = ["rivers", "prime numbers", "volcanoes", "the French revolution", "photosynthesis", "chess openings"]
+
+
+def query(i: int) -> ModelQuery:
+    task = "science" if i % 2 else "history"
+    scores = {"ace": 1.0, "dud": 0.0, "mid": float(i % 4 == 0)}
+    return ModelQuery(id=str(i), query=f"Explain {TOPICS[i % len(TOPICS)]} in detail, part {i}.", task=task,
+                      outcomes={m: ModelOutcome(score=s, cost=COST[m]) for m, s in scores.items()})
+
+
+TRAIN = [query(i) for i in range(40)]
+VAL = [query(i) for i in range(40, 50)]
+TEST = [query(i) for i in range(50, 56)]
+
+
+@pytest.fixture(scope="module")
+def router() -> GraphRouter:
+    return GraphRouter(epochs=40, masks_per_epoch=2, hidden=8, lr=1e-2, seed=0).fit(
+        TRAIN, CARDS, val=VAL, weights=(0.0, 1.0)
+    )
+
+
+def test_ranks_the_clearly_best_model_first(router: GraphRouter) -> None:
+    scores = router.edge_scores(TEST, CARDS, 0.0)
+    assert scores.shape == (len(TEST), 3)
+    assert (scores.argmax(axis=1) == 0).all()
+    assert (router.route_batch(TEST, CARDS, 0.0)[0] == 0).all()
+    assert router.validation_f1[0.0] > 0
+
+
+def test_cost_first_scenario_prefers_cheaper_models(router: GraphRouter) -> None:
+    # w=1 labels the cheapest model best on every query: the network trained for it must agree
+    assert (router.route_batch(TEST, CARDS, 1.0)[0] == 1).all()
+    assert router._nearest_anchor(0.9) == 1.0 and router._nearest_anchor(0.2) == 0.0
+
+
+def test_new_model_is_scored_from_its_card_without_retraining(router: GraphRouter) -> None:
+    before = {w: net.state_dict()["llm_projection.weight"].clone() for w, net in router._nets.items()}
+    newcomer = ModelCard(id="fresh", description="A brand-new large model, accurate and expensive.",
+                         input_price_per_mtok=5.0, output_price_per_mtok=15.0)
+    quality, costs = router.predict(TEST, [*CARDS, newcomer])
+    assert quality.shape == (len(TEST), 4) and np.isfinite(quality).all()
+    assert ((quality[:, 3] > 0) & (quality[:, 3] < 1)).all() and (costs[:, 3] > 0).all()
+    # known models score exactly as before the newcomer arrived
+    assert np.allclose(quality[:, :3], router.predict(TEST, CARDS)[0])
+    observed = [q.model_copy(update={"outcomes": {**q.outcomes, "fresh": ModelOutcome(score=1.0, cost=0.005)}})
+                for q in TRAIN[:6]]
+    router.add_model(newcomer, observations=observed)
+    with_edges, _ = router.predict(TEST, [*CARDS, newcomer])
+    assert not np.allclose(with_edges[:, 3], quality[:, 3])  # its observed edges now carry messages
+    for w, net in router._nets.items():
+        assert net.state_dict()["llm_projection.weight"].equal(before[w])
+
+
+def test_checkpoint_round_trip_and_model_set_mismatch(router: GraphRouter, tmp_path: Path) -> None:
+    path = tmp_path / "graph-router.pt"
+    router.save(path)
+    loaded = GraphRouter.load(path, expected_models=["ace", "dud", "mid"])
+    assert np.allclose(loaded.route_batch(TEST, CARDS, 1.0)[1], router.route_batch(TEST, CARDS, 1.0)[1])
+    with pytest.raises(CheckpointError, match="other-model") as info:
+        GraphRouter.load(path, expected_models=["ace", "dud", "other-model"])
+    assert "mid" in str(info.value)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        GraphRouter.load(tmp_path / "junk.pt")
+
+
+def test_untrained_router_and_unknown_task() -> None:
+    with pytest.raises(DecisionError, match="not trained"):
+        GraphRouter().predict(TEST, CARDS)
+    assert "unheard-of" in task_description("unheard-of")
+    assert "MBPP" in task_description("mbpp")
+
+
+def test_query_without_task_gets_the_nearest_task(router: GraphRouter) -> None:
+    index, values, quality, costs = router.route_one("Explain volcanoes in detail, part 99.", CARDS, 0.0)
+    assert index == 0 and values.shape == quality.shape == costs.shape == (3,)

@@ -1,0 +1,152 @@
+"""Model routers on a tiny synthetic set: the cost-quality knob, the Dispatch shape, the baselines, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orchestra.bench.models import ModelOutcome, ModelQuery
+from orchestra.cards import AgentCard, ModelCard
+from orchestra.errors import DecisionError, PolicyError
+from orchestra.policies import RoutingPolicy
+from orchestra.routers.model_routers import (
+    BestSingleRouter,
+    CheapestRouter,
+    KnnRouter,
+    LargestRouter,
+    MfRouter,
+    MlpRouter,
+    OracleRouter,
+    RandomRouter,
+    normalise_costs,
+    utility,
+)
+from orchestra.routing import Dispatch, RouterState
+
+CARDS = [
+    ModelCard(id="big", description="A large, expensive model that answers everything well."),
+    ModelCard(id="small", description="A small, cheap model that is good at arithmetic only."),
+    ModelCard(id="tiny", description="A tiny, nearly free model that rarely answers correctly."),
+]
+COST = {"big": 0.01, "small": 0.001, "tiny": 0.0001}
+THINGS = ["the sea", "autumn", "a cat", "the moon", "mountains", "rain", "a city", "love", "winter", "a river"]
+
+
+def query(i: int, task: str) -> ModelQuery:
+    if task == "math":
+        text = f"What is {i + 3} plus {2 * i + 1}? Answer with a number."
+    else:
+        text = f"Write a short rhyming poem about {THINGS[i % len(THINGS)]}, take {i}."
+    right = {"big": 1.0, "small": 1.0 if task == "math" else 0.0, "tiny": 0.0}
+    return ModelQuery(id=f"{task}-{i}", query=text, task=task,
+                      outcomes={m: ModelOutcome(score=s, cost=COST[m]) for m, s in right.items()})
+
+
+TRAIN = [query(i, t) for i in range(20) for t in ("math", "poem")]
+VAL = [query(i, t) for i in range(20, 24) for t in ("math", "poem")]
+TEST = [query(i, t) for i in range(30, 33) for t in ("math", "poem")]
+
+
+@pytest.fixture(scope="module")
+def knn() -> KnnRouter:
+    return KnnRouter(k=5).fit(TRAIN, CARDS, val=VAL)
+
+
+def state(w: float, agents: tuple[AgentCard, ...] | None = None) -> RouterState:
+    agents = agents or (
+        AgentCard(id="calc", description="calculator", backend="function", function="m:f"),
+        AgentCard(id="writer", description="writes answers with an LLM", backend="model", model="big"),
+    )
+    return RouterState(query="Write a short rhyming poem about the sea.", agents=agents, models=tuple(CARDS),
+                       registry_version=1, policy=RoutingPolicy(cost_weight=w))
+
+
+def test_utility_knob_w0_takes_quality_w1_takes_cheapest() -> None:
+    quality = np.array([[0.9, 0.6, 0.1]])
+    costs = np.array([[0.01, 0.001, 0.0001]])
+    assert np.argmax(utility(quality, costs, 0.0)) == 0
+    assert np.argmax(utility(quality, costs, 1.0)) == 2
+    assert np.argmax(utility(quality, costs, 0.5)) == 1
+    assert normalise_costs(np.array([[2.0, 2.0]])).tolist() == [[0.0, 0.0]]
+
+
+def test_knn_routes_by_query_and_weight(knn: KnnRouter) -> None:
+    poems = [q for q in TEST if q.task == "poem"]
+    maths = [q for q in TEST if q.task == "math"]
+    assert (knn.route_batch(poems, CARDS, 0.0)[0] == 0).all()  # only big writes poems
+    assert (knn.route_batch(maths, CARDS, 0.5)[0] == 1).all()  # small is as good and cheaper on arithmetic
+    assert (knn.route_batch(TEST, CARDS, 1.0)[0] == 2).all()  # w=1: the cheapest
+    quality, costs = knn.predict(TEST, CARDS)
+    assert quality.shape == costs.shape == (len(TEST), 3)
+    assert costs[0].tolist() == pytest.approx([0.01, 0.001, 0.0001])
+
+
+def test_decide_returns_dispatch_for_the_llm_agent(knn: KnnRouter) -> None:
+    decision = knn.decide(state(0.0))
+    assert isinstance(decision, Dispatch)
+    (call,) = decision.calls
+    assert call.agent_id == "writer" and call.model_id == "big"
+    assert {s.id for s in decision.scores} == {"big", "small", "tiny"}
+    assert decision.scores[0].id == "big" and set(decision.scores[0].detail) == {"quality", "cost_usd"}
+    assert decision.meta["cost_weight"] == 0.0 and decision.meta["predicted_cost_usd"] == pytest.approx(0.01)
+    assert knn.decide(state(1.0)).calls[0].model_id == "tiny"
+
+
+def test_decide_serves_the_configured_agent_or_fails_clearly(knn: KnnRouter) -> None:
+    other = KnnRouter(agent_id="ghost", k=5).fit(TRAIN, CARDS)
+    with pytest.raises(DecisionError, match="ghost"):
+        other.decide(state(0.0))
+    only_functions = (AgentCard(id="calc", description="calculator", backend="function", function="m:f"),)
+    with pytest.raises(DecisionError, match="backend 'model'"):
+        knn.decide(state(0.0, only_functions))
+
+
+def test_weight_outside_unit_interval_is_a_policy_error(knn: KnnRouter) -> None:
+    with pytest.raises(PolicyError):
+        knn.route_batch(TEST, CARDS, 1.5)
+    with pytest.raises(PolicyError):
+        RoutingPolicy(cost_weight=-0.1)
+
+
+def test_untrained_router_refuses_to_predict() -> None:
+    with pytest.raises(DecisionError, match="not trained"):
+        KnnRouter().predict(TEST, CARDS)
+
+
+def test_unseen_model_borrows_the_most_similar_card(knn: KnnRouter) -> None:
+    clone = ModelCard(id="big-2", description="A large, expensive model that answers everything well.",
+                      input_price_per_mtok=1.0, output_price_per_mtok=1.0)
+    quality, costs = knn.predict(TEST, [*CARDS, clone])
+    assert np.allclose(quality[:, 3], quality[:, 0])
+    assert (costs[:, 3] > 0).all()  # priced from its card, never free
+
+
+def test_simple_baselines() -> None:
+    cheapest = CheapestRouter().fit(TRAIN, CARDS)
+    largest = LargestRouter().fit(TRAIN, CARDS)
+    best = BestSingleRouter().fit(TRAIN, CARDS)
+    rand = RandomRouter(seed=1).fit(TRAIN, CARDS)
+    assert (cheapest.route_batch(TEST, CARDS, 0.0)[0] == 2).all()
+    assert (largest.route_batch(TEST, CARDS, 1.0)[0] == 0).all()
+    assert (best.route_batch(TEST, CARDS, 0.0)[0] == 0).all()
+    picks = rand.route_batch(TEST * 10, CARDS, 0.0)[0]
+    assert set(picks.tolist()) == {0, 1, 2}
+
+
+def test_oracle_picks_the_cheapest_right_model() -> None:
+    oracle = OracleRouter().fit(TRAIN, CARDS)
+    oracle.reveal(TEST)
+    chosen = oracle.route_batch(TEST, CARDS, 0.5)[0]
+    assert [CARDS[j].id for j in chosen] == ["small" if q.task == "math" else "big" for q in TEST]
+    with pytest.raises(DecisionError, match="oracle"):
+        oracle.predict(["never seen"], CARDS)
+
+
+@pytest.mark.parametrize("cls", [MlpRouter, MfRouter])
+def test_neural_baselines_learn_who_writes_poems(cls: type) -> None:
+    router = cls(epochs=150, lr=1e-2, patience=150).fit(TRAIN, CARDS, val=VAL)
+    quality, _ = router.predict(TEST, CARDS)
+    assert ((quality >= 0) & (quality <= 1)).all()
+    poems = np.array([q.task == "poem" for q in TEST])
+    assert (quality[poems, 0] > quality[poems, 1]).all()  # big beats small on poems
+    assert (quality[:, 0] > quality[:, 2]).all()  # big beats tiny everywhere
