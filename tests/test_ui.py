@@ -1,0 +1,409 @@
+"""The Streamlit UI, page by page, with Streamlit's AppTest: a temporary SQLite store, no profile, function agents
+written into a module under tmp_path, the ``all``/``fixed`` routers and the pass-through aggregator (no model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from orchestra import AgentCard, ModelCard, Orchestra, PassThrough, RetryPolicy  # noqa: E402
+
+TIMEOUT = 60
+APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
+
+AGENTS_MODULE = '''
+def shout(query):
+    return query.upper() + "!"
+
+
+def echo(query):
+    return "echo: " + query
+'''
+
+
+# -- pages as AppTest scripts (each imports its page and draws it) ------------------------------------------------
+
+
+def chat_page() -> None:
+    from orchestra.ui import chat
+
+    chat.render()
+
+
+def registry_page() -> None:
+    from orchestra.ui import registry_page
+
+    registry_page.render()
+
+
+def runs_page() -> None:
+    from orchestra.ui import runs
+
+    runs.render()
+
+
+def routers_page() -> None:
+    from orchestra.ui import routers_page
+
+    routers_page.render()
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite store the UI opens through ``$ORCHESTRA_DB_URL``, and an importable agents module."""
+    (tmp_path / "ui_test_agents.py").write_text(AGENTS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'ui.db'}"
+    monkeypatch.setenv("ORCHESTRA_DB_URL", url)
+    monkeypatch.setenv("ORCHESTRA_UI_PROFILE", "none")
+    monkeypatch.delenv("ORCHESTRA_UI_ROUTER", raising=False)
+    monkeypatch.delenv("ORCHESTRA_UI_AGGREGATOR", raising=False)
+    return url
+
+
+def _add_echo(url: str) -> Orchestra:
+    app = Orchestra(store=url)
+    app.registry.add_agent(AgentCard(id="echo", description="Repeats the request.", backend="function",
+                                     function="ui_test_agents:echo"))
+    return app
+
+
+def _start(script: Any) -> AppTest:
+    at = AppTest.from_function(script, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _choose(at: AppTest, router: str = "all", aggregator: str = "pass-through") -> None:
+    at.selectbox(key="chat_router").set_value(router)
+    at.selectbox(key="chat_aggregator").set_value(aggregator)
+    at.run()
+
+
+def _say(at: AppTest, text: str) -> None:
+    at.chat_input[0].set_value(text).run()
+    assert not at.exception, at.exception
+
+
+def _assistant_texts(at: AppTest) -> list[str]:
+    return [" ".join(m.value for m in message.markdown) for message in at.chat_message if message.name == "assistant"]
+
+
+def _children(node: Any) -> list[Any]:
+    children = getattr(node, "children", None)
+    return list(children.values()) if isinstance(children, dict) else []
+
+
+def _find_block(node: Any, key: str) -> Any:
+    """The form (a block) whose children include the widget with ``key``."""
+    for child in _children(node):
+        if any(getattr(grandchild, "key", None) == key for grandchild in _children(child)):
+            return child
+        found = _find_block(child, key)
+        if found is not None:
+            return found
+    return None
+
+
+def _error_after(at: AppTest, key: str) -> str | None:
+    """The error drawn right under the widget ``key`` (the field's own message), if any."""
+    block = _find_block(at.main, key)
+    assert block is not None, f"no widget {key!r}"
+    items = _children(block)
+    index = next(i for i, item in enumerate(items) if getattr(item, "key", None) == key)
+    following = items[index + 1] if index + 1 < len(items) else None
+    return following.value if type(following).__name__ == "Error" else None
+
+
+# -- chat ---------------------------------------------------------------------------------------------------------
+
+
+def test_chat_turn_shows_the_answer_and_the_routing_panel(store: str) -> None:
+    _add_echo(store)
+    at = _start(chat_page)
+    _choose(at)
+    _say(at, "hello")
+
+    assert any("echo: hello" in text for text in _assistant_texts(at))
+    panel = next(e for e in at.expander if e.label.startswith("Routing: all → echo"))
+    panel_text = " ".join(m.value for m in panel.markdown)
+    assert "**Router** `all`" in panel_text and "every agent (1)" in panel_text  # router and its rationale
+    assert "`echo`" in panel_text and "**Refined answer** (`pass-through`)" in panel_text
+    candidates = panel.dataframe[0].value
+    assert list(candidates["candidate"]) == ["echo"] and bool(candidates["chosen"].iloc[0])
+    steps = panel.dataframe[1].value
+    assert list(steps["step"]) == ["decision", "call", "aggregate"] and "latency ms" in steps.columns
+    dot = panel.get("graphviz_chart")[0].proto.spec
+    assert '"query"' in dot and "echo" in dot and '"answer"' in dot
+
+    _say(at, "again")  # the second turn continues the same session, so routers and agents see the history
+    app = Orchestra(store=store)
+    runs = app.store.list_runs()
+    assert len(runs) == 2 and runs[0].session_id == runs[1].session_id
+    assert runs[0].meta["history"][0] == {"role": "user", "content": "hello"}
+
+
+def test_a_dead_model_is_reported_in_words(store: str) -> None:
+    app = Orchestra(store=store)
+    # a loopback port nobody listens on: the connection is refused at once
+    app.registry.add_model(ModelCard(id="gone", base_url="http://127.0.0.1:9/v1", description="A model whose server is down."))
+    app.registry.add_agent(AgentCard(id="writer", description="Writes text.", backend="model", model="gone"))
+    app.registry.add_agent(AgentCard(id="echo", description="Repeats.", backend="function", function="ui_test_agents:echo"))
+    at = _start(chat_page)
+    _choose(at, "fixed")
+    at.multiselect(key="chat_fixed").set_value(["writer"]).run()
+    _say(at, "write a poem")
+    answer = next(m for m in at.chat_message if m.name == "assistant")
+    assert answer.error[0].value.startswith("The model could not be reached"), answer.error[0].value
+    assert "'gone' at http://127.0.0.1:9/v1" in answer.error[0].value  # names the model at fault
+    assert not any("Traceback" in e.value for e in at.error)
+    assert Orchestra(store=store).store.list_runs()[0].status == "error"  # the failed run is recorded
+
+
+def test_a_message_whose_run_was_stopped_says_so(store: str) -> None:
+    at = AppTest.from_function(chat_page, default_timeout=TIMEOUT)
+    at.session_state["chat_messages"] = [{"role": "user", "content": "left half-way"}]
+    at.run()
+    assert any("No answer: this run was stopped" in c.value for c in at.caption)
+
+
+def test_a_store_that_cannot_be_opened_is_reported_in_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCHESTRA_DB_URL", "nosuchdb://nowhere/orchestra")
+    monkeypatch.setenv("ORCHESTRA_UI_PROFILE", "none")
+    at = _start(chat_page)
+    assert any("trace store could not be opened" in e.value for e in at.error)
+
+
+# -- agents and models --------------------------------------------------------------------------------------------
+
+
+def test_onboarding_form_shows_errors_beside_fields_then_the_new_agent_is_chosen(store: str) -> None:
+    _add_echo(store)
+    chat = _start(chat_page)
+    _choose(chat)
+    _say(chat, "first")
+    assert chat.expander[0].label.startswith("Routing: all → echo ·")  # only echo exists yet
+
+    page = _start(registry_page)
+    page.text_input(key="agent_id").set_value("not an id!")
+    page.selectbox(key="agent_backend").set_value("function")
+    page.text_input(key="agent_function").set_value("ui_test_agents:missing")
+    page.button(key="FormSubmitter:onboard_agent-Onboard agent").click().run()
+    assert not page.exception
+    assert "letters, digits" in (_error_after(page, "agent_id") or "")
+    assert "description is required" in (_error_after(page, "agent_description") or "")
+    assert _error_after(page, "agent_name") is None
+    assert [row for row in page.dataframe[0].value["id"]] == ["echo"]  # nothing was added
+
+    page.text_input(key="agent_id").set_value("shouter")
+    page.text_area(key="agent_description").set_value("Repeats the request in capitals.")
+    page.selectbox(key="agent_backend").set_value("function")
+    page.text_input(key="agent_function").set_value("ui_test_agents:missing")
+    page.button(key="FormSubmitter:onboard_agent-Onboard agent").click().run()
+    assert "cannot import" in (_error_after(page, "agent_function") or "")  # checked before it is added
+
+    page.text_input(key="agent_function").set_value("ui_test_agents:shout")
+    page.button(key="FormSubmitter:onboard_agent-Onboard agent").click().run()
+    assert not page.exception and not page.error
+    assert any("shouter" in s.value and "onboarded" in s.value for s in page.success)
+    assert set(page.dataframe[0].value["id"]) == {"echo", "shouter"}
+
+    _say(chat, "second")  # the same chat, no restart: the next message routes over the new agent
+    assert chat.expander[-2].label.startswith("Routing: all → echo, shouter")
+    assert any("SECOND!" in text for text in _assistant_texts(chat))
+
+
+def test_model_form_and_yaml_cards_and_removal(store: str) -> None:
+    page = _start(registry_page)
+    page.text_input(key="model_id").set_value("small")
+    page.text_area(key="model_description").set_value("A small model.")
+    page.text_input(key="model_input_price_per_mtok").set_value("-1")
+    page.text_input(key="model_api_key_env").set_value("sk-secret")
+    page.button(key="FormSubmitter:add_model-Add model").click().run()
+    assert "greater than or equal to 0" in (_error_after(page, "model_input_price_per_mtok") or "")
+    assert "environment variable" in (_error_after(page, "model_api_key_env") or "")
+
+    page.text_input(key="model_input_price_per_mtok").set_value("0.15")
+    page.text_input(key="model_api_key_env").set_value("")
+    page.button(key="FormSubmitter:add_model-Add model").click().run()
+    assert list(page.dataframe[-1].value["id"]) == ["small"]
+    assert list(page.dataframe[-1].value["$/Mtok out"]) == ["unknown"]  # unknown stays unknown, never 0
+
+    page.radio(key="yaml_kind").set_value("agent")
+    page.text_area(key="yaml_text").set_value("- id: a1\n  description: First.\n  model: nope\n")
+    page.button(key="FormSubmitter:yaml_cards-Add cards").click().run()
+    assert "no model card with id 'nope'" in (_error_after(page, "yaml_text") or "")
+    page.text_area(key="yaml_text").set_value("- id: a1\n  description: First.\n  model: small\n")
+    page.button(key="FormSubmitter:yaml_cards-Add cards").click().run()
+    assert list(page.dataframe[0].value["id"]) == ["a1"]
+
+    page.selectbox(key="remove_agent").set_value("a1")
+    page.button[-2].click().run()
+    assert any("Removed agent" in s.value for s in page.success)
+    assert Orchestra(store=store).registry.agents() == []
+
+
+# -- runs and replay ----------------------------------------------------------------------------------------------
+
+
+def test_runs_page_lists_a_run_and_replays_it_exactly_side_by_side(store: str) -> None:
+    app = _add_echo(store)
+    original = app.workflow("all", aggregator=PassThrough()).run("replay me")
+    assert original.status == "ok"
+
+    page = _start(runs_page)
+    assert original.run_id in list(page.dataframe[0].value["run"])
+    assert page.selectbox(key="runs_selected").value == original.run_id
+    tree = next(m.value for m in page.markdown if m.value.startswith("- query: replay me"))
+    assert "**decision** r0: dispatch echo" in tree and "**call** echo: echo: replay me" in tree
+
+    page.button(key="runs_replay_exact").click().run()
+    assert not page.exception
+    assert any(s.value.startswith("Exact replay: same decisions and same answer") for s in page.success)
+    headings = [m.value for m in page.markdown if m.value.startswith("#### ")]
+    assert headings == ["#### Original · all", "#### Exact replay · all"]
+    assert [s.value for s in page.success].count("echo: replay me") == 2  # the two answers, side by side
+    replayed = [run for run in app.store.list_runs() if run.replay_of == original.run_id]
+    assert len(replayed) == 1 and replayed[0].replay_mode == "exact" and replayed[0].answer == original.answer
+
+    page.selectbox(key="runs_replay_router").set_value("fixed")
+    page.text_input(key="runs_replay_options").set_value('{"agent_ids": ["echo"]}')
+    page.button(key="runs_replay_other").click().run()
+    assert any("Counterfactual replay with `fixed`: the same agents (echo), the same answer" in i.value for i in page.info)
+
+    page.text_input(key="runs_replay_options").set_value("[1, 2]")
+    page.button(key="runs_replay_other").click().run()
+    assert any("must be a JSON object" in e.value for e in page.error)
+
+
+def test_runs_page_filters(store: str) -> None:
+    app = _add_echo(store)
+    app.workflow("all", aggregator=PassThrough()).run("about cats")
+    app.workflow("fixed", aggregator=PassThrough(), agent_ids=["echo"]).run("about dogs")
+    page = _start(runs_page)
+    assert len(page.dataframe[0].value) == 2
+    page.selectbox(key="runs_router").set_value("fixed").run()
+    assert list(page.dataframe[0].value["query"]) == ["about dogs"]
+    page.selectbox(key="runs_router").set_value("any")
+    page.text_input(key="runs_contains").set_value("CATS").run()
+    assert list(page.dataframe[0].value["query"]) == ["about cats"]
+    page.text_input(key="runs_contains").set_value("zebras").run()
+    assert any("No run matches" in i.value for i in page.info)
+
+
+# -- routers ------------------------------------------------------------------------------------------------------
+
+
+def _model_report(router: str, points: list[tuple[float, float, float]]) -> dict[str, Any]:
+    """A report in the shape `orchestra bench models --json` writes (see orchestra/bench/models.py)."""
+    return {
+        "set": "tiny", "router": router, "n_test": 3, "cost": "measured", "holdout_models": [],
+        "points": [{"w": w, "quality": q, "cost_usd": c, "share": {"big": 1.0}} for w, c, q in points],
+        "single_models": [{"model": "small", "quality": 0.5, "cost_usd": 0.001},
+                          {"model": "big", "quality": 0.8, "cost_usd": 0.01}],
+        "aiq": 0.71, "aiq_single_models": 0.62, "best_single": {"model": "big", "quality": 0.8, "cost_usd": 0.01},
+        "cheapest_point_reaching_best_single": None,
+        "scenario_rewards": {"performance_first": 0.8, "balance": 0.3, "cost_first": 0.1},
+        "latency": {"decision_p50_ms_with_embedding": 4.2},
+    }
+
+
+def test_routers_page_draws_bench_reports_and_names_the_command_when_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setenv("ORCHESTRA_BENCH_RESULTS", str(results))
+    page = _start(routers_page)
+    infos = " ".join(i.value for i in page.info)
+    assert "orchestra bench models" in infos and "orchestra bench agents" in infos
+
+    (results / "models_tiny_knn.json").write_text(json.dumps(_model_report("knn", [(0.0, 0.01, 0.8), (1.0, 0.001, 0.5)])))
+    (results / "models_tiny_all.json").write_text(json.dumps([_model_report("mlp", [(0.0, 0.009, 0.79)])]))
+    (results / "models_broken.json").write_text("{not json")
+    (results / "agents_clinc.json").write_text(json.dumps({
+        "data": "/data/agents/clinc150", "router": "set", "regime": "supervised", "shots": 5, "fit_seconds": 1.5,
+        "test": {"n": 10, "set_hit": 0.9, "top1": 0.85, "exact_set": 0.8, "micro_f1": 0.875, "mean_set_size": 1.1},
+        "oos": {"n_oos": 4, "oos_precision": 0.75, "oos_recall": 0.5}, "latency": {"p50_ms": 3.0},
+    }))
+    page = _start(routers_page)
+    assert any("models_broken.json: not readable" in w.value for w in page.warning)
+    assert page.get("arrow_vega_lite_chart") or page.get("vega_lite_chart")
+    models = page.dataframe[0].value
+    assert sorted(models["router"]) == ["knn", "mlp"] and set(models["AIQ"]) == {0.71}
+    agents = page.dataframe[-1].value
+    assert list(agents["router"]) == ["set"] and list(agents["micro-F1 %"]) == [87.5]
+    assert list(agents["OOS recall"]) == [0.5]
+
+
+def test_model_frames_hull_is_the_benchmarks_hull() -> None:
+    from orchestra.ui.routers_page import model_frames
+
+    report = _model_report("knn", [(0.0, 0.01, 0.8), (0.5, 0.005, 0.6), (0.8, 0.004, 0.7), (1.0, 0.001, 0.5)])
+    report["_file"] = "x.json"
+    points, hulls, singles = model_frames([report])
+    assert len(points) == 4 and set(singles["model"]) == {"small", "big"}
+    # (0.005, 0.6) lies under the chord from (0.004, 0.7) to (0.01, 0.8): not on the hull
+    assert list(zip(hulls["cost_usd"], hulls["quality"])) == [(0.001, 0.5), (0.004, 0.7), (0.01, 0.8)]
+
+
+# -- the app and the decision graph -------------------------------------------------------------------------------
+
+
+def test_app_opens_on_the_chat_page(store: str) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Chat"
+    assert at.chat_input  # ready for a message
+
+
+def test_errors_read_as_sentences() -> None:
+    from orchestra import ModelTimeoutError
+    from orchestra.ui.common import explain_error
+
+    assert explain_error(ModelTimeoutError("model 'm' timed out after 60 s", model_id="m")) == (
+        "The model took too long to answer. (ModelTimeoutError: model 'm' timed out after 60 s)"
+    )
+    # a run whose page was left half-way is recorded by the runtime as GeneratorExit: say what happened
+    stopped = {"type": "RunError", "code": "run_error", "message": "GeneratorExit: "}
+    assert explain_error(stopped).startswith("The run was stopped before it finished")
+
+
+def test_decision_graph_links_query_decision_agents_aggregate_answer(store: str) -> None:
+    from orchestra.ui.graph import to_dot, trace_graph
+
+    app = _add_echo(store)
+    app.registry.add_agent(AgentCard(id="shouter", description="Shouts.", backend="function", function="ui_test_agents:shout"))
+    app.registry.add_agent(AgentCard(id="idle", description="Never chosen.", backend="function", function="ui_test_agents:echo"))
+    result = app.workflow("fixed", aggregator=PassThrough(), agent_ids=["echo", "shouter"]).run("hi")
+    graph = trace_graph(app.store.get_run(result.run_id))
+    kinds = nx.get_node_attributes(graph, "kind")
+    calls = [n for n, k in kinds.items() if k == "call"]
+    decision = next(n for n, k in kinds.items() if k == "decision")
+    aggregate = next(n for n, k in kinds.items() if k == "aggregate")
+    assert len(calls) == 2 and nx.is_directed_acyclic_graph(graph)
+    assert graph.has_edge("query", decision) and graph.has_edge(aggregate, "answer")
+    assert all(graph.has_edge(decision, c) and graph.has_edge(c, aggregate) for c in calls)
+    dot = to_dot(graph)
+    assert dot.startswith("digraph run {") and dot.rstrip().endswith("}")
+    assert dot.count("->") == graph.number_of_edges()
+
+
+def test_a_failed_agent_is_drawn_as_an_error_node(store: str) -> None:
+    from orchestra.ui.graph import trace_graph
+
+    app = Orchestra(store=store, retry=RetryPolicy(max_attempts=1))
+    app.registry.add_agent(AgentCard(id="ghost", description="Cannot be imported.", backend="function",
+                                     function="ui_test_agents:missing"))
+    app.registry.add_agent(AgentCard(id="echo", description="Repeats.", backend="function", function="ui_test_agents:echo"))
+    result = app.workflow("all", aggregator=PassThrough()).run("hi")
+    graph = trace_graph(app.store.get_run(result.run_id))
+    labels = {data["label"].split("\n")[0]: data["kind"] for _, data in graph.nodes(data=True)}
+    assert labels["ghost"] == "error" and labels["echo"] == "call"

@@ -1,0 +1,160 @@
+"""Chat page: a multi-turn conversation with the agents, the router and cost weight chosen in the sidebar, and
+under each answer the routing panel (how it was reached) drawn from the stored run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from orchestra import NotFoundError, Orchestra, OrchestraError, RunEvent, RunResult, RunTrace
+
+from orchestra.ui.common import RunSettings, explain_error, format_cost, get_app, settings_sidebar, show_error, workflow_for
+from orchestra.ui.panel import render_routing_panel
+
+__all__ = ["render"]
+
+MESSAGES = "chat_messages"
+SESSION = "chat_session_id"
+
+
+def _messages() -> list[dict[str, Any]]:
+    return st.session_state.setdefault(MESSAGES, [])
+
+
+def _panel_label(trace: RunTrace) -> str:
+    run = trace.run
+    agents = sorted({s.agent_id for s in trace.steps if s.kind == "call" and s.agent_id})
+    return (
+        f"Routing: {run.router} → {', '.join(agents) or 'no agent'} · "
+        f"{run.prompt_tokens + run.completion_tokens} tokens · {format_cost(run.cost_usd)} · {run.latency_ms:.0f} ms"
+    )
+
+
+def _show_panel(app: Orchestra, run_id: str, *, index: int) -> None:
+    try:
+        trace = app.store.get_run(run_id)
+        label = _panel_label(trace)
+    except NotFoundError:
+        st.caption(f"(run {run_id} is no longer in the store)")
+        return
+    except OrchestraError as exc:
+        show_error(exc)
+        return
+    with st.expander(label, expanded=False):
+        render_routing_panel(trace, key=f"chat-{index}")
+        st.caption("Open the **Runs** page to see this run as a tree and replay it, exactly or with another router.")
+
+
+def _show_message(app: Orchestra, message: dict[str, Any], index: int) -> None:
+    with st.chat_message(message["role"]):
+        if message.get("error"):
+            st.error(message["error"], icon=":material/error:")
+        if message.get("content"):
+            st.markdown(message["content"])
+        if message.get("out_of_scope"):
+            st.caption("No agent fits this request: the router answered that it is out of scope.")
+        if message.get("run_id"):
+            _show_panel(app, message["run_id"], index=index)
+
+
+def _describe_event(event: RunEvent) -> str | None:
+    data = event.data
+    if event.kind == "decision":
+        decision = data.get("decision", {})
+        if decision.get("kind") == "finish":
+            return f"Router finished{' (out of scope)' if decision.get('out_of_scope') else ''}: {decision.get('rationale', '')}"
+        chosen = ", ".join(f"**{call['agent_id']}**" for call in decision.get("calls", []))
+        rationale = decision.get("rationale", "")
+        return f"Router chose {chosen}" + (f" — {rationale}" if rationale else "")
+    if event.kind == "call":
+        if data.get("error"):
+            return f"**{data.get('agent_id')}** failed: {explain_error(data['error'])}"
+        return f"**{data.get('agent_id')}** answered in {data.get('latency_ms', 0):.0f} ms"
+    if event.kind == "aggregate":
+        return "Answers merged."
+    if event.kind == "error":
+        return f"Problem: {explain_error(data.get('error'))}"
+    return None
+
+
+def _failure_text(result: RunResult) -> str:
+    """Why a run failed, in words. When every agent failed because of its model, the model is the news."""
+    failed = [obs.error for obs in result.observations if obs.error]
+    model_failures = [error for error in failed if error.get("type", "").startswith("Model")]
+    if failed and len(failed) == len(result.observations) and model_failures:
+        return f"{explain_error(model_failures[0])} Every agent asked failed, so there is no answer."
+    return explain_error(result.error)
+
+
+def _answer(app: Orchestra, settings: RunSettings, query: str) -> dict[str, Any]:
+    """Run the query, showing each step as it happens; returns the assistant message to keep."""
+    try:
+        workflow = workflow_for(app, settings)
+    except OrchestraError as exc:
+        return {"role": "assistant", "content": "", "error": f"The router could not be prepared: {explain_error(exc)}"}
+    status = st.status(f"Routing with {settings.router}…", expanded=True)
+    result: RunResult | None = None
+    try:
+        for event in workflow.stream(query, session_id=st.session_state.get(SESSION), routing=settings.routing):
+            if event.kind == "run_finished":
+                result = event.data["result"]
+                continue
+            line = _describe_event(event)
+            if line:
+                status.write(line)
+    except OrchestraError as exc:
+        status.update(label="The request could not be run", state="error")
+        return {"role": "assistant", "content": "", "error": explain_error(exc)}
+    except Exception as exc:  # noqa: BLE001 - a person sees a sentence, not a traceback; the run is recorded
+        status.update(label="The request failed", state="error")
+        return {"role": "assistant", "content": "", "error": f"Unexpected failure: {type(exc).__name__}: {exc}"}
+    assert result is not None
+    st.session_state[SESSION] = result.session_id
+    if result.status != "ok":
+        status.update(label="The run failed", state="error", expanded=False)
+        return {"role": "assistant", "content": "", "error": _failure_text(result), "run_id": result.run_id}
+    answered = ", ".join(obs.agent_id for obs in result.observations if obs.ok) or "the router"
+    status.update(label=f"Answered by {answered} in {result.latency_ms:.0f} ms", state="complete", expanded=False)
+    return {
+        "role": "assistant",
+        "content": result.answer or "",
+        "run_id": result.run_id,
+        "out_of_scope": result.out_of_scope,
+    }
+
+
+def render() -> None:
+    """The Chat page."""
+    st.title("Chat")
+    app = get_app()
+    if app is None:
+        st.stop()
+    settings = settings_sidebar(app)
+    if st.sidebar.button("New conversation", icon=":material/restart_alt:"):
+        st.session_state[MESSAGES] = []
+        st.session_state[SESSION] = None
+    st.sidebar.caption(
+        f"Registry v{app.registry.version}: {len(app.registry.agents())} agents, {len(app.registry.models())} models."
+    )
+    if not app.registry.agents():
+        st.info("No agent is registered yet. Onboard one on the **Agents and models** page, then ask here.")
+
+    messages = _messages()
+    for index, message in enumerate(messages):
+        _show_message(app, message, index)
+        answered = index + 1 < len(messages) and messages[index + 1]["role"] == "assistant"
+        if message["role"] == "user" and not answered:
+            st.caption("No answer: this run was stopped before it finished (Stop pressed or the page left).")
+
+    # while a run is under way the box is locked and its button stops the run: a second message would
+    # otherwise interrupt the first one half-way
+    query = st.chat_input("Ask the agents…", submit_mode="stop")
+    if query:
+        user = {"role": "user", "content": query}
+        messages.append(user)
+        _show_message(app, user, len(messages) - 1)
+        with st.chat_message("assistant"):
+            reply = _answer(app, settings, query)
+        messages.append(reply)
+        st.rerun()  # draw the answer with its routing panel like every earlier one

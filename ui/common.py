@@ -1,0 +1,276 @@
+"""What every page of the UI shares: the application (one `Orchestra` per store URL, cached for the process),
+the sidebar's choices, workflows built from them, and errors told in plain words.
+
+Configuration comes from the environment, so ``orchestra ui`` and ``streamlit run`` behave alike:
+
+- ``ORCHESTRA_DB_URL``: the store (default: SQLite under ``~/.orchestra``, as everywhere in Orchestra);
+- ``ORCHESTRA_UI_PROFILE``: the team registered at start (``default``: the offline team; ``none``: nothing);
+- ``ORCHESTRA_UI_ROUTER`` / ``ORCHESTRA_UI_AGGREGATOR``: the sidebar's initial router and aggregator;
+- ``ORCHESTRA_BENCH_RESULTS``: the folder of ``orchestra bench`` JSON reports the Routers page draws.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from orchestra import (
+    Aggregator,
+    ConfigurationError,
+    Orchestra,
+    OrchestraError,
+    PassThrough,
+    Refine,
+    RoutingPolicy,
+    StoreError,
+    WeightedVote,
+    Workflow,
+    available_routers,
+)
+
+__all__ = [
+    "AGGREGATORS",
+    "RunSettings",
+    "aggregator_for",
+    "explain_error",
+    "format_cost",
+    "get_app",
+    "profile_name",
+    "router_options",
+    "show_error",
+    "store_url",
+    "workflow_for",
+]
+
+AGGREGATORS = ("refine", "weighted-vote", "pass-through")
+"""How answers merge: the Refining Agent on a model, a weighted vote, or the answers as they are."""
+
+DEFAULT_ROUTER = "embedding"
+
+
+def store_url() -> str | None:
+    """``$ORCHESTRA_DB_URL``, or ``None`` for Orchestra's default SQLite file."""
+    return os.environ.get("ORCHESTRA_DB_URL") or None
+
+
+def profile_name() -> str:
+    """``$ORCHESTRA_UI_PROFILE`` (``default`` unless set; ``none`` registers nothing)."""
+    return os.environ.get("ORCHESTRA_UI_PROFILE", "default").strip() or "default"
+
+
+@st.cache_resource(show_spinner="Opening the store and registering the agents…")
+def _open_app(url: str | None, profile: str) -> tuple[Orchestra, tuple[str, ...]]:
+    # One Orchestra per (store, profile) for the whole server: the registry it holds is what every session's
+    # next message routes over, so an agent onboarded on one page is used by the next chat message.
+    app = Orchestra(store=url)
+    notes: list[str] = []
+    if profile != "none":
+        _warm_up_embedder()
+    try:
+        from orchestra.cli import install_profile  # the CLI's own profile loader, so both register the same team
+
+        notes += install_profile(app, profile)
+    except OrchestraError as exc:
+        notes.append(f"The {profile!r} team of agents could not be registered: {exc}")
+    except ImportError as exc:  # a profile whose module is missing or broken should not take the UI down
+        notes.append(f"The {profile!r} team of agents could not be loaded ({exc}); onboard agents on the Agents page.")
+    return app, tuple(notes)
+
+
+def _warm_up_embedder() -> None:
+    # The embedding routers' first decision loads the sentence encoder (seconds on a small CPU); loading it
+    # while the person reads the page makes their first answer come sooner. Best effort: routing loads it anyway.
+    def load() -> None:
+        try:
+            from orchestra.embeddings import get_embedder
+
+            get_embedder().encode(["warm up"])
+        except Exception:  # noqa: BLE001, S110 - a missing encoder is reported by the router that needs it
+            pass
+
+    threading.Thread(target=load, name="orchestra-ui-warm-up", daemon=True).start()
+
+
+def get_app() -> Orchestra | None:
+    """The application for this server's store, or ``None`` after telling the user, in words, why not."""
+    url = store_url()
+    try:
+        app, notes = _open_app(url, profile_name())
+    except StoreError as exc:
+        st.error(
+            f"The trace store could not be opened: {exc}\n\n"
+            "Check `ORCHESTRA_DB_URL` (for example `sqlite:///orchestra.db` or "
+            "`postgresql+psycopg://user:password@host/orchestra`) and that the database is running, then reload."
+        )
+        return None
+    except OrchestraError as exc:
+        st.error(f"Orchestra could not start: {explain_error(exc)}")
+        return None
+    for note in notes:
+        st.sidebar.warning(note)
+    try:
+        app.registry.refresh()  # take in changes the CLI or another server made to the shared store
+    except Exception as exc:  # noqa: BLE001 - a store that went away must read as a message, not a traceback
+        st.error(f"The trace store stopped answering: {type(exc).__name__}: {exc}")
+        return None
+    return app
+
+
+# -- errors -----------------------------------------------------------------------------------------------------
+
+_PLAIN_WORDS = {
+    "ModelUnavailableError": "The model could not be reached: its server is down or refused the connection.",
+    "ModelTimeoutError": "The model took too long to answer.",
+    "ModelOutputError": "The model answered, but not in the form that was needed.",
+    "ModelError": "A model call failed after its retries and fallbacks.",
+    "AgentError": "An agent failed while answering.",
+    "UnknownAgentError": "The router chose an agent that is no longer in the registry.",
+    "DecisionError": "The router returned something that is not a decision.",
+    "BudgetExceeded": "The run's budget ran out before an answer was reached.",
+    "ReplayMismatch": "The replay did not follow the recording.",
+    "StoreError": "The trace store could not be reached.",
+    "UnknownRouterError": "There is no router by that name.",
+    "LocalRuntimeMissing": "The embedded local model is not installed.",
+    "CardError": "A card has a missing or malformed field.",
+    "PolicyError": "A setting is out of range.",
+}
+
+
+def explain_error(error: BaseException | dict[str, Any] | None) -> str:
+    """One plain sentence for the kind of failure, then Orchestra's own message (which names what is at fault)."""
+    if error is None:
+        return "unknown error"
+    if isinstance(error, dict):
+        kind, message = str(error.get("type", "")), str(error.get("message", ""))
+    else:
+        kind, message = type(error).__name__, str(error)
+    if kind == "RunError" and message.startswith("GeneratorExit"):
+        # the script that ran it was stopped (Stop pressed, another page opened): the run was cut short
+        return "The run was stopped before it finished (Stop was pressed or the page was left)."
+    lead = _PLAIN_WORDS.get(kind)
+    return f"{lead} ({kind}: {message})" if lead else f"{kind}: {message}"
+
+
+def show_error(error: BaseException | dict[str, Any] | None, *, where: Any = st) -> None:
+    """`st.error` with `explain_error`: never a traceback."""
+    where.error(explain_error(error), icon=":material/error:")
+
+
+def format_cost(cost: float | None) -> str:
+    """USD with enough digits for sub-cent calls; ``unknown`` when any price was unknown (never a false 0)."""
+    return "unknown" if cost is None else f"${cost:.6f}"
+
+
+# -- sidebar choices and workflows ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the sidebar chose: the router (with its options), the aggregator and the cost weight."""
+
+    router: str
+    options_json: str
+    aggregator: str
+    cost_weight: float
+
+    @property
+    def routing(self) -> RoutingPolicy:
+        return RoutingPolicy(cost_weight=self.cost_weight)
+
+
+def router_options(options_json: str) -> dict[str, Any]:
+    """The router's constructor options from the sidebar's JSON text; `ConfigurationError` when it is not a
+    JSON object."""
+    text = options_json.strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"router options must be a JSON object, e.g. {{\"k\": 2}}: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"router options must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def aggregator_for(app: Orchestra, name: str) -> Aggregator:
+    """The aggregator named in the sidebar. ``refine`` runs on the local model when one is registered (else the
+    first model); with no model at all it passes answers through, as the CLI does."""
+    if name == "pass-through":
+        return PassThrough()
+    if name == "weighted-vote":
+        return WeightedVote()
+    if name == "refine":
+        models = app.registry.models()
+        refiner = next((m.id for m in models if m.local), None) or next((m.id for m in models), None)
+        return Refine(refiner) if refiner else PassThrough()
+    raise ConfigurationError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATORS)}")
+
+
+@st.cache_resource(show_spinner="Preparing the router…", max_entries=16)
+def _cached_workflow(_app: Orchestra, app_key: str, router: str, options_json: str, aggregator: str, refiner: str) -> Workflow:
+    # Keyed by what changes the graph: routers keep caches (card embeddings, trained weights) that should
+    # survive from one message to the next. The registry is read at each decision, so onboarding needs no rebuild.
+    return _app.workflow(router, aggregator=aggregator_for(_app, aggregator), **router_options(options_json))
+
+
+def workflow_for(app: Orchestra, settings: RunSettings) -> Workflow:
+    """The workflow for the sidebar's choices (built once per choice and store, then reused)."""
+    refiner = ",".join(sorted(m.id for m in app.registry.models())) if settings.aggregator == "refine" else ""
+    return _cached_workflow(app, str(id(app)), settings.router, settings.options_json, settings.aggregator, refiner)
+
+
+def routers() -> list[str]:
+    """Router names `load_router` can build."""
+    return available_routers()
+
+
+def initial_router(names: list[str]) -> int:
+    """Index of the sidebar's first router: ``$ORCHESTRA_UI_ROUTER``, else ``embedding``, else the first."""
+    wanted = os.environ.get("ORCHESTRA_UI_ROUTER", DEFAULT_ROUTER)
+    return names.index(wanted) if wanted in names else 0
+
+
+def initial_aggregator() -> int:
+    wanted = os.environ.get("ORCHESTRA_UI_AGGREGATOR", "refine")
+    return AGGREGATORS.index(wanted) if wanted in AGGREGATORS else 0
+
+
+def settings_sidebar(app: Orchestra, *, key: str = "chat") -> RunSettings:
+    """Router, options, aggregator and cost weight, chosen in the sidebar."""
+    sidebar = st.sidebar
+    sidebar.header("Routing")
+    names = routers()
+    router = sidebar.selectbox(
+        "Router", names, index=initial_router(names), key=f"{key}_router",
+        help="Agent routers choose which agents answer; model routers choose which model backs an agent.",
+    )
+    options_json = ""
+    if router == "fixed":
+        agent_ids = [card.id for card in app.registry.agents()]
+        chosen = sidebar.multiselect("Agents the fixed router always calls", agent_ids, default=agent_ids[:1], key=f"{key}_fixed")
+        options_json = json.dumps({"agent_ids": chosen}) if chosen else ""
+    with sidebar.expander("Router options (JSON)"):
+        extra = st.text_input(
+            "Options", value="", key=f"{key}_options", placeholder='{"k": 2, "threshold": 0.35}',
+            help="Keyword arguments of the router's constructor.",
+        )
+        if extra.strip():
+            try:
+                options_json = json.dumps({**router_options(options_json), **router_options(extra)}, sort_keys=True)
+            except ConfigurationError as exc:
+                st.error(f"Ignored: {exc}")
+    cost_weight = sidebar.slider(
+        "Cost weight w", 0.0, 1.0, 0.0, 0.05, key=f"{key}_w",
+        help="0: best answer whatever it costs; 1: cheapest. Model routers trade quality against cost with it.",
+    )
+    aggregator = sidebar.selectbox(
+        "Aggregator", AGGREGATORS, index=initial_aggregator(), key=f"{key}_aggregator",
+        help="How the answers of several agents become one: refine (a model merges them), weighted vote, or pass-through.",
+    )
+    return RunSettings(router=router, options_json=options_json, aggregator=aggregator, cost_weight=cost_weight)

@@ -1,0 +1,151 @@
+"""The routing panel: everything a stored run says about how its answer was reached, drawn from the trace.
+
+Used under each chat answer and on the Runs page, so a live answer and a replayed one read the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from orchestra import RunTrace, StepRecord
+
+from orchestra.ui.common import explain_error, format_cost
+from orchestra.ui.graph import to_dot, trace_graph
+
+__all__ = ["render_graph", "render_routing_panel", "run_summary", "step_rows"]
+
+
+def run_summary(trace: RunTrace) -> dict[str, Any]:
+    """The run's headline facts: router, status, answer, agents that answered, totals."""
+    run = trace.run
+    calls = [step for step in trace.steps if step.kind == "call"]
+    return {
+        "run": run.id,
+        "router": run.router,
+        "status": run.status + (f" ({run.replay_mode} replay)" if run.replay_mode else ""),
+        "answer": run.answer,
+        "agents": ", ".join(f"{s.agent_id}{' (failed)' if s.error else ''}" for s in calls) or "none",
+        "decisions": sum(step.kind == "decision" for step in trace.steps),
+        "tokens": f"{run.prompt_tokens}+{run.completion_tokens}",
+        "cost": format_cost(run.cost_usd),
+        "latency_ms": round(run.latency_ms, 1),
+    }
+
+
+def step_rows(trace: RunTrace) -> list[dict[str, Any]]:
+    """One row per step, in order: what it was, who did it, and its tokens, cost and latency."""
+    rows = []
+    for step in trace.steps:
+        rows.append({
+            "step": step.kind,
+            "round": step.round,
+            "agent": step.agent_id or "",
+            "model": step.model_id or "",
+            "what": _step_text(step),
+            "prompt tokens": step.prompt_tokens,
+            "completion tokens": step.completion_tokens,
+            "cost": _step_cost(step),
+            "latency ms": round(step.latency_ms, 1),
+        })
+    return rows
+
+
+def _step_cost(step: StepRecord) -> str:
+    # a function agent or a router that called no model has no price: a dash, not "unknown"
+    if step.kind not in ("call", "model_call") or (step.cost_usd is None and not step.prompt_tokens + step.completion_tokens):
+        return "—"
+    return format_cost(step.cost_usd)
+
+
+def _step_text(step: StepRecord) -> str:
+    if step.error:
+        return explain_error(step.error)
+    if step.kind == "decision":
+        decision = step.response.get("decision", {})
+        if decision.get("kind") == "finish":
+            return ("out of scope: " if decision.get("out_of_scope") else "finish: ") + str(decision.get("answer", ""))[:120]
+        return "dispatch " + ", ".join(c["agent_id"] for c in decision.get("calls", []))
+    if step.kind == "call":
+        return str(step.response.get("answer", ""))[:160]
+    if step.kind == "model_call":
+        return f"{step.request.get('purpose', '')}: {str(step.response.get('text', ''))[:120]}"
+    if step.kind == "aggregate":
+        return str(step.response.get("answer", ""))[:160]
+    return ""
+
+
+def render_graph(trace: RunTrace) -> None:
+    """The decision graph, drawn by the browser from DOT text (no network, no graphviz binary)."""
+    st.graphviz_chart(to_dot(trace_graph(trace)), width="stretch")
+
+
+def render_routing_panel(trace: RunTrace, *, key: str) -> None:
+    """Router, rationale, candidates and scores, the agents that answered and their answers, the refined answer,
+    tokens, cost and latency per step, and the decision graph."""
+    run = trace.run
+    router_config = run.meta.get("router", {})
+    aggregator = run.meta.get("aggregator", {})
+    policy = run.meta.get("policy", {})
+    st.markdown(
+        f"**Router** `{run.router}` · aggregator `{aggregator.get('name', '?')}` · cost weight "
+        f"{policy.get('cost_weight', 0):g} · registry v{run.registry_version} · run `{run.id}`"
+    )
+    options = {k: v for k, v in router_config.items() if k != "name"}
+    if options:
+        st.caption("Router options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
+
+    for step in (s for s in trace.steps if s.kind == "decision"):
+        decision = step.response.get("decision", {})
+        title = f"Decision, round {step.round}"
+        st.markdown(f"**{title}**: {decision.get('rationale') or '(no rationale given)'}")
+        if decision.get("kind") == "finish":
+            verb = "Out of scope" if decision.get("out_of_scope") else "Finished"
+            st.caption(f"{verb}: {decision.get('answer', '')}")
+        chosen = {call["agent_id"]: call for call in decision.get("calls", [])}
+        scores = decision.get("scores", [])
+        rows = [
+            {
+                "candidate": score["id"],
+                "score": score["score"],
+                "chosen": score["id"] in chosen,
+                **{k: v for k, v in (score.get("detail") or {}).items()},
+            }
+            for score in scores
+        ]
+        for agent_id in chosen.keys() - {score["id"] for score in scores}:
+            rows.append({"candidate": agent_id, "score": None, "chosen": True})
+        if rows:
+            st.dataframe(rows, hide_index=True, key=f"{key}-cand-{step.id}")
+
+    calls = [s for s in trace.steps if s.kind == "call"]
+    if calls:
+        st.markdown("**Agents that answered**")
+        for call in calls:
+            model = f" on `{call.model_id}`" if call.model_id else ""
+            usage = (
+                f"{call.prompt_tokens}+{call.completion_tokens} tok · {_step_cost(call)} · {call.latency_ms:.0f} ms"
+            )
+            if call.error:
+                st.markdown(f"- `{call.agent_id}`{model} failed ({usage})")
+                st.error(explain_error(call.error))
+            else:
+                answer = str(call.response.get("answer", ""))
+                st.markdown(f"- `{call.agent_id}`{model} ({usage}): {answer}")
+
+    for aggregate in (s for s in trace.steps if s.kind == "aggregate"):
+        meta = aggregate.response.get("meta", {})
+        note = f" on `{meta['model']}`" if meta.get("model") else ""
+        st.markdown(f"**Refined answer** (`{aggregate.request.get('aggregator')}`{note}): {aggregate.response.get('answer', '')}")
+
+    errors = [s for s in trace.steps if s.kind == "error" and s.parent_id is None]
+    for step in errors:
+        st.error(explain_error(step.error))
+
+    cost = format_cost(run.cost_usd)
+    st.markdown(
+        f"**Totals**: {run.prompt_tokens}+{run.completion_tokens} tokens · {cost} · {run.latency_ms:.0f} ms"
+    )
+    st.dataframe(step_rows(trace), hide_index=True, key=f"{key}-steps")
+    render_graph(trace)

@@ -1,0 +1,253 @@
+"""Routers page: the benchmark reports ``orchestra bench`` writes, drawn. Model routers as cost-quality curves
+(each router's points over the cost weight w, its non-decreasing convex hull, and the single models), agent
+routers as tables per dataset. Reads whatever JSON reports are in the results folder; none is an error."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+__all__ = ["agent_table", "find_reports", "model_frames", "model_table", "render", "results_dir"]
+
+MODELS_HINT = (
+    "orchestra bench models --data models/routerbench --router graph-router "
+    "--json benchmarks/results/models_routerbench_graph-router.json"
+)
+AGENTS_HINT = (
+    "orchestra bench agents --data agents/clinc150 --router set --regime supervised "
+    "--json benchmarks/results/agents_clinc150_set.json"
+)
+
+
+def results_dir() -> Path:
+    """``$ORCHESTRA_BENCH_RESULTS``; else ``benchmarks/results`` in the working directory; else the one of the
+    checkout this UI was installed from."""
+    configured = os.environ.get("ORCHESTRA_BENCH_RESULTS")
+    if configured:
+        return Path(configured).expanduser()
+    here = Path.cwd() / "benchmarks" / "results"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def _is_model_report(item: dict[str, Any]) -> bool:
+    return isinstance(item.get("points"), list) and isinstance(item.get("single_models"), list)
+
+
+def _is_agent_report(item: dict[str, Any]) -> bool:
+    return isinstance(item.get("test"), dict) and "regime" in item and "router" in item
+
+
+def _walk(value: Any, wanted: Callable[[dict[str, Any]], bool]) -> Iterator[dict[str, Any]]:
+    # A file may hold one report, a list of them, or a summary that nests them: take every report inside.
+    if isinstance(value, dict):
+        if wanted(value):
+            yield value
+            return
+        for item in value.values():
+            yield from _walk(item, wanted)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _walk(item, wanted)
+
+
+def find_reports(folder: Path, pattern: str, wanted: Callable[[dict[str, Any]], bool]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every report in the files of ``folder`` matching ``pattern`` (each tagged with ``_file``), and the
+    problems met (unreadable files), in words."""
+    reports: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for path in sorted(folder.glob(pattern)):
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            problems.append(f"{path.name}: not readable as JSON ({exc})")
+            continue
+        found = [{**report, "_file": path.name} for report in _walk(content, wanted)]
+        if not found:
+            problems.append(f"{path.name}: holds no benchmark report")
+        reports += found
+    return reports, problems
+
+
+def _label(report: dict[str, Any]) -> str:
+    label = str(report.get("router", "?"))
+    holdout = report.get("holdout_models") or []
+    return label + (f" (held out: {', '.join(holdout)})" if holdout else "")
+
+
+def model_frames(reports: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """For one set: the routers' points (router, w, cost, quality), their hulls (router, order, cost,
+    quality) and the single models (model, cost, quality)."""
+    from orchestra.bench.models import nondecreasing_hull  # the same hull the AIQ figure is computed on
+
+    points, hulls, singles = [], [], {}
+    for report in reports:
+        router = _label(report)
+        costs = [float(p["cost_usd"]) for p in report["points"]]
+        qualities = [float(p["quality"]) for p in report["points"]]
+        for p in report["points"]:
+            share = p.get("share") or {}
+            top = max(share.items(), key=lambda kv: kv[1])[0] if share else ""
+            points.append({"router": router, "w": p["w"], "cost_usd": float(p["cost_usd"]),
+                           "quality": float(p["quality"]), "most chosen": top})
+        for order, (cost, quality) in enumerate(nondecreasing_hull(costs, qualities)):
+            hulls.append({"router": router, "order": order, "cost_usd": float(cost), "quality": float(quality)})
+        for single in report["single_models"]:
+            singles[single["model"]] = {"model": single["model"], "cost_usd": float(single["cost_usd"]),
+                                        "quality": float(single["quality"])}
+    return pd.DataFrame(points), pd.DataFrame(hulls), pd.DataFrame(list(singles.values()))
+
+
+def _cost_quality_chart(points: pd.DataFrame, hulls: pd.DataFrame, singles: pd.DataFrame, log_cost: bool) -> alt.LayerChart:
+    scale = alt.Scale(type="log") if log_cost else alt.Scale(zero=False)
+    x = alt.X("cost_usd:Q", title="cost per query (USD)", scale=scale)
+    y = alt.Y("quality:Q", title="quality", scale=alt.Scale(zero=False))
+    layers = []
+    if not hulls.empty:
+        layers.append(alt.Chart(hulls).mark_line(strokeWidth=2).encode(
+            x=x, y=y, color=alt.Color("router:N", title="router"), order="order:Q",
+            tooltip=["router", alt.Tooltip("cost_usd:Q", format=".6f"), alt.Tooltip("quality:Q", format=".3f")],
+        ))
+    if not points.empty:
+        layers.append(alt.Chart(points).mark_point(filled=True, size=60).encode(
+            x=x, y=y, color=alt.Color("router:N", title="router"),
+            tooltip=["router", "w", alt.Tooltip("cost_usd:Q", format=".6f"), alt.Tooltip("quality:Q", format=".3f"),
+                     "most chosen"],
+        ))
+    if not singles.empty:
+        layers.append(alt.Chart(singles).mark_square(size=70, color="black").encode(
+            x=x, y=y, tooltip=["model", alt.Tooltip("cost_usd:Q", format=".6f"), alt.Tooltip("quality:Q", format=".3f")],
+        ))
+        layers.append(alt.Chart(singles).mark_text(align="left", dx=7, dy=-7, fontSize=10, color="#333").encode(
+            x=x, y=y, text="model:N",
+        ))
+    return alt.layer(*layers).properties(height=420)
+
+
+def model_table(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per model-routing report: AIQ, GraphRouter's scenario rewards, the best single model and the
+    cheapest point reaching it, latency."""
+    rows = []
+    for report in reports:
+        rewards = report.get("scenario_rewards", {})
+        best = report.get("best_single") or {}
+        reach = report.get("cheapest_point_reaching_best_single")
+        latency = report.get("latency", {})
+        rows.append({
+            "router": _label(report),
+            "AIQ": report.get("aiq"),
+            "AIQ single models": report.get("aiq_single_models"),
+            "performance first": rewards.get("performance_first"),
+            "balance": rewards.get("balance"),
+            "cost first": rewards.get("cost_first"),
+            "best single": f"{best.get('model', '?')} {best.get('quality', float('nan')):.3f}" if best else "",
+            "reaches it at": f"w={reach['w']} ${reach['cost_usd']:.5f}" if reach else "never",
+            "decision p50 ms": latency.get("decision_p50_ms_with_embedding"),
+            "test queries": report.get("n_test"),
+            "cost": report.get("cost", ""),
+            "file": report["_file"],
+        })
+    return rows
+
+
+def agent_table(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per agent-routing report (router × regime): set metrics in percent, out-of-scope detection,
+    onboarded agents, latency."""
+
+    def pct(metrics: dict[str, Any] | None, name: str) -> float | None:
+        value = (metrics or {}).get(name)
+        return None if value is None else round(100 * float(value), 2)
+
+    rows = []
+    for report in reports:
+        test = report.get("test", {})
+        oos = report.get("oos") or {}
+        regime = report.get("regime", "")
+        if regime == "few-shot":
+            regime += f" ({report.get('shots')} shots)"
+        rows.append({
+            "router": report.get("router"),
+            "regime": regime,
+            "queries": test.get("n"),
+            "set hit %": pct(test, "set_hit"),
+            "top-1 %": pct(test, "top1"),
+            "exact set %": pct(test, "exact_set"),
+            "micro-F1 %": pct(test, "micro_f1"),
+            "mean set size": test.get("mean_set_size"),
+            "onboarded set hit %": pct(report.get("onboarded"), "set_hit"),
+            "OOS precision": oos.get("oos_precision"),
+            "OOS recall": oos.get("oos_recall"),
+            "p50 ms": (report.get("latency") or {}).get("p50_ms"),
+            "fit s": report.get("fit_seconds"),
+            "file": report["_file"],
+        })
+    return rows
+
+
+def _models_section(folder: Path) -> None:
+    st.header("Model routers: quality against cost")
+    reports, problems = find_reports(folder, "models_*.json", _is_model_report)
+    for problem in problems:
+        st.warning(problem)
+    if not reports:
+        st.info(f"No model-routing results in `{folder}` (files `models_*.json`). Make one with:\n\n```\n{MODELS_HINT}\n```")
+        return
+    log_cost = st.toggle("Logarithmic cost axis", value=True, key="routers_log_cost")
+    by_set: dict[str, list[dict[str, Any]]] = {}
+    for report in reports:
+        by_set.setdefault(str(report.get("set", "?")), []).append(report)
+    for name, group in sorted(by_set.items()):
+        st.subheader(f"{name}")
+        estimated = any(r.get("cost") == "estimated" for r in group)
+        if estimated:
+            st.caption("Costs are estimated: " + next(r.get("cost_note", "") for r in group if r.get("cost") == "estimated"))
+        points, hulls, singles = model_frames(group)
+        if log_cost and ((not points.empty and (points["cost_usd"] <= 0).any()) or (not singles.empty and (singles["cost_usd"] <= 0).any())):
+            st.caption("Some costs are 0: drawn on a linear axis.")
+            chart = _cost_quality_chart(points, hulls, singles, False)
+        else:
+            chart = _cost_quality_chart(points, hulls, singles, log_cost)
+        st.altair_chart(chart, width="stretch")
+        st.caption("Dots: a router at each cost weight w; lines: its non-decreasing convex hull (the AIQ area); "
+                   "black squares: each single model.")
+        st.dataframe(model_table(group), hide_index=True, key=f"models-{name}")
+        with st.expander("Points per cost weight"):
+            st.dataframe(points, hide_index=True, key=f"points-{name}")
+
+
+def _agents_section(folder: Path) -> None:
+    st.header("Agent routers: which agents answer")
+    reports, problems = find_reports(folder, "agents_*.json", _is_agent_report)
+    for problem in problems:
+        st.warning(problem)
+    if not reports:
+        st.info(f"No agent-routing results in `{folder}` (files `agents_*.json`). Make one with:\n\n```\n{AGENTS_HINT}\n```")
+        return
+    by_set: dict[str, list[dict[str, Any]]] = {}
+    for report in reports:
+        by_set.setdefault(Path(str(report.get("data", "?"))).name, []).append(report)
+    for name, group in sorted(by_set.items()):
+        st.subheader(name)
+        st.dataframe(agent_table(group), hide_index=True, key=f"agents-{name}")
+
+
+def render() -> None:
+    """The Routers page."""
+    st.title("Routers")
+    default = str(results_dir())
+    folder = Path(st.text_input("Results folder", value=default, key="routers_folder",
+                                help="Where `orchestra bench … --json` wrote its reports.")).expanduser()
+    if not folder.is_dir():
+        st.warning(f"`{folder}` is not a folder. Benchmarks write their JSON reports with `--json`, e.g.\n\n"
+                   f"```\n{MODELS_HINT}\n```")
+        return
+    _models_section(folder)
+    _agents_section(folder)

@@ -1,0 +1,261 @@
+"""Runs page: browse and filter the stored runs, open one as its decision tree, replay it exactly (recorded
+outputs served back, no model called) or with another router, and read the two side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from orchestra import NotFoundError, Orchestra, OrchestraError, RunRecord, RunTrace, StepRecord, replay
+
+from orchestra.ui.common import explain_error, format_cost, get_app, router_options, routers, show_error
+from orchestra.ui.panel import render_graph, run_summary, step_rows
+
+__all__ = ["render", "run_rows", "tree_markdown"]
+
+STATUSES = ("any", "ok", "error", "running", "interrupted")
+REPLAYS = "runs_replays"
+"""session state: original run id -> the run ids of its replays made on this page, newest last."""
+
+
+def run_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """Runs as table rows, newest first."""
+    return [
+        {
+            "run": run.id,
+            "started": run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "router": run.router,
+            "status": run.status + (f" ({run.replay_mode} replay)" if run.replay_mode else ""),
+            "query": run.query,
+            "answer": run.answer or (run.error or {}).get("type", ""),
+            "tokens": run.prompt_tokens + run.completion_tokens,
+            "cost": format_cost(run.cost_usd),
+            "latency ms": round(run.latency_ms, 1),
+            "session": run.session_id,
+        }
+        for run in runs
+    ]
+
+
+def _step_line(step: StepRecord) -> str:
+    usage = f" · {step.prompt_tokens}+{step.completion_tokens} tok · {step.latency_ms:.0f} ms"
+    if step.error:
+        return f":material/error: **{step.kind}** {step.agent_id or step.model_id or ''}: {explain_error(step.error)}"
+    if step.kind == "decision":
+        decision = step.response.get("decision", {})
+        scores = ", ".join(f"{s['id']} {s['score']:.3f}" for s in decision.get("scores", [])[:5])
+        if decision.get("kind") == "finish":
+            head = "out of scope" if decision.get("out_of_scope") else "finish"
+        else:
+            head = "dispatch " + ", ".join(
+                f"{c['agent_id']} (w {c['weight']:.2f}{', ' + c['model_id'] if c.get('model_id') else ''})"
+                for c in decision.get("calls", [])
+            )
+        rationale = decision.get("rationale", "")
+        return (f"**decision** r{step.round}: {head}" + (f" — _{rationale}_" if rationale else "")
+                + (f" · scores {scores}" if scores else "") + f" · registry v{step.request.get('registry_version')}")
+    if step.kind == "call":
+        model = f" @ {step.model_id}" if step.model_id else ""
+        return f"**call** {step.agent_id}{model}: {str(step.response.get('answer', ''))[:200]}{usage}"
+    if step.kind == "model_call":
+        return f"model {step.model_id} ({step.request.get('purpose', '')}): {str(step.response.get('text', ''))[:120]!r}{usage}"
+    if step.kind == "aggregate":
+        return f"**aggregate** ({step.request.get('aggregator')}): {str(step.response.get('answer', ''))[:200]}"
+    return step.kind
+
+
+def tree_markdown(trace: RunTrace) -> str:
+    """The run as a nested Markdown list: decisions with their calls and model calls, then the aggregation
+    (the same tree ``orchestra runs show`` prints)."""
+    run = trace.run
+    lines = [f"- query: {run.query}"]
+
+    def add(parent_id: str | None, depth: int) -> None:
+        for step in trace.children(parent_id):
+            lines.append("  " * depth + "- " + _step_line(step).replace("\n", " "))
+            add(step.id, depth + 1)
+
+    add(None, 0)
+    if run.answer is not None:
+        lines.append(f"- **answer**: {run.answer}")
+    if run.error:
+        lines.append(f"- :material/error: {explain_error(run.error)}")
+    return "\n".join(lines)
+
+
+def _label(run: RunRecord) -> str:
+    replay_note = f" · {run.replay_mode} replay" if run.replay_mode else ""
+    query = run.query if len(run.query) <= 60 else run.query[:59] + "…"
+    return f"{run.started_at:%m-%d %H:%M:%S} · {run.router} · {run.status}{replay_note} · {query}"
+
+
+def _filters(app: Orchestra) -> list[RunRecord]:
+    cols = st.columns([1, 1, 2, 2, 1])
+    status = cols[0].selectbox("Status", STATUSES, key="runs_status")
+    router = cols[1].selectbox("Router", ["any", *routers()], key="runs_router")
+    session = cols[2].text_input("Session id", key="runs_session").strip()
+    contains = cols[3].text_input("Query contains", key="runs_contains").strip().lower()
+    limit = cols[4].number_input("Show", min_value=5, max_value=1000, value=50, step=25, key="runs_limit")
+    runs = app.store.list_runs(
+        session_id=session or None,
+        status=None if status == "any" else status,  # type: ignore[arg-type]
+        router=None if router == "any" else router,
+        limit=int(limit),
+    )
+    return [run for run in runs if contains in run.query.lower()] if contains else runs
+
+
+def _side(trace: RunTrace, title: str, *, key: str) -> None:
+    st.markdown(f"#### {title}")
+    summary = run_summary(trace)
+    if trace.run.status == "ok":
+        st.success(summary["answer"] or "(empty answer)")
+    else:
+        st.error(explain_error(trace.run.error))
+    # one fact a row: two runs side by side stay readable in half the page's width
+    st.table({"": [k for k in summary if k != "answer"], "value": [str(v) for k, v in summary.items() if k != "answer"]})
+    render_graph(trace)
+    with st.expander("Steps"):
+        st.dataframe(step_rows(trace), hide_index=True, key=f"{key}-steps")
+
+
+def _chosen_agents(trace: RunTrace) -> list[list[str]]:
+    """The agents each decision dispatched, in order (rationales differ between routers; the choice is what counts)."""
+    return [
+        sorted(call["agent_id"] for call in s.response.get("decision", {}).get("calls", []))
+        for s in trace.steps if s.kind == "decision"
+    ]
+
+
+def _agents_text(chosen: list[list[str]]) -> str:
+    return " then ".join(", ".join(ids) or "none" for ids in chosen) or "none"
+
+
+def _compare(app: Orchestra, original: RunTrace, replayed_id: str) -> None:
+    try:
+        replayed = app.store.get_run(replayed_id)
+    except OrchestraError as exc:
+        show_error(exc)
+        return
+    mode = replayed.run.replay_mode or "replay"
+    same_answer = replayed.run.answer == original.run.answer
+    chosen = [_chosen_agents(t) for t in (original, replayed)]
+    if mode == "exact":
+        if replayed.run.status == "ok":
+            st.success("Exact replay: same decisions and same answer; every output was served from the recording.")
+        else:
+            st.error(f"The exact replay diverged: {explain_error(replayed.run.error)}")
+    else:
+        verdict = "the same answer" if same_answer else "a different answer"
+        choice = (
+            f"the same agents ({_agents_text(chosen[0])})" if chosen[0] == chosen[1]
+            else f"other agents ({_agents_text(chosen[1])} instead of {_agents_text(chosen[0])})"
+        )
+        st.info(f"Counterfactual replay with `{replayed.run.router}`: {choice}, {verdict}.")
+    left, right = st.columns(2)
+    with left:
+        _side(original, f"Original · {original.run.router}", key=f"orig-{original.run.id}")
+    with right:
+        _side(replayed, f"{mode.capitalize()} replay · {replayed.run.router}", key=f"replay-{replayed.run.id}")
+
+
+def _replay(app: Orchestra, run_id: str, router: str | None, options: dict[str, Any]) -> None:
+    try:
+        result = replay(app, run_id, router=router, **options)
+    except OrchestraError as exc:
+        st.session_state["runs_replay_error"] = explain_error(exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - told in words; the replay run (if any) is in the store
+        st.session_state["runs_replay_error"] = f"Unexpected failure: {type(exc).__name__}: {exc}"
+        return
+    st.session_state.setdefault(REPLAYS, {}).setdefault(run_id, []).append(result.run_id)
+
+
+def _replay_controls(app: Orchestra, trace: RunTrace) -> None:
+    run = trace.run
+    st.subheader("Replay")
+    left, right = st.columns(2)
+    with left:
+        st.caption("Exactly: the recorded outputs of every call are served back (no model is called) and the "
+                   "decisions must match the recording.")
+        if st.button("Replay exactly", key="runs_replay_exact", type="primary"):
+            with st.spinner("Replaying…"):
+                _replay(app, run.id, None, {})
+    with right:
+        names = routers()
+        other = st.selectbox("Another router", names, key="runs_replay_router",
+                             index=next((i for i, n in enumerate(names) if n != run.router), 0))
+        options_text = st.text_input("Its options (JSON)", key="runs_replay_options", placeholder='{"k": 2}')
+        if st.button("Replay with this router", key="runs_replay_other"):
+            try:
+                options = router_options(options_text)
+            except OrchestraError as exc:
+                st.session_state["runs_replay_error"] = explain_error(exc)
+            else:
+                with st.spinner(f"Running the query again with {other}…"):
+                    _replay(app, run.id, other, options)
+    problem = st.session_state.pop("runs_replay_error", None)
+    if problem:
+        st.error(problem, icon=":material/error:")
+
+
+def render() -> None:
+    """The Runs page."""
+    st.title("Runs")
+    app = get_app()
+    if app is None:
+        st.stop()
+    try:
+        runs = _filters(app)
+    except OrchestraError as exc:
+        show_error(exc)
+        st.stop()
+    if not runs:
+        st.info("No run matches. Ask something on the **Chat** page (or `orchestra chat`) and it appears here.")
+        return
+    st.dataframe(run_rows(runs), hide_index=True, key="runs_table")
+
+    by_id = {run.id: run for run in runs}
+    selected = st.selectbox("Open run", list(by_id), format_func=lambda rid: _label(by_id[rid]), key="runs_selected")
+    try:
+        trace = app.store.get_run(selected)
+    except NotFoundError:
+        st.warning(f"Run {selected} is no longer in the store.")
+        return
+    except OrchestraError as exc:
+        show_error(exc)
+        return
+
+    run = trace.run
+    st.subheader(f"Run {run.id}")
+    summary = run_summary(trace)
+    cols = st.columns(5)
+    cols[0].metric("Status", summary["status"])
+    cols[1].metric("Router", run.router)
+    cols[2].metric("Tokens", summary["tokens"])
+    cols[3].metric("Cost", summary["cost"])
+    cols[4].metric("Latency", f"{run.latency_ms:.0f} ms")
+    if run.answer is not None:
+        st.markdown(f"**Answer:** {run.answer}")
+    if run.error:
+        show_error(run.error)
+    if run.replay_of:
+        st.caption(f"{(run.replay_mode or '').capitalize()} replay of run `{run.replay_of}`.")
+    render_graph(trace)
+    with st.expander("Decision tree", expanded=True):
+        st.markdown(tree_markdown(trace))
+    with st.expander("Steps: tokens, cost and latency"):
+        st.dataframe(step_rows(trace), hide_index=True, key="runs_steps")
+
+    _replay_controls(app, trace)
+    replays = st.session_state.get(REPLAYS, {}).get(run.id, [])
+    if replays:
+        _compare(app, trace, replays[-1])
+    elif run.replay_of:
+        try:
+            original = app.store.get_run(run.replay_of)
+        except OrchestraError:
+            return
+        st.subheader("Beside its original")
+        _compare(app, original, run.id)
