@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 NO_KEY_PLACEHOLDER = "not-needed"
 """Sent to endpoints that need no key (local servers): the SDK refuses to build a client without one."""
 
-_KEY_LIKE = re.compile(r"\b(?:sk|pk|rk|key|api)[-_][A-Za-z0-9_\-*]{6,}")
+_KEY_LIKE = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-*]{8,}")
+"""Secret-key shapes (``sk-...``) scrubbed from server messages even when they are not this client's key."""
 _FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n?(?P<body>.*?)\n?\s*```\s*$", re.DOTALL)
 
 
@@ -84,6 +85,13 @@ def extract_json(text: str, *, model_id: str | None = None) -> tuple[Any, str]:
     body = (fenced.group("body") if fenced else text).strip()
     try:
         return json.loads(body), body
+    except json.JSONDecodeError:
+        pass
+    try:
+        # llama-cpp-python's grammar for bounded strings lets raw newlines and tabs through (invalid JSON, but
+        # unambiguous): accept them and hand callers the canonical JSON text
+        value = json.loads(body, strict=False)
+        return value, json.dumps(value, ensure_ascii=False)
     except json.JSONDecodeError as exc:
         preview = text.strip().replace("\n", " ")[:120]
         raise ModelOutputError(
@@ -276,6 +284,15 @@ class OpenAIChatModel:
                 attempts,
             )
         if options.json_schema is not None:
+            if finish_reason == "length":
+                raise self._tag(
+                    ModelOutputError(
+                        f"model {self.id!r} was cut off at max_tokens={options.max_tokens} before its JSON was "
+                        "complete; bound the schema's strings (maxLength) and raise max_tokens above that bound",
+                        model_id=self.id,
+                    ),
+                    attempts,
+                )
             try:
                 value, text = extract_json(text, model_id=self.id)
                 _validate_schema(value, options.json_schema, self.id)
@@ -408,7 +425,9 @@ class OpenAIChatModel:
         options = options or ChatOptions()
         request = self._request(messages, options)
         started = time.perf_counter()
-        completion, attempts = self._with_retries(lambda: self.client.chat.completions.create(**request), request["timeout"])
+        completion, attempts = self._with_retries(
+            lambda: self.client.chat.completions.create(**request), request["timeout"]
+        )
         return self._from_completion(completion, messages, options, started, attempts)
 
     async def achat(self, messages: list[Message], options: ChatOptions | None = None) -> ChatResult:
@@ -428,7 +447,9 @@ class OpenAIChatModel:
         options = options or ChatOptions()
         request = self._request(messages, options) | {"stream": True, "stream_options": {"include_usage": True}}
         started = time.perf_counter()
-        stream, attempts = self._with_retries(lambda: self.client.chat.completions.create(**request), request["timeout"])
+        stream, attempts = self._with_retries(
+            lambda: self.client.chat.completions.create(**request), request["timeout"]
+        )
         collector = _StreamCollector()
         try:
             with stream:
@@ -602,7 +623,39 @@ class FallbackChatModel:
                     started = True
                     if chunk.result is not None:
                         chunk = chunk.model_copy(
-                            update={"result": chunk.result.model_copy(update={"attempts": attempts + chunk.result.attempts})}
+                            update={
+                                "result": chunk.result.model_copy(update={"attempts": attempts + chunk.result.attempts})
+                            }
+                        )
+                    yield chunk
+                return
+            except ModelError as exc:
+                if started:
+                    raise
+                failures.append(exc)
+                attempts += getattr(exc, "attempts", 1)
+        raise self._give_up(failures, attempts)
+
+    async def astream(self, messages: list[Message], options: ChatOptions | None = None) -> AsyncIterator[ChatChunk]:
+        """The async twin of `stream`."""
+        failures: list[ModelError] = []
+        attempts = 0
+        for model in self.models:
+            streamer = getattr(model, "astream", None)
+            started = False
+            try:
+                if streamer is None:
+                    result = await model.achat(messages, options)
+                    yield ChatChunk(delta=result.text)
+                    yield ChatChunk(delta="", result=result.model_copy(update={"attempts": attempts + result.attempts}))
+                    return
+                async for chunk in streamer(messages, options):
+                    started = True
+                    if chunk.result is not None:
+                        chunk = chunk.model_copy(
+                            update={
+                                "result": chunk.result.model_copy(update={"attempts": attempts + chunk.result.attempts})
+                            }
                         )
                     yield chunk
                 return

@@ -23,6 +23,7 @@ while answering; the run is recorded with the error)::
         ├── UnknownAgentError           a decision named an agent the registry does not hold
         ├── DecisionError               a router returned something that is not a valid decision
         ├── BudgetExceeded              max rounds, max cost or max wall time reached
+        ├── RunCancelled                the caller stopped the run (closed the stream, Ctrl-C, task cancelled)
         └── ReplayMismatch              an exact replay diverged from the recording
 """
 
@@ -46,6 +47,7 @@ __all__ = [
     "OrchestraError",
     "PolicyError",
     "ReplayMismatch",
+    "RunCancelled",
     "RunError",
     "StoreError",
     "UnknownAgentError",
@@ -184,6 +186,10 @@ class BudgetExceeded(RunError):
         """Which budget ran out: ``max_rounds``, ``max_cost_usd`` or ``max_seconds``."""
         self.allowed = allowed
         self.used = used
+
+
+class RunCancelled(RunError):
+    code = "cancelled"
 
 
 class ReplayMismatch(RunError):

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -36,10 +36,11 @@ from orchestra.errors import (
     NotFoundError,
     OrchestraError,
     ReplayMismatch,
+    RunCancelled,
     RunError,
     UnknownAgentError,
 )
-from orchestra.model import ChatModel, ChatOptions, ChatResult, Message
+from orchestra.model import ChatChunk, ChatModel, ChatOptions, ChatResult, Message
 from orchestra.policies import Budget, FallbackPolicy, RetryPolicy, RoutingPolicy
 from orchestra.registry import Registry, RegistrySnapshot
 from orchestra.routing import Call, Dispatch, Finish, Observation, Router, RouterState, Turn, load_router
@@ -68,7 +69,9 @@ def _default_model_factory(card: ModelCard, retry: RetryPolicy) -> ChatModel:
 class RunEvent:
     """One thing that happened in a run, as `Workflow.stream` yields it."""
 
-    kind: Literal["run_started", "decision", "call", "aggregate", "error", "run_finished"]
+    kind: Literal["run_started", "decision", "token", "call", "aggregate", "error", "run_finished"]
+    """``token`` events carry ``delta`` text of a model answer as it streams (only in streamed runs, from models
+    that stream), with the ``step`` it belongs to and the call's ``purpose`` (``agent``, ``refine``, ...)."""
     run_id: str
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -79,7 +82,8 @@ class RunResult:
 
     run_id: str
     session_id: str
-    status: Literal["ok", "error"]
+    status: Literal["ok", "error", "interrupted"]
+    """``interrupted`` when the caller stopped the run (`RunCancelled`)."""
     answer: str | None
     decisions: tuple[Dispatch | Finish, ...]
     observations: tuple[Observation, ...]
@@ -242,6 +246,8 @@ class _RunContext:
         self.observations: list[Observation] = []
         self.lock = threading.Lock()
         self._old_registries: dict[int, RegistrySnapshot] = {}
+        self.streaming = False
+        """True in `Workflow.stream`/`astream`: model answers then stream out as ``token`` events."""
 
     # -- store --------------------------------------------------------------------------------------------------
 
@@ -306,6 +312,19 @@ class _RunModelAccess:
         self.parent_id = parent_id
         self.round = round
         self.original_parent = original_parent
+        self.calls = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost_usd: float | None = 0.0
+        """What the calls made through this access cost; ``None`` once any price was unknown."""
+
+    def _count(self, result: ChatResult) -> None:
+        self.ctx.tracker.add_usage(result)
+        with self.ctx.tracker.lock:
+            self.calls += 1
+            self.prompt_tokens += result.prompt_tokens
+            self.completion_tokens += result.completion_tokens
+            self.cost_usd = None if self.cost_usd is None or result.cost_usd is None else self.cost_usd + result.cost_usd
 
     def _chain(self, model_id: str) -> list[str]:
         return [model_id] + [m for m in self.ctx.app.fallback.models if m != model_id]
@@ -356,8 +375,24 @@ class _RunModelAccess:
             finish_reason=step.response.get("finish_reason"),
         )
         self._record(model_id, messages, options, purpose, result, None, result.model_id)
-        self.ctx.tracker.add_usage(result)
+        self._count(result)
         return result
+
+    def _streamed(self, chunks: Iterator[ChatChunk], purpose: str) -> ChatResult:
+        for chunk in chunks:
+            if chunk.delta:
+                self.ctx.emit("token", step=self.parent_id, purpose=purpose, delta=chunk.delta)
+            if chunk.result is not None:
+                return chunk.result
+        raise ModelError("the stream ended without a result")
+
+    async def _astreamed(self, chunks: AsyncIterator[ChatChunk], purpose: str) -> ChatResult:
+        async for chunk in chunks:
+            if chunk.delta:
+                self.ctx.emit("token", step=self.parent_id, purpose=purpose, delta=chunk.delta)
+            if chunk.result is not None:
+                return chunk.result
+        raise ModelError("the stream ended without a result")
 
     def chat(self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = "") -> ChatResult:
         options = options or ChatOptions()
@@ -368,14 +403,18 @@ class _RunModelAccess:
         for candidate in self._chain(model_id):
             try:
                 card = self.ctx.model_card(candidate, self.round)
-                result = self.ctx.app.models.get(card).chat(messages, options)
+                model = self.ctx.app.models.get(card)
+                if self.ctx.streaming and hasattr(model, "stream"):
+                    result = self._streamed(model.stream(messages, options), purpose)
+                else:
+                    result = model.chat(messages, options)
             except NotFoundError as exc:
                 last = ModelUnavailableError(str(exc), model_id=candidate)
             except ModelError as exc:
                 last = exc
             else:
                 self._record(model_id, messages, options, purpose, result, None, candidate)
-                self.ctx.tracker.add_usage(result)
+                self._count(result)
                 return result
             self._record(model_id, messages, options, purpose, None, last, candidate)
         assert last is not None
@@ -390,14 +429,18 @@ class _RunModelAccess:
         for candidate in self._chain(model_id):
             try:
                 card = self.ctx.model_card(candidate, self.round)
-                result = await self.ctx.app.models.get(card).achat(messages, options)
+                model = self.ctx.app.models.get(card)
+                if self.ctx.streaming and hasattr(model, "astream"):
+                    result = await self._astreamed(model.astream(messages, options), purpose)
+                else:
+                    result = await model.achat(messages, options)
             except NotFoundError as exc:
                 last = ModelUnavailableError(str(exc), model_id=candidate)
             except ModelError as exc:
                 last = exc
             else:
                 self._record(model_id, messages, options, purpose, result, None, candidate)
-                self.ctx.tracker.add_usage(result)
+                self._count(result)
                 return result
             self._record(model_id, messages, options, purpose, None, last, candidate)
         assert last is not None
@@ -572,8 +615,22 @@ class Workflow:
         return context, agent
 
     def _finish_call(
-        self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str, reply: AgentReply | None, error: OrchestraError | None, started: float
+        self,
+        ctx: _RunContext,
+        call: Call,
+        round: int,
+        parent_id: str,
+        step_id: str,
+        reply: AgentReply | None,
+        error: OrchestraError | None,
+        started: float,
+        access: _RunModelAccess | None,
     ) -> dict[str, Any]:
+        if reply is not None and access is not None and access.calls:
+            # what the agent's model calls really used, whatever the agent reported
+            reply = replace(reply, prompt_tokens=access.prompt_tokens, completion_tokens=access.completion_tokens, cost_usd=access.cost_usd)
+        elif reply is not None and reply.cost_usd is None and reply.prompt_tokens == 0 and reply.completion_tokens == 0:
+            reply = replace(reply, cost_usd=0.0)  # no model was called: it cost nothing, which is known
         observation = Observation(
             agent_id=call.agent_id,
             query=call.query,
@@ -650,6 +707,7 @@ class Workflow:
         if ctx.recording is not None:
             return self._replay_call(ctx, call, round, parent_id, step_id)
         started = time.perf_counter()
+        context = None
         try:
             context, agent = self._context(ctx, call, round, step_id)
             reply, error = agent.run(call.query, context), None
@@ -657,7 +715,7 @@ class Workflow:
             reply, error = None, self._as_error(exc, call.agent_id)
         if reply is not None and not isinstance(reply, AgentReply):
             reply, error = None, AgentError(f"agent {call.agent_id!r} returned {type(reply).__name__}", agent_id=call.agent_id)
-        return self._finish_call(ctx, call, round, parent_id, step_id, reply, error, started)
+        return self._finish_call(ctx, call, round, parent_id, step_id, reply, error, started, context.models if context else None)  # type: ignore[arg-type]
 
     async def _acall(self, payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         ctx = _ctx(config)
@@ -665,6 +723,7 @@ class Workflow:
         if ctx.recording is not None:
             return self._replay_call(ctx, call, round, parent_id, step_id)
         started = time.perf_counter()
+        context = None
         try:
             context, agent = self._context(ctx, call, round, step_id)
             reply, error = await agent.arun(call.query, context), None
@@ -672,7 +731,7 @@ class Workflow:
             reply, error = None, self._as_error(exc, call.agent_id)
         if reply is not None and not isinstance(reply, AgentReply):
             reply, error = None, AgentError(f"agent {call.agent_id!r} returned {type(reply).__name__}", agent_id=call.agent_id)
-        return self._finish_call(ctx, call, round, parent_id, step_id, reply, error, started)
+        return self._finish_call(ctx, call, round, parent_id, step_id, reply, error, started, context.models if context else None)  # type: ignore[arg-type]
 
     # -- aggregate node -----------------------------------------------------------------------------------------
 
@@ -764,8 +823,11 @@ class Workflow:
     def _finish(self, ctx: _RunContext, final: Mapping[str, Any] | None, error: BaseException | None) -> RunResult:
         run = ctx.run
         typed: OrchestraError | None = None
-        if error is not None:
+        if isinstance(error, (GeneratorExit, KeyboardInterrupt, asyncio.CancelledError)):
+            typed = RunCancelled(f"the run was stopped before it finished ({type(error).__name__})")
+        elif error is not None:
             typed = error if isinstance(error, OrchestraError) else RunError(f"{type(error).__name__}: {error}")
+        if typed is not None:
             ctx.record(StepRecord(run_id=run.id, kind="error", round=len(ctx.decisions), error=typed.to_record()))
         answer = None if typed is not None or final is None else final.get("answer")
         if ctx.recording is not None and typed is None and answer != ctx.recording.trace.run.answer:
@@ -773,7 +835,7 @@ class Workflow:
             ctx.record(StepRecord(run_id=run.id, kind="error", round=len(ctx.decisions), error=typed.to_record()))
             answer = None
         tracker = ctx.tracker
-        run.status = "ok" if typed is None else "error"
+        run.status = "ok" if typed is None else ("interrupted" if isinstance(typed, RunCancelled) else "error")
         run.answer = answer
         run.error = typed.to_record() if typed else None
         run.finished_at = datetime.now(UTC)
@@ -826,6 +888,7 @@ class Workflow:
         """Run ``query`` and yield a `RunEvent` as each step happens; the last event is ``run_finished`` with
         the `RunResult` in ``data["result"]``."""
         ctx, inputs, config = self._start(query, session_id, routing)
+        ctx.streaming = True
         yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
         final: dict[str, Any] = {}
         try:
@@ -846,6 +909,7 @@ class Workflow:
     async def astream(self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None) -> AsyncIterator[RunEvent]:
         """Async twin of `stream`."""
         ctx, inputs, config = self._start(query, session_id, routing)
+        ctx.streaming = True
         yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
         final: dict[str, Any] = {}
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -93,6 +93,13 @@ class ScriptedModel:
 
     def stream(self, messages: list[Message], options: ChatOptions | None = None) -> Iterator[ChatChunk]:
         result = self.chat(messages, options)
+        words = result.text.split(" ")
+        for i, word in enumerate(words):
+            yield ChatChunk(delta=word if i == 0 else " " + word)
+        yield ChatChunk(delta="", result=result)
+
+    async def astream(self, messages: list[Message], options: ChatOptions | None = None) -> AsyncIterator[ChatChunk]:
+        result = await self.achat(messages, options)
         words = result.text.split(" ")
         for i, word in enumerate(words):
             yield ChatChunk(delta=word if i == 0 else " " + word)

@@ -199,10 +199,33 @@ async def test_async_run_and_stream_events() -> None:
     result = await workflow.arun("q")
     assert result.answer == "async answer"
 
-    kinds = [event.kind for event in workflow.stream("q")]
-    assert kinds == ["run_started", "decision", "call", "aggregate", "run_finished"]
+    events = list(workflow.stream("q"))
+    assert [e.kind for e in events] == ["run_started", "decision", "token", "token", "call", "aggregate", "run_finished"]
+    assert "".join(e.data["delta"] for e in events if e.kind == "token") == "async answer"
     events = [event async for event in workflow.astream("q")]
+    assert [e.data["delta"] for e in events if e.kind == "token"] == ["async", " answer"]
     assert events[-1].data["result"].answer == "async answer"
+
+
+def test_closing_a_stream_early_records_a_cancelled_run() -> None:
+    app = make_app(ScriptedModel("m", ["x"]))
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="m"))
+    stream = app.workflow(FunctionRouter(dispatch_all)).stream("q")
+    started = next(stream)
+    next(stream)  # the decision
+    stream.close()
+    stored = app.store.get_run(started.run_id).run
+    assert stored.status == "interrupted" and stored.error["code"] == "cancelled"
+
+
+def test_function_agents_cost_nothing_and_llm_calls_are_summed_per_call() -> None:
+    app = make_app(ScriptedModel("m", ["two words"]))
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="m"))
+    app.registry.add_agent(AgentCard(id="fn", description="tool"), implementation=lambda q: "tool")
+    result = app.workflow(FunctionRouter(dispatch_all)).run("three word query")
+    by_agent = {o.agent_id: o for o in result.observations}
+    assert by_agent["fn"].cost_usd == 0.0
+    assert by_agent["llm"].completion_tokens == 2 and by_agent["llm"].cost_usd == pytest.approx(result.cost_usd)
 
 
 def test_empty_query_is_a_configuration_error() -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "DEFAULT_WEIGHTS",
     "SCENARIOS",
+    "EmbeddingCache",
     "ModelOutcome",
     "ModelQuery",
     "ModelSet",
@@ -357,6 +358,74 @@ def scenario_reward(
 # ---------------------------------------------------------------------------------------------- the harness
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("ORCHESTRA_HOME") or Path.home() / ".orchestra").expanduser() / "cache"
+
+
+class EmbeddingCache:
+    """An embedder wrapper that remembers every vector it returns and keeps them on disk between runs.
+
+    One file per text collection, ``$ORCHESTRA_HOME/cache/embeddings-<sha>.npz`` (texts and vectors), where
+    ``<sha>`` hashes ``key`` (the harness uses the set's name, its files' sizes and mtimes, and the embedder's
+    name and width): re-running a benchmark embeds nothing it embedded before. Texts the wrapped embedder has
+    not seen are encoded by it and added; `save` writes the file only when something was added.
+    """
+
+    def __init__(self, embedder: Any, key: str, folder: str | Path | None = None) -> None:
+        import hashlib
+
+        self.embedder = embedder
+        """The embedder that encodes cache misses."""
+        self.dim: int = int(embedder.dim)
+        digest = hashlib.sha256(f"{key}\x00{type(embedder).__name__}\x00{self.dim}".encode()).hexdigest()[:16]
+        self.path = Path(folder) if folder is not None else _cache_dir()
+        self.path = self.path / f"embeddings-{digest}.npz"
+        """The cache file."""
+        self._vectors: dict[str, np.ndarray] = {}
+        self.hits = 0
+        """Texts served from the cache so far."""
+        self.misses = 0
+        """Texts the wrapped embedder had to encode so far."""
+        self._dirty = False
+        if self.path.is_file():
+            try:
+                with np.load(self.path, allow_pickle=False) as data:
+                    texts, vectors = data["texts"], data["vectors"]
+                if vectors.shape[1:] == (self.dim,):
+                    self._vectors = dict(zip(texts.tolist(), vectors.astype(np.float32), strict=True))
+            except (OSError, ValueError, KeyError):  # a torn or foreign file is a cold cache, not an error
+                self._vectors = {}
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """``(n, dim)`` vectors of ``texts``, from the cache where present."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if missing:
+            vectors = np.asarray(self.embedder.encode(missing, batch_size=batch_size), dtype=np.float32)
+            self._vectors.update(zip(missing, vectors, strict=True))
+            self._dirty = True
+        self.misses += len(missing)
+        self.hits += len(texts) - len(missing)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._vectors[t] for t in texts])
+
+    def save(self) -> Path | None:
+        """Write the cache (atomically) if it grew; returns the file written, else ``None``."""
+        if not self._dirty:
+            return None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        texts = list(self._vectors)
+        partial = self.path.with_name(self.path.stem + f".{os.getpid()}.tmp.npz")
+        np.savez(partial, texts=np.asarray(texts, dtype=str), vectors=np.stack([self._vectors[t] for t in texts]))
+        os.replace(partial, self.path)
+        self._dirty = False
+        return self.path
+
+
+
 def _single_thread() -> int | None:
     """One decision is timed on one torch thread: a single short text gains nothing from more, and on a busy
     machine thread hand-offs cost more than the work."""
@@ -392,9 +461,15 @@ def run_model_bench(
     router_options: Mapping[str, Any] | None = None,
     latency_queries: int | None = 200,
     progress: Callable[[str], None] | None = None,
+    embedder: Any = None,
+    cache: bool = True,
 ) -> dict[str, Any]:
     """Train the named router on the set's train split, route every test query at every cost weight and score
-    the choices; returns the report (also what ``--json`` writes)."""
+    the choices; returns the report (also what ``--json`` writes).
+
+    ``embedder`` replaces the project's MiniLM for routers that embed queries; with ``cache`` their embeddings
+    go through an `EmbeddingCache` kept per set under ``$ORCHESTRA_HOME/cache``. Single decisions are timed
+    with the bare embedder (each timed query embedded afresh), never from the cache."""
     from orchestra.routing import load_router
 
     say = progress or (lambda message: None)
@@ -411,6 +486,23 @@ def run_model_bench(
     router = load_router(router_name, **dict(router_options or {}))
     if not hasattr(router, "fit") or not hasattr(router, "route_batch"):
         raise DataError(f"router {router_name!r} is not a model router (it needs fit and route_batch)")
+    embeds = bool(getattr(router, "uses_embeddings", False)) and hasattr(router, "embedder")
+    live_embedder: Any = None
+    cached: EmbeddingCache | None = None
+    if embeds:
+        live_embedder = embedder if embedder is not None else router.embedder
+        if live_embedder is None:
+            from orchestra.embeddings import get_embedder
+
+            live_embedder = get_embedder()
+        if cache:
+            stamp = ";".join(
+                f"{name}:{(full.root / name).stat().st_size}:{(full.root / name).stat().st_mtime_ns}"
+                for name in ("models.jsonl", "train.jsonl", "test.jsonl")
+            )
+            cached = EmbeddingCache(live_embedder, key=f"{full.root.resolve()};{stamp}")
+            say(f"embedding cache {cached.path} ({len(cached)} texts)")
+        router.embedder = cached if cached is not None else live_embedder
     say(f"training {router_name} on {len(train_rows)} queries ({len(val_rows)} for validation)")
     started = time.perf_counter()
     router.fit(
@@ -427,19 +519,28 @@ def run_model_bench(
     # embedder caches by text); later weights reuse the embedding, as a live router would within a request
     n_latency = len(test_rows) if latency_queries is None else min(latency_queries, len(test_rows))
     latencies: dict[tuple[int, float], float] = {}
+    cpu_first: list[float] = []
     threads = _single_thread()
+    if embeds:
+        router.embedder = live_embedder  # timed decisions embed their query, as a live request would
     for i, row in enumerate(test_rows[:n_latency]):
-        for w in evaluated:
-            t0 = time.perf_counter()
+        for k, w in enumerate(evaluated):
+            t0, c0 = time.perf_counter(), time.process_time()
             router.route_one(row.query, cards, w, task=row.task or None)
             latencies[(i, w)] = (time.perf_counter() - t0) * 1000
+            if k == 0:
+                cpu_first.append((time.process_time() - c0) * 1000)
     _restore_threads(threads)
+    if embeds:
+        router.embedder = cached if cached is not None else live_embedder
     first_decisions = [latencies[(i, evaluated[0])] for i in range(n_latency)]
     # batch throughput: embeddings of the rest, then pure scoring of every query at every weight
+    misses_before = cached.misses if cached is not None else 0
     started = time.perf_counter()
-    router.embed_queries(test_rows)
+    if embeds:
+        router.embed_queries(test_rows)
     embed_seconds = time.perf_counter() - started
-    n_embedded = len(test_rows) - n_latency
+    n_embedded = (cached.misses - misses_before) if cached is not None else (len(test_rows) if embeds else 0)
     chosen_by_w: dict[float, np.ndarray] = {}
     started = time.perf_counter()
     for w in evaluated:
@@ -447,6 +548,8 @@ def run_model_bench(
         chosen_by_w[w] = chosen
     scoring_seconds = time.perf_counter() - started
     queries_per_second = len(test_rows) * len(evaluated) / scoring_seconds if scoring_seconds else float("inf")
+    if cached is not None:
+        cached.save()
 
     if predictions:
         out = Path(predictions)
@@ -515,6 +618,7 @@ def run_model_bench(
         "latency": {
             "decision_p50_ms_with_embedding": _percentile(first_decisions, 50),
             "decision_p95_ms_with_embedding": _percentile(first_decisions, 95),
+            "decision_p50_cpu_ms_with_embedding": _percentile(cpu_first, 50),
             "decision_p50_ms_all": _percentile(list(latencies.values()), 50),
             "n_timed_queries": n_latency,
             "torch_threads_for_single_decisions": 1,
@@ -522,6 +626,9 @@ def run_model_bench(
             "batch_scoring_queries_per_s": queries_per_second,
             "batch_embedding_queries_per_s": n_embedded / embed_seconds if embed_seconds and n_embedded else None,
         },
+        "embedding_cache": (
+            {"path": str(cached.path), "hits": cached.hits, "misses": cached.misses} if cached is not None else None
+        ),
     }
     return report
 
@@ -551,7 +658,8 @@ def _print_report(report: dict[str, Any]) -> None:
     console.print(f"best single model {best['model']} {best['quality']:.3f} at ${best['cost_usd']:.5f}: {reach_text}")
     lat = report["latency"]
     console.print(
-        f"decision p50 {lat['decision_p50_ms_with_embedding']:.1f} ms with embedding; batch scoring "
+        f"decision p50 {lat['decision_p50_ms_with_embedding']:.1f} ms with embedding "
+        f"({lat['decision_p50_cpu_ms_with_embedding']:.1f} ms CPU); batch scoring "
         f"{lat['batch_scoring_queries_per_s']:.0f} queries/s; fit {report['fit_seconds']:.1f} s"
     )
 
@@ -578,6 +686,9 @@ def models_command(
     option: Annotated[
         list[str] | None, _option("--option", help="Router option key=value (repeatable), e.g. k=50.")
     ] = None,
+    cache: Annotated[
+        bool, _option("--cache/--no-cache", help="Keep query embeddings under $ORCHESTRA_HOME/cache between runs.")
+    ] = True,
 ) -> None:
     """Train a model router on a set's train split, route its test queries over a grid of cost weights, and
     print realised quality and cost per w, AIQ, GraphRouter's scenario rewards and latency."""
@@ -603,6 +714,7 @@ def models_command(
         limit=limit,
         router_options=router_options,
         progress=lambda message: typer.echo(message, err=True),
+        cache=cache,
     )
     _print_report(report)
     if json_out:

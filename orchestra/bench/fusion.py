@@ -1,0 +1,363 @@
+"""``orchestra bench fusion``: fused accuracy of a model router whose top-k models answer together.
+
+Models act as agents. The router is trained on the set's train split (as ``orchestra bench models`` does) and
+gives each test query a weight per model: ``distribution()`` when the router has one (AgentRouter's
+``p(model | query, graph)``), else its predicted qualities normalised to sum 1. The k models of highest weight
+"answer" with their *recorded* responses, so fusion is measured with no model call:
+
+- multiple-choice queries (lettered options in the query, e.g. RouterBench's ARC-Challenge and Winogrande):
+  each response's option is extracted (`extract_option`) and the options are fused by a vote weighted by the
+  router's weights (ties go to the higher-weighted model); the fused option is scored against the option of any
+  response scored correct (none correct: the query cannot be answered right). A response with no extractable
+  option casts no vote and is counted (``no_option``); a query where no dispatched response has one is counted
+  (``no_answer``) and scored wrong;
+- other queries (MBPP, free text): the top-1 model's recorded score (a fused program cannot be scored offline).
+
+The report also gives, for comparison on the same queries: every single model, the oracle (some model is
+right), and the static vote of the k models best on train weighted by their train accuracy.
+
+Model cards with no description are accepted here (their id stands for it) and listed in the report.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from pydantic import ValidationError
+
+from orchestra.cards import ModelCard
+from orchestra.errors import CardError, DataError
+
+__all__ = [
+    "extract_option",
+    "fuse_options",
+    "fuse_rows",
+    "fusion_command",
+    "load_fusion_set",
+    "option_letters",
+    "run_fusion_bench",
+]
+
+_OPTION_LINE = re.compile(r"(?m)^\s*\(?([A-H])[).:]\s+\S")
+
+
+def option_letters(query: str) -> str:
+    """The option letters a multiple-choice query offers in its last block (``"ABCD"``); ``""`` when it is not
+    multiple choice."""
+    text = str(query).strip()
+    blocks = [b for b in re.split(r"\n\s*\n", text) if b.strip()]
+    tail = blocks[-1] if blocks else text
+    letters = sorted(set(_OPTION_LINE.findall(tail)))
+    if len(letters) < 2:
+        return ""
+    expected = "".join(chr(ord("A") + i) for i in range(len(letters)))
+    return expected if "".join(letters) == expected else "".join(letters)
+
+
+def _unwrap(response: str) -> str:
+    """RouterBench stores responses as a Python list literal (``"['B']"``); take its first item."""
+    text = response.strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(value, list) and value:
+            return str(value[0])
+    return text
+
+
+def extract_option(response: str | None, letters: str) -> str | None:
+    """The option a response picks among ``letters``, or ``None`` when none can be read: a leading letter
+    (``"B"``, ``"(B)"``, ``"B) Sarah"``), else "answer/option/choice is X", else a lone ``X)``."""
+    if not response or not letters:
+        return None
+    text = _unwrap(str(response)).strip()
+    allowed = re.escape(letters)
+    match = re.match(rf"^[\s\(\[\"'*]*([{allowed}])(?![A-Za-z])", text)
+    if match:
+        return match.group(1)
+    found = re.findall(rf"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([{allowed}])(?![A-Za-z])", text, flags=re.I)
+    if found:
+        return found[-1].upper()
+    found = re.findall(rf"(?<![A-Za-z])([{allowed}])\)", text)
+    return found[0] if len(set(found)) == 1 else None
+
+
+def fuse_options(options: Sequence[str | None], weights: Sequence[float]) -> tuple[str | None, dict[str, float]]:
+    """Weighted vote: the option whose voters' weights add up most (ties: the first voter's, i.e. the
+    higher-weighted model when voters come best first); ``None`` when nobody voted."""
+    votes: dict[str, float] = {}
+    for option, weight in zip(options, weights, strict=True):
+        if option is not None:
+            votes[option] = votes.get(option, 0.0) + float(weight)
+    if not votes:
+        return None, votes
+    return max(votes, key=lambda key: votes[key]), votes
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise DataError(f"missing file {str(path)!r}")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path.name}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(item, dict):
+            raise DataError(f"{path.name}:{number}: expected a JSON object")
+        rows.append((number, item))
+    return rows
+
+
+def load_fusion_set(root: str | Path) -> tuple[list[ModelCard], list[Any], list[Any], dict[str, Any]]:
+    """A model set read leniently: cards with no description get their id as description (listed in the
+    returned facts, ``undescribed``). Returns (cards, train rows, test rows, facts)."""
+    from orchestra.bench.models import ModelQuery, estimate_cost
+
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DataError(f"model set folder {str(folder)!r} does not exist")
+    cards: list[ModelCard] = []
+    card_costs: dict[str, float | None] = {}
+    undescribed: list[str] = []
+    fields = set(ModelCard.model_fields)
+    for number, item in _read_jsonl(folder / "models.jsonl"):
+        item = dict(item)
+        if not str(item.get("description") or "").strip():
+            undescribed.append(str(item.get("id")))
+            item["description"] = str(item.get("id"))
+        try:
+            card = ModelCard.parse({key: value for key, value in item.items() if key in fields})
+        except CardError as exc:
+            raise DataError(f"models.jsonl:{number}: {exc}") from None
+        cards.append(card)
+        card_costs[card.id] = item.get("mean_cost_per_query_usd")
+    if not cards:
+        raise DataError(f"{folder}/models.jsonl: no model cards")
+    by_id = {card.id: card for card in cards}
+
+    def queries(name: str) -> list[Any]:
+        rows = []
+        for number, item in _read_jsonl(folder / f"{name}.jsonl"):
+            try:
+                row = ModelQuery.model_validate(item)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise DataError(f"{name}.jsonl:{number}: field {'.'.join(map(str, first['loc']))!r}: {first['msg']}") from None
+            unknown = sorted(set(row.outcomes) - set(by_id))
+            if unknown:
+                raise DataError(f"{name}.jsonl:{number}: outcomes of unknown model(s) {unknown}")
+            if not row.outcomes:
+                raise DataError(f"{name}.jsonl:{number}: query has no outcomes")
+            filled = {
+                m: o if o.cost is not None else o.model_copy(update={"cost": estimate_cost(by_id[m], row.query, o.response)})
+                for m, o in row.outcomes.items()
+            }
+            rows.append(row.model_copy(update={"outcomes": filled}))
+        return rows
+
+    return cards, queries("train"), queries("test"), {"undescribed": undescribed, "card_costs": card_costs}
+
+
+def _weights(router: Any, rows: Sequence[Any], cards: Sequence[ModelCard]) -> np.ndarray:
+    if hasattr(router, "distribution"):
+        p = np.asarray(router.distribution(rows, cards)[0])[:, : len(cards)]
+    else:
+        p = np.clip(np.asarray(router.predict(rows, cards)[0], dtype=float), 0.0, None)
+    totals = p.sum(axis=1, keepdims=True)
+    return np.where(totals > 0, p / np.where(totals > 0, totals, 1.0), 1.0 / len(cards))
+
+
+def fuse_rows(
+    rows: Sequence[Any], model_ids: Sequence[str], weights: np.ndarray, k: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Fuse the top-k of each row by ``weights``; per-row records and the aggregate figures."""
+    records = []
+    for i, row in enumerate(rows):
+        order = np.argsort(-weights[i], kind="stable")[:k]
+        chosen = [model_ids[j] for j in order]
+        w = [float(weights[i, j]) for j in order]
+        letters = option_letters(row.query)
+        cost = float(sum((row.outcomes[m].cost or 0.0) for m in chosen if m in row.outcomes))
+        record: dict[str, Any] = {"id": row.id, "task": row.task, "chosen": chosen, "weights": [round(x, 4) for x in w], "cost": cost}
+        if letters:
+            options = [extract_option(row.outcomes[m].response if m in row.outcomes else None, letters) for m in chosen]
+            gold = sorted({
+                o for m, o in ((m, extract_option(out.response, letters)) for m, out in row.outcomes.items())
+                if o is not None and row.outcomes[m].score >= 1.0
+            })
+            fused, votes = fuse_options(options, w)
+            record.update({"kind": "vote", "options": options, "fused": fused, "gold": gold,
+                           "correct": float(fused is not None and fused in gold),
+                           "no_option": sum(o is None for o in options), "no_answer": fused is None})
+        else:
+            top = chosen[0]
+            record.update({"kind": "top1", "correct": float(row.outcomes[top].score if top in row.outcomes else 0.0)})
+        records.append(record)
+    voted = [r for r in records if r["kind"] == "vote"]
+    summary: dict[str, Any] = {
+        "k": k,
+        "n": len(records),
+        "quality_all": float(np.mean([r["correct"] for r in records])) if records else 0.0,
+        "cost_usd": float(np.mean([r["cost"] for r in records])) if records else 0.0,
+        "n_vote": len(voted),
+        "fused_accuracy_vote": float(np.mean([r["correct"] for r in voted])) if voted else None,
+        "no_option_responses": int(sum(r["no_option"] for r in voted)),
+        "no_answer_queries": int(sum(r["no_answer"] for r in voted)),
+        "by_task": {},
+    }
+    for task in sorted({r["task"] for r in records}):
+        mine = [r for r in records if r["task"] == task]
+        summary["by_task"][task] = {"n": len(mine), "quality": float(np.mean([r["correct"] for r in mine])),
+                                    "kind": mine[0]["kind"]}
+    return records, summary
+
+
+def run_fusion_bench(
+    folder: str | Path,
+    router_name: str = "agent-router",
+    *,
+    ks: Sequence[int] = (1, 2, 3),
+    router_options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    predictions: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train the named model router on the set's train split and measure fused accuracy at each k."""
+    from orchestra.bench.models import split_train_val
+    from orchestra.routing import load_router
+
+    say = progress or (lambda message: None)
+    if not ks or any(int(k) < 1 for k in ks):
+        raise DataError(f"--k: every k must be at least 1, got {list(ks)}")
+    cards, train, test, facts = load_fusion_set(folder)
+    test = test[:limit] if limit else test
+    model_ids = [card.id for card in cards]
+    router = load_router(router_name, **dict(router_options or {}))
+    if not hasattr(router, "fit"):
+        raise DataError(f"router {router_name!r} cannot be trained on model outcomes (it has no fit)")
+    train_rows, val_rows = split_train_val(train, 0.1, seed)
+    say(f"training {router_name} on {len(train_rows)} queries ({len(val_rows)} for validation)")
+    started = time.perf_counter()
+    router.fit(train_rows, cards, val=val_rows, weights=(0.0,), card_costs=facts["card_costs"], seed=seed)
+    fit_seconds = time.perf_counter() - started
+    say(f"weighting {len(test)} test queries")
+    started = time.perf_counter()
+    weights = _weights(router, test, cards)
+    weight_seconds = time.perf_counter() - started
+
+    results, all_records = [], {}
+    for k in sorted({int(k) for k in ks}):
+        records, summary = fuse_rows(test, model_ids, weights, min(k, len(cards)))
+        results.append(summary)
+        all_records[k] = records
+
+    # the same queries fused without a router: each single model, the static vote, the oracle
+    train_acc = np.array([np.mean([r.outcomes[m].score for r in train if m in r.outcomes] or [0.0]) for m in model_ids])
+    static = np.tile(train_acc / max(train_acc.sum(), 1e-12), (len(test), 1))
+    singles = {}
+    for j, model_id in enumerate(model_ids):
+        one = np.zeros((len(test), len(model_ids)))
+        one[:, j] = 1.0
+        singles[model_id] = fuse_rows(test, model_ids, one, 1)[1]["fused_accuracy_vote"]
+    static_runs = {k: fuse_rows(test, model_ids, static, min(k, len(cards)))[1] for k in sorted({int(k) for k in ks})}
+    voted_rows = [r for r in test if option_letters(r.query)]
+    oracle = float(np.mean([max(o.score for o in r.outcomes.values()) for r in voted_rows])) if voted_rows else None
+
+    if predictions:
+        out = Path(predictions)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", encoding="utf-8") as handle:
+            for k, records in all_records.items():
+                for record in records:
+                    handle.write(json.dumps({"k": k, **record}) + "\n")
+    return {
+        "set": Path(folder).name,
+        "router": router_name,
+        "router_config": router.describe() if hasattr(router, "describe") else {"name": router_name},
+        "seed": seed,
+        "n_train": len(train_rows),
+        "n_val": len(val_rows),
+        "n_test": len(test),
+        "weights_from": "distribution" if hasattr(router, "distribution") else "predicted quality, normalised",
+        "undescribed_models": facts["undescribed"],
+        "fused": results,
+        "single_models_vote_accuracy": singles,
+        "static_vote_by_train_accuracy": {str(k): v["fused_accuracy_vote"] for k, v in static_runs.items()},
+        "oracle_vote_accuracy": oracle,
+        "fit_seconds": round(fit_seconds, 2),
+        "weighting_seconds": round(weight_seconds, 2),
+        "training": getattr(router, "training_log", {}),
+    }
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{report['router']} fused on {report['set']} test ({report['n_test']} queries)")
+    for column in ("k", "multiple-choice fused acc", "all tasks quality", "cost $/query", "no-option responses", "no answer"):
+        table.add_column(column, justify="right")
+    for row in report["fused"]:
+        acc = row["fused_accuracy_vote"]
+        table.add_row(str(row["k"]), "-" if acc is None else f"{acc:.4f}", f"{row['quality_all']:.4f}",
+                      f"{row['cost_usd']:.6f}", str(row["no_option_responses"]), str(row["no_answer_queries"]))
+    console.print(table)
+    singles = {m: a for m, a in report["single_models_vote_accuracy"].items() if a is not None}
+    if singles:
+        best = max(singles, key=lambda m: singles[m])
+        console.print(f"best single model on these queries: {best} {singles[best]:.4f}; oracle "
+                      f"{report['oracle_vote_accuracy']:.4f}; static vote by train accuracy "
+                      + ", ".join(f"k={k} {v:.4f}" for k, v in report["static_vote_by_train_accuracy"].items() if v is not None))
+    if report["undescribed_models"]:
+        console.print(f"models with no description (id used instead): {', '.join(report['undescribed_models'])}")
+
+
+def fusion_command(
+    data: Annotated[str, typer.Option("--data", help="Model set folder (models.jsonl, train.jsonl, test.jsonl).")],
+    router: Annotated[str, typer.Option("--router", help="Model router giving the weights.")] = "agent-router",
+    k: Annotated[str, typer.Option("--k", help="Numbers of models fused, comma-separated.")] = "1,2,3",
+    predictions: Annotated[str | None, typer.Option("--predictions", help="Write one JSON line per (k, query).")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the report here as JSON.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the validation split and of training.")] = 0,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N test queries.")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Router option key=value (repeatable).")] = None,
+) -> None:
+    """Fused accuracy of a router's top-k models: weighted vote of their recorded answers on multiple-choice
+    queries, top-1 score elsewhere; with single models, the oracle and a static vote for comparison."""
+    from orchestra.bench import data_dir
+
+    try:
+        ks = [int(part) for part in k.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--k expects integers such as 1,2,3, got {k!r}") from None
+    options: dict[str, Any] = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--option expects key=value, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    report = run_fusion_bench(data_dir(data), router, ks=ks, router_options=options, seed=seed, limit=limit,
+                              predictions=predictions, progress=lambda message: typer.echo(message, err=True))
+    _print_report(report)
+    if json_out:
+        out = Path(json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
