@@ -99,9 +99,12 @@ def _lift_numbers(expression: str) -> _Lifted:
     def lift(match: re.Match[str]) -> str:
         name = f"_n{len(values)}"
         try:
-            values[name] = Fraction(Decimal(match.group(0)))
+            number = Decimal(match.group(0))
         except (InvalidOperation, ValueError):
             raise CalculationRefused(f"I could not read the number {match.group(0)!r}.") from None
+        if abs(number.adjusted()) > MAX_RESULT_DIGITS:  # 1e999999 would be a million-digit integer
+            raise CalculationRefused(f"{match.group(0)} has more than {MAX_RESULT_DIGITS} digits; I stop there.")
+        values[name] = Fraction(number)
         return f" {name} "
 
     lifted = _NUMBER.sub(lift, expression)
@@ -141,9 +144,11 @@ def _power(base: Fraction, exponent: Fraction) -> Fraction | Decimal:
         if base == 0 and exp < 0:
             raise CalculationRefused("Zero cannot be raised to a negative power (that divides by zero).")
         if base not in (0, 1, -1):
-            # estimated digits of the result, before computing it: refuse 9**9**9 without trying
+            # estimated digits of the result, before computing it: refuse 9**9**9 without trying. Any other base
+            # has a numerator or denominator of at least 2 (log10 >= 0.3), so a larger exponent is too big
+            # whatever the base, and is refused before its conversion to a float could overflow
             magnitude = max(abs(base.numerator), base.denominator)
-            if abs(exp) * math.log10(magnitude) > MAX_RESULT_DIGITS:
+            if abs(exp) > MAX_RESULT_DIGITS / math.log10(2) or abs(exp) * math.log10(magnitude) > MAX_RESULT_DIGITS:
                 raise CalculationRefused(f"The result would have more than {MAX_RESULT_DIGITS} digits; I stop there.")
         return _check_size(base**exp)
     # a fractional exponent: exact when the root is exact, otherwise a 30-digit approximation
@@ -224,7 +229,9 @@ def _parse(text: str) -> tuple[ast.Expression, dict[str, Fraction]]:
     if len(text) > MAX_EXPRESSION_CHARS:
         raise CalculationRefused(f"That is longer than {MAX_EXPRESSION_CHARS} characters; please shorten it.")
     if not re.search(r"\d", text):
-        raise CalculationRefused("I only do arithmetic, and I see no numbers in that. Try e.g. 'what is 17.5% of 2,480?'.")
+        raise CalculationRefused(
+            "I only do arithmetic, and I see no numbers in that. Try e.g. 'what is 17.5% of 2,480?'."
+        )
     normalised = _normalise(text)
     if not _ALLOWED_AFTER_NORMALISING.match(normalised):
         raise CalculationRefused("I only do arithmetic on numbers; part of that is not something I can calculate.")
@@ -233,7 +240,9 @@ def _parse(text: str) -> tuple[ast.Expression, dict[str, Fraction]]:
     leftover = set(re.findall(r"[a-z_][a-z0-9_]*", lifted.source)) - set(lifted.values) - {"sqrt"}
     if leftover:
         raise CalculationRefused(
-            "I only do arithmetic on numbers; I cannot interpret " + ", ".join(repr(word) for word in sorted(leftover)) + "."
+            "I only do arithmetic on numbers; I cannot interpret "
+            + ", ".join(repr(word) for word in sorted(leftover))
+            + "."
         )
     try:
         tree = ast.parse(lifted.source.strip(), mode="eval")
@@ -247,7 +256,17 @@ def _parse(text: str) -> tuple[ast.Expression, dict[str, Fraction]]:
 def calculate(text: str) -> Fraction:
     """The exact value of the arithmetic in ``text``; raises `CalculationRefused` (a `ValueError`) otherwise."""
     tree, values = _parse(text)
-    return _Evaluator(values).eval(tree)
+    return _evaluate(_Evaluator(values), tree)
+
+
+def _evaluate(evaluator: _Evaluator, tree: ast.Expression) -> Fraction:
+    try:
+        return evaluator.eval(tree)
+    except CalculationRefused:
+        raise
+    except (ArithmeticError, ValueError, RecursionError):
+        # decimal overflow in an approximate root, a float conversion out of range, nesting too deep
+        raise CalculationRefused("That is beyond the numbers I can compute exactly.") from None
 
 
 def format_number(value: Fraction, *, max_decimals: int = 12) -> str:
@@ -274,7 +293,7 @@ def answer(query: str) -> str:
     try:
         tree, values = _parse(query)
         evaluator = _Evaluator(values)
-        value = evaluator.eval(tree)
+        value = _evaluate(evaluator, tree)
     except CalculationRefused as refusal:
         return f"Sorry, I can't calculate that. {refusal}"
     text = format_number(value)
@@ -291,7 +310,7 @@ CALCULATOR_CARD = AgentCard(
     name="Calculator",
     description=(
         "Exact arithmetic on numbers: addition, subtraction, multiplication, division, percentages "
-        "(\"17.5% of 2,480\"), powers, square roots and parentheses, with thousands separators and words like "
+        '("17.5% of 2,480"), powers, square roots and parentheses, with thousands separators and words like '
         "plus, minus, times, divided by. Results are exact fractions or decimals, never floating-point "
         "approximations. Does not do algebra, units, dates or word problems that need reasoning."
     ),

@@ -39,11 +39,21 @@ def completion(text: str | None = "hi there", prompt_tokens: int = 12, completio
     }
 
 
-def chunk(delta: str | None = None, *, finish: str | None = None, usage: dict[str, int] | None = None) -> dict[str, Any]:
-    choices = [] if delta is None and finish is None else [
-        {"index": 0, "delta": {"content": delta} if delta is not None else {}, "finish_reason": finish}
-    ]
-    body: dict[str, Any] = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fake", "choices": choices}
+def chunk(
+    delta: str | None = None, *, finish: str | None = None, usage: dict[str, int] | None = None
+) -> dict[str, Any]:
+    choices = (
+        []
+        if delta is None and finish is None
+        else [{"index": 0, "delta": {"content": delta} if delta is not None else {}, "finish_reason": finish}]
+    )
+    body: dict[str, Any] = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "fake",
+        "choices": choices,
+    }
     if usage is not None:
         body["usage"] = usage
     return body
@@ -67,7 +77,9 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "json": body})
+                fake.requests.append(
+                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "json": body}
+                )
                 behaviour = fake.script.popleft() if fake.script else {"body": completion()}
                 try:
                     time.sleep(behaviour.get("delay", 0))
@@ -232,7 +244,9 @@ def test_stream_retries_opening_on_503(fake: FakeOpenAI) -> None:
 
 
 def test_retries_500_then_succeeds(fake: FakeOpenAI) -> None:
-    fake.push({"status": 500, "body": {"error": {"message": "boom"}}}, {"status": 502, "body": {}}, {"body": completion("ok")})
+    fake.push(
+        {"status": 500, "body": {"error": {"message": "boom"}}}, {"status": 502, "body": {}}, {"body": completion("ok")}
+    )
     result = OpenAIChatModel(card(fake), FAST_RETRY).chat(HELLO)
     assert result.text == "ok" and result.attempts == 3
     assert len(fake.requests) == 3
@@ -341,7 +355,9 @@ def test_schema_is_sent_llama_cpp_style_for_local_cards(fake: FakeOpenAI) -> Non
 
 def test_schema_is_sent_openai_style_for_remote_cards(fake: FakeOpenAI) -> None:
     fake.push({"body": completion('{"agent": "clock", "reason": "r"}')})
-    OpenAIChatModel(card(fake, supports_json_schema=True), FAST_RETRY).chat(HELLO, ChatOptions(json_schema=DECISION_SCHEMA))
+    OpenAIChatModel(card(fake, supports_json_schema=True), FAST_RETRY).chat(
+        HELLO, ChatOptions(json_schema=DECISION_SCHEMA)
+    )
     assert fake.requests[0]["json"]["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "decision", "schema": DECISION_SCHEMA, "strict": True},
@@ -416,7 +432,10 @@ def test_fallback_tries_models_in_order(fake: FakeOpenAI) -> None:
 
 def test_fallback_moves_on_after_garbage_and_reports_every_failure(fake: FakeOpenAI) -> None:
     fake.push({"body": completion(None)}, {"status": 400, "body": {"error": {"message": "nope"}}})
-    models = [OpenAIChatModel(card(fake, id="empty"), FAST_RETRY), OpenAIChatModel(card(fake, id="refuses"), FAST_RETRY)]
+    models = [
+        OpenAIChatModel(card(fake, id="empty"), FAST_RETRY),
+        OpenAIChatModel(card(fake, id="refuses"), FAST_RETRY),
+    ]
     with pytest.raises(ModelError) as caught:
         FallbackChatModel(models).chat(HELLO)
     assert "empty" in str(caught.value) and "refuses" in str(caught.value)
@@ -425,14 +444,18 @@ def test_fallback_moves_on_after_garbage_and_reports_every_failure(fake: FakeOpe
 
 async def test_async_fallback(fake: FakeOpenAI) -> None:
     fake.push({"body": completion("async second")})
-    model = FallbackChatModel([OpenAIChatModel(dead_port_card(), FAST_RETRY), OpenAIChatModel(card(fake, id="b"), FAST_RETRY)])
+    model = FallbackChatModel(
+        [OpenAIChatModel(dead_port_card(), FAST_RETRY), OpenAIChatModel(card(fake, id="b"), FAST_RETRY)]
+    )
     result = await model.achat(HELLO)
     assert result.model_id == "b" and result.attempts == 4
 
 
 def test_fallback_stream_uses_first_model_that_starts(fake: FakeOpenAI) -> None:
     fake.push({"stream": STREAM})
-    model = FallbackChatModel([OpenAIChatModel(dead_port_card(), FAST_RETRY), OpenAIChatModel(card(fake, id="b"), FAST_RETRY)])
+    model = FallbackChatModel(
+        [OpenAIChatModel(dead_port_card(), FAST_RETRY), OpenAIChatModel(card(fake, id="b"), FAST_RETRY)]
+    )
     chunks = list(model.stream(HELLO))
     assert chunks[-1].result is not None and chunks[-1].result.model_id == "b" and chunks[-1].result.attempts == 4
 
@@ -440,3 +463,19 @@ def test_fallback_stream_uses_first_model_that_starts(fake: FakeOpenAI) -> None:
 def test_model_for_remote_card_is_the_openai_client(fake: FakeOpenAI) -> None:
     model = model_for_card(card(fake), FAST_RETRY)
     assert isinstance(model, OpenAIChatModel) and model.id == "fake-model"
+
+
+def test_raw_control_characters_inside_json_strings_are_tolerated_and_canonicalised() -> None:
+    value, text = extract_json('{"reason": "line one\nline two"}')
+    assert value == {"reason": "line one\nline two"}
+    assert json.loads(text) == value  # strict JSON again
+
+
+async def test_async_fallback_stream(fake: FakeOpenAI) -> None:
+    fake.push({"stream": STREAM})
+    model = FallbackChatModel(
+        [OpenAIChatModel(dead_port_card(), FAST_RETRY), OpenAIChatModel(card(fake, id="b"), FAST_RETRY)]
+    )
+    chunks = [chunk async for chunk in model.astream(HELLO)]
+    assert "".join(c.delta for c in chunks) == "Hello world"
+    assert chunks[-1].result is not None and chunks[-1].result.model_id == "b"

