@@ -1,0 +1,623 @@
+"""The fast learned set router: which agents (at most k) answer a query, on CPU, with no LLM at decision time.
+
+How it decides:
+
+1. **Representations.** The query is embedded with all-MiniLM-L6-v2 (`orchestra.embeddings`). Each agent card
+   is represented by embeddings of its description, of the description's sentences and of its id read as words
+   (``banking:freeze_account`` -> "banking freeze account"), and of its example queries when the card has some.
+   They are cached by card content, so an agent added or changed in the registry is embedded at the next
+   decision and the others are reused.
+2. **Scorer.** Every agent gets a logit ``w_a . q + b_a``. Agents seen in training have ``w_a`` learned by a
+   multinomial logistic regression over query embeddings (supervised: all of train; few-shot: K examples per
+   agent, with the card's description sentences as extra examples). An agent the model was not trained on
+   gets its weights *imprinted* from its card: the direction of its prototype (example centroid blended with
+   its description) scaled to the trained weights' typical norm; the blend and scale are calibrated at fit
+   time by imprinting a few trained agents as if they were new. So onboarding takes effect at once, without
+   retraining. With no training at all (zero-shot) the logit is a fixed mix of the query's similarity to the
+   description, its best sentence and the id words.
+3. **Calibrated set rule.** Probabilities are a softmax over the agents (and an out-of-scope class when
+   out-of-scope examples were given), with a temperature. The best agent joins; each next one joins while its
+   probability clears ``join_threshold``, at most k. The query is out of scope when the out-of-scope
+   probability, or the lack of any similar text, clears ``oos_threshold``.
+4. **Multi-agent queries.** The query is cut at conjunction boundaries ("and then", ",", "and also", ...);
+   a cut is kept when each part is confidently classified and the parts go to different agents (the cut with
+   most parts wins), and each agent is called with the part of the query it should answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestra.cards import AgentCard
+from orchestra.errors import CheckpointError, DataError, PolicyError
+from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
+
+from .basic import card_fingerprint, clean_query, effective_k, out_of_scope
+
+__all__ = ["SetRouter"]
+
+_CHECKPOINT_FORMAT = "orchestra.set_router/1"
+
+# Words that join two requests in one utterance. Longest first, so "and then" wins over "and".
+_CONNECTORS = re.compile(
+    r"\s*(?:,\s*and then|\band then\b|\band also\b|\bthen\b|\balso\b|,\s*and\b|\band\b|,|;|\bplus\b)\s*",
+    re.IGNORECASE,
+)
+_MAX_CONNECTORS = 5
+_MAX_PARTS = 3
+
+
+def id_words(agent_id: str) -> str:
+    """An id read as words: ``kitchen_and_dining:ingredients_list`` -> "kitchen and dining ingredients list"."""
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", agent_id)
+    return " ".join(re.split(r"[^A-Za-z0-9]+", spaced)).strip().lower()
+
+
+def description_pieces(card: AgentCard) -> list[str]:
+    """The description's sentences (and the id words): finer texts than the whole description to match a
+    short query against."""
+    text = " ".join(card.description.split())
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?;])\s+", text) if len(s.strip()) > 3]
+    return [id_words(card.id) or card.id, *sentences[:12]]
+
+
+def _normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    return matrix / np.maximum(norms, 1e-12)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class _CardVectors:
+    description: np.ndarray  # (dim,)
+    pieces: np.ndarray  # (n_pieces, dim): id words first, then sentences
+    examples: np.ndarray  # (n_examples, dim)
+
+
+class _CardCache:
+    """Card embeddings keyed by card content; only new or changed cards are embedded."""
+
+    def __init__(self, embedder: Any | None) -> None:
+        self._embedder = embedder
+        self._vectors: dict[str, _CardVectors] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from orchestra.embeddings import get_embedder
+
+            self._embedder = get_embedder()
+        return self._embedder
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        return np.asarray(self.embedder.encode(list(texts)), dtype=np.float32)
+
+    def vectors(self, cards: Sequence[AgentCard]) -> list[_CardVectors]:
+        keys = [card_fingerprint(card) for card in cards]
+        with self._lock:
+            missing = {key: card for key, card in zip(keys, cards, strict=True) if key not in self._vectors}
+        if missing:
+            texts: list[str] = []
+            spans = []
+            for key, card in missing.items():
+                pieces = description_pieces(card)
+                start = len(texts)
+                texts.append(card.routing_text())
+                texts.extend(pieces)
+                texts.extend(card.examples)
+                spans.append((key, start, len(pieces), len(card.examples)))
+            matrix = self.encode(texts)
+            with self._lock:
+                for key, start, n_pieces, n_examples in spans:
+                    p0 = start + 1
+                    e0 = p0 + n_pieces
+                    self._vectors[key] = _CardVectors(
+                        description=matrix[start], pieces=matrix[p0:e0], examples=matrix[e0 : e0 + n_examples]
+                    )
+        with self._lock:
+            return [self._vectors[key] for key in keys]
+
+
+class _Featurizer:
+    """Query features: the sentence embedding beside TF-IDF of character and word n-grams. The n-grams catch
+    the surface cues (names, rare words) that a frozen sentence encoder blurs; weight ``ngram_weight``."""
+
+    _CHAR = {"analyzer": "char_wb", "ngram_range": (2, 5), "sublinear_tf": True, "min_df": 2}
+    _WORD = {"ngram_range": (1, 2), "sublinear_tf": True, "min_df": 1}
+
+    def __init__(self, ngram_weight: float, char: Any = None, word: Any = None) -> None:
+        self.ngram_weight = ngram_weight
+        self.char = char
+        self.word = word
+
+    def fit(self, texts: Sequence[str]) -> _Featurizer:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.char = TfidfVectorizer(**self._CHAR).fit(texts)
+        self.word = TfidfVectorizer(**self._WORD).fit(texts)
+        return self
+
+    def transform(self, texts: Sequence[str], embeddings: np.ndarray) -> Any:
+        from scipy import sparse
+
+        blocks = [sparse.csr_matrix(embeddings)]
+        if self.ngram_weight > 0 and self.char is not None:
+            blocks += [self.ngram_weight * self.char.transform(texts), self.ngram_weight * self.word.transform(texts)]
+        return sparse.hstack(blocks, format="csr")
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        if self.char is None:
+            return {"ngram_weight": self.ngram_weight}, {}
+        meta = {
+            "ngram_weight": self.ngram_weight,
+            "char_vocabulary": {k: int(v) for k, v in self.char.vocabulary_.items()},
+            "word_vocabulary": {k: int(v) for k, v in self.word.vocabulary_.items()},
+        }
+        return meta, {"char_idf": self.char.idf_, "word_idf": self.word.idf_}
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> _Featurizer:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        if "char_vocabulary" not in meta:
+            return cls(meta["ngram_weight"])
+        char = TfidfVectorizer(**{**cls._CHAR, "min_df": 1}, vocabulary=meta["char_vocabulary"])
+        char.idf_ = arrays["char_idf"]
+        word = TfidfVectorizer(**cls._WORD, vocabulary=meta["word_vocabulary"])
+        word.idf_ = arrays["word_idf"]
+        return cls(meta["ngram_weight"], char, word)
+
+
+@dataclass
+class _Head:
+    """The trained part: per-agent weights over query features, plus what imprinting new agents needs."""
+
+    agent_ids: list[str]
+    fingerprints: list[str]
+    featurizer: _Featurizer
+    weights: np.ndarray  # (n_agents, n_features)
+    bias: np.ndarray  # (n_agents,)
+    oos_weight: np.ndarray | None  # (n_features,) out-of-scope class, when trained with out-of-scope queries
+    oos_bias: float
+    imprint_scale: float  # norm given to an imprinted agent's weights
+    imprint_bias: float  # bias given to an imprinted agent
+    regime: str
+    shots: int
+
+
+class SetRouter(BaseRouter):
+    """Learned candidate-set router (see the module docstring).
+
+    - ``k``: at most this many agents (the run policy's ``max_agents`` lowers it);
+    - ``join_threshold``: an agent after the first joins while its probability clears this;
+    - ``oos_threshold``: out of scope when the out-of-scope class's probability (trained from out-of-scope
+      examples) clears this; ``None`` disables refusals. Untrained routers refuse when the best similarity
+      falls under ``zero_shot_floor``;
+    - ``segment``: split multi-request queries at conjunctions and route each part: a cut is kept when each
+      part's best agent clears ``segment_min_prob`` and the parts' agents differ; cuts are tried only when the
+      whole query's best probability is under ``segment_skip`` (1.0: whenever the query has a conjunction);
+    - ``ngram_weight``: weight of the TF-IDF n-gram features beside the embedding;
+    - ``example_weight``: share of the example centroid in an onboarded agent's prototype.
+    """
+
+    name = "set"
+
+    def __init__(
+        self,
+        k: int = 3,
+        *,
+        join_threshold: float = 0.05,
+        oos_threshold: float | None = 0.1,
+        segment: bool = True,
+        segment_min_prob: float = 0.6,
+        segment_skip: float = 1.0,
+        zero_shot_temperature: float = 30.0,
+        zero_shot_floor: float | None = None,
+        ngram_weight: float = 0.5,
+        example_weight: float = 0.7,
+        c: float = 20.0,
+        embedder: Any | None = None,
+    ) -> None:
+        if k < 1:
+            raise PolicyError(f"SetRouter 'k' must be at least 1, got {k}")
+        if not 0.0 < join_threshold < 1.0:
+            raise PolicyError(f"SetRouter 'join_threshold' must be in (0, 1), got {join_threshold}")
+        if oos_threshold is not None and not 0.0 < oos_threshold < 1.0:
+            raise PolicyError(f"SetRouter 'oos_threshold' must be in (0, 1) or None, got {oos_threshold}")
+        if zero_shot_temperature <= 0:
+            raise PolicyError("SetRouter 'zero_shot_temperature' must be positive")
+        if ngram_weight < 0 or not 0.0 <= example_weight <= 1.0 or c <= 0:
+            raise PolicyError("SetRouter: 'ngram_weight' >= 0, 'example_weight' in [0, 1] and 'c' > 0 are required")
+        self.k = k
+        self.join_threshold = join_threshold
+        self.oos_threshold = oos_threshold
+        self.segment = segment
+        self.segment_min_prob = segment_min_prob
+        self.segment_skip = segment_skip
+        self.zero_shot_temperature = zero_shot_temperature
+        self.zero_shot_floor = zero_shot_floor
+        self.ngram_weight = ngram_weight
+        self.example_weight = example_weight
+        self.c = c
+        self.head: _Head | None = None
+        self.cache = _CardCache(embedder)
+        self._imprints: dict[str, tuple[np.ndarray, float]] = {}
+        self._parameter_cache: tuple[tuple[str, ...], _Head, np.ndarray, np.ndarray] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "k": self.k,
+            "join_threshold": self.join_threshold,
+            "oos_threshold": self.oos_threshold,
+            "segment": self.segment,
+            "segment_min_prob": self.segment_min_prob,
+            "segment_skip": self.segment_skip,
+            "zero_shot_temperature": self.zero_shot_temperature,
+            "zero_shot_floor": self.zero_shot_floor,
+            "ngram_weight": self.ngram_weight,
+            "example_weight": self.example_weight,
+            "c": self.c,
+            "trained": None if self.head is None else {"regime": self.head.regime, "agents": len(self.head.agent_ids)},
+        }
+
+    # ------------------------------------------------------------------ training
+
+    def fit(
+        self,
+        agents: Sequence[AgentCard],
+        train_rows: Sequence[Any],
+        regime: str = "supervised",
+        shots: int = 0,
+        *,
+        oos_rows: Sequence[Any] = (),
+        seed: int = 0,
+    ) -> SetRouter:
+        """Train the scorer for ``agents`` on ``train_rows`` (objects with ``query`` and ``agents``).
+
+        Zero-shot (no rows) trains nothing: decisions use card similarities only. Rows naming an agent not in
+        ``agents`` raise `DataError`. ``oos_rows`` (queries with no agent) train an out-of-scope class.
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        agents = list(agents)
+        if not agents:
+            raise DataError("SetRouter.fit needs at least one agent card")
+        ids = [card.id for card in agents]
+        if len(set(ids)) != len(ids):
+            duplicate = next(agent_id for agent_id in ids if ids.count(agent_id) > 1)
+            raise DataError(f"SetRouter.fit: duplicate agent id {duplicate!r}")
+        position = {agent_id: i for i, agent_id in enumerate(ids)}
+        queries: list[str] = []
+        labels: list[int] = []
+        for number, row in enumerate(train_rows, start=1):
+            for agent_id in row.agents:
+                if agent_id not in position:
+                    raise DataError(f"training row {number}: agent {agent_id!r} is not among the agents being trained")
+                queries.append(row.query)
+                labels.append(position[agent_id])
+        self._imprints.clear()
+        if regime == "zero-shot" or not queries:
+            self.head = None
+            return self
+        # Card texts (description sentences, id words, examples) are extra examples of their agent: they
+        # matter with few shots and do no harm with many.
+        seen = set(zip(queries, labels, strict=True))
+        for card in agents:
+            for text in [*description_pieces(card), *card.examples]:
+                if (text, position[card.id]) not in seen:
+                    queries.append(text)
+                    labels.append(position[card.id])
+        # An out-of-scope class needs in-scope classes of comparable size: with a few shots per agent, a
+        # hundred out-of-scope examples would swallow in-scope queries, so it is trained in supervised mode only.
+        oos_queries = [row.query for row in oos_rows if not row.agents] if regime == "supervised" else []
+        texts = queries + oos_queries
+        y = np.array(labels + [len(ids)] * len(oos_queries))
+        featurizer = _Featurizer(self.ngram_weight).fit(texts)
+        X = featurizer.transform(texts, self.cache.encode(texts))
+        model = LogisticRegression(C=self.c, max_iter=300, random_state=seed)
+        model.fit(X, y)
+        classes = [int(c) for c in model.classes_]
+        W = np.zeros((len(ids), X.shape[1]), dtype=np.float32)
+        b = np.full(len(ids), -30.0, dtype=np.float32)
+        coef = model.coef_ if len(classes) > 2 else np.vstack([-model.coef_, model.coef_])
+        intercept = model.intercept_ if len(classes) > 2 else np.array([-model.intercept_[0], model.intercept_[0]])
+        for column, cls in enumerate(classes):
+            if cls < len(ids):
+                W[cls] = coef[column]
+                b[cls] = intercept[column]
+        oos_weight = None
+        oos_bias = 0.0
+        if len(ids) in classes:
+            column = classes.index(len(ids))
+            oos_weight = coef[column].astype(np.float32)
+            oos_bias = float(intercept[column])
+        trained = np.array([i in classes for i in range(len(ids))])
+        norms = np.linalg.norm(W[trained], axis=1)
+        self.head = _Head(
+            agent_ids=ids,
+            fingerprints=[card_fingerprint(card) for card in agents],
+            featurizer=featurizer,
+            weights=W,
+            bias=b,
+            oos_weight=oos_weight,
+            oos_bias=oos_bias,
+            imprint_scale=float(np.median(norms)) if len(norms) else 1.0,
+            imprint_bias=float(np.median(b[trained])) if trained.any() else 0.0,
+            regime=regime,
+            shots=shots,
+        )
+        return self
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, path: str | Path) -> None:
+        """Write the trained scorer (``.npz``, no pickles) with the ids and card fingerprints it was trained for."""
+        if self.head is None:
+            raise CheckpointError("SetRouter.save: nothing to save, the router is not trained (call fit first)")
+        head = self.head
+        featurizer_meta, featurizer_arrays = head.featurizer.state()
+        meta = {
+            "format": _CHECKPOINT_FORMAT,
+            "agent_ids": head.agent_ids,
+            "fingerprints": head.fingerprints,
+            "featurizer": featurizer_meta,
+            "oos_bias": head.oos_bias,
+            "imprint_scale": head.imprint_scale,
+            "imprint_bias": head.imprint_bias,
+            "regime": head.regime,
+            "shots": head.shots,
+            "dim": int(self.cache.embedder.dim),
+            "config": {k: v for k, v in self.describe().items() if k not in ("name", "trained")},
+        }
+        arrays = {"weights": head.weights, "bias": head.bias, **featurizer_arrays}
+        if head.oos_weight is not None:
+            arrays["oos_weight"] = head.oos_weight
+        with Path(path).open("wb") as handle:
+            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path, *, agents: Sequence[AgentCard] | None = None, **options: Any) -> SetRouter:
+        """A router with the scorer saved at ``path``. With ``agents`` (the registry's cards), the checkpoint
+        must fit them: a trained agent missing from the registry, or one whose card changed since training,
+        raises `CheckpointError` naming it. Agents the checkpoint does not know are fine: they are onboarded
+        from their cards."""
+        try:
+            with np.load(Path(path), allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                arrays = {name: np.asarray(data[name]) for name in data.files if name != "meta"}
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: not a set-router checkpoint ({exc})") from None
+        if meta.get("format") != _CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {_CHECKPOINT_FORMAT!r}")
+        router = cls(**{**meta.get("config", {}), **options})
+        if int(meta["dim"]) != router.cache.embedder.dim:
+            raise CheckpointError(f"{path}: trained on {meta['dim']}-dim embeddings, the embedder gives {router.cache.embedder.dim}")
+        router.head = _Head(
+            agent_ids=list(meta["agent_ids"]),
+            fingerprints=list(meta["fingerprints"]),
+            featurizer=_Featurizer.from_state(meta["featurizer"], arrays),
+            weights=arrays["weights"].astype(np.float32),
+            bias=arrays["bias"].astype(np.float32),
+            oos_weight=arrays["oos_weight"].astype(np.float32) if "oos_weight" in arrays else None,
+            oos_bias=float(meta["oos_bias"]),
+            imprint_scale=float(meta["imprint_scale"]),
+            imprint_bias=float(meta["imprint_bias"]),
+            regime=str(meta["regime"]),
+            shots=int(meta["shots"]),
+        )
+        if agents is not None:
+            router.check_compatible(agents)
+        return router
+
+    def check_compatible(self, agents: Sequence[AgentCard]) -> None:
+        """Raise `CheckpointError` when the trained scorer does not fit these cards (see `load`)."""
+        if self.head is None:
+            return
+        by_id = {card.id: card for card in agents}
+        missing = [agent_id for agent_id in self.head.agent_ids if agent_id not in by_id]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise CheckpointError(f"checkpoint was trained for agent(s) the registry does not hold: {missing[:5]}{more}")
+        changed = [
+            agent_id
+            for agent_id, fingerprint in zip(self.head.agent_ids, self.head.fingerprints, strict=True)
+            if card_fingerprint(by_id[agent_id]) != fingerprint
+        ]
+        if changed:
+            raise CheckpointError(f"checkpoint was trained on other cards for agent(s): {changed[:5]}")
+
+    # ------------------------------------------------------------------ scoring
+
+    def _imprint(self, card: AgentCard, vectors: _CardVectors) -> tuple[np.ndarray, float]:
+        """Weights of an agent the head was not trained on, from its card: the direction of its texts'
+        features (examples weighted by ``example_weight``), scaled like the trained agents' weights."""
+        key = card_fingerprint(card)
+        if key in self._imprints:
+            return self._imprints[key]
+        assert self.head is not None
+        pieces = description_pieces(card)
+        texts = [card.routing_text(), *pieces, *card.examples]
+        emb = np.vstack([vectors.description[None, :], vectors.pieces, vectors.examples])
+        F = np.asarray(self.head.featurizer.transform(texts, emb).todense())
+        n_text = 1 + len(pieces)
+        text_dir = F[:n_text].mean(axis=0)
+        text_dir /= max(np.linalg.norm(text_dir), 1e-12)
+        if card.examples:
+            example_dir = F[n_text:].mean(axis=0)
+            example_dir /= max(np.linalg.norm(example_dir), 1e-12)
+            direction = (1 - self.example_weight) * text_dir + self.example_weight * example_dir
+        else:
+            direction = text_dir
+        direction /= max(np.linalg.norm(direction), 1e-12)
+        result = (self.head.imprint_scale * direction).astype(np.float32), self.head.imprint_bias
+        self._imprints[key] = result
+        return result
+
+    def _parameters(self, cards: Sequence[AgentCard]) -> tuple[np.ndarray, np.ndarray]:
+        """Weights (features x agents, so that a sparse query row multiplies fast) and biases of ``cards``:
+        trained where the head knows the agent, imprinted otherwise. Cached for the registry's current cards."""
+        assert self.head is not None
+        key = tuple(card_fingerprint(card) for card in cards)
+        cached = self._parameter_cache
+        if cached is not None and cached[0] == key and cached[1] is self.head:
+            return cached[2], cached[3]
+        head = self.head
+        index = {agent_id: i for i, agent_id in enumerate(head.agent_ids)}
+        vectors = self.cache.vectors(cards)
+        WT = np.empty((head.weights.shape[1], len(cards)), dtype=np.float32)
+        b = np.empty(len(cards), dtype=np.float32)
+        for i, (card, vec) in enumerate(zip(cards, vectors, strict=True)):
+            j = index.get(card.id)
+            if j is not None:
+                WT[:, i], b[i] = head.weights[j], head.bias[j]
+            else:
+                WT[:, i], b[i] = self._imprint(card, vec)
+        self._parameter_cache = (key, head, WT, b)
+        return WT, b
+
+    def _zero_shot_logits(self, Q: np.ndarray, cards: Sequence[AgentCard]) -> np.ndarray:
+        """Similarity of each query to each card: twice the whole card text, plus the best and the mean of
+        its sentences and id words (and the best example when the card has examples), averaged."""
+        vectors = self.cache.vectors(cards)
+        logits = np.empty((len(Q), len(cards)), dtype=np.float32)
+        for i, vec in enumerate(vectors):
+            piece_sims = Q @ vec.pieces.T
+            score = (2 * (Q @ vec.description) + piece_sims.max(axis=1) + piece_sims.mean(axis=1) + piece_sims[:, 0]) / 5
+            if len(vec.examples):
+                score = 0.5 * score + 0.5 * (Q @ vec.examples.T).max(axis=1)
+            logits[:, i] = score
+        return logits
+
+    def probabilities(self, texts: Sequence[str], Q: np.ndarray, cards: Sequence[AgentCard]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per query text: probabilities over ``cards``, the out-of-scope probability (0 when the router is
+        not trained for it) and the raw best score."""
+        if self.head is None:
+            sims = self._zero_shot_logits(Q, cards)
+            return _softmax(self.zero_shot_temperature * sims), np.zeros(len(Q)), sims.max(axis=1)
+        head = self.head
+        WT, b = self._parameters(cards)
+        X = head.featurizer.transform(texts, Q)
+        logits = np.asarray(X @ WT) + b
+        if head.oos_weight is not None:
+            oos = np.asarray(X @ head.oos_weight).ravel() + head.oos_bias
+            probs = _softmax(np.concatenate([logits, oos[:, None]], axis=1))
+            inside = probs[:, :-1]
+            return inside / inside.sum(axis=1, keepdims=True), probs[:, -1], logits.max(axis=1)
+        return _softmax(logits), np.zeros(len(Q)), logits.max(axis=1)
+
+    # ------------------------------------------------------------------ deciding
+
+    def _segmentations(self, query: str) -> list[list[str]]:
+        """Ways to cut the query into requests at connector words (the whole query first)."""
+        matches = [m for m in _CONNECTORS.finditer(query) if 0 < m.start() and m.end() < len(query)]
+        matches = matches[:_MAX_CONNECTORS]
+        options: list[list[str]] = [[query]]
+        for size in range(1, min(len(matches), _MAX_PARTS - 1) + 1):
+            for chosen in itertools.combinations(matches, size):
+                parts = []
+                start = 0
+                for m in chosen:
+                    parts.append(query[start : m.start()].strip())
+                    start = m.end()
+                parts.append(query[start:].strip())
+                if all(len(part.split()) >= 2 for part in parts):
+                    options.append(parts)
+        return options
+
+    def decide(self, state: RouterState) -> Dispatch | Finish:
+        query, facts = clean_query(state.query)
+        if not query:
+            return out_of_scope("the query is empty", **facts)
+        if not state.agents:
+            return out_of_scope("the registry holds no agents", **facts)
+        cards = list(state.agents)
+        k = effective_k(self.k, state)
+        # The whole query first; cutting it into parts is tried only when no agent is clearly right, which
+        # keeps the common single-request decision to one embedding.
+        texts = [query]
+        Q = self.cache.encode(texts)
+        probs, oos, best_raw = self.probabilities(texts, Q, cards)
+        segmentations = [[query]]
+        if self.segment and probs[0].max() < self.segment_skip:
+            segmentations = self._segmentations(query)
+            parts = sorted({part for option in segmentations for part in option} - {query})
+            if parts:
+                Qp = self.cache.encode(parts)
+                p_parts, oos_parts, raw_parts = self.probabilities(parts, Qp, cards)
+                texts = texts + parts
+                probs = np.vstack([probs, p_parts])
+                oos = np.concatenate([oos, oos_parts])
+                best_raw = np.concatenate([best_raw, raw_parts])
+        row = {text: i for i, text in enumerate(texts)}
+
+        whole = row[query]
+        order = np.argsort(-probs[whole], kind="stable")
+        scores = tuple(CandidateScore(id=cards[i].id, score=round(float(probs[whole, i]), 6)) for i in order[: max(k, 10)])
+        oos_meta = {"oos_probability": round(float(oos[whole]), 6), "best_probability": round(float(probs[whole, order[0]]), 6)}
+
+        # Segmentation: a cut is kept when every part is confidently given to an agent of its own; among
+        # those, the one with most parts wins (ties: higher mean log-probability). The whole query's own
+        # confidence is no guide: a classifier trained on single requests is often sure of a joined one.
+        best_parts = [query]
+        best_key = (1, float(np.log(probs[whole].max() + 1e-9)))
+        for parts in segmentations[1:]:
+            tops = [int(np.argmax(probs[row[p]])) for p in parts]
+            confidences = [float(probs[row[p]].max()) for p in parts]
+            if len(set(tops)) != len(tops) or min(confidences) < self.segment_min_prob:
+                continue
+            key = (len(parts), float(np.mean(np.log(np.array(confidences) + 1e-9))))
+            if key > best_key:
+                best_parts, best_key = parts, key
+
+        if len(best_parts) > 1:
+            calls = []
+            for part in best_parts:
+                i = int(np.argmax(probs[row[part]]))
+                calls.append(Call(agent_id=cards[i].id, query=part, weight=round(float(probs[row[part], i]), 6)))
+            calls = calls[: max(k, len(calls))]
+            return Dispatch(
+                calls=tuple(calls),
+                rationale=f"the query holds {len(best_parts)} requests; each part goes to its best agent",
+                scores=scores,
+                meta={"segments": best_parts, **oos_meta, **facts},
+            )
+
+        if self.oos_threshold is not None and oos[whole] >= self.oos_threshold:
+            return out_of_scope(
+                f"no agent fits: out-of-scope probability {oos[whole]:.3f} >= {self.oos_threshold:g}",
+                scores=scores, **oos_meta, **facts,
+            )
+        if self.head is None and self.zero_shot_floor is not None and best_raw[whole] < self.zero_shot_floor:
+            return out_of_scope(
+                f"no agent fits: best similarity {best_raw[whole]:.3f} < {self.zero_shot_floor:g}",
+                scores=scores, **oos_meta, **facts,
+            )
+        chosen = [int(order[0])]
+        for i in order[1:k]:
+            if probs[whole, i] < self.join_threshold:
+                break
+            chosen.append(int(i))
+        return Dispatch(
+            calls=tuple(Call(agent_id=cards[i].id, query=query, weight=round(float(probs[whole, i]), 6)) for i in chosen),
+            rationale=f"{len(chosen)} agent(s) with probability >= {self.join_threshold:g} (best first)",
+            scores=scores,
+            meta={**oos_meta, **facts},
+        )

@@ -1,0 +1,145 @@
+"""`orchestra bench agents`: data loading, regimes, holdout onboarding, predictions and metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from orchestra.bench.agents import agents_command, few_shot_sample, load_agent_set, run_agent_bench, RoutingExample
+from orchestra.bench.metrics import latency_summary, oos_metrics, set_metrics
+from orchestra.errors import DataError
+from orchestra.routers.basic import EmbeddingRouter
+from orchestra.routers.set_router import SetRouter
+
+from test_routers_basic import WordEmbedder
+from test_set_router import CARDS, OOS, TRAIN
+
+TEST = [
+    {"query": "will it rain in lisbon", "agents": ["GetWeather"]},
+    {"query": "play a song by the beatles", "agents": ["PlayMusic"]},
+    {"query": "book a table for five at a pizza restaurant", "agents": ["BookRestaurant"]},
+    {"query": "play some jazz music and then what is the temperature in rome", "agents": ["PlayMusic", "GetWeather"]},
+]
+
+
+def write_set(root: Path, *, oos: bool = True) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "agents.jsonl").write_text("".join(json.dumps({"id": c.id, "description": c.description}) + "\n" for c in CARDS))
+    (root / "train.jsonl").write_text("".join(json.dumps({"query": r.query, "agents": list(r.agents)}) + "\n" for r in TRAIN))
+    (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TEST))
+    if oos:
+        (root / "oos_train.jsonl").write_text("".join(json.dumps({"query": r.query, "agents": []}) + "\n" for r in OOS))
+        (root / "oos_test.jsonl").write_text(json.dumps({"query": "what is the capital of peru", "agents": []}) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_set(tmp_path_factory.mktemp("agents") / "tiny")
+
+
+def test_metrics():
+    gold = [["a"], ["b"], ["a", "b"], []]
+    pred = [["a", "c"], ["c"], ["b", "a"], []]
+    m = set_metrics(gold, pred)
+    assert m["n"] == 3 and m["set_hit"] == pytest.approx(2 / 3) and m["top1"] == pytest.approx(2 / 3)
+    assert m["exact_set"] == pytest.approx(1 / 3) and m["mean_set_size"] == pytest.approx(5 / 3)
+    assert m["micro_f1"] == pytest.approx(2 * (3 / 5) * (3 / 4) / (3 / 5 + 3 / 4))
+    o = oos_metrics(gold, pred)
+    assert o == {"n_oos": 1, "oos_precision": 1.0, "oos_recall": 1.0}
+    assert latency_summary([1.0, 2.0, 3.0])["p50_ms"] == 2.0
+
+
+def test_run_supervised_writes_predictions_in_order(dataset, tmp_path):
+    out = tmp_path / "pred.jsonl"
+    router = SetRouter(embedder=WordEmbedder(), oos_threshold=0.5)
+    report = run_agent_bench(dataset, router, regime="supervised", predictions=out)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["query"] for line in lines] == [r["query"] for r in TEST] + ["what is the capital of peru"]
+    assert all(set(line) >= {"query", "predicted", "latency_ms"} for line in lines)
+    assert report["test"]["n"] == 4 and report["test"]["set_hit"] == 1.0
+    assert set(lines[3]["predicted"]) == {"PlayMusic", "GetWeather"}
+    assert "oos" in report and report["n_train_rows"] == len(TRAIN)
+
+
+def test_regimes_limit_what_is_trained(dataset):
+    router = SetRouter(embedder=WordEmbedder())
+    report = run_agent_bench(dataset, router, regime="zero-shot", limit=2)
+    assert router.head is None and report["test"]["n"] == 2 and report["n_train_rows"] == 0
+    report = run_agent_bench(dataset, router, regime="few-shot", shots=2)
+    assert report["n_train_rows"] == 6 and router.head is not None
+
+
+def test_holdout_agents_are_onboarded_and_reported_apart(dataset):
+    router = SetRouter(embedder=WordEmbedder())
+    report = run_agent_bench(dataset, router, regime="few-shot", shots=3, holdout_agents=1, seed=1)
+    held = report["holdout_agents"]
+    assert len(held) == 1 and held[0] not in router.head.agent_ids
+    assert report["onboarded"]["n"] + report["known"]["n"] == report["test"]["n"]
+
+
+def test_routers_without_fit_are_used_as_they_are(dataset):
+    report = run_agent_bench(dataset, EmbeddingRouter(threshold=-1.0, embedder=WordEmbedder()), regime="supervised")
+    assert report["fit_seconds"] == 0.0 and report["test"]["n"] == 4
+
+
+def test_cli_command_prints_table_and_writes_json(dataset, tmp_path, monkeypatch):
+    from orchestra import routing
+
+    monkeypatch.setitem(routing._IN_PROCESS, "set-test", lambda: SetRouter(embedder=WordEmbedder()))
+    app = typer.Typer()
+    app.command()(agents_command)
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(app, ["--data", str(dataset), "--router", "set-test", "--regime", "few-shot",
+                                      "--shots", "2", "--json", str(out), "--predictions", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "set hit" in result.output and "out of scope" in result.output
+    assert json.loads(out.read_text())["regime"] == "few-shot"
+
+
+def test_bad_data_is_a_data_error_naming_file_and_line(tmp_path):
+    root = write_set(tmp_path / "bad", oos=False)
+    with (root / "test.jsonl").open("a") as handle:
+        handle.write("{not json\n")
+    with pytest.raises(DataError, match=r"test\.jsonl:5"):
+        load_agent_set(root)
+    root = write_set(tmp_path / "dup", oos=False)
+    with (root / "agents.jsonl").open("a") as handle:
+        handle.write(json.dumps({"id": "GetWeather", "description": "again"}) + "\n")
+    with pytest.raises(DataError, match=r"agents\.jsonl:4.*GetWeather"):
+        load_agent_set(root)
+    root = write_set(tmp_path / "blank", oos=False)
+    (root / "agents.jsonl").write_text(json.dumps({"id": "x", "description": "  "}) + "\n")
+    with pytest.raises(DataError, match=r"agents\.jsonl:1.*description"):
+        load_agent_set(root)
+    root = write_set(tmp_path / "unknown", oos=False)
+    (root / "train.jsonl").write_text(json.dumps({"query": "hi", "agents": ["Nobody"]}) + "\n")
+    with pytest.raises(DataError, match=r"train\.jsonl:1.*Nobody"):
+        load_agent_set(root)
+    root = write_set(tmp_path / "empty", oos=False)
+    (root / "test.jsonl").write_text(json.dumps({"query": "", "agents": []}) + "\n")
+    with pytest.raises(DataError, match=r"test\.jsonl:1.*query"):
+        load_agent_set(root)
+    with pytest.raises(DataError, match="not found|not a directory"):
+        load_agent_set(tmp_path / "missing")
+    (tmp_path / "notest").mkdir()
+    (tmp_path / "notest" / "agents.jsonl").write_text(json.dumps({"id": "a", "description": "d"}) + "\n")
+    with pytest.raises(DataError, match=r"test\.jsonl: file not found"):
+        load_agent_set(tmp_path / "notest")
+
+
+def test_few_shot_sample_is_seeded_and_bounded():
+    rows = [RoutingExample(query=f"q{i}", agents=("a",)) for i in range(10)] + [RoutingExample(query="b1", agents=("b",))]
+    first = few_shot_sample(rows, ["a", "b"], 3, seed=7)
+    assert first == few_shot_sample(rows, ["a", "b"], 3, seed=7)
+    assert len(first) == 4
+
+
+@pytest.mark.skipif(not Path("/work/shared/data/agents/mixsnips/agents.jsonl").exists(), reason="shared data absent")
+def test_real_set_loads():
+    data = load_agent_set("/work/shared/data/agents/mixsnips")
+    assert len(data.cards) == 7 and data.split("test")

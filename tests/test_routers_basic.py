@@ -1,0 +1,137 @@
+"""The baseline agent routers: all, fixed, embedding (with a small bag-of-words embedder standing in for MiniLM)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import pytest
+
+from orchestra.cards import AgentCard
+from orchestra.errors import CardError, PolicyError
+from orchestra.policies import RoutingPolicy
+from orchestra.routing import Dispatch, Finish, RouterState, load_router
+from orchestra.routers.basic import MAX_QUERY_CHARS, AllRouter, EmbeddingRouter, FixedRouter
+
+
+class WordEmbedder:
+    """Hashed bag of words, L2-normalised: similar texts share words. Counts what it encodes."""
+
+    dim = 256
+
+    def __init__(self) -> None:
+        self.encoded: list[str] = []
+
+    def encode(self, texts, batch_size: int = 64) -> np.ndarray:
+        self.encoded.extend(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"[a-z0-9]+", text.lower()):
+                bucket = int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim
+                out[row, bucket] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+
+CARDS = (
+    AgentCard(id="weather", description="Weather forecast, rain, temperature and wind for a city."),
+    AgentCard(id="music", description="Plays a song, an album or an artist; adds music to playlists."),
+    AgentCard(id="bank", description="Bank account balance, transfers and card payments."),
+)
+
+
+def state(query: str, cards=CARDS, policy: RoutingPolicy | None = None) -> RouterState:
+    return RouterState(query=query, agents=tuple(cards), models=(), registry_version=1, policy=policy or RoutingPolicy())
+
+
+def test_all_router_dispatches_every_agent_with_the_whole_query():
+    decision = AllRouter().decide(state("  what is   the weather "))
+    assert isinstance(decision, Dispatch)
+    assert [c.agent_id for c in decision.calls] == ["weather", "music", "bank"]
+    assert {c.query for c in decision.calls} == {"what is the weather"}
+
+
+def test_all_router_refuses_empty_query_and_empty_registry():
+    assert AllRouter().decide(state("   ")).out_of_scope
+    assert AllRouter().decide(state("hello", cards=())).out_of_scope
+
+
+def test_fixed_router_skips_and_records_missing_agents():
+    router = FixedRouter("bank, gone")
+    decision = router.decide(state("balance please"))
+    assert isinstance(decision, Dispatch)
+    assert [c.agent_id for c in decision.calls] == ["bank"]
+    assert decision.meta["missing"] == ["gone"]
+    finish = FixedRouter(["gone"]).decide(state("balance please"))
+    assert isinstance(finish, Finish) and finish.out_of_scope and finish.meta["missing"] == ["gone"]
+
+
+@pytest.mark.parametrize("ids", [[], "", ["a", "a"]])
+def test_fixed_router_refuses_bad_configuration(ids):
+    with pytest.raises(PolicyError):
+        FixedRouter(ids)
+
+
+def test_entry_points_build_the_basic_routers():
+    assert isinstance(load_router("all"), AllRouter)
+    assert load_router("fixed", agent_ids=["bank"]).agent_ids == ("bank",)
+    assert isinstance(load_router("embedding", k=2), EmbeddingRouter)
+
+
+def test_embedding_router_ranks_by_similarity_and_keeps_top_k():
+    router = EmbeddingRouter(k=1, threshold=0.1, embedder=WordEmbedder())
+    decision = router.decide(state("will it rain in the city tomorrow, what temperature"))
+    assert isinstance(decision, Dispatch)
+    assert [c.agent_id for c in decision.calls] == ["weather"]
+    assert [s.id for s in decision.scores][0] == "weather"
+    assert len(decision.scores) == 3  # every candidate is scored
+
+
+def test_embedding_router_out_of_scope_below_threshold():
+    router = EmbeddingRouter(threshold=0.5, embedder=WordEmbedder())
+    decision = router.decide(state("xylophone zebra quantum"))
+    assert isinstance(decision, Finish) and decision.out_of_scope
+    assert decision.answer and decision.scores
+
+
+def test_policy_overrides_k_and_threshold():
+    router = EmbeddingRouter(k=3, threshold=0.0, embedder=WordEmbedder())
+    decision = router.decide(state("rain music balance", policy=RoutingPolicy(max_agents=2)))
+    assert isinstance(decision, Dispatch) and len(decision.calls) == 2
+    refused = router.decide(state("rain music balance", policy=RoutingPolicy(min_score=0.99)))
+    assert isinstance(refused, Finish) and refused.out_of_scope
+
+
+def test_onboarded_agent_is_used_at_next_decision_and_only_it_is_embedded():
+    embedder = WordEmbedder()
+    router = EmbeddingRouter(k=1, threshold=0.1, embedder=embedder)
+    first = router.decide(state("book a taxi to the airport"))
+    taxi = AgentCard(id="taxi", description="Books a taxi or a cab ride to the airport or an address.")
+    embedder.encoded.clear()
+    second = router.decide(state("book a taxi to the airport", cards=(*CARDS, taxi)))
+    assert isinstance(second, Dispatch) and second.calls[0].agent_id == "taxi"
+    assert not (isinstance(first, Dispatch) and first.calls[0].agent_id == "taxi")
+    # only the new card and the query were embedded again
+    assert taxi.routing_text() in embedder.encoded
+    assert all(card.routing_text() not in embedder.encoded for card in CARDS)
+
+
+def test_examples_count_in_similarity():
+    card = AgentCard(id="pay", description="Handles things.", examples=("pay my electricity bill",))
+    router = EmbeddingRouter(k=1, threshold=0.3, embedder=WordEmbedder())
+    decision = router.decide(state("pay the electricity bill", cards=(*CARDS, card)))
+    assert isinstance(decision, Dispatch) and decision.calls[0].agent_id == "pay"
+
+
+def test_huge_query_is_truncated_and_recorded():
+    router = EmbeddingRouter(threshold=-1.0, embedder=WordEmbedder())
+    decision = router.decide(state("weather " * 5000))
+    assert isinstance(decision, Dispatch)
+    assert decision.meta["truncated_from_chars"] > MAX_QUERY_CHARS
+    assert len(decision.calls[0].query) == MAX_QUERY_CHARS
+
+
+def test_blank_description_is_refused_by_the_card():
+    with pytest.raises(CardError):
+        AgentCard.parse({"id": "x", "description": "   "})

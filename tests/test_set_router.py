@@ -1,0 +1,125 @@
+"""The learned set router on a tiny synthetic agent set (bag-of-words embedder standing in for MiniLM)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestra.bench.agents import RoutingExample
+from orchestra.cards import AgentCard
+from orchestra.errors import CheckpointError, DataError, PolicyError
+from orchestra.routing import Dispatch, Finish, RouterState
+from orchestra.routers.set_router import SetRouter, description_pieces, id_words
+
+from test_routers_basic import WordEmbedder
+
+CARDS = (
+    AgentCard(id="GetWeather", description="Gives the weather forecast: rain, sun, wind and temperature for a city."),
+    AgentCard(id="PlayMusic", description="Plays a song, an album or an artist on the speaker."),
+    AgentCard(id="BookRestaurant", description="Books a table at a restaurant for a party at a time."),
+)
+TRAIN = [
+    *(RoutingExample(query=q, agents=("GetWeather",)) for q in [
+        "will it rain tomorrow in paris", "what is the temperature in rome", "is it sunny in berlin today",
+        "how windy is it in oslo", "weather forecast for london", "will it snow in denver tonight"]),
+    *(RoutingExample(query=q, agents=("PlayMusic",)) for q in [
+        "play a song by adele", "put on the new album of muse", "play some jazz music", "play the artist queen",
+        "i want to hear a song", "play music from the eighties"]),
+    *(RoutingExample(query=q, agents=("BookRestaurant",)) for q in [
+        "book a table for two at an italian restaurant", "reserve a restaurant for six people tonight",
+        "book a table at a sushi place", "i need a restaurant reservation for friday", "book dinner for four at eight",
+        "reserve a table at a steakhouse"]),
+]
+OOS = [RoutingExample(query=q, agents=()) for q in ["what is the meaning of life", "solve this equation for x", "who won the war of 1812"]]
+
+
+def state(query: str, cards=CARDS) -> RouterState:
+    return RouterState(query=query, agents=tuple(cards), models=(), registry_version=1)
+
+
+@pytest.fixture(scope="module")
+def trained() -> SetRouter:
+    return SetRouter(embedder=WordEmbedder(), ngram_weight=0.5).fit(CARDS, TRAIN, "supervised", 5)
+
+
+def test_supervised_router_routes_to_the_right_agent(trained):
+    for query, expected in [("will it rain in madrid", "GetWeather"), ("play a song by muse", "PlayMusic"),
+                            ("book a table for three", "BookRestaurant")]:
+        decision = trained.decide(state(query))
+        assert isinstance(decision, Dispatch), query
+        assert decision.calls[0].agent_id == expected
+        assert decision.scores[0].id == expected and 0 < decision.scores[0].score <= 1
+
+
+def test_multi_request_query_gets_every_agent_with_its_part(trained):
+    decision = trained.decide(state("play a song by adele and then will it rain tomorrow in paris"))
+    assert isinstance(decision, Dispatch)
+    assert {c.agent_id: c.query for c in decision.calls} == {
+        "PlayMusic": "play a song by adele", "GetWeather": "will it rain tomorrow in paris"}
+    assert decision.meta["segments"] == ["play a song by adele", "will it rain tomorrow in paris"]
+
+
+def test_onboarded_agent_joins_without_retraining(trained):
+    taxi = AgentCard(id="BookTaxi", description="Books a taxi or a cab ride to an address or the airport.",
+                     examples=("get me a cab to the airport", "book a taxi to the station"))
+    before = trained.decide(state("order a cab to the airport"))
+    weights = trained.head.weights.copy()
+    after = trained.decide(state("order a cab to the airport", cards=(*CARDS, taxi)))
+    assert isinstance(after, Dispatch) and after.calls[0].agent_id == "BookTaxi"
+    assert not (isinstance(before, Dispatch) and before.calls[0].agent_id == "BookTaxi")
+    assert (trained.head.weights == weights).all()  # nothing retrained
+    # the known agents keep their queries
+    assert trained.decide(state("play a song by adele", cards=(*CARDS, taxi))).calls[0].agent_id == "PlayMusic"
+
+
+def test_out_of_scope_class_refuses_unrelated_queries():
+    router = SetRouter(embedder=WordEmbedder(), oos_threshold=0.5).fit(CARDS, TRAIN, "supervised", 5, oos_rows=OOS)
+    decision = router.decide(state("what is the meaning of life"))
+    assert isinstance(decision, Finish) and decision.out_of_scope and decision.answer
+    assert isinstance(router.decide(state("will it rain in rome")), Dispatch)
+
+
+def test_zero_shot_uses_cards_only():
+    router = SetRouter(embedder=WordEmbedder()).fit(CARDS, [], "zero-shot", 0)
+    assert router.head is None
+    decision = router.decide(state("weather forecast with rain in the city"))
+    assert isinstance(decision, Dispatch) and decision.calls[0].agent_id == "GetWeather"
+    floor = SetRouter(embedder=WordEmbedder(), zero_shot_floor=0.9)
+    assert floor.decide(state("quantum zebra")).out_of_scope
+
+
+def test_checkpoint_round_trip_and_mismatch(trained, tmp_path):
+    path = tmp_path / "set.npz"
+    trained.save(path)
+    loaded = SetRouter.load(path, agents=CARDS, embedder=WordEmbedder())
+    query = "play a song and then book a table for two"
+    assert loaded.decide(state(query)) == trained.decide(state(query))
+    with pytest.raises(CheckpointError, match="BookRestaurant"):
+        SetRouter.load(path, agents=CARDS[:2], embedder=WordEmbedder())
+    changed = (CARDS[0].with_changes(description="Something else entirely."), *CARDS[1:])
+    with pytest.raises(CheckpointError, match="GetWeather"):
+        SetRouter.load(path, agents=changed, embedder=WordEmbedder())
+    (tmp_path / "junk.npz").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        SetRouter.load(tmp_path / "junk.npz", embedder=WordEmbedder())
+    with pytest.raises(CheckpointError):
+        SetRouter(embedder=WordEmbedder()).save(tmp_path / "untrained.npz")
+
+
+def test_bad_input(trained):
+    assert trained.decide(state("")).out_of_scope
+    huge = trained.decide(state("play a song " * 2000))
+    assert isinstance(huge, Dispatch) and huge.meta["truncated_from_chars"] > 2000
+    with pytest.raises(DataError, match="Nobody"):
+        SetRouter(embedder=WordEmbedder()).fit(CARDS, [RoutingExample(query="hi", agents=("Nobody",))], "supervised", 1)
+    with pytest.raises(DataError, match="duplicate"):
+        SetRouter(embedder=WordEmbedder()).fit((*CARDS, CARDS[0]), TRAIN, "supervised", 1)
+    with pytest.raises(PolicyError):
+        SetRouter(k=0)
+    with pytest.raises(PolicyError):
+        SetRouter(join_threshold=1.5)
+
+
+def test_card_texts():
+    assert id_words("kitchen_and_dining:ingredients_list") == "kitchen and dining ingredients list"
+    assert id_words("GetWeather") == "get weather"
+    assert description_pieces(CARDS[0])[0] == "get weather"
