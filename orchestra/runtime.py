@@ -43,7 +43,7 @@ from orchestra.errors import (
 from orchestra.model import ChatChunk, ChatModel, ChatOptions, ChatResult, Message
 from orchestra.policies import Budget, FallbackPolicy, RetryPolicy, RoutingPolicy
 from orchestra.registry import Registry, RegistrySnapshot
-from orchestra.routing import Call, Dispatch, Finish, Observation, Router, RouterState, Turn, load_router
+from orchestra.routing import Call, Dispatch, Finish, ModelAccess, Observation, Router, RouterState, Turn, load_router
 from orchestra.trace import RunRecord, RunTrace, StepRecord, Store, new_id
 
 __all__ = ["ModelFactory", "Orchestra", "RunEvent", "RunResult", "Workflow"]
@@ -443,6 +443,48 @@ class _RunModelAccess:
                 self._count(result)
                 return result
             self._record(model_id, messages, options, purpose, None, last, candidate)
+        assert last is not None
+        raise last
+
+
+class _DirectModelAccess:
+    """`ModelAccess` outside a run (benchmarks, scripts): registry lookup and fallbacks, no trace, no budget."""
+
+    def __init__(self, app: Orchestra) -> None:
+        self.app = app
+
+    def _chain(self, model_id: str) -> list[tuple[str, ChatModel | None, ModelError | None]]:
+        chain: list[tuple[str, ChatModel | None, ModelError | None]] = []
+        for candidate in [model_id] + [m for m in self.app.fallback.models if m != model_id]:
+            try:
+                chain.append((candidate, self.app.models.get(self.app.registry.model(candidate)), None))
+            except NotFoundError as exc:
+                chain.append((candidate, None, ModelUnavailableError(str(exc), model_id=candidate)))
+        return chain
+
+    def chat(self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = "") -> ChatResult:
+        last: ModelError | None = None
+        for _, model, error in self._chain(model_id):
+            if model is None:
+                last = error
+                continue
+            try:
+                return model.chat(messages, options or ChatOptions())
+            except ModelError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def achat(self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = "") -> ChatResult:
+        last: ModelError | None = None
+        for _, model, error in self._chain(model_id):
+            if model is None:
+                last = error
+                continue
+            try:
+                return await model.achat(messages, options or ChatOptions())
+            except ModelError as exc:
+                last = exc
         assert last is not None
         raise last
 
@@ -967,6 +1009,11 @@ class Orchestra:
         if isinstance(router, str):
             router = load_router(router, **router_options)
         return Workflow(self, router, aggregator=aggregator, budget=budget, routing=routing)
+
+    def model_access(self) -> ModelAccess:
+        """Call models by card id outside a run (benchmarks, scripts): resolved in the registry, with the
+        fallback policy, but not traced or budgeted. Inside a run, routers and agents get a traced one."""
+        return _DirectModelAccess(self)
 
     def history(self, session_id: str, turns: int = HISTORY_TURNS) -> tuple[Turn, ...]:
         """The session's earlier completed exchanges, oldest first (replays are not part of a session's history)."""

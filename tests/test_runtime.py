@@ -232,3 +232,13 @@ def test_empty_query_is_a_configuration_error() -> None:
     app = make_app()
     with pytest.raises(ConfigurationError):
         app.workflow(FunctionRouter(dispatch_all)).run("   ")
+
+
+def test_model_access_outside_a_run_uses_the_registry_and_fallbacks() -> None:
+    app = make_app(ScriptedModel("down", [ModelUnavailableError("refused", model_id="down")]), ScriptedModel("up", ["hello"]),
+                   fallback=FallbackPolicy(models=("up",)))
+    from orchestra import Message
+
+    result = app.model_access().chat("down", [Message(role="user", content="hi")])
+    assert result.text == "hello" and result.model_id == "up"
+    assert app.store.list_runs() == []  # not traced
