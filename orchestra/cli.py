@@ -351,7 +351,12 @@ def ui(
 
 def _mount_bench() -> None:
     # Each benchmark lives in its own module; mounted when present so the CLI starts without heavy imports.
-    for name, module, attr in (("agents", "orchestra.bench.agents", "agents_command"), ("models", "orchestra.bench.models", "models_command")):
+    for name, module, attr in (
+        ("agents", "orchestra.bench.agents", "agents_command"),
+        ("models", "orchestra.bench.models", "models_command"),
+        ("r1", "orchestra.bench.r1", "r1_command"),
+        ("fusion", "orchestra.bench.fusion", "fusion_command"),
+    ):
         try:
             command = getattr(__import__(module, fromlist=[attr]), attr)
         except (ImportError, AttributeError):

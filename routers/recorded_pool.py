@@ -39,8 +39,9 @@ from orchestra.routers.r1_rewards import token_spans
 
 __all__ = ["NO_RECORD", "RecordedChatModel", "RecordedPool", "RecordedRow", "final_question", "recorded_text"]
 
-NO_RECORD = "No recorded answer: {model} was not recorded on a question like this one, so it cannot help here."
-"""What the pool says when it has nothing recorded (an honest reply, never an invented one)."""
+NO_RECORD = "No recorded answer: this model was not recorded on a question like this one, so it cannot help here."
+"""What the pool says when it has nothing recorded (an honest reply, never an invented one). It does not name
+the model: routers copy what they read, and a query repeating a model's name breaks Router-R1's format."""
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
@@ -213,7 +214,7 @@ class RecordedPool:
         text = row.answer_of(model_id) if row is not None else None
         if row is None or text is None:
             return AgentReply(
-                answer=NO_RECORD.format(model=model_id),
+                answer=NO_RECORD,
                 model_id=model_id,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=0,
@@ -233,7 +234,7 @@ class RecordedPool:
     def run(self, query: str, context: AgentContext) -> AgentReply:
         model_id = context.model_id or context.card.model
         if not model_id:
-            return AgentReply(answer=NO_RECORD.format(model="an unnamed model"), meta={"recorded": False})
+            return AgentReply(answer=NO_RECORD, meta={"recorded": False})
         return self.answer(model_id, query, run_key=context.run_id)
 
     async def arun(self, query: str, context: AgentContext) -> AgentReply:

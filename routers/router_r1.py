@@ -88,19 +88,32 @@ def pool_agent(max_tokens: int = 256) -> LLMAgent:
     return LLMAgent(ChatOptions(temperature=0.0, max_tokens=max_tokens))
 
 
-def turn_schema(pool: Sequence[str], *, answer_only: bool = False, max_think_chars: int = 400) -> dict[str, Any]:
+def turn_schema(
+    pool: Sequence[str],
+    *,
+    answer_only: bool = False,
+    max_think_chars: int = 400,
+    max_query_chars: int = 300,
+    max_answer_chars: int = 200,
+) -> dict[str, Any]:
     """JSON schema of one constrained turn: ``{"think", "action", "model", "query", "answer"}``, every field
     required (OpenAI's strict mode asks for that; llama.cpp compiles it to a grammar in this order). A search
     turn fills ``model`` (an enum of the pool) and ``query``; an answer turn fills ``answer``; the other fields
     are ignored. ``answer_only`` fixes the action to ``answer`` (the forced last turn)."""
+    def text(min_chars: int, max_chars: int) -> dict[str, Any]:
+        # No tag brackets inside a field: a small model imitating the transcript would otherwise nest tags.
+        # (A pattern, because grammar builders honour it before min/maxLength; quotes, backslashes and line
+        # breaks are left out so the grammar cannot produce broken JSON.)
+        return {"type": "string", "pattern": f"^[^<>\"\\\\\\n\\r]{{{min_chars},{max_chars}}}$"}
+
     return {
         "type": "object",
         "properties": {
-            "think": {"type": "string", "minLength": 2, "maxLength": max_think_chars},
+            "think": text(2, max_think_chars),
             "action": {"type": "string", "enum": ["answer"] if answer_only else ["search", "answer"]},
             "model": {"type": "string", "enum": list(pool)},
-            "query": {"type": "string", "maxLength": 300},
-            "answer": {"type": "string", "maxLength": 200},
+            "query": text(1, max_query_chars),
+            "answer": text(1, max_answer_chars),
         },
         "required": ["think", "action", "model", "query", "answer"],
         "additionalProperties": False,
@@ -208,6 +221,8 @@ class RouterR1(BaseRouter):
         max_rounds: int = 4,
         max_turn_tokens: int = 512,
         max_think_chars: int = 400,
+        max_query_chars: int = 300,
+        max_answer_chars: int = 200,
         observation_tokens: int = 600,
         max_invalid_turns: int = 2,
         constrained: bool | None = None,
@@ -217,7 +232,8 @@ class RouterR1(BaseRouter):
         format_rules: FormatRules | None = None,
     ) -> None:
         """``router_model``: model card id of the router model. ``constrained``: JSON-schema turns (``None``:
-        when the router model's card supports JSON schemas). ``pool``: model ids it may consult (default: every
+        when the router model's card supports JSON schemas); the ``max_*_chars`` bound their strings, so keep
+        ``max_turn_tokens`` above their sum over about three characters per token. ``pool``: model ids it may consult (default: every
         model card in the state except the router model itself)."""
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
@@ -225,6 +241,8 @@ class RouterR1(BaseRouter):
         self.max_rounds = max_rounds
         self.max_turn_tokens = max_turn_tokens
         self.max_think_chars = max_think_chars
+        self.max_query_chars = max_query_chars
+        self.max_answer_chars = max_answer_chars
         self.observation_tokens = observation_tokens
         self.max_invalid_turns = max_invalid_turns
         self.constrained = constrained
@@ -433,7 +451,13 @@ class RouterR1(BaseRouter):
             temperature=self.temperature,
             max_tokens=self.max_turn_tokens,
             stop=() if constrained else ("</search>", "</answer>"),
-            json_schema=turn_schema(pool_ids, answer_only=force, max_think_chars=self.max_think_chars)
+            json_schema=turn_schema(
+                pool_ids,
+                answer_only=force,
+                max_think_chars=self.max_think_chars,
+                max_query_chars=self.max_query_chars,
+                max_answer_chars=self.max_answer_chars,
+            )
             if constrained
             else None,
             seed=self.seed,

@@ -206,6 +206,8 @@ def test_constrained_turn_is_rendered_to_tags() -> None:
     schema = model.calls[0][1].json_schema
     assert schema == turn_schema(["small-lm", "big-lm"])
     assert schema["properties"]["model"]["enum"] == ["small-lm", "big-lm"]
+    think = re.compile(schema["properties"]["think"]["pattern"])
+    assert think.search("Ask the small one.") and not think.search("x <search>y") and not think.search('a "quote"')
     assert model.calls[0][1].stop == ()
 
 
@@ -278,7 +280,7 @@ def test_recorded_pool_answers_by_question_and_refuses_honestly(pool: RecordedPo
     reply = pool.answer("big-lm", "Which planet is called the red planet? A) Venus B) Mars C) Jupiter")
     assert reply.answer == "B" and reply.cost_usd == 0.004 and reply.meta["row_id"] == "arc.test.7"
     missing = pool.answer("big-lm", "Sarah was a much better surgeon than Maria so _ always got the harder cases.")
-    assert missing.answer == NO_RECORD.format(model="big-lm") and missing.meta["recorded"] is False
+    assert missing.answer == NO_RECORD and missing.meta["recorded"] is False
     unrelated = pool.answer("small-lm", "How tall is Mount Everest?")
     assert unrelated.meta["recorded"] is False and unrelated.cost_usd == 0.0
     assert recorded_text("['A\\n']") == "A" and recorded_text("not a list") == "not a list"
