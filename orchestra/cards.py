@@ -36,6 +36,14 @@ class _Card(BaseModel):
             where = f"field {field!r}" if field else "card"
             raise CardError(f"{kind}: {where}: {first['msg']} (got {value!r:.80})", field=field, value=value) from None
 
+    @field_validator("description", check_fields=False)
+    @classmethod
+    def _description_has_words(cls, value: str) -> str:
+        # routers read descriptions: a blank one would make the card unroutable, so it is refused here
+        if not value.strip():
+            raise ValueError("description must not be blank")
+        return value
+
     def with_changes(self, **changes: Any) -> Self:
         """A validated copy with some fields changed (cards are frozen)."""
         return type(self).parse({**self.model_dump(), **changes})
@@ -64,13 +72,6 @@ class AgentCard(_Card):
     """For ``backend="function"``: import path ``package.module:callable`` of ``fn(query: str) -> str``."""
     endpoint: str | None = None
     """For ``backend="endpoint"``: URL of an OpenAI-compatible chat endpoint serving this agent."""
-
-    @field_validator("description")
-    @classmethod
-    def _description_has_words(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("description must not be blank")
-        return value
 
     @model_validator(mode="after")
     def _backend_is_complete(self) -> Self:
@@ -117,13 +118,6 @@ class ModelCard(_Card):
     """Served by Orchestra's embedded llama.cpp server, started on first use."""
     gguf_path: str | None = None
     """For ``local`` models: the GGUF file the embedded server loads."""
-
-    @field_validator("description")
-    @classmethod
-    def _description_has_words(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("description must not be blank")
-        return value
 
     @model_validator(mode="after")
     def _defaults(self) -> Self:

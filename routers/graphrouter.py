@@ -25,8 +25,13 @@ Deviations, each deliberate:
 
 - One network per scenario, as in the paper, but trained for every cost weight the router will be asked about
   (``weights`` passed to ``fit``; by default the three scenarios). A request at another ``w`` uses the nearest
-  trained scenario. ``mode="knob"`` instead trains only Performance First and applies the common
-  ``(1 - w) * quality - w * normalised cost`` utility to its scores (an option, not the paper's method).
+  trained scenario. ``mode="knob"`` instead trains one network whose edge label is the *effect* (the recorded
+  score) rather than the best-utility indicator, and applies the common ``(1 - w) * quality - w * normalised
+  cost`` utility to its edge probabilities with the shared cost prediction: one network serves every ``w``
+  (an option, not the paper's method; the graph, features, encoder and scorer are the same).
+- ``select="loss"`` keeps the checkpoint of lowest validation BCE instead of the published best macro-F1;
+  ``patience`` stops training after that many epochs without improvement (0: run every epoch).
+- Training runs on one torch thread: the graph is small and thread hand-offs dominate on a shared CPU.
 - Mean aggregation in ``GeneralConv`` (the reference uses PyG's default, sum): the reference trains with about
   half the training edges visible and tests with all of them (plus validation), so summed messages double in
   scale between training and test; the mean keeps them comparable. ``aggr="add"`` restores the reference.
@@ -58,7 +63,14 @@ import numpy as np
 from orchestra.bench.models import ModelQuery
 from orchestra.cards import ModelCard
 from orchestra.errors import CheckpointError, DecisionError
-from orchestra.routers.model_routers import DEFAULT_TEXT_WINDOW, ModelRouter, QueryLike, check_weight, utility
+from orchestra.routers.model_routers import (
+    DEFAULT_TEXT_WINDOW,
+    ModelRouter,
+    QueryLike,
+    check_weight,
+    torch_threads,
+    utility,
+)
 
 __all__ = ["SCENARIO_WEIGHTS", "TASK_DESCRIPTIONS", "GraphRouter", "task_description"]
 
@@ -146,16 +158,23 @@ class GraphRouter(ModelRouter):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         mode: Literal["scenario", "knob"] = "scenario",
+        select: Literal["f1", "loss"] = "f1",
+        patience: int = 0,
         aggr: str = "mean",
         text_window: int = DEFAULT_TEXT_WINDOW,
         seed: int = 0,
+        embedder: Any = None,
     ) -> None:
-        super().__init__(agent_id, text_window=text_window, seed=seed)
+        super().__init__(agent_id, text_window=text_window, seed=seed, embedder=embedder)
         if mode not in ("scenario", "knob"):
             raise DecisionError(f"graph-router: mode must be 'scenario' or 'knob', got {mode!r}")
         self.hidden, self.epochs, self.masks_per_epoch = int(hidden), int(epochs), int(masks_per_epoch)
         self.mask_rate, self.lr, self.weight_decay = float(mask_rate), float(lr), float(weight_decay)
-        self.mode, self.aggr = mode, aggr
+        if select not in ("f1", "loss"):
+            raise DecisionError(f"graph-router: select must be 'f1' or 'loss', got {select!r}")
+        self.mode, self.aggr, self.select, self.patience = mode, aggr, select, int(patience)
+        self.epochs_run: dict[float, int] = {}
+        self.validation_loss: dict[float, float] = {}
         self.anchors: list[float] = []
         self._nets: dict[float, Any] = {}
         self._llm_states: dict[float, dict[str, Any]] = {}
@@ -170,9 +189,7 @@ class GraphRouter(ModelRouter):
     def _task_matrix(self, tasks: Sequence[str]) -> np.ndarray:
         missing = sorted({t for t in tasks if t not in self._task_vectors})
         if missing:
-            from orchestra.routers.model_routers import _embedder
-
-            vectors = _embedder().encode([task_description(t) for t in missing])
+            vectors = self.encode([task_description(t) for t in missing])
             self._task_vectors.update(zip(missing, vectors, strict=True))
         return np.stack([self._task_vectors[t] for t in tasks]) if tasks else np.zeros((0, 384), np.float32)
 
@@ -181,8 +198,10 @@ class GraphRouter(ModelRouter):
         return (cost - low) / (high - low) if high > low else 0.0
 
     def _edges(self, rows: Sequence[ModelQuery], model_ids: Sequence[str], w: float, offset: int) -> dict[str, Any]:
-        """Query→LLM edges of ``rows`` (node ids from ``offset``), their features and labels for scenario ``w``."""
-        src, dst, attrs, labels = [], [], [], []
+        """Query→LLM edges of ``rows`` (node ids from ``offset``), their features and labels for scenario ``w``:
+        ``best`` marks the tied best-utility LLMs; ``label`` is ``best`` (scenario mode) or the effect (knob
+        mode, whose network predicts each LLM's effect for the common utility formula)."""
+        src, dst, attrs, labels, bests = [], [], [], [], []
         alpha, beta = 1.0 - w, w
         for i, row in enumerate(rows):
             present = [(j, row.outcomes[m]) for j, m in enumerate(model_ids) if m in row.outcomes]
@@ -195,8 +214,9 @@ class GraphRouter(ModelRouter):
                 src.append(i)
                 dst.append(offset + j)
                 attrs.append((value, cost, effect))
-                labels.append(1.0 if value >= best - _TIE else 0.0)
-        return {"src": src, "dst": dst, "attr": attrs, "label": labels}
+                bests.append(1.0 if value >= best - _TIE else 0.0)
+                labels.append(effect if self.mode == "knob" else bests[-1])
+        return {"src": src, "dst": dst, "attr": attrs, "label": labels, "best": bests}
 
     # ------------------------------------------------------------------------------------------ training
     def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
@@ -224,8 +244,9 @@ class GraphRouter(ModelRouter):
         llm_x = torch.from_numpy(self.card_vectors(cards))
         self._dims = (query_x.shape[1], task_x.shape[1], llm_x.shape[1])
         self._nets, self._llm_states, self.validation_f1 = {}, {}, {}
-        for k, w in enumerate(self.anchors):
-            self._train_scenario(w, k, rows, len(train), query_x, task_x, llm_x, cards)
+        with torch_threads(1):
+            for k, w in enumerate(self.anchors):
+                self._train_scenario(w, k, rows, len(train), query_x, task_x, llm_x, cards)
 
     def _train_scenario(self, w, k, rows, n_train, query_x, task_x, llm_x, cards) -> None:  # type: ignore[no-untyped-def]
         import torch
@@ -239,6 +260,7 @@ class GraphRouter(ModelRouter):
         edge_index = torch.stack([src, torch.tensor(edges["dst"])])
         edge_attr = torch.tensor(edges["attr"], dtype=torch.float32)
         label = torch.tensor(edges["label"], dtype=torch.float32)
+        best_edge = torch.tensor(edges["best"], dtype=torch.float32)
         is_train = src < n_train
         val_edges = ~is_train
         net = _network(*self._dims, self.hidden, self.aggr)
@@ -249,11 +271,13 @@ class GraphRouter(ModelRouter):
         val_dst = edge_index[1, val_edges] - n_queries
         val_src = src[val_edges] - n_train
         best_sets = [set() for _ in val_rows]
-        for s, d, lab in zip(val_src.tolist(), val_dst.tolist(), label[val_edges].tolist(), strict=True):
+        for s, d, lab in zip(val_src.tolist(), val_dst.tolist(), best_edge[val_edges].tolist(), strict=True):
             if lab > 0:
                 best_sets[s].add(d)
-        best_f1, best_state = -1.0, copy.deepcopy(net.state_dict())
+        best_f1, best_loss, best_state, waited, epochs_run = -1.0, math.inf, copy.deepcopy(net.state_dict()), 0, 0
+        val_index = edge_index[:, val_edges]
         for _ in range(self.epochs):
+            epochs_run += 1
             net.train()
             optimiser.zero_grad()
             total = torch.zeros(())
@@ -272,11 +296,19 @@ class GraphRouter(ModelRouter):
                 x0 = torch.cat([net.query_features(task_x, query_x), net.llm_projection(llm_x)])
                 h = net.encode(x0, edge_index[:, is_train], edge_attr[is_train])
                 scores = net.score(x0[n_train:n_queries], h[n_queries:])
+                val_loss = float(loss_fn(scores[val_index[0] - n_train, val_index[1] - n_queries], label[val_edges]))
             predicted_idx = scores.argmax(dim=1).tolist()
             truth = [p if p in best else (min(best) if best else p) for p, best in zip(predicted_idx, best_sets, strict=True)]
             f1 = float(f1_score(truth, predicted_idx, average="macro", zero_division=0))
-            if f1 > best_f1:
-                best_f1, best_state = f1, copy.deepcopy(net.state_dict())
+            improved = f1 > best_f1 if self.select == "f1" else val_loss < best_loss - 1e-6
+            if improved:
+                best_f1, best_loss, best_state, waited = f1, val_loss, copy.deepcopy(net.state_dict()), 0
+            else:
+                waited += 1
+                if self.patience and waited >= self.patience:
+                    break
+        self.epochs_run[w] = epochs_run
+        self.validation_loss[w] = best_loss
         net.load_state_dict(best_state)
         net.eval()
         with torch.no_grad():  # test-time graph: every training and validation edge is visible
@@ -429,7 +461,11 @@ class GraphRouter(ModelRouter):
                 f"{sorted(expected_models)} (not in the expected set: {missing}; not in the checkpoint: {extra}). "
                 "Retrain, or load for the trained set and onboard new models by card with add_model()"
             )
-        config = {k: v for k, v in data["config"].items() if k not in ("name", "validation_f1", "anchors")}
+        config = {
+            k: v
+            for k, v in data["config"].items()
+            if k not in ("name", "validation_f1", "validation_loss", "epochs_run", "anchors")
+        }
         router = cls(**{**config, **options})
         router.model_ids, router.anchors, router._dims = trained, list(data["anchors"]), tuple(data["dims"])
         for w, state in data["nets"].items():
@@ -458,7 +494,11 @@ class GraphRouter(ModelRouter):
             "lr": self.lr,
             "weight_decay": self.weight_decay,
             "mode": self.mode,
+            "select": self.select,
+            "patience": self.patience,
             "aggr": self.aggr,
             "anchors": self.anchors,
             "validation_f1": {str(w): round(f, 4) for w, f in self.validation_f1.items()},
+            "validation_loss": {str(w): round(f, 4) for w, f in self.validation_loss.items()},
+            "epochs_run": {str(w): n for w, n in self.epochs_run.items()},
         }

@@ -24,9 +24,10 @@ few-shot prefix and put the question at the end.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -39,6 +40,7 @@ from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Router
 __all__ = [
     "DEFAULT_TEXT_WINDOW",
     "BestSingleRouter",
+    "HashingEmbedder",
     "CheapestRouter",
     "KnnRouter",
     "LargestRouter",
@@ -48,6 +50,7 @@ __all__ = [
     "OracleRouter",
     "RandomRouter",
     "normalise_costs",
+    "torch_threads",
     "utility",
 ]
 
@@ -76,10 +79,51 @@ def check_weight(w: float) -> float:
     return float(w)
 
 
-def _embedder() -> Any:
-    from orchestra.embeddings import get_embedder
+@contextlib.contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the previous count. The routers' networks
+    are small: on a shared CPU, handing their tiny kernels between threads costs far more than it saves (a
+    GraphRouter epoch burns ~14x the CPU with 2 threads than with 1 on a loaded 2-core machine)."""
+    import torch
 
-    return get_embedder()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class HashingEmbedder:
+    """A deterministic, model-free stand-in for the project's `Embedder`: hashed bags of lower-cased words and
+    character trigrams, L2-normalised. No semantics, but texts sharing words land close together: enough for
+    tests and for machines without the embedding package. Same ``encode(texts) -> (n, dim)`` and ``dim``."""
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = int(dim)
+        """Width of one embedding."""
+
+    def _bucket(self, token: str) -> tuple[int, float]:
+        import hashlib
+
+        digest = int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
+        return digest % self.dim, 1.0 if (digest >> 32) & 1 else -1.0
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Unit rows of shape (len(texts), dim), float32; an empty text gives a zero row."""
+        import re
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            words = re.findall(r"\w+", text.lower())
+            grams = [w[k : k + 3] for w in words for k in range(max(1, len(w) - 2))]
+            for token in [*words, *(f"#{g}" for g in grams)]:
+                j, sign = self._bucket(token)
+                out[i, j] += sign
+            norm = np.linalg.norm(out[i])
+            if norm > 0:
+                out[i] /= norm
+        return out
 
 
 class ModelRouter(BaseRouter):
@@ -94,11 +138,20 @@ class ModelRouter(BaseRouter):
     name: ClassVar[str] = "model-router"
     needs_training: ClassVar[bool] = True
 
-    def __init__(self, agent_id: str | None = None, *, text_window: int = DEFAULT_TEXT_WINDOW, seed: int = 0) -> None:
+    def __init__(
+        self,
+        agent_id: str | None = None,
+        *,
+        text_window: int = DEFAULT_TEXT_WINDOW,
+        seed: int = 0,
+        embedder: Any = None,
+    ) -> None:
         self.agent_id = agent_id
         """The LLM agent whose model this router chooses; ``None``: the first agent with ``backend == "model"``."""
         self.text_window = int(text_window)
         self.seed = int(seed)
+        self.embedder = embedder
+        """Anything with ``encode(texts) -> (n, dim)`` unit rows; ``None``: the project's offline MiniLM."""
         self.model_ids: list[str] = []
         """Models seen in training, in the column order of the quality predictors."""
         self.card_costs: dict[str, float | None] = {}
@@ -168,6 +221,14 @@ class ModelRouter(BaseRouter):
         tasks = [(q.task or None) if isinstance(q, ModelQuery) else None for q in queries]
         return texts, tasks
 
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts`` with this router's embedder (the project's MiniLM unless one was given)."""
+        if self.embedder is None:
+            from orchestra.embeddings import get_embedder
+
+            self.embedder = get_embedder()
+        return np.asarray(self.embedder.encode(list(texts)), dtype=np.float32)
+
     def _window(self, text: str) -> str:
         text = text.strip()
         return text[-self.text_window :] if self.text_window > 0 else text
@@ -175,7 +236,7 @@ class ModelRouter(BaseRouter):
     def embed_queries(self, queries: Sequence[QueryLike]) -> np.ndarray:
         """Unit embeddings of the queries' last ``text_window`` characters, shape (n, dim)."""
         texts, _ = self._texts_and_tasks(queries)
-        return _embedder().encode([self._window(t) for t in texts])
+        return self.encode([self._window(t) for t in texts])
 
     def infer_tasks(self, embeddings: np.ndarray, tasks: Sequence[str | None]) -> list[str]:
         """Each query's task: the given one, else the training task whose centroid is nearest."""
@@ -188,7 +249,7 @@ class ModelRouter(BaseRouter):
         """Unit embeddings of the cards' routing text (id and description), cached by id and text."""
         missing = [c for c in cards if (c.id, c.routing_text()) not in self._card_vectors]
         if missing:
-            vectors = _embedder().encode([c.routing_text() for c in missing])
+            vectors = self.encode([c.routing_text() for c in missing])
             for card, vector in zip(missing, vectors, strict=True):
                 self._card_vectors[(card.id, card.routing_text())] = vector
         return np.stack([self._card_vectors[(c.id, c.routing_text())] for c in cards])
@@ -463,6 +524,10 @@ class _TorchQualityRouter(ModelRouter):
         raise NotImplementedError
 
     def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
+        with torch_threads(1):
+            self._train(train, val)
+
+    def _train(self, train: list[ModelQuery], val: list[ModelQuery]) -> None:
         import torch
 
         torch.manual_seed(self.seed)

@@ -160,3 +160,38 @@ def test_run_model_bench_writes_predictions_and_metrics(tmp_path: Path) -> None:
     assert by_w[1.0]["cost_usd"] == pytest.approx(0.001) and by_w[1.0]["quality"] == 0.5
     assert report["aiq"] == pytest.approx(report["aiq_single_models"])
     assert report["cost"] == "measured" and math.isfinite(report["scenario_rewards"]["balance"])
+
+
+def test_embedding_routers_reuse_the_on_disk_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestra.bench.models import EmbeddingCache
+    from orchestra.routers.model_routers import HashingEmbedder, KnnRouter
+    from orchestra.routing import register_router
+
+    class CountingEmbedder(HashingEmbedder):
+        def __init__(self) -> None:
+            super().__init__(dim=64)
+            self.encoded: list[str] = []
+
+        def encode(self, texts, batch_size=64):  # type: ignore[no-untyped-def]
+            self.encoded.extend(texts)
+            return super().encode(texts, batch_size)
+
+    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path / "home"))
+    register_router("knn-test", lambda **options: KnnRouter(k=3, **options))
+    folder = write_set(tmp_path / "set")
+    first = CountingEmbedder()
+    report = run_model_bench(folder, "knn-test", weights=(0.0, 1.0), latency_queries=2, embedder=first)
+    by_w = {p["w"]: p for p in report["points"]}
+    assert by_w[0.0]["quality"] == 1.0 and by_w[1.0]["cost_usd"] == pytest.approx(0.001)
+    cache_file = Path(report["embedding_cache"]["path"])
+    assert cache_file.is_file() and cache_file.parent == tmp_path / "home" / "cache"
+    assert {"math question number 6?", "poem question number 0?"} <= set(first.encoded)
+    # a second run embeds nothing from the cache again: only the timed decisions meet the bare embedder
+    second = CountingEmbedder()
+    again = run_model_bench(folder, "knn-test", weights=(0.0, 1.0), latency_queries=2, embedder=second)
+    assert again["embedding_cache"]["misses"] == 0 and again["points"] == report["points"]
+    assert set(second.encoded) == {"math question number 6?", "poem question number 6?"}
+    cache = EmbeddingCache(HashingEmbedder(dim=64), key="other set", folder=tmp_path / "c")
+    assert len(cache) == 0 and cache.save() is None
+    assert cache.encode(["x", "x"]).shape == (2, 64) and cache.misses == 1 and cache.hits == 1
+    assert cache.save() == cache.path and len(EmbeddingCache(HashingEmbedder(dim=64), "other set", tmp_path / "c")) == 1

