@@ -102,6 +102,10 @@ class Embedder:
                 self._disk.put_many(list(zip(unique, vectors, strict=True)))
         return out
 
+    def uncached(self) -> Embedder:
+        """The same model with empty caches and no disk cache: for timing a real encode."""
+        return Embedder(self._model)
+
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
 

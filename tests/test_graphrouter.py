@@ -41,7 +41,9 @@ TEST = [query(i) for i in range(50, 56)]
 
 @pytest.fixture(scope="module")
 def router() -> GraphRouter:
-    return GraphRouter(epochs=40, masks_per_epoch=2, hidden=8, lr=1e-2, seed=0, embedder=EMBEDDER).fit(
+    """The published scenario mode: one network per trained cost weight, best-utility labels, best-F1 checkpoint."""
+    return GraphRouter(mode="scenario", select="f1", patience=0, epochs=40, masks_per_epoch=2, hidden=8, lr=1e-2,
+                       seed=0, embedder=EMBEDDER).fit(
         TRAIN, CARDS, val=VAL, weights=(0.0, 1.0)
     )
 

@@ -16,6 +16,9 @@ at every ``w`` of a grid, and scores the choices with the outcomes recorded in t
 Sets without measured cost (llmrouter) get an *estimated* cost from the card prices and a token count
 approximated as ``len(text) / 4`` (tiktoken needs a download); when no response is recorded the completion is
 assumed to be `ASSUMED_COMPLETION_TOKENS` tokens. The report labels such costs ``"estimated"``.
+
+Query embeddings are cached on disk per set (`EmbeddingCache`, ``$ORCHESTRA_HOME/cache``; ``--no-cache`` to
+skip); timed single decisions always embed their query with the bare embedder.
 """
 
 from __future__ import annotations
@@ -445,6 +448,17 @@ def _restore_threads(previous: int | None) -> None:
         torch.set_num_threads(previous)
 
 
+def _uncached(embedder: Any) -> Any:
+    """The same model without the project embedder's memory and disk caches (other embedders as given)."""
+    try:
+        from orchestra.embeddings import Embedder
+    except ImportError:  # pragma: no cover - the core always ships it
+        return embedder
+    if isinstance(embedder, Embedder):
+        return embedder.uncached()
+    return embedder
+
+
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else 0.0
 
@@ -522,7 +536,9 @@ def run_model_bench(
     cpu_first: list[float] = []
     threads = _single_thread()
     if embeds:
-        router.embedder = live_embedder  # timed decisions embed their query, as a live request would
+        # timed decisions embed their query, as a live request would: never from a cache (the project
+        # embedder keeps its own in memory and on disk, so time a bare twin of it)
+        router.embedder = _uncached(live_embedder)
     for i, row in enumerate(test_rows[:n_latency]):
         for k, w in enumerate(evaluated):
             t0, c0 = time.perf_counter(), time.process_time()
