@@ -143,3 +143,21 @@ def test_few_shot_sample_is_seeded_and_bounded():
 def test_real_set_loads():
     data = load_agent_set("/work/shared/data/agents/mixsnips")
     assert len(data.cards) == 7 and data.split("test")
+
+
+def test_llm_router_decisions_are_counted_by_outcome(dataset):
+    """An LLM router through the bench: unknown ids and unreadable answers are counted, never crash the run."""
+    from orchestra.routers.tcar import TCARRouter
+    from orchestra.testing import ScriptedModel
+
+    from test_tcar import ROUTER_MODEL, DirectAccess, answer
+
+    script = [answer(["GetWeather"]), answer(["PlayMusic", "NoSuchAgent"]), "not json at all", answer([], out=True), answer([], out=True)]
+    model = ScriptedModel(id=ROUTER_MODEL.id, script=script)
+    report = run_agent_bench(
+        dataset, TCARRouter(embedder=WordEmbedder()), regime="zero-shot", model_access=DirectAccess(model), models=(ROUTER_MODEL,)
+    )
+    assert report["test"]["n"] == 4 and report["dropped_ids"] == 1
+    assert report["finish_reasons"]["router model answer unreadable"] == 1
+    assert report["finish_reasons"]["the router model judged the request out of scope"] == 2
+    assert report["cpu_time"]["p50_ms"] >= 0.0

@@ -254,15 +254,22 @@ def run_agent_bench(
             query=row.query, agents=agents, models=model_cards, registry_version=1, model_access=model_access
         )
         started = time.perf_counter()
+        cpu_started = time.process_time()
         decision = router.decide(state)
         latency_ms = (time.perf_counter() - started) * 1000
+        # CPU time of the process (all its threads) during the decision: on a loaded machine the wall time
+        # includes waiting for a core, this does not.
+        cpu_ms = (time.process_time() - cpu_started) * 1000
         record = {
             "query": row.query,
             "predicted": predicted_ids(decision),
             "latency_ms": round(latency_ms, 3),
+            "cpu_ms": round(cpu_ms, 3),
             "gold": list(row.agents),
             "split": split,
         }
+        if isinstance(decision, Finish):
+            record["finish_reason"] = decision.rationale
         if isinstance(decision, Dispatch) and decision.meta.get("dropped"):
             record["dropped"] = decision.meta["dropped"]
         records.append(record)
@@ -289,7 +296,16 @@ def run_agent_bench(
         "fit_seconds": round(fit_seconds, 3),
         "test": set_metrics([r["gold"] for r in in_scope], [r["predicted"] for r in in_scope]),
         "latency": latency_summary([r["latency_ms"] for r in in_scope]),
+        "cpu_time": latency_summary([r["cpu_ms"] for r in in_scope]),
     }
+    finish_reasons: dict[str, int] = {}
+    for record in records:
+        if "finish_reason" in record:
+            # the reason's head ("router model answer unreadable", "no agent fits", ...), not its details
+            head = record["finish_reason"].split(":")[0]
+            finish_reasons[head] = finish_reasons.get(head, 0) + 1
+    report["finish_reasons"] = finish_reasons
+    report["dropped_ids"] = sum(len(record.get("dropped", [])) for record in records)
     if held_out:
         onboarded = [r for r in in_scope if held_out.intersection(r["gold"])]
         others = [r for r in in_scope if not held_out.intersection(r["gold"])]
@@ -331,6 +347,9 @@ def _print_report(report: dict[str, Any]) -> None:
     console.print(table)
     lat = report["latency"]
     console.print(f"decision latency: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms; fit {report['fit_seconds']:.1f} s")
+    if "cpu_time" in report:
+        cpu = report["cpu_time"]
+        console.print(f"CPU time per decision (all threads): p50 {cpu['p50_ms']:.1f} ms, p95 {cpu['p95_ms']:.1f} ms")
     if "oos" in report:
         oos = report["oos"]
         console.print(
@@ -340,6 +359,23 @@ def _print_report(report: dict[str, Any]) -> None:
 
 def _typer_option(*names: str, help: str) -> Any:
     return typer.Option(*names, help=help)
+
+
+def _model_access(model_id: str | None) -> tuple[ModelAccess | None, tuple[Any, ...]]:
+    """Model access for an LLM router: ``local-smollm2`` is registered in an in-memory registry (served by the
+    embedded llama.cpp server); any other id is read from the default registry (``orchestra models add``)."""
+    if model_id is None:
+        return None, ()
+    from orchestra.local import LOCAL_MODEL_ID, local_model_card
+    from orchestra.runtime import Orchestra
+
+    if model_id == LOCAL_MODEL_ID:
+        app = Orchestra(store="memory://")
+        card = app.registry.add_model(local_model_card())
+    else:
+        app = Orchestra()
+        card = app.registry.model(model_id)
+    return app.model_access(), (card,)
 
 
 def agents_command(
@@ -356,6 +392,10 @@ def agents_command(
     limit: Annotated[int | None, _typer_option("--limit", help="Route only the first N test queries.")] = None,
     seed: Annotated[int, _typer_option("--seed", help="Seed of example sampling and held-out agents.")] = 0,
     json_out: Annotated[str | None, _typer_option("--json", help="Write the metrics here as JSON.")] = None,
+    model: Annotated[
+        str | None,
+        _typer_option("--model", help="Router model card id for LLM routers (tcar); local-smollm2 runs on this machine."),
+    ] = None,
 ) -> None:
     """Route every test query of an agent-routing set and print set hit, top-1, exact set, micro-F1, mean set
     size, latency and out-of-scope precision/recall."""
@@ -364,6 +404,7 @@ def agents_command(
     from orchestra.bench import data_dir
 
     folder = data_dir(data)
+    model_access, model_cards = _model_access(model)
     with Progress(transient=True) as bar:
         task = bar.add_task("routing", total=None)
 
@@ -379,6 +420,8 @@ def agents_command(
             holdout_agents=holdout_agents,
             limit=limit,
             seed=seed,
+            model_access=model_access,
+            models=model_cards,
             progress=advance,
         )
     _print_report(report)

@@ -719,6 +719,21 @@ def models_command(
             router_options[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             router_options[key.strip()] = value
+    if router == "router-r1":
+        # Router-R1 is multi-round: it consults models and answers itself, so it runs on its own loop with the
+        # recorded pool (accuracy, cost, turns, format validity) rather than per cost weight.
+        from orchestra.bench.r1 import r1_command
+
+        r1_command(
+            data=data,
+            router_model=str(router_options.get("router_model", "local")),
+            limit=limit or 50,
+            constrained=router_options.get("constrained"),
+            seed=seed,
+            predictions=predictions,
+            json_out=json_out,
+        )
+        return
     holdout = [m.strip() for m in holdout_models.split(",") if m.strip()]
     report = run_model_bench(
         data_dir(data),
