@@ -95,10 +95,17 @@ def _answer(app: Orchestra, settings: RunSettings, query: str) -> dict[str, Any]
         return {"role": "assistant", "content": "", "error": f"The router could not be prepared: {explain_error(exc)}"}
     status = st.status(f"Routing with {settings.router}…", expanded=True)
     result: RunResult | None = None
+    live = status.empty()  # the model answer being streamed, token by token
+    streamed: dict[str, str] = {}
     try:
         for event in workflow.stream(query, session_id=st.session_state.get(SESSION), routing=settings.routing):
             if event.kind == "run_finished":
                 result = event.data["result"]
+                continue
+            if event.kind == "token":
+                step = event.data.get("step", "")
+                streamed[step] = streamed.get(step, "") + event.data.get("delta", "")
+                live.markdown(f"_{event.data.get('purpose') or 'model'} is writing:_ {streamed[step]}")
                 continue
             line = _describe_event(event)
             if line:
