@@ -214,7 +214,9 @@ class SetRouter(BaseRouter):
       part's best agent clears ``segment_min_prob`` and the parts' agents differ; cuts are tried only when the
       whole query's best probability is under ``segment_skip`` (1.0: whenever the query has a conjunction);
     - ``ngram_weight``: weight of the TF-IDF n-gram features beside the embedding;
-    - ``example_weight``: share of the example centroid in an onboarded agent's prototype.
+    - ``example_weight``: share of the example centroid in an onboarded agent's prototype;
+    - ``c``: inverse regularisation of the logistic regression; ``few_shot_c`` and ``few_shot_join_threshold``
+      replace ``c`` and ``join_threshold`` for a router trained in the few-shot regime.
     """
 
     name = "set"
@@ -233,6 +235,8 @@ class SetRouter(BaseRouter):
         ngram_weight: float = 0.5,
         example_weight: float = 0.7,
         c: float = 20.0,
+        few_shot_c: float = 100.0,
+        few_shot_join_threshold: float = 0.06,
         embedder: Any | None = None,
     ) -> None:
         if k < 1:
@@ -245,6 +249,8 @@ class SetRouter(BaseRouter):
             raise PolicyError("SetRouter 'zero_shot_temperature' must be positive")
         if ngram_weight < 0 or not 0.0 <= example_weight <= 1.0 or c <= 0:
             raise PolicyError("SetRouter: 'ngram_weight' >= 0, 'example_weight' in [0, 1] and 'c' > 0 are required")
+        if few_shot_c <= 0 or not 0.0 < few_shot_join_threshold < 1.0:
+            raise PolicyError("SetRouter: 'few_shot_c' > 0 and 'few_shot_join_threshold' in (0, 1) are required")
         self.k = k
         self.join_threshold = join_threshold
         self.oos_threshold = oos_threshold
@@ -256,6 +262,8 @@ class SetRouter(BaseRouter):
         self.ngram_weight = ngram_weight
         self.example_weight = example_weight
         self.c = c
+        self.few_shot_c = few_shot_c
+        self.few_shot_join_threshold = few_shot_join_threshold
         self.head: _Head | None = None
         self.cache = _CardCache(embedder)
         self._imprints: dict[str, tuple[np.ndarray, float]] = {}
@@ -275,6 +283,8 @@ class SetRouter(BaseRouter):
             "ngram_weight": self.ngram_weight,
             "example_weight": self.example_weight,
             "c": self.c,
+            "few_shot_c": self.few_shot_c,
+            "few_shot_join_threshold": self.few_shot_join_threshold,
             "trained": None if self.head is None else {"regime": self.head.regime, "agents": len(self.head.agent_ids)},
         }
 
@@ -332,7 +342,10 @@ class SetRouter(BaseRouter):
         y = np.array(labels + [len(ids)] * len(oos_queries))
         featurizer = _Featurizer(self.ngram_weight).fit(texts)
         X = featurizer.transform(texts, self.cache.encode(texts))
-        model = LogisticRegression(C=self.c, max_iter=300, random_state=seed)
+        # With a few examples per agent a weaker penalty gives sharper, better-ranked probabilities (CLINC150
+        # val, 5 shots: set hit 96.6 at size 1.45 with C=100 and join 0.06, against 96.2 at 1.51 with C=20).
+        c = self.few_shot_c if regime == "few-shot" else self.c
+        model = LogisticRegression(C=c, max_iter=300, random_state=seed)
         model.fit(X, y)
         classes = [int(c) for c in model.classes_]
         W = np.zeros((len(ids), X.shape[1]), dtype=np.float32)
@@ -610,14 +623,17 @@ class SetRouter(BaseRouter):
                 f"no agent fits: best similarity {best_raw[whole]:.3f} < {self.zero_shot_floor:g}",
                 scores=scores, **oos_meta, **facts,
             )
+        join_threshold = self.join_threshold
+        if self.head is not None and self.head.regime == "few-shot":
+            join_threshold = self.few_shot_join_threshold
         chosen = [int(order[0])]
         for i in order[1:k]:
-            if probs[whole, i] < self.join_threshold:
+            if probs[whole, i] < join_threshold:
                 break
             chosen.append(int(i))
         return Dispatch(
             calls=tuple(Call(agent_id=cards[i].id, query=query, weight=round(float(probs[whole, i]), 6)) for i in chosen),
-            rationale=f"{len(chosen)} agent(s) with probability >= {self.join_threshold:g} (best first)",
+            rationale=f"{len(chosen)} agent(s) with probability >= {join_threshold:g} (best first)",
             scores=scores,
             meta={**oos_meta, **facts},
         )

@@ -117,6 +117,16 @@ def test_bad_input(trained):
         SetRouter(k=0)
     with pytest.raises(PolicyError):
         SetRouter(join_threshold=1.5)
+    with pytest.raises(PolicyError, match="few_shot"):
+        SetRouter(few_shot_join_threshold=0.0)
+
+
+def test_few_shot_training_uses_its_own_join_threshold():
+    router = SetRouter(embedder=WordEmbedder(), join_threshold=0.3, few_shot_join_threshold=0.01)
+    router.fit(CARDS, TRAIN, "few-shot", 2)
+    assert "0.01" in router.decide(state("will it rain in rome")).rationale
+    router.fit(CARDS, TRAIN, "supervised", 2)
+    assert "0.3" in router.decide(state("will it rain in rome")).rationale
 
 
 def test_card_texts():
