@@ -145,7 +145,12 @@ def _chat_and_open_the_panel(browser: webdriver.Chrome, server: str) -> None:
     assert "all → echo" in summary.text
     summary.click()  # open it: router, rationale, candidates, answers, costs and the decision graph
     wait.until(lambda d: expander.find_elements(By.CSS_SELECTOR, "[data-testid='stGraphVizChart'] svg"))
-    details = expander.find_element(By.CSS_SELECTOR, "[data-testid='stExpanderDetails']").text
+    # textContent, not .text: Selenium's .text leaves out what is scrolled out of view, and the panel is long
+    def panel_text(_: object) -> str:
+        return expander.find_element(By.CSS_SELECTOR, "[data-testid='stExpanderDetails']").get_attribute("textContent") or ""
+
+    wait.until(lambda d: "Refined answer" in panel_text(d))
+    details = panel_text(None)
     assert "every agent (1)" in details and "Refined answer" in details
     time.sleep(1)  # let the graph finish its layout transition before the picture
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
