@@ -47,6 +47,7 @@ from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import CheckpointError, DecisionError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
+from .basic import AgentEmbeddingCache
 from .entities import ENTITY_LABELS, Entity, get_extractor
 
 __all__ = [
@@ -357,7 +358,7 @@ class AgentRouter(BaseRouter):
         self.text_window = int(text_window)
         self.agent_id = agent_id
         self.seed = int(seed)
-        self._embedder = embedder
+        self._texts = AgentEmbeddingCache(embedder)  # lazy, shared loading of the project embedder
         self.mode: str | None = None
         """``"models"`` (trained on model outcomes: candidates are model cards) or ``"agents"``; ``None`` untrained."""
         self.known_ids: list[str] = []
@@ -378,16 +379,10 @@ class AgentRouter(BaseRouter):
     # ------------------------------------------------------------------------------------------ features
     @property
     def embedder(self) -> Any:
-        if self._embedder is None:
-            from orchestra.embeddings import get_embedder
-
-            self._embedder = get_embedder()
-        return self._embedder
+        return self._texts.embedder
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        return np.asarray(self.embedder.encode(list(texts)), dtype=np.float32)
+        return self._texts.encode(list(texts))
 
     def graphs(
         self, texts: Sequence[str], contexts: Sequence[str] | None = None, tasks: Sequence[str | None] | None = None

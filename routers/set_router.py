@@ -29,7 +29,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from orchestra.cards import AgentCard
 from orchestra.errors import CheckpointError, DataError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
-from .basic import card_fingerprint, clean_query, effective_k, out_of_scope
+from .basic import AgentEmbeddingCache, card_fingerprint, clean_query, effective_k, out_of_scope
 
 __all__ = ["SetRouter"]
 
@@ -88,28 +87,11 @@ class _CardVectors:
     examples: np.ndarray  # (n_examples, dim)
 
 
-class _CardCache:
-    """Card embeddings keyed by card content; only new or changed cards are embedded."""
+class _CardCache(AgentEmbeddingCache):
+    """Card embeddings keyed by card content, as the embedding router keeps them, plus each card's description
+    pieces (id words, sentences) that the zero-shot mix scores; only new or changed cards are embedded."""
 
-    def __init__(self, embedder: Any | None) -> None:
-        self._embedder = embedder
-        self._vectors: dict[str, _CardVectors] = {}
-        self._lock = threading.Lock()
-
-    @property
-    def embedder(self) -> Any:
-        if self._embedder is None:
-            from orchestra.embeddings import get_embedder
-
-            self._embedder = get_embedder()
-        return self._embedder
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        return np.asarray(self.embedder.encode(list(texts)), dtype=np.float32)
-
-    def vectors(self, cards: Sequence[AgentCard]) -> list[_CardVectors]:
+    def vectors(self, cards: Sequence[AgentCard]) -> list[_CardVectors]:  # type: ignore[override]
         keys = [card_fingerprint(card) for card in cards]
         with self._lock:
             missing = {key: card for key, card in zip(keys, cards, strict=True) if key not in self._vectors}
