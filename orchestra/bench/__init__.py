@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from orchestra.errors import DataError
 
-__all__ = ["data_dir"]
+__all__ = ["data_dir", "parse_options"]
 
 
 def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -22,3 +25,18 @@ def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
     if not resolved.exists():
         raise DataError(f"data directory {str(resolved)!r} does not exist; pass --data or set ORCHESTRA_DATA_DIR")
     return resolved
+
+
+def parse_options(items: Sequence[str] | None) -> dict[str, Any]:
+    """Router options from ``--option key=value`` items; a value is read as JSON when it parses (``k=3``,
+    ``oos_threshold=null``), as a string otherwise. `DataError` names an item without ``=``."""
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DataError(f"--option expects key=value, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options

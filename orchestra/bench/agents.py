@@ -396,13 +396,21 @@ def agents_command(
         str | None,
         _typer_option("--model", help="Router model card id for LLM routers (tcar); local-smollm2 runs on this machine."),
     ] = None,
+    option: Annotated[
+        list[str] | None,
+        _typer_option("--option", help="Router option key=value (repeatable), e.g. finetune_epochs=2."),
+    ] = None,
 ) -> None:
     """Route every test query of an agent-routing set and print set hit, top-1, exact set, micro-F1, mean set
     size, latency and out-of-scope precision/recall."""
     from rich.progress import Progress
 
-    from orchestra.bench import data_dir
+    from orchestra.bench import data_dir, parse_options
 
+    try:
+        router_options = parse_options(option)
+    except DataError as exc:
+        raise typer.BadParameter(str(exc)) from None
     folder = data_dir(data)
     model_access, model_cards = _model_access(model)
     with Progress(transient=True) as bar:
@@ -413,7 +421,7 @@ def agents_command(
 
         report = run_agent_bench(
             folder,
-            router,
+            load_router(router, **router_options) if router_options else router,
             regime=regime,
             shots=shots,
             predictions=predictions,

@@ -708,17 +708,12 @@ def models_command(
 ) -> None:
     """Train a model router on a set's train split, route its test queries over a grid of cost weights, and
     print realised quality and cost per w, AIQ, GraphRouter's scenario rewards and latency."""
-    from orchestra.bench import data_dir
+    from orchestra.bench import data_dir, parse_options
 
-    router_options: dict[str, Any] = {}
-    for item in option or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--option expects key=value, got {item!r}")
-        try:
-            router_options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            router_options[key.strip()] = value
+    try:
+        router_options = parse_options(option)
+    except DataError as exc:
+        raise typer.BadParameter(str(exc)) from None
     if router == "router-r1":
         # Router-R1 is multi-round: it consults models and answers itself, so it runs on its own loop with the
         # recorded pool (accuracy, cost, turns, format validity) rather than per cost weight.
