@@ -122,15 +122,14 @@ class Embedder:
         learning_rate: float = 4e-5,
         head_learning_rate: float = 5e-3,
         seed: int = 0,
-        progress: Any = None,
     ) -> Embedder:
         """A copy of this encoder fine-tuned to tell ``labels`` apart, with no disk cache.
 
         The training head is a cosine classifier (scaled cosine between the embedding and one prototype per
         label, initialised at the label's mean embedding), so the tuned space stays one where cosine similarity
         to a prototype is the score: new labels can still be added from a few examples or a description.
-        Cross-entropy with label smoothing, AdamW, linear warm-up then decay. ``progress(step, steps, loss)``
-        is called every 50 steps. The original encoder is left untouched.
+        Cross-entropy with label smoothing, AdamW, linear warm-up then decay. The original encoder is left
+        untouched.
 
         When this embedder keeps a disk cache, the tuned encoder is kept too, under
         ``$ORCHESTRA_HOME/cache/encoders/<key>`` with the key a hash of the base encoder's name, the texts, the
@@ -159,7 +158,7 @@ class Embedder:
                 return load_embedder(folder, name=name)
         y = torch.tensor(list(labels), dtype=torch.long)
         n_labels = int(y.max()) + 1
-        base = torch.from_numpy(self.uncached().encode(list(texts)))
+        base = torch.from_numpy(self.encode(list(texts)))
         prototypes = torch.zeros(n_labels, base.shape[1])
         prototypes.index_add_(0, y, base)
         torch.manual_seed(seed)
@@ -178,7 +177,6 @@ class Embedder:
         # A scale of 20 on cosines gives logits a softmax can separate (cosine alone spans [-1, 1]).
         scale = 20.0
         shuffler = random.Random(seed)
-        step = 0
         for _ in range(epochs):
             shuffler.shuffle(order)
             for start in range(0, len(order), batch_size):
@@ -191,9 +189,6 @@ class Embedder:
                 loss.backward()
                 optimiser.step()
                 schedule.step()
-                step += 1
-                if progress is not None and (step % 50 == 0 or step == steps):
-                    progress(step, steps, float(loss.detach()))
         model.eval()
         tuned = Embedder(model, name=name)
         if folder is not None:

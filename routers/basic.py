@@ -30,6 +30,7 @@ __all__ = [
     "card_fingerprint",
     "clean_query",
     "out_of_scope",
+    "routable_query",
 ]
 
 MAX_QUERY_CHARS = 2000
@@ -51,6 +52,17 @@ def clean_query(query: str) -> tuple[str, dict[str, Any]]:
         facts["truncated_from_chars"] = len(text)
         text = text[:MAX_QUERY_CHARS]
     return text, facts
+
+
+def routable_query(state: RouterState) -> tuple[str, dict[str, Any]] | Finish:
+    """The query as routers read it and what was done to it (`clean_query`), or the recorded out-of-scope
+    decision when there is nothing to route: an empty query or a registry with no agents."""
+    query, facts = clean_query(state.query)
+    if not query:
+        return out_of_scope("the query is empty", **facts)
+    if not state.agents:
+        return out_of_scope("the registry holds no agents", **facts)
+    return query, facts
 
 
 def out_of_scope(reason: str, *, scores: Sequence[CandidateScore] = (), **meta: Any) -> Finish:
@@ -133,11 +145,10 @@ class AllRouter(BaseRouter):
     name = "all"
 
     def decide(self, state: RouterState) -> Dispatch | Finish:
-        query, facts = clean_query(state.query)
-        if not query:
-            return out_of_scope("the query is empty", **facts)
-        if not state.agents:
-            return out_of_scope("the registry holds no agents", **facts)
+        checked = routable_query(state)
+        if isinstance(checked, Finish):
+            return checked
+        query, facts = checked
         return Dispatch(
             calls=tuple(Call(agent_id=card.id, query=query) for card in state.agents),
             rationale=f"every agent ({len(state.agents)})",
@@ -214,11 +225,10 @@ class EmbeddingRouter(BaseRouter):
         return sims
 
     def decide(self, state: RouterState) -> Dispatch | Finish:
-        query, facts = clean_query(state.query)
-        if not query:
-            return out_of_scope("the query is empty", **facts)
-        if not state.agents:
-            return out_of_scope("the registry holds no agents", **facts)
+        checked = routable_query(state)
+        if isinstance(checked, Finish):
+            return checked
+        query, facts = checked
         cards = list(state.agents)
         sims = self.similarities(query, cards)
         order = np.argsort(-sims, kind="stable")

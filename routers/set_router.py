@@ -42,7 +42,7 @@ from orchestra.cards import AgentCard
 from orchestra.errors import CheckpointError, DataError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
-from .basic import AgentEmbeddingCache, card_fingerprint, clean_query, effective_k, out_of_scope
+from .basic import AgentEmbeddingCache, card_fingerprint, effective_k, out_of_scope, routable_query
 
 __all__ = ["SetRouter"]
 
@@ -593,11 +593,10 @@ class SetRouter(BaseRouter):
         return options
 
     def decide(self, state: RouterState) -> Dispatch | Finish:
-        query, facts = clean_query(state.query)
-        if not query:
-            return out_of_scope("the query is empty", **facts)
-        if not state.agents:
-            return out_of_scope("the registry holds no agents", **facts)
+        checked = routable_query(state)
+        if isinstance(checked, Finish):
+            return checked
+        query, facts = checked
         cards = list(state.agents)
         k = effective_k(self.k, state)
         # The whole query first; cutting it into parts is tried only when no agent is clearly right, which
@@ -643,7 +642,6 @@ class SetRouter(BaseRouter):
             # query as a whole points to leads when a cut was wrong.
             tops.sort(key=lambda top: -probs[whole, top[0]])
             calls = [Call(agent_id=cards[i].id, query=part, weight=round(float(probs[row[part], i]), 6)) for i, part in tops]
-            calls = calls[: max(k, len(calls))]
             return Dispatch(
                 calls=tuple(calls),
                 rationale=f"the query holds {len(best_parts)} requests; each part goes to its best agent",

@@ -23,7 +23,7 @@ from orchestra.errors import ModelError, PolicyError
 from orchestra.model import ChatOptions, Message
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
-from .basic import EmbeddingRouter, clean_query, effective_k, out_of_scope
+from .basic import EmbeddingRouter, clean_query, effective_k, out_of_scope, routable_query
 
 __all__ = ["TCARRouter", "build_prompt", "parse_answer", "routing_schema"]
 
@@ -212,11 +212,10 @@ class TCARRouter(BaseRouter):
         return [cards[i] for i in order], {cards[i].id: float(sims[i]) for i in order}
 
     def _request(self, state: RouterState) -> tuple[str, list[AgentCard], dict[str, float], int, list[Message], ChatOptions] | Finish:
-        query, facts = clean_query(state.query)
-        if not query:
-            return out_of_scope("the query is empty", **facts)
-        if not state.agents:
-            return out_of_scope("the registry holds no agents", **facts)
+        checked = routable_query(state)
+        if isinstance(checked, Finish):
+            return checked
+        query, facts = checked
         model_id = self.model_id or (state.models[0].id if state.models else None)
         if model_id is None:
             return out_of_scope("no router model: pass model_id or register a model card", **facts)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -199,12 +199,15 @@ def run_agent_bench(
     seed: int = 0,
     model_access: ModelAccess | None = None,
     models: Sequence[Any] = (),
+    router_options: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train (when the router can), route the test (and out-of-scope test) queries, score them.
 
-    Returns the report: metrics over all in-scope test queries, over onboarded (held-out) agents' queries and
-    over the others when ``holdout_agents`` > 0, out-of-scope precision/recall, latencies and timings.
+    ``router`` is a router or the name of one, built with ``router_options`` (options with a router instance are
+    an error: it is already built). Returns the report: metrics over all in-scope test queries, over onboarded
+    (held-out) agents' queries and over the others when ``holdout_agents`` > 0, out-of-scope precision/recall,
+    latencies and timings.
     """
     regime = Regime(regime)
     if shots < 1 and regime is Regime.few_shot:
@@ -212,7 +215,9 @@ def run_agent_bench(
     dataset = load_agent_set(data)
     if isinstance(router, str):
         router_name = router
-        router = load_router(router)
+        router = load_router(router, **dict(router_options or {}))
+    elif router_options:
+        raise DataError("router_options apply to a router given by name; this router is already built")
     else:
         router_name = getattr(router, "name", type(router).__name__)
     all_ids = [card.id for card in dataset.cards]
@@ -421,7 +426,7 @@ def agents_command(
 
         report = run_agent_bench(
             folder,
-            load_router(router, **router_options) if router_options else router,
+            router,
             regime=regime,
             shots=shots,
             predictions=predictions,
@@ -430,6 +435,7 @@ def agents_command(
             seed=seed,
             model_access=model_access,
             models=model_cards,
+            router_options=router_options,
             progress=advance,
         )
     _print_report(report)
