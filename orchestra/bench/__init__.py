@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestra.errors import DataError
 
-__all__ = ["data_dir", "parse_options"]
+__all__ = ["data_dir", "parse_options", "read_jsonl"]
 
 
 def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -40,3 +40,26 @@ def parse_options(items: Sequence[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             options[key.strip()] = value
     return options
+
+
+def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The JSON objects of a JSONL file with their line numbers, blank lines skipped. `DataError` names the file
+    (and line) when it is missing, unreadable, or holds a line that is not a JSON object."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(item, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}")
+        rows.append((number, item))
+    return rows

@@ -27,6 +27,7 @@ from orchestra.cards import AgentCard
 from orchestra.errors import CardError, DataError, DuplicateIdError
 from orchestra.routing import Dispatch, Finish, ModelAccess, Router, RouterState, load_router
 
+from . import read_jsonl
 from .metrics import latency_summary, oos_metrics, set_metrics
 
 __all__ = [
@@ -91,27 +92,6 @@ class AgentSet:
         return self.splits.get(name, [])
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
-    rows: list[tuple[int, dict[str, Any]]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(item, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}")
-        rows.append((number, item))
-    return rows
-
-
 _SPLITS = ("train", "val", "test", "oos_train", "oos_val", "oos_test")
 
 
@@ -123,7 +103,7 @@ def load_agent_set(root: str | Path) -> AgentSet:
     cards: list[AgentCard] = []
     seen: dict[str, int] = {}
     agents_path = root / "agents.jsonl"
-    for number, item in _read_jsonl(agents_path):
+    for number, item in read_jsonl(agents_path):
         try:
             card = AgentCard.parse(item)
         except CardError as exc:
@@ -143,7 +123,7 @@ def load_agent_set(root: str | Path) -> AgentSet:
                 raise DataError(f"{path}: file not found")
             continue
         rows = []
-        for number, item in _read_jsonl(path):
+        for number, item in read_jsonl(path):
             try:
                 row = RoutingExample.model_validate(item)
             except ValidationError as exc:

@@ -36,6 +36,8 @@ from pydantic import ValidationError
 from orchestra.cards import ModelCard
 from orchestra.errors import CardError, DataError
 
+from . import read_jsonl
+
 __all__ = [
     "extract_option",
     "fuse_options",
@@ -104,23 +106,6 @@ def fuse_options(options: Sequence[str | None], weights: Sequence[float]) -> tup
     return max(votes, key=lambda key: votes[key]), votes
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    if not path.is_file():
-        raise DataError(f"missing file {str(path)!r}")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path.name}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(item, dict):
-            raise DataError(f"{path.name}:{number}: expected a JSON object")
-        rows.append((number, item))
-    return rows
-
-
 def load_fusion_set(root: str | Path) -> tuple[list[ModelCard], list[Any], list[Any], dict[str, Any]]:
     """A model set read leniently: cards with no description get their id as description (listed in the
     returned facts, ``undescribed``). Returns (cards, train rows, test rows, facts)."""
@@ -133,7 +118,7 @@ def load_fusion_set(root: str | Path) -> tuple[list[ModelCard], list[Any], list[
     card_costs: dict[str, float | None] = {}
     undescribed: list[str] = []
     fields = set(ModelCard.model_fields)
-    for number, item in _read_jsonl(folder / "models.jsonl"):
+    for number, item in read_jsonl(folder / "models.jsonl"):
         item = dict(item)
         if not str(item.get("description") or "").strip():
             undescribed.append(str(item.get("id")))
@@ -150,7 +135,7 @@ def load_fusion_set(root: str | Path) -> tuple[list[ModelCard], list[Any], list[
 
     def queries(name: str) -> list[Any]:
         rows = []
-        for number, item in _read_jsonl(folder / f"{name}.jsonl"):
+        for number, item in read_jsonl(folder / f"{name}.jsonl"):
             try:
                 row = ModelQuery.model_validate(item)
             except ValidationError as exc:
@@ -339,21 +324,16 @@ def fusion_command(
 ) -> None:
     """Fused accuracy of a router's top-k models: weighted vote of their recorded answers on multiple-choice
     queries, top-1 score elsewhere; with single models, the oracle and a static vote for comparison."""
-    from orchestra.bench import data_dir
+    from orchestra.bench import data_dir, parse_options
 
     try:
         ks = [int(part) for part in k.split(",") if part.strip()]
     except ValueError:
         raise typer.BadParameter(f"--k expects integers such as 1,2,3, got {k!r}") from None
-    options: dict[str, Any] = {}
-    for item in option or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--option expects key=value, got {item!r}")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
+    try:
+        options = parse_options(option)
+    except DataError as exc:
+        raise typer.BadParameter(str(exc)) from None
     report = run_fusion_bench(data_dir(data), router, ks=ks, router_options=options, seed=seed, limit=limit,
                               predictions=predictions, progress=lambda message: typer.echo(message, err=True))
     _print_report(report)

@@ -40,6 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestra.cards import ModelCard
 from orchestra.errors import CardError, DataError, PolicyError
 
+from . import read_jsonl
+
 __all__ = [
     "ASSUMED_COMPLETION_TOKENS",
     "CHARS_PER_TOKEN",
@@ -148,28 +150,10 @@ def estimate_cost(card: ModelCard, query: str, response: str | None) -> float | 
     return card.cost_usd(prompt_tokens, completion_tokens)
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    if not path.is_file():
-        raise DataError(f"missing file {str(path)!r}")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path.name}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(item, dict):
-                raise DataError(f"{path.name}:{number}: expected a JSON object, got {type(item).__name__}")
-            rows.append((number, item))
-    return rows
-
-
 def _load_cards(path: Path) -> tuple[list[ModelCard], dict[str, float | None]]:
     cards: list[ModelCard] = []
     card_costs: dict[str, float | None] = {}
-    for number, item in _read_jsonl(path):
+    for number, item in read_jsonl(path):
         label = f"{path.name}:{number} (model {item.get('id')!r})"
         if not str(item.get("description") or "").strip():
             raise DataError(f"{label}: model card has no description; routers embed it to route to the model")
@@ -193,7 +177,7 @@ def _load_cards(path: Path) -> tuple[list[ModelCard], dict[str, float | None]]:
 def _load_queries(path: Path, cards: Mapping[str, ModelCard]) -> tuple[list[ModelQuery], bool]:
     queries: list[ModelQuery] = []
     estimated = False
-    for number, item in _read_jsonl(path):
+    for number, item in read_jsonl(path):
         label = f"{path.name}:{number} (query {item.get('id')!r})"
         outcomes = item.get("outcomes")
         if not isinstance(outcomes, dict) or not outcomes:
