@@ -36,6 +36,7 @@ from orchestra.cards import ModelCard
 from orchestra.errors import LocalRuntimeMissing, ModelError, ModelUnavailableError
 from orchestra.model import ChatChunk, ChatOptions, ChatResult, Message
 from orchestra.policies import RetryPolicy
+from orchestra.store._common import pid_alive
 
 __all__ = [
     "INSTALL_HINT",
@@ -173,20 +174,6 @@ def _free_port(host: str) -> int:
         return int(probe.getsockname()[1])
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child still "exists": ask the kernel for its state
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0] != "Z"
-    return True
-
-
 class LocalServer:
     """One llama.cpp server process for one GGUF file, started on first use and reused afterwards."""
 
@@ -262,7 +249,7 @@ class LocalServer:
             return False
         if self._process is not None:
             return self._process.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def healthy(self) -> bool:
         """Whether the server this object points at is alive and serving its model."""
@@ -270,7 +257,7 @@ class LocalServer:
             return False
         if self._process is not None and self._process.poll() is not None:
             return False
-        return _pid_alive(self.pid) and self._answers(self.port)
+        return pid_alive(self.pid) and self._answers(self.port)
 
     # -- starting, reusing, stopping ------------------------------------------------------------------
 
@@ -320,7 +307,7 @@ class LocalServer:
         if not state or state.get("model") != self.gguf_path:
             return False
         pid, port = state.get("pid"), state.get("port")
-        if not isinstance(pid, int) or not isinstance(port, int) or not _pid_alive(pid) or not self._answers(port):
+        if not isinstance(pid, int) or not isinstance(port, int) or not pid_alive(pid) or not self._answers(port):
             return False
         self.pid, self.port, self.owned, self.cold_start_s = pid, port, False, None
         log.info("reusing the local model server pid %d on port %d", pid, port)
@@ -415,13 +402,13 @@ class LocalServer:
                     except subprocess.TimeoutExpired:
                         self._process.kill()
                         self._process.wait(grace_s)
-            elif _pid_alive(pid):
+            elif pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
                     deadline = time.monotonic() + grace_s
-                    while _pid_alive(pid) and time.monotonic() < deadline:
+                    while pid_alive(pid) and time.monotonic() < deadline:
                         time.sleep(0.05)
-                    if _pid_alive(pid):
+                    if pid_alive(pid):
                         os.kill(pid, signal.SIGKILL)
             self._forget()
             _started_servers.discard(self)

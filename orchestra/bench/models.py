@@ -346,7 +346,9 @@ def scenario_reward(
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("ORCHESTRA_HOME") or Path.home() / ".orchestra").expanduser() / "cache"
+    from orchestra.store import orchestra_home
+
+    return orchestra_home() / "cache"
 
 
 class EmbeddingCache:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from orchestra.errors import ConfigurationError
@@ -73,7 +75,8 @@ def session_title(query: str) -> str:
     return line if len(line) <= _TITLE_CHARS else line[: _TITLE_CHARS - 1] + "…"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie, exited but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -83,6 +86,10 @@ def _pid_alive(pid: int) -> bool:
         return True
     except OSError:
         return False
+    # a zombie child still "exists": ask the kernel for its state
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0] != "Z"
     return True
 
 
@@ -94,7 +101,7 @@ def is_orphaned(meta: dict[str, Any]) -> bool:
     pid, host = meta.get("pid"), meta.get("host")
     if host != socket.gethostname() or isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         return False
-    return not _pid_alive(pid)
+    return not pid_alive(pid)
 
 
 def interrupted_error(meta: dict[str, Any]) -> dict[str, str]:
