@@ -40,9 +40,13 @@ class RecordedRouter(BaseRouter):
 
 def _rebuild_router(trace: RunTrace) -> Router:
     # Routers describe themselves as {"name": ..., **constructor options}: rebuild one the same way when its
-    # name is registered; a router that cannot be rebuilt has its recorded decisions served instead.
+    # name is registered; a router that cannot be rebuilt has its recorded decisions served instead. So does
+    # one that was trained in its process ("trained" in its description) with no checkpoint to load: rebuilt
+    # from its options alone it would be untrained, not the router that decided.
     spec: dict[str, Any] = dict(trace.run.meta.get("router", {}))
     spec.pop("name", None)
+    if spec.pop("trained", None) and not spec.get("checkpoint"):
+        return RecordedRouter(trace)
     try:
         return load_router(trace.run.router, **spec)
     except (ConfigurationError, TypeError):

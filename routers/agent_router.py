@@ -816,6 +816,7 @@ class AgentRouter(BaseRouter):
             "name": self.name, "k": self.k, "min_share": self.min_share, "hidden": self.hidden, "layers": self.layers,
             "dropout": self.dropout, "epochs": self.epochs, "lr": self.lr, "target_power": self.target_power,
             "use_task": self.use_task, "text_window": self.text_window, "agent_id": self.agent_id, "checkpoint": self.checkpoint, "seed": self.seed,
+            "trained": self._net is not None,
         }
 
     # ------------------------------------------------------------------------------------------ persistence

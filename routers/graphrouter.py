@@ -464,7 +464,7 @@ class GraphRouter(ModelRouter):
         config = {
             k: v
             for k, v in data["config"].items()
-            if k not in ("name", "validation_f1", "validation_loss", "epochs_run", "anchors")
+            if k not in ("name", "trained", "validation_f1", "validation_loss", "epochs_run", "anchors")
         }
         router = cls(**{**config, **options})
         router.model_ids, router.anchors, router._dims = trained, list(data["anchors"]), tuple(data["dims"])

@@ -375,7 +375,10 @@ class ModelRouter(BaseRouter):
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "agent_id": self.agent_id, "text_window": self.text_window, "seed": self.seed}
+        return {
+            "name": self.name, "agent_id": self.agent_id, "text_window": self.text_window, "seed": self.seed,
+            "trained": bool(self.needs_training and self.fitted),
+        }
 
 
 # ---------------------------------------------------------------------------------------------- baselines

@@ -88,3 +88,27 @@ def test_counterfactual_replay_runs_another_router_linked_to_the_original(app: t
     assert stored.replay_of == original.run_id and stored.replay_mode == "counterfactual"
     assert orch.history("s") == orch.history("s")  # replays do not join the session's history
     assert len(orch.history("s")) == 2
+
+
+
+def test_exact_replay_of_a_model_router_trained_in_process(app: tuple[Orchestra, ScriptedModels]) -> None:
+    # Its options alone would rebuild an untrained router: the recorded decisions must be served instead.
+    from orchestra.bench.models import ModelOutcome, ModelQuery
+    from orchestra.routers.model_routers import HashingEmbedder, KnnRouter
+
+    orch, models = app
+    train = [
+        ModelQuery(id=f"q{i}", query=f"question number {i}", task="t",
+                   outcomes={"writer": ModelOutcome(score=1.0, cost=0.001), "refiner": ModelOutcome(score=0.0, cost=0.001)})
+        for i in range(4)
+    ]
+    router = KnnRouter(k=2, agent_id="a-writer", embedder=HashingEmbedder()).fit(train, orch.registry.models())
+    original = orch.workflow(router).run("question")
+    assert original.status == "ok" and original.answer == "written answer"
+    calls_before = models.total_calls()
+
+    again = replay(orch, original.run_id)
+
+    assert again.error is None and again.answer == original.answer
+    assert models.total_calls() == calls_before
+    assert orch.store.get_run(again.run_id).tree() == orch.store.get_run(original.run_id).tree()
