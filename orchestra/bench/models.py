@@ -415,23 +415,13 @@ class EmbeddingCache:
 
 
 
-def _single_thread() -> int | None:
-    """One decision is timed on one torch thread: a single short text gains nothing from more, and on a busy
-    machine thread hand-offs cost more than the work."""
+def _torch_threads() -> int | None:
+    """Threads torch computes with in this process (single decisions are timed with them, as served)."""
     try:
         import torch
     except ImportError:
         return None
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    return previous
-
-
-def _restore_threads(previous: int | None) -> None:
-    if previous is not None:
-        import torch
-
-        torch.set_num_threads(previous)
+    return int(torch.get_num_threads())
 
 
 def _uncached(embedder: Any) -> Any:
@@ -520,7 +510,6 @@ def run_model_bench(
     n_latency = len(test_rows) if latency_queries is None else min(latency_queries, len(test_rows))
     latencies: dict[tuple[int, float], float] = {}
     cpu_first: list[float] = []
-    threads = _single_thread()
     if embeds:
         # timed decisions embed their query, as a live request would: never from a cache (the project
         # embedder keeps its own in memory and on disk, so time a bare twin of it)
@@ -532,7 +521,6 @@ def run_model_bench(
             latencies[(i, w)] = (time.perf_counter() - t0) * 1000
             if k == 0:
                 cpu_first.append((time.process_time() - c0) * 1000)
-    _restore_threads(threads)
     if embeds:
         router.embedder = cached if cached is not None else live_embedder
     first_decisions = [latencies[(i, evaluated[0])] for i in range(n_latency)]
@@ -623,7 +611,7 @@ def run_model_bench(
             "decision_p50_cpu_ms_with_embedding": _percentile(cpu_first, 50),
             "decision_p50_ms_all": _percentile(list(latencies.values()), 50),
             "n_timed_queries": n_latency,
-            "torch_threads_for_single_decisions": 1,
+            "torch_threads": _torch_threads(),
             "load_average_1min": os.getloadavg()[0],
             "batch_scoring_queries_per_s": queries_per_second,
             "batch_embedding_queries_per_s": n_embedded / embed_seconds if embed_seconds and n_embedded else None,
