@@ -27,6 +27,8 @@ class DiskCache:
 
     def __init__(self, path: Path, model_name: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        """The SQLite file."""
         self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
@@ -71,6 +73,10 @@ class Embedder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self.hits = 0
+        """Texts served from the memory or disk cache so far."""
+        self.misses = 0
+        """Texts the model had to encode so far."""
         dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dim: int = int(dimension())
         """Width of one embedding (384 for all-MiniLM-L6-v2)."""
@@ -92,6 +98,9 @@ class Embedder:
                     out[index] = vector
                 with self._lock:
                     self._cache[text] = vector
+        with self._lock:
+            self.misses += len(missing)
+            self.hits += len(texts) - sum(len(indices) for indices in missing.values())
         if missing:
             unique = list(missing)
             vectors = self._model.encode(
@@ -107,6 +116,11 @@ class Embedder:
             if self._disk is not None:
                 self._disk.put_many(list(zip(unique, vectors, strict=True)))
         return out
+
+    @property
+    def cache_path(self) -> Path | None:
+        """The on-disk cache's file, ``None`` without one."""
+        return self._disk.path if self._disk is not None else None
 
     def uncached(self) -> Embedder:
         """The same model with empty caches and no disk cache: for timing a real encode."""

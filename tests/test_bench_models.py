@@ -162,36 +162,44 @@ def test_run_model_bench_writes_predictions_and_metrics(tmp_path: Path) -> None:
     assert report["cost"] == "measured" and math.isfinite(report["scenario_rewards"]["balance"])
 
 
-def test_embedding_routers_reuse_the_on_disk_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestra.bench.models import EmbeddingCache
+def test_embedding_routers_reuse_the_on_disk_cache(tmp_path: Path) -> None:
+    from orchestra.embeddings import DiskCache, Embedder
     from orchestra.routers.model_routers import HashingEmbedder, KnnRouter
     from orchestra.routing import register_router
 
-    class CountingEmbedder(HashingEmbedder):
+    class CountingModel:
+        """A sentence-transformers stand-in that records what it is asked to encode."""
+
         def __init__(self) -> None:
-            super().__init__(dim=64)
+            self.inner = HashingEmbedder(dim=64)
             self.encoded: list[str] = []
 
-        def encode(self, texts, batch_size=64):  # type: ignore[no-untyped-def]
-            self.encoded.extend(texts)
-            return super().encode(texts, batch_size)
+        def get_sentence_embedding_dimension(self) -> int:
+            return 64
 
-    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path / "home"))
+        def encode(self, texts, batch_size=64, **_):  # type: ignore[no-untyped-def]
+            self.encoded.extend(texts)
+            return self.inner.encode(list(texts))
+
     register_router("knn-test", lambda **options: KnnRouter(k=3, **options))
     folder = write_set(tmp_path / "set")
-    first = CountingEmbedder()
-    report = run_model_bench(folder, "knn-test", weights=(0.0, 1.0), latency_queries=2, embedder=first)
+    disk_file = tmp_path / "home" / "cache" / "embeddings.sqlite"
+    first = CountingModel()
+    report = run_model_bench(folder, "knn-test", weights=(0.0, 1.0), latency_queries=2,
+                             embedder=Embedder(first, disk_cache=DiskCache(disk_file, "counting")))
     by_w = {p["w"]: p for p in report["points"]}
     assert by_w[0.0]["quality"] == 1.0 and by_w[1.0]["cost_usd"] == pytest.approx(0.001)
-    cache_file = Path(report["embedding_cache"]["path"])
-    assert cache_file.is_file() and cache_file.parent == tmp_path / "home" / "cache"
+    assert report["embedding_cache"]["path"] == str(disk_file) and report["embedding_cache"]["misses"] > 0
     assert {"math question number 6?", "poem question number 0?"} <= set(first.encoded)
-    # a second run embeds nothing from the cache again: only the timed decisions meet the bare embedder
-    second = CountingEmbedder()
-    again = run_model_bench(folder, "knn-test", weights=(0.0, 1.0), latency_queries=2, embedder=second)
+    # a second process (a new embedder on the same file) embeds nothing again from the cache: only the timed
+    # decisions meet the model, through the bare twin
+    second = CountingModel()
+    again = run_model_bench(folder, "knn-test", weights=(0.0, 1.0), latency_queries=2,
+                            embedder=Embedder(second, disk_cache=DiskCache(disk_file, "counting")))
     assert again["embedding_cache"]["misses"] == 0 and again["points"] == report["points"]
     assert set(second.encoded) == {"math question number 6?", "poem question number 6?"}
-    cache = EmbeddingCache(HashingEmbedder(dim=64), key="other set", folder=tmp_path / "c")
-    assert len(cache) == 0 and cache.save() is None
-    assert cache.encode(["x", "x"]).shape == (2, 64) and cache.misses == 1 and cache.hits == 1
-    assert cache.save() == cache.path and len(EmbeddingCache(HashingEmbedder(dim=64), "other set", tmp_path / "c")) == 1
+    # without the cache every text meets the model
+    third = CountingModel()
+    bare = run_model_bench(folder, "knn-test", weights=(0.0, 1.0), latency_queries=2, cache=False,
+                           embedder=Embedder(third, disk_cache=DiskCache(disk_file, "counting")))
+    assert bare["embedding_cache"] is None and {"math question number 0?"} <= set(third.encoded)

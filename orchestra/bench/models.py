@@ -17,8 +17,8 @@ Sets without measured cost (llmrouter) get an *estimated* cost from the card pri
 approximated as ``len(text) / 4`` (tiktoken needs a download); when no response is recorded the completion is
 assumed to be `ASSUMED_COMPLETION_TOKENS` tokens. The report labels such costs ``"estimated"``.
 
-Query embeddings are cached on disk per set (`EmbeddingCache`, ``$ORCHESTRA_HOME/cache``; ``--no-cache`` to
-skip); timed single decisions always embed their query with the bare embedder.
+Query embeddings come from the project embedder, which keeps them on disk (``$ORCHESTRA_HOME/cache``;
+``--no-cache`` runs without it); timed single decisions always embed their query with a bare twin of it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "DEFAULT_WEIGHTS",
     "SCENARIOS",
-    "EmbeddingCache",
     "ModelOutcome",
     "ModelQuery",
     "ModelSet",
@@ -345,76 +344,6 @@ def scenario_reward(
 # ---------------------------------------------------------------------------------------------- the harness
 
 
-def _cache_dir() -> Path:
-    from orchestra.store import orchestra_home
-
-    return orchestra_home() / "cache"
-
-
-class EmbeddingCache:
-    """An embedder wrapper that remembers every vector it returns and keeps them on disk between runs.
-
-    One file per text collection, ``$ORCHESTRA_HOME/cache/embeddings-<sha>.npz`` (texts and vectors), where
-    ``<sha>`` hashes ``key`` (the harness uses the set's name, its files' sizes and mtimes, and the embedder's
-    name and width): re-running a benchmark embeds nothing it embedded before. Texts the wrapped embedder has
-    not seen are encoded by it and added; `save` writes the file only when something was added.
-    """
-
-    def __init__(self, embedder: Any, key: str, folder: str | Path | None = None) -> None:
-        import hashlib
-
-        self.embedder = embedder
-        """The embedder that encodes cache misses."""
-        self.dim: int = int(embedder.dim)
-        digest = hashlib.sha256(f"{key}\x00{type(embedder).__name__}\x00{self.dim}".encode()).hexdigest()[:16]
-        self.path = Path(folder) if folder is not None else _cache_dir()
-        self.path = self.path / f"embeddings-{digest}.npz"
-        """The cache file."""
-        self._vectors: dict[str, np.ndarray] = {}
-        self.hits = 0
-        """Texts served from the cache so far."""
-        self.misses = 0
-        """Texts the wrapped embedder had to encode so far."""
-        self._dirty = False
-        if self.path.is_file():
-            try:
-                with np.load(self.path, allow_pickle=False) as data:
-                    texts, vectors = data["texts"], data["vectors"]
-                if vectors.shape[1:] == (self.dim,):
-                    self._vectors = dict(zip(texts.tolist(), vectors.astype(np.float32), strict=True))
-            except (OSError, ValueError, KeyError):  # a torn or foreign file is a cold cache, not an error
-                self._vectors = {}
-
-    def __len__(self) -> int:
-        return len(self._vectors)
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """``(n, dim)`` vectors of ``texts``, from the cache where present."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
-        if missing:
-            vectors = np.asarray(self.embedder.encode(missing, batch_size=batch_size), dtype=np.float32)
-            self._vectors.update(zip(missing, vectors, strict=True))
-            self._dirty = True
-        self.misses += len(missing)
-        self.hits += len(texts) - len(missing)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._vectors[t] for t in texts])
-
-    def save(self) -> Path | None:
-        """Write the cache (atomically) if it grew; returns the file written, else ``None``."""
-        if not self._dirty:
-            return None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        texts = list(self._vectors)
-        partial = self.path.with_name(self.path.stem + f".{os.getpid()}.tmp.npz")
-        np.savez(partial, texts=np.asarray(texts, dtype=str), vectors=np.stack([self._vectors[t] for t in texts]))
-        os.replace(partial, self.path)
-        self._dirty = False
-        return self.path
-
-
-
 def _torch_threads() -> int | None:
     """Threads torch computes with in this process (single decisions are timed with them, as served)."""
     try:
@@ -457,9 +386,9 @@ def run_model_bench(
     """Train the named router on the set's train split, route every test query at every cost weight and score
     the choices; returns the report (also what ``--json`` writes).
 
-    ``embedder`` replaces the project's MiniLM for routers that embed queries; with ``cache`` their embeddings
-    go through an `EmbeddingCache` kept per set under ``$ORCHESTRA_HOME/cache``. Single decisions are timed
-    with the bare embedder (each timed query embedded afresh), never from the cache."""
+    ``embedder`` replaces the project's MiniLM for routers that embed queries (used as given). The project's
+    embedder reads and keeps embeddings in its disk cache; ``cache=False`` runs it without. Single decisions are
+    timed with a bare twin of the embedder (each timed query embedded afresh), never from a cache."""
     from orchestra.routing import load_router
 
     say = progress or (lambda message: None)
@@ -478,21 +407,20 @@ def run_model_bench(
         raise DataError(f"router {router_name!r} is not a model router (it needs fit and route_batch)")
     embeds = bool(getattr(router, "uses_embeddings", False)) and hasattr(router, "embedder")
     live_embedder: Any = None
-    cached: EmbeddingCache | None = None
+    cache_path: Path | None = None
     if embeds:
         live_embedder = embedder if embedder is not None else router.embedder
         if live_embedder is None:
             from orchestra.embeddings import get_embedder
 
             live_embedder = get_embedder()
-        if cache:
-            stamp = ";".join(
-                f"{name}:{(full.root / name).stat().st_size}:{(full.root / name).stat().st_mtime_ns}"
-                for name in ("models.jsonl", "train.jsonl", "test.jsonl")
-            )
-            cached = EmbeddingCache(live_embedder, key=f"{full.root.resolve()};{stamp}")
-            say(f"embedding cache {cached.path} ({len(cached)} texts)")
-        router.embedder = cached if cached is not None else live_embedder
+        if not cache:
+            live_embedder = _uncached(live_embedder)
+        cache_path = getattr(live_embedder, "cache_path", None)
+        if cache_path is not None:
+            say(f"embedding cache {cache_path}")
+        router.embedder = live_embedder
+    counts_before = (getattr(live_embedder, "hits", 0), getattr(live_embedder, "misses", 0))
     say(f"training {router_name} on {len(train_rows)} queries ({len(val_rows)} for validation)")
     started = time.perf_counter()
     router.fit(
@@ -522,15 +450,18 @@ def run_model_bench(
             if k == 0:
                 cpu_first.append((time.process_time() - c0) * 1000)
     if embeds:
-        router.embedder = cached if cached is not None else live_embedder
+        router.embedder = live_embedder
     first_decisions = [latencies[(i, evaluated[0])] for i in range(n_latency)]
     # batch throughput: embeddings of the rest, then pure scoring of every query at every weight
-    misses_before = cached.misses if cached is not None else 0
+    misses_before = getattr(live_embedder, "misses", None)
     started = time.perf_counter()
     if embeds:
         router.embed_queries(test_rows)
     embed_seconds = time.perf_counter() - started
-    n_embedded = (cached.misses - misses_before) if cached is not None else (len(test_rows) if embeds else 0)
+    if misses_before is not None:
+        n_embedded = live_embedder.misses - misses_before
+    else:
+        n_embedded = len(test_rows) if embeds else 0
     chosen_by_w: dict[float, np.ndarray] = {}
     started = time.perf_counter()
     for w in evaluated:
@@ -538,8 +469,6 @@ def run_model_bench(
         chosen_by_w[w] = chosen
     scoring_seconds = time.perf_counter() - started
     queries_per_second = len(test_rows) * len(evaluated) / scoring_seconds if scoring_seconds else float("inf")
-    if cached is not None:
-        cached.save()
 
     if predictions:
         out = Path(predictions)
@@ -617,7 +546,13 @@ def run_model_bench(
             "batch_embedding_queries_per_s": n_embedded / embed_seconds if embed_seconds and n_embedded else None,
         },
         "embedding_cache": (
-            {"path": str(cached.path), "hits": cached.hits, "misses": cached.misses} if cached is not None else None
+            {
+                "path": str(cache_path),
+                "hits": live_embedder.hits - counts_before[0],
+                "misses": live_embedder.misses - counts_before[1],
+            }
+            if cache_path is not None
+            else None
         ),
     }
     return report
@@ -677,7 +612,7 @@ def models_command(
         list[str] | None, _option("--option", help="Router option key=value (repeatable), e.g. k=50.")
     ] = None,
     cache: Annotated[
-        bool, _option("--cache/--no-cache", help="Keep query embeddings under $ORCHESTRA_HOME/cache between runs.")
+        bool, _option("--cache/--no-cache", help="Read and keep query embeddings in the embedder's disk cache under $ORCHESTRA_HOME/cache.")
     ] = True,
 ) -> None:
     """Train a model router on a set's train split, route its test queries over a grid of cost weights, and
