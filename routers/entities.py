@@ -97,17 +97,17 @@ class EntityExtractor:
         self.nlp.add_pipe("sentencizer")
         self.matcher = Matcher(self.nlp.vocab)
         month = {"LOWER": {"IN": _MONTHS}}
-        day = {"LIKE_NUM": True, "LENGTH": {"<=": 4}}
+        day = {"TEXT": {"REGEX": r"^\d{1,2}(st|nd|rd|th)?$"}}  # 5, 5th
         ordinal = {"LOWER": {"REGEX": r"^\d{1,2}(st|nd|rd|th)$"}}
         year = {"TEXT": {"REGEX": r"^(1\d{3}|20\d{2})$"}}
         self.matcher.add(
             "DATE",
             [
-                [month, {"IS_PUNCT": True, "OP": "?"}, {"TEXT": {"REGEX": r"^\d{1,2}(st|nd|rd|th)?$"}},
+                [month, {"IS_PUNCT": True, "OP": "?"}, day,
                  {"IS_PUNCT": True, "OP": "?"}, year],
-                [month, {"TEXT": {"REGEX": r"^\d{1,2}(st|nd|rd|th)?$"}}],
-                [{"TEXT": {"REGEX": r"^\d{1,2}(st|nd|rd|th)?$"}}, {"LOWER": "of", "OP": "?"}, month, year],
-                [{"TEXT": {"REGEX": r"^\d{1,2}(st|nd|rd|th)?$"}}, {"LOWER": "of", "OP": "?"}, month],
+                [month, day],
+                [day, {"LOWER": "of", "OP": "?"}, month, year],
+                [day, {"LOWER": "of", "OP": "?"}, month],
                 [month, year],
                 [ordinal, {"LOWER": "of"}, month],
                 [{"LOWER": {"IN": _WEEKDAYS}}],

@@ -254,7 +254,7 @@ class GraphRouter(ModelRouter):
 
         torch.manual_seed(self.seed * 1000 + k)
         generator = torch.Generator().manual_seed(self.seed * 1000 + k)
-        n_queries, n_models = len(rows), len(cards)
+        n_queries = len(rows)
         edges = self._edges(rows, self.model_ids, w, offset=n_queries)
         src = torch.tensor(edges["src"])
         edge_index = torch.stack([src, torch.tensor(edges["dst"])])

@@ -31,12 +31,9 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from pydantic import ValidationError
 
 from orchestra.cards import ModelCard
-from orchestra.errors import CardError, DataError
-
-from . import read_jsonl
+from orchestra.errors import DataError
 
 __all__ = [
     "extract_option",
@@ -109,52 +106,11 @@ def fuse_options(options: Sequence[str | None], weights: Sequence[float]) -> tup
 def load_fusion_set(root: str | Path) -> tuple[list[ModelCard], list[Any], list[Any], dict[str, Any]]:
     """A model set read leniently: cards with no description get their id as description (listed in the
     returned facts, ``undescribed``). Returns (cards, train rows, test rows, facts)."""
-    from orchestra.bench.models import ModelQuery, estimate_cost
+    from orchestra.bench.models import load_model_set
 
-    folder = Path(root)
-    if not folder.is_dir():
-        raise DataError(f"model set folder {str(folder)!r} does not exist")
-    cards: list[ModelCard] = []
-    card_costs: dict[str, float | None] = {}
-    undescribed: list[str] = []
-    fields = set(ModelCard.model_fields)
-    for number, item in read_jsonl(folder / "models.jsonl"):
-        item = dict(item)
-        if not str(item.get("description") or "").strip():
-            undescribed.append(str(item.get("id")))
-            item["description"] = str(item.get("id"))
-        try:
-            card = ModelCard.parse({key: value for key, value in item.items() if key in fields})
-        except CardError as exc:
-            raise DataError(f"models.jsonl:{number}: {exc}") from None
-        cards.append(card)
-        card_costs[card.id] = item.get("mean_cost_per_query_usd")
-    if not cards:
-        raise DataError(f"{folder}/models.jsonl: no model cards")
-    by_id = {card.id: card for card in cards}
-
-    def queries(name: str) -> list[Any]:
-        rows = []
-        for number, item in read_jsonl(folder / f"{name}.jsonl"):
-            try:
-                row = ModelQuery.model_validate(item)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                raise DataError(f"{name}.jsonl:{number}: field {'.'.join(map(str, first['loc']))!r}: {first['msg']}") from None
-            unknown = sorted(set(row.outcomes) - set(by_id))
-            if unknown:
-                raise DataError(f"{name}.jsonl:{number}: outcomes of unknown model(s) {unknown}")
-            if not row.outcomes:
-                raise DataError(f"{name}.jsonl:{number}: query has no outcomes")
-            filled = {
-                m: o if o.cost is not None else o.model_copy(update={"cost": estimate_cost(by_id[m], row.query, o.response)})
-                for m, o in row.outcomes.items()
-            }
-            rows.append(row.model_copy(update={"outcomes": filled}))
-        return rows
-
-    return cards, queries("train"), queries("test"), {"undescribed": undescribed, "card_costs": card_costs}
-
+    data = load_model_set(root, lenient_descriptions=True)
+    facts = {"undescribed": list(data.undescribed), "card_costs": data.card_costs}
+    return list(data.cards), list(data.train), list(data.test), facts
 
 def _weights(router: Any, rows: Sequence[Any], cards: Sequence[ModelCard]) -> np.ndarray:
     if hasattr(router, "distribution"):

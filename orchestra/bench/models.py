@@ -112,6 +112,8 @@ class ModelSet:
     """Mean cost per query a card states (routerbench's ``mean_cost_per_query_usd``), by model id."""
     cost_estimated: bool = False
     """True when outcome costs were estimated from prices and token counts rather than measured."""
+    undescribed: tuple[str, ...] = ()
+    """Models whose card had no description, read leniently with their id as description."""
 
     @property
     def model_ids(self) -> list[str]:
@@ -149,13 +151,17 @@ def estimate_cost(card: ModelCard, query: str, response: str | None) -> float | 
     return card.cost_usd(prompt_tokens, completion_tokens)
 
 
-def _load_cards(path: Path) -> tuple[list[ModelCard], dict[str, float | None]]:
+def _load_cards(path: Path, lenient: bool) -> tuple[list[ModelCard], dict[str, float | None], list[str]]:
     cards: list[ModelCard] = []
     card_costs: dict[str, float | None] = {}
+    undescribed: list[str] = []
     for number, item in read_jsonl(path):
         label = f"{path.name}:{number} (model {item.get('id')!r})"
         if not str(item.get("description") or "").strip():
-            raise DataError(f"{label}: model card has no description; routers embed it to route to the model")
+            if not lenient:
+                raise DataError(f"{label}: model card has no description; routers embed it to route to the model")
+            undescribed.append(str(item.get("id")))
+            item = {**item, "description": str(item.get("id"))}
         for price in ("input_price_per_mtok", "output_price_per_mtok", "mean_cost_per_query_usd"):
             value = item.get(price)
             if value is not None and (not isinstance(value, (int, float)) or value < 0):
@@ -170,7 +176,7 @@ def _load_cards(path: Path) -> tuple[list[ModelCard], dict[str, float | None]]:
         card_costs[card.id] = item.get("mean_cost_per_query_usd")
     if not cards:
         raise DataError(f"{path}: no model cards")
-    return cards, card_costs
+    return cards, card_costs, undescribed
 
 
 def _load_queries(path: Path, cards: Mapping[str, ModelCard]) -> tuple[list[ModelQuery], bool]:
@@ -204,16 +210,17 @@ def _load_queries(path: Path, cards: Mapping[str, ModelCard]) -> tuple[list[Mode
     return queries, estimated
 
 
-def load_model_set(root: str | Path) -> ModelSet:
+def load_model_set(root: str | Path, *, lenient_descriptions: bool = False) -> ModelSet:
     """Read a model-routing set folder: ``models.jsonl``, ``train.jsonl``, ``test.jsonl``.
 
-    Raises `DataError` naming the file, line and problem: a card with no description or a negative price, a
+    Raises `DataError` naming the file, line and problem: a card with no description (unless
+    ``lenient_descriptions``: its id stands in and the set lists it in ``undescribed``) or a negative price, a
     query with no outcomes or with outcomes of unknown models, a score outside [0, 1].
     """
     folder = Path(root)
     if not folder.is_dir():
         raise DataError(f"model set folder {str(folder)!r} does not exist")
-    cards, card_costs = _load_cards(folder / "models.jsonl")
+    cards, card_costs, undescribed = _load_cards(folder / "models.jsonl", lenient_descriptions)
     by_id = {card.id: card for card in cards}
     train, estimated_train = _load_queries(folder / "train.jsonl", by_id)
     test, estimated_test = _load_queries(folder / "test.jsonl", by_id)
@@ -227,6 +234,7 @@ def load_model_set(root: str | Path) -> ModelSet:
         test=tuple(test),
         card_costs=card_costs,
         cost_estimated=estimated_train or estimated_test,
+        undescribed=tuple(undescribed),
     )
 
 
