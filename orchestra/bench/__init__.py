@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestra.errors import DataError
 
-__all__ = ["data_dir", "parse_options", "read_jsonl"]
+__all__ = ["data_dir", "parse_options", "read_jsonl", "write_report"]
 
 
 def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -63,3 +63,11 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
             raise DataError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}")
         rows.append((number, item))
     return rows
+
+
+def write_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write a benchmark report as indented JSON (``--json``), creating the folder; returns the file."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return out

@@ -27,7 +27,7 @@ from orchestra.cards import AgentCard
 from orchestra.errors import CardError, DataError, DuplicateIdError
 from orchestra.routing import Dispatch, Finish, ModelAccess, Router, RouterState, load_router
 
-from . import read_jsonl
+from . import read_jsonl, write_report
 from .metrics import latency_summary, oos_metrics, set_metrics
 
 __all__ = [
@@ -420,6 +420,4 @@ def agents_command(
         )
     _print_report(report)
     if json_out:
-        out = Path(json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_report(report, json_out)

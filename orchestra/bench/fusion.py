@@ -280,7 +280,7 @@ def fusion_command(
 ) -> None:
     """Fused accuracy of a router's top-k models: weighted vote of their recorded answers on multiple-choice
     queries, top-1 score elsewhere; with single models, the oracle and a static vote for comparison."""
-    from orchestra.bench import data_dir, parse_options
+    from orchestra.bench import data_dir, parse_options, write_report
 
     try:
         ks = [int(part) for part in k.split(",") if part.strip()]
@@ -294,6 +294,4 @@ def fusion_command(
                               predictions=predictions, progress=lambda message: typer.echo(message, err=True))
     _print_report(report)
     if json_out:
-        out = Path(json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_report(report, json_out)

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestra.cards import ModelCard
 from orchestra.errors import CardError, DataError, PolicyError
 
-from . import read_jsonl
+from . import read_jsonl, write_report
 
 __all__ = [
     "ASSUMED_COMPLETION_TOKENS",
@@ -661,6 +661,4 @@ def models_command(
     )
     _print_report(report)
     if json_out:
-        out = Path(json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_report(report, json_out)

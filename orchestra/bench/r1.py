@@ -33,6 +33,8 @@ from orchestra.model import ChatModel
 from orchestra.policies import Budget, RetryPolicy
 from orchestra.routing import Finish, Router
 
+from . import write_report
+
 __all__ = [
     "POOL_ENTRY_POINT_GROUP",
     "exact_match",
@@ -229,9 +231,7 @@ def _write(rows: list[dict[str, Any]], report: dict[str, Any], predictions: str 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     if json_out:
-        path = Path(json_out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_report(report, json_out)
 
 
 # -- the benchmarks --------------------------------------------------------------------------------------------
