@@ -149,7 +149,7 @@ def load_cards(path: str | Path, kind: type[AgentCard] | type[ModelCard]) -> lis
         raise CardError(f"cannot read card file {str(path)!r}: {exc.strerror}", field=None, value=str(path)) from None
     try:
         if path.suffix == ".jsonl":
-            items: Any = [json.loads(line) for line in text.splitlines() if line.strip()]
+            items: Any = [json.loads(line) for line in text.split("\n") if line.strip()]
         else:
             items = yaml.safe_load(text)  # YAML is a superset of JSON
     except (yaml.YAMLError, json.JSONDecodeError) as exc:

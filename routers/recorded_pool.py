@@ -119,7 +119,7 @@ class RecordedPool:
             folder = folder / "models" / "routerbench"
         if not (folder / "models.jsonl").exists():
             raise DataError(f"no RouterBench set at {str(folder)!r}: expected models.jsonl and train/test.jsonl there")
-        models = [json.loads(line) for line in (folder / "models.jsonl").read_text().splitlines() if line.strip()]
+        models = [json.loads(line) for line in (folder / "models.jsonl").read_text(encoding="utf-8").split("\n") if line.strip()]
         rows: list[dict[str, Any]] = []
         for split in splits:
             path = folder / f"{split}.jsonl"

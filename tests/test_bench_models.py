@@ -203,3 +203,12 @@ def test_embedding_routers_reuse_the_on_disk_cache(tmp_path: Path) -> None:
     bare = run_model_bench(folder, "knn-test", weights=(0.0, 1.0), latency_queries=2, cache=False,
                            embedder=Embedder(third, disk_cache=DiskCache(disk_file, "counting")))
     assert bare["embedding_cache"] is None and {"math question number 0?"} <= set(third.encoded)
+
+
+def test_jsonl_lines_end_at_newline_only(tmp_path: Path) -> None:
+    # U+2028 and U+0085 may stand raw inside a JSON string (the llmrouter set has them); they end no line
+    from orchestra.bench import read_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"query": "one\u2028two\u0085three"}\r\n\n{"query": "four"}\n', encoding="utf-8")
+    assert read_jsonl(path) == [(1, {"query": "one\u2028two\u0085three"}), (3, {"query": "four"})]

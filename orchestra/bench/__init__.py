@@ -52,7 +52,9 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
     rows: list[tuple[int, dict[str, Any]]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # JSON lines end at \n only: str.splitlines would also cut at U+2028, U+0085 and other characters that
+    # JSON strings may hold raw (the llmrouter set has some)
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
