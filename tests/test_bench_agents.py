@@ -166,3 +166,19 @@ def test_llm_router_decisions_are_counted_by_outcome(dataset):
     assert report["finish_reasons"]["router model answer unreadable"] == 1
     assert report["finish_reasons"]["the router model judged the request out of scope"] == 2
     assert report["cpu_time"]["p50_ms"] >= 0.0
+
+
+def test_agent_labels_that_are_not_card_ids_are_renamed_everywhere(tmp_path):
+    # banking77 has the label "reverted_card_payment?": a card id may not hold "?"
+    root = write_set(tmp_path / "labels", oos=False)
+    for name in ("agents.jsonl", "train.jsonl", "test.jsonl"):
+        path = root / name
+        path.write_text(path.read_text().replace('"GetWeather"', '"GetWeather?"'))
+    data = load_agent_set(root)
+    assert data.renamed == {"GetWeather?": "GetWeather"}
+    assert "GetWeather" in [card.id for card in data.cards]
+    assert any(row.agents == ("GetWeather",) or row.agents == ["GetWeather"] for row in data.split("test"))
+    report = run_agent_bench(root, SetRouter(embedder=WordEmbedder()), regime="supervised", predictions=tmp_path / "p.jsonl")
+    assert report["renamed_agents"] == {"GetWeather?": "GetWeather"}
+    first = json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])
+    assert first["gold"] == ["GetWeather"] and first["predicted"][0] == "GetWeather"

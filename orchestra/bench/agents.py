@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,12 +88,22 @@ class AgentSet:
     root: Path
     cards: list[AgentCard]
     splits: dict[str, list[RoutingExample]] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
+    """Agent labels of the data that are not valid card ids, and the card id each became (in cards and rows)."""
 
     def split(self, name: str) -> list[RoutingExample]:
         return self.splits.get(name, [])
 
 
 _SPLITS = ("train", "val", "test", "oos_train", "oos_val", "oos_test")
+# Characters a card id may not hold (see `orchestra.cards`), and those it may not start or end with here.
+_NOT_IN_ID = re.compile(r"[^A-Za-z0-9_.:/@+\-]+")
+_ID_EDGES = "_.:/@+-"
+
+
+def _card_id(label: str) -> str:
+    """A data set's agent label as a card id: banking77's ``reverted_card_payment?`` -> ``reverted_card_payment``."""
+    return _NOT_IN_ID.sub("_", label).strip(_ID_EDGES)[:128]
 
 
 def load_agent_set(root: str | Path) -> AgentSet:
@@ -102,8 +113,13 @@ def load_agent_set(root: str | Path) -> AgentSet:
         raise DataError(f"{root}: not a directory (expected agents.jsonl, train.jsonl, test.jsonl inside)")
     cards: list[AgentCard] = []
     seen: dict[str, int] = {}
+    renamed: dict[str, str] = {}
     agents_path = root / "agents.jsonl"
     for number, item in read_jsonl(agents_path):
+        label = item.get("id")
+        if isinstance(label, str) and _card_id(label) and _card_id(label) != label:
+            renamed[label] = _card_id(label)
+            item = {**item, "id": renamed[label]}
         try:
             card = AgentCard.parse(item)
         except CardError as exc:
@@ -124,6 +140,8 @@ def load_agent_set(root: str | Path) -> AgentSet:
             continue
         rows = []
         for number, item in read_jsonl(path):
+            if renamed and isinstance(item.get("agents"), list):
+                item = {**item, "agents": [renamed.get(agent, agent) for agent in item["agents"]]}
             try:
                 row = RoutingExample.model_validate(item)
             except ValidationError as exc:
@@ -135,7 +153,7 @@ def load_agent_set(root: str | Path) -> AgentSet:
                 raise DataError(f"{path}:{number}: unknown agent id(s) {unknown} (not in agents.jsonl)")
             rows.append(row)
         splits[name] = rows
-    return AgentSet(root=root, cards=cards, splits=splits)
+    return AgentSet(root=root, cards=cards, splits=splits, renamed=renamed)
 
 
 def few_shot_sample(rows: Sequence[RoutingExample], agent_ids: Sequence[str], shots: int, seed: int) -> list[RoutingExample]:
@@ -277,6 +295,7 @@ def run_agent_bench(
         "shots": shots if regime is Regime.few_shot else (shots if regime is Regime.supervised else 0),
         "seed": seed,
         "n_agents": len(all_ids),
+        "renamed_agents": dataset.renamed,
         "n_train_rows": len(train_rows),
         "fit_seconds": round(fit_seconds, 3),
         "test": set_metrics([r["gold"] for r in in_scope], [r["predicted"] for r in in_scope]),
@@ -330,6 +349,11 @@ def _print_report(report: dict[str, Any]) -> None:
         )
     console = Console()
     console.print(table)
+    if report.get("renamed_agents"):
+        renamed = report["renamed_agents"]
+        shown = ", ".join(f"{label!r} -> {card_id!r}" for label, card_id in list(renamed.items())[:3])
+        more = f" and {len(renamed) - 3} more" if len(renamed) > 3 else ""
+        console.print(f"agent labels that are not card ids, renamed in cards and predictions: {shown}{more}")
     lat = report["latency"]
     console.print(f"decision latency: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms; fit {report['fit_seconds']:.1f} s")
     if "cpu_time" in report:
