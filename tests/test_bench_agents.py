@@ -144,10 +144,28 @@ def test_few_shot_sample_is_seeded_and_bounded():
     assert len(first) == 4
 
 
-@pytest.mark.skipif(not Path("/work/shared/data/agents/mixsnips/agents.jsonl").exists(), reason="shared data absent")
-def test_real_set_loads():
-    data = load_agent_set("/work/shared/data/agents/mixsnips")
-    assert len(data.cards) == 7 and data.split("test")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "agents").is_dir(), reason="../shared/data is not beside the repository")
+@pytest.mark.parametrize(
+    ("name", "agents", "train", "test"),
+    [("clinc150", 150, 15000, 4500), ("mixsnips", 7, 13084, 2199), ("banking77", 77, 10003, 3080)],
+)
+def test_every_shared_agent_set_loads(name, agents, train, test):
+    data = load_agent_set(SHARED / "agents" / name)
+    assert (len(data.cards), len(data.split("train")), len(data.split("test"))) == (agents, train, test)
+
+
+@pytest.mark.skipif(not (SHARED / "models").is_dir(), reason="../shared/data is not beside the repository")
+@pytest.mark.parametrize(("name", "models", "train", "test"), [("routerbench", 11, 2205, 945), ("llmrouter", 9, 5608, 381)])
+def test_every_shared_model_set_loads(name, models, train, test):
+    from orchestra.bench.fusion import load_fusion_set
+    from orchestra.bench.models import load_model_set
+
+    data = load_model_set(SHARED / "models" / name)
+    assert (len(data.cards), len(data.train), len(data.test)) == (models, train, test)
+    assert [len(part) for part in load_fusion_set(SHARED / "models" / name)[:3]] == [models, train, test]
 
 
 def test_llm_router_decisions_are_counted_by_outcome(dataset):
