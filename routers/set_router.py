@@ -53,6 +53,8 @@ _CONNECTORS = re.compile(
     r"\s*(?:,\s*and then|\band then\b|\band also\b|\bthen\b|\balso\b|,\s*and\b|\band\b|,|;|\bplus\b)\s*",
     re.IGNORECASE,
 )
+# Joins that rarely sit inside a name or title: punctuation, "and then", "and also".
+_STRONG_JOIN = re.compile(r"[,;]|\band (?:then|also)\b", re.IGNORECASE)
 _MAX_CONNECTORS = 5
 _MAX_PARTS = 3
 
@@ -200,6 +202,10 @@ class SetRouter(BaseRouter):
     - ``segment``: split multi-request queries at conjunctions and route each part: a cut is kept when each
       part's best agent clears ``segment_min_prob`` and the parts' agents differ; cuts are tried only when the
       whole query's best probability is under ``segment_skip`` (1.0: whenever the query has a conjunction);
+    - ``segment_strong_min_prob``: replaces ``segment_min_prob`` for a cut made only at strong joins (a comma
+      or semicolon, "and then", "and also"): such a join rarely sits inside a name, as a bare "and" does
+      ("saint vincent and the grenadines"), so a part after it is a request even when its agent is less
+      certain (None: the same threshold for every join);
     - ``ngram_weight``: weight of the TF-IDF n-gram features beside the embedding;
     - ``example_weight``: share of the example centroid in an onboarded agent's prototype;
     - ``imprint_offset``: subtracted from an onboarded agent's bias. A prototype scores its own agent's queries
@@ -223,6 +229,7 @@ class SetRouter(BaseRouter):
         segment: bool = True,
         segment_min_prob: float = 0.6,
         segment_skip: float = 1.0,
+        segment_strong_min_prob: float | None = None,
         zero_shot_temperature: float = 30.0,
         zero_shot_floor: float | None = None,
         ngram_weight: float = 0.5,
@@ -240,6 +247,9 @@ class SetRouter(BaseRouter):
             raise PolicyError(f"SetRouter 'join_threshold' must be in (0, 1), got {join_threshold}")
         if oos_threshold is not None and not 0.0 < oos_threshold < 1.0:
             raise PolicyError(f"SetRouter 'oos_threshold' must be in (0, 1) or None, got {oos_threshold}")
+        for option, value in (("segment_min_prob", segment_min_prob), ("segment_strong_min_prob", segment_strong_min_prob)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise PolicyError(f"SetRouter {option!r} must be in [0, 1], got {value}")
         if zero_shot_temperature <= 0:
             raise PolicyError("SetRouter 'zero_shot_temperature' must be positive")
         if ngram_weight < 0 or not 0.0 <= example_weight <= 1.0 or c <= 0:
@@ -254,6 +264,7 @@ class SetRouter(BaseRouter):
         self.segment = segment
         self.segment_min_prob = segment_min_prob
         self.segment_skip = segment_skip
+        self.segment_strong_min_prob = segment_strong_min_prob
         self.zero_shot_temperature = zero_shot_temperature
         self.zero_shot_floor = zero_shot_floor
         self.ngram_weight = ngram_weight
@@ -278,6 +289,7 @@ class SetRouter(BaseRouter):
             "segment": self.segment,
             "segment_min_prob": self.segment_min_prob,
             "segment_skip": self.segment_skip,
+            "segment_strong_min_prob": self.segment_strong_min_prob,
             "zero_shot_temperature": self.zero_shot_temperature,
             "zero_shot_floor": self.zero_shot_floor,
             "ngram_weight": self.ngram_weight,
@@ -575,11 +587,12 @@ class SetRouter(BaseRouter):
 
     # ------------------------------------------------------------------ deciding
 
-    def _segmentations(self, query: str) -> list[list[str]]:
-        """Ways to cut the query into requests at connector words (the whole query first)."""
+    def _segmentations(self, query: str) -> list[tuple[list[str], bool]]:
+        """Ways to cut the query into requests at connector words (the whole query first), each with whether
+        every join it cuts at is a strong one (`_STRONG_JOIN`)."""
         matches = [m for m in _CONNECTORS.finditer(query) if 0 < m.start() and m.end() < len(query)]
         matches = matches[:_MAX_CONNECTORS]
-        options: list[list[str]] = [[query]]
+        options: list[tuple[list[str], bool]] = [([query], False)]
         for size in range(1, min(len(matches), _MAX_PARTS - 1) + 1):
             for chosen in itertools.combinations(matches, size):
                 parts = []
@@ -589,7 +602,7 @@ class SetRouter(BaseRouter):
                     start = m.end()
                 parts.append(query[start:].strip())
                 if all(len(part.split()) >= 2 for part in parts):
-                    options.append(parts)
+                    options.append((parts, all(_STRONG_JOIN.search(m.group(0)) for m in chosen)))
         return options
 
     def decide(self, state: RouterState) -> Dispatch | Finish:
@@ -604,10 +617,10 @@ class SetRouter(BaseRouter):
         texts = [query]
         Q = self.cache.encode(texts)
         probs, oos, best_raw = self.probabilities(texts, Q, cards)
-        segmentations = [[query]]
+        segmentations: list[tuple[list[str], bool]] = [([query], False)]
         if self.segment and probs[0].max() < self.segment_skip:
             segmentations = self._segmentations(query)
-            parts = sorted({part for option in segmentations for part in option} - {query})
+            parts = sorted({part for option, _ in segmentations for part in option} - {query})
             if parts:
                 Qp = self.cache.encode(parts)
                 p_parts, oos_parts, raw_parts = self.probabilities(parts, Qp, cards)
@@ -627,10 +640,13 @@ class SetRouter(BaseRouter):
         # confidence is no guide: a classifier trained on single requests is often sure of a joined one.
         best_parts = [query]
         best_key = (1, float(np.log(probs[whole].max() + 1e-9)))
-        for parts in segmentations[1:]:
+        for parts, strong in segmentations[1:]:
             tops = [int(np.argmax(probs[row[p]])) for p in parts]
             confidences = [float(probs[row[p]].max()) for p in parts]
-            if len(set(tops)) != len(tops) or min(confidences) < self.segment_min_prob:
+            min_prob = self.segment_min_prob
+            if strong and self.segment_strong_min_prob is not None:
+                min_prob = self.segment_strong_min_prob
+            if len(set(tops)) != len(tops) or min(confidences) < min_prob:
                 continue
             key = (len(parts), float(np.mean(np.log(np.array(confidences) + 1e-9))))
             if key > best_key:

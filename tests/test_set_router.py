@@ -58,6 +58,20 @@ def test_multi_request_query_gets_every_agent_with_its_part(trained):
     assert decision.meta["segments"] == ["play a song by adele", "will it rain tomorrow in paris"]
 
 
+
+def test_strong_joins_cut_with_their_own_threshold(trained):
+    # a comma or "and then" is a request boundary more surely than a bare "and", which names also hold
+    trained.segment_min_prob, trained.segment_strong_min_prob = 1.01, 0.0
+    try:
+        comma = trained.decide(state("play a song by adele , will it rain tomorrow in paris"))
+        then = trained.decide(state("play a song by adele and then will it rain tomorrow in paris"))
+        bare = trained.decide(state("play a song by adele and will it rain tomorrow in paris"))
+    finally:
+        trained.segment_min_prob, trained.segment_strong_min_prob = SetRouter().segment_min_prob, None
+    assert comma.meta["segments"] == then.meta["segments"] == ["play a song by adele", "will it rain tomorrow in paris"]
+    assert "segments" not in bare.meta
+
+
 def test_onboarded_agent_joins_without_retraining(trained):
     taxi = AgentCard(id="BookTaxi", description="Books a taxi or a cab ride to an address or the airport.",
                      examples=("get me a cab to the airport", "book a taxi to the station"))
