@@ -72,6 +72,16 @@ def test_strong_joins_cut_with_their_own_threshold(trained):
     assert "segments" not in bare.meta
 
 
+
+def test_a_bare_and_does_not_cut_off_a_two_word_name_tail(trained):
+    cuts = {tuple(parts): strong for parts, strong in trained._segmentations("book a table in svalbard and jan mayen")}
+    assert cuts == {("book a table in svalbard and jan mayen",): False}
+    cuts = {tuple(parts): strong for parts, strong in trained._segmentations("book a table in oslo , play jazz")}
+    assert cuts[("book a table in oslo", "play jazz")] is True
+    cuts = {tuple(parts): strong for parts, strong in trained._segmentations("book a table in oslo and play some jazz")}
+    assert cuts[("book a table in oslo", "play some jazz")] is False
+
+
 def test_onboarded_agent_joins_without_retraining(trained):
     taxi = AgentCard(id="BookTaxi", description="Books a taxi or a cab ride to an address or the airport.",
                      examples=("get me a cab to the airport", "book a taxi to the station"))
