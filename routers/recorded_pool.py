@@ -22,7 +22,6 @@ or per model as a `ChatModel` (`RecordedPool.chat_model`).
 from __future__ import annotations
 
 import ast
-import json
 import re
 import threading
 from collections import Counter, defaultdict
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.agent import AgentContext, AgentReply
+from orchestra.bench import read_jsonl
 from orchestra.cards import ModelCard
 from orchestra.errors import DataError
 from orchestra.model import ChatOptions, ChatResult, Message
@@ -119,14 +119,13 @@ class RecordedPool:
             folder = folder / "models" / "routerbench"
         if not (folder / "models.jsonl").exists():
             raise DataError(f"no RouterBench set at {str(folder)!r}: expected models.jsonl and train/test.jsonl there")
-        models = [json.loads(line) for line in (folder / "models.jsonl").read_text(encoding="utf-8").split("\n") if line.strip()]
+        models = [item for _, item in read_jsonl(folder / "models.jsonl")]
         rows: list[dict[str, Any]] = []
         for split in splits:
             path = folder / f"{split}.jsonl"
             if not path.exists():
                 raise DataError(f"RouterBench split {split!r} missing: {str(path)!r}")
-            with path.open(encoding="utf-8") as handle:
-                rows += [json.loads(line) for line in handle if line.strip()]
+            rows += [item for _, item in read_jsonl(path)]
         return cls(rows, models, **options)
 
     # -- cards ----------------------------------------------------------------------------------------------

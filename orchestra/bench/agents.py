@@ -117,9 +117,10 @@ def load_agent_set(root: str | Path) -> AgentSet:
     agents_path = root / "agents.jsonl"
     for number, item in read_jsonl(agents_path):
         label = item.get("id")
-        if isinstance(label, str) and _card_id(label) and _card_id(label) != label:
-            renamed[label] = _card_id(label)
-            item = {**item, "id": renamed[label]}
+        card_id = _card_id(label) if isinstance(label, str) else None
+        if card_id and card_id != label:
+            renamed[label] = card_id
+            item = {**item, "id": card_id}
         try:
             card = AgentCard.parse(item)
         except CardError as exc:

@@ -112,6 +112,7 @@ def load_fusion_set(root: str | Path) -> tuple[list[ModelCard], list[Any], list[
     facts = {"undescribed": list(data.undescribed), "card_costs": data.card_costs}
     return list(data.cards), list(data.train), list(data.test), facts
 
+
 def _weights(router: Any, rows: Sequence[Any], cards: Sequence[ModelCard]) -> np.ndarray:
     if hasattr(router, "distribution"):
         p = np.asarray(router.distribution(rows, cards)[0])[:, : len(cards)]
