@@ -162,6 +162,35 @@ def test_run_model_bench_writes_predictions_and_metrics(tmp_path: Path) -> None:
     assert report["cost"] == "measured" and math.isfinite(report["scenario_rewards"]["balance"])
 
 
+def test_holdout_models_are_onboarded_with_observed_outcomes(tmp_path: Path) -> None:
+    from orchestra.routers.model_routers import BestSingleRouter
+    from orchestra.routing import register_router
+
+    class OnboardingRouter(BestSingleRouter):
+        """Records what the harness onboards."""
+
+        onboarded: dict[str, list[str]] = {}
+
+        def add_model(self, card, observations=()):  # type: ignore[no-untyped-def]
+            OnboardingRouter.onboarded[card.id] = [row.id for row in observations]
+
+    register_router("onboarding-test", OnboardingRouter)
+    folder = write_set(tmp_path / "set")
+    report = run_model_bench(folder, "onboarding-test", weights=(0.0,), holdout_models=["small"], holdout_observed=4,
+                             latency_queries=1)
+    observed = OnboardingRouter.onboarded["small"]
+    assert report["holdout_observed"] == 4 and len(observed) == 4 and len(set(observed)) == 4
+    train_ids = {row.id for row in load_model_set(folder).train}
+    assert set(observed) <= train_ids  # observations come from train, never from test
+    with pytest.raises(DataError, match="needs --holdout-models"):
+        run_model_bench(folder, "onboarding-test", holdout_observed=4)
+    with pytest.raises(DataError, match=">= 0"):
+        run_model_bench(folder, "onboarding-test", holdout_models=["small"], holdout_observed=-1)
+    register_router("best-single-test", BestSingleRouter)
+    with pytest.raises(DataError, match="cannot onboard"):
+        run_model_bench(folder, "best-single-test", holdout_models=["small"], holdout_observed=4)
+
+
 def test_embedding_routers_reuse_the_on_disk_cache(tmp_path: Path) -> None:
     from orchestra.embeddings import DiskCache, Embedder
     from orchestra.routers.model_routers import HashingEmbedder, KnnRouter

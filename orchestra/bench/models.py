@@ -372,6 +372,21 @@ def _uncached(embedder: Any) -> Any:
     return embedder
 
 
+def _onboard_with_observations(
+    router: Any, full: ModelSet, holdout_models: Sequence[str], n: int, seed: int, say: Callable[[str], None]
+) -> None:
+    """Onboard each held-out model with its card and its recorded outcomes on ``n`` training queries (drawn
+    with ``seed``): what an operator has after running a new model on a small calibration set. The router's
+    trained weights are not touched; only a router with ``add_model(card, observations)`` can use them."""
+    cards = {card.id: card for card in full.cards}
+    rng = random.Random(seed)
+    for model_id in holdout_models:
+        seen = [row for row in full.train if model_id in row.outcomes]
+        sample = rng.sample(seen, min(n, len(seen)))
+        say(f"onboarding {model_id} with its outcomes on {len(sample)} training queries")
+        router.add_model(cards[model_id], observations=sample)
+
+
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else 0.0
 
@@ -382,6 +397,7 @@ def run_model_bench(
     *,
     weights: Sequence[float] = DEFAULT_WEIGHTS,
     holdout_models: Sequence[str] = (),
+    holdout_observed: int = 0,
     predictions: str | Path | None = None,
     seed: int = 0,
     limit: int | None = None,
@@ -393,6 +409,9 @@ def run_model_bench(
 ) -> dict[str, Any]:
     """Train the named router on the set's train split, route every test query at every cost weight and score
     the choices; returns the report (also what ``--json`` writes).
+
+    ``holdout_models`` are removed before training and routed by card at test time; with ``holdout_observed``
+    each is also given its recorded outcomes on that many training queries (the router's ``add_model``).
 
     ``embedder`` replaces the project's MiniLM for routers that embed queries (used as given). The project's
     embedder reads and keeps embeddings in its disk cache; ``cache=False`` runs it without. Single decisions are
@@ -413,6 +432,12 @@ def run_model_bench(
     router = load_router(router_name, **dict(router_options or {}))
     if not hasattr(router, "fit") or not hasattr(router, "route_batch"):
         raise DataError(f"router {router_name!r} is not a model router (it needs fit and route_batch)")
+    if holdout_observed < 0:
+        raise DataError(f"--holdout-observed must be >= 0, got {holdout_observed}")
+    if holdout_observed and not holdout_models:
+        raise DataError("--holdout-observed needs --holdout-models")
+    if holdout_observed and not hasattr(router, "add_model"):
+        raise DataError(f"router {router_name!r} cannot onboard a model with observations (it has no add_model)")
     embeds = bool(getattr(router, "uses_embeddings", False)) and hasattr(router, "embedder")
     live_embedder: Any = None
     cache_path: Path | None = None
@@ -437,6 +462,8 @@ def run_model_bench(
     fit_seconds = time.perf_counter() - started
     if hasattr(router, "reveal"):  # the oracle reads the test outcomes: it is an upper bound, not a router
         router.reveal(test_rows)
+    if holdout_observed:
+        _onboard_with_observations(router, full, holdout_models, holdout_observed, seed, say)
 
     say(f"routing {len(test_rows)} test queries at {len(evaluated)} cost weights")
     scores, costs = outcome_matrix(test_rows, model_ids)
@@ -525,6 +552,7 @@ def run_model_bench(
         "n_val": len(val_rows),
         "n_test": len(test_rows),
         "holdout_models": list(holdout_models),
+        "holdout_observed": holdout_observed,
         "seed": seed,
         "cost": "estimated" if full.cost_estimated else "measured",
         "cost_note": (
@@ -610,6 +638,13 @@ def models_command(
     holdout_models: Annotated[
         str, _option("--holdout-models", help="Train without these models (A,B); onboard them by card at test time.")
     ] = "",
+    holdout_observed: Annotated[
+        int,
+        _option(
+            "--holdout-observed",
+            help="Onboard each held-out model with its recorded outcomes on this many training queries (0: card only).",
+        ),
+    ] = 0,
     predictions: Annotated[
         str | None, _option("--predictions", help="Write one JSON line per (test query, w) here.")
     ] = None,
@@ -652,6 +687,7 @@ def models_command(
         router,
         weights=parse_weights(weights),
         holdout_models=holdout,
+        holdout_observed=holdout_observed,
         predictions=predictions,
         seed=seed,
         limit=limit,
