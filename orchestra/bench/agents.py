@@ -302,6 +302,8 @@ def run_agent_bench(
         "test": set_metrics([r["gold"] for r in in_scope], [r["predicted"] for r in in_scope]),
         "latency": latency_summary([r["latency_ms"] for r in in_scope]),
         "cpu_time": latency_summary([r["cpu_ms"] for r in in_scope]),
+        # what embedded the queries (see orchestra.embeddings), for routers that keep agent embeddings
+        "embedding_backend": getattr(getattr(getattr(router, "cache", None), "embedder", None), "backend", None),
     }
     finish_reasons: dict[str, int] = {}
     for record in records:
@@ -356,7 +358,10 @@ def _print_report(report: dict[str, Any]) -> None:
         more = f" and {len(renamed) - 3} more" if len(renamed) > 3 else ""
         console.print(f"agent labels that are not card ids, renamed in cards and predictions: {shown}{more}")
     lat = report["latency"]
-    console.print(f"decision latency: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms; fit {report['fit_seconds']:.1f} s")
+    backend = f" (embedding on {report['embedding_backend']})" if report.get("embedding_backend") else ""
+    console.print(
+        f"decision latency: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms{backend}; fit {report['fit_seconds']:.1f} s"
+    )
     if "cpu_time" in report:
         cpu = report["cpu_time"]
         console.print(f"CPU time per decision (all threads): p50 {cpu['p50_ms']:.1f} ms, p95 {cpu['p95_ms']:.1f} ms")

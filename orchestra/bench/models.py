@@ -577,6 +577,7 @@ def run_model_bench(
             "decision_p50_ms_all": _percentile(list(latencies.values()), 50),
             "n_timed_queries": n_latency,
             "torch_threads": _torch_threads(),
+            "embedding_backend": getattr(live_embedder, "backend", None),
             "load_average_1min": os.getloadavg()[0],
             "batch_scoring_queries_per_s": queries_per_second,
             "batch_embedding_queries_per_s": n_embedded / embed_seconds if embed_seconds and n_embedded else None,
@@ -619,7 +620,8 @@ def _print_report(report: dict[str, Any]) -> None:
     console.print(f"best single model {best['model']} {best['quality']:.3f} at ${best['cost_usd']:.5f}: {reach_text}")
     lat = report["latency"]
     console.print(
-        f"decision p50 {lat['decision_p50_ms_with_embedding']:.1f} ms with embedding "
+        f"decision p50 {lat['decision_p50_ms_with_embedding']:.1f} ms with embedding"
+        f"{' on ' + lat['embedding_backend'] if lat.get('embedding_backend') else ''} "
         f"({lat['decision_p50_cpu_ms_with_embedding']:.1f} ms CPU); batch scoring "
         f"{lat['batch_scoring_queries_per_s']:.0f} queries/s; fit {report['fit_seconds']:.1f} s"
     )
