@@ -58,7 +58,6 @@ def test_multi_request_query_gets_every_agent_with_its_part(trained):
     assert decision.meta["segments"] == ["play a song by adele", "will it rain tomorrow in paris"]
 
 
-
 def test_strong_joins_cut_with_their_own_threshold(trained):
     # a comma or "and then" is a request boundary more surely than a bare "and", which names also hold
     trained.segment_min_prob, trained.segment_strong_min_prob = 1.01, 0.0
@@ -70,7 +69,6 @@ def test_strong_joins_cut_with_their_own_threshold(trained):
         trained.segment_min_prob, trained.segment_strong_min_prob = SetRouter().segment_min_prob, None
     assert comma.meta["segments"] == then.meta["segments"] == ["play a song by adele", "will it rain tomorrow in paris"]
     assert "segments" not in bare.meta
-
 
 
 def test_a_bare_and_does_not_cut_off_a_two_word_name_tail(trained):
