@@ -62,7 +62,7 @@ import numpy as np
 
 from orchestra.bench.models import ModelQuery
 from orchestra.cards import ModelCard
-from orchestra.errors import CheckpointError, DecisionError
+from orchestra.errors import CheckpointError, DataError, DecisionError, PolicyError
 from orchestra.routers.model_routers import (
     DEFAULT_TEXT_WINDOW,
     ModelRouter,
@@ -167,11 +167,11 @@ class GraphRouter(ModelRouter):
     ) -> None:
         super().__init__(agent_id, text_window=text_window, seed=seed, embedder=embedder)
         if mode not in ("scenario", "knob"):
-            raise DecisionError(f"graph-router: mode must be 'scenario' or 'knob', got {mode!r}")
+            raise PolicyError(f"graph-router: mode must be 'scenario' or 'knob', got {mode!r}")
         self.hidden, self.epochs, self.masks_per_epoch = int(hidden), int(epochs), int(masks_per_epoch)
         self.mask_rate, self.lr, self.weight_decay = float(mask_rate), float(lr), float(weight_decay)
         if select not in ("f1", "loss"):
-            raise DecisionError(f"graph-router: select must be 'f1' or 'loss', got {select!r}")
+            raise PolicyError(f"graph-router: select must be 'f1' or 'loss', got {select!r}")
         self.mode, self.aggr, self.select, self.patience = mode, aggr, select, int(patience)
         self.epochs_run: dict[float, int] = {}
         self.validation_loss: dict[float, float] = {}
@@ -227,7 +227,7 @@ class GraphRouter(ModelRouter):
             train, val = train[cut:], train[:cut]
         for row in list(train) + list(val):
             if not row.outcomes:
-                raise DecisionError(f"graph-router: training query {row.id!r} has no outcomes")
+                raise DataError(f"graph-router: training query {row.id!r} has no outcomes")
         by_task: dict[str, list[float]] = {}
         for row in list(train) + list(val):
             costs = [o.cost for o in row.outcomes.values() if o.cost is not None]

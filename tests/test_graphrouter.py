@@ -12,7 +12,7 @@ pytest.importorskip("torch_geometric")
 
 from orchestra.bench.models import ModelOutcome, ModelQuery  # noqa: E402
 from orchestra.cards import ModelCard  # noqa: E402
-from orchestra.errors import CheckpointError, DecisionError  # noqa: E402
+from orchestra.errors import CheckpointError, DataError, DecisionError, PolicyError  # noqa: E402
 from orchestra.routers.graphrouter import GraphRouter, task_description  # noqa: E402
 from orchestra.routers.model_routers import HashingEmbedder  # noqa: E402
 
@@ -118,5 +118,10 @@ def test_knob_mode_predicts_effect_with_one_network_for_every_weight() -> None:
     values, q, c = knob.utilities(TEST, CARDS, 0.37)  # any w in [0, 1], no nearest-scenario snapping
     assert np.allclose(values, 0.63 * q - 0.37 * (c - c.min(1, keepdims=True)) / np.ptp(c, axis=1, keepdims=True))
     assert knob.epochs_run[0.0] <= 60 and np.isfinite(knob.validation_loss[0.0])
-    with pytest.raises(DecisionError, match="select"):
+    with pytest.raises(PolicyError, match="select"):
         GraphRouter(select="accuracy")  # type: ignore[arg-type]
+    with pytest.raises(PolicyError, match="mode"):
+        GraphRouter(mode="fast")  # type: ignore[arg-type]
+    silent = ModelQuery(id="silent", query="Nobody answered this one.", task="science", outcomes={})
+    with pytest.raises(DataError, match="'silent'.*no outcomes"):
+        GraphRouter(epochs=1, embedder=EMBEDDER).fit([*TRAIN, silent], CARDS, val=VAL)
