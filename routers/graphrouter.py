@@ -62,7 +62,7 @@ import numpy as np
 
 from orchestra.bench.models import ModelQuery
 from orchestra.cards import ModelCard
-from orchestra.errors import CheckpointError, DataError, DecisionError, PolicyError
+from orchestra.errors import CheckpointError, DecisionError, PolicyError
 from orchestra.routers.model_routers import (
     DEFAULT_TEXT_WINDOW,
     ModelRouter,
@@ -225,9 +225,6 @@ class GraphRouter(ModelRouter):
         if not val:
             cut = max(1, len(train) // 10)
             train, val = train[cut:], train[:cut]
-        for row in list(train) + list(val):
-            if not row.outcomes:
-                raise DataError(f"graph-router: training query {row.id!r} has no outcomes")
         by_task: dict[str, list[float]] = {}
         for row in list(train) + list(val):
             costs = [o.cost for o in row.outcomes.values() if o.cost is not None]

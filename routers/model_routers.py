@@ -34,7 +34,7 @@ import numpy as np
 
 from orchestra.bench.models import ModelQuery, estimate_cost
 from orchestra.cards import ModelCard
-from orchestra.errors import DecisionError, PolicyError
+from orchestra.errors import DataError, DecisionError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, RouterState
 
 __all__ = [
@@ -178,7 +178,10 @@ class ModelRouter(BaseRouter):
         if seed is not None:
             self.seed = int(seed)
         if not train:
-            raise DecisionError(f"{self.name}: no training queries")
+            raise DataError(f"{self.name}: no training queries")
+        for row in [*train, *val]:
+            if not row.outcomes:
+                raise DataError(f"{self.name}: training query {row.id!r} has no outcomes")
         self.model_ids = [card.id for card in cards]
         self.card_costs = dict(card_costs or {})
         self._fit_costs(train)

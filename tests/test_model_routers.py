@@ -7,7 +7,7 @@ import pytest
 
 from orchestra.bench.models import ModelOutcome, ModelQuery
 from orchestra.cards import AgentCard, ModelCard
-from orchestra.errors import DecisionError, PolicyError
+from orchestra.errors import DataError, DecisionError, PolicyError
 from orchestra.policies import RoutingPolicy
 from orchestra.routers.model_routers import (
     BestSingleRouter,
@@ -114,6 +114,15 @@ def test_weight_outside_unit_interval_is_a_policy_error(knn: KnnRouter) -> None:
 def test_untrained_router_refuses_to_predict() -> None:
     with pytest.raises(DecisionError, match="not trained"):
         KnnRouter(embedder=EMBEDDER).predict(TEST, CARDS)
+
+
+@pytest.mark.parametrize("router", [KnnRouter(k=5, embedder=EMBEDDER), MfRouter(embedder=EMBEDDER)])
+def test_training_data_without_queries_or_outcomes_is_a_data_error(router) -> None:
+    with pytest.raises(DataError, match="no training queries"):
+        router.fit([], CARDS)
+    silent = ModelQuery(id="silent", query="Nobody answered this one.", task="math", outcomes={})
+    with pytest.raises(DataError, match="'silent' has no outcomes"):
+        router.fit(TRAIN, CARDS, val=[*VAL, silent])
 
 
 def test_unseen_model_borrows_the_most_similar_card(knn: KnnRouter) -> None:
