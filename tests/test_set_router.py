@@ -180,3 +180,59 @@ def test_fine_tuned_encoder_routes_and_travels_with_the_checkpoint(tmp_path):
     shutil.rmtree(tmp_path / "set.npz.encoder")
     with pytest.raises(CheckpointError, match="encoder"):
         SetRouter.load(path, agents=CARDS)
+
+
+def test_knn_memory_holds_training_queries_and_follows_the_registry(tmp_path):
+    """The kNN expert votes with the training queries and card examples; an agent leaving the registry takes its
+    rows along, an onboarded one brings its examples, and one with no rows leaves the scorer's word standing."""
+    router = SetRouter(embedder=WordEmbedder(), knn_weight=0.5, knn_k=3).fit(CARDS, TRAIN, "supervised", 5)
+    plain = SetRouter(embedder=WordEmbedder()).fit(CARDS, TRAIN, "supervised", 5)
+    assert router.head.memory.shape == (len(TRAIN), WordEmbedder.dim)  # description sentences are no queries
+    assert sorted(router.head.memory_labels.tolist()) == [0] * 6 + [1] * 6 + [2] * 6
+
+    query = "play some jazz music"  # a training query: its neighbours are PlayMusic's
+    knn = router._knn_log_probabilities(WordEmbedder().encode([query]), router._parameters(CARDS))
+    assert CARDS[int(knn.argmax())].id == "PlayMusic" and knn.max() > -0.01
+    mixed, _, _ = router.probabilities([query], WordEmbedder().encode([query]), CARDS)
+    alone, _, _ = plain.probabilities([query], WordEmbedder().encode([query]), CARDS)
+    assert mixed[0, 1] > alone[0, 1] and abs(mixed.sum() - 1) < 1e-6
+
+    two = router._parameters(CARDS[:2])
+    assert len(two.memory) == 12 and set(two.memory_columns.tolist()) == {0, 1}
+
+    taxi = AgentCard(id="BookTaxi", description="Books a taxi or a cab ride to an address or the airport.",
+                     examples=("get me a cab to the airport", "book a taxi to the station"))
+    ferry = AgentCard(id="BookFerry", description="Books a ferry crossing between two ports.")
+    cards = (*CARDS, taxi, ferry)
+    onboarded = router._parameters(cards)
+    assert len(onboarded.memory) == len(TRAIN) + 2 and (onboarded.memory_columns == 3).sum() == 2
+    assert onboarded.has_memory.tolist() == [True, True, True, True, False]
+    assert router.decide(state("order a cab to the airport", cards=cards)).calls[0].agent_id == "BookTaxi"
+    # the ferry has no rows: the kNN expert abstains for it instead of pushing it to its floor
+    q = WordEmbedder().encode(["book a ferry crossing"])
+    with_knn, _, _ = router.probabilities(["book a ferry crossing"], q, cards)
+    assert cards[int(with_knn.argmax())].id == "BookFerry"
+
+    path = tmp_path / "knn.npz"
+    router.save(path)
+    loaded = SetRouter.load(path, agents=CARDS, embedder=WordEmbedder())
+    assert loaded.knn_weight == 0.5 and loaded.knn_k == 3
+    for query in ("play a song and then book a table for two", "order a cab to the airport"):
+        assert loaded.decide(state(query, cards=cards)) == router.decide(state(query, cards=cards))
+
+    import numpy as np
+
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["memory_labels"] = arrays["memory_labels"] + 7
+    with (tmp_path / "bad.npz").open("wb") as handle:
+        np.savez(handle, **arrays)
+    with pytest.raises(CheckpointError, match="kNN memory"):
+        SetRouter.load(tmp_path / "bad.npz", embedder=WordEmbedder())
+
+
+@pytest.mark.parametrize(("option", "value"), [("knn_weight", 1.0), ("knn_weight", -0.1), ("knn_k", 0), ("knn_k", 2.5),
+                                               ("knn_temperature", 0.0)])
+def test_bad_knn_options_are_policy_errors(option, value):
+    with pytest.raises(PolicyError, match=option):
+        SetRouter(**{option: value})
