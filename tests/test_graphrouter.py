@@ -125,3 +125,34 @@ def test_knob_mode_predicts_effect_with_one_network_for_every_weight() -> None:
     silent = ModelQuery(id="silent", query="Nobody answered this one.", task="science", outcomes={})
     with pytest.raises(DataError, match="'silent'.*no outcomes"):
         GraphRouter(epochs=1, embedder=EMBEDDER).fit([*TRAIN, silent], CARDS, val=VAL)
+
+
+def test_observed_outcomes_calibrate_an_onboarded_model(tmp_path: Path) -> None:
+    """A newcomer whose card reads like the dud but whose observed outcomes say otherwise: its quality follows the
+    observations, per task, and the calibration travels with the checkpoint."""
+    knob = GraphRouter(mode="knob", select="loss", epochs=60, masks_per_epoch=2, hidden=8, lr=1e-2, seed=0,
+                       embedder=EMBEDDER).fit(TRAIN, CARDS, val=VAL, weights=(0.0, 1.0))
+    sleeper = ModelCard(id="sleeper", description="A tiny model that gets almost everything wrong, very cheap.")
+    card_only, _ = knob.predict(TEST, [*CARDS, sleeper])
+    assert card_only[:, 3].mean() < 0.3  # from its card it looks like the dud
+
+    def seen(q: ModelQuery) -> ModelQuery:  # right on science, wrong on history
+        score = 1.0 if q.task == "science" else 0.0
+        return q.model_copy(update={"outcomes": {**q.outcomes, "sleeper": ModelOutcome(score=score, cost=0.0001)}})
+
+    knob.add_model(sleeper, observations=[seen(q) for q in TRAIN[:16]])
+    overall, by_task = knob._calibration["sleeper"]
+    assert overall > 0 and by_task["science"] > by_task["history"]
+    quality, _ = knob.predict(TEST, [*CARDS, sleeper])
+    science = np.array([q.task == "science" for q in TEST])
+    assert quality[science, 3].min() > 0.6 and quality[~science, 3].max() < quality[science, 3].min()
+    assert np.allclose(quality[:, :3], card_only[:, :3])  # the others are untouched
+
+    path = tmp_path / "calibrated.pt"
+    knob.save(path)
+    loaded = GraphRouter.load(path, embedder=EMBEDDER)
+    assert np.allclose(loaded.predict(TEST, [*CARDS, sleeper])[0], quality)
+    knob.add_model(sleeper)  # onboarded again from the card alone: the calibration goes with the observations
+    assert "sleeper" not in knob._calibration
+    with pytest.raises(PolicyError, match="calibration_prior"):
+        GraphRouter(calibration_prior=0.0)
