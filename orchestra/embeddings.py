@@ -203,6 +203,9 @@ class Embedder:
         self._onnx: _OnnxEncoder | None = None
         self._onnx_checked = not onnx  # the twin is built at the first encode that needs the model
         self._lock = threading.Lock()
+        # Building the ONNX twin takes seconds the first time (export, then a check against PyTorch): under its
+        # own lock, so other threads' cache lookups do not wait on it.
+        self._onnx_lock = threading.Lock()
         self.hits = 0
         """Texts served from the memory or disk cache so far."""
         self.misses = 0
@@ -253,7 +256,7 @@ class Embedder:
 
     def _fast_encoder(self) -> _OnnxEncoder | None:
         if not self._onnx_checked:
-            with self._lock:
+            with self._onnx_lock:
                 if not self._onnx_checked:
                     self._onnx = _onnx_encoder(self._model)
                     self._onnx_checked = True

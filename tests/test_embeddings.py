@@ -160,3 +160,33 @@ def test_models_that_are_not_plain_pipelines_stay_on_their_own_encode() -> None:
     embedder = Embedder(model)
     embedder.encode(["x"])
     assert model.encoded == ["x"] and embedder.backend == "torch"
+
+
+def test_a_slow_first_onnx_build_does_not_hold_up_cached_lookups(monkeypatch) -> None:
+    """While one thread builds the ONNX twin (seconds the first time), another thread's cached texts are served."""
+    import threading
+
+    import orchestra.embeddings as embeddings
+
+    building, release = threading.Event(), threading.Event()
+
+    def slow_build(model):  # stands in for the export and the check against PyTorch
+        building.set()
+        release.wait(10)
+        return None
+
+    embedder = Embedder(CountingModel())
+    embedder._cache["cached"] = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    monkeypatch.setattr(embeddings, "_onnx_encoder", slow_build)
+    first = threading.Thread(target=embedder.encode, args=(["new text"],))
+    first.start()
+    assert building.wait(10)
+    served: list[np.ndarray] = []
+    reader = threading.Thread(target=lambda: served.append(embedder.encode(["cached"])))
+    reader.start()
+    reader.join(5)
+    finished_while_building = not reader.is_alive()
+    release.set()
+    first.join(10)
+    reader.join(5)
+    assert finished_while_building and np.allclose(served[0][0], np.ones(8) / np.sqrt(8))
