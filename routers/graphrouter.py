@@ -44,12 +44,13 @@ Deviations, each deliberate:
 - Effect is the recorded score as is (already in [0, 1]); the reference also min-max normalises it.
 - Fewer optimisation steps than the reference's 1000 epochs x 32 masks (CPU budget): ``epochs`` and
   ``masks_per_epoch`` are options, with best-F1 checkpointing as in the reference.
-- Observed outcomes of a new LLM also *calibrate* its quality (not in the paper): its edge probabilities get a
-  logit offset, overall and per task, fitted to those outcomes by maximum a posteriori (Gaussian priors of
-  scale ``calibration_prior`` overall and half that per task). The network tells LLMs apart mostly by their
-  description embeddings, so a few edges hardly move a new node's state (routerbench: Yi-34B, held out, was
-  predicted right on 43% of test queries from its card and 77% with 50 observed edges, against 92% real);
-  the offsets carry what the observations say about its level.
+- Observed outcomes of a new LLM also *calibrate* its quality (not in the paper): the quality network's edge
+  probabilities for it (knob mode's one network, or Performance First's) get a logit offset, overall and per
+  task, fitted to those outcomes by maximum a posteriori (Gaussian priors of scale ``calibration_prior``
+  overall and half that per task). The network tells LLMs apart mostly by their description embeddings, so a
+  few edges hardly move a new node's state (routerbench: Yi-34B, held out, was predicted right on 43% of test
+  queries from its card and 77% with 50 observed edges, against 92% real); the offsets carry what the
+  observations say about its level.
 - Since only LLM nodes receive messages (edges point query→LLM), an LLM's state after message passing does not
   depend on the query being routed: it is computed once after training (and once per onboarded LLM) and batch
   scoring is a projection and a product. A query with no known task gets the training task whose query
