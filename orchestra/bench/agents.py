@@ -302,8 +302,8 @@ def run_agent_bench(
         "test": set_metrics([r["gold"] for r in in_scope], [r["predicted"] for r in in_scope]),
         "latency": latency_summary([r["latency_ms"] for r in in_scope]),
         "cpu_time": latency_summary([r["cpu_ms"] for r in in_scope]),
-        # what embedded the queries (see orchestra.embeddings), for routers that keep agent embeddings
-        "embedding_backend": getattr(getattr(getattr(router, "cache", None), "embedder", None), "backend", None),
+        # what embedded the queries (see orchestra.embeddings), for routers that embed them
+        "embedding_backend": getattr(getattr(router, "embedder", None), "backend", None),
     }
     finish_reasons: dict[str, int] = {}
     for record in records:
