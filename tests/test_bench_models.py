@@ -241,3 +241,26 @@ def test_jsonl_lines_end_at_newline_only(tmp_path: Path) -> None:
     path = tmp_path / "rows.jsonl"
     path.write_text('{"query": "one\u2028two\u0085three"}\r\n\n{"query": "four"}\n', encoding="utf-8")
     assert read_jsonl(path) == [(1, {"query": "one\u2028two\u0085three"}), (3, {"query": "four"})]
+
+
+def test_llmrouter_noise_script_measures_the_per_task_rule(tmp_path: Path) -> None:
+    """benchmarks/llmrouter_noise.py on a set where each task has its own best model: the per-task rule is
+    perfect on test while the best single model is right half the time."""
+    import subprocess
+    import sys
+
+    def row(i, task, big, small):
+        return {"id": f"{task}-{i}", "query": f"{task} question {i}?", "task": task,
+                "outcomes": {"big": {"score": big, "cost": 0.01}, "small": {"score": small, "cost": 0.001}}}
+
+    train = [row(i, "math", 0.0, 1.0) for i in range(5)] + [row(i, "poem", 1.0, 0.0) for i in range(6)]
+    test = [row(i, "math", 0.0, 1.0) for i in range(5, 9)] + [row(i, "poem", 1.0, 0.0) for i in range(6, 10)]
+    data = write_set(tmp_path / "set", train=train, test=test)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "llmrouter_noise.py"
+    out = tmp_path / "noise.json"
+    done = subprocess.run([sys.executable, str(script), "--data", str(data), "--json", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert results["best_single_test"] == 0.5 and results["per_task_best_on_train"] == 1.0
+    assert results["by_task"]["math"]["picked"] == "small" and results["by_task"]["poem"]["picked"] == "big"
+    assert results["oracle_test"] == 1.0 and 0.0 <= results["train_bootstrap"]["share_reaching_target"] <= 1.0
