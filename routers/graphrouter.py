@@ -351,15 +351,16 @@ class GraphRouter(ModelRouter):
         """Logit offsets (overall, per task) that bring ``predicted`` to ``outcomes``: the MAP estimate under
         the Bernoulli likelihood (scores in [0, 1] as soft labels) and Gaussian priors on the offsets."""
         from scipy.optimize import minimize
+        from scipy.special import expit, logit
 
         names = sorted(set(tasks))
         column = np.array([names.index(t) for t in tasks])
-        logits = np.log(np.clip(predicted, 1e-6, 1 - 1e-6) / np.clip(1 - predicted, 1e-6, 1))
+        logits = logit(np.clip(predicted, 1e-6, 1 - 1e-6))
         prior = np.array([self.calibration_prior] + [self.calibration_prior / 2] * len(names))
 
         def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
             z = logits + theta[0] + theta[1:][column]
-            p = 1.0 / (1.0 + np.exp(-z))
+            p = expit(z)
             value = float(np.sum(np.logaddexp(0.0, z) - outcomes * z) + np.sum(theta**2 / (2 * prior**2)))
             residual = p - outcomes
             grad = np.concatenate([[residual.sum()], np.bincount(column, residual, len(names))]) + theta / prior**2
@@ -373,11 +374,12 @@ class GraphRouter(ModelRouter):
         columns = [(j, self._calibration[card.id]) for j, card in enumerate(model_cards) if card.id in self._calibration]
         if not columns:
             return scores
+        from scipy.special import expit, logit
+
         scores = scores.copy()
         for j, (overall, by_task) in columns:
-            p = np.clip(scores[:, j], 1e-6, 1 - 1e-6)
-            z = np.log(p / (1 - p)) + overall + np.array([by_task.get(t, 0.0) for t in tasks])
-            scores[:, j] = 1.0 / (1.0 + np.exp(-z))
+            offsets = overall + np.array([by_task.get(t, 0.0) for t in tasks])
+            scores[:, j] = expit(logit(np.clip(scores[:, j], 1e-6, 1 - 1e-6)) + offsets)
         return scores
 
     def _states_for(self, cards: Sequence[ModelCard], anchors: Sequence[float]) -> dict[float, Any]:
