@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from orchestra.cards import AgentCard, ModelCard
-from orchestra.errors import CheckpointError, DecisionError, PolicyError
+from orchestra.errors import CheckpointError, DataError, DecisionError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
 from .basic import AgentEmbeddingCache
@@ -461,9 +461,9 @@ class AgentRouter(BaseRouter):
         if seed is not None:
             self.seed = int(seed)
         if not train:
-            raise DecisionError("agent-router: no training queries")
+            raise DataError("agent-router: no training queries")
         if not cards:
-            raise DecisionError("agent-router: no model cards to train on")
+            raise DataError("agent-router: no model cards to train on")
         ids = [card.id for card in cards]
         scores = np.array([[row.outcomes[m].score if m in row.outcomes else 0.0 for m in ids] for row in train])
         val_scores = np.array([[row.outcomes[m].score if m in row.outcomes else 0.0 for m in ids] for row in val]) if val else None
@@ -492,15 +492,16 @@ class AgentRouter(BaseRouter):
         self.seed = int(seed)
         cards = list(agents)
         if not cards:
-            raise DecisionError("agent-router: no agent cards to train on")
+            raise DataError("agent-router: no agent cards to train on")
         index = {card.id: j for j, card in enumerate(cards)}
         texts: list[str] = []
         rows: list[np.ndarray] = []
-        for row in train_rows:
+        for number, row in enumerate(train_rows, start=1):
             target = np.zeros(len(cards))
             for agent in row.agents:
-                if agent in index:
-                    target[index[agent]] = 1.0
+                if agent not in index:
+                    raise DataError(f"training row {number}: agent {agent!r} is not among the agents being trained")
+                target[index[agent]] = 1.0
             if target.any():
                 texts.append(row.query)
                 rows.append(target)

@@ -18,7 +18,7 @@ pytest.importorskip("torch_geometric")
 from orchestra.bench.agents import RoutingExample, run_agent_bench  # noqa: E402
 from orchestra.bench.models import ModelOutcome, ModelQuery, run_model_bench  # noqa: E402
 from orchestra.cards import AgentCard, ModelCard  # noqa: E402
-from orchestra.errors import CheckpointError, DecisionError, PolicyError  # noqa: E402
+from orchestra.errors import CheckpointError, DataError, DecisionError, PolicyError  # noqa: E402
 from orchestra.policies import RoutingPolicy  # noqa: E402
 from orchestra.routers.agent_router import (  # noqa: E402
     EDGE_TYPES,
@@ -228,6 +228,22 @@ def test_untrained_router_and_bad_options_raise() -> None:
             RouterState(query="hi there", agents=tuple(AGENT_CARDS), models=(), registry_version=1))
     with pytest.raises(PolicyError, match="'k'"):
         AgentRouter(k=0)
+
+
+def test_bad_training_input_is_a_data_error_naming_it() -> None:
+    """Training input is the user's to fix (DataError), not a run-time failure; nothing is trained from it."""
+    router = _small()
+    with pytest.raises(DataError, match="no agent cards"):
+        router.fit_agents([], [RoutingExample(query="what is 2 + 2", agents=("calc",))])
+    with pytest.raises(DataError, match="training row 2: agent 'Poetry'"):
+        router.fit_agents(AGENT_CARDS, [RoutingExample(query=make_query("math", 0), agents=(AGENT_CARDS[0].id,)),
+                                        RoutingExample(query="write a sonnet", agents=("Poetry",))])
+    with pytest.raises(DataError, match="no training queries"):
+        router.fit_models([], MODEL_CARDS)
+    with pytest.raises(DataError, match="no model cards"):
+        router.fit_models(model_rows(5, 0), [])
+    with pytest.raises(DecisionError, match="not trained"):
+        router.distribution(["what is 2 + 2"], AGENT_CARDS)
 
 
 def test_model_mode_decide_backs_the_llm_agent_with_top_models(model_router: AgentRouter) -> None:
