@@ -264,3 +264,33 @@ def test_llmrouter_noise_script_measures_the_per_task_rule(tmp_path: Path) -> No
     assert results["best_single_test"] == 0.5 and results["per_task_best_on_train"] == 1.0
     assert results["by_task"]["math"]["picked"] == "small" and results["by_task"]["poem"]["picked"] == "big"
     assert results["oracle_test"] == 1.0 and 0.0 <= results["train_bootstrap"]["share_reaching_target"] <= 1.0
+
+
+def test_holdout_pairs_script_scores_each_pair_against_the_full_router(tmp_path: Path) -> None:
+    """benchmarks/holdout_pairs.py: one full run, one run per held-out pair, gaps measured against the full run.
+    Holding out the two models the best single model never needed costs it nothing."""
+    import subprocess
+    import sys
+
+    cards = [*CARDS, {"id": "poet", "description": "A small model that writes poems.", "input_price_per_mtok": 0.5,
+                      "output_price_per_mtok": 1.0}]
+
+    def row(i, task):
+        return {"id": f"{task}-{i}", "query": f"{task} question {i}?", "task": task, "outcomes": {
+            "big": {"score": 1.0, "cost": 0.01}, "small": {"score": float(task == "math"), "cost": 0.001},
+            "poet": {"score": float(task == "poem"), "cost": 0.001}}}
+
+    data = write_set(tmp_path / "set", cards=cards, train=[row(i, t) for i in range(6) for t in ("math", "poem")],
+                     test=[row(i, t) for i in range(6, 9) for t in ("math", "poem")])
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "holdout_pairs.py"
+    out = tmp_path / "pairs.json"
+    done = subprocess.run([sys.executable, str(script), "--data", str(data), "--router", "best-single", "--pairs", "5",
+                           "--json", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert results["full"]["performance_first"] == 1.0
+    assert sorted(tuple(sorted(r["holdout"])) for r in results["pairs"]) == [("big", "poet"), ("big", "small"), ("poet", "small")]
+    (cheap_pair,) = [r for r in results["pairs"] if "big" not in r["holdout"]]
+    assert cheap_pair["aiq_gap"] == pytest.approx(cheap_pair["aiq"] - results["full"]["aiq"])
+    assert cheap_pair["performance_first_gap"] == 0.0
+    assert 1 <= results["within_both"] <= 3
