@@ -631,12 +631,16 @@ def _option(*names: str, help: str) -> Any:
     return typer.Option(*names, help=help)
 
 
+WEIGHTS_HELP = (
+    "Cost weights w in [0, 1], comma-separated. The knob acts mostly below 0.1 (by then most queries have left the "
+    "dearest model), so add steps of 0.01 there to trace the whole cost-quality curve."
+)
+
+
 def models_command(
     data: Annotated[str, _option("--data", help="Set folder (models.jsonl, train.jsonl, test.jsonl).")],
     router: Annotated[str, _option("--router", help="Model router name: graph-router, knn, mlp, mf, ...")] = "graph-router",
-    weights: Annotated[str, _option("--weights", help="Cost weights w in [0, 1], comma-separated.")] = ",".join(
-        str(w) for w in DEFAULT_WEIGHTS
-    ),
+    weights: Annotated[str, _option("--weights", help=WEIGHTS_HELP)] = ",".join(str(w) for w in DEFAULT_WEIGHTS),
     holdout_models: Annotated[
         str, _option("--holdout-models", help="Train without these models (A,B); onboard them by card at test time.")
     ] = "",
