@@ -692,13 +692,14 @@ class SetRouter(BaseRouter):
             oos_probability = _softmax(np.concatenate([logits, oos[:, None]], axis=1))[:, -1]
         # Over the in-scope agents the scorer's distribution is the softmax of their logits, with or without
         # an out-of-scope class beside them.
-        inside = _softmax(logits)
-        if self.knn_weight > 0 and len(parameters.memory):
-            shifted = logits - logits.max(axis=1, keepdims=True)
-            scorer_log = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-            knn_log = self._knn_log_probabilities(Q, parameters)
-            knn_log[:, ~parameters.has_memory] = scorer_log[:, ~parameters.has_memory]
-            inside = _softmax((1 - self.knn_weight) * scorer_log + self.knn_weight * knn_log)
+        if not (self.knn_weight > 0 and len(parameters.memory)):
+            return _softmax(logits), oos_probability, logits.max(axis=1)
+        from scipy.special import log_softmax
+
+        scorer_log = log_softmax(logits, axis=1)
+        knn_log = self._knn_log_probabilities(Q, parameters)
+        knn_log[:, ~parameters.has_memory] = scorer_log[:, ~parameters.has_memory]
+        inside = _softmax((1 - self.knn_weight) * scorer_log + self.knn_weight * knn_log)
         return inside, oos_probability, logits.max(axis=1)
 
     # ------------------------------------------------------------------ deciding

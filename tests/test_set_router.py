@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from orchestra.bench.agents import RoutingExample
@@ -219,8 +220,6 @@ def test_knn_memory_holds_training_queries_and_follows_the_registry(tmp_path):
     assert loaded.knn_weight == 0.5 and loaded.knn_k == 3
     for query in ("play a song and then book a table for two", "order a cab to the airport"):
         assert loaded.decide(state(query, cards=cards)) == router.decide(state(query, cards=cards))
-
-    import numpy as np
 
     with np.load(path) as data:
         arrays = {name: data[name] for name in data.files}
