@@ -207,6 +207,7 @@ class _CardParameters:
     memory: np.ndarray  # (m, dim): rows of agents in the registry, then onboarded agents' examples
     memory_columns: np.ndarray  # (m,) the card each memory row votes for
     has_memory: np.ndarray  # (n_cards,) bool: the card has at least one memory row
+    with_memory: bool  # whether the memory was laid out at all (only while ``knn_weight`` > 0)
 
 
 class SetRouter(BaseRouter):
@@ -600,17 +601,25 @@ class SetRouter(BaseRouter):
         otherwise) and the kNN memory's rows for them. Cached for the registry's current cards."""
         assert self.head is not None
         cached = self._parameter_cache
+        # The memory (23 MB for CLINC150) is only laid out while the kNN vote is on.
+        with_memory = self.knn_weight > 0
         # The registry hands the same card objects to decision after decision: checking identity first saves
         # hashing 150 cards (about 1.5 ms) per decision; a new or changed card falls through to the digests.
         if (
             cached is not None
             and cached.head is self.head
+            and cached.with_memory == with_memory
             and len(cached.cards) == len(cards)
             and all(a is b for a, b in zip(cached.cards, cards))
         ):
             return cached
         fingerprints = tuple(card_fingerprint(card) for card in cards)
-        if cached is not None and cached.fingerprints == fingerprints and cached.head is self.head:
+        if (
+            cached is not None
+            and cached.fingerprints == fingerprints
+            and cached.head is self.head
+            and cached.with_memory == with_memory
+        ):
             self._parameter_cache = replace(cached, cards=tuple(cards))
             return self._parameter_cache
         head = self.head
@@ -630,10 +639,10 @@ class SetRouter(BaseRouter):
                 column_of_trained[j] = i
             else:
                 WT[:, i], b[i] = self._imprint(card, vec)
-                if len(vec.examples):
+                if with_memory and len(vec.examples):
                     memory_blocks.append(_normalise(vec.examples).astype(np.float32))
                     column_blocks.append(np.full(len(vec.examples), i, dtype=np.int64))
-        if head.memory is not None and head.memory_labels is not None:
+        if with_memory and head.memory is not None and head.memory_labels is not None:
             columns = column_of_trained[head.memory_labels]
             kept = columns >= 0
             memory_blocks.insert(0, head.memory[kept])
@@ -645,7 +654,7 @@ class SetRouter(BaseRouter):
         has_memory[memory_columns] = True
         self._parameter_cache = _CardParameters(
             head=head, cards=tuple(cards), fingerprints=fingerprints, weights_t=WT, bias=b,
-            memory=memory, memory_columns=memory_columns, has_memory=has_memory,
+            memory=memory, memory_columns=memory_columns, has_memory=has_memory, with_memory=with_memory,
         )
         return self._parameter_cache
 

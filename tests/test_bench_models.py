@@ -294,3 +294,44 @@ def test_holdout_pairs_script_scores_each_pair_against_the_full_router(tmp_path:
     assert cheap_pair["aiq_gap"] == pytest.approx(cheap_pair["aiq"] - results["full"]["aiq"])
     assert cheap_pair["performance_first_gap"] == 0.0
     assert 1 <= results["within_both"] <= 3
+
+
+def test_cascade_bound_script_escalates_only_when_the_cheap_models_disagree(tmp_path: Path) -> None:
+    """benchmarks/cascade_bound.py: two cheap models, each right on 3 queries in 4, that agree exactly when
+    both are right, reach the big model's quality for 0.007 a query when the big one answers only their disagreements;
+    on the open-ended task (no options to compare) only single models are strategies."""
+    import subprocess
+    import sys
+
+    cards = [*CARDS, {"id": "tiny", "description": "A tiny model.", "input_price_per_mtok": 0.1, "output_price_per_mtok": 0.2}]
+
+    def choice_row(i):
+        gold, other = ("A", "B") if i % 2 else ("B", "A")
+        # both right, both right, only small right, only tiny right
+        answers = {"big": gold, "small": gold if i % 4 != 3 else other, "tiny": gold if i % 4 != 2 else other}
+        outcome = {m: {"score": float(a == gold), "cost": 0.01 if m == "big" else 0.001, "response": a}
+                   for m, a in answers.items()}
+        return {"id": f"mc-{i}", "query": f"Question {i}: which one?\n\nA) yes\nB) no", "task": "mc", "outcomes": outcome}
+
+    def open_row(i):
+        return {"id": f"open-{i}", "query": f"Write a poem number {i}.", "task": "poem", "outcomes": {
+            "big": {"score": 1.0, "cost": 0.01, "response": "roses"}, "small": {"score": 0.0, "cost": 0.001, "response": "x"},
+            "tiny": {"score": 0.0, "cost": 0.001, "response": "y"}}}
+
+    data = write_set(tmp_path / "set", cards=cards, train=[choice_row(i) for i in range(8)] + [open_row(i) for i in range(8)],
+                     test=[choice_row(i) for i in range(8, 16)] + [open_row(i) for i in range(8, 16)])
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cascade_bound.py"
+    out = tmp_path / "cascade.json"
+    done = subprocess.run([sys.executable, str(script), "--data", str(data), "--budget", "0.006", "--json", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert results["best_model"] == "big" and results["best_model_test"]["quality"] == 1.0
+    reaching = results["cheapest_reaching_best_on_train"]
+    assert reaching["strategy"] == {"mc": "small + tiny, else big", "poem": "big"}
+    # mc: 0.002 for the two cheap calls, 0.01 on the half they disagree; poem: 0.01
+    assert reaching["test_quality"] == 1.0 and reaching["test_cost_usd"] == pytest.approx((0.007 + 0.01) / 2)
+    # within $0.006 the cascade no longer fits beside the big model on poems: one cheap model on mc instead
+    within = results["best_within_budget_on_train"]
+    assert within["train_cost_usd"] <= 0.006 and within["test_quality"] == pytest.approx((0.75 + 1.0) / 2)
+    assert within["strategy"]["poem"] == "big" and within["strategy"]["mc"] in ("small", "tiny")

@@ -221,6 +221,14 @@ def test_knn_memory_holds_training_queries_and_follows_the_registry(tmp_path):
     for query in ("play a song and then book a table for two", "order a cab to the airport"):
         assert loaded.decide(state(query, cards=cards)) == router.decide(state(query, cards=cards))
 
+    # with the vote off the memory is not laid out; turning it on lays it out at the next decision
+    off = SetRouter.load(path, agents=CARDS, embedder=WordEmbedder(), knn_weight=0.0)
+    assert len(off._parameters(cards).memory) == 0
+    assert off.decide(state("order a cab to the airport", cards=cards)).calls[0].agent_id == "BookTaxi"
+    off.knn_weight = 0.5
+    assert len(off._parameters(cards).memory) == len(TRAIN) + 2
+    assert off.decide(state("order a cab to the airport", cards=cards)) == router.decide(state("order a cab to the airport", cards=cards))
+
     with np.load(path) as data:
         arrays = {name: data[name] for name in data.files}
     arrays["memory_labels"] = arrays["memory_labels"] + 7

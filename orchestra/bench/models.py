@@ -66,8 +66,9 @@ CHARS_PER_TOKEN = 4
 """Characters per token of the cost estimate (the usual English average; tiktoken is not available offline)."""
 ASSUMED_COMPLETION_TOKENS = 256
 """Completion length assumed for a cost estimate when the set records no response."""
-DEFAULT_WEIGHTS = tuple(round(i / 10, 1) for i in range(11))
-"""The default cost-weight grid: 0, 0.1, ..., 1."""
+DEFAULT_WEIGHTS = tuple(sorted({round(i / 100, 2) for i in range(11)} | {0.15} | {round(i / 10, 1) for i in range(11)}))
+"""The default cost-weight grid: steps of 0.01 up to 0.1, then 0.15, 0.2, 0.3, ..., 1. The knob acts mostly below
+0.1 (by then most queries have left the dearest model), so a grid of 0.1 steps alone steps over most of the curve."""
 SCENARIOS: dict[str, tuple[float, float]] = {
     "performance_first": (1.0, 0.0),
     "balance": (0.5, 0.5),
@@ -632,8 +633,8 @@ def _option(*names: str, help: str) -> Any:
 
 
 WEIGHTS_HELP = (
-    "Cost weights w in [0, 1], comma-separated. The knob acts mostly below 0.1 (by then most queries have left the "
-    "dearest model), so add steps of 0.01 there to trace the whole cost-quality curve."
+    "Cost weights w in [0, 1], comma-separated. The default is fine below 0.1, where the knob acts most (by then "
+    "most queries have left the dearest model)."
 )
 
 
