@@ -25,6 +25,7 @@ import argparse
 import itertools
 import json
 from collections import Counter
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +109,13 @@ def main() -> None:
                 for group in itertools.combinations(cheaper, size):
                     strategies[task].append((tuple(sorted(group, key=lambda m: -accuracy[m])), True))
 
+    @cache
+    def figures(task: str, split: str, strategy: Strategy) -> tuple[float, float]:
+        # every combination of tasks' strategies reads the same per-task figures: compute each once
+        return _figures(by_task[task][split], options[task][split], strategy, best)
+
     def frontier(split: str) -> dict[str, list[tuple[float, float, Strategy]]]:
-        return {
-            task: _pareto([(*_figures(by_task[task][split], options[task][split], s, best), s) for s in strategies[task]])
-            for task in tasks
-        }
+        return {task: _pareto([(*figures(task, split, s), s) for s in strategies[task]]) for task in tasks}
 
     counts = {split: Counter(row.task or "" for row in rows) for split, rows in splits.items()}
 
@@ -120,7 +123,7 @@ def main() -> None:
         total = sum(counts[split].values())
         quality = cost = 0.0
         for task, strategy in zip(tasks, choice, strict=True):
-            q, c = _figures(by_task[task][split], options[task][split], strategy, best)
+            q, c = figures(task, split, strategy)
             quality += q * counts[split][task] / total
             cost += c * counts[split][task] / total
         return quality, cost

@@ -603,23 +603,13 @@ class SetRouter(BaseRouter):
         cached = self._parameter_cache
         # The memory (23 MB for CLINC150) is only laid out while the kNN vote is on.
         with_memory = self.knn_weight > 0
+        reusable = cached is not None and cached.head is self.head and cached.with_memory == with_memory
         # The registry hands the same card objects to decision after decision: checking identity first saves
         # hashing 150 cards (about 1.5 ms) per decision; a new or changed card falls through to the digests.
-        if (
-            cached is not None
-            and cached.head is self.head
-            and cached.with_memory == with_memory
-            and len(cached.cards) == len(cards)
-            and all(a is b for a, b in zip(cached.cards, cards))
-        ):
+        if reusable and len(cached.cards) == len(cards) and all(a is b for a, b in zip(cached.cards, cards)):
             return cached
         fingerprints = tuple(card_fingerprint(card) for card in cards)
-        if (
-            cached is not None
-            and cached.fingerprints == fingerprints
-            and cached.head is self.head
-            and cached.with_memory == with_memory
-        ):
+        if reusable and cached.fingerprints == fingerprints:
             self._parameter_cache = replace(cached, cards=tuple(cards))
             return self._parameter_cache
         head = self.head
