@@ -70,14 +70,16 @@ def orchestra_app(store: Any, models: list[ScriptedModel]) -> Orchestra:
     return app
 
 
-def timed(fn: Any, runs: int) -> list[float]:
-    for _ in range(5):
-        fn()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
+def timed(fns: dict[str, Any], runs: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each function, interleaved: one call of each per round, so a slow spell of a shared
+    machine falls on every contender alike instead of on whichever was running then."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for round in range(runs + 5):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            if round >= 5:  # warm-up rounds
+                samples[name].append((time.perf_counter() - started) * 1000)
     return samples
 
 
@@ -89,21 +91,27 @@ def main() -> None:
 
     models = [ScriptedModel(f"m{i}", ["an answer of a few words"]) for i in range(AGENTS)]
     plain = plain_langgraph(models)
-    plain_ms = timed(lambda: plain.invoke({"query": "what is the answer?", "answers": []}), args.runs)
-
     dispatch_all = FunctionRouter(lambda s: Dispatch(calls=tuple(Call(agent_id=a.id, query=s.query) for a in s.agents)))
-    results: dict[str, Any] = {"agents_per_run": AGENTS, "runs": args.runs, "plain_langgraph_p50_ms": statistics.median(plain_ms)}
-    rows = [("plain LangGraph", statistics.median(plain_ms), 1.0)]
     with tempfile.TemporaryDirectory() as tmp:
-        for label, store in (("Orchestra, in-memory store", InMemoryStore()), ("Orchestra, SQLite store (WAL)", SqlStore(f"sqlite:///{tmp}/bench.db"))):
-            workflow = orchestra_app(store, models).workflow(dispatch_all)
-            ms = timed(lambda: workflow.run("what is the answer?"), args.runs)
-            p50 = statistics.median(ms)
-            rows.append((label, p50, p50 / results["plain_langgraph_p50_ms"]))
-            key = "memory" if "memory" in label else "sqlite"
+        memory = orchestra_app(InMemoryStore(), models).workflow(dispatch_all)
+        sqlite = orchestra_app(SqlStore(f"sqlite:///{tmp}/bench.db"), models).workflow(dispatch_all)
+        samples = timed(
+            {
+                "plain": lambda: plain.invoke({"query": "what is the answer?", "answers": []}),
+                "memory": lambda: memory.run("what is the answer?"),
+                "sqlite": lambda: sqlite.run("what is the answer?"),
+            },
+            args.runs,
+        )
+        plain_p50 = statistics.median(samples["plain"])
+        results: dict[str, Any] = {"agents_per_run": AGENTS, "runs": args.runs, "plain_langgraph_p50_ms": plain_p50}
+        rows = [("plain LangGraph", plain_p50, 1.0)]
+        for key, label in (("memory", "Orchestra, in-memory store"), ("sqlite", "Orchestra, SQLite store (WAL)")):
+            p50 = statistics.median(samples[key])
+            rows.append((label, p50, p50 / plain_p50))
             results[f"orchestra_{key}_p50_ms"] = p50
-            results[f"orchestra_{key}_ratio"] = p50 / results["plain_langgraph_p50_ms"]
-            results[f"orchestra_{key}_overhead_per_call_ms"] = (p50 - results["plain_langgraph_p50_ms"]) / AGENTS
+            results[f"orchestra_{key}_ratio"] = p50 / plain_p50
+            results[f"orchestra_{key}_overhead_per_call_ms"] = (p50 - plain_p50) / AGENTS
 
         # exact replay of a 100-step run: 20 rounds of (decision + 2 agent calls each with one model call)
         store = SqlStore(f"sqlite:///{tmp}/replay.db")
@@ -119,7 +127,7 @@ def main() -> None:
         original = app.workflow(FunctionRouter(twenty_rounds, multi_round=True), budget=Budget(max_rounds=21, max_calls=100)).run("long run")
         steps = len(store.get_run(original.run_id).steps)
         calls_before = sum(len(m.calls) for m in models)
-        replay_ms = timed(lambda: replay(app, original.run_id), 20)
+        replay_ms = timed({"replay": lambda: replay(app, original.run_id)}, min(args.runs, 20))["replay"]
         assert sum(len(m.calls) for m in models) == calls_before, "exact replay made model calls"
         results.update({"replay_steps": steps, "replay_p50_ms": statistics.median(replay_ms)})
 

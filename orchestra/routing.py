@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.metadata import entry_points
 from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -203,7 +204,10 @@ def register_router(name: str, factory: Callable[..., Router]) -> None:
     _IN_PROCESS[name] = factory
 
 
+@cache
 def _entry_points() -> dict[str, Any]:
+    # read once per process, as most plugin hosts do: scanning every installed package's metadata takes tens of
+    # milliseconds, and an exact replay looks a router up by name each time (`register_router` adds one later)
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 

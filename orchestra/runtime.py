@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -530,8 +531,12 @@ class Workflow:
         self.routing = routing or RoutingPolicy()
         self.graph = self._build(asynchronous=False)
         """The compiled LangGraph graph; usable as a subgraph in a user's own LangGraph graph."""
-        self.async_graph = self._build(asynchronous=True)
-        """The same graph with async nodes, behind `arun` and `astream`."""
+
+    @cached_property
+    def async_graph(self) -> Any:
+        """The same graph with async nodes, behind `arun` and `astream`; compiled on first use, since most
+        workflows (and every exact replay) only run synchronously."""
+        return self._build(asynchronous=True)
 
     # -- graph construction -------------------------------------------------------------------------------------
 
@@ -836,8 +841,13 @@ class Workflow:
             from orchestra.errors import ConfigurationError
 
             raise ConfigurationError("query must be a non-empty string")
+        if history is not None:
+            turns = tuple(history)
+        elif session_id is None:
+            turns = ()  # a new session has no history: no need to ask the store
+        else:
+            turns = self.app.history(session_id)
         session_id = session_id or new_id()
-        turns = tuple(history) if history is not None else self.app.history(session_id)
         policy = routing or self.routing
         describe = getattr(self.router, "describe", None)
         run = RunRecord(

@@ -544,3 +544,22 @@ def test_a_nul_character_in_a_model_answer_does_not_lose_the_step(store: Store) 
     assert trace.run.query in ("garbage\x00in", "garbage\ufffdin")
     assert trace.steps[0].response["text"] in ("a\x00b", "a\ufffdb")
     assert trace.steps[0].response["literal"] == "\\u0000"
+
+
+def test_ids_neither_repeat_after_a_users_random_seed_nor_across_a_fork() -> None:
+    import random
+
+    from orchestra.trace import new_id
+
+    random.seed(0)
+    first = new_id()
+    random.seed(0)
+    assert new_id() != first
+    assert len(first) == 32 and int(first, 16) >= 0
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child writes its next id and leaves at once
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(read, 64).decode() != new_id()

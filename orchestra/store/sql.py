@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import StaticPool
 
@@ -165,6 +165,12 @@ _APPEND_STEP = (
     .returning(steps.c.seq)
 )
 _INSERT_RUN = runs.insert()
+# built once: building an INSERT or UPDATE per call costs more than SQLite takes to run it
+_INSERT_SESSION = {
+    "sqlite": sqlite.insert(sessions).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(sessions).on_conflict_do_nothing(),
+}
+_FINISH_RUN = runs.update().where(runs.c.id == sa.bindparam("finished_run_id"))
 _INSERT_EVENT = registry_events.insert()
 
 _RUN_COLUMNS = [runs.c[name] for name in RunRecord.model_fields]
@@ -408,15 +414,11 @@ class SqlStore:
 
     def _ensure_session(self, connection: Connection, run: RunRecord) -> None:
         row = self._clean({"id": run.session_id, "created_at": now(), "title": session_title(run.query)})
-        dialect = connection.dialect.name
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            connection.execute(sqlite_insert(sessions).values(row).on_conflict_do_nothing())
-        elif dialect == "postgresql":
-            connection.execute(postgresql.insert(sessions).values(row).on_conflict_do_nothing())
+        insert = _INSERT_SESSION.get(connection.dialect.name)
+        if insert is not None:
+            connection.execute(insert, row)
         elif connection.execute(sa.select(sessions.c.id).where(sessions.c.id == run.session_id)).first() is None:
-            connection.execute(sessions.insert().values(row))
+            connection.execute(sessions.insert(), row)
 
     def append_step(self, step: StepRecord) -> StepRecord:
         """Append one step in its own transaction and return it with ``seq`` set (1, 2, ... per run, no gaps,
@@ -446,9 +448,7 @@ class SqlStore:
         row = self._clean(_run_row(run))
         with self._write(run.id) as connection:
             updated = connection.execute(
-                runs.update()
-                .where(runs.c.id == run.id)
-                .values({name: row[name] for name in RUN_FIELDS_UPDATED_ON_FINISH})
+                _FINISH_RUN, {"finished_run_id": run.id, **{name: row[name] for name in RUN_FIELDS_UPDATED_ON_FINISH}}
             )
             if updated.rowcount == 0:
                 raise NotFoundError("run", run.id)
