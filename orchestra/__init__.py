@@ -10,6 +10,9 @@ Deciding which agents and models answer each query, at what cost, and merging wh
     result = app.workflow("embedding").run("say hello")
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from orchestra.agent import Agent, AgentContext, AgentReply, FunctionAgent, LLMAgent, RefiningAgent
 from orchestra.aggregate import Aggregated, Aggregator, PassThrough, Refine, WeightedVote
 from orchestra.cards import AgentCard, ModelCard, load_cards
@@ -57,8 +60,28 @@ from orchestra.routing import (
     load_router,
     register_router,
 )
-from orchestra.runtime import Orchestra, RunEvent, RunResult, Workflow
 from orchestra.trace import RegistryEvent, RunRecord, RunTrace, StepRecord, Store
+
+if TYPE_CHECKING:
+    from orchestra.runtime import Orchestra, RunEvent, RunResult, Workflow
+
+_RUNTIME_NAMES = ("Orchestra", "RunEvent", "RunResult", "Workflow")
+
+
+def __getattr__(name: str) -> Any:
+    # The runtime brings LangGraph (about a second to import): it loads at the first use of one of its names, so
+    # `orchestra --help`, cards, the registry and the store start without it.
+    if name in _RUNTIME_NAMES:
+        runtime = importlib.import_module("orchestra.runtime")
+        for runtime_name in _RUNTIME_NAMES:
+            globals()[runtime_name] = getattr(runtime, runtime_name)
+        return globals()[name]
+    raise AttributeError(f"module 'orchestra' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from functools import wraps
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,8 +23,10 @@ from orchestra.errors import ConfigurationError, OrchestraError
 from orchestra.policies import RoutingPolicy
 from orchestra.replay import replay as replay_run
 from orchestra.routing import available_routers
-from orchestra.runtime import Orchestra, RunResult
 from orchestra.trace import RunTrace, StepRecord
+
+if TYPE_CHECKING:
+    from orchestra.runtime import Orchestra, RunResult
 
 app = typer.Typer(help="Orchestra: multi-agent LLM applications built around routing.", no_args_is_help=True)
 agents_app = typer.Typer(help="Onboard, list and remove agents (takes effect at the next decision).", no_args_is_help=True)
@@ -58,6 +60,8 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _app(db: str | None) -> Orchestra:
+    from orchestra.runtime import Orchestra  # LangGraph loads for the commands that need it, not for --help
+
     return Orchestra(store=db)
 
 

@@ -3,7 +3,7 @@ counterfactually with another router (a new run on the same query and history, l
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 
@@ -11,8 +11,10 @@ from orchestra.aggregate import PassThrough, build_aggregator
 from orchestra.errors import ConfigurationError, ReplayMismatch
 from orchestra.policies import Budget, RoutingPolicy
 from orchestra.routing import BaseRouter, Decision, Dispatch, Finish, Router, RouterState, Turn, load_router
-from orchestra.runtime import Orchestra, RunResult, Workflow, _Recording
 from orchestra.trace import RunTrace
+
+if TYPE_CHECKING:
+    from orchestra.runtime import Orchestra, RunResult
 
 __all__ = ["RecordedRouter", "replay"]
 
@@ -57,6 +59,8 @@ def replay(app: Orchestra, run_id: str, *, router: Router | str | None = None, *
     """Replay run ``run_id``. Without ``router``: exactly, with the recorded outputs of every call, asserting the
     same decisions and answer (a divergence is a recorded `ReplayMismatch`). With ``router``: counterfactually,
     a new live run of the same query and history, linked to the original."""
+    from orchestra.runtime import Workflow, _Recording  # LangGraph loads with the first replay, not with the package
+
     trace = app.store.get_run(run_id)
     run = trace.run
     aggregator = build_aggregator(run.meta.get("aggregator", {})) or PassThrough()

@@ -29,3 +29,19 @@ def test_core_import_pulls_in_no_router_agent_or_ui_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_the_package_and_the_cli_help_start_without_langgraph() -> None:
+    """LangGraph (about a second to import) loads with the runtime's first use, not with ``import orchestra`` or
+    ``orchestra --help``; the runtime's names still resolve from the package."""
+    code = (
+        "import sys, orchestra, orchestra.cli;"
+        "from typer.testing import CliRunner;"
+        "assert CliRunner().invoke(orchestra.cli.app, ['--help']).exit_code == 0;"
+        "before='langgraph' in sys.modules;"
+        "from orchestra import Orchestra, Workflow, replay;"
+        "import orchestra.runtime;"
+        "print(before, 'langgraph' in sys.modules, Orchestra is orchestra.runtime.Orchestra, callable(replay))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "True", "True"]
