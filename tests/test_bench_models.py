@@ -335,3 +335,22 @@ def test_cascade_bound_script_escalates_only_when_the_cheap_models_disagree(tmp_
     within = results["best_within_budget_on_train"]
     assert within["train_cost_usd"] <= 0.006 and within["test_quality"] == pytest.approx((0.75 + 1.0) / 2)
     assert within["strategy"]["poem"] == "big" and within["strategy"]["mc"] in ("small", "tiny")
+
+
+def test_seed_spread_script_reports_each_seed_and_their_mean_prediction(tmp_path: Path) -> None:
+    """benchmarks/seed_spread.py: a seed-free router (kNN) gives the same top-1 for every seed, so the spread is
+    zero and averaging its predictions changes nothing; the target is the best single model plus 3 points."""
+    import subprocess
+    import sys
+
+    data = write_set(tmp_path / "set")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_spread.py"
+    out = tmp_path / "spread.json"
+    done = subprocess.run([sys.executable, str(script), "--data", str(data), "--router", "knn", "--seeds", "0,1",
+                           "--json", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert results["best_single_test"] == 1.0 and results["target"] == pytest.approx(1.03)
+    assert [row["seed"] for row in results["per_seed"]] == [0, 1]
+    assert results["per_seed"][0]["top1"] == results["per_seed"][1]["top1"] == results["ensemble"][1]["top1"]
+    assert results["single_sd"] == 0.0 and [row["seeds"] for row in results["ensemble"]] == [1, 2]
