@@ -243,12 +243,20 @@ def test_jsonl_lines_end_at_newline_only(tmp_path: Path) -> None:
     assert read_jsonl(path) == [(1, {"query": "one\u2028two\u0085three"}), (3, {"query": "four"})]
 
 
-def test_llmrouter_noise_script_measures_the_per_task_rule(tmp_path: Path) -> None:
-    """benchmarks/llmrouter_noise.py on a set where each task has its own best model: the per-task rule is
-    perfect on test while the best single model is right half the time."""
+def run_benchmark_script(name: str, *args: str) -> dict:
+    """Run ``benchmarks/<name>`` with ``args`` (which end with ``--json OUT``); assert it succeeded; return OUT's JSON."""
     import subprocess
     import sys
 
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / name
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(Path(args[-1]).read_text())
+
+
+def test_llmrouter_noise_script_measures_the_per_task_rule(tmp_path: Path) -> None:
+    """benchmarks/llmrouter_noise.py on a set where each task has its own best model: the per-task rule is
+    perfect on test while the best single model is right half the time."""
     def row(i, task, big, small):
         return {"id": f"{task}-{i}", "query": f"{task} question {i}?", "task": task,
                 "outcomes": {"big": {"score": big, "cost": 0.01}, "small": {"score": small, "cost": 0.001}}}
@@ -256,11 +264,7 @@ def test_llmrouter_noise_script_measures_the_per_task_rule(tmp_path: Path) -> No
     train = [row(i, "math", 0.0, 1.0) for i in range(5)] + [row(i, "poem", 1.0, 0.0) for i in range(6)]
     test = [row(i, "math", 0.0, 1.0) for i in range(5, 9)] + [row(i, "poem", 1.0, 0.0) for i in range(6, 10)]
     data = write_set(tmp_path / "set", train=train, test=test)
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "llmrouter_noise.py"
-    out = tmp_path / "noise.json"
-    done = subprocess.run([sys.executable, str(script), "--data", str(data), "--json", str(out)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    results = json.loads(out.read_text())
+    results = run_benchmark_script("llmrouter_noise.py", "--data", str(data), "--json", str(tmp_path / "noise.json"))
     assert results["best_single_test"] == 0.5 and results["per_task_best_on_train"] == 1.0
     assert results["by_task"]["math"]["picked"] == "small" and results["by_task"]["poem"]["picked"] == "big"
     assert results["oracle_test"] == 1.0 and 0.0 <= results["train_bootstrap"]["share_reaching_target"] <= 1.0
@@ -269,9 +273,6 @@ def test_llmrouter_noise_script_measures_the_per_task_rule(tmp_path: Path) -> No
 def test_holdout_pairs_script_scores_each_pair_against_the_full_router(tmp_path: Path) -> None:
     """benchmarks/holdout_pairs.py: one full run, one run per held-out pair, gaps measured against the full run.
     Holding out the two models the best single model never needed costs it nothing."""
-    import subprocess
-    import sys
-
     cards = [*CARDS, {"id": "poet", "description": "A small model that writes poems.", "input_price_per_mtok": 0.5,
                       "output_price_per_mtok": 1.0}]
 
@@ -282,12 +283,8 @@ def test_holdout_pairs_script_scores_each_pair_against_the_full_router(tmp_path:
 
     data = write_set(tmp_path / "set", cards=cards, train=[row(i, t) for i in range(6) for t in ("math", "poem")],
                      test=[row(i, t) for i in range(6, 9) for t in ("math", "poem")])
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "holdout_pairs.py"
-    out = tmp_path / "pairs.json"
-    done = subprocess.run([sys.executable, str(script), "--data", str(data), "--router", "best-single", "--pairs", "5",
-                           "--json", str(out)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    results = json.loads(out.read_text())
+    results = run_benchmark_script("holdout_pairs.py", "--data", str(data), "--router", "best-single", "--pairs", "5",
+                                   "--json", str(tmp_path / "pairs.json"))
     assert results["full"]["performance_first"] == 1.0
     assert sorted(tuple(sorted(r["holdout"])) for r in results["pairs"]) == [("big", "poet"), ("big", "small"), ("poet", "small")]
     (cheap_pair,) = [r for r in results["pairs"] if "big" not in r["holdout"]]
@@ -300,9 +297,6 @@ def test_cascade_bound_script_escalates_only_when_the_cheap_models_disagree(tmp_
     """benchmarks/cascade_bound.py: two cheap models, each right on 3 queries in 4, that agree exactly when
     both are right, reach the big model's quality for 0.007 a query when the big one answers only their disagreements;
     on the open-ended task (no options to compare) only single models are strategies."""
-    import subprocess
-    import sys
-
     cards = [*CARDS, {"id": "tiny", "description": "A tiny model.", "input_price_per_mtok": 0.1, "output_price_per_mtok": 0.2}]
 
     def choice_row(i):
@@ -320,12 +314,8 @@ def test_cascade_bound_script_escalates_only_when_the_cheap_models_disagree(tmp_
 
     data = write_set(tmp_path / "set", cards=cards, train=[choice_row(i) for i in range(8)] + [open_row(i) for i in range(8)],
                      test=[choice_row(i) for i in range(8, 16)] + [open_row(i) for i in range(8, 16)])
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cascade_bound.py"
-    out = tmp_path / "cascade.json"
-    done = subprocess.run([sys.executable, str(script), "--data", str(data), "--budget", "0.006", "--json", str(out)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    results = json.loads(out.read_text())
+    results = run_benchmark_script("cascade_bound.py", "--data", str(data), "--budget", "0.006", "--json",
+                                   str(tmp_path / "cascade.json"))
     assert results["best_model"] == "big" and results["best_model_test"]["quality"] == 1.0
     reaching = results["cheapest_reaching_best_on_train"]
     assert reaching["strategy"] == {"mc": "small + tiny, else big", "poem": "big"}
@@ -340,16 +330,9 @@ def test_cascade_bound_script_escalates_only_when_the_cheap_models_disagree(tmp_
 def test_seed_spread_script_reports_each_seed_and_their_mean_prediction(tmp_path: Path) -> None:
     """benchmarks/seed_spread.py: a seed-free router (kNN) gives the same top-1 for every seed, so the spread is
     zero and averaging its predictions changes nothing; the target is the best single model plus 3 points."""
-    import subprocess
-    import sys
-
     data = write_set(tmp_path / "set")
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_spread.py"
-    out = tmp_path / "spread.json"
-    done = subprocess.run([sys.executable, str(script), "--data", str(data), "--router", "knn", "--seeds", "0,1",
-                           "--json", str(out)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    results = json.loads(out.read_text())
+    results = run_benchmark_script("seed_spread.py", "--data", str(data), "--router", "knn", "--seeds", "0,1",
+                                   "--json", str(tmp_path / "spread.json"))
     assert results["best_single_test"] == 1.0 and results["target"] == pytest.approx(1.03)
     assert [row["seed"] for row in results["per_seed"]] == [0, 1]
     assert results["per_seed"][0]["top1"] == results["per_seed"][1]["top1"] == results["ensemble"][1]["top1"]
