@@ -63,12 +63,13 @@ def seed_spread(folder: str | Path, router_name: str, seeds: list[int], say: Any
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(data_dir() / "models" / "llmrouter"))
+    parser.add_argument("--data", default=None, help="default: the shared llmrouter set")
     parser.add_argument("--router", default="agent-router")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--json", default=None, help="default: benchmarks/results/seed_spread_<set>_<router>.json")
     args = parser.parse_args()
-    results = seed_spread(args.data, args.router, [int(s) for s in args.seeds.split(",")])
+    folder = args.data or data_dir() / "models" / "llmrouter"  # resolved only when needed: it may not exist
+    results = seed_spread(folder, args.router, [int(s) for s in args.seeds.split(",")])
     print(f"{results['set']}, {results['router']}: single seeds {results['single_mean']:.4f} ± {results['single_sd']:.4f} "
           f"(mean ± sd); mean of all {len(results['ensemble'])} seeds' predictions {results['ensemble'][-1]['top1']:.4f}; "
           f"best single model {results['best_single_test']:.4f}, target {results['target']:.4f}")
