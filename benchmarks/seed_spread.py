@@ -22,17 +22,17 @@ from typing import Any
 
 import numpy as np
 
+# the script beside this one keeps the issue's margin and the quality of a pick per query
+from llmrouter_noise import TARGET_MARGIN, quality
+
 from orchestra.bench import data_dir
 from orchestra.bench.models import load_model_set, outcome_matrix, split_train_val
 from orchestra.routing import load_router
 
-TARGET_MARGIN = 0.03
-"""The AgentRouter issue's margin over the best single model."""
-
 
 def top1_quality(scores: np.ndarray, predicted: np.ndarray) -> float:
     """Mean recorded score of the model with the highest predicted quality, per query."""
-    return float(scores[np.arange(len(scores)), predicted.argmax(axis=1)].mean())
+    return quality(scores, predicted.argmax(axis=1))
 
 
 def seed_spread(folder: str | Path, router_name: str, seeds: list[int], say: Any = print) -> dict[str, Any]:
@@ -46,8 +46,8 @@ def seed_spread(folder: str | Path, router_name: str, seeds: list[int], say: Any
         started = time.perf_counter()
         router = load_router(router_name)
         router.fit(train, cards, val=val, weights=(0.0,), card_costs=full.card_costs, seed=seed)
-        quality, _ = router.predict(test, cards)
-        predictions.append(np.asarray(quality, dtype=float))
+        predicted, _ = router.predict(test, cards)
+        predictions.append(np.asarray(predicted, dtype=float))
         per_seed.append({"seed": seed, "top1": top1_quality(scores, predictions[-1]),
                          "fit_seconds": round(time.perf_counter() - started, 1)})
         ensemble.append({"seeds": len(predictions), "top1": top1_quality(scores, np.mean(predictions, axis=0))})
