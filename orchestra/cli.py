@@ -26,7 +26,9 @@ from orchestra.routing import available_routers
 from orchestra.trace import RunTrace, StepRecord
 
 if TYPE_CHECKING:
+    from orchestra.registry import Registry
     from orchestra.runtime import Orchestra, RunResult
+    from orchestra.trace import Store
 
 app = typer.Typer(help="Orchestra: multi-agent LLM applications built around routing.", no_args_is_help=True)
 agents_app = typer.Typer(help="Onboard, list and remove agents (takes effect at the next decision).", no_args_is_help=True)
@@ -60,9 +62,25 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _app(db: str | None) -> Orchestra:
-    from orchestra.runtime import Orchestra  # LangGraph loads for the commands that need it, not for --help
+    from orchestra.runtime import Orchestra  # LangGraph loads for the commands that run agents, and only for them
 
     return Orchestra(store=db)
+
+
+def _store(db: str | None) -> Store:
+    """The store alone, for the commands that only read or edit it: without LangGraph they start in about 1 s,
+    not 2.3 s."""
+    from orchestra.store import open_store
+
+    store = open_store(db)
+    store.mark_interrupted()  # as `Orchestra` does on opening: a dead process's runs show as interrupted
+    return store
+
+
+def _registry(db: str | None) -> Registry:
+    from orchestra.registry import Registry
+
+    return Registry(_store(db))
 
 
 def install_profile(orch: Orchestra, profile: str) -> list[str]:
@@ -159,24 +177,24 @@ def agents_add(
     db: DbOption = None,
 ) -> None:
     """Onboard agents from a card file; routing uses them at its next decision."""
-    orch = _app(db)
+    registry = _registry(db)
     cards = load_cards(file, AgentCard)  # every card is validated before any is added: all or nothing
     for card in cards:
-        exists = any(a.id == card.id for a in orch.registry.agents())
-        (orch.registry.update_agent if exists and update else orch.registry.add_agent)(card)  # type: ignore[arg-type]
-        console.print(f"{'updated' if exists and update else 'added'} agent [bold]{card.id}[/] (registry v{orch.registry.version})")
+        exists = any(a.id == card.id for a in registry.agents())
+        (registry.update_agent if exists and update else registry.add_agent)(card)  # type: ignore[arg-type]
+        console.print(f"{'updated' if exists and update else 'added'} agent [bold]{card.id}[/] (registry v{registry.version})")
 
 
 @agents_app.command("list")
 @_handle_errors
 def agents_list(db: DbOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The registry's agents."""
-    orch = _app(db)
-    cards = orch.registry.agents()
+    registry = _registry(db)
+    cards = registry.agents()
     if as_json:
         console.print_json(json.dumps([card.model_dump(mode="json") for card in cards]))
         return
-    table = Table("id", "backend", "model / function", "description", title=f"agents (registry v{orch.registry.version})")
+    table = Table("id", "backend", "model / function", "description", title=f"agents (registry v{registry.version})")
     for card in cards:
         table.add_row(card.id, card.backend, card.model or card.function or card.endpoint or "", card.description[:80])
     console.print(table)
@@ -186,9 +204,9 @@ def agents_list(db: DbOption = None, as_json: Annotated[bool, typer.Option("--js
 @_handle_errors
 def agents_remove(agent_id: str, db: DbOption = None) -> None:
     """Remove an agent; routing stops choosing it at its next decision."""
-    orch = _app(db)
-    orch.registry.remove_agent(agent_id)
-    console.print(f"removed agent [bold]{agent_id}[/] (registry v{orch.registry.version})")
+    registry = _registry(db)
+    registry.remove_agent(agent_id)
+    console.print(f"removed agent [bold]{agent_id}[/] (registry v{registry.version})")
 
 
 # -- models -----------------------------------------------------------------------------------------------------
@@ -204,7 +222,7 @@ def models_add(
     db: DbOption = None,
 ) -> None:
     """Add models from a card file, or a local GGUF file."""
-    orch = _app(db)
+    registry = _registry(db)
     if gguf is not None:
         from orchestra.local import local_model_card
 
@@ -214,18 +232,18 @@ def models_add(
     else:
         raise ConfigurationError("give a model card file or --gguf PATH")
     for card in cards:
-        exists = any(m.id == card.id for m in orch.registry.models())
-        (orch.registry.update_model if exists and update else orch.registry.add_model)(card)
-        console.print(f"{'updated' if exists and update else 'added'} model [bold]{card.id}[/] (registry v{orch.registry.version})")
+        exists = any(m.id == card.id for m in registry.models())
+        (registry.update_model if exists and update else registry.add_model)(card)
+        console.print(f"{'updated' if exists and update else 'added'} model [bold]{card.id}[/] (registry v{registry.version})")
 
 
 @models_app.command("list")
 @_handle_errors
 def models_list(db: DbOption = None) -> None:
     """The registry's models."""
-    orch = _app(db)
-    table = Table("id", "endpoint", "$/Mtok in", "$/Mtok out", "description", title=f"models (registry v{orch.registry.version})")
-    for card in orch.registry.models():
+    registry = _registry(db)
+    table = Table("id", "endpoint", "$/Mtok in", "$/Mtok out", "description", title=f"models (registry v{registry.version})")
+    for card in registry.models():
         price = lambda p: "unknown" if p is None else f"{p:g}"  # noqa: E731
         endpoint = "local" if card.local else (card.base_url or "OpenAI")
         table.add_row(card.id, endpoint, price(card.input_price_per_mtok), price(card.output_price_per_mtok), card.description[:60])
@@ -236,9 +254,9 @@ def models_list(db: DbOption = None) -> None:
 @_handle_errors
 def models_remove(model_id: str, db: DbOption = None) -> None:
     """Remove a model."""
-    orch = _app(db)
-    orch.registry.remove_model(model_id)
-    console.print(f"removed model [bold]{model_id}[/] (registry v{orch.registry.version})")
+    registry = _registry(db)
+    registry.remove_model(model_id)
+    console.print(f"removed model [bold]{model_id}[/] (registry v{registry.version})")
 
 
 # -- runs and replay --------------------------------------------------------------------------------------------
@@ -254,9 +272,9 @@ def runs_list(
     db: DbOption = None,
 ) -> None:
     """Stored runs, newest first."""
-    orch = _app(db)
+    store = _store(db)
     table = Table("run", "started", "router", "status", "query", "answer", title="runs")
-    for run in orch.store.list_runs(session_id=session, status=status, router=router, limit=limit):  # type: ignore[arg-type]
+    for run in store.list_runs(session_id=session, status=status, router=router, limit=limit):  # type: ignore[arg-type]
         label = run.status + (f" ({run.replay_mode} replay)" if run.replay_mode else "")
         table.add_row(run.id, run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.router, label, run.query[:40], (run.answer or "")[:40])
     console.print(table)
@@ -312,8 +330,8 @@ def render_trace(trace: RunTrace) -> Tree:
 @_handle_errors
 def runs_show(run_id: str, db: DbOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """One run as its decision tree."""
-    orch = _app(db)
-    trace = orch.store.get_run(run_id)
+    store = _store(db)
+    trace = store.get_run(run_id)
     if as_json:
         console.print_json(trace.model_dump_json())
         return

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +70,30 @@ def test_duplicate_and_unknown_ids(db: str, tmp_path: Path) -> None:
     assert code == 2 and "no-such-run" in out
     code, out = invoke("chat", "hi", "--router", "no-such-router", "--profile", "none", "--db", db)
     assert code == 2 and "unknown router" in out
+
+
+def test_store_commands_start_without_langgraph_and_still_mark_dead_runs(db: str, tmp_path: Path) -> None:
+    """`agents`, `models` and `runs` only read or edit the store, so they skip LangGraph's second of imports;
+    they still mark a dead process's run as interrupted, as opening an `Orchestra` does."""
+    from orchestra.store import open_store
+    from orchestra.trace import RunRecord
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    open_store(db).start_run(
+        RunRecord(id="orphan", session_id="s", query="left behind", router="all", meta={"pid": dead.pid, "host": socket.gethostname()})
+    )
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("id: shout\ndescription: Repeats the request loudly.\nbackend: function\nfunction: cli_agents:shout\n")
+    code = (
+        "import sys, json; from typer.testing import CliRunner; from orchestra.cli import app;"
+        "outs = [CliRunner().invoke(app, [*a.split('|'), '--db', sys.argv[1]]) for a in sys.argv[2:]];"
+        "print(json.dumps([[r.exit_code, r.output] for r in outs] + ['langgraph' in sys.modules]))"
+    )
+    commands = [f"agents|add|{cards}", "agents|list", "models|list", "runs|list", "runs|show|orphan", "agents|remove|shout"]
+    out = subprocess.run([sys.executable, "-c", code, db, *commands], capture_output=True, text=True, check=True, cwd=tmp_path)
+    *results, langgraph_loaded = json.loads(out.stdout)
+    assert [exit_code for exit_code, _ in results] == [0] * len(commands), results
+    assert "added agent shout" in results[0][1] and "shout" in results[1][1] and "removed agent shout" in results[5][1]
+    assert "interrupted" in results[3][1] and "Interrupted" in results[4][1]
+    assert langgraph_loaded is False
