@@ -128,17 +128,38 @@ class LLMAgent:
         return AgentReply.from_chat(result)
 
 
+def import_function(path: str) -> Any:
+    """The object at ``package.module:attribute`` (dotted attributes allowed); `ImportError` or
+    `AttributeError` when it is not there."""
+    module_name, _, attr = path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def check_function(path: str, *, card_id: str | None = None) -> None:
+    """Raise `CardError` (field ``function``, naming ``card_id`` when given) unless ``path`` imports to a
+    callable: what onboarding checks before a function agent is added, so a typo is refused at once rather than
+    failing every run routed to it."""
+    where = f"AgentCard {card_id!r}: " if card_id else ""
+    try:
+        target = import_function(path)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the import (a missing module, a broken one) is the card's to fix
+        problem = f"cannot import {path!r}: {type(exc).__name__}: {exc}"
+        raise CardError(f"{where}field 'function': {problem}", field="function", value=path) from None
+    if not callable(target):
+        raise CardError(f"{where}field 'function': {path!r} is not callable", field="function", value=path)
+
+
 def agent_for_card(card: AgentCard, implementation: Any = None) -> Agent:
     """The agent that answers for ``card``: its in-process implementation, its function, or an `LLMAgent`."""
     if implementation is not None:
         return implementation if isinstance(implementation, Agent) else FunctionAgent(implementation)
     if card.backend == "function":
         assert card.function is not None
-        module_name, _, attr = card.function.partition(":")
         try:
-            target: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                target = getattr(target, part)
+            target = import_function(card.function)
         except (ImportError, AttributeError) as exc:
             raise AgentError(f"agent {card.id!r}: cannot import function {card.function!r}: {exc}", agent_id=card.id) from None
         if isinstance(target, type):

@@ -141,7 +141,8 @@ class ModelCard(_Card):
 
 
 def load_cards(path: str | Path, kind: type[AgentCard] | type[ModelCard]) -> list[AgentCard] | list[ModelCard]:
-    """Cards from a YAML or JSON file holding one card or a list of cards (JSON lines also accepted)."""
+    """Cards from a YAML or JSON file holding one card or a list of cards (JSON lines also accepted), each
+    validated, with no id twice; the first bad card raises `CardError`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -158,4 +159,9 @@ def load_cards(path: str | Path, kind: type[AgentCard] | type[ModelCard]) -> lis
         items = [items]
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         raise CardError(f"card file {str(path)!r} must hold a mapping or a list of mappings", value=str(path))
-    return [kind.parse(item) for item in items]  # type: ignore[return-value]
+    cards = [kind.parse(item) for item in items]
+    ids = [card.id for card in cards]
+    for card_id in ids:
+        if ids.count(card_id) > 1:
+            raise CardError(f"card file {str(path)!r} holds id {card_id!r} twice", field="id", value=card_id)
+    return cards  # type: ignore[return-value]

@@ -19,7 +19,7 @@ from rich.tree import Tree
 
 from orchestra.aggregate import Aggregator, PassThrough, Refine
 from orchestra.cards import AgentCard, ModelCard, load_cards
-from orchestra.errors import ConfigurationError, OrchestraError
+from orchestra.errors import ConfigurationError, DuplicateIdError, OrchestraError
 from orchestra.policies import RoutingPolicy
 from orchestra.replay import replay as replay_run
 from orchestra.routing import available_routers
@@ -169,6 +169,11 @@ def routers() -> None:
 # -- agents -----------------------------------------------------------------------------------------------------
 
 
+def _refuse_existing(kind: str, card_id: str, existing: set[str], update: bool) -> None:
+    if card_id in existing and not update:
+        raise DuplicateIdError(kind, card_id, hint=f"`orchestra {kind}s add --update` replaces it")
+
+
 @agents_app.command("add")
 @_handle_errors
 def agents_add(
@@ -177,12 +182,22 @@ def agents_add(
     db: DbOption = None,
 ) -> None:
     """Onboard agents from a card file; routing uses them at its next decision."""
+    from orchestra.agent import check_function
+
     registry = _registry(db)
-    cards = load_cards(file, AgentCard)  # every card is validated before any is added: all or nothing
+    cards: list[AgentCard] = load_cards(file, AgentCard)  # type: ignore[assignment]
+    existing = {agent.id for agent in registry.agents()}
+    # All or nothing: every card is checked against the registry, and its function imported, before any is added.
+    # (The runtime imports a function at the agent's first call; a path that does not import is refused now.)
     for card in cards:
-        exists = any(a.id == card.id for a in registry.agents())
-        (registry.update_agent if exists and update else registry.add_agent)(card)  # type: ignore[arg-type]
-        console.print(f"{'updated' if exists and update else 'added'} agent [bold]{card.id}[/] (registry v{registry.version})")
+        _refuse_existing("agent", card.id, existing, update)
+        registry.check_agent(card)
+        if card.backend == "function" and card.function:
+            check_function(card.function, card_id=card.id)
+    for card in cards:
+        exists = card.id in existing
+        (registry.update_agent if exists else registry.add_agent)(card)
+        console.print(f"{'updated' if exists else 'added'} agent [bold]{card.id}[/] (registry v{registry.version})")
 
 
 @agents_app.command("list")
@@ -231,10 +246,13 @@ def models_add(
         cards = load_cards(file, ModelCard)  # type: ignore[assignment]
     else:
         raise ConfigurationError("give a model card file or --gguf PATH")
+    existing = {model.id for model in registry.models()}
+    for card in cards:  # all or nothing, as for agents
+        _refuse_existing("model", card.id, existing, update)
     for card in cards:
-        exists = any(m.id == card.id for m in registry.models())
-        (registry.update_model if exists and update else registry.add_model)(card)
-        console.print(f"{'updated' if exists and update else 'added'} model [bold]{card.id}[/] (registry v{registry.version})")
+        exists = card.id in existing
+        (registry.update_model if exists else registry.add_model)(card)
+        console.print(f"{'updated' if exists else 'added'} model [bold]{card.id}[/] (registry v{registry.version})")
 
 
 @models_app.command("list")
@@ -273,10 +291,14 @@ def runs_list(
 ) -> None:
     """Stored runs, newest first."""
     store = _store(db)
-    table = Table("run", "started", "router", "status", "query", "answer", title="runs")
+    table = Table(title="runs")
+    # The id is what `runs show` and `replay` take: never cut it; the query and answer give way instead.
+    table.add_column("run", no_wrap=True, min_width=32)
+    for column in ("started", "router", "status", "query", "answer"):
+        table.add_column(column)
     for run in store.list_runs(session_id=session, status=status, router=router, limit=limit):  # type: ignore[arg-type]
         label = run.status + (f" ({run.replay_mode} replay)" if run.replay_mode else "")
-        table.add_row(run.id, run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.router, label, run.query[:40], (run.answer or "")[:40])
+        table.add_row(run.id, run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.router, label, " ".join(run.query.split())[:40], " ".join((run.answer or "").split())[:40])
     console.print(table)
 
 

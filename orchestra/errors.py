@@ -87,8 +87,8 @@ class CardError(ConfigurationError, ValueError):
 class DuplicateIdError(ConfigurationError):
     code = "duplicate_id"
 
-    def __init__(self, kind: str, id: str) -> None:
-        super().__init__(f"{kind} id {id!r} is already registered; use update to change it")
+    def __init__(self, kind: str, id: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{kind} id {id!r} is already registered" + (f"; {hint}" if hint else ""))
         self.kind = kind
         self.id = id
 

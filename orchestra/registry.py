@@ -113,8 +113,8 @@ class Registry:
         card = card if isinstance(card, AgentCard) else AgentCard.parse(card)
         with self._lock:
             if card.id in self._agents:
-                raise DuplicateIdError("agent", card.id)
-            self._check_agent(card, implementation)
+                raise DuplicateIdError("agent", card.id, hint="update_agent() replaces it")
+            self.check_agent(card, implementation)
             self._commit("agent", card.id, card)
             self._agents[card.id] = card
             if implementation is not None:
@@ -128,7 +128,7 @@ class Registry:
         with self._lock:
             if card.id not in self._agents:
                 raise NotFoundError("agent", card.id)
-            self._check_agent(card, implementation or self._implementations.get(card.id))
+            self.check_agent(card, implementation or self._implementations.get(card.id))
             self._commit("agent", card.id, card)
             self._agents[card.id] = card
             if implementation is not None:
@@ -147,7 +147,7 @@ class Registry:
         card = card if isinstance(card, ModelCard) else ModelCard.parse(card)
         with self._lock:
             if card.id in self._models:
-                raise DuplicateIdError("model", card.id)
+                raise DuplicateIdError("model", card.id, hint="update_model() replaces it")
             self._commit("model", card.id, card)
             self._models[card.id] = card
         return card
@@ -187,7 +187,9 @@ class Registry:
                 return self.add_model(card)
             return current if current == card else self.update_model(card)
 
-    def _check_agent(self, card: AgentCard, implementation: AgentImplementation | None) -> None:
+    def check_agent(self, card: AgentCard, implementation: AgentImplementation | None = None) -> None:
+        """Raise `CardError` when ``card`` cannot be added as it is: a model it names is not registered, or a
+        function agent has neither ``function`` nor ``implementation``. Adding checks this too."""
         if card.backend == "model" and card.model is not None and card.model not in self._models:
             raise CardError(
                 f"AgentCard {card.id!r}: field 'model': no model card with id {card.model!r}; add the model first",

@@ -42,7 +42,7 @@ def test_onboard_chat_show_and_replay(db: str, tmp_path: Path) -> None:
     run_id = out.split("run ")[1].split()[0]
 
     code, out = invoke("runs", "list", "--db", db)
-    assert code == 0 and run_id[:8] in out
+    assert code == 0 and run_id in out  # whole, at any terminal width: it is what `runs show` takes
     code, out = invoke("runs", "show", run_id, "--db", db)
     assert code == 0 and "decision" in out and "HELLO THERE!" in out
     code, out = invoke("replay", run_id, "--profile", "none", "--db", db)
@@ -90,10 +90,38 @@ def test_store_commands_start_without_langgraph_and_still_mark_dead_runs(db: str
         "outs = [CliRunner().invoke(app, [*a.split('|'), '--db', sys.argv[1]]) for a in sys.argv[2:]];"
         "print(json.dumps([[r.exit_code, r.output] for r in outs] + ['langgraph' in sys.modules]))"
     )
-    commands = [f"agents|add|{cards}", "agents|list", "models|list", "runs|list", "runs|show|orphan", "agents|remove|shout"]
+    commands = [f"agents|add|{cards}", "agents|list", "models|list", "runs|list|--status|interrupted", "runs|show|orphan", "agents|remove|shout"]
     out = subprocess.run([sys.executable, "-c", code, db, *commands], capture_output=True, text=True, check=True, cwd=tmp_path)
     *results, langgraph_loaded = json.loads(out.stdout)
     assert [exit_code for exit_code, _ in results] == [0] * len(commands), results
     assert "added agent shout" in results[0][1] and "shout" in results[1][1] and "removed agent shout" in results[5][1]
-    assert "interrupted" in results[3][1] and "Interrupted" in results[4][1]
+    assert "orphan" in results[3][1] and "Interrupted" in results[4][1]
     assert langgraph_loaded is False
+
+
+def test_a_card_file_is_added_all_or_nothing(db: str, tmp_path: Path) -> None:
+    """A later card that clashes with the registry, repeats an id or names a function that does not import
+    leaves the registry as it was: the cards before it are not added either."""
+    first = tmp_path / "first.yaml"
+    first.write_text("id: shout\ndescription: loud\nbackend: function\nfunction: cli_agents:shout\n")
+    assert invoke("agents", "add", str(first), "--db", db)[0] == 0
+    card = "- id: {id}\n  description: d\n  backend: function\n  function: {function}\n"
+    cases = {
+        "clash": (card.format(id="new1", function="cli_agents:shout") + card.format(id="shout", function="cli_agents:shout"), "--update"),
+        "twice": (card.format(id="new2", function="cli_agents:shout") * 2, "twice"),
+        "typo": (card.format(id="new3", function="cli_agents:shout") + card.format(id="new4", function="cli_agents:nope"), "'new4': field 'function': cannot import"),
+        "module": (card.format(id="new5", function="no_such_module:f"), "ModuleNotFoundError"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        code, out = invoke("agents", "add", str(path), "--db", db)
+        assert code == 2 and message in out, (name, out)
+        code, out = invoke("agents", "list", "--json", "--db", db)
+        assert [a["id"] for a in json.loads(out)] == ["shout"], name
+    models = tmp_path / "models.yaml"
+    models.write_text("- id: m1\n  description: d\n  base_url: http://127.0.0.1:9/v1\n- id: m1\n  description: again\n  base_url: http://127.0.0.1:9/v1\n")
+    code, out = invoke("models", "add", str(models), "--db", db)
+    assert code == 2 and "twice" in out
+    code, out = invoke("agents", "add", str(first), "--update", "--db", db)
+    assert code == 0 and "updated agent shout" in out

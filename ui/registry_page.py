@@ -4,7 +4,6 @@ looks agents up in the registry at every decision, so nothing restarts."""
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from orchestra import AgentCard, CardError, DuplicateIdError, ModelCard, NotFoundError, Orchestra, OrchestraError
+from orchestra.agent import check_function
 
 from orchestra.ui.common import explain_error, get_app
 
@@ -100,15 +100,10 @@ def validate_card(kind: type[AgentCard] | type[ModelCard], data: dict[str, Any])
 
 def _check_function(path: str) -> str | None:
     # The registry imports a function agent at its first call; checking now tells the person while they type.
-    module_name, _, attr = path.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
-    except Exception as exc:  # noqa: BLE001 - any failure to import is the person's to fix
-        return f"cannot import {path!r}: {type(exc).__name__}: {exc}"
-    if not callable(target):
-        return f"{path!r} is not callable"
+        check_function(path)
+    except CardError as exc:
+        return str(exc).removeprefix("field 'function': ")
     return None
 
 
