@@ -1,4 +1,5 @@
-"""Define a team in Python, route with embeddings, onboard an agent at runtime, and replay a run.
+"""Define a team in Python, route with embeddings, onboard an agent at runtime, and replay a run exactly and
+with another router.
 
     .venv/bin/python examples/onboard_and_replay.py
 
@@ -79,9 +80,17 @@ def main(store_url: str | None = None) -> dict[str, object]:
 
         again = replay(app, after.run_id)
         print(f"4. exact replay of run {after.run_id[:8]}: {again.answer!r}, status {again.status}")
+
+        # Counterfactual: the same query, live, with another router (here every agent answers).
+        other = replay(app, after.run_id, router="all")
+        print(f"5. with router 'all': answered by {[o.agent_id for o in other.observations]}")
+        for run in app.store.list_runs(limit=2):  # what `orchestra runs list` shows: the two replays, newest first
+            print(f"   {run.id} {run.replay_mode} replay of {run.replay_of[:8] if run.replay_of else None}")
         return {
             "first": first.answer, "before": before.out_of_scope, "after": after.answer,
             "after_agents": [o.agent_id for o in after.observations], "replay": again.answer, "replay_status": again.status,
+            "counterfactual_agents": sorted(o.agent_id for o in other.observations),
+            "latest_runs": [(run.replay_mode, run.replay_of) for run in app.store.list_runs(limit=2)],
         }
 
 

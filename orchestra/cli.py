@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -46,7 +45,7 @@ err_console = Console(stderr=True)
 PROFILE_GROUP = "orchestra.profiles"
 """Entry-point group of profiles: functions ``install(registry) -> None`` that register a team of agents."""
 
-DbOption = Annotated[str | None, typer.Option("--db", help="Store URL (default: $ORCHESTRA_DB_URL or SQLite in ~/.orchestra).")]
+DbOption = Annotated[str | None, typer.Option("--db", help="Store URL (default: $ORCHESTRA_DB_URL, else SQLite in $ORCHESTRA_HOME or ~/.orchestra).")]
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -390,7 +389,11 @@ def ui(
     script = Path(spec.origin)
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", host, "--server.port", str(port),
                "--browser.gatherUsageStats", "false", "--server.headless", "true"]
-    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+    # Streamlit takes this process's place, so a signal sent to the pid that started it (a service manager's
+    # SIGTERM) reaches the server itself instead of leaving it running behind a dead parent.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
 
 
 def _mount_bench() -> None:

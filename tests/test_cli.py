@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -125,3 +127,36 @@ def test_a_card_file_is_added_all_or_nothing(db: str, tmp_path: Path) -> None:
     assert code == 2 and "twice" in out
     code, out = invoke("agents", "add", str(first), "--update", "--db", db)
     assert code == 0 and "updated agent shout" in out
+
+
+def test_ui_stops_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """`orchestra ui` becomes the Streamlit server: SIGTERM to the pid a user (or a service manager) started
+    stops the server, rather than leaving it serving behind a dead parent."""
+    import signal
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "orchestra"), "ui", "--port", str(port)]
+    env = {**os.environ, "ORCHESTRA_HOME": str(tmp_path)}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
+                    assert response.status == 200
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "the UI did not start"
+                time.sleep(0.5)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)  # the whole group: a server left behind must not outlive the test
+        server.wait()

@@ -17,6 +17,9 @@ def check_onboard_and_replay(result: dict[str, Any]) -> None:
     assert result["before"] is True  # no agent reverses text yet: out of scope
     assert result["after"] == "artsehcro" and result["after_agents"] == ["reverse"]
     assert result["replay"] == "artsehcro" and result["replay_status"] == "ok"
+    assert result["counterfactual_agents"] == ["reverse", "units", "wordcount"]
+    replayed = result["latest_runs"][0][1]
+    assert result["latest_runs"] == [("counterfactual", replayed), ("exact", replayed)]
 
 
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {"onboard_and_replay": check_onboard_and_replay}
