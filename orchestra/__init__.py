@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestra.agent import Agent, AgentContext, AgentReply, FunctionAgent, LLMAgent, RefiningAgent
 from orchestra.aggregate import Aggregated, Aggregator, PassThrough, Refine, WeightedVote
-from orchestra.cards import AgentCard, ModelCard, load_cards
+from orchestra.cards import AgentCard, ModelCard, load_cards, parse_cards
 from orchestra.errors import (
     AgentError,
     BudgetExceeded,
@@ -155,6 +155,7 @@ __all__ = [
     "available_routers",
     "load_cards",
     "load_router",
+    "parse_cards",
     "register_router",
     "replay",
 ]

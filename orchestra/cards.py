@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestra.errors import CardError
 
-__all__ = ["AgentCard", "ModelCard", "load_cards"]
+__all__ = ["AgentCard", "ModelCard", "load_cards", "parse_cards"]
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+\-]{0,127}$"
 
@@ -141,27 +141,43 @@ class ModelCard(_Card):
 
 
 def load_cards(path: str | Path, kind: type[AgentCard] | type[ModelCard]) -> list[AgentCard] | list[ModelCard]:
-    """Cards from a YAML or JSON file holding one card or a list of cards (JSON lines also accepted), each
-    validated, with no id twice; the first bad card raises `CardError`."""
+    """Cards from a YAML or JSON file (JSON lines when it ends in ``.jsonl``), as `parse_cards` reads them."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CardError(f"cannot read card file {str(path)!r}: {exc.strerror}", field=None, value=str(path)) from None
+    return parse_cards(text, kind, source=f"card file {str(path)!r}", json_lines=path.suffix == ".jsonl")
+
+
+def parse_cards(
+    text: str, kind: type[AgentCard] | type[ModelCard], *, source: str = "card text", json_lines: bool = False
+) -> list[AgentCard] | list[ModelCard]:
+    """Cards from YAML or JSON text holding one card or a list of cards, each validated, with no id twice.
+
+    The first problem raises `CardError`; for a list, the message names the card by its position. ``source``
+    says where the text came from, for messages."""
     try:
-        if path.suffix == ".jsonl":
+        if json_lines:
             items: Any = [json.loads(line) for line in text.split("\n") if line.strip()]
         else:
             items = yaml.safe_load(text)  # YAML is a superset of JSON
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise CardError(f"card file {str(path)!r} is not valid YAML/JSON: {exc}", value=str(path)) from None
+        raise CardError(f"{source} is not valid YAML/JSON: {exc}") from None
     if isinstance(items, dict):
         items = [items]
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise CardError(f"card file {str(path)!r} must hold a mapping or a list of mappings", value=str(path))
-    cards = [kind.parse(item) for item in items]
-    ids = [card.id for card in cards]
-    for card_id in ids:
-        if ids.count(card_id) > 1:
-            raise CardError(f"card file {str(path)!r} holds id {card_id!r} twice", field="id", value=card_id)
+    if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+        raise CardError(f"{source} must hold a card (a mapping) or a list of cards")
+    cards = []
+    for number, item in enumerate(items, 1):
+        try:
+            cards.append(kind.parse(item))
+        except CardError as exc:
+            where = f"{source}, card {number} of {len(items)}" if len(items) > 1 else source
+            raise CardError(f"{where}: {exc}", field=exc.field, value=exc.value) from None
+    seen: set[str] = set()
+    for card in cards:
+        if card.id in seen:
+            raise CardError(f"{source} holds id {card.id!r} twice", field="id", value=card.id)
+        seen.add(card.id)
     return cards  # type: ignore[return-value]

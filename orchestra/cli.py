@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -168,9 +169,13 @@ def routers() -> None:
 # -- agents -----------------------------------------------------------------------------------------------------
 
 
-def _refuse_existing(kind: str, card_id: str, existing: set[str], update: bool) -> None:
-    if card_id in existing and not update:
-        raise DuplicateIdError(kind, card_id, hint=f"`orchestra {kind}s add --update` replaces it")
+@contextmanager
+def _cli_hint_on_duplicates() -> Iterator[None]:
+    # the registry's hint names the Python call; a CLI user replaces with --update
+    try:
+        yield
+    except DuplicateIdError as exc:
+        raise DuplicateIdError(exc.kind, exc.id, hint=f"`orchestra {exc.kind}s add --update` replaces it") from None
 
 
 @agents_app.command("add")
@@ -185,18 +190,21 @@ def agents_add(
 
     registry = _registry(db)
     cards: list[AgentCard] = load_cards(file, AgentCard)  # type: ignore[assignment]
-    existing = {agent.id for agent in registry.agents()}
-    # All or nothing: every card is checked against the registry, and its function imported, before any is added.
-    # (The runtime imports a function at the agent's first call; a path that does not import is refused now.)
+    # The registry imports a function at the agent's first call; a path that does not import is refused now,
+    # before any card is added (the registry checks the rest, all or nothing).
     for card in cards:
-        _refuse_existing("agent", card.id, existing, update)
-        registry.check_agent(card)
         if card.backend == "function" and card.function:
             check_function(card.function, card_id=card.id)
+    existing = {agent.id for agent in registry.agents()}
+    with _cli_hint_on_duplicates():
+        registry.add_agents(cards, update=update)
+    _print_onboarded("agent", cards, existing, registry.version)
+
+
+def _print_onboarded(kind: str, cards: list[AgentCard] | list[ModelCard], existing: set[str], version: int) -> None:
     for card in cards:
-        exists = card.id in existing
-        (registry.update_agent if exists else registry.add_agent)(card)
-        console.print(f"{'updated' if exists else 'added'} agent [bold]{card.id}[/] (registry v{registry.version})")
+        console.print(f"{'updated' if card.id in existing else 'added'} {kind} [bold]{card.id}[/]")
+    console.print(f"registry v{version}")
 
 
 @agents_app.command("list")
@@ -246,12 +254,9 @@ def models_add(
     else:
         raise ConfigurationError("give a model card file or --gguf PATH")
     existing = {model.id for model in registry.models()}
-    for card in cards:  # all or nothing, as for agents
-        _refuse_existing("model", card.id, existing, update)
-    for card in cards:
-        exists = card.id in existing
-        (registry.update_model if exists else registry.add_model)(card)
-        console.print(f"{'updated' if exists else 'added'} model [bold]{card.id}[/] (registry v{registry.version})")
+    with _cli_hint_on_duplicates():
+        registry.add_models(cards, update=update)
+    _print_onboarded("model", cards, existing, registry.version)
 
 
 @models_app.command("list")

@@ -7,7 +7,7 @@ restarts, and an exact replay sees the cards as they were when the run was made.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +135,22 @@ class Registry:
                 self._implementations[card.id] = implementation
         return card
 
+    def add_agents(self, cards: Iterable[AgentCard | dict[str, Any]], *, update: bool = False) -> list[AgentCard]:
+        """Onboard several agents, all or nothing: every card is checked before the first is added (an id twice,
+        an id already registered, a model not registered), so one bad card adds none. With ``update``, a card
+        whose id is registered replaces that agent instead of being refused.
+
+        The checks are all or nothing; the changes are stored one event each, so a store that fails part way
+        (a lost connection) keeps the cards before the failure."""
+        parsed = [card if isinstance(card, AgentCard) else AgentCard.parse(card) for card in cards]
+        with self._lock:
+            self._check_batch("agent", [card.id for card in parsed], self._agents, update)
+            for card in parsed:
+                self.check_agent(card, self._implementations.get(card.id))
+            for card in parsed:
+                (self.update_agent if card.id in self._agents else self.add_agent)(card)
+        return parsed
+
     def remove_agent(self, agent_id: str) -> None:
         with self._lock:
             if agent_id not in self._agents:
@@ -160,6 +176,15 @@ class Registry:
             self._commit("model", card.id, card)
             self._models[card.id] = card
         return card
+
+    def add_models(self, cards: Iterable[ModelCard | dict[str, Any]], *, update: bool = False) -> list[ModelCard]:
+        """Add several models, all or nothing, as `add_agents` does for agents."""
+        parsed = [card if isinstance(card, ModelCard) else ModelCard.parse(card) for card in cards]
+        with self._lock:
+            self._check_batch("model", [card.id for card in parsed], self._models, update)
+            for card in parsed:
+                (self.update_model if card.id in self._models else self.add_model)(card)
+        return parsed
 
     def remove_model(self, model_id: str) -> None:
         with self._lock:
@@ -198,6 +223,16 @@ class Registry:
             )
         if card.backend == "function" and implementation is None and card.function is None:
             raise CardError(f"AgentCard {card.id!r}: field 'function' is required", field="function")
+
+    @staticmethod
+    def _check_batch(kind: str, ids: list[str], registered: dict[str, Any], update: bool) -> None:
+        seen: set[str] = set()
+        for card_id in ids:
+            if card_id in seen:
+                raise CardError(f"{kind} id {card_id!r} is given twice", field="id", value=card_id)
+            seen.add(card_id)
+            if card_id in registered and not update:
+                raise DuplicateIdError(kind, card_id, hint=f"update_{kind}() or add_{kind}s(..., update=True) replaces it")
 
     def _commit(self, kind: str, card_id: str, card: AgentCard | ModelCard | None) -> None:
         # Persist first: if the store refuses, memory is unchanged and nothing is half-applied.

@@ -81,6 +81,33 @@ def test_a_failed_change_loses_nothing_already_stored(tmp_path) -> None:
     registry.add_agent(AgentCard(id="keep", description="kept"), implementation=lambda q: q)
     bad = tmp_path / "cards.yaml"
     bad.write_text("- id: fine\n  description: ok\n- id: broken\n")
-    with pytest.raises(CardError, match="description"):
+    with pytest.raises(CardError, match=r"card 2 of 2: AgentCard: field 'description'"):
         load_cards(bad, AgentCard)
     assert [a.id for a in Registry(store).agents()] == ["keep"]
+
+
+def test_batch_onboarding_is_all_or_nothing() -> None:
+    store = InMemoryStore()
+    registry = Registry(store)
+    registry.add_model(ModelCard(id="m", description="a model"))
+    registry.add_agent(AgentCard(id="keep", description="kept", model="m"))
+    fine = AgentCard(id="fine", description="fine", model="m")
+    for batch, error, match in [
+        ([fine, AgentCard(id="stray", description="names a missing model", model="gone")], CardError, "'gone'"),
+        ([fine, AgentCard(id="keep", description="clashes")], DuplicateIdError, r"'keep' is already registered; update_agent\(\)"),
+        ([fine, fine], CardError, "'fine' is given twice"),
+        ([fine, {"id": "no description"}], CardError, "description"),
+    ]:
+        with pytest.raises(error, match=match):
+            registry.add_agents(batch)
+        for view in (registry, Registry(store)):  # neither memory nor the store took the good card
+            assert [a.id for a in view.agents()] == ["keep"] and view.version == 2
+    changed = registry.add_agents([AgentCard(id="keep", description="replaced", model="m"), fine], update=True)
+    assert [card.id for card in changed] == ["keep", "fine"] and registry.version == 4
+    assert Registry(store).agent("keep").description == "replaced"
+
+    with pytest.raises(DuplicateIdError, match="'m'"):
+        registry.add_models([ModelCard(id="n", description="new"), ModelCard(id="m", description="again")])
+    assert [m.id for m in Registry(store).models()] == ["m"]
+    registry.add_models([ModelCard(id="n", description="new"), ModelCard(id="m", description="again")], update=True)
+    assert {m.id: m.description for m in Registry(store).models()} == {"m": "again", "n": "new"}

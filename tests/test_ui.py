@@ -240,9 +240,26 @@ def test_model_form_and_yaml_cards_and_removal(store: str) -> None:
     page.text_area(key="yaml_text").set_value("- id: a1\n  description: First.\n  model: nope\n")
     page.button(key="FormSubmitter:yaml_cards-Add cards").click().run()
     assert "no model card with id 'nope'" in (_error_after(page, "yaml_text") or "")
+    # all or nothing: a good card before a bad one is not added either
+    for bad, problem in [
+        ("  model: nope\n", "no model card with id 'nope'"),
+        ("  backend: function\n  function: os.path:no_such\n", "cannot import 'os.path:no_such'"),
+        ("", "holds id 'a1' twice"),  # a2 is a1 again
+    ]:
+        second = "- id: a1\n  description: Again.\n" if not bad else f"- id: a2\n  description: Second.\n{bad}"
+        page.text_area(key="yaml_text").set_value("- id: a1\n  description: First.\n  model: small\n" + second)
+        page.button(key="FormSubmitter:yaml_cards-Add cards").click().run()
+        error = _error_after(page, "yaml_text") or ""
+        assert problem in error and "Nothing was added" in error, error
+        assert Orchestra(store=store).registry.agents() == []
     page.text_area(key="yaml_text").set_value("- id: a1\n  description: First.\n  model: small\n")
     page.button(key="FormSubmitter:yaml_cards-Add cards").click().run()
     assert list(page.dataframe[0].value["id"]) == ["a1"]
+    page.text_area(key="yaml_text").set_value("- id: a3\n  description: Third.\n- id: a1\n  description: First.\n")
+    page.button(key="FormSubmitter:yaml_cards-Add cards").click().run()
+    error = _error_after(page, "yaml_text") or ""
+    assert "agent id 'a1' is already registered" in error and "Nothing was added" in error
+    assert [card.id for card in Orchestra(store=store).registry.agents()] == ["a1"]
 
     page.selectbox(key="remove_agent").set_value("a1")
     page.button[-2].click().run()

@@ -9,10 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
-import yaml
 from pydantic import ValidationError
 
-from orchestra import AgentCard, CardError, DuplicateIdError, ModelCard, NotFoundError, Orchestra, OrchestraError
+from orchestra import (
+    AgentCard, CardError, DuplicateIdError, ModelCard, NotFoundError, Orchestra, OrchestraError, parse_cards,
+)
 from orchestra.agent import check_function
 
 from orchestra.ui.common import explain_error, get_app
@@ -193,32 +194,23 @@ def _onboard_yaml(app: Orchestra) -> None:
     kind = st.session_state.get("yaml_kind", "agent")
     errors: dict[str, str] = {}
     st.session_state["yaml_form_errors"] = errors
+    # All or nothing, as `orchestra agents add FILE`: every card is read and checked before any is added.
     try:
-        items = yaml.safe_load(_text("yaml_text") or "")
-    except yaml.YAMLError as exc:
-        errors["text"] = f"not valid YAML/JSON: {exc}"
+        if kind == "agent":
+            agents: list[AgentCard] = parse_cards(_text("yaml_text") or "", AgentCard)  # type: ignore[assignment]
+            for card in agents:
+                if card.backend == "function" and card.function:
+                    check_function(card.function, card_id=card.id)
+            cards: list[AgentCard] | list[ModelCard] = app.registry.add_agents(agents)
+        else:
+            cards = app.registry.add_models(parse_cards(_text("yaml_text") or "", ModelCard))  # type: ignore[arg-type]
+    except DuplicateIdError as exc:  # its hint names Python calls; here the way out is another id or removal
+        errors["text"] = f"{kind} id {exc.id!r} is already registered: pick another id, or remove the existing {kind} first. Nothing was added."
         return
-    items = [items] if isinstance(items, dict) else items
-    if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
-        errors["text"] = "give one card (a mapping) or a list of cards"
+    except OrchestraError as exc:
+        errors["text"] = f"{explain_error(exc)} Nothing was added."
         return
-    card_type = AgentCard if kind == "agent" else ModelCard
-    cards = []
-    for number, item in enumerate(items, 1):
-        try:
-            cards.append(card_type.parse(item))
-        except CardError as exc:
-            errors["text"] = f"card {number}: {exc}"
-            return
-    added = []
-    for card in cards:
-        try:
-            (app.registry.add_agent if kind == "agent" else app.registry.add_model)(card)  # type: ignore[arg-type]
-        except OrchestraError as exc:
-            errors["text"] = f"{card.id}: {explain_error(exc)}" + (f" (added before it: {', '.join(added)})" if added else "")
-            return
-        added.append(card.id)
-    st.session_state["yaml_notice"] = f"Added {kind}s: {', '.join(added)} (registry v{app.registry.version})."
+    st.session_state["yaml_notice"] = f"Added {kind}s: {', '.join(card.id for card in cards)} (registry v{app.registry.version})."
     st.session_state.pop("yaml_text", None)
 
 
