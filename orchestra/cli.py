@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -55,7 +56,7 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except OrchestraError as exc:
-            err_console.print(f"[bold red]{type(exc).__name__}[/]: {exc}")
+            err_console.print(f"[bold red]{type(exc).__name__}[/]: {escape(str(exc))}")
             raise typer.Exit(2 if isinstance(exc, ConfigurationError) else 1) from None
 
     return wrapper
@@ -115,7 +116,7 @@ def _print_result(result: RunResult, trace: RunTrace | None = None) -> None:
     if result.status == "ok":
         console.print(result.answer or "", markup=False)
     else:
-        err_console.print(f"[bold red]{type(result.error).__name__}[/]: {result.error}")
+        err_console.print(f"[bold red]{type(result.error).__name__}[/]: {escape(str(result.error))}")
     answered = [f"{obs.agent_id}{'' if obs.ok else ' (failed)'}" for obs in result.observations]
     cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.6f}"
     console.print(
@@ -139,7 +140,7 @@ def chat(
     """Chat with the agents; every run is stored and can be replayed."""
     orch = _app(db)
     for note in install_profile(orch, profile):
-        err_console.print(f"[yellow]{note}[/]")
+        err_console.print(f"[yellow]{escape(note)}[/]")
     workflow = orch.workflow(router, aggregator=_aggregator(orch, aggregator), routing=RoutingPolicy(cost_weight=cost_weight))
     if query is not None:
         result = workflow.run(query, session_id=session)
@@ -218,7 +219,7 @@ def agents_list(db: DbOption = None, as_json: Annotated[bool, typer.Option("--js
         return
     table = Table("id", "backend", "model / function", "description", title=f"agents (registry v{registry.version})")
     for card in cards:
-        table.add_row(card.id, card.backend, card.model or card.function or card.endpoint or "", card.description[:80])
+        table.add_row(card.id, card.backend, card.model or card.function or escape(card.endpoint or ""), escape(card.description[:80]))
     console.print(table)
 
 
@@ -268,7 +269,7 @@ def models_list(db: DbOption = None) -> None:
     for card in registry.models():
         price = lambda p: "unknown" if p is None else f"{p:g}"  # noqa: E731
         endpoint = "local" if card.local else (card.base_url or "OpenAI")
-        table.add_row(card.id, endpoint, price(card.input_price_per_mtok), price(card.output_price_per_mtok), card.description[:60])
+        table.add_row(card.id, escape(endpoint), price(card.input_price_per_mtok), price(card.output_price_per_mtok), escape(card.description[:60]))
     console.print(table)
 
 
@@ -302,7 +303,7 @@ def runs_list(
         table.add_column(column)
     for run in store.list_runs(session_id=session, status=status, router=router, limit=limit):  # type: ignore[arg-type]
         label = run.status + (f" ({run.replay_mode} replay)" if run.replay_mode else "")
-        table.add_row(run.id, run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.router, label, " ".join(run.query.split())[:40], " ".join((run.answer or "").split())[:40])
+        table.add_row(run.id, run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.router, label, escape(" ".join(run.query.split())[:40]), escape(" ".join((run.answer or "").split())[:40]))
     console.print(table)
 
 
@@ -316,17 +317,18 @@ def _step_label(step: StepRecord) -> str:
             label = f"[bold]decision[/] r{step.round}: {calls}"
         scores = ", ".join(f"{s['id']}={s['score']:.3f}" for s in decision.get("scores", [])[:5])
         rationale = decision.get("rationale", "")
-        return label + (f" [dim]· {rationale[:80]}[/]" if rationale else "") + (f" [dim]· scores {scores}[/]" if scores else "") + f" [dim]· registry v{step.request.get('registry_version')}[/]"
+        return label + (f" [dim]· {escape(rationale[:80])}[/]" if rationale else "") + (f" [dim]· scores {scores}[/]" if scores else "") + f" [dim]· registry v{step.request.get('registry_version')}[/]"
     cost = "" if step.cost_usd is None else f" ${step.cost_usd:.6f}"
     usage = f" [dim]{step.prompt_tokens}+{step.completion_tokens} tok{cost} {step.latency_ms:.0f} ms[/]"
     if step.error:
-        return f"[red]{step.kind}[/] {step.agent_id or step.model_id or ''}: {step.error.get('type')}: {step.error.get('message', '')[:100]}"
+        who = step.agent_id or step.model_id or f"r{step.round}"  # a router's failure names its round
+        return f"[red]{step.kind}[/] {who}: {step.error.get('type')}: {escape(step.error.get('message', '')[:100])}"
     if step.kind == "call":
-        return f"[bold]call[/] {step.agent_id}{' @' + step.model_id if step.model_id else ''}: {str(step.response.get('answer'))[:100]}{usage}"
+        return f"[bold]call[/] {step.agent_id}{' @' + step.model_id if step.model_id else ''}: {escape(str(step.response.get('answer'))[:100])}{usage}"
     if step.kind == "model_call":
-        return f"model {step.model_id} ({step.request.get('purpose', '')}): {step.response.get('text', '')[:80]!r}{usage}"
+        return f"model {step.model_id} ({step.request.get('purpose', '')}): {escape(repr(step.response.get('text', '')[:80]))}{usage}"
     if step.kind == "aggregate":
-        return f"[bold]aggregate[/] ({step.request.get('aggregator')}): {step.response.get('answer', '')[:100]}"
+        return f"[bold]aggregate[/] ({step.request.get('aggregator')}): {escape(str(step.response.get('answer', ''))[:100])}"
     return step.kind
 
 
@@ -338,7 +340,7 @@ def render_trace(trace: RunTrace) -> Tree:
         f"[bold]run {run.id}[/] · {run.status} · router {run.router} · {run.prompt_tokens}+{run.completion_tokens} tok · {cost} · {run.latency_ms:.0f} ms"
         + (f" · {run.replay_mode} replay of {run.replay_of}" if run.replay_of else "")
     )
-    root.add(f"query: {run.query}")
+    root.add(f"query: {escape(run.query)}")
 
     def add(node: Tree, parent_id: str | None) -> None:
         for step in trace.children(parent_id):
@@ -346,9 +348,9 @@ def render_trace(trace: RunTrace) -> Tree:
 
     add(root, None)
     if run.answer is not None:
-        root.add(f"[green]answer[/]: {run.answer}")
+        root.add(f"[green]answer[/]: {escape(run.answer)}")
     if run.error:
-        root.add(f"[red]error[/]: {run.error.get('type')}: {run.error.get('message')}")
+        root.add(f"[red]error[/]: {run.error.get('type')}: {escape(str(run.error.get('message')))}")
     return root
 
 

@@ -115,7 +115,7 @@ class Registry:
             if card.id in self._agents:
                 raise DuplicateIdError("agent", card.id, hint="update_agent() replaces it")
             self.check_agent(card, implementation)
-            self._commit("agent", card.id, card)
+            self._commit("agent", card.id, card, adding=True)
             self._agents[card.id] = card
             if implementation is not None:
                 self._implementations[card.id] = implementation
@@ -129,7 +129,7 @@ class Registry:
             if card.id not in self._agents:
                 raise NotFoundError("agent", card.id)
             self.check_agent(card, implementation or self._implementations.get(card.id))
-            self._commit("agent", card.id, card)
+            self._commit("agent", card.id, card, adding=False)
             self._agents[card.id] = card
             if implementation is not None:
                 self._implementations[card.id] = implementation
@@ -155,7 +155,7 @@ class Registry:
         with self._lock:
             if agent_id not in self._agents:
                 raise NotFoundError("agent", agent_id)
-            self._commit("agent", agent_id, None)
+            self._commit("agent", agent_id, None, adding=False)
             del self._agents[agent_id]
             self._implementations.pop(agent_id, None)
 
@@ -164,7 +164,7 @@ class Registry:
         with self._lock:
             if card.id in self._models:
                 raise DuplicateIdError("model", card.id, hint="update_model() replaces it")
-            self._commit("model", card.id, card)
+            self._commit("model", card.id, card, adding=True)
             self._models[card.id] = card
         return card
 
@@ -173,7 +173,7 @@ class Registry:
         with self._lock:
             if card.id not in self._models:
                 raise NotFoundError("model", card.id)
-            self._commit("model", card.id, card)
+            self._commit("model", card.id, card, adding=False)
             self._models[card.id] = card
         return card
 
@@ -190,7 +190,7 @@ class Registry:
         with self._lock:
             if model_id not in self._models:
                 raise NotFoundError("model", model_id)
-            self._commit("model", model_id, None)
+            self._commit("model", model_id, None, adding=False)
             del self._models[model_id]
 
     def ensure_agent(self, card: AgentCard, implementation: AgentImplementation | None = None) -> AgentCard:
@@ -234,21 +234,30 @@ class Registry:
             if card_id in registered and not update:
                 raise DuplicateIdError(kind, card_id, hint=f"update_{kind}() or add_{kind}s(..., update=True) replaces it")
 
-    def _commit(self, kind: str, card_id: str, card: AgentCard | ModelCard | None) -> None:
+    def _commit(self, kind: str, card_id: str, card: AgentCard | ModelCard | None, *, adding: bool) -> None:
         # Persist first: if the store refuses, memory is unchanged and nothing is half-applied.
-        version = self._version + 1
-        if self._store is not None:
-            event = RegistryEvent(
-                version=version,
-                kind=kind,  # type: ignore[arg-type]
-                card_id=card_id,
-                card=None if card is None else card.model_dump(mode="json"),
-            )
+        event = RegistryEvent(
+            version=self._version + 1,
+            kind=kind,  # type: ignore[arg-type]
+            card_id=card_id,
+            card=None if card is None else card.model_dump(mode="json"),
+        )
+        while self._store is not None:
             try:
                 self._store.append_registry_event(event)
+                break
             except DuplicateIdError:
-                # another process took this version: apply its changes and append after them
+                taken = self._version
+                # Another process took this version: take in its changes, then append after them, unless they
+                # settle the matter (it added this id first, or removed what we change), which is an error here
+                # as it would be in one process.
                 self._load(self._store.registry_events(after_version=self._version))
-                version = self._version + 1
-                self._store.append_registry_event(event.model_copy(update={"version": version}))
-        self._version = version
+                if self._version == taken:  # nothing newer to take in: the store refuses for another reason
+                    raise
+                registered = card_id in (self._agents if kind == "agent" else self._models)
+                if adding and registered:
+                    raise DuplicateIdError(kind, card_id, hint=f"update_{kind}() replaces it") from None
+                if not adding and not registered:
+                    raise NotFoundError(kind, card_id) from None
+                event = event.model_copy(update={"version": self._version + 1})
+        self._version = event.version

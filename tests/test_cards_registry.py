@@ -75,6 +75,23 @@ def test_registry_sees_changes_made_by_another_process() -> None:
     assert Registry(store).version == 3 and {a.id for a in Registry(store).agents()} == {"new", "other", "third"}
 
 
+def test_a_change_another_process_made_first_wins() -> None:
+    """Two processes with stale views: the second add of one id is refused, as in one process, and an update
+    of a card another process removed is NotFound; nothing is overwritten."""
+    store = InMemoryStore()
+    ui, cli = Registry(store), Registry(store)
+    ui.add_agent(AgentCard(id="x", description="from the UI"), implementation=lambda q: q)
+    with pytest.raises(DuplicateIdError, match="'x'"):
+        cli.add_agent(AgentCard(id="x", description="from the CLI"), implementation=lambda q: q)
+    assert Registry(store).agent("x").description == "from the UI" and cli.agent("x").description == "from the UI"
+    cli.add_model(ModelCard(id="m", description="a model"))
+    ui.refresh()
+    cli.remove_model("m")
+    with pytest.raises(NotFoundError):
+        ui.update_model(ModelCard(id="m", description="changed"))
+    assert Registry(store).models() == [] and Registry(store).version == 3
+
+
 def test_a_failed_change_loses_nothing_already_stored(tmp_path) -> None:
     store = InMemoryStore()
     registry = Registry(store)

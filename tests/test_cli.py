@@ -21,7 +21,11 @@ runner = CliRunner()
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     # A function agent the CLI can import by path, as a user's package would provide.
-    (tmp_path / "cli_agents.py").write_text("def shout(query):\n    return query.upper() + '!'\n")
+    (tmp_path / "cli_agents.py").write_text(
+        "def shout(query):\n    return query.upper() + '!'\n"
+        "def brackets(query):\n    return '[/x] [bold]' + query\n"
+        "def broken(query):\n    raise ValueError('bad [/y] input')\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     return f"sqlite:///{tmp_path / 'cli.db'}"
 
@@ -49,6 +53,26 @@ def test_onboard_chat_show_and_replay(db: str, tmp_path: Path) -> None:
     assert code == 0 and "decision" in out and "HELLO THERE!" in out
     code, out = invoke("replay", run_id, "--profile", "none", "--db", db)
     assert code == 0 and "exact replay of" in out
+
+
+def test_text_in_square_brackets_is_printed_as_it_is(db: str, tmp_path: Path) -> None:
+    """Answers, queries, descriptions and error messages are text, not Rich markup: ``[/x]`` used to crash
+    `runs show` and ``[bold]`` vanished."""
+    cards = tmp_path / "agents.yaml"
+    cards.write_text(
+        "- id: brackets\n  description: Says [bold] things.\n  backend: function\n  function: cli_agents:brackets\n"
+        "- id: broken\n  description: Fails.\n  backend: function\n  function: cli_agents:broken\n"
+    )
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    code, out = invoke("agents", "list", "--db", db)
+    assert code == 0 and "Says [bold] things." in out
+    code, out = invoke("chat", "q [/z]", "--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
+    assert code == 0 and "[/x] [bold]q [/z]" in out and "broken (failed)" in out, out
+    run_id = out.split("run ")[1].split()[0]
+    code, out = invoke("runs", "list", "--db", db)
+    assert code == 0 and "q [/z]" in out
+    code, out = invoke("runs", "show", run_id, "--db", db)
+    assert code == 0 and "query: q [/z]" in out and "[/x] [bold]q [/z]" in out and "ValueError: bad [/y]" in out, out
 
 
 def test_bad_card_is_refused_with_the_field_and_exit_code_2(db: str, tmp_path: Path) -> None:
