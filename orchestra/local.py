@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.cards import ModelCard
-from orchestra.errors import LocalRuntimeMissing, ModelError, ModelUnavailableError
+from orchestra.errors import ConfigurationError, LocalRuntimeMissing, ModelError, ModelUnavailableError
 from orchestra.model import ChatChunk, ChatOptions, ChatResult, Message
 from orchestra.policies import RetryPolicy
 from orchestra.store._common import pid_alive
@@ -75,9 +75,12 @@ def default_threads() -> int:
     llama.cpp's threads spin at barriers: when they outnumber the cores that are free (a busy 2-core machine),
     generation slows down tenfold (measured 1.8 tok/s with 2 threads against 18 tok/s with 1 under load)."""
     configured = os.environ.get("ORCHESTRA_LOCAL_THREADS", "").strip()
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
-    return max(1, (os.cpu_count() or 2) // 2)
+    if not configured:
+        return max(1, (os.cpu_count() or 2) // 2)
+    if not configured.isdigit() or int(configured) < 1:
+        # a typo must not quietly fall back to the default: the person set it to change the thread count
+        raise ConfigurationError(f"ORCHESTRA_LOCAL_THREADS must be a whole number of threads, 1 or more (got {configured!r})")
+    return int(configured)
 
 
 def orchestra_home() -> Path:

