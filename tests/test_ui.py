@@ -270,6 +270,18 @@ def test_model_form_and_yaml_cards_and_removal(store: str) -> None:
 # -- runs and replay ----------------------------------------------------------------------------------------------
 
 
+def test_a_run_tree_stays_one_list_when_the_query_and_answer_span_lines() -> None:
+    from orchestra.ui.runs import tree_markdown
+
+    app = Orchestra(store="memory://")
+    app.registry.add_agent(AgentCard(id="poet", description="Writes lines."), implementation=lambda q: "# Title\nline one\n\nline two")
+    result = app.workflow("all", aggregator=PassThrough()).run("first line\nsecond line")
+    markdown = tree_markdown(app.store.get_run(result.run_id))
+    lines = markdown.split("\n")
+    assert all(line.lstrip().startswith("- ") for line in lines), markdown
+    assert lines[0] == "- query: first line second line" and lines[-1] == "- **answer**: # Title line one line two"
+
+
 def test_runs_page_lists_a_run_and_replays_it_exactly_side_by_side(store: str) -> None:
     app = _add_echo(store)
     original = app.workflow("all", aggregator=PassThrough()).run("replay me")

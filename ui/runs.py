@@ -69,16 +69,20 @@ def tree_markdown(trace: RunTrace) -> str:
     """The run as a nested Markdown list: decisions with their calls and model calls, then the aggregation
     (the same tree ``orchestra runs show`` prints)."""
     run = trace.run
-    lines = [f"- query: {run.query}"]
+
+    def one_line(text: str) -> str:  # a line break inside an item would end the list: the tree falls apart
+        return " ".join(text.split())
+
+    lines = [f"- query: {one_line(run.query)}"]
 
     def add(parent_id: str | None, depth: int) -> None:
         for step in trace.children(parent_id):
-            lines.append("  " * depth + "- " + _step_line(step).replace("\n", " "))
+            lines.append("  " * depth + "- " + one_line(_step_line(step)))
             add(step.id, depth + 1)
 
     add(None, 0)
     if run.answer is not None:
-        lines.append(f"- **answer**: {run.answer}")
+        lines.append(f"- **answer**: {one_line(run.answer)}")
     if run.error:
         lines.append(f"- :material/error: {explain_error(run.error)}")
     return "\n".join(lines)
