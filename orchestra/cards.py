@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,8 +19,27 @@ _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+\-]{0,127}$"
 CardId = Annotated[str, Field(pattern=_ID_PATTERN, description="Stable id: letters, digits and _.:/@+- (max 128).")]
 
 
-class _Card(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+def _http_url(value: str | None) -> str | None:
+    if value is not None:
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8080/v1")
+    return value
+
+
+class _CardType(type(BaseModel)):  # type: ignore[misc]
+    # `AgentCard(...)` in Python raises the same `CardError` as a card read from a file. Done at the class call,
+    # not in __init__: pydantic routes model_validate through a custom __init__, and would wrap the error.
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            raise cls._card_error(exc) from None
+
+
+class _Card(BaseModel, metaclass=_CardType):
+    # allow_inf_nan=False: an infinite price would be stored as null, silently becoming "unknown"
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
     @classmethod
     def parse(cls, data: dict[str, Any] | str | bytes) -> Self:
@@ -29,12 +49,15 @@ class _Card(BaseModel):
                 return cls.model_validate_json(data)
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or None
-            value = first.get("input")
-            kind = cls.__name__
-            where = f"field {field!r}" if field else "card"
-            raise CardError(f"{kind}: {where}: {first['msg']} (got {value!r:.80})", field=field, value=value) from None
+            raise cls._card_error(exc) from None
+
+    @classmethod
+    def _card_error(cls, exc: ValidationError) -> CardError:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        value = first.get("input")
+        where = f"field {field!r}" if field else "card"
+        return CardError(f"{cls.__name__}: {where}: {first['msg']} (got {value!r:.80})", field=field, value=value)
 
     @field_validator("description", check_fields=False)
     @classmethod
@@ -72,6 +95,8 @@ class AgentCard(_Card):
     """For ``backend="function"``: import path ``package.module:callable`` of ``fn(query: str) -> str``."""
     endpoint: str | None = None
     """For ``backend="endpoint"``: URL of an OpenAI-compatible chat endpoint serving this agent."""
+
+    _endpoint_is_http = field_validator("endpoint")(_http_url)
 
     @model_validator(mode="after")
     def _backend_is_complete(self) -> Self:
@@ -118,6 +143,8 @@ class ModelCard(_Card):
     """Served by Orchestra's embedded llama.cpp server, started on first use."""
     gguf_path: str | None = None
     """For ``local`` models: the GGUF file the embedded server loads."""
+
+    _base_url_is_http = field_validator("base_url")(_http_url)
 
     @model_validator(mode="after")
     def _defaults(self) -> Self:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from functools import wraps
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 from rich.console import Console
@@ -20,11 +20,11 @@ from rich.tree import Tree
 
 from orchestra.aggregate import Aggregator, PassThrough, Refine
 from orchestra.cards import AgentCard, ModelCard, load_cards
-from orchestra.errors import ConfigurationError, DuplicateIdError, OrchestraError
+from orchestra.errors import ConfigurationError, DuplicateIdError, NotFoundError, OrchestraError
 from orchestra.policies import RoutingPolicy
 from orchestra.replay import replay as replay_run
 from orchestra.routing import available_routers
-from orchestra.trace import RunTrace, StepRecord
+from orchestra.trace import RunStatus, RunTrace, StepRecord
 
 if TYPE_CHECKING:
     from orchestra.registry import Registry
@@ -139,6 +139,9 @@ def chat(
 ) -> None:
     """Chat with the agents; every run is stored and can be replayed."""
     orch = _app(db)
+    if session is not None and not orch.store.list_runs(session_id=session, limit=1):
+        # "continue" a session that does not exist would quietly start an empty one under a mistyped id
+        raise NotFoundError("session", session)
     for note in install_profile(orch, profile):
         err_console.print(f"[yellow]{escape(note)}[/]")
     workflow = orch.workflow(router, aggregator=_aggregator(orch, aggregator), routing=RoutingPolicy(cost_weight=cost_weight))
@@ -295,6 +298,8 @@ def runs_list(
     db: DbOption = None,
 ) -> None:
     """Stored runs, newest first."""
+    if status is not None and status not in get_args(RunStatus):
+        raise ConfigurationError(f"--status must be one of {', '.join(get_args(RunStatus))}, got {status!r}")
     store = _store(db)
     table = Table(title="runs")
     # The id is what `runs show` and `replay` take: never cut it; the query and answer give way instead.
@@ -415,7 +420,7 @@ def _mount_bench() -> None:
             command = getattr(__import__(module, fromlist=[attr]), attr)
         except (ImportError, AttributeError):
             continue
-        bench_app.command(name)(command)
+        bench_app.command(name)(_handle_errors(command))
 
 
 _mount_bench()

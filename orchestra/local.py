@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.cards import ModelCard
-from orchestra.errors import ConfigurationError, LocalRuntimeMissing, ModelError, ModelUnavailableError
+from orchestra.errors import CardError, ConfigurationError, LocalRuntimeMissing, ModelError, ModelUnavailableError
 from orchestra.model import ChatChunk, ChatOptions, ChatResult, Message
 from orchestra.policies import RetryPolicy
 from orchestra.store._common import pid_alive
@@ -152,6 +152,10 @@ def local_model_card(
         path = Path(gguf_path).expanduser().resolve()
         if not path.is_file():
             raise LocalRuntimeMissing(f"GGUF file {str(path)!r} does not exist")
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+        if magic != b"GGUF":  # every GGUF file starts so; anything else would fail only when the server starts
+            raise CardError(f"{str(path)!r} is not a GGUF model file (it does not start with 'GGUF')", field="gguf_path", value=str(path))
         model_name = path.stem
         description = description or f"Local model {path.name} served by Orchestra's embedded llama.cpp server."
     return ModelCard(

@@ -10,7 +10,7 @@ __all__ = ["Budget", "FallbackPolicy", "RetryPolicy", "RoutingPolicy"]
 
 
 class _Policy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # nan compares false with every bound
 
     def __init__(self, **data: object) -> None:
         try:

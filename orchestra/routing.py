@@ -9,16 +9,17 @@ or the budget ends.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from orchestra.cards import AgentCard, ModelCard
-from orchestra.errors import UnknownRouterError
+from orchestra.errors import ConfigurationError, UnknownRouterError
 from orchestra.model import ChatOptions, ChatResult, Message
 from orchestra.policies import RoutingPolicy
 
@@ -217,10 +218,59 @@ def available_routers() -> list[str]:
 
 
 def load_router(name: str, **options: Any) -> Router:
-    """Build the router registered under ``name`` with ``options``."""
+    """Build the router registered under ``name`` with ``options``; `ConfigurationError` names an option it does
+    not take or one it needs."""
     if name in _IN_PROCESS:
-        return _IN_PROCESS[name](**options)
-    found = _entry_points().get(name)
-    if found is None:
-        raise UnknownRouterError(name, available_routers())
-    return found.load()(**options)
+        factory = _IN_PROCESS[name]
+    else:
+        found = _entry_points().get(name)
+        if found is None:
+            raise UnknownRouterError(name, available_routers())
+        factory = found.load()
+    _check_options(name, factory, options)
+    return factory(**options)
+
+
+def _check_options(name: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
+    try:
+        signature = inspect.signature(factory, eval_str=True)
+    except NameError:  # an annotation names a type-checking-only import: check names, not types
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C callable: its own call says what is wrong
+        return
+    parameters = list(signature.parameters.values())
+    if isinstance(factory, type):
+        # a router's **options usually go on to its base class: take that class's parameters too
+        for klass in factory.__mro__[1:]:
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters) or klass is object:
+                break
+            if "__init__" in vars(klass):
+                named = {p.name for p in parameters}
+                try:
+                    base_signature = inspect.signature(klass.__init__, eval_str=True)
+                except NameError:
+                    base_signature = inspect.signature(klass.__init__)
+                base = [p for p in base_signature.parameters.values() if p.name != "self"]
+                parameters = [p for p in parameters if p.kind is not p.VAR_KEYWORD] + [p for p in base if p.name not in named]
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters)  # passes the rest on: not ours to judge
+    takes = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(options) - set(takes))
+    if unknown and not open_ended:
+        raise ConfigurationError(f"router {name!r} takes no option {', '.join(map(repr, unknown))}; its options: {', '.join(takes) or 'none'}")
+    needed = [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in options]
+    if needed:
+        raise ConfigurationError(f"router {name!r} needs option {', '.join(map(repr, needed))} (e.g. `--option {needed[0]}=...` in `orchestra bench`, or workflow({name!r}, {needed[0]}=...) in Python)")
+    for option, value in options.items():
+        if option not in takes:
+            continue
+        annotation = next(p.annotation for p in parameters if p.name == option)
+        if annotation is inspect.Parameter.empty or isinstance(annotation, str):
+            continue
+        try:  # lax, as the options of `--option k=3` arrive: a type check, the router still gets the value given
+            TypeAdapter(annotation).validate_python(value)
+        except ValidationError as exc:
+            raise ConfigurationError(
+                f"router {name!r} option {option!r}: {exc.errors()[0]['msg']} (got {value!r:.60})"
+            ) from None
+        except Exception:  # noqa: BLE001 - a type pydantic cannot check (a protocol, a class): the router checks it
+            continue

@@ -487,6 +487,8 @@ class KnnRouter(ModelRouter):
     name = "knn"
 
     def __init__(self, agent_id: str | None = None, *, k: int = 100, **options: Any) -> None:
+        if k < 1:
+            raise PolicyError(f"KnnRouter 'k' (neighbours) must be at least 1, got {k}")
         super().__init__(agent_id, **options)
         self.k = int(k)
 

@@ -4,8 +4,9 @@ The router model reads the agents as the registry has them at decision time (id 
 reasons briefly in prose, then names up to k agents, best first, or says the request is out of scope. The answer
 is constrained by a JSON schema whose agent field is an enum of the candidate ids, so servers with constrained
 decoding (llama.cpp, vLLM) keep even a 135M model valid; the answer is parsed strictly either way: an id that is
-not in the registry is dropped and recorded, never matched fuzzily. Any failure of the model (garbage, bad
-JSON, timeout after retries) becomes a recorded out-of-scope decision, never a crash.
+not in the registry is dropped and recorded, never matched fuzzily. An answer that cannot be read (garbage, bad
+JSON) is a recorded out-of-scope decision. A model that cannot be reached or times out after its retries is not:
+the `ModelError` fails the run, typed and recorded, so an outage never looks like "no agent can help".
 
 With many agents (CLINC150 has 150) the prompt stays compact: one line per agent, and when there are more than
 ``shortlist`` agents an embedding similarity prefilter keeps the closest ones (recorded in ``meta``).
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestra.cards import AgentCard
-from orchestra.errors import ModelError, PolicyError
+from orchestra.errors import ModelOutputError, PolicyError
 from orchestra.model import ChatOptions, Message
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
@@ -286,8 +287,8 @@ class TCARRouter(BaseRouter):
         assert state.model_access is not None
         try:
             result = state.model_access.chat(model_id, messages, options, purpose="route")
-        except ModelError as exc:
-            return out_of_scope(f"router model failed: {exc}", model_id=model_id, error=exc.to_record())
+        except ModelOutputError as exc:  # it answered, but not in the form asked: its judgement is unreadable
+            return out_of_scope(f"router model answer unreadable: {exc}", model_id=model_id, error=exc.to_record())
         return self._decision(state, model_id, candidates, sims, k, result.text)
 
     async def adecide(self, state: RouterState) -> Dispatch | Finish:
@@ -298,6 +299,6 @@ class TCARRouter(BaseRouter):
         assert state.model_access is not None
         try:
             result = await state.model_access.achat(model_id, messages, options, purpose="route")
-        except ModelError as exc:
-            return out_of_scope(f"router model failed: {exc}", model_id=model_id, error=exc.to_record())
+        except ModelOutputError as exc:  # it answered, but not in the form asked: its judgement is unreadable
+            return out_of_scope(f"router model answer unreadable: {exc}", model_id=model_id, error=exc.to_record())
         return self._decision(state, model_id, candidates, sims, k, result.text)

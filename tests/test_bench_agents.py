@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from orchestra.bench.agents import agents_command, few_shot_sample, load_agent_set, run_agent_bench, RoutingExample
 from orchestra.bench.metrics import latency_summary, oos_metrics, set_metrics
-from orchestra.errors import DataError
+from orchestra.errors import ConfigurationError, DataError
 from orchestra.routers.basic import EmbeddingRouter
 from orchestra.routers.set_router import SetRouter
 
@@ -204,3 +204,51 @@ def test_agent_labels_that_are_not_card_ids_are_renamed_everywhere(tmp_path):
     assert report["renamed_agents"] == {"GetWeather?": "GetWeather"}
     first = json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])
     assert first["gold"] == ["GetWeather"] and first["predicted"][0] == "GetWeather"
+
+
+def test_a_failed_decision_counts_as_wrong_never_as_out_of_scope(dataset):
+    """A router model that is down fails that decision: counted, scored wrong, and not taken for an out-of-scope
+    answer (which would flatter out-of-scope recall)."""
+    from orchestra.errors import ModelUnavailableError
+    from orchestra.routers.tcar import TCARRouter
+    from orchestra.testing import ScriptedModel
+
+    from test_tcar import ROUTER_MODEL, DirectAccess, answer
+
+    down = ModelUnavailableError("connection refused", model_id=ROUTER_MODEL.id)
+    script = [answer(["GetWeather"]), down, down, down, down]  # the last one is the out-of-scope test query
+    model = ScriptedModel(id=ROUTER_MODEL.id, script=script)
+    report = run_agent_bench(
+        dataset, TCARRouter(embedder=WordEmbedder()), regime="zero-shot", model_access=DirectAccess(model), models=(ROUTER_MODEL,)
+    )
+    assert report["router_errors"] == 4
+    assert report["test"]["set_hit"] == 0.25 and report["oos"]["oos_recall"] == 0.0
+
+
+def test_run_options_are_checked_before_any_training(dataset, tmp_path):
+    router = lambda: SetRouter(embedder=WordEmbedder())  # noqa: E731
+    for kwargs, error, match in [
+        ({"limit": 0}, DataError, "--limit must be 1 or more"),
+        ({"limit": -1}, DataError, "--limit must be 1 or more"),
+        ({"shots": -1}, DataError, "--shots must be at least 1"),
+        ({"predictions": tmp_path}, ConfigurationError, "is a directory"),
+        ({"predictions": dataset / "test.jsonl"}, ConfigurationError, "inside the data folder"),
+    ]:
+        before = (dataset / "test.jsonl").read_bytes()
+        with pytest.raises(error, match=match):
+            run_agent_bench(dataset, router(), regime="supervised", **kwargs)
+        assert (dataset / "test.jsonl").read_bytes() == before
+    with pytest.raises(DataError, match="bench models"):
+        run_agent_bench(dataset, "graph-router", regime="supervised")
+    with pytest.raises(DataError, match="does not evaluate a saved checkpoint"):
+        run_agent_bench(dataset, "set", regime="supervised", router_options={"checkpoint": "x.pt"})
+    root = write_set(tmp_path / "notrain", oos=False)
+    (root / "train.jsonl").unlink()
+    with pytest.raises(DataError, match="use --regime zero-shot"):
+        run_agent_bench(root, router(), regime="supervised")
+    (root / "test.jsonl").write_text("\n")
+    with pytest.raises(DataError, match=r"test\.jsonl: holds no queries"):
+        load_agent_set(root)
+    (root / "test.jsonl").write_text(json.dumps({"query": "   ", "agents": []}) + "\n")
+    with pytest.raises(DataError, match=r"test\.jsonl:1.*query"):
+        load_agent_set(root)

@@ -121,6 +121,36 @@ def test_outcome_of_unknown_model_or_bad_score_raises(tmp_path: Path) -> None:
         load_model_set(write_set(tmp_path / "b", train=bad_score))
 
 
+def test_a_test_query_needs_every_model_and_ids_are_unique(tmp_path: Path) -> None:
+    partial = [{"id": "q", "query": "hi", "outcomes": {"big": {"score": 1.0, "cost": 0.01}}}]
+    load_model_set(write_set(tmp_path / "train-ok", train=partial * 1 + [{**partial[0], "id": "q2"}]))  # train may be partial
+    with pytest.raises(DataError, match=r"test\.jsonl:1 \(query 'q'\): no outcome for model\(s\) \['small'\]"):
+        load_model_set(write_set(tmp_path / "partial", test=partial))
+    full = {"id": "same", "query": "hi", "outcomes": {"big": {"score": 1.0, "cost": 0.01}, "small": {"score": 0.0, "cost": 0.001}}}
+    with pytest.raises(DataError, match=r"test\.jsonl:2 .*'same' is already on line 1"):
+        load_model_set(write_set(tmp_path / "dup", test=[full, full]))
+
+
+def test_model_bench_options_are_checked_before_training(tmp_path: Path) -> None:
+    from orchestra.errors import ConfigurationError
+
+    folder = write_set(tmp_path / "set")
+    before = (folder / "test.jsonl").read_bytes()
+    for kwargs, error, match in [
+        ({"limit": 0}, DataError, "--limit must be 1 or more"),
+        ({"predictions": folder / "test.jsonl"}, ConfigurationError, "inside the data folder"),
+        ({"predictions": tmp_path}, ConfigurationError, "is a directory"),
+        ({"router_options": {"checkpoint": "saved.pt"}}, DataError, "does not evaluate a saved checkpoint"),
+    ]:
+        with pytest.raises(error, match=match):
+            run_model_bench(folder, "knn", weights=(0.0,), **kwargs)
+    assert (folder / "test.jsonl").read_bytes() == before
+    with pytest.raises(ConfigurationError, match="router 'knn' option 'k'"):
+        run_model_bench(folder, "knn", weights=(0.0,), router_options={"k": "many"})
+    with pytest.raises(PolicyError, match="'k' \\(neighbours\\) must be at least 1"):
+        run_model_bench(folder, "knn", weights=(0.0,), router_options={"k": 0})
+
+
 @pytest.mark.parametrize("text", ["0,1.5", "-0.1", "abc", ""])
 def test_weights_outside_unit_interval_raise_policy_error(text: str) -> None:
     with pytest.raises(PolicyError):

@@ -128,3 +128,24 @@ def test_batch_onboarding_is_all_or_nothing() -> None:
     assert [m.id for m in Registry(store).models()] == ["m"]
     registry.add_models([ModelCard(id="n", description="new"), ModelCard(id="m", description="again")], update=True)
     assert {m.id: m.description for m in Registry(store).models()} == {"m": "again", "n": "new"}
+
+
+def test_cards_built_in_python_get_the_same_typed_errors() -> None:
+    import math
+
+    with pytest.raises(CardError) as caught:
+        AgentCard(id="a", description="")
+    assert caught.value.field == "description"
+    for fields, field, message in [
+        ({"input_price_per_mtok": -1}, "input_price_per_mtok", "greater than or equal to 0"),
+        ({"output_price_per_mtok": math.inf}, "output_price_per_mtok", "finite number"),  # inf was stored as null
+        ({"base_url": "not a url"}, "base_url", "http:// or https://"),
+    ]:
+        with pytest.raises(CardError, match=message) as caught:
+            ModelCard(id="m", description="a model", **fields)
+        assert caught.value.field == field
+    with pytest.raises(CardError) as caught:
+        AgentCard(id="e", description="remote", backend="endpoint", endpoint="ftp://host/agent")
+    assert caught.value.field == "endpoint"
+    with pytest.raises(PolicyError, match="finite"):
+        RoutingPolicy(min_score=math.nan)

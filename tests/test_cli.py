@@ -75,6 +75,26 @@ def test_text_in_square_brackets_is_printed_as_it_is(db: str, tmp_path: Path) ->
     assert code == 0 and "query: q [/z]" in out and "[/x] [bold]q [/z]" in out and "ValueError: bad [/y]" in out, out
 
 
+def test_bench_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    """Every `orchestra bench` command reports bad input as the typed error in one line, never a traceback."""
+    missing = str(tmp_path / "nowhere")
+    for args, message in [
+        (["bench", "models", "--data", missing], "DataError"),
+        (["bench", "agents", "--data", missing], "DataError"),
+        (["bench", "fusion", "--data", missing], "DataError"),
+        (["bench", "models", "--data", str(tmp_path), "--weights", "0,2"], "PolicyError: cost weight 2.0 is outside [0, 1]"),
+    ]:
+        code, out = invoke(*args)
+        assert code == 2 and message in out and "Traceback" not in out, (args, out)
+
+
+def test_chat_refuses_an_unknown_session_and_runs_list_an_unknown_status(db: str) -> None:
+    code, out = invoke("chat", "hi", "--session", "no-such-session", "--router", "all", "--profile", "none", "--db", db)
+    assert code == 2 and "NotFoundError: no session with id 'no-such-session'" in out
+    code, out = invoke("runs", "list", "--status", "bogus", "--db", db)
+    assert code == 2 and "--status must be one of running, ok, error, interrupted" in out
+
+
 def test_bad_card_is_refused_with_the_field_and_exit_code_2(db: str, tmp_path: Path) -> None:
     cards = tmp_path / "bad.json"
     cards.write_text(json.dumps([{"id": "ok", "description": "fine", "backend": "function", "function": "cli_agents:shout"}, {"id": "broken"}]))

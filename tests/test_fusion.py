@@ -87,6 +87,25 @@ def test_lenient_loading_records_models_without_description(tmp_path: Path) -> N
     assert test[0].outcomes["b"].cost is None  # no price, nothing measured: unknown, never 0
 
 
+def test_fusion_bench_refuses_bad_options_before_training(tmp_path: Path) -> None:
+    from orchestra.bench.fusion import run_fusion_bench
+    from orchestra.errors import ConfigurationError, DataError
+
+    (tmp_path / "models.jsonl").write_text("".join(json.dumps({"id": m, "description": f"model {m}"}) + "\n" for m in "ab"))
+    row = {"id": "1", "query": WINO, "task": "winogrande",
+           "outcomes": {"a": {"score": 1, "cost": 0.1, "response": "B"}, "b": {"score": 0, "cost": 0.1, "response": "A"}}}
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text(json.dumps(row) + "\n")
+    for kwargs, error, match in [
+        ({"ks": (1, 3)}, DataError, "the set has 2 models, so k can be at most 2"),
+        ({"limit": -1}, DataError, "--limit must be 1 or more"),
+        ({"predictions": tmp_path / "test.jsonl"}, ConfigurationError, "inside the data folder"),
+        ({"router_name": "set", "ks": (1,)}, DataError, "not a model router"),
+    ]:
+        with pytest.raises(error, match=match):
+            run_fusion_bench(tmp_path, **kwargs)
+
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench" / "test.jsonl"
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from orchestra.cards import ModelCard
-from orchestra.errors import ConfigurationError, LocalRuntimeMissing, ModelUnavailableError
+from orchestra.errors import CardError, ConfigurationError, LocalRuntimeMissing, ModelUnavailableError
 from orchestra.local import (
     LOCAL_MODEL_ID,
     LocalChatModel,
@@ -108,6 +108,11 @@ def test_other_gguf_that_does_not_exist_is_refused(tmp_path: Path) -> None:
         pytest.skip("runtime missing")
     with pytest.raises(LocalRuntimeMissing, match="does not exist"):
         local_model_card(tmp_path / "nope.gguf", id="mine")
+    not_gguf = tmp_path / "cards.yaml"
+    not_gguf.write_text("id: m\ndescription: a card, not a model\n")
+    with pytest.raises(CardError, match="is not a GGUF model file") as caught:
+        local_model_card(not_gguf, id="mine")
+    assert caught.value.field == "gguf_path"
 
 
 # -- reusing a recorded server: the state file is trusted only when its pid lives and answers for its model ------

@@ -135,3 +135,19 @@ def test_huge_query_is_truncated_and_recorded():
 def test_blank_description_is_refused_by_the_card():
     with pytest.raises(CardError):
         AgentCard.parse({"id": "x", "description": "   "})
+
+
+def test_router_options_are_checked_by_name_and_type() -> None:
+    from orchestra.errors import ConfigurationError
+    from orchestra.routing import load_router
+
+    with pytest.raises(ConfigurationError, match="router 'embedding' takes no option 'foo'; its options: k, threshold"):
+        load_router("embedding", foo=1)
+    with pytest.raises(ConfigurationError, match="router 'fixed' needs option 'agent_ids'"):
+        load_router("fixed")
+    with pytest.raises(ConfigurationError, match="router 'embedding' option 'k': Input should be a valid integer"):
+        load_router("embedding", k="three")
+    # options a subclass passes on to its base class are checked against the base's parameters
+    with pytest.raises(ConfigurationError, match="router 'knn' takes no option 'foo'"):
+        load_router("knn", k=3, foo=1)
+    assert load_router("knn", k=3, text_window=200).k == 3

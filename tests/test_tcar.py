@@ -7,11 +7,12 @@ import json
 import pytest
 
 from orchestra.cards import AgentCard, ModelCard
-from orchestra.errors import ModelOutputError, ModelTimeoutError, PolicyError
+from orchestra import Orchestra, PassThrough
+from orchestra.errors import ModelOutputError, ModelTimeoutError, ModelUnavailableError, PolicyError
 from orchestra.model import ChatOptions, ChatResult, Message
 from orchestra.routing import Dispatch, Finish, RouterState, load_router, register_router
 from orchestra.routers.tcar import TCARRouter, build_prompt, parse_answer, routing_schema
-from orchestra.testing import ScriptedModel
+from orchestra.testing import InMemoryStore, ScriptedModel, ScriptedModels
 
 from test_routers_basic import CARDS, WordEmbedder
 
@@ -95,11 +96,25 @@ def test_more_than_k_is_cut_and_recorded():
     assert decision.meta["beyond_k"] == ["weather"]
 
 
-@pytest.mark.parametrize("error", [ModelOutputError("bad json", model_id="router-model"), ModelTimeoutError("slow", model_id="router-model")])
-def test_model_errors_become_recorded_out_of_scope(error):
-    decision, _ = run([error])
+def test_an_unreadable_answer_is_a_recorded_out_of_scope():
+    decision, _ = run([ModelOutputError("bad json", model_id="router-model")])
     assert isinstance(decision, Finish) and decision.out_of_scope
-    assert decision.meta["error"]["type"] == type(error).__name__
+    assert decision.meta["error"]["type"] == "ModelOutputError"
+
+
+@pytest.mark.parametrize("error", [ModelTimeoutError("slow", model_id="router-model"), ModelUnavailableError("refused", model_id="router-model")])
+def test_a_router_model_that_cannot_answer_fails_the_run_typed(error):
+    """An outage is not "no agent can help": the run fails with the model's error, recorded."""
+    with pytest.raises(type(error)):
+        run([error])
+    app = Orchestra(store=InMemoryStore(), model_factory=ScriptedModels([ScriptedModel(id="router-model", script=[error] * 5)]))
+    app.registry.add_model(ROUTER_MODEL)
+    for card in CARDS:
+        app.registry.add_agent(card, implementation=lambda query: "answered")
+    result = app.workflow(TCARRouter(embedder=WordEmbedder()), aggregator=PassThrough()).run("will it rain in paris")
+    assert result.status == "error" and isinstance(result.error, type(error)) and not result.out_of_scope
+    stored = app.store.get_run(result.run_id).run
+    assert stored.status == "error" and stored.error["type"] == type(error).__name__
 
 
 def test_prompt_reads_the_registry_at_decision_time():

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestra.errors import DataError
+from orchestra.errors import ConfigurationError, DataError
 
-__all__ = ["data_dir", "parse_options", "read_jsonl", "write_report"]
+__all__ = ["check_limit", "check_output", "data_dir", "parse_options", "read_jsonl", "write_report"]
 
 
 def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -25,6 +25,28 @@ def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
     if not resolved.exists():
         raise DataError(f"data directory {str(resolved)!r} does not exist; pass --data or set ORCHESTRA_DATA_DIR")
     return resolved
+
+
+def check_limit(limit: int | None) -> None:
+    """Refuse a ``--limit`` below 1 (0 used to mean every query, and -1 all but the last)."""
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit must be 1 or more (or left out for every query), got {limit}")
+
+
+def check_output(path: str | os.PathLike[str] | None, *, data: Path, option: str) -> None:
+    """Refuse an output file before any training, rather than after it: a folder, a file inside the data folder
+    (a run must never overwrite its own set), or one whose folder cannot be made."""
+    if path is None:
+        return
+    out = Path(path).expanduser().resolve()
+    if out.is_dir():
+        raise ConfigurationError(f"{option} {str(path)!r} is a directory; give a file path")
+    if out.is_relative_to(data.expanduser().resolve()):
+        raise ConfigurationError(f"{option} {str(path)!r} is inside the data folder {str(data)!r}; write it elsewhere (it could overwrite the set)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"{option} {str(path)!r}: cannot create its folder: {exc.strerror or exc}") from None
 
 
 def parse_options(items: Sequence[str] | None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ through ``router.decide(RouterState(...))``, writes one JSON line per query in o
 
 from __future__ import annotations
 
+import inspect
 import json
 import random
 import re
@@ -25,10 +26,10 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestra.cards import AgentCard
-from orchestra.errors import CardError, DataError, DuplicateIdError
+from orchestra.errors import CardError, DataError, DuplicateIdError, RunError
 from orchestra.routing import Dispatch, Finish, ModelAccess, Router, RouterState, load_router
 
-from . import read_jsonl, write_report
+from . import check_limit, check_output, read_jsonl, write_report
 from .metrics import latency_summary, oos_metrics, set_metrics
 
 __all__ = [
@@ -44,6 +45,10 @@ __all__ = [
 ]
 
 
+ROUTER_ERROR = "(router error)"
+"""What a failed decision counts as in the metrics: an answer that matches no agent and is not out of scope."""
+
+
 class Regime(str, Enum):
     """What a router may learn from."""
 
@@ -57,7 +62,7 @@ class RoutingExample(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    query: str = Field(min_length=1)
+    query: str = Field(pattern=r"\S")  # a blank query is no query
     agents: tuple[str, ...] = ()
 
 
@@ -153,6 +158,8 @@ def load_agent_set(root: str | Path) -> AgentSet:
             if unknown:
                 raise DataError(f"{path}:{number}: unknown agent id(s) {unknown} (not in agents.jsonl)")
             rows.append(row)
+        if name == "test" and not rows:
+            raise DataError(f"{path}: holds no queries")
         splits[name] = rows
     return AgentSet(root=root, cards=cards, splits=splits, renamed=renamed)
 
@@ -209,9 +216,14 @@ def run_agent_bench(
     latencies and timings.
     """
     regime = Regime(regime)
-    if shots < 1 and regime is Regime.few_shot:
-        raise DataError(f"--shots must be at least 1 in the few-shot regime, got {shots}")
+    if shots < 1 and regime is not Regime.zero_shot:
+        raise DataError(f"--shots must be at least 1 in the {regime.value} regime, got {shots}")
+    check_limit(limit)
+    if "checkpoint" in (router_options or {}):
+        raise DataError("the agent bench trains the router on the set's train split; it does not evaluate a saved "
+                        "checkpoint (leave out --option checkpoint)")
     dataset = load_agent_set(data)
+    check_output(predictions, data=dataset.root, option="--predictions")
     if isinstance(router, str):
         router_name = router
         router = load_router(router, **dict(router_options or {}))
@@ -221,6 +233,11 @@ def run_agent_bench(
         router_name = getattr(router, "name", type(router).__name__)
     all_ids = [card.id for card in dataset.cards]
     train = dataset.split("train")
+    if regime is not Regime.zero_shot and not train:
+        raise DataError(
+            f"{dataset.root / 'train.jsonl'}: no labelled queries, which the {regime.value} regime learns from; "
+            "use --regime zero-shot to route by the cards alone"
+        )
     if holdout_agents < 0 or holdout_agents >= len(all_ids):
         raise DataError(f"--holdout-agents must be in [0, {len(all_ids) - 1}], got {holdout_agents}")
     held_out = set(random.Random(seed).sample(all_ids, holdout_agents)) if holdout_agents else set()
@@ -243,6 +260,13 @@ def run_agent_bench(
 
     fit_seconds = 0.0
     if isinstance(router, TrainableRouter):
+        try:
+            inspect.signature(router.fit).bind(known_cards, train_rows, regime.value, shots, oos_rows=oos_rows, seed=seed)
+        except TypeError:
+            raise DataError(
+                f"router {router_name!r} does not train on an agent set (its fit takes other arguments); "
+                "a model router is benchmarked with `orchestra bench models`"
+            ) from None
         started = time.perf_counter()
         router.fit(known_cards, train_rows, regime.value, shots, oos_rows=oos_rows, seed=seed)
         fit_seconds = time.perf_counter() - started
@@ -259,19 +283,25 @@ def run_agent_bench(
         )
         started = time.perf_counter()
         cpu_started = time.process_time()
-        decision = router.decide(state)
+        try:
+            decision: Dispatch | Finish | None = router.decide(state)
+            error = None
+        except RunError as exc:  # a router model that times out or is down: scored as wrong, counted, not fatal
+            decision, error = None, exc.to_record()
         latency_ms = (time.perf_counter() - started) * 1000
         # CPU time of the process (all its threads) during the decision: on a loaded machine the wall time
         # includes waiting for a core, this does not.
         cpu_ms = (time.process_time() - cpu_started) * 1000
         record = {
             "query": row.query,
-            "predicted": predicted_ids(decision),
+            "predicted": [] if decision is None else predicted_ids(decision),
             "latency_ms": round(latency_ms, 3),
             "cpu_ms": round(cpu_ms, 3),
             "gold": list(row.agents),
             "split": split,
         }
+        if error is not None:
+            record["error"] = error
         if isinstance(decision, Finish):
             record["finish_reason"] = decision.rationale
         if isinstance(decision, Dispatch) and decision.meta.get("dropped"):
@@ -287,6 +317,10 @@ def run_agent_bench(
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
+    def scored(rows: list[dict[str, Any]]) -> list[list[str]]:
+        # a decision that failed is wrong in every metric: not a hit, and not an out-of-scope answer either
+        return [[ROUTER_ERROR] if "error" in r else r["predicted"] for r in rows]
+
     in_scope = [r for r in records if r["split"] == "test"]
     report: dict[str, Any] = {
         "data": str(dataset.root),
@@ -299,7 +333,7 @@ def run_agent_bench(
         "renamed_agents": dataset.renamed,
         "n_train_rows": len(train_rows),
         "fit_seconds": round(fit_seconds, 3),
-        "test": set_metrics([r["gold"] for r in in_scope], [r["predicted"] for r in in_scope]),
+        "test": set_metrics([r["gold"] for r in in_scope], scored(in_scope)),
         "latency": latency_summary([r["latency_ms"] for r in in_scope]),
         "cpu_time": latency_summary([r["cpu_ms"] for r in in_scope]),
         # what embedded the queries (see orchestra.embeddings), for routers that embed them
@@ -312,15 +346,16 @@ def run_agent_bench(
             head = record["finish_reason"].split(":")[0]
             finish_reasons[head] = finish_reasons.get(head, 0) + 1
     report["finish_reasons"] = finish_reasons
+    report["router_errors"] = sum("error" in record for record in records)
     report["dropped_ids"] = sum(len(record.get("dropped", [])) for record in records)
     if held_out:
         onboarded = [r for r in in_scope if held_out.intersection(r["gold"])]
         others = [r for r in in_scope if not held_out.intersection(r["gold"])]
         report["holdout_agents"] = sorted(held_out)
-        report["onboarded"] = set_metrics([r["gold"] for r in onboarded], [r["predicted"] for r in onboarded])
-        report["known"] = set_metrics([r["gold"] for r in others], [r["predicted"] for r in others])
+        report["onboarded"] = set_metrics([r["gold"] for r in onboarded], scored(onboarded))
+        report["known"] = set_metrics([r["gold"] for r in others], scored(others))
     if oos_test:
-        report["oos"] = oos_metrics([r["gold"] for r in records], [r["predicted"] for r in records])
+        report["oos"] = oos_metrics([r["gold"] for r in records], scored(records))
     return report
 
 
@@ -352,6 +387,8 @@ def _print_report(report: dict[str, Any]) -> None:
         )
     console = Console()
     console.print(table)
+    if report.get("router_errors"):
+        console.print(f"[red]{report['router_errors']} decisions failed (the router's model timed out or was down); each counts as wrong[/]")
     if report.get("renamed_agents"):
         renamed = report["renamed_agents"]
         shown = ", ".join(f"{label!r} -> {card_id!r}" for label, card_id in list(renamed.items())[:3])
@@ -427,6 +464,7 @@ def agents_command(
     except DataError as exc:
         raise typer.BadParameter(str(exc)) from None
     folder = data_dir(data)
+    check_output(json_out, data=folder, option="--json")
     model_access, model_cards = _model_access(model)
     with Progress(transient=True) as bar:
         task = bar.add_task("routing", total=None)

@@ -22,6 +22,7 @@ Model cards with no description are accepted here (their id stands for it) and l
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import re
 import time
@@ -34,6 +35,8 @@ import typer
 
 from orchestra.cards import ModelCard
 from orchestra.errors import DataError
+
+from . import check_limit, check_output
 
 __all__ = [
     "extract_option",
@@ -185,13 +188,22 @@ def run_fusion_bench(
     say = progress or (lambda message: None)
     if not ks or any(int(k) < 1 for k in ks):
         raise DataError(f"--k: every k must be at least 1, got {list(ks)}")
+    check_limit(limit)
+    check_output(predictions, data=Path(folder), option="--predictions")
+    if "checkpoint" in (router_options or {}):
+        raise DataError("the fusion bench trains the router on the set's train split; it does not evaluate a saved "
+                        "checkpoint (leave out --option checkpoint)")
     cards, train, test, facts = load_fusion_set(folder)
+    if max(ks) > len(cards):
+        raise DataError(f"--k: the set has {len(cards)} models, so k can be at most {len(cards)}, got {max(ks)}")
     test = test[:limit] if limit else test
     model_ids = [card.id for card in cards]
     router = load_router(router_name, **dict(router_options or {}))
-    if not hasattr(router, "fit"):
-        raise DataError(f"router {router_name!r} cannot be trained on model outcomes (it has no fit)")
     train_rows, val_rows = split_train_val(train, 0.1, seed)
+    try:
+        inspect.signature(router.fit).bind(train_rows, cards, val=val_rows, weights=(0.0,), card_costs={}, seed=seed)
+    except (AttributeError, TypeError):
+        raise DataError(f"router {router_name!r} cannot be trained on model outcomes (it is not a model router)") from None
     say(f"training {router_name} on {len(train_rows)} queries ({len(val_rows)} for validation)")
     started = time.perf_counter()
     router.fit(train_rows, cards, val=val_rows, weights=(0.0,), card_costs=facts["card_costs"], seed=seed)
@@ -291,6 +303,7 @@ def fusion_command(
         options = parse_options(option)
     except DataError as exc:
         raise typer.BadParameter(str(exc)) from None
+    check_output(json_out, data=data_dir(data), option="--json")
     report = run_fusion_bench(data_dir(data), router, ks=ks, router_options=options, seed=seed, limit=limit,
                               predictions=predictions, progress=lambda message: typer.echo(message, err=True))
     _print_report(report)

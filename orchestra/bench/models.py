@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestra.cards import ModelCard
 from orchestra.errors import CardError, DataError, PolicyError
 
-from . import read_jsonl, write_report
+from . import check_limit, check_output, read_jsonl, write_report
 
 __all__ = [
     "ASSUMED_COMPLETION_TOKENS",
@@ -180,9 +180,11 @@ def _load_cards(path: Path, lenient: bool) -> tuple[list[ModelCard], dict[str, f
     return cards, card_costs, undescribed
 
 
-def _load_queries(path: Path, cards: Mapping[str, ModelCard]) -> tuple[list[ModelQuery], bool]:
+def _load_queries(path: Path, cards: Mapping[str, ModelCard], *, complete: bool = False) -> tuple[list[ModelQuery], bool]:
+    # complete: every model's outcome is required (test queries: a router is scored by its choice's outcome)
     queries: list[ModelQuery] = []
     estimated = False
+    seen: dict[Any, int] = {}
     for number, item in read_jsonl(path):
         label = f"{path.name}:{number} (query {item.get('id')!r})"
         outcomes = item.get("outcomes")
@@ -191,6 +193,13 @@ def _load_queries(path: Path, cards: Mapping[str, ModelCard]) -> tuple[list[Mode
         unknown = sorted(set(outcomes) - set(cards))
         if unknown:
             raise DataError(f"{label}: outcomes name model(s) {unknown} that models.jsonl does not hold")
+        missing = sorted(set(cards) - set(outcomes))
+        if complete and missing:
+            raise DataError(f"{label}: no outcome for model(s) {missing}; a test query needs every model's score")
+        if item.get("id") is not None:
+            if item["id"] in seen:
+                raise DataError(f"{label}: id {item['id']!r} is already on line {seen[item['id']]}")
+            seen[item["id"]] = number
         try:
             row = ModelQuery.model_validate(item)
         except ValidationError as exc:
@@ -224,7 +233,7 @@ def load_model_set(root: str | Path, *, lenient_descriptions: bool = False) -> M
     cards, card_costs, undescribed = _load_cards(folder / "models.jsonl", lenient_descriptions)
     by_id = {card.id: card for card in cards}
     train, estimated_train = _load_queries(folder / "train.jsonl", by_id)
-    test, estimated_test = _load_queries(folder / "test.jsonl", by_id)
+    test, estimated_test = _load_queries(folder / "test.jsonl", by_id, complete=True)
     if not train or not test:
         raise DataError(f"{folder}: train.jsonl and test.jsonl must both hold queries")
     return ModelSet(
@@ -423,6 +432,11 @@ def run_model_bench(
     weights = parse_weights(list(weights))
     scenario_ws = sorted({beta for _, beta in SCENARIOS.values()})
     evaluated = tuple(sorted(set(weights) | set(scenario_ws)))
+    check_limit(limit)
+    check_output(predictions, data=Path(folder), option="--predictions")
+    if "checkpoint" in (router_options or {}):
+        raise DataError("the model bench trains the router on the set's train split; it does not evaluate a saved "
+                        "checkpoint (leave out --option checkpoint)")
     full = load_model_set(folder)
     trained_on = full.without_models(holdout_models) if holdout_models else full
     train_rows, val_rows = split_train_val(trained_on.train, 0.1, seed)
@@ -673,6 +687,7 @@ def models_command(
         router_options = parse_options(option)
     except DataError as exc:
         raise typer.BadParameter(str(exc)) from None
+    check_output(json_out, data=data_dir(data), option="--json")
     if router == "router-r1":
         # Router-R1 is multi-round: it consults models and answers itself, so it runs on its own loop with the
         # recorded pool (accuracy, cost, turns, format validity) rather than per cost weight.

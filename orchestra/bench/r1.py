@@ -410,9 +410,12 @@ def r1_command(
 ) -> None:
     """Router-R1's multi-round loop: RouterBench test queries with the recorded pool (offline), or a QA set with
     a live pool; prints accuracy (or EM/F1), cost, decisions, consultations and format validity."""
-    from orchestra.bench import data_dir
+    from orchestra.bench import check_limit, check_output, data_dir
 
+    check_limit(limit)
     folder = data_dir(data)
+    check_output(predictions, data=folder, option="--predictions")
+    check_output(json_out, data=folder, option="--json")
     cards = list(load_cards(models, ModelCard)) if models else []  # type: ignore[arg-type]
     options = {} if constrained is None else {"constrained": constrained}
     say = lambda message: typer.echo(message, err=True)  # noqa: E731
