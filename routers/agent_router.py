@@ -807,6 +807,9 @@ class AgentRouter(BaseRouter):
         rationale = f"top {len(chosen)} of {len(cards)} {kind}s by p(· | query, graph): " + ", ".join(
             f"{cards[j].id} {probs[j]:.2f}" for j in chosen
         )
+        if not any(seen):
+            # a checkpoint trained for another registry: still routable by card, but the person should know
+            rationale += f" (none of these {kind}s was seen in training: chosen by their cards alone; retrain for this registry)"
         return Dispatch(calls=calls, rationale=rationale, scores=scores, meta=meta)
 
     def _refuse(self, reason: str, *, scores: Sequence[CandidateScore] = (), **meta: Any) -> Finish:

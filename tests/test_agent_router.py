@@ -205,6 +205,10 @@ def test_new_agent_joins_the_graph_at_the_next_decision(agent_router: AgentRoute
     scored = {s.id: s for s in decision.scores}
     assert "weather" in scored and scored["weather"].detail["seen_in_training"] == "no"
     assert decision.meta["onboarded"] == ["weather"]
+    assert "none of these agents was seen" not in decision.rationale
+    only_new = agent_router.decide(RouterState(query="Will it rain tomorrow in Paris?", agents=(weather,), models=(), registry_version=3))
+    # a registry the router was not trained for: it still routes by card, and says so
+    assert isinstance(only_new, Dispatch) and "none of these agents was seen in training" in only_new.rationale
 
 
 # ---------------------------------------------------------------------------------------------- bad input
