@@ -252,3 +252,6 @@ def test_run_options_are_checked_before_any_training(dataset, tmp_path):
     (root / "test.jsonl").write_text(json.dumps({"query": "   ", "agents": []}) + "\n")
     with pytest.raises(DataError, match=r"test\.jsonl:1.*query"):
         load_agent_set(root)
+    (root / "test.jsonl").write_text(json.dumps({"query": "rain?", "agents": ["GetWeather", "GetWeather"]}) + "\n")
+    with pytest.raises(DataError, match=r"test\.jsonl:1: field 'agents'.*'GetWeather'.*more than once"):
+        load_agent_set(root)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestra.cards import AgentCard
 from orchestra.errors import CardError, DataError, DuplicateIdError, RunError
@@ -64,6 +64,14 @@ class RoutingExample(BaseModel):
 
     query: str = Field(pattern=r"\S")  # a blank query is no query
     agents: tuple[str, ...] = ()
+
+    @field_validator("agents")
+    @classmethod
+    def _each_agent_once(cls, agents: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({agent for agent in agents if agents.count(agent) > 1})
+        if twice:
+            raise ValueError(f"names {twice} more than once")
+        return agents
 
 
 @runtime_checkable
