@@ -6,6 +6,7 @@ restarts, and an exact replay sees the cards as they were when the run was made.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from orchestra.errors import CardError, DuplicateIdError, NotFoundError
 from orchestra.trace import RegistryEvent, Store
 
 __all__ = ["Registry", "RegistrySnapshot"]
+
+logger = logging.getLogger(__name__)
 
 AgentImplementation = Callable[..., Any]
 
@@ -70,7 +73,14 @@ class Registry:
             if event.card is None:
                 table.pop(event.card_id, None)
             else:
-                table[event.card_id] = (AgentCard if event.kind == "agent" else ModelCard).parse(event.card)
+                card_type = AgentCard if event.kind == "agent" else ModelCard
+                try:
+                    table[event.card_id] = card_type.parse(event.card)
+                except CardError as exc:
+                    # Stored by an older version with laxer checks: keep it as it is (a store never loses a card,
+                    # and a refusal here would stop the whole application); the fix is an update.
+                    logger.warning("registry v%s: stored %s card %r no longer validates (%s); update it", event.version, event.kind, event.card_id, exc)
+                    table[event.card_id] = card_type.model_construct(**event.card)
             self._version = max(self._version, event.version)
 
     # -- reading -----------------------------------------------------------------------------------------

@@ -149,3 +149,17 @@ def test_cards_built_in_python_get_the_same_typed_errors() -> None:
     assert caught.value.field == "endpoint"
     with pytest.raises(PolicyError, match="finite"):
         RoutingPolicy(min_score=math.nan)
+
+
+def test_a_stored_card_that_no_longer_validates_is_kept_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    """A card stored before a check was added (here an endpoint that is not http) still loads: the application
+    starts, the card is kept as stored, a warning says to update it."""
+    from orchestra.trace import RegistryEvent
+
+    store = InMemoryStore()
+    old = {"id": "m", "description": "a model", "base_url": "not a url"}
+    store.append_registry_event(RegistryEvent(version=1, kind="model", card_id="m", card=old))
+    registry = Registry(store)
+    assert registry.model("m").base_url == "not a url" and "no longer validates" in caplog.text
+    registry.update_model(ModelCard(id="m", description="a model", base_url="http://127.0.0.1:9/v1"))
+    assert Registry(store).model("m").base_url == "http://127.0.0.1:9/v1"
