@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from orchestra.aggregate import Aggregator, PassThrough, Refine
+from orchestra.bench import parse_options
 from orchestra.cards import AgentCard, ModelCard, load_cards
 from orchestra.errors import ConfigurationError, DuplicateIdError, NotFoundError, OrchestraError
 from orchestra.policies import RoutingPolicy
@@ -60,6 +61,12 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(2 if isinstance(exc, ConfigurationError) else 1) from None
 
     return wrapper
+
+
+RouterOption = Annotated[
+    list[str] | None,
+    typer.Option("--option", help="Router option key=value (repeatable; JSON values), e.g. --option k=2 or --option 'agent_ids=[\"calculator\"]'."),
+]
 
 
 def _app(db: str | None) -> Orchestra:
@@ -135,16 +142,18 @@ def chat(
     session: Annotated[str | None, typer.Option(help="Continue this session id.")] = None,
     cost_weight: Annotated[float, typer.Option(help="w in [0,1] for model routers.")] = 0.0,
     profile: Annotated[str, typer.Option(help="Team of agents to register first (`default`: the offline team; `none`).")] = "default",
+    option: RouterOption = None,
     db: DbOption = None,
 ) -> None:
     """Chat with the agents; every run is stored and can be replayed."""
+    options = parse_options(option)
     orch = _app(db)
     if session is not None and not orch.store.list_runs(session_id=session, limit=1):
         # "continue" a session that does not exist would quietly start an empty one under a mistyped id
         raise NotFoundError("session", session)
     for note in install_profile(orch, profile):
         err_console.print(f"[yellow]{escape(note)}[/]")
-    workflow = orch.workflow(router, aggregator=_aggregator(orch, aggregator), routing=RoutingPolicy(cost_weight=cost_weight))
+    workflow = orch.workflow(router, aggregator=_aggregator(orch, aggregator), routing=RoutingPolicy(cost_weight=cost_weight), **options)
     if query is not None:
         result = workflow.run(query, session_id=session)
         _print_result(result)
@@ -377,12 +386,16 @@ def replay(
     run_id: str,
     router: Annotated[str | None, typer.Option(help="Replay counterfactually with this router instead.")] = None,
     profile: Annotated[str, typer.Option(help="Profile to register first (agents that live in Python).")] = "default",
+    option: RouterOption = None,
     db: DbOption = None,
 ) -> None:
     """Replay a run exactly (recorded outputs, no model calls) or with another router."""
+    options = parse_options(option)
+    if options and router is None:
+        raise ConfigurationError("--option sets the options of the --router a run is replayed with; an exact replay uses the recorded router")
     orch = _app(db)
     install_profile(orch, profile)
-    result = replay_run(orch, run_id, router=router)
+    result = replay_run(orch, run_id, router=router, **options)
     console.print(render_trace(orch.store.get_run(result.run_id)))
     raise typer.Exit(0 if result.status == "ok" else 1)
 

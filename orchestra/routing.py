@@ -259,7 +259,7 @@ def _check_options(name: str, factory: Callable[..., Any], options: dict[str, An
         raise ConfigurationError(f"router {name!r} takes no option {', '.join(map(repr, unknown))}; its options: {', '.join(takes) or 'none'}")
     needed = [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in options]
     if needed:
-        raise ConfigurationError(f"router {name!r} needs option {', '.join(map(repr, needed))} (e.g. `--option {needed[0]}=...` in `orchestra bench`, or workflow({name!r}, {needed[0]}=...) in Python)")
+        raise ConfigurationError(f"router {name!r} needs option {', '.join(map(repr, needed))} (`--option {needed[0]}=...` on the command line, workflow({name!r}, {needed[0]}=...) in Python)")
     for option, value in options.items():
         if option not in takes:
             continue

@@ -88,6 +88,24 @@ def test_bench_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
         assert code == 2 and message in out and "Traceback" not in out, (args, out)
 
 
+def test_chat_and_replay_take_router_options(db: str, tmp_path: Path) -> None:
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats the request loudly.\n  backend: function\n  function: cli_agents:shout\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    base = ("--profile", "none", "--aggregator", "pass-through", "--db", db)
+    code, out = invoke("chat", "hi", "--router", "fixed", *base)
+    assert code == 2 and "router 'fixed' needs option 'agent_ids'" in out
+    code, out = invoke("chat", "hi", "--router", "fixed", "--option", 'agent_ids=["shout"]', *base)
+    assert code == 0 and "HI!" in out, out
+    run_id = out.split("run ")[1].split()[0]
+    code, out = invoke("replay", run_id, "--router", "embedding", "--option", "k=many", "--profile", "none", "--db", db)
+    assert code == 2 and "router 'embedding' option 'k'" in out
+    code, out = invoke("replay", run_id, "--option", "k=2", "--profile", "none", "--db", db)
+    assert code == 2 and "an exact replay uses the recorded router" in out
+    code, out = invoke("replay", run_id, "--router", "fixed", "--option", 'agent_ids=["shout"]', "--profile", "none", "--db", db)
+    assert code == 0 and "counterfactual replay of" in out, out
+
+
 def test_chat_refuses_an_unknown_session_and_runs_list_an_unknown_status(db: str) -> None:
     code, out = invoke("chat", "hi", "--session", "no-such-session", "--router", "all", "--profile", "none", "--db", db)
     assert code == 2 and "NotFoundError: no session with id 'no-such-session'" in out
