@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -150,6 +150,14 @@ def check_function(path: str, *, card_id: str | None = None) -> None:
         raise CardError(f"{where}field 'function': {problem}", field="function", value=path) from None
     if not callable(target):
         raise CardError(f"{where}field 'function': {path!r} is not callable", field="function", value=path)
+
+
+def check_functions(cards: Iterable[AgentCard]) -> None:
+    """`check_function` for every function agent among ``cards``: what the CLI and the UI run before adding a
+    batch (the registry itself imports a function only at the agent's first call)."""
+    for card in cards:
+        if card.backend == "function" and card.function:
+            check_function(card.function, card_id=card.id)
 
 
 def agent_for_card(card: AgentCard, implementation: Any = None) -> Agent:

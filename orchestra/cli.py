@@ -199,15 +199,11 @@ def agents_add(
     db: DbOption = None,
 ) -> None:
     """Onboard agents from a card file; routing uses them at its next decision."""
-    from orchestra.agent import check_function
+    from orchestra.agent import check_functions
 
     registry = _registry(db)
     cards: list[AgentCard] = load_cards(file, AgentCard)  # type: ignore[assignment]
-    # The registry imports a function at the agent's first call; a path that does not import is refused now,
-    # before any card is added (the registry checks the rest, all or nothing).
-    for card in cards:
-        if card.backend == "function" and card.function:
-            check_function(card.function, card_id=card.id)
+    check_functions(cards)  # before any card is added; the registry checks the rest, all or nothing
     existing = {agent.id for agent in registry.agents()}
     with _cli_hint_on_duplicates():
         registry.add_agents(cards, update=update)

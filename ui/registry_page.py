@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from orchestra import (
     AgentCard, CardError, DuplicateIdError, ModelCard, NotFoundError, Orchestra, OrchestraError, parse_cards,
 )
-from orchestra.agent import check_function
+from orchestra.agent import check_function, check_functions
 
 from orchestra.ui.common import explain_error, get_app
 
@@ -198,9 +198,7 @@ def _onboard_yaml(app: Orchestra) -> None:
     try:
         if kind == "agent":
             agents: list[AgentCard] = parse_cards(_text("yaml_text") or "", AgentCard)  # type: ignore[assignment]
-            for card in agents:
-                if card.backend == "function" and card.function:
-                    check_function(card.function, card_id=card.id)
+            check_functions(agents)
             cards: list[AgentCard] | list[ModelCard] = app.registry.add_agents(agents)
         else:
             cards = app.registry.add_models(parse_cards(_text("yaml_text") or "", ModelCard))  # type: ignore[arg-type]

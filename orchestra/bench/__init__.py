@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from orchestra.errors import ConfigurationError, DataError
 
-__all__ = ["check_limit", "check_output", "data_dir", "parse_options", "read_jsonl", "write_report"]
+__all__ = ["check_limit", "check_output", "data_dir", "parse_options", "read_jsonl", "refuse_checkpoint", "write_report"]
 
 
 def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -47,6 +47,14 @@ def check_output(path: str | os.PathLike[str] | None, *, data: Path, option: str
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigurationError(f"{option} {str(path)!r}: cannot create its folder: {exc.strerror or exc}") from None
+
+
+def refuse_checkpoint(router_options: Mapping[str, Any] | None, bench: str) -> None:
+    """Refuse ``--option checkpoint``: every bench trains the router on the set's train split, so a saved router
+    given to it would be trained over, never evaluated."""
+    if "checkpoint" in (router_options or {}):
+        raise DataError(f"the {bench} bench trains the router on the set's train split; it does not evaluate a saved "
+                        "checkpoint (leave out --option checkpoint)")
 
 
 def parse_options(items: Sequence[str] | None) -> dict[str, Any]:

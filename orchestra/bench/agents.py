@@ -29,7 +29,7 @@ from orchestra.cards import AgentCard
 from orchestra.errors import CardError, DataError, DuplicateIdError, RunError
 from orchestra.routing import Dispatch, Finish, ModelAccess, Router, RouterState, load_router
 
-from . import check_limit, check_output, read_jsonl, write_report
+from . import check_limit, check_output, read_jsonl, refuse_checkpoint, write_report
 from .metrics import latency_summary, oos_metrics, set_metrics
 
 __all__ = [
@@ -227,9 +227,7 @@ def run_agent_bench(
     if shots < 1 and regime is not Regime.zero_shot:
         raise DataError(f"--shots must be at least 1 in the {regime.value} regime, got {shots}")
     check_limit(limit)
-    if "checkpoint" in (router_options or {}):
-        raise DataError("the agent bench trains the router on the set's train split; it does not evaluate a saved "
-                        "checkpoint (leave out --option checkpoint)")
+    refuse_checkpoint(router_options, "agent")
     dataset = load_agent_set(data)
     check_output(predictions, data=dataset.root, option="--predictions")
     if isinstance(router, str):

@@ -36,7 +36,7 @@ import typer
 from orchestra.cards import ModelCard
 from orchestra.errors import DataError
 
-from . import check_limit, check_output
+from . import check_limit, check_output, refuse_checkpoint
 
 __all__ = [
     "extract_option",
@@ -190,9 +190,7 @@ def run_fusion_bench(
         raise DataError(f"--k: every k must be at least 1, got {list(ks)}")
     check_limit(limit)
     check_output(predictions, data=Path(folder), option="--predictions")
-    if "checkpoint" in (router_options or {}):
-        raise DataError("the fusion bench trains the router on the set's train split; it does not evaluate a saved "
-                        "checkpoint (leave out --option checkpoint)")
+    refuse_checkpoint(router_options, "fusion")
     cards, train, test, facts = load_fusion_set(folder)
     if max(ks) > len(cards):
         raise DataError(f"--k: the set has {len(cards)} models, so k can be at most {len(cards)}, got {max(ks)}")

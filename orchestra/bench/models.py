@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestra.cards import ModelCard
 from orchestra.errors import CardError, DataError, PolicyError
 
-from . import check_limit, check_output, read_jsonl, write_report
+from . import check_limit, check_output, read_jsonl, refuse_checkpoint, write_report
 
 __all__ = [
     "ASSUMED_COMPLETION_TOKENS",
@@ -434,9 +434,7 @@ def run_model_bench(
     evaluated = tuple(sorted(set(weights) | set(scenario_ws)))
     check_limit(limit)
     check_output(predictions, data=Path(folder), option="--predictions")
-    if "checkpoint" in (router_options or {}):
-        raise DataError("the model bench trains the router on the set's train split; it does not evaluate a saved "
-                        "checkpoint (leave out --option checkpoint)")
+    refuse_checkpoint(router_options, "model")
     full = load_model_set(folder)
     trained_on = full.without_models(holdout_models) if holdout_models else full
     train_rows, val_rows = split_train_val(trained_on.train, 0.1, seed)
