@@ -69,7 +69,7 @@ class Registry:
 
     def _load(self, events: list[RegistryEvent]) -> None:
         for event in events:
-            table: dict[str, Any] = self._agents if event.kind == "agent" else self._models
+            table = self._table(event.kind)
             if event.card is None:
                 table.pop(event.card_id, None)
             else:
@@ -125,8 +125,7 @@ class Registry:
             if card.id in self._agents:
                 raise DuplicateIdError("agent", card.id, hint="update_agent() replaces it")
             self.check_agent(card, implementation)
-            self._commit("agent", card.id, card, adding=True)
-            self._agents[card.id] = card
+            self._commit([_Change("agent", card.id, card, adding=True)])
             if implementation is not None:
                 self._implementations[card.id] = implementation
         return card
@@ -139,34 +138,29 @@ class Registry:
             if card.id not in self._agents:
                 raise NotFoundError("agent", card.id)
             self.check_agent(card, implementation or self._implementations.get(card.id))
-            self._commit("agent", card.id, card, adding=False)
-            self._agents[card.id] = card
+            self._commit([_Change("agent", card.id, card, adding=False)])
             if implementation is not None:
                 self._implementations[card.id] = implementation
         return card
 
     def add_agents(self, cards: Iterable[AgentCard | dict[str, Any]], *, update: bool = False) -> list[AgentCard]:
         """Onboard several agents, all or nothing: every card is checked before the first is added (an id twice,
-        an id already registered, a model not registered), so one bad card adds none. With ``update``, a card
-        whose id is registered replaces that agent instead of being refused.
-
-        The checks are all or nothing; the changes are stored one event each, so a store that fails part way
-        (a lost connection) keeps the cards before the failure."""
+        an id already registered, a model not registered), so one bad card adds none, and the changes are
+        stored in one transaction, so a store that fails part way keeps none of them. With ``update``, a card
+        whose id is registered replaces that agent instead of being refused."""
         parsed = [card if isinstance(card, AgentCard) else AgentCard.parse(card) for card in cards]
         with self._lock:
             self._check_batch("agent", [card.id for card in parsed], self._agents, update)
             for card in parsed:
                 self.check_agent(card, self._implementations.get(card.id))
-            for card in parsed:
-                (self.update_agent if card.id in self._agents else self.add_agent)(card)
+            self._commit([_Change("agent", card.id, card, adding=card.id not in self._agents) for card in parsed])
         return parsed
 
     def remove_agent(self, agent_id: str) -> None:
         with self._lock:
             if agent_id not in self._agents:
                 raise NotFoundError("agent", agent_id)
-            self._commit("agent", agent_id, None, adding=False)
-            del self._agents[agent_id]
+            self._commit([_Change("agent", agent_id, None, adding=False)])
             self._implementations.pop(agent_id, None)
 
     def add_model(self, card: ModelCard | dict[str, Any]) -> ModelCard:
@@ -174,8 +168,7 @@ class Registry:
         with self._lock:
             if card.id in self._models:
                 raise DuplicateIdError("model", card.id, hint="update_model() replaces it")
-            self._commit("model", card.id, card, adding=True)
-            self._models[card.id] = card
+            self._commit([_Change("model", card.id, card, adding=True)])
         return card
 
     def update_model(self, card: ModelCard | dict[str, Any]) -> ModelCard:
@@ -183,8 +176,7 @@ class Registry:
         with self._lock:
             if card.id not in self._models:
                 raise NotFoundError("model", card.id)
-            self._commit("model", card.id, card, adding=False)
-            self._models[card.id] = card
+            self._commit([_Change("model", card.id, card, adding=False)])
         return card
 
     def add_models(self, cards: Iterable[ModelCard | dict[str, Any]], *, update: bool = False) -> list[ModelCard]:
@@ -192,16 +184,14 @@ class Registry:
         parsed = [card if isinstance(card, ModelCard) else ModelCard.parse(card) for card in cards]
         with self._lock:
             self._check_batch("model", [card.id for card in parsed], self._models, update)
-            for card in parsed:
-                (self.update_model if card.id in self._models else self.add_model)(card)
+            self._commit([_Change("model", card.id, card, adding=card.id not in self._models) for card in parsed])
         return parsed
 
     def remove_model(self, model_id: str) -> None:
         with self._lock:
             if model_id not in self._models:
                 raise NotFoundError("model", model_id)
-            self._commit("model", model_id, None, adding=False)
-            del self._models[model_id]
+            self._commit([_Change("model", model_id, None, adding=False)])
 
     def ensure_agent(self, card: AgentCard, implementation: AgentImplementation | None = None) -> AgentCard:
         """Add the agent, or update it when its stored card differs; attach ``implementation`` either way."""
@@ -244,30 +234,57 @@ class Registry:
             if card_id in registered and not update:
                 raise DuplicateIdError(kind, card_id, hint=f"update_{kind}() or add_{kind}s(..., update=True) replaces it")
 
-    def _commit(self, kind: str, card_id: str, card: AgentCard | ModelCard | None, *, adding: bool) -> None:
-        # Persist first: if the store refuses, memory is unchanged and nothing is half-applied.
-        event = RegistryEvent(
-            version=self._version + 1,
-            kind=kind,  # type: ignore[arg-type]
-            card_id=card_id,
-            card=None if card is None else card.model_dump(mode="json"),
-        )
-        while self._store is not None:
+    def _commit(self, changes: list[_Change]) -> None:
+        """Store ``changes`` as consecutive registry events in one transaction, then apply them here. Persisting
+        first means that if the store refuses, memory is unchanged and nothing is half-applied."""
+        if not changes:
+            return
+        while True:
+            events = [
+                RegistryEvent(
+                    version=self._version + 1 + offset,
+                    kind=change.kind,  # type: ignore[arg-type]
+                    card_id=change.card_id,
+                    card=None if change.card is None else change.card.model_dump(mode="json"),
+                )
+                for offset, change in enumerate(changes)
+            ]
+            if self._store is None:
+                break
             try:
-                self._store.append_registry_event(event)
+                self._store.append_registry_events(events)
                 break
             except DuplicateIdError:
                 taken = self._version
-                # Another process took this version: take in its changes, then append after them, unless they
-                # settle the matter (it added this id first, or removed what we change), which is an error here
-                # as it would be in one process.
+                # Another process took these versions: take in its changes, then append after them, unless they
+                # settle the matter (it added one of these ids first, or removed what we change), which is an
+                # error here as it would be in one process.
                 self._load(self._store.registry_events(after_version=self._version))
                 if self._version == taken:  # nothing newer to take in: the store refuses for another reason
                     raise
-                registered = card_id in (self._agents if kind == "agent" else self._models)
-                if adding and registered:
-                    raise DuplicateIdError(kind, card_id, hint=f"update_{kind}() replaces it") from None
-                if not adding and not registered:
-                    raise NotFoundError(kind, card_id) from None
-                event = event.model_copy(update={"version": self._version + 1})
-        self._version = event.version
+                for change in changes:
+                    registered = change.card_id in self._table(change.kind)
+                    if change.adding and registered:
+                        raise DuplicateIdError(change.kind, change.card_id, hint=f"update_{change.kind}() replaces it") from None
+                    if not change.adding and not registered:
+                        raise NotFoundError(change.kind, change.card_id) from None
+        for change in changes:
+            table = self._table(change.kind)
+            if change.card is None:
+                del table[change.card_id]
+            else:
+                table[change.card_id] = change.card
+        self._version = events[-1].version
+
+    def _table(self, kind: str) -> dict[str, Any]:
+        return self._agents if kind == "agent" else self._models
+
+
+@dataclass(frozen=True)
+class _Change:
+    """One change to the registry, as `Registry._commit` stores it."""
+
+    kind: str
+    card_id: str
+    card: AgentCard | ModelCard | None
+    adding: bool

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -171,9 +172,10 @@ class Store(Protocol):
         """Mark runs left ``running`` by a process that died as ``interrupted``; returns how many."""
         ...
 
-    def append_registry_event(self, event: RegistryEvent) -> None:
-        """Append one registry change. Versions are unique: a version already taken (another process changed
-        the registry meanwhile) raises `DuplicateIdError` with kind ``"registry version"``."""
+    def append_registry_events(self, events: Sequence[RegistryEvent]) -> None:
+        """Append registry changes, all or none (one transaction). Versions are unique: a version already taken
+        (another process changed the registry meanwhile) raises `DuplicateIdError` with kind
+        ``"registry version"`` and stores none of ``events``."""
         ...
 
     def registry_events(self, *, after_version: int = 0, up_to_version: int | None = None) -> list[RegistryEvent]:

@@ -158,7 +158,7 @@ def test_a_stored_card_that_no_longer_validates_is_kept_not_fatal(caplog: pytest
 
     store = InMemoryStore()
     old = {"id": "m", "description": "a model", "base_url": "not a url"}
-    store.append_registry_event(RegistryEvent(version=1, kind="model", card_id="m", card=old))
+    store.append_registry_events([RegistryEvent(version=1, kind="model", card_id="m", card=old)])
     registry = Registry(store)
     assert registry.model("m").base_url == "not a url" and "no longer validates" in caplog.text
     registry.update_model(ModelCard(id="m", description="a model", base_url="http://127.0.0.1:9/v1"))

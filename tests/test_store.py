@@ -297,7 +297,7 @@ def test_registry_events_are_ordered_and_versions_unique(store: Store) -> None:
     for version in (2, 1, 3, 4):
         card = None if version == 4 else {"id": f"agent-{version}", "description": "x", "skills": ["a"]}
         event = RegistryEvent(version=version, kind="agent", card_id=f"agent-{version}", card=card, at=T0)
-        store.append_registry_event(event)
+        store.append_registry_events([event])
     assert [event.version for event in store.registry_events()] == [1, 2, 3, 4]
     assert [event.version for event in store.registry_events(after_version=2)] == [3, 4]
     assert [event.version for event in store.registry_events(up_to_version=2)] == [1, 2]
@@ -309,9 +309,41 @@ def test_registry_events_are_ordered_and_versions_unique(store: Store) -> None:
     ).model_dump()
 
     with pytest.raises(DuplicateIdError) as caught:
-        store.append_registry_event(RegistryEvent(version=3, kind="model", card_id="m", card=None))
+        store.append_registry_events([RegistryEvent(version=3, kind="model", card_id="m", card=None)])
     assert caught.value.kind == "registry version" and caught.value.id == "3"
     assert [event.card_id for event in store.registry_events()] == ["agent-1", "agent-2", "agent-3", "agent-4"]
+
+
+def test_a_batch_of_registry_events_is_stored_whole_or_not_at_all(store: Store) -> None:
+    def event(version: int, card_id: str) -> RegistryEvent:
+        return RegistryEvent(version=version, kind="agent", card_id=card_id, card=None, at=T0)
+
+    store.append_registry_events([event(1, "a"), event(2, "b")])
+    for batch, clash in (([event(3, "c"), event(2, "x"), event(4, "d")], "2"), ([event(3, "c"), event(3, "d")], "3")):
+        with pytest.raises(DuplicateIdError) as caught:
+            store.append_registry_events(batch)
+        assert caught.value.id == clash
+        assert [(e.version, e.card_id) for e in store.registry_events()] == [(1, "a"), (2, "b")]
+    store.append_registry_events([])
+    store.append_registry_events([event(3, "c")])
+    assert [e.version for e in store.registry_events()] == [1, 2, 3]
+
+
+def test_a_stale_registry_batch_that_clashes_stores_nothing(open_same: Opener) -> None:
+    first, second = Registry(open_same()), Registry(open_same())
+    second.add_agent({"id": "echo", "description": "Repeats.", "backend": "function", "function": "builtins:str"})
+    batch = [
+        {"id": "calculator", "description": "Sums.", "backend": "function", "function": "math:fsum"},
+        {"id": "echo", "description": "Also repeats.", "backend": "function", "function": "builtins:repr"},
+    ]
+    with pytest.raises(DuplicateIdError) as caught:
+        first.add_agents(batch)  # ``first`` has not seen ``echo`` yet: only the store can tell
+    assert caught.value.id == "echo"
+    fresh = Registry(open_same())
+    assert [card.id for card in fresh.agents()] == ["echo"] and fresh.version == 1
+    assert [card.id for card in first.agents()] == ["echo"] and first.version == 1
+    first.add_agents(batch[:1])
+    assert Registry(open_same()).version == 2
 
 
 def test_registry_persists_through_the_store(open_same: Opener) -> None:

@@ -4,6 +4,7 @@ step numbering, same ordering, same JSON round trip of payloads."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from orchestra.errors import DuplicateIdError, NotFoundError
 from orchestra.store._common import (
@@ -114,12 +115,15 @@ class InMemoryStore:
                 self._runs[run.id] = run.model_copy(update=update)
         return len(orphans)
 
-    def append_registry_event(self, event: RegistryEvent) -> None:
-        stored = normalise_event(event)
+    def append_registry_events(self, events: Sequence[RegistryEvent]) -> None:
+        stored = [normalise_event(event) for event in events]
         with self._lock:
-            if stored.version in self._events:
-                raise DuplicateIdError("registry version", str(stored.version))
-            self._events[stored.version] = stored
+            versions = [event.version for event in stored]
+            for i, version in enumerate(versions):
+                if version in self._events or version in versions[:i]:
+                    raise DuplicateIdError("registry version", str(version))
+            for event in stored:
+                self._events[event.version] = event
 
     def registry_events(self, *, after_version: int = 0, up_to_version: int | None = None) -> list[RegistryEvent]:
         with self._lock:

@@ -11,7 +11,7 @@ import json
 import re
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -508,13 +508,24 @@ class SqlStore:
 
     # -- registry ------------------------------------------------------------------------------------------
 
-    def append_registry_event(self, event: RegistryEvent) -> None:
-        row = self._clean({**event.model_dump(mode="json"), "at": event.at})
+    def append_registry_events(self, events: Sequence[RegistryEvent]) -> None:
+        rows = [self._clean({**event.model_dump(mode="json"), "at": event.at}) for event in events]
+        if not rows:
+            return
         try:
-            with self._write() as connection:
-                connection.execute(_INSERT_EVENT, row)
+            with self._write() as connection:  # one transaction: an IntegrityError rolls back every row
+                connection.execute(_INSERT_EVENT, rows)
         except sa_exc.IntegrityError:
-            raise DuplicateIdError("registry version", str(event.version)) from None
+            versions = [event.version for event in events]
+            with self._read() as connection:
+                taken = set(
+                    connection.execute(
+                        sa.select(registry_events.c.version).where(registry_events.c.version.in_(versions))
+                    ).scalars()
+                )
+            # the first version stored already or given twice, as the in-memory store names it
+            first = next((v for i, v in enumerate(versions) if v in taken or v in versions[:i]), versions[0])
+            raise DuplicateIdError("registry version", str(first)) from None
 
     def registry_events(self, *, after_version: int = 0, up_to_version: int | None = None) -> list[RegistryEvent]:
         query = sa.select(*_EVENT_COLUMNS).where(registry_events.c.version > after_version)
