@@ -364,12 +364,30 @@ def render_trace(trace: RunTrace) -> Tree:
     return root
 
 
+def _run_id(store: Store, given: str) -> str:
+    """The id of the one run whose id is ``given`` or starts with it (as git takes a short commit id)."""
+    matches = [run.id for run in store.list_runs(id_prefix=given, limit=6)] if given else []
+    if given in matches or len(matches) == 1:
+        return given if given in matches else matches[0]
+    if not matches:
+        raise NotFoundError("run", given)
+    listed = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+    raise ConfigurationError(f"run id {given!r} is ambiguous: it starts {listed}; give more of it")
+
+
+RunIdArgument = Annotated[str, typer.Argument(help="The run's id, or enough of its start to name one run.")]
+
+
 @runs_app.command("show")
 @_handle_errors
-def runs_show(run_id: str, db: DbOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def runs_show(
+    run_id: RunIdArgument,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The run and its steps as JSON.")] = False,
+) -> None:
     """One run as its decision tree."""
     store = _store(db)
-    trace = store.get_run(run_id)
+    trace = store.get_run(_run_id(store, run_id))
     if as_json:
         console.print_json(trace.model_dump_json())
         return
@@ -379,7 +397,7 @@ def runs_show(run_id: str, db: DbOption = None, as_json: Annotated[bool, typer.O
 @app.command()
 @_handle_errors
 def replay(
-    run_id: str,
+    run_id: RunIdArgument,
     router: Annotated[str | None, typer.Option(help="Replay counterfactually with this router instead.")] = None,
     profile: Annotated[str, typer.Option(help="Profile to register first (agents that live in Python).")] = "default",
     option: RouterOption = None,
@@ -390,6 +408,7 @@ def replay(
     if options and router is None:
         raise ConfigurationError("--option sets the options of the --router a run is replayed with; an exact replay uses the recorded router")
     orch = _app(db)
+    run_id = _run_id(orch.store, run_id)
     install_profile(orch, profile)
     result = replay_run(orch, run_id, router=router, **options)
     console.print(render_trace(orch.store.get_run(result.run_id)))

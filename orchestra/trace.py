@@ -162,10 +162,11 @@ class Store(Protocol):
         session_id: str | None = None,
         status: RunStatus | None = None,
         router: str | None = None,
+        id_prefix: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
-        """Runs, newest first."""
+        """Runs, newest first; each filter given narrows them (``id_prefix``: ids that start with it)."""
         ...
 
     def mark_interrupted(self) -> int:

@@ -14,6 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestra.cli import app
+from orchestra.store import open_store
+from orchestra.trace import RunRecord
 
 runner = CliRunner()
 
@@ -53,6 +55,32 @@ def test_onboard_chat_show_and_replay(db: str, tmp_path: Path) -> None:
     assert code == 0 and "decision" in out and "HELLO THERE!" in out
     code, out = invoke("replay", run_id, "--profile", "none", "--db", db)
     assert code == 0 and "exact replay of" in out
+
+
+def test_runs_show_and_replay_take_the_start_of_a_run_id(db: str, tmp_path: Path) -> None:
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats the request loudly.\n  backend: function\n  function: cli_agents:shout\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    ids = []
+    for query in ("first", "second"):
+        code, out = invoke("chat", query, "--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
+        ids.append(out.split("run ")[1].split()[0])
+    first, second = ids
+    common = next(n for n in range(33) if first[n] != second[n])  # length of the prefix both share
+    short = first[: common + 1]
+    code, out = invoke("runs", "show", short, "--db", db)
+    assert code == 0 and first in out and "FIRST!" in out
+    code, out = invoke("replay", short, "--profile", "none", "--db", db)
+    assert code == 0 and f"exact replay of {first}" in " ".join(out.split())
+    store = open_store(db)
+    for run_id in ("feed" + "0" * 28, "feed" + "1" * 28):
+        store.start_run(RunRecord(id=run_id, session_id="s", query="q", router="all"))
+    code, out = invoke("runs", "show", "feed", "--db", db)
+    assert code == 2 and "run id 'feed' is ambiguous" in out and "feed0000" in out and "feed1111" in out
+    code, out = invoke("runs", "show", "feed1", "--db", db)
+    assert code == 0 and "feed" + "1" * 28 in out
+    code, out = invoke("runs", "show", first[:common + 1] + "zz", "--db", db)
+    assert code == 2 and "no run with id" in out
 
 
 def test_text_in_square_brackets_is_printed_as_it_is(db: str, tmp_path: Path) -> None:

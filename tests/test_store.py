@@ -293,6 +293,15 @@ def test_list_runs_filters_orders_newest_first_and_pages(store: Store) -> None:
     assert store.list_runs(session_id="b", status="ok")[0].model_dump() == made[2].model_dump()
 
 
+def test_runs_are_found_by_the_start_of_their_id(store: Store) -> None:
+    for run_id in ("ab12", "ab34", "ac56", "a_%1"):
+        store.start_run(_run(id=run_id))
+    assert sorted(run.id for run in store.list_runs(id_prefix="ab")) == ["ab12", "ab34"]
+    assert [run.id for run in store.list_runs(id_prefix="ac56")] == ["ac56"]
+    assert [run.id for run in store.list_runs(id_prefix="a_%")] == ["a_%1"]  # LIKE's wildcards are plain text
+    assert store.list_runs(id_prefix="b") == []
+
+
 def test_registry_events_are_ordered_and_versions_unique(store: Store) -> None:
     for version in (2, 1, 3, 4):
         card = None if version == 4 else {"id": f"agent-{version}", "description": "x", "skills": ["a"]}

@@ -91,6 +91,7 @@ class InMemoryStore:
         session_id: str | None = None,
         status: RunStatus | None = None,
         router: str | None = None,
+        id_prefix: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
@@ -102,6 +103,7 @@ class InMemoryStore:
                 if (session_id is None or run.session_id == session_id)
                 and (status is None or run.status == status)
                 and (router is None or run.router == router)
+                and (id_prefix is None or run.id.startswith(id_prefix))
             ]
         # the SQL store's order: newest first, ties broken by id, descending
         runs.sort(key=lambda run: (run.started_at, run.id), reverse=True)

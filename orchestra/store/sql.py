@@ -472,6 +472,7 @@ class SqlStore:
         session_id: str | None = None,
         status: RunStatus | None = None,
         router: str | None = None,
+        id_prefix: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
@@ -484,6 +485,8 @@ class SqlStore:
             query = query.where(runs.c.status == status)
         if router is not None:
             query = query.where(runs.c.router == router)
+        if id_prefix is not None:
+            query = query.where(runs.c.id.startswith(id_prefix, autoescape=True))
         query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
         with self._read() as connection:
             return [RunRecord.model_validate(dict(row)) for row in connection.execute(query).mappings()]
