@@ -48,6 +48,7 @@ err_console = Console(stderr=True)
 PROFILE_GROUP = "orchestra.profiles"
 """Entry-point group of profiles: functions ``install(registry) -> None`` that register a team of agents."""
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table or tree.")]
 DbOption = Annotated[str | None, typer.Option("--db", help="Store URL (default: $ORCHESTRA_DB_URL, else SQLite in $ORCHESTRA_HOME or ~/.orchestra).")]
 
 
@@ -218,7 +219,7 @@ def _print_onboarded(kind: str, cards: list[AgentCard] | list[ModelCard], existi
 
 @agents_app.command("list")
 @_handle_errors
-def agents_list(db: DbOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def agents_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """The registry's agents."""
     registry = _registry(db)
     cards = registry.agents()
@@ -270,9 +271,12 @@ def models_add(
 
 @models_app.command("list")
 @_handle_errors
-def models_list(db: DbOption = None) -> None:
+def models_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """The registry's models."""
     registry = _registry(db)
+    if as_json:
+        console.print_json(json.dumps([card.model_dump(mode="json") for card in registry.models()]))
+        return
     table = Table("id", "endpoint", "$/Mtok in", "$/Mtok out", "description", title=f"models (registry v{registry.version})")
     for card in registry.models():
         price = lambda p: "unknown" if p is None else f"{p:g}"  # noqa: E731
@@ -383,7 +387,7 @@ RunIdArgument = Annotated[str, typer.Argument(help="The run's id, or enough of i
 def runs_show(
     run_id: RunIdArgument,
     db: DbOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="The run and its steps as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """One run as its decision tree."""
     store = _store(db)

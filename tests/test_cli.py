@@ -215,6 +215,12 @@ def test_a_card_file_is_added_all_or_nothing(db: str, tmp_path: Path) -> None:
     models.write_text("- id: m1\n  description: d\n  base_url: http://127.0.0.1:9/v1\n- id: m1\n  description: again\n  base_url: http://127.0.0.1:9/v1\n")
     code, out = invoke("models", "add", str(models), "--db", db)
     assert code == 2 and "twice" in out
+    code, out = invoke("models", "list", "--json", "--db", db)
+    assert code == 0 and json.loads(out) == []
+    models.write_text("- id: m1\n  description: d\n  base_url: http://127.0.0.1:9/v1\n")
+    assert invoke("models", "add", str(models), "--db", db)[0] == 0
+    code, out = invoke("models", "list", "--json", "--db", db)
+    assert [(m["id"], m["base_url"]) for m in json.loads(out)] == [("m1", "http://127.0.0.1:9/v1")]
     code, out = invoke("agents", "add", str(first), "--update", "--db", db)
     assert code == 0 and "updated agent shout" in out
 
