@@ -305,6 +305,19 @@ class _RunContext:
         return _RunModelAccess(self, parent_id, round, original_parent)
 
 
+def _recorded_result(step: StepRecord, model_id: str) -> ChatResult:
+    """A recorded model call's result, as an exact replay serves it."""
+    return ChatResult(
+        text=step.response.get("text", ""),
+        model_id=step.model_id or model_id,
+        prompt_tokens=step.prompt_tokens,
+        completion_tokens=step.completion_tokens,
+        cost_usd=step.cost_usd,
+        latency_ms=0.0,
+        finish_reason=step.response.get("finish_reason"),
+    )
+
+
 class _RunModelAccess:
     """`ModelAccess` for one step of a run: registry lookup at call time, fallbacks, budget, recording, replay."""
 
@@ -366,15 +379,7 @@ class _RunModelAccess:
             error = ModelError(step.error.get("message", "recorded model error"), model_id=step.model_id)
             self._record(model_id, messages, options, purpose, None, error, step.model_id or model_id)
             raise error
-        result = ChatResult(
-            text=step.response.get("text", ""),
-            model_id=step.model_id or model_id,
-            prompt_tokens=step.prompt_tokens,
-            completion_tokens=step.completion_tokens,
-            cost_usd=step.cost_usd,
-            latency_ms=0.0,
-            finish_reason=step.response.get("finish_reason"),
-        )
+        result = _recorded_result(step, model_id)
         self._record(model_id, messages, options, purpose, result, None, result.model_id)
         self._count(result)
         return result
@@ -734,9 +739,12 @@ class Workflow:
             cost_usd=step.cost_usd,
             latency_ms=0.0,
         )
-        # the agent's own model calls are served with its answer; copied so the replay's trace has the same shape
+        # the agent's own model calls are served with its answer; copied so the replay's trace has the same shape,
+        # and counted, so the replay's tokens and cost are the original's
         for model_step in list(ctx.recording.model_calls.get(step.id, ())):
             ctx.record(model_step.model_copy(update={"id": new_id(), "run_id": ctx.run.id, "parent_id": step_id, "latency_ms": 0.0, "seq": None}))
+            if not model_step.error:
+                ctx.tracker.add_usage(_recorded_result(model_step, model_step.model_id or ""))
         self._record_call(ctx, observation, parent_id, step_id, call, step.response.get("meta", {}))
         return {"observations": [observation]}
 

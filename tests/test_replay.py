@@ -36,8 +36,8 @@ register_router("test-pick", PickFirst)
 def app() -> tuple[Orchestra, ScriptedModels]:
     models = ScriptedModels([ScriptedModel("writer", ["written answer"]), ScriptedModel("refiner", ["refined answer"])])
     orch = Orchestra(store=InMemoryStore(), model_factory=models)
-    orch.registry.add_model(ModelCard(id="writer", description="writes"))
-    orch.registry.add_model(ModelCard(id="refiner", description="refines"))
+    orch.registry.add_model(ModelCard(id="writer", description="writes", input_price_per_mtok=1.0, output_price_per_mtok=2.0))
+    orch.registry.add_model(ModelCard(id="refiner", description="refines", input_price_per_mtok=3.0, output_price_per_mtok=4.0))
     orch.registry.add_agent(AgentCard(id="a-writer", description="LLM agent", model="writer"))
     orch.registry.add_agent(AgentCard(id="b-tool", description="tool"), implementation=lambda q: "tool answer")
     return orch, models
@@ -56,6 +56,10 @@ def test_exact_replay_makes_no_model_calls_and_reproduces_the_tree(app: tuple[Or
     first, second = orch.store.get_run(original.run_id), orch.store.get_run(again.run_id)
     assert second.tree() == first.tree()
     assert second.run.replay_of == original.run_id and second.run.replay_mode == "exact"
+    # the agent's model call counts as the refiner's does: same tokens and cost as the original
+    totals = lambda run: (run.prompt_tokens, run.completion_tokens, run.cost_usd)  # noqa: E731
+    assert totals(second.run) == totals(first.run) and first.run.cost_usd is not None
+    assert {step.model_id for step in first.steps if step.kind == "model_call"} == {"writer", "refiner"}
 
 
 def test_exact_replay_uses_the_registry_as_it_was(app: tuple[Orchestra, ScriptedModels]) -> None:
