@@ -43,7 +43,13 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(bench_app, name="bench")
 
 console = Console()
-err_console = Console(stderr=True)
+# Errors and notes are never wrapped: one line each, whatever the terminal (or none, when stderr is a file).
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its line breaks (a YAML parser's message, a traceback's tail) turned into spaces."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 PROFILE_GROUP = "orchestra.profiles"
 """Entry-point group of profiles: functions ``install(registry) -> None`` that register a team of agents."""
@@ -58,7 +64,7 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except OrchestraError as exc:
-            err_console.print(f"[bold red]{type(exc).__name__}[/]: {escape(str(exc))}")
+            err_console.print(f"[bold red]{type(exc).__name__}[/]: {escape(_one_line(str(exc)))}")
             raise typer.Exit(2 if isinstance(exc, ConfigurationError) else 1) from None
 
     return wrapper
@@ -124,13 +130,18 @@ def _print_result(result: RunResult, trace: RunTrace | None = None) -> None:
     if result.status == "ok":
         console.print(result.answer or "", markup=False)
     else:
-        err_console.print(f"[bold red]{type(result.error).__name__}[/]: {escape(str(result.error))}")
+        err_console.print(f"[bold red]{type(result.error).__name__}[/]: {escape(_one_line(str(result.error)))}")
+    for obs in result.observations:
+        if not obs.ok and obs.error:  # the run went on without it: say why, not only "(failed)"
+            reason = f"{obs.error.get('type', 'error')}: {obs.error.get('message', '')}"
+            err_console.print(f"[yellow]agent {escape(obs.agent_id)} failed[/]: {escape(_one_line(reason))}")
     answered = [f"{obs.agent_id}{'' if obs.ok else ' (failed)'}" for obs in result.observations]
     cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.6f}"
     console.print(
-        f"[dim]run {result.run_id} · agents: {', '.join(answered) or 'none'}"
+        f"[dim]run {result.run_id} · session {result.session_id} · agents: {escape(', '.join(answered)) or 'none'}"
         f"{' · out of scope' if result.out_of_scope else ''} · tokens {result.prompt_tokens}+{result.completion_tokens}"
-        f" · cost {cost} · {result.latency_ms:.0f} ms[/]"
+        f" · cost {cost} · {result.latency_ms:.0f} ms[/]",
+        soft_wrap=True,  # one line, so the run id can be read off it (and scripts can cut it out)
     )
 
 
@@ -422,7 +433,7 @@ def replay(
 @app.command()
 def ui(
     host: Annotated[str, typer.Option(help="Bind address; 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8501,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to serve on.")] = 8501,
 ) -> None:
     """Open the Streamlit UI."""
     from importlib.util import find_spec

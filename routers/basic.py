@@ -158,8 +158,9 @@ class AllRouter(BaseRouter):
 
 
 class FixedRouter(BaseRouter):
-    """Dispatches the query to a fixed list of agents. Ids the registry no longer holds are skipped and recorded
-    in ``meta["missing"]``; when none is left the query is out of scope."""
+    """Dispatches the query to a fixed list of agents. An id the registry does not hold (a typo, an agent removed
+    since) is the runtime's `UnknownAgentError`: recorded as an error step while the others answer, and the
+    run's error when none of the ids is registered, never an out-of-scope answer that would hide it."""
 
     name = "fixed"
 
@@ -177,18 +178,13 @@ class FixedRouter(BaseRouter):
 
     def decide(self, state: RouterState) -> Dispatch | Finish:
         query, facts = clean_query(state.query)
-        known = {card.id for card in state.agents}
-        present = [agent_id for agent_id in self.agent_ids if agent_id in known]
-        missing = [agent_id for agent_id in self.agent_ids if agent_id not in known]
         if not query:
             return out_of_scope("the query is empty", **facts)
-        if not present:
-            return out_of_scope("none of the fixed agents is in the registry", missing=missing, **facts)
         return Dispatch(
-            calls=tuple(Call(agent_id=agent_id, query=query) for agent_id in present),
-            rationale="fixed agents: " + ", ".join(present),
-            scores=tuple(CandidateScore(id=agent_id, score=1.0) for agent_id in present),
-            meta={"missing": missing, **facts} if missing else facts,
+            calls=tuple(Call(agent_id=agent_id, query=query) for agent_id in self.agent_ids),
+            rationale="fixed agents: " + ", ".join(self.agent_ids),
+            scores=tuple(CandidateScore(id=agent_id, score=1.0) for agent_id in self.agent_ids),
+            meta=facts,
         )
 
 

@@ -96,6 +96,8 @@ def test_text_in_square_brackets_is_printed_as_it_is(db: str, tmp_path: Path) ->
     assert code == 0 and "Says [bold] things." in out
     code, out = invoke("chat", "q [/z]", "--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
     assert code == 0 and "[/x] [bold]q [/z]" in out and "broken (failed)" in out, out
+    # why it failed is said on the spot, not only in `runs show`
+    assert "agent broken failed: AgentError: agent 'broken' failed: ValueError: bad [/y] input" in out, out
     run_id = out.split("run ")[1].split()[0]
     code, out = invoke("runs", "list", "--db", db)
     assert code == 0 and "q [/z]" in out
@@ -114,6 +116,11 @@ def test_bench_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
     ]:
         code, out = invoke(*args)
         assert code == 2 and message in out and "Traceback" not in out, (args, out)
+        assert len(out.strip().splitlines()) == 1, out  # never wrapped, however long (stderr is no terminal here)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("- id: a\n  description: [unclosed\n")
+    code, out = invoke("agents", "add", str(bad_yaml), "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert code == 2 and out.startswith("CardError") and len(out.strip().splitlines()) == 1, out
 
 
 def test_chat_and_replay_take_router_options(db: str, tmp_path: Path) -> None:

@@ -8,10 +8,12 @@ import re
 import numpy as np
 import pytest
 
+from orchestra import Orchestra
 from orchestra.cards import AgentCard
-from orchestra.errors import CardError, PolicyError
+from orchestra.errors import CardError, PolicyError, UnknownAgentError
 from orchestra.policies import RoutingPolicy
 from orchestra.routing import Dispatch, Finish, RouterState, load_router
+from orchestra.testing import InMemoryStore
 from orchestra.routers.basic import MAX_QUERY_CHARS, AllRouter, EmbeddingRouter, FixedRouter
 
 
@@ -57,14 +59,20 @@ def test_all_router_refuses_empty_query_and_empty_registry():
     assert AllRouter().decide(state("hello", cards=())).out_of_scope
 
 
-def test_fixed_router_skips_and_records_missing_agents():
-    router = FixedRouter("bank, gone")
-    decision = router.decide(state("balance please"))
-    assert isinstance(decision, Dispatch)
-    assert [c.agent_id for c in decision.calls] == ["bank"]
-    assert decision.meta["missing"] == ["gone"]
-    finish = FixedRouter(["gone"]).decide(state("balance please"))
-    assert isinstance(finish, Finish) and finish.out_of_scope and finish.meta["missing"] == ["gone"]
+def test_fixed_router_leaves_an_unregistered_agent_to_the_runtimes_unknown_agent_error():
+    decision = FixedRouter("bank, gone").decide(state("balance please"))
+    assert isinstance(decision, Dispatch) and [c.agent_id for c in decision.calls] == ["bank", "gone"]
+
+    app = Orchestra(store=InMemoryStore())
+    app.registry.add_agent(AgentCard(id="bank", description="Balances."), implementation=lambda query: "42 EUR")
+    result = app.workflow("fixed", agent_ids=["bank", "gone"]).run("balance please")
+    assert result.status == "ok" and result.answer == "42 EUR"
+    assert [(s.kind, s.agent_id, s.error["type"]) for s in app.store.get_run(result.run_id).steps if s.error] == [
+        ("error", "gone", "UnknownAgentError")
+    ]
+    # a typo in every id fails the run, typed and recorded, instead of answering "out of scope"
+    result = app.workflow("fixed", agent_ids=["bnak"]).run("balance please")
+    assert result.status == "error" and isinstance(result.error, UnknownAgentError) and "'bnak'" in str(result.error)
 
 
 @pytest.mark.parametrize("ids", [[], "", ["a", "a"]])
