@@ -225,6 +225,23 @@ def test_a_failed_decision_counts_as_wrong_never_as_out_of_scope(dataset):
     assert report["test"]["set_hit"] == 0.25 and report["oos"]["oos_recall"] == 0.0
 
 
+def test_an_output_inside_the_data_root_is_refused_not_only_inside_the_set(tmp_path, monkeypatch):
+    from orchestra.bench import check_output
+
+    root = tmp_path / "data"
+    (root / "agents" / "clinc").mkdir(parents=True)
+    monkeypatch.setenv("ORCHESTRA_DATA_DIR", str(root))
+    for path in (root / "agents" / "x.json", root / "p.jsonl", root / "agents" / "clinc" / "test.jsonl"):
+        with pytest.raises(ConfigurationError, match="inside the data folder"):
+            check_output(path, data=root / "agents" / "clinc", option="--json")
+        assert not path.exists()
+    check_output(tmp_path / "out" / "p.jsonl", data=root / "agents" / "clinc", option="--json")
+    monkeypatch.setenv("ORCHESTRA_DATA_DIR", str(tmp_path / "absent"))  # no data root: the set's folder still counts
+    with pytest.raises(ConfigurationError, match="inside the data folder"):
+        check_output(root / "agents" / "clinc" / "p.jsonl", data=root / "agents" / "clinc", option="--json")
+    check_output(root / "p.jsonl", data=root / "agents" / "clinc", option="--json")
+
+
 def test_run_options_are_checked_before_any_training(dataset, tmp_path):
     router = lambda: SetRouter(embedder=WordEmbedder())  # noqa: E731
     for kwargs, error, match in [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -34,15 +35,20 @@ def check_limit(limit: int | None) -> None:
 
 
 def check_output(path: str | os.PathLike[str] | None, *, data: Path, option: str) -> None:
-    """Refuse an output file before any training, rather than after it: a folder, a file inside the data folder
-    (a run must never overwrite its own set), or one whose folder cannot be made."""
+    """Refuse an output file before any training, rather than after it: a folder, a file inside the set's folder
+    or inside the routing data root (``$ORCHESTRA_DATA_DIR`` or ``../shared/data``: a run must never write into
+    the data, its own set or another), or one whose folder cannot be made."""
     if path is None:
         return
     out = Path(path).expanduser().resolve()
     if out.is_dir():
         raise ConfigurationError(f"{option} {str(path)!r} is a directory; give a file path")
-    if out.is_relative_to(data.expanduser().resolve()):
-        raise ConfigurationError(f"{option} {str(path)!r} is inside the data folder {str(data)!r}; write it elsewhere (it could overwrite the set)")
+    folders = [data]
+    with contextlib.suppress(DataError):  # no data root on this machine: the set's folder is all there is
+        folders.append(data_dir())
+    for folder in folders:
+        if out.is_relative_to(folder.expanduser().resolve()):
+            raise ConfigurationError(f"{option} {str(path)!r} is inside the data folder {str(folder)!r}; write it elsewhere (it could overwrite a set)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
