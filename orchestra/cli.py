@@ -426,7 +426,12 @@ def replay(
     run_id = _run_id(orch.store, run_id)
     install_profile(orch, profile)
     result = replay_run(orch, run_id, router=router, **options)
-    console.print(render_trace(orch.store.get_run(result.run_id)))
+    trace = orch.store.get_run(result.run_id)
+    recorded = trace.run.meta.get("router", {})
+    if recorded.get("recorded"):
+        err_console.print(f"[yellow]router {escape(trace.run.router)} not rebuilt ({escape(_one_line(recorded.get('why', '')))}): "
+                          "its recorded decisions were served, not checked[/]")
+    console.print(render_trace(trace))
     raise typer.Exit(0 if result.status == "ok" else 1)
 
 

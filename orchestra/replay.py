@@ -22,16 +22,22 @@ _DECISION = TypeAdapter(Decision)
 
 
 class RecordedRouter(BaseRouter):
-    """Serves a run's recorded decisions in order: exact replay of a router that cannot be rebuilt by name."""
+    """Serves a run's recorded decisions in order: exact replay of a router that cannot be rebuilt by name. Its
+    description (on the replay's run) says so, and why, since its decisions are served rather than checked."""
 
     name = "recorded"
 
-    def __init__(self, trace: RunTrace) -> None:
+    def __init__(self, trace: RunTrace, reason: str = "") -> None:
         self.name = trace.run.router  # type: ignore[misc]
+        self.reason = reason
+        """Why the router was not rebuilt."""
         self._decisions = {
             step.round: _DECISION.validate_python(step.response["decision"]) for step in trace.steps if step.kind == "decision"
         }
         self.multi_round = len(self._decisions) > 1 or bool(trace.run.meta.get("router", {}).get("multi_round"))  # type: ignore[misc]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "recorded": True, "why": self.reason}
 
     def decide(self, state: RouterState) -> Dispatch | Finish:
         decision = self._decisions.get(state.round)
@@ -47,12 +53,14 @@ def _rebuild_router(trace: RunTrace) -> Router:
     # from its options alone it would be untrained, not the router that decided.
     spec: dict[str, Any] = dict(trace.run.meta.get("router", {}))
     spec.pop("name", None)
+    if spec.pop("recorded", None):  # the run replayed was itself served from a record
+        return RecordedRouter(trace, str(spec.get("why", "")))
     if spec.pop("trained", None) and not spec.get("checkpoint"):
-        return RecordedRouter(trace)
+        return RecordedRouter(trace, "it was trained in its process and saved no checkpoint to load")
     try:
         return load_router(trace.run.router, **spec)
-    except (ConfigurationError, TypeError):
-        return RecordedRouter(trace)
+    except (ConfigurationError, TypeError) as exc:
+        return RecordedRouter(trace, f"{type(exc).__name__}: {exc}")
 
 
 def replay(app: Orchestra, run_id: str, *, router: Router | str | None = None, **router_options: Any) -> RunResult:

@@ -116,3 +116,20 @@ def test_exact_replay_of_a_model_router_trained_in_process(app: tuple[Orchestra,
     assert again.error is None and again.answer == original.answer
     assert models.total_calls() == calls_before
     assert orch.store.get_run(again.run_id).tree() == orch.store.get_run(original.run_id).tree()
+    # the replay says its decisions were served, and why; so does a replay of that replay
+    served = orch.store.get_run(again.run_id).run.meta["router"]
+    assert served["recorded"] and "trained in its process" in served["why"]
+    assert orch.store.get_run(replay(orch, again.run_id).run_id).run.meta["router"] == served
+
+
+def test_a_router_that_cannot_be_rebuilt_is_served_from_the_record_and_says_so(app: tuple[Orchestra, ScriptedModels]) -> None:
+    orch, _ = app
+    everyone = FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="b-tool", query=s.query),)))
+    original = orch.workflow(everyone).run("question")
+    again = replay(orch, original.run_id)
+    assert again.status == "ok" and again.answer == "tool answer"
+    served = orch.store.get_run(again.run_id).run.meta["router"]
+    assert served["recorded"] and "UnknownRouterError" in served["why"]
+    # a router rebuilt by name is not marked
+    rebuilt = replay(orch, orch.workflow("test-pick").run("question").run_id)
+    assert "recorded" not in orch.store.get_run(rebuilt.run_id).run.meta["router"]
