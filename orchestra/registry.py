@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestra.cards import AgentCard, ModelCard
-from orchestra.errors import CardError, DuplicateIdError, NotFoundError
+from orchestra.errors import CardError, ConfigurationError, DuplicateIdError, NotFoundError
 from orchestra.trace import RegistryEvent, Store
 
 __all__ = ["Registry", "RegistrySnapshot"]
@@ -188,9 +188,16 @@ class Registry:
         return parsed
 
     def remove_model(self, model_id: str) -> None:
+        """Remove a model; refused (`ConfigurationError`) while an agent's card names it, as adding that agent would be."""
         with self._lock:
             if model_id not in self._models:
                 raise NotFoundError("model", model_id)
+            users = sorted(card.id for card in self._agents.values() if card.backend == "model" and card.model == model_id)
+            if users:
+                raise ConfigurationError(
+                    f"model {model_id!r} is the model of agent(s) {', '.join(users)}: remove them, or update them to "
+                    "another model, first"
+                )
             self._commit([_Change("model", model_id, None, adding=False)])
 
     def ensure_agent(self, card: AgentCard, implementation: AgentImplementation | None = None) -> AgentCard:

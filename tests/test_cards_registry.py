@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestra import AgentCard, Budget, CardError, DuplicateIdError, ModelCard, NotFoundError, PolicyError, Registry, RoutingPolicy, load_cards
+from orchestra import AgentCard, Budget, CardError, ConfigurationError, DuplicateIdError, ModelCard, NotFoundError, PolicyError, Registry, RoutingPolicy, load_cards
 from orchestra.testing import InMemoryStore
 
 
@@ -54,13 +54,17 @@ def test_registry_persists_versions_and_refuses_duplicates() -> None:
     with pytest.raises(CardError, match="no model card with id 'missing'"):
         registry.add_agent(AgentCard(id="b", description="x", model="missing"))
     registry.update_agent(AgentCard(id="a", description="better agent", model="m"))
+    with pytest.raises(ConfigurationError, match=r"model 'm' is the model of agent\(s\) a"):
+        registry.remove_model("m")  # as adding "a" without "m" is refused, so is leaving "a" without it
+    assert registry.version == 3 and [m.id for m in Registry(store).models()] == ["m"]
+    registry.update_agent(AgentCard(id="a", description="better agent", backend="function", function="math:fsum"))
     registry.remove_model("m")
     with pytest.raises(NotFoundError):
         registry.remove_agent("nope")
-    assert registry.version == 4
+    assert registry.version == 5
 
     reopened = Registry(store)  # a restart: the registry comes back from the store
-    assert reopened.version == 4 and reopened.agent("a").description == "better agent" and reopened.models() == []
+    assert reopened.version == 5 and reopened.agent("a").description == "better agent" and reopened.models() == []
     old = Registry.at_version(store, 2)
     assert old.agent("a").description == "agent" and [m.id for m in old.models()] == ["m"]
 
