@@ -137,7 +137,8 @@ def local_model_card(
     """The card of a model served by the embedded llama.cpp server: SmolLM2-135M-Instruct by default, or any
     GGUF file given (with its own ``id`` and ``description``). Price 0, constrained decoding supported.
 
-    Raises `LocalRuntimeMissing` (with install instructions) when llama-cpp-python or the GGUF is missing."""
+    Raises `LocalRuntimeMissing` (with install instructions) when llama-cpp-python or the shipped GGUF is missing,
+    and `CardError` (field ``gguf_path``) when the GGUF file given is missing or is not a GGUF file."""
     _check_runtime()
     if gguf_path is None:
         path = find_smollm2_gguf()
@@ -150,8 +151,8 @@ def local_model_card(
         )
     else:
         path = Path(gguf_path).expanduser().resolve()
-        if not path.is_file():
-            raise LocalRuntimeMissing(f"GGUF file {str(path)!r} does not exist")
+        if not path.is_file():  # the user's path, not a missing install: a card error naming it
+            raise CardError(f"GGUF file {str(path)!r} does not exist", field="gguf_path", value=str(path))
         with path.open("rb") as handle:
             magic = handle.read(4)
         if magic != b"GGUF":  # every GGUF file starts so; anything else would fail only when the server starts
@@ -330,6 +331,9 @@ class LocalServer:
             "--n_threads", str(self.n_threads),
             "--n_threads_batch", str(self.n_threads),
             "--verbose", "False",
+            # The server's default stops a streaming answer when another request comes in: two agents streaming
+            # at once (a chat that dispatches two LLM agents) left one with an empty answer. Queued instead.
+            "--interrupt_requests", "False",
         ]  # fmt: skip
 
     def _start(self) -> None:

@@ -106,8 +106,9 @@ def test_thread_count_from_the_environment_is_checked(monkeypatch: pytest.Monkey
 def test_other_gguf_that_does_not_exist_is_refused(tmp_path: Path) -> None:
     if not local_runtime_available():
         pytest.skip("runtime missing")
-    with pytest.raises(LocalRuntimeMissing, match="does not exist"):
+    with pytest.raises(CardError, match="does not exist") as missing:  # the user's path, not a missing install
         local_model_card(tmp_path / "nope.gguf", id="mine")
+    assert missing.value.field == "gguf_path"
     not_gguf = tmp_path / "cards.yaml"
     not_gguf.write_text("id: m\ndescription: a card, not a model\n")
     with pytest.raises(CardError, match="is not a GGUF model file") as caught:
@@ -254,6 +255,22 @@ def test_orchestra_client_chat_and_stream(model: LocalChatModel) -> None:
     final = chunks[-1].result
     assert final is not None and final.text == "".join(chunk.delta for chunk in chunks)
     assert final.completion_tokens == sum(1 for chunk in chunks[:-1] if chunk.delta)
+
+
+@needs_runtime
+def test_two_answers_streamed_at_once_both_arrive(model: LocalChatModel) -> None:
+    """Two LLM agents of one chat stream at the same time: the server queues the second request instead of
+    cutting the first one off (its default), which left one agent with an empty answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def stream(query: str) -> str:
+        chunks = list(model.stream([Message(role="user", content=query)], ChatOptions(max_tokens=24)))
+        assert chunks[-1].result is not None
+        return chunks[-1].result.text
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(stream, ["Write a haiku about autumn.", "Tell me about the sea."]))
+    assert all(answer.strip() for answer in answers)
 
 
 @needs_runtime
