@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from orchestra.agent import RefiningAgent
+from orchestra.errors import ModelError
 from orchestra.model import ChatOptions
 from orchestra.routing import ModelAccess, Observation
 
@@ -116,7 +117,9 @@ class WeightedVote:
 
 class Refine:
     """The Refining Agent on a model: merges complementary answers, states conflicts, refuses politely when
-    nothing useful came back. A single good answer is passed through without a model call unless ``always``."""
+    nothing useful came back. A single good answer is passed through without a model call unless ``always``.
+    When the refiner's model fails, the answers are listed as `PassThrough` lists them and the failure is kept
+    in the step's ``meta["refine_failed"]``."""
 
     name = "refine"
 
@@ -135,16 +138,29 @@ class Refine:
             return Aggregated(answered[0].answer or "", {"answered": 1, "from": answered[0].agent_id})
         return None
 
+    @staticmethod
+    def _unrefined(query: str, observations: Sequence[Observation], models: ModelAccess, error: ModelError) -> Aggregated:
+        # The agents answered; the refiner could not merge them (down, context window exceeded, empty answer).
+        # Their answers, listed, are worth more than no answer; the failure stays on the step's record.
+        listed = PassThrough().aggregate(query, observations, models)
+        return Aggregated(listed.answer, {**listed.meta, "refine_failed": error.to_record()})
+
     def aggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
         shortcut = self._shortcut(observations)
         if shortcut is not None:
             return shortcut
-        result = self.agent.refine(query, observations, models)
+        try:
+            result = self.agent.refine(query, observations, models)
+        except ModelError as exc:
+            return self._unrefined(query, observations, models, exc)
         return Aggregated(result.text.strip(), {"answered": sum(obs.ok for obs in observations), "model": result.model_id})
 
     async def aaggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
         shortcut = self._shortcut(observations)
         if shortcut is not None:
             return shortcut
-        result = await self.agent.arefine(query, observations, models)
+        try:
+            result = await self.agent.arefine(query, observations, models)
+        except ModelError as exc:
+            return self._unrefined(query, observations, models, exc)
         return Aggregated(result.text.strip(), {"answered": sum(obs.ok for obs in observations), "model": result.model_id})

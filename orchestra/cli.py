@@ -353,7 +353,9 @@ def _step_label(step: StepRecord) -> str:
     if step.kind == "model_call":
         return f"model {step.model_id} ({step.request.get('purpose', '')}): {escape(repr(step.response.get('text', '')[:80]))}{usage}"
     if step.kind == "aggregate":
-        return f"[bold]aggregate[/] ({step.request.get('aggregator')}): {escape(str(step.response.get('answer', ''))[:100])}"
+        failed = step.response.get("meta", {}).get("refine_failed")
+        note = f" [yellow](refine failed: {escape(failed.get('type', ''))}; the answers as they came)[/]" if failed else ""
+        return f"[bold]aggregate[/] ({step.request.get('aggregator')}){note}: {escape(str(step.response.get('answer', ''))[:100])}"
     return step.kind
 
 

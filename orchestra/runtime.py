@@ -33,6 +33,8 @@ from orchestra.errors import (
     BudgetExceeded,
     DecisionError,
     ModelError,
+    ModelOutputError,
+    ModelTimeoutError,
     ModelUnavailableError,
     NotFoundError,
     OrchestraError,
@@ -176,6 +178,13 @@ class _Recording:
         for step in trace.steps:
             if step.kind == "model_call" and step.parent_id:
                 self.model_calls.setdefault(step.parent_id, deque()).append(step)
+        # Where the aggregator's model calls hang. Runs stored before a failed aggregation was recorded as a step
+        # have the refiner's calls under the id of that unrecorded step: the one parent that is no step.
+        self.aggregate_parent: str | None = self.aggregate.id if self.aggregate else None
+        if self.aggregate_parent is None:
+            step_ids = {step.id for step in trace.steps}
+            orphans = {parent for parent in self.model_calls if parent not in step_ids}
+            self.aggregate_parent = orphans.pop() if len(orphans) == 1 else None
         self.lock = threading.Lock()
 
     def decision_step(self, round: int) -> StepRecord:
@@ -373,10 +382,14 @@ class _RunModelAccess:
         )
 
     def _replayed(self, model_id: str, messages: list[Message], options: ChatOptions, purpose: str) -> ChatResult:
-        assert self.ctx.recording is not None and self.original_parent is not None
+        assert self.ctx.recording is not None
+        if self.original_parent is None:
+            raise ReplayMismatch(f"the original run made no model call here (asked for {model_id!r})")
         step = self.ctx.recording.take_model_call(self.original_parent, model_id, messages)
         if step.error:
-            error = ModelError(step.error.get("message", "recorded model error"), model_id=step.model_id)
+            # the recorded class, so that code telling failures apart (Refine, TCAR) takes the same branch
+            kind = {cls.__name__: cls for cls in (ModelTimeoutError, ModelUnavailableError, ModelOutputError)}.get(step.error.get("type", ""), ModelError)
+            error = kind(step.error.get("message", "recorded model error"), model_id=step.model_id)
             self._record(model_id, messages, options, purpose, None, error, step.model_id or model_id)
             raise error
         result = _recorded_result(step, model_id)
@@ -793,7 +806,7 @@ class Workflow:
     def _aggregate_inputs(self, ctx: _RunContext, state: _GraphState) -> tuple[list[Observation], str, Any]:
         observations = state.get("observations", [])
         step_id = new_id()
-        original = ctx.recording.aggregate.id if ctx.recording and ctx.recording.aggregate else None
+        original = ctx.recording.aggregate_parent if ctx.recording else None
         return observations, step_id, ctx.access(step_id, state.get("round", 0), original)
 
     def _after_aggregate(self, ctx: _RunContext, state: _GraphState, observations: list[Observation], step_id: str, result: Aggregated, started: float) -> dict[str, Any]:
@@ -814,13 +827,32 @@ class Workflow:
         ctx.emit("aggregate", answer=result.answer, meta=result.meta)
         return {"answer": result.answer}
 
+    def _failed_aggregate(self, ctx: _RunContext, state: _GraphState, observations: list[Observation], step_id: str, exc: Exception, started: float) -> None:
+        # Recorded as a step, so the aggregator's model calls hang off it in the tree and an exact replay finds them.
+        error = exc.to_record() if isinstance(exc, OrchestraError) else {"type": type(exc).__name__, "code": "aggregator_error", "message": str(exc)}
+        ctx.record(
+            StepRecord(
+                id=step_id,
+                run_id=ctx.run.id,
+                kind="aggregate",
+                round=state.get("round", 0),
+                request={"aggregator": self.aggregator.name, "observations": len(observations)},
+                error=error,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
+
     def _aggregate(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         ctx = _ctx(config)
         observations, step_id, access = self._aggregate_inputs(ctx, state)
         started = time.perf_counter()
         if not any(obs.ok for obs in observations):
             return self._after_aggregate(ctx, state, observations, step_id, Aggregated(""), started)
-        result = self.aggregator.aggregate(state["query"], observations, access)
+        try:
+            result = self.aggregator.aggregate(state["query"], observations, access)
+        except Exception as exc:
+            self._failed_aggregate(ctx, state, observations, step_id, exc, started)
+            raise
         return self._after_aggregate(ctx, state, observations, step_id, result, started)
 
     async def _aaggregate(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
@@ -829,7 +861,11 @@ class Workflow:
         started = time.perf_counter()
         if not any(obs.ok for obs in observations):
             return self._after_aggregate(ctx, state, observations, step_id, Aggregated(""), started)
-        result = await self.aggregator.aaggregate(state["query"], observations, access)
+        try:
+            result = await self.aggregator.aaggregate(state["query"], observations, access)
+        except Exception as exc:
+            self._failed_aggregate(ctx, state, observations, step_id, exc, started)
+            raise
         return self._after_aggregate(ctx, state, observations, step_id, result, started)
 
     # -- running ------------------------------------------------------------------------------------------------

@@ -67,6 +67,46 @@ def test_parallel_dispatch_refine_and_trace_tree() -> None:
     assert "Paris is the capital." in refine_prompt and "42" in refine_prompt
 
 
+def test_a_refiner_that_fails_keeps_the_agents_answers_and_its_replay_serves_the_failure() -> None:
+    from orchestra import ModelOutputError, replay
+
+    writer = ScriptedModel("writer", ["Paris is the capital."])
+    refiner = ScriptedModel("refiner", [ModelOutputError("model 'refiner' streamed nothing", model_id="refiner")])
+    app = make_app(writer, refiner)
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    app.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
+    result = app.workflow(FunctionRouter(dispatch_all), aggregator=Refine("refiner")).run("capital of France and 6*7?")
+
+    assert result.status == "ok" and result.answer == "**geo**: Paris is the capital.\n\n**calc**: 42"
+    trace = app.store.get_run(result.run_id)
+    aggregate = next(step for step in trace.steps if step.kind == "aggregate")
+    assert aggregate.response["meta"]["refine_failed"]["type"] == "ModelOutputError"
+    # the failed refiner call hangs off the aggregate step (it used to point at a step never recorded)
+    assert trace.tree()[-1] == {"kind": "aggregate", "round": 1, "answer": result.answer,
+                                "children": [{"kind": "model_call", "round": 1, "model": "refiner", "error": "ModelOutputError"}]}
+    again = replay(app, result.run_id)
+    assert again.status == "ok" and again.answer == result.answer
+    assert app.store.get_run(again.run_id).tree() == trace.tree()
+
+
+def test_an_aggregator_that_raises_is_recorded_as_a_failed_aggregate_step() -> None:
+    class Broken:
+        name = "broken"
+
+        def aggregate(self, query, observations, models):  # type: ignore[no-untyped-def]
+            raise AgentError("cannot merge")
+
+        async def aaggregate(self, query, observations, models):  # type: ignore[no-untyped-def]
+            raise AgentError("cannot merge")
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
+    result = app.workflow(FunctionRouter(dispatch_all), aggregator=Broken()).run("6*7?")
+    assert result.status == "error" and isinstance(result.error, AgentError)
+    steps = app.store.get_run(result.run_id).steps
+    assert [(s.kind, s.error["message"]) for s in steps if s.kind == "aggregate"] == [("aggregate", "cannot merge")]
+
+
 def test_onboarding_mid_session_changes_the_next_decision_without_recompiling() -> None:
     app = make_app()
     app.registry.add_agent(AgentCard(id="a", description="first"), implementation=lambda q: "from a")

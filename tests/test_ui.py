@@ -167,6 +167,33 @@ def test_a_dead_model_is_reported_in_words(store: str) -> None:
     assert Orchestra(store=store).store.list_runs()[0].status == "error"  # the failed run is recorded
 
 
+def stored_run_panel() -> None:
+    import os
+
+    from orchestra import Orchestra
+    from orchestra.ui.panel import render_routing_panel
+
+    app = Orchestra(store=os.environ["ORCHESTRA_DB_URL"])
+    render_routing_panel(app.store.get_run(os.environ["UI_TEST_RUN"]), key="panel")
+
+
+def test_a_refiner_that_failed_is_said_beside_the_answers_it_could_not_merge(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestra import Call, Dispatch, ModelOutputError, Refine
+    from orchestra.testing import FunctionRouter, ScriptedModel, ScriptedModels
+
+    failing = ScriptedModels([ScriptedModel("refiner", [ModelOutputError("model 'refiner' streamed nothing", model_id="refiner")])])
+    app = Orchestra(store=store, model_factory=failing)
+    app.registry.add_model(ModelCard(id="refiner", description="Merges answers."))
+    for agent in ("echo", "shout"):
+        app.registry.add_agent(AgentCard(id=agent, description="Repeats.", backend="function", function=f"ui_test_agents:{agent}"))
+    both = FunctionRouter(lambda s: Dispatch(calls=tuple(Call(agent_id=a.id, query=s.query) for a in s.agents)))
+    result = app.workflow(both, aggregator=Refine("refiner")).run("hello")
+    assert result.status == "ok"
+    monkeypatch.setenv("UI_TEST_RUN", result.run_id)
+    at = _start(stored_run_panel)
+    assert any("could not merge the answers" in w.value and "streamed nothing" in w.value for w in at.warning)
+
+
 def test_a_message_whose_run_was_stopped_says_so(store: str) -> None:
     at = AppTest.from_function(chat_page, default_timeout=TIMEOUT)
     at.session_state["chat_messages"] = [{"role": "user", "content": "left half-way"}]

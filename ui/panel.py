@@ -137,7 +137,14 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
     for aggregate in (s for s in trace.steps if s.kind == "aggregate"):
         meta = aggregate.response.get("meta", {})
         note = f" on `{meta['model']}`" if meta.get("model") else ""
+        if aggregate.error:
+            st.markdown(f"**Refined answer** (`{aggregate.request.get('aggregator')}`): none")
+            st.error(explain_error(aggregate.error))
+            continue
         st.markdown(f"**Refined answer** (`{aggregate.request.get('aggregator')}`{note}): {aggregate.response.get('answer', '')}")
+        if meta.get("refine_failed"):
+            st.warning("The refiner could not merge the answers, so they are shown as they came. "
+                       + explain_error(meta["refine_failed"]), icon=":material/warning:")
 
     errors = [s for s in trace.steps if s.kind == "error" and s.parent_id is None]
     for step in errors:

@@ -61,7 +61,9 @@ def _step_line(step: StepRecord) -> str:
     if step.kind == "model_call":
         return f"model {step.model_id} ({step.request.get('purpose', '')}): {str(step.response.get('text', ''))[:120]!r}{usage}"
     if step.kind == "aggregate":
-        return f"**aggregate** ({step.request.get('aggregator')}): {str(step.response.get('answer', ''))[:200]}"
+        failed = step.response.get("meta", {}).get("refine_failed")
+        note = f" (refine failed: {failed.get('type', '')}; the answers as they came)" if failed else ""
+        return f"**aggregate** ({step.request.get('aggregator')}){note}: {str(step.response.get('answer', ''))[:200]}"
     return step.kind
 
 
