@@ -488,7 +488,12 @@ class OpenAIChatModel:
         self, collector: _StreamCollector, messages: list[Message], options: ChatOptions, started: float, attempts: int
     ) -> ChatResult:
         if collector.chunks == 0:
-            raise self._tag(ModelOutputError(f"model {self.id!r} streamed nothing", model_id=self.id), attempts)
+            message = f"model {self.id!r} streamed nothing"
+            window, prompt = self.card.context_window, _estimate_prompt(messages)
+            if window is not None and prompt + (options.max_tokens or 0) >= window:
+                # llama.cpp's server ends a stream silently when the prompt does not fit: say the likely cause
+                message += f"; the prompt (about {prompt} tokens) likely exceeds its context window of {window} tokens"
+            raise self._tag(ModelOutputError(message, model_id=self.id), attempts)
         text = "".join(collector.parts)
         # servers that ignore stream_options report no usage: count instead (one streamed delta is one token
         # on llama.cpp and vLLM; prompts are estimated from their length)

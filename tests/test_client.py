@@ -227,6 +227,17 @@ def test_stream_counts_tokens_when_server_omits_usage(fake: FakeOpenAI) -> None:
     assert result.prompt_tokens > 0  # estimated from the messages' length
 
 
+def test_a_stream_that_ends_empty_names_the_context_window_when_the_prompt_is_too_long(fake: FakeOpenAI) -> None:
+    """llama.cpp's server ends a stream without a chunk when the prompt does not fit its context."""
+    small = card(fake).with_changes(context_window=256)
+    fake.push({"stream": []}, {"stream": []})
+    options = ChatOptions(max_tokens=16)
+    with pytest.raises(ModelOutputError, match=r"streamed nothing; the prompt \(about \d+ tokens\) likely exceeds its context window of 256"):
+        list(OpenAIChatModel(small, FAST_RETRY).stream([Message(role="user", content="a longer word " * 100)], options))
+    with pytest.raises(ModelOutputError, match=r"streamed nothing$"):  # a short prompt: no such guess
+        list(OpenAIChatModel(small, FAST_RETRY).stream(HELLO, options))
+
+
 async def test_async_stream(fake: FakeOpenAI) -> None:
     fake.push({"stream": STREAM})
     chunks = [c async for c in OpenAIChatModel(card(fake), FAST_RETRY).astream(HELLO)]
