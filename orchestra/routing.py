@@ -38,6 +38,7 @@ __all__ = [
     "available_routers",
     "load_router",
     "register_router",
+    "router_needs_training",
 ]
 
 
@@ -217,18 +218,27 @@ def available_routers() -> list[str]:
     return sorted(set(_IN_PROCESS) | set(_entry_points()))
 
 
+def _factory(name: str) -> Callable[..., Router]:
+    if name in _IN_PROCESS:
+        return _IN_PROCESS[name]
+    found = _entry_points().get(name)
+    if found is None:
+        raise UnknownRouterError(name, available_routers())
+    return found.load()  # type: ignore[no-any-return]
+
+
 def load_router(name: str, **options: Any) -> Router:
     """Build the router registered under ``name`` with ``options``; `ConfigurationError` names an option it does
     not take or one it needs."""
-    if name in _IN_PROCESS:
-        factory = _IN_PROCESS[name]
-    else:
-        found = _entry_points().get(name)
-        if found is None:
-            raise UnknownRouterError(name, available_routers())
-        factory = found.load()
+    factory = _factory(name)
     _check_options(name, factory, options)
     return factory(**options)
+
+
+def router_needs_training(name: str) -> bool:
+    """Whether the router registered under ``name`` decides only once trained on data (its class says
+    ``needs_training``, as the model routers do): built by name alone, its first decision is a `DecisionError`."""
+    return bool(getattr(_factory(name), "needs_training", False))
 
 
 def _check_options(name: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:

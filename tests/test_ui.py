@@ -338,6 +338,32 @@ def test_runs_page_lists_a_run_and_replays_it_exactly_side_by_side(store: str) -
     page.button(key="runs_replay_other").click().run()
     assert any("must be a JSON object" in e.value for e in page.error)
 
+    # a counterfactual that fails says so (it used to read "other agents (none ...), a different answer")
+    page.selectbox(key="runs_replay_router").set_value("fixed")
+    page.text_input(key="runs_replay_options").set_value('{"agent_ids": ["nobody"]}')
+    page.button(key="runs_replay_other").click().run()
+    assert any("Counterfactual replay with `fixed` failed" in e.value and "UnknownAgentError" in e.value for e in page.error)
+
+
+def test_a_message_of_spaces_is_not_sent(store: str) -> None:
+    _add_echo(store)
+    at = _start(chat_page)
+    _say(at, "     ")
+    assert not at.chat_message and any("Type a question first" in w.value for w in at.warning)
+    assert Orchestra(store=store).store.list_runs() == []
+
+
+def test_the_ui_offers_only_routers_that_can_answer_untrained(store: str) -> None:
+    app = _add_echo(store)
+    original = app.workflow("fixed", agent_ids=["echo"], aggregator=PassThrough()).run("hello")
+    at = _start(chat_page)
+    offered = at.selectbox(key="chat_router").options
+    assert {"all", "embedding", "fixed", "set"} <= set(offered)
+    assert not {"knn", "mlp", "mf", "graph-router", "oracle"} & set(offered)  # they learn from a data set first
+    page = _start(runs_page)
+    assert page.selectbox(key="runs_selected").value == original.run_id
+    assert page.selectbox(key="runs_replay_router").value == "all"  # a router that can answer, not the first listed
+
 
 def test_runs_page_filters(store: str) -> None:
     app = _add_echo(store)

@@ -157,7 +157,9 @@ def render() -> None:
     # while a run is under way the box is locked and its button stops the run: a second message would
     # otherwise interrupt the first one half-way
     query = st.chat_input("Ask the agents…", submit_mode="stop")
-    if query:
+    if query is not None and not query.strip():
+        st.warning("Type a question first: a message of spaces asks nothing.", icon=":material/edit:")
+    elif query:
         user = {"role": "user", "content": query}
         messages.append(user)
         _show_message(app, user, len(messages) - 1)

@@ -31,6 +31,7 @@ from orchestra import (
     WeightedVote,
     Workflow,
     available_routers,
+    router_needs_training,
 )
 
 __all__ = [
@@ -130,7 +131,7 @@ _PLAIN_WORDS = {
     "ModelError": "A model call failed after its retries and fallbacks.",
     "AgentError": "An agent failed while answering.",
     "UnknownAgentError": "The router chose an agent that is no longer in the registry.",
-    "DecisionError": "The router returned something that is not a decision.",
+    "DecisionError": "The router could not decide (it returned no valid decision, or it needs training first).",
     "BudgetExceeded": "The run's budget ran out before an answer was reached.",
     "ReplayMismatch": "The replay did not follow the recording.",
     "StoreError": "The trace store could not be reached.",
@@ -226,8 +227,15 @@ def workflow_for(app: Orchestra, settings: RunSettings) -> Workflow:
 
 
 def routers() -> list[str]:
-    """Router names `load_router` can build."""
-    return available_routers()
+    """Router names the UI can run a query with: every one `load_router` can build, but those that decide only once
+    trained on a data set (the model routers: `orchestra bench models` trains and measures them). Built by name
+    here they would fail every message."""
+    return [name for name in available_routers() if not router_needs_training(name)]
+
+
+def untrained_routers() -> list[str]:
+    """The routers `routers` leaves out."""
+    return [name for name in available_routers() if router_needs_training(name)]
 
 
 def initial_router(names: list[str]) -> int:
@@ -248,7 +256,8 @@ def settings_sidebar(app: Orchestra, *, key: str = "chat") -> RunSettings:
     names = routers()
     router = sidebar.selectbox(
         "Router", names, index=initial_router(names), key=f"{key}_router",
-        help="Agent routers choose which agents answer; model routers choose which model backs an agent.",
+        help="Agent routers choose which agents answer. Routers that learn from a data set are not listed: "
+        + ", ".join(untrained_routers()) + " (`orchestra bench` trains and measures them).",
     )
     options_json = ""
     if router == "fixed":

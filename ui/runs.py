@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from orchestra import NotFoundError, Orchestra, OrchestraError, RunRecord, RunTrace, StepRecord, replay
+from orchestra import NotFoundError, Orchestra, OrchestraError, RunRecord, RunTrace, StepRecord, available_routers, replay
 
 from orchestra.ui.common import explain_error, format_cost, get_app, router_options, routers, show_error
 from orchestra.ui.panel import render_graph, run_summary, step_rows
@@ -99,7 +99,7 @@ def _label(run: RunRecord) -> str:
 def _filters(app: Orchestra) -> list[RunRecord]:
     cols = st.columns([1, 1, 2, 2, 1])
     status = cols[0].selectbox("Status", STATUSES, key="runs_status")
-    router = cols[1].selectbox("Router", ["any", *routers()], key="runs_router")
+    router = cols[1].selectbox("Router", ["any", *available_routers()], key="runs_router")
     session = cols[2].text_input("Session id", key="runs_session").strip()
     contains = cols[3].text_input("Query contains", key="runs_contains").strip().lower()
     limit = cols[4].number_input("Show", min_value=5, max_value=1000, value=50, step=25, key="runs_limit")
@@ -147,11 +147,17 @@ def _compare(app: Orchestra, original: RunTrace, replayed_id: str) -> None:
     mode = replayed.run.replay_mode or "replay"
     same_answer = replayed.run.answer == original.run.answer
     chosen = [_chosen_agents(t) for t in (original, replayed)]
+    same_failure = (original.run.status == replayed.run.status == "error"
+                    and (original.run.error or {}).get("type") == (replayed.run.error or {}).get("type"))
     if mode == "exact":
         if replayed.run.status == "ok":
             st.success("Exact replay: same decisions and same answer; every output was served from the recording.")
+        elif same_failure:
+            st.success(f"Exact replay: the same failure, reproduced from the recording ({explain_error(replayed.run.error)}).")
         else:
             st.error(f"The exact replay diverged: {explain_error(replayed.run.error)}")
+    elif replayed.run.status != "ok":
+        st.error(f"Counterfactual replay with `{replayed.run.router}` failed: {explain_error(replayed.run.error)}")
     else:
         verdict = "the same answer" if same_answer else "a different answer"
         choice = (
@@ -190,8 +196,10 @@ def _replay_controls(app: Orchestra, trace: RunTrace) -> None:
                 _replay(app, run.id, None, {})
     with right:
         names = routers()
-        other = st.selectbox("Another router", names, key="runs_replay_router",
-                             index=next((i for i, n in enumerate(names) if n != run.router), 0))
+        # "all" (every agent answers) is the plainest contrast; else the first router that is not the run's own
+        others = [n for n in names if n != run.router]
+        default = "all" if "all" in others else (others[0] if others else names[0])
+        other = st.selectbox("Another router", names, key="runs_replay_router", index=names.index(default))
         options_text = st.text_input("Its options (JSON)", key="runs_replay_options", placeholder='{"k": 2}')
         if st.button("Replay with this router", key="runs_replay_other"):
             try:
