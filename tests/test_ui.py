@@ -436,6 +436,19 @@ def test_model_frames_hull_is_the_benchmarks_hull() -> None:
     assert list(zip(hulls["cost_usd"], hulls["quality"])) == [(0.001, 0.5), (0.004, 0.7), (0.01, 0.8)]
 
 
+def test_reports_of_one_router_in_several_variants_keep_apart() -> None:
+    """Two runs of one router (another window, held out models) used to merge into one series and one hull."""
+    from orchestra.ui.routers_page import model_frames, model_table
+
+    reports = []
+    for name in ("models_rb_graph-router.json", "models_rb_graph-router_window256.json", "models_rb_knn.json"):
+        report = _model_report("knn" if "knn" in name else "graph-router", [(0.0, 0.01, 0.8), (1.0, 0.001, 0.5)])
+        reports.append({**report, "_file": name})
+    assert [row["router"] for row in model_table(reports)] == ["graph-router", "graph-router [window256]", "knn"]
+    points, hulls, _ = model_frames(reports)
+    assert hulls.groupby("router").size().to_dict() == {"graph-router": 2, "graph-router [window256]": 2, "knn": 2}
+
+
 # -- the app and the decision graph -------------------------------------------------------------------------------
 
 

@@ -83,14 +83,37 @@ def _label(report: dict[str, Any]) -> str:
     return label + (f" (held out: {', '.join(holdout)})" if holdout else "")
 
 
+def _variants(keys: list[str], reports: list[dict[str, Any]]) -> list[str]:
+    """For reports that share a key (same router, same regime), what tells their files apart: the end of each
+    file name past the name they share (``window256`` in ``models_routerbench_graph-router_window256.json``);
+    empty for a key no other report has."""
+    out = [""] * len(keys)
+    for key in set(keys):
+        indices = [i for i, k in enumerate(keys) if k == key]
+        if len(indices) < 2:
+            continue
+        stems = [Path(reports[i]["_file"]).stem for i in indices]
+        shared = os.path.commonprefix(stems)
+        if not all(stem == shared or stem[len(shared)] == "_" for stem in stems):
+            shared = shared[: shared.rfind("_") + 1]  # whole words: "finetuned", not "inetuned"
+        for i, stem in zip(indices, stems, strict=True):
+            out[i] = stem[len(shared):].strip("_")
+    return out
+
+
+def _labels(reports: list[dict[str, Any]]) -> list[str]:
+    """One distinct label per model-routing report of a set: the router, what was held out, and the variant."""
+    labels = [_label(report) for report in reports]
+    return [f"{label} [{variant}]" if variant else label for label, variant in zip(labels, _variants(labels, reports), strict=True)]
+
+
 def model_frames(reports: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """For one set: the routers' points (router, w, cost, quality), their hulls (router, order, cost,
     quality) and the single models (model, cost, quality)."""
     from orchestra.bench.models import nondecreasing_hull  # the same hull the AIQ figure is computed on
 
     points, hulls, singles = [], [], {}
-    for report in reports:
-        router = _label(report)
+    for report, router in zip(reports, _labels(reports), strict=True):
         costs = [float(p["cost_usd"]) for p in report["points"]]
         qualities = [float(p["quality"]) for p in report["points"]]
         for p in report["points"]:
@@ -136,13 +159,13 @@ def model_table(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per model-routing report: AIQ, GraphRouter's scenario rewards, the best single model and the
     cheapest point reaching it, latency."""
     rows = []
-    for report in reports:
+    for report, label in zip(reports, _labels(reports), strict=True):
         rewards = report.get("scenario_rewards", {})
         best = report.get("best_single") or {}
         reach = report.get("cheapest_point_reaching_best_single")
         latency = report.get("latency", {})
         rows.append({
-            "router": _label(report),
+            "router": label,
             "AIQ": report.get("aiq"),
             "AIQ single models": report.get("aiq_single_models"),
             "performance first": rewards.get("performance_first"),
@@ -166,16 +189,17 @@ def agent_table(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
         value = (metrics or {}).get(name)
         return None if value is None else round(100 * float(value), 2)
 
+    regimes = [str(report.get("regime", "")) + (f" ({report.get('shots')} shots)" if report.get("regime") == "few-shot" else "")
+               for report in reports]
+    variants = _variants([f"{report.get('router')}/{regime}" for report, regime in zip(reports, regimes, strict=True)], reports)
     rows = []
-    for report in reports:
+    for report, regime, variant in zip(reports, regimes, variants, strict=True):
         test = report.get("test", {})
         oos = report.get("oos") or {}
-        regime = report.get("regime", "")
-        if regime == "few-shot":
-            regime += f" ({report.get('shots')} shots)"
         rows.append({
             "router": report.get("router"),
             "regime": regime,
+            "variant": variant,
             "queries": test.get("n"),
             "set hit %": pct(test, "set_hit"),
             "top-1 %": pct(test, "top1"),
