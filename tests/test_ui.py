@@ -241,6 +241,7 @@ def test_onboarding_form_shows_errors_beside_fields_then_the_new_agent_is_chosen
     assert not page.exception and not page.error
     assert any("shouter" in s.value and "onboarded" in s.value for s in page.success)
     assert set(page.dataframe[0].value["id"]) == {"echo", "shouter"}
+    assert page.text_input(key="agent_id").value == "" and page.text_area(key="agent_description").value == ""
 
     _say(chat, "second")  # the same chat, no restart: the next message routes over the new agent
     assert chat.expander[-2].label.startswith("Routing: all → echo, shouter")

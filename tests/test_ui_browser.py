@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,29 @@ def _chat_and_open_the_panel(browser: webdriver.Chrome, server: str) -> None:
     time.sleep(1)  # let the graph finish its layout transition before the picture
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT))
+
+
+def test_the_onboarding_form_is_empty_again_after_an_agent_is_added(server: str, browser: webdriver.Chrome) -> None:
+    """The form keeps what was typed while a field is refused, and empties once the agent is added (it kept the
+    values, so a second press was a duplicate-id error)."""
+    browser.get(f"{server}/agents")
+    wait = WebDriverWait(browser, ANSWER_S)
+
+    def field(label: str) -> Any:
+        return wait.until(lambda d: next((
+            element.find_element(By.CSS_SELECTOR, "input, textarea")
+            for element in d.find_elements(By.CSS_SELECTOR, "[data-testid='stTextInput'], [data-testid='stTextArea']")
+            if element.find_element(By.TAG_NAME, "label").text.strip().startswith(label)
+        ), None))
+
+    field("Id").send_keys("shouter")
+    field("Description").send_keys("Repeats the request in capitals.")
+    field("Function").send_keys("browser_agents:echo")
+    backend = wait.until(lambda d: next(
+        (s for s in d.find_elements(By.CSS_SELECTOR, "[data-testid='stSelectbox']") if "Backend" in s.text), None))
+    backend.click()
+    wait.until(lambda d: next((o for o in d.find_elements(By.CSS_SELECTOR, "[role='option']") if o.text == "function"), None)).click()
+    button = next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Onboard agent")
+    button.click()
+    wait.until(lambda d: "shouter" in d.find_element(By.TAG_NAME, "body").text and "onboarded" in d.find_element(By.TAG_NAME, "body").text)
+    wait.until(lambda d: field("Id").get_attribute("value") == "" and field("Description").get_attribute("value") == "")

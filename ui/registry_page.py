@@ -148,6 +148,10 @@ def _model_data() -> dict[str, Any]:
     return data
 
 
+_EMPTY: dict[str, Any] = {"agent_backend": "model", "model_local": False}
+"""The form widgets whose empty value is not the empty string."""
+
+
 def _commit(kind: str, fields: tuple[str, ...], add: Callable[[], Any], label: str) -> bool:
     errors = _errors(kind)
     try:
@@ -161,7 +165,9 @@ def _commit(kind: str, fields: tuple[str, ...], add: Callable[[], Any], label: s
     else:
         st.session_state[f"{kind}_notice"] = label
         for field in fields:
-            st.session_state.pop(f"{kind}_{field}", None)  # an empty form for the next card
+            # An empty form for the next card. Set, not deleted: a deleted key leaves a form's widgets showing
+            # what the browser holds, so the next press re-sent the same card (a duplicate-id error).
+            st.session_state[f"{kind}_{field}"] = _EMPTY.get(f"{kind}_{field}", "")
         return True
     return False
 
