@@ -308,6 +308,9 @@ def test_a_run_tree_stays_one_list_when_the_query_and_answer_span_lines() -> Non
     lines = markdown.split("\n")
     assert all(line.lstrip().startswith("- ") for line in lines), markdown
     assert lines[0] == "- query: first line second line" and lines[-1] == "- **answer**: # Title line one line two"
+    long = app.workflow("all", aggregator=PassThrough()).run("word " * 3000)
+    first = tree_markdown(app.store.get_run(long.run_id)).split("\n")[0]
+    assert len(first) < 500 and first.endswith("… (15,000 characters)")
 
 
 def test_runs_page_lists_a_run_and_replays_it_exactly_side_by_side(store: str) -> None:
@@ -329,6 +332,7 @@ def test_runs_page_lists_a_run_and_replays_it_exactly_side_by_side(store: str) -
     assert [s.value for s in page.success].count("echo: replay me") == 2  # the two answers, side by side
     replayed = [run for run in app.store.list_runs() if run.replay_of == original.run_id]
     assert len(replayed) == 1 and replayed[0].replay_mode == "exact" and replayed[0].answer == original.answer
+    assert replayed[0].id in list(page.dataframe[0].value["run"])  # the table shows the replay at once
 
     page.selectbox(key="runs_replay_router").set_value("fixed")
     page.text_input(key="runs_replay_options").set_value('{"agent_ids": ["echo"]}')

@@ -15,6 +15,8 @@ from orchestra.ui.panel import render_graph, run_summary, step_rows
 __all__ = ["render", "run_rows", "tree_markdown"]
 
 STATUSES = ("any", "ok", "error", "running", "interrupted")
+QUERY_SHOWN = 400
+"""Characters of a query the decision tree shows."""
 REPLAYS = "runs_replays"
 """session state: original run id -> the run ids of its replays made on this page, newest last."""
 
@@ -75,7 +77,10 @@ def tree_markdown(trace: RunTrace) -> str:
     def one_line(text: str) -> str:  # a line break inside an item would end the list: the tree falls apart
         return " ".join(text.split())
 
-    lines = [f"- query: {one_line(run.query)}"]
+    query = one_line(run.query)
+    if len(query) > QUERY_SHOWN:  # a pasted document would bury the tree under it
+        query = f"{query[:QUERY_SHOWN]}… ({len(run.query):,} characters)"
+    lines = [f"- query: {query}"]
 
     def add(parent_id: str | None, depth: int) -> None:
         for step in trace.children(parent_id):
@@ -182,6 +187,7 @@ def _replay(app: Orchestra, run_id: str, router: str | None, options: dict[str, 
         st.session_state["runs_replay_error"] = f"Unexpected failure: {type(exc).__name__}: {exc}"
         return
     st.session_state.setdefault(REPLAYS, {}).setdefault(run_id, []).append(result.run_id)
+    st.rerun()  # the table above was drawn before the replay: draw the page again with the new run in it
 
 
 def _replay_controls(app: Orchestra, trace: RunTrace) -> None:
