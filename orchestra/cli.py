@@ -311,10 +311,10 @@ def models_remove(model_id: str, db: DbOption = None) -> None:
 @runs_app.command("list")
 @_handle_errors
 def runs_list(
-    session: Annotated[str | None, typer.Option()] = None,
+    session: Annotated[str | None, typer.Option(help="Only this session's runs (chat prints its session id).")] = None,
     status: Annotated[str | None, typer.Option(help="running, ok, error or interrupted")] = None,
-    router: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option()] = 20,
+    router: Annotated[str | None, typer.Option(help="Only the runs of this router.")] = None,
+    limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
     db: DbOption = None,
 ) -> None:
     """Stored runs, newest first."""

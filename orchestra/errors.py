@@ -180,10 +180,12 @@ class DecisionError(RunError):
 class BudgetExceeded(RunError):
     code = "budget_exceeded"
 
-    def __init__(self, limit: str, allowed: float, used: float) -> None:
-        super().__init__(f"budget exceeded: {limit} allowed {allowed:g}, used {used:g}")
+    def __init__(self, limit: str, allowed: float, used: float, *, spent: bool = True) -> None:
+        # rounds and calls are checked before they start: the budget would be exceeded, nothing was spent on them
+        amount = f"used {used:g}" if spent else f"{used:g} needed"
+        super().__init__(f"budget exceeded: {limit} allowed {allowed:g}, {amount}")
         self.limit = limit
-        """Which budget ran out: ``max_rounds``, ``max_cost_usd`` or ``max_seconds``."""
+        """Which budget ran out: ``max_rounds``, ``max_calls``, ``max_cost_usd`` or ``max_seconds``."""
         self.allowed = allowed
         self.used = used
 

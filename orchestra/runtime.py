@@ -127,13 +127,13 @@ class _Tracker:
 
     def check(self, *, round: int | None = None, calls: int = 0) -> None:
         if round is not None and round >= self.budget.max_rounds:
-            raise BudgetExceeded("max_rounds", self.budget.max_rounds, round + 1)
+            raise BudgetExceeded("max_rounds", self.budget.max_rounds, round + 1, spent=False)
         if self.budget.max_seconds is not None and self.elapsed() > self.budget.max_seconds:
             raise BudgetExceeded("max_seconds", self.budget.max_seconds, round_(self.elapsed()))
         if self.budget.max_cost_usd is not None and self.cost_usd > self.budget.max_cost_usd:
             raise BudgetExceeded("max_cost_usd", self.budget.max_cost_usd, self.cost_usd)
         if calls and self.calls + calls > self.budget.max_calls:
-            raise BudgetExceeded("max_calls", self.budget.max_calls, self.calls + calls)
+            raise BudgetExceeded("max_calls", self.budget.max_calls, self.calls + calls, spent=False)
 
     def add_usage(self, result: ChatResult) -> None:
         with self.lock:

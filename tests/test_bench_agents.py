@@ -106,8 +106,10 @@ def test_cli_command_prints_table_and_writes_json(dataset, tmp_path, monkeypatch
     report = json.loads(out.read_text())
     assert report["regime"] == "few-shot"
     assert report["router_config"]["k"] == 2 and report["router_config"]["oos_threshold"] is None
-    bad = CliRunner().invoke(app, ["--data", str(dataset), "--router", "set-test", "--option", "k"])
-    assert bad.exit_code != 0 and "key=value" in bad.output
+    from orchestra.cli import app as orchestra_cli
+
+    bad = CliRunner().invoke(orchestra_cli, ["bench", "agents", "--data", str(dataset), "--router", "set-test", "--option", "k"])
+    assert bad.exit_code == 2 and bad.output.strip() == "ConfigurationError: --option expects key=value, got 'k'"
 
 
 def test_bad_data_is_a_data_error_naming_file_and_line(tmp_path):

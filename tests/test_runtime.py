@@ -191,6 +191,17 @@ def test_budget_max_rounds_stops_a_looping_router() -> None:
     stored = app.store.get_run(result.run_id)
     assert stored.run.status == "error" and stored.run.error["code"] == "budget_exceeded"
     assert sum(s.kind == "decision" for s in stored.steps) == 3  # what was done is kept
+    assert str(result.error) == "budget exceeded: max_rounds allowed 3, 4 needed"  # a fourth round never ran
+
+
+def test_budget_max_calls_refuses_a_dispatch_that_would_exceed_it() -> None:
+    app = make_app()
+    for agent in ("a", "b", "c"):
+        app.registry.add_agent(AgentCard(id=agent, description="x"), implementation=lambda q: "ok")
+    result = app.workflow(FunctionRouter(dispatch_all), budget=Budget(max_calls=1)).run("q")
+    assert isinstance(result.error, BudgetExceeded) and result.error.limit == "max_calls"
+    assert str(result.error) == "budget exceeded: max_calls allowed 1, 3 needed"  # not "used 3": none was called
+    assert not any(s.kind == "call" for s in app.store.get_run(result.run_id).steps)
 
 
 def test_budget_max_cost_stops_the_run() -> None:

@@ -157,7 +157,7 @@ def _commit(kind: str, fields: tuple[str, ...], add: Callable[[], Any], label: s
     try:
         add()
     except DuplicateIdError as exc:
-        errors["id"] = f"{exc} — pick another id, or remove the existing {kind} first."
+        errors["id"] = f"{kind} id {exc.id!r} is already registered: pick another id, or remove the existing {kind} first."
     except CardError as exc:
         errors[exc.field if exc.field in fields else FORM_ERROR] = str(exc)
     except OrchestraError as exc:

@@ -465,10 +465,7 @@ def agents_command(
 
     from orchestra.bench import data_dir, parse_options
 
-    try:
-        router_options = parse_options(option)
-    except DataError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    router_options = parse_options(option)  # a bad item is a ConfigurationError: one line, exit 2
     folder = data_dir(data)
     check_output(json_out, data=folder, option="--json")
     model_access, model_cards = _model_access(model)

@@ -297,10 +297,7 @@ def fusion_command(
         ks = [int(part) for part in k.split(",") if part.strip()]
     except ValueError:
         raise typer.BadParameter(f"--k expects integers such as 1,2,3, got {k!r}") from None
-    try:
-        options = parse_options(option)
-    except DataError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    options = parse_options(option)  # a bad item is a ConfigurationError: one line, exit 2
     check_output(json_out, data=data_dir(data), option="--json")
     report = run_fusion_bench(data_dir(data), router, ks=ks, router_options=options, seed=seed, limit=limit,
                               predictions=predictions, progress=lambda message: typer.echo(message, err=True))

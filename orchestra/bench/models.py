@@ -681,10 +681,7 @@ def models_command(
     print realised quality and cost per w, AIQ, GraphRouter's scenario rewards and latency."""
     from orchestra.bench import data_dir, parse_options
 
-    try:
-        router_options = parse_options(option)
-    except DataError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    router_options = parse_options(option)  # a bad item is a ConfigurationError: one line, exit 2
     check_output(json_out, data=data_dir(data), option="--json")
     if router == "router-r1":
         # Router-R1 is multi-round: it consults models and answers itself, so it runs on its own loop with the
