@@ -187,6 +187,10 @@ into one reply.
 Reply with the merged answer only; do not mention this process unless answers conflict."""
 
 
+REFINE_CUE = "Merged answer:"
+"""The line that ends the refiner's prompt."""
+
+
 class RefiningAgent:
     """Merges several agents' answers: combines complementary points, states conflicts plainly, refuses
     politely when every answer is useless. Backed by a model card."""
@@ -202,7 +206,7 @@ class RefiningAgent:
             body = obs.answer if obs.ok else f"(failed: {obs.error.get('message') if obs.error else 'unknown error'})"
             part = f" on '{obs.query}'" if obs.query != query else ""
             lines.append(f"[{number}] agent {obs.agent_id}{part} (weight {obs.weight:.2f}):\n{body}")
-        user = f"User request:\n{query}\n\nAgents' answers:\n\n" + "\n\n".join(lines) + "\n\nMerged answer:"
+        user = f"User request:\n{query}\n\nAgents' answers:\n\n" + "\n\n".join(lines) + f"\n\n{REFINE_CUE}"
         return [Message(role="system", content=REFINE_SYSTEM), Message(role="user", content=user)]
 
     def refine(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> ChatResult:

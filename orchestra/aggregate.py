@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from orchestra.agent import RefiningAgent
+from orchestra.agent import REFINE_CUE, RefiningAgent
 from orchestra.errors import ModelError
 from orchestra.model import ChatOptions
 from orchestra.routing import ModelAccess, Observation
@@ -115,6 +115,17 @@ class WeightedVote:
         return self.aggregate(query, observations, models)
 
 
+def _without_cue(text: str) -> str:
+    """The refiner's answer without the prompt's closing cue, which small models echo before or after it."""
+    cue = REFINE_CUE.rstrip(":").lower()
+    lines = text.strip().splitlines()
+    while lines and lines[-1].strip().rstrip(":").lower() == cue:
+        lines.pop()
+    if lines and lines[0].strip().lower().startswith(cue + ":"):
+        lines[0] = lines[0].strip()[len(cue) + 1 :]
+    return "\n".join(lines).strip() or text.strip()
+
+
 class Refine:
     """The Refining Agent on a model: merges complementary answers, states conflicts, refuses politely when
     nothing useful came back. A single good answer is passed through without a model call unless ``always``.
@@ -153,7 +164,7 @@ class Refine:
             result = self.agent.refine(query, observations, models)
         except ModelError as exc:
             return self._unrefined(query, observations, models, exc)
-        return Aggregated(result.text.strip(), {"answered": sum(obs.ok for obs in observations), "model": result.model_id})
+        return Aggregated(_without_cue(result.text), {"answered": sum(obs.ok for obs in observations), "model": result.model_id})
 
     async def aaggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
         shortcut = self._shortcut(observations)
@@ -163,4 +174,4 @@ class Refine:
             result = await self.agent.arefine(query, observations, models)
         except ModelError as exc:
             return self._unrefined(query, observations, models, exc)
-        return Aggregated(result.text.strip(), {"answered": sum(obs.ok for obs in observations), "model": result.model_id})
+        return Aggregated(_without_cue(result.text), {"answered": sum(obs.ok for obs in observations), "model": result.model_id})

@@ -67,6 +67,16 @@ def test_parallel_dispatch_refine_and_trace_tree() -> None:
     assert "Paris is the capital." in refine_prompt and "42" in refine_prompt
 
 
+@pytest.mark.parametrize("reply", ["Paris; 42.\nMerged answer:", "Merged answer: Paris; 42.", "Merged answer:\n\nParis; 42."])
+def test_the_refiner_answer_loses_the_prompt_cue_a_small_model_echoes(reply: str) -> None:
+    writer, refiner = ScriptedModel("writer", ["Paris is the capital."]), ScriptedModel("refiner", [reply])
+    app = make_app(writer, refiner)
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    app.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
+    result = app.workflow(FunctionRouter(dispatch_all), aggregator=Refine("refiner")).run("capital of France and 6*7?")
+    assert result.answer == "Paris; 42."
+
+
 def test_a_refiner_that_fails_keeps_the_agents_answers_and_its_replay_serves_the_failure() -> None:
     from orchestra import ModelOutputError, replay
 
