@@ -53,11 +53,15 @@ class _Card(BaseModel, metaclass=_CardType):
 
     @classmethod
     def _card_error(cls, exc: ValidationError) -> CardError:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        first = errors[0]
         field = ".".join(str(part) for part in first["loc"]) or None
         value = first.get("input")
         where = f"field {field!r}" if field else "card"
-        return CardError(f"{cls.__name__}: {where}: {first['msg']} (got {value!r:.80})", field=field, value=value)
+        # the others too, briefly: a misspelt field is both a missing one and an unknown one
+        others = "; ".join(f"field {'.'.join(str(p) for p in e['loc'])!r}: {e['msg']}" for e in errors[1:4])
+        also = f"; also {others}" if others else ""
+        return CardError(f"{cls.__name__}: {where}: {first['msg']} (got {value!r:.80}){also}", field=field, value=value)
 
     @field_validator("description", check_fields=False)
     @classmethod

@@ -27,6 +27,12 @@ def test_malformed_agent_cards_name_the_field(data: dict, field: str | None) -> 
         assert field in str(caught.value)
 
 
+def test_a_misspelt_field_is_named_beside_the_missing_one() -> None:
+    with pytest.raises(CardError) as caught:
+        AgentCard.parse({"id": "a", "descriptoin": "x"})
+    assert caught.value.field == "description" and "also field 'descriptoin': Extra inputs are not permitted" in str(caught.value)
+
+
 def test_model_card_prices_and_cost() -> None:
     with pytest.raises(CardError, match="input_price_per_mtok"):
         ModelCard.parse({"id": "m", "description": "x", "input_price_per_mtok": -1})
