@@ -140,6 +140,7 @@ def test_chat_turn_shows_the_answer_and_the_routing_panel(store: str) -> None:
     assert list(candidates["candidate"]) == ["echo"] and bool(candidates["chosen"].iloc[0])
     steps = panel.dataframe[1].value
     assert list(steps["step"]) == ["decision", "call", "aggregate"] and "latency ms" in steps.columns
+    assert list(steps.columns)[-1] == "what" and list(steps["cost"]) == ["—", "—", "—"]  # a function agent has no price
     dot = panel.get("graphviz_chart")[0].proto.spec
     assert '"query"' in dot and "echo" in dot and '"answer"' in dot
 

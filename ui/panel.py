@@ -43,18 +43,18 @@ def step_rows(trace: RunTrace) -> list[dict[str, Any]]:
             "round": step.round,
             "agent": step.agent_id or "",
             "model": step.model_id or "",
-            "what": _step_text(step),
             "prompt tokens": step.prompt_tokens,
             "completion tokens": step.completion_tokens,
             "cost": _step_cost(step),
             "latency ms": round(step.latency_ms, 1),
+            "what": _step_text(step),  # last: the widest column, so it never pushes the figures out of view
         })
     return rows
 
 
 def _step_cost(step: StepRecord) -> str:
     # a function agent or a router that called no model has no price: a dash, not "unknown"
-    if step.kind not in ("call", "model_call") or (step.cost_usd is None and not step.prompt_tokens + step.completion_tokens):
+    if step.kind not in ("call", "model_call") or (not step.model_id and not step.prompt_tokens + step.completion_tokens):
         return "—"
     return format_cost(step.cost_usd)
 

@@ -61,7 +61,7 @@ def _step_line(step: StepRecord) -> str:
         model = f" @ {step.model_id}" if step.model_id else ""
         return f"**call** {step.agent_id}{model}: {str(step.response.get('answer', ''))[:200]}{usage}"
     if step.kind == "model_call":
-        return f"model {step.model_id} ({step.request.get('purpose', '')}): {str(step.response.get('text', ''))[:120]!r}{usage}"
+        return f"model {step.model_id} ({step.request.get('purpose', '')}): {str(step.response.get('text', ''))[:120]}{usage}"
     if step.kind == "aggregate":
         failed = step.response.get("meta", {}).get("refine_failed")
         note = f" (refine failed: {failed.get('type', '')}; the answers as they came)" if failed else ""
