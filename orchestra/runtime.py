@@ -813,23 +813,19 @@ class Workflow:
         if not any(obs.ok for obs in observations):
             failures = "; ".join(f"{obs.agent_id}: {obs.error.get('message') if obs.error else ''}" for obs in observations)
             raise AgentError(f"every dispatched agent failed ({failures})")
-        ctx.record(
-            StepRecord(
-                id=step_id,
-                run_id=ctx.run.id,
-                kind="aggregate",
-                round=state.get("round", 0),
-                request={"aggregator": self.aggregator.name, "observations": len(observations)},
-                response={"answer": result.answer, "meta": result.meta},
-                latency_ms=(time.perf_counter() - started) * 1000,
-            )
-        )
+        self._record_aggregate(ctx, state, observations, step_id, started, response={"answer": result.answer, "meta": result.meta})
         ctx.emit("aggregate", answer=result.answer, meta=result.meta)
         return {"answer": result.answer}
 
     def _failed_aggregate(self, ctx: _RunContext, state: _GraphState, observations: list[Observation], step_id: str, exc: Exception, started: float) -> None:
         # Recorded as a step, so the aggregator's model calls hang off it in the tree and an exact replay finds them.
         error = exc.to_record() if isinstance(exc, OrchestraError) else {"type": type(exc).__name__, "code": "aggregator_error", "message": str(exc)}
+        self._record_aggregate(ctx, state, observations, step_id, started, error=error)
+
+    def _record_aggregate(
+        self, ctx: _RunContext, state: _GraphState, observations: list[Observation], step_id: str, started: float,
+        *, response: dict[str, Any] | None = None, error: dict[str, str] | None = None,
+    ) -> None:
         ctx.record(
             StepRecord(
                 id=step_id,
@@ -837,6 +833,7 @@ class Workflow:
                 kind="aggregate",
                 round=state.get("round", 0),
                 request={"aggregator": self.aggregator.name, "observations": len(observations)},
+                response=response or {},
                 error=error,
                 latency_ms=(time.perf_counter() - started) * 1000,
             )
