@@ -1067,8 +1067,17 @@ class Orchestra:
         return _DirectModelAccess(self)
 
     def history(self, session_id: str, turns: int = HISTORY_TURNS) -> tuple[Turn, ...]:
-        """The session's earlier completed exchanges, oldest first (replays are not part of a session's history)."""
-        runs = [run for run in self.store.list_runs(session_id=session_id, status="ok", limit=turns) if run.replay_of is None]
+        """The session's last ``turns`` completed exchanges (each a user and an assistant `Turn`), oldest first.
+        Replays are stored in their original's session but are not part of its history."""
+        runs: list[RunRecord] = []
+        page, offset = max(turns, 1) * 2, 0
+        while len(runs) < turns:  # replays are skipped before counting, so they never push real turns out
+            found = self.store.list_runs(session_id=session_id, status="ok", limit=page, offset=offset)
+            runs += [run for run in found if run.replay_of is None]
+            if len(found) < page:
+                break
+            offset += page
+        runs = runs[:turns]
         history: list[Turn] = []
         for run in reversed(runs):
             history.append(Turn(role="user", content=run.query))

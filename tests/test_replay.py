@@ -94,6 +94,18 @@ def test_counterfactual_replay_runs_another_router_linked_to_the_original(app: t
     assert len(orch.history("s")) == 2
 
 
+def test_replays_never_push_a_sessions_turns_out_of_its_history(app: tuple[Orchestra, ScriptedModels]) -> None:
+    orch, _ = app
+    workflow = orch.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="b-tool", query=s.query),))))
+    for query in ("one", "two", "three"):
+        last = workflow.run(query, session_id="s")
+    before = orch.history("s")
+    for _ in range(12):  # more replays than the history holds turns
+        replay(orch, last.run_id)
+    assert orch.history("s") == before and [t.content for t in before][::2] == ["one", "two", "three"]
+    assert [t.content for t in orch.history("s", turns=2)][::2] == ["two", "three"]
+
+
 
 def test_exact_replay_of_a_model_router_trained_in_process(app: tuple[Orchestra, ScriptedModels]) -> None:
     # Its options alone would rebuild an untrained router: the recorded decisions must be served instead.
