@@ -133,14 +133,20 @@ class Registry:
     def update_agent(
         self, card: AgentCard | dict[str, Any], implementation: AgentImplementation | None = None
     ) -> AgentCard:
+        """Replace an agent's card. The in-process implementation stays while the backend stays; a card that
+        moves to another backend (a function agent becoming a model agent) drops it unless a new one is given."""
         card = card if isinstance(card, AgentCard) else AgentCard.parse(card)
         with self._lock:
-            if card.id not in self._agents:
+            current = self._agents.get(card.id)
+            if current is None:
                 raise NotFoundError("agent", card.id)
-            self.check_agent(card, implementation or self._implementations.get(card.id))
+            kept = self._implementations.get(card.id) if card.backend == current.backend else None
+            self.check_agent(card, implementation or kept)
             self._commit([_Change("agent", card.id, card, adding=False)])
             if implementation is not None:
                 self._implementations[card.id] = implementation
+            elif kept is None:
+                self._implementations.pop(card.id, None)
         return card
 
     def add_agents(self, cards: Iterable[AgentCard | dict[str, Any]], *, update: bool = False) -> list[AgentCard]:

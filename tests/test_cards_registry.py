@@ -75,6 +75,17 @@ def test_registry_persists_versions_and_refuses_duplicates() -> None:
     assert old.agent("a").description == "agent" and [m.id for m in old.models()] == ["m"]
 
 
+def test_an_agent_moved_to_another_backend_loses_its_old_implementation() -> None:
+    registry = Registry(InMemoryStore())
+    registry.add_model(ModelCard(id="m1", description="a model"))
+    upper = lambda q: q.upper()  # noqa: E731
+    registry.add_agent(AgentCard(id="upper", description="Shouts.", backend="function", function="builtins:str"), implementation=upper)
+    registry.update_agent(AgentCard(id="upper", description="Shouts louder.", backend="function", function="builtins:str"))
+    assert registry.implementation("upper") is upper  # same backend: kept
+    registry.update_agent(AgentCard(id="upper", description="Now a model agent.", model="m1"))
+    assert registry.implementation("upper") is None  # it would have gone on answering instead of the model
+
+
 def test_registry_sees_changes_made_by_another_process() -> None:
     store = InMemoryStore()
     ui, cli = Registry(store), Registry(store)
