@@ -523,7 +523,15 @@ class _GraphState(TypedDict, total=False):
 
 
 def _ctx(config: RunnableConfig) -> _RunContext:
-    return config["configurable"]["orchestra_run"]
+    ctx = config.get("configurable", {}).get("orchestra_run")
+    if ctx is None:
+        from orchestra.errors import ConfigurationError
+
+        raise ConfigurationError(
+            "this graph runs through Workflow.run, arun, stream or astream, which give each run its trace, "
+            "budget and registry view; invoked directly (or as a subgraph) it has none"
+        )
+    return ctx  # type: ignore[no-any-return]
 
 
 def _decision_dump(decision: Dispatch | Finish) -> dict[str, Any]:
@@ -548,7 +556,9 @@ class Workflow:
         self.budget = budget or Budget()
         self.routing = routing or RoutingPolicy()
         self.graph = self._build(asynchronous=False)
-        """The compiled LangGraph graph; usable as a subgraph in a user's own LangGraph graph."""
+        """The compiled LangGraph graph, to inspect or draw (``graph.get_graph().draw_mermaid()``). Runs go through
+        `run`, `arun`, `stream` and `astream`, which give it each run's context; invoked directly it raises
+        `ConfigurationError`. To use a workflow inside a graph of your own, call `run` (or `arun`) from a node."""
 
     @cached_property
     def async_graph(self) -> Any:

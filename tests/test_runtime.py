@@ -117,6 +117,15 @@ def test_an_aggregator_that_raises_is_recorded_as_a_failed_aggregate_step() -> N
     assert [(s.kind, s.error["message"]) for s in steps if s.kind == "aggregate"] == [("aggregate", "cannot merge")]
 
 
+def test_the_graph_invoked_without_a_run_says_how_to_run_it() -> None:
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="a", description="first"), implementation=lambda q: "from a")
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+    assert "route" in workflow.graph.get_graph().draw_mermaid()
+    with pytest.raises(ConfigurationError, match="runs through Workflow.run"):
+        workflow.graph.invoke({"query": "hi", "round": 0, "observations": []})  # was KeyError('orchestra_run')
+
+
 def test_onboarding_mid_session_changes_the_next_decision_without_recompiling() -> None:
     app = make_app()
     app.registry.add_agent(AgentCard(id="a", description="first"), implementation=lambda q: "from a")
