@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestra.errors import PolicyError
 
@@ -18,11 +18,14 @@ class _Policy(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(part) for part in first["loc"])
-            raise PolicyError(f"{type(self).__name__}.{field}: {first['msg']} (got {first.get('input')!r})") from None
+            where = f"{type(self).__name__}.{field}" if field else type(self).__name__  # a check across fields names none
+            raise PolicyError(f"{where}: {first['msg']} (got {first.get('input')!r})") from None
 
 
 class RetryPolicy(_Policy):
-    """Retries of one model call: exponential backoff with jitter, on timeouts, 429 and 5xx only."""
+    """Retries of one model call: exponential backoff with jitter, on timeouts, 429 and 5xx only. Applied by the
+    OpenAI-compatible client that Orchestra builds for a card (and the embedded local model); a custom
+    ``model_factory`` receives it and applies it as it sees fit (the test doubles do not retry)."""
 
     max_attempts: int = Field(default=3, ge=1, le=20)
     """Attempts in all, the first included."""
@@ -31,6 +34,12 @@ class RetryPolicy(_Policy):
     jitter_s: float = Field(default=0.25, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
     """Per-attempt timeout."""
+
+    @model_validator(mode="after")
+    def _backoff_grows_to_its_cap(self) -> RetryPolicy:
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError(f"max_backoff_s ({self.max_backoff_s}) is below initial_backoff_s ({self.initial_backoff_s})")
+        return self
 
 
 class FallbackPolicy(_Policy):
@@ -41,15 +50,19 @@ class FallbackPolicy(_Policy):
 
 
 class Budget(_Policy):
-    """Limits of one run. Exceeding one stops the run with `BudgetExceeded`, which is recorded."""
+    """Limits of one run, checked between steps: before each router decision, each dispatch (calls) and each model
+    call (cost, time). Exceeding one stops the run with `BudgetExceeded`, which is recorded. A step already under
+    way is not interrupted, so an agent that runs long, or parallel model calls started together, can go past a
+    limit before it stops the run."""
 
-    max_rounds: int = Field(default=4, ge=1, le=100)
+    max_rounds: int = Field(default=4, ge=1, le=100, strict=True)
     """Router decisions at most (multi-round routers are asked again after each round of calls)."""
     max_cost_usd: float | None = Field(default=None, ge=0)
-    """Spend at most this much on model calls; calls of unknown cost count as 0 here and are flagged."""
+    """Stop once this much is spent on model calls: no model call starts after the spend has passed it (calls of
+    unknown cost count as 0 here and are flagged)."""
     max_seconds: float | None = Field(default=None, gt=0)
-    """Wall time of the whole run."""
-    max_calls: int = Field(default=32, ge=1)
+    """Wall time of the whole run, checked before each decision and model call."""
+    max_calls: int = Field(default=32, ge=1, strict=True)
     """Agent calls at most, over all rounds."""
 
 

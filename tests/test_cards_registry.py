@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestra import AgentCard, Budget, CardError, ConfigurationError, DuplicateIdError, ModelCard, NotFoundError, PolicyError, Registry, RoutingPolicy, load_cards
+from orchestra import AgentCard, Budget, CardError, ConfigurationError, DuplicateIdError, ModelCard, NotFoundError, PolicyError, Registry, RetryPolicy, RoutingPolicy, load_cards
 from orchestra.testing import InMemoryStore
 
 
@@ -48,6 +48,10 @@ def test_policies_refuse_out_of_range_values() -> None:
         RoutingPolicy(cost_weight=1.5)
     with pytest.raises(PolicyError, match="max_rounds"):
         Budget(max_rounds=0)
+    with pytest.raises(PolicyError, match="max_calls"):
+        Budget(max_calls=True)  # a flag is not a count
+    with pytest.raises(PolicyError, match=r"^RetryPolicy: .*max_backoff_s \(1.0\) is below initial_backoff_s \(5.0\)"):
+        RetryPolicy(initial_backoff_s=5, max_backoff_s=1)
 
 
 def test_registry_persists_versions_and_refuses_duplicates() -> None:
