@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 
-from orchestra.aggregate import PassThrough, build_aggregator
+from orchestra.aggregate import Aggregator, PassThrough, build_aggregator
 from orchestra.errors import ConfigurationError, ReplayMismatch
 from orchestra.policies import Budget, RoutingPolicy
 from orchestra.routing import BaseRouter, Decision, Dispatch, Finish, Router, RouterState, Turn, load_router
@@ -63,15 +63,33 @@ def _rebuild_router(trace: RunTrace) -> Router:
         return RecordedRouter(trace, f"{type(exc).__name__}: {exc}")
 
 
-def replay(app: Orchestra, run_id: str, *, router: Router | str | None = None, **router_options: Any) -> RunResult:
+def replay(
+    app: Orchestra,
+    run_id: str,
+    *,
+    router: Router | str | None = None,
+    aggregator: Aggregator | None = None,
+    **router_options: Any,
+) -> RunResult:
     """Replay run ``run_id``. Without ``router``: exactly, with the recorded outputs of every call, asserting the
     same decisions and answer (a divergence is a recorded `ReplayMismatch`). With ``router``: counterfactually,
-    a new live run of the same query and history, linked to the original."""
+    a new live run of the same query and history, linked to the original.
+
+    The shipped aggregators are rebuilt from the record; a run made with an aggregator of your own needs it
+    given as ``aggregator`` (`ConfigurationError` otherwise, rather than a replay that cannot match)."""
     from orchestra.runtime import Workflow, _Recording  # LangGraph loads with the first replay, not with the package
 
     trace = app.store.get_run(run_id)
     run = trace.run
-    aggregator = build_aggregator(run.meta.get("aggregator", {})) or PassThrough()
+    recorded = run.meta.get("aggregator", {})
+    aggregator = aggregator or build_aggregator(recorded)
+    if aggregator is None:
+        if any(step.kind == "aggregate" for step in trace.steps):  # it took part: another would not match
+            raise ConfigurationError(
+                f"run {run.id} was aggregated by {recorded['name']!r}, which is not one Orchestra ships: "
+                "pass it as replay(..., aggregator=...)"
+            )
+        aggregator = PassThrough()
     budget = Budget(**run.meta["budget"]) if "budget" in run.meta else None
     policy = RoutingPolicy(**run.meta["policy"]) if "policy" in run.meta else None
     history = [Turn(**turn) for turn in run.meta.get("history", [])]

@@ -190,7 +190,9 @@ class _Recording:
     def decision_step(self, round: int) -> StepRecord:
         step = self.decisions.get(round)
         if step is None:
-            raise ReplayMismatch(f"the original run made no decision in round {round}")
+            error = self.trace.run.error
+            failed = f": it failed first ({error.get('type')}: {error.get('message')})" if error else ""
+            raise ReplayMismatch(f"the original run made no decision in round {round}{failed}")
         return step
 
     def take_call(self, round: int, call: Call) -> StepRecord:
@@ -662,8 +664,18 @@ class Workflow:
         step_id = new_id()
         router_state, snapshot = self._router_state(ctx, state, step_id)
         started = time.perf_counter()
-        decision = ctx.router.decide(router_state)
+        try:
+            decision = ctx.router.decide(router_state)
+        except OrchestraError:
+            raise
+        except Exception as exc:
+            raise self._router_failure(ctx, exc) from exc
         return self._after_decision(ctx, router_state, snapshot, step_id, decision, started)
+
+    @staticmethod
+    def _router_failure(ctx: _RunContext, exc: Exception) -> DecisionError:
+        # a router's own bug is the run's typed failure, recorded and returned like an agent's, not an escape
+        return DecisionError(f"router {getattr(ctx.router, 'name', type(ctx.router).__name__)!r} raised {type(exc).__name__}: {exc}")
 
     async def _aroute(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         ctx = _ctx(config)
@@ -671,7 +683,12 @@ class Workflow:
         router_state, snapshot = self._router_state(ctx, state, step_id)
         started = time.perf_counter()
         adecide = getattr(ctx.router, "adecide", None)
-        decision = await adecide(router_state) if adecide else await asyncio.to_thread(ctx.router.decide, router_state)
+        try:
+            decision = await adecide(router_state) if adecide else await asyncio.to_thread(ctx.router.decide, router_state)
+        except OrchestraError:
+            raise
+        except Exception as exc:
+            raise self._router_failure(ctx, exc) from exc
         return self._after_decision(ctx, router_state, snapshot, step_id, decision, started)
 
     # -- call node ----------------------------------------------------------------------------------------------
@@ -827,10 +844,17 @@ class Workflow:
         ctx.emit("aggregate", answer=result.answer, meta=result.meta)
         return {"answer": result.answer}
 
-    def _failed_aggregate(self, ctx: _RunContext, state: _GraphState, observations: list[Observation], step_id: str, exc: Exception, started: float) -> None:
-        # Recorded as a step, so the aggregator's model calls hang off it in the tree and an exact replay finds them.
-        error = exc.to_record() if isinstance(exc, OrchestraError) else {"type": type(exc).__name__, "code": "aggregator_error", "message": str(exc)}
-        self._record_aggregate(ctx, state, observations, step_id, started, error=error)
+    def _checked(self, result: Any) -> Aggregated:
+        if not isinstance(result, Aggregated):
+            raise AgentError(f"aggregator {self.aggregator.name!r} returned {type(result).__name__}, not Aggregated")
+        return result
+
+    def _failed_aggregate(self, ctx: _RunContext, state: _GraphState, observations: list[Observation], step_id: str, exc: Exception, started: float) -> Exception:
+        """Record the failed aggregate step (so the aggregator's model calls hang off it in the tree and an exact
+        replay finds them) and return the run's typed error: the refining agent's own bug is an `AgentError`."""
+        error = exc if isinstance(exc, OrchestraError) else AgentError(f"aggregator {self.aggregator.name!r} raised {type(exc).__name__}: {exc}")
+        self._record_aggregate(ctx, state, observations, step_id, started, error=error.to_record())
+        return error
 
     def _record_aggregate(
         self, ctx: _RunContext, state: _GraphState, observations: list[Observation], step_id: str, started: float,
@@ -856,10 +880,12 @@ class Workflow:
         if not any(obs.ok for obs in observations):
             return self._after_aggregate(ctx, state, observations, step_id, Aggregated(""), started)
         try:
-            result = self.aggregator.aggregate(state["query"], observations, access)
+            result = self._checked(self.aggregator.aggregate(state["query"], observations, access))
         except Exception as exc:
-            self._failed_aggregate(ctx, state, observations, step_id, exc, started)
-            raise
+            failure = self._failed_aggregate(ctx, state, observations, step_id, exc, started)
+            if failure is exc:
+                raise
+            raise failure from exc
         return self._after_aggregate(ctx, state, observations, step_id, result, started)
 
     async def _aaggregate(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
@@ -869,10 +895,12 @@ class Workflow:
         if not any(obs.ok for obs in observations):
             return self._after_aggregate(ctx, state, observations, step_id, Aggregated(""), started)
         try:
-            result = await self.aggregator.aaggregate(state["query"], observations, access)
+            result = self._checked(await self.aggregator.aaggregate(state["query"], observations, access))
         except Exception as exc:
-            self._failed_aggregate(ctx, state, observations, step_id, exc, started)
-            raise
+            failure = self._failed_aggregate(ctx, state, observations, step_id, exc, started)
+            if failure is exc:
+                raise
+            raise failure from exc
         return self._after_aggregate(ctx, state, observations, step_id, result, started)
 
     # -- running ------------------------------------------------------------------------------------------------

@@ -145,3 +145,28 @@ def test_a_router_that_cannot_be_rebuilt_is_served_from_the_record_and_says_so(a
     # a router rebuilt by name is not marked
     rebuilt = replay(orch, orch.workflow("test-pick").run("question").run_id)
     assert "recorded" not in orch.store.get_run(rebuilt.run_id).run.meta["router"]
+
+
+def test_a_run_with_an_aggregator_of_your_own_replays_with_it_given(app: tuple[Orchestra, ScriptedModels]) -> None:
+    from orchestra import ConfigurationError
+
+    class Joined:
+        name = "joined"
+
+        def aggregate(self, query, observations, models):  # type: ignore[no-untyped-def]
+            from orchestra import Aggregated
+
+            return Aggregated(" | ".join(sorted(o.answer or "" for o in observations)))
+
+        async def aaggregate(self, query, observations, models):  # type: ignore[no-untyped-def]
+            return self.aggregate(query, observations, models)
+
+    orch, _ = app
+    both = FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="b-tool", query=s.query), Call(agent_id="b-tool", query="again"))))
+    original = orch.workflow(both, aggregator=Joined()).run("question")
+    assert original.answer == "tool answer | tool answer"
+    with pytest.raises(ConfigurationError, match="aggregated by 'joined'.*aggregator="):
+        replay(orch, original.run_id)  # it used to replay with pass-through and report a mismatch
+    again = replay(orch, original.run_id, aggregator=Joined())
+    assert again.status == "ok" and again.answer == original.answer
+

@@ -117,6 +117,35 @@ def test_an_aggregator_that_raises_is_recorded_as_a_failed_aggregate_step() -> N
     assert [(s.kind, s.error["message"]) for s in steps if s.kind == "aggregate"] == [("aggregate", "cannot merge")]
 
 
+def test_a_router_or_aggregator_that_raises_fails_the_run_typed_instead_of_escaping() -> None:
+    from orchestra import Aggregated, DecisionError
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="a", description="first"), implementation=lambda q: "from a")
+    result = app.workflow(FunctionRouter(lambda s: {}["x"])).run("q")
+    assert result.status == "error" and isinstance(result.error, DecisionError) and "raised KeyError" in str(result.error)
+    assert isinstance(result.error.__cause__, KeyError)  # the bug's own traceback is kept
+
+    class Text:
+        name = "text"
+
+        def aggregate(self, query, observations, models):  # type: ignore[no-untyped-def]
+            return "not an Aggregated"
+
+        async def aaggregate(self, query, observations, models):  # type: ignore[no-untyped-def]
+            raise ValueError("boom")
+
+    workflow = app.workflow(FunctionRouter(dispatch_all), aggregator=Text())
+    result = workflow.run("q")
+    assert isinstance(result.error, AgentError) and "returned str, not Aggregated" in str(result.error)
+    import asyncio
+
+    result = asyncio.run(workflow.arun("q"))
+    assert isinstance(result.error, AgentError) and "raised ValueError: boom" in str(result.error)
+    assert app.store.get_run(result.run_id).run.error["type"] == "AgentError"
+    assert Aggregated("x").answer == "x"
+
+
 def test_the_graph_invoked_without_a_run_says_how_to_run_it() -> None:
     app = make_app()
     app.registry.add_agent(AgentCard(id="a", description="first"), implementation=lambda q: "from a")
