@@ -540,6 +540,14 @@ def _decision_dump(decision: Dispatch | Finish) -> dict[str, Any]:
     return decision.model_dump(mode="json")
 
 
+def _expect(name: str, value: Any, ok: Callable[[Any], bool], what: str) -> None:
+    """Refuse a wrongly typed argument when it is given, not at the first run (where it was an AttributeError)."""
+    if not ok(value):
+        from orchestra.errors import ConfigurationError
+
+        raise ConfigurationError(f"{name} must be {what}, got {type(value).__name__} {value!r:.60}")
+
+
 class Workflow:
     """A compiled routed graph: one router, one aggregator, one budget. Run it many times, concurrently."""
 
@@ -552,6 +560,10 @@ class Workflow:
         budget: Budget | None = None,
         routing: RoutingPolicy | None = None,
     ) -> None:
+        _expect("router", router, lambda value: callable(getattr(value, "decide", None)), "a router: an object with decide(state), or a router's name")
+        _expect("aggregator", aggregator, lambda value: value is None or callable(getattr(value, "aggregate", None)), "an Aggregator (Refine, WeightedVote, PassThrough or your own)")
+        _expect("budget", budget, lambda value: value is None or isinstance(value, Budget), "a Budget")
+        _expect("routing", routing, lambda value: value is None or isinstance(value, RoutingPolicy), "a RoutingPolicy")
         self.app = app
         self.router = router
         self.aggregator = aggregator or PassThrough()
@@ -920,6 +932,7 @@ class Workflow:
             from orchestra.errors import ConfigurationError
 
             raise ConfigurationError("query must be a non-empty string")
+        _expect("session_id", session_id, lambda value: value is None or (isinstance(value, str) and bool(value.strip())), "a non-empty string")
         if history is not None:
             turns = tuple(history)
         elif session_id is None:
@@ -1074,10 +1087,13 @@ class Orchestra:
         retry: RetryPolicy | None = None,
         fallback: FallbackPolicy | None = None,
     ) -> None:
+        _expect("retry", retry, lambda value: value is None or isinstance(value, RetryPolicy), "a RetryPolicy")
+        _expect("fallback", fallback, lambda value: value is None or isinstance(value, FallbackPolicy), "a FallbackPolicy")
         if store is None or isinstance(store, str):
             from orchestra.store import open_store
 
             store = open_store(store)
+        _expect("store", store, lambda value: isinstance(value, Store), "a Store or a database URL")
         self.store: Store = store
         self.store.mark_interrupted()  # runs a dead process left behind are marked, not lost
         self.registry = Registry(store)

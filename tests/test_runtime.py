@@ -146,6 +146,24 @@ def test_a_router_or_aggregator_that_raises_fails_the_run_typed_instead_of_escap
     assert Aggregated("x").answer == "x"
 
 
+def test_wrongly_typed_arguments_are_refused_when_given_not_at_the_first_run() -> None:
+    from orchestra import RetryPolicy
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="a", description="first"), implementation=lambda q: "from a")
+    for options, name in [({"budget": {"max_rounds": 2}}, "budget"), ({"routing": {}}, "routing"), ({"aggregator": "refine"}, "aggregator")]:
+        with pytest.raises(ConfigurationError, match=f"^{name} must be"):
+            app.workflow("all", **options)
+    with pytest.raises(ConfigurationError, match="^router must be"):
+        app.workflow(object())  # type: ignore[arg-type]
+    for options, name in [({"fallback": ("m",)}, "fallback"), ({"retry": {}}, "retry"), ({"store": 123}, "store")]:
+        with pytest.raises(ConfigurationError, match=f"^{name} must be"):
+            Orchestra(**{"store": InMemoryStore(), **options})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="^session_id must be"):
+        app.workflow("all").run("q", session_id=123)  # type: ignore[arg-type]
+    assert Orchestra(store=InMemoryStore(), retry=RetryPolicy(max_attempts=2)).retry.max_attempts == 2
+
+
 def test_the_graph_invoked_without_a_run_says_how_to_run_it() -> None:
     app = make_app()
     app.registry.add_agent(AgentCard(id="a", description="first"), implementation=lambda q: "from a")
