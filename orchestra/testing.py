@@ -45,19 +45,26 @@ class ScriptedModel:
         self.calls: list[tuple[list[Message], ChatOptions]] = []
         self._lock = threading.Lock()
 
-    def _next(self, messages: list[Message]) -> str:
-        if callable(self._script):
-            return self._script(messages)
+    def _take(self, messages: list[Message], options: ChatOptions | None) -> Any:
+        """Record the call and take its scripted reply under one lock, so concurrent calls get the replies in the
+        order they were made (taken apart, four threads all got the last reply)."""
         with self._lock:
+            self.calls.append((list(messages), options or ChatOptions()))
+            if callable(self._script):
+                return None
             index = len(self.calls) - 1
             if index >= len(self._script):
                 if not self.repeat_last or not self._script:
-                    raise ModelOutputError(f"scripted model {self.id!r} ran out of replies", model_id=self.id)
+                    return ModelOutputError(f"scripted model {self.id!r} ran out of replies", model_id=self.id)
                 index = len(self._script) - 1
-            item = self._script[index]
+            return self._script[index]
+
+    def _reply(self, messages: list[Message], item: Any) -> str:
+        if callable(self._script):
+            return self._script(messages)
         if isinstance(item, BaseException):
             raise item
-        return item
+        return item  # type: ignore[no-any-return]
 
     def _result(self, messages: list[Message], text: str) -> ChatResult:
         prompt = sum(len(m.content.split()) for m in messages)
@@ -76,20 +83,18 @@ class ScriptedModel:
         )
 
     def chat(self, messages: list[Message], options: ChatOptions | None = None) -> ChatResult:
-        with self._lock:
-            self.calls.append((list(messages), options or ChatOptions()))
+        item = self._take(messages, options)
         if self.latency_s:
             import time
 
             time.sleep(self.latency_s)
-        return self._result(messages, self._next(messages))
+        return self._result(messages, self._reply(messages, item))
 
     async def achat(self, messages: list[Message], options: ChatOptions | None = None) -> ChatResult:
-        with self._lock:
-            self.calls.append((list(messages), options or ChatOptions()))
+        item = self._take(messages, options)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        return self._result(messages, self._next(messages))
+        return self._result(messages, self._reply(messages, item))
 
     def stream(self, messages: list[Message], options: ChatOptions | None = None) -> Iterator[ChatChunk]:
         result = self.chat(messages, options)

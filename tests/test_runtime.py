@@ -164,6 +164,17 @@ def test_wrongly_typed_arguments_are_refused_when_given_not_at_the_first_run() -
     assert Orchestra(store=InMemoryStore(), retry=RetryPolicy(max_attempts=2)).retry.max_attempts == 2
 
 
+def test_a_scripted_model_called_from_several_threads_serves_each_reply_once() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orchestra import Message
+
+    model = ScriptedModel("m", ["a", "b", "c", "d"], latency_s=0.05)
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda _: model.chat([Message(role="user", content="q")]).text, range(4)))
+    assert sorted(replies) == ["a", "b", "c", "d"]  # all four got "d" when the reply was read after the sleep
+
+
 def test_the_graph_invoked_without_a_run_says_how_to_run_it() -> None:
     app = make_app()
     app.registry.add_agent(AgentCard(id="a", description="first"), implementation=lambda q: "from a")
