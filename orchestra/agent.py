@@ -103,7 +103,7 @@ class LLMAgent:
     @staticmethod
     def messages(query: str, context: AgentContext) -> list[Message]:
         system = context.card.system_prompt or (
-            f"You are {context.card.name}. {context.card.description} Answer the user's request directly and briefly."
+            f"You are {context.card.name}. {_sentence(context.card.description)} Answer the user's request directly and briefly."
         )
         messages = [Message(role="system", content=system)]
         messages += [Message(role=turn.role, content=turn.content) for turn in context.history]
@@ -176,6 +176,12 @@ def agent_for_card(card: AgentCard, implementation: Any = None) -> Agent:
     # "model" and "endpoint" agents both speak the OpenAI chat protocol; an endpoint agent's model card is
     # created by the runtime from the card's endpoint URL.
     return LLMAgent()
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending as a sentence does, so the prompt's next sentence does not run into it."""
+    text = text.strip()
+    return text if text.endswith((".", "!", "?", ":")) else text + "."
 
 
 REFINE_SYSTEM = """You are the refining agent. Several agents answered the user's request; merge their answers \

@@ -22,7 +22,7 @@ while answering; the run is recorded with the error)::
         ├── AgentError                  an agent raised while answering
         ├── UnknownAgentError           a decision named an agent the registry does not hold
         ├── DecisionError               a router returned something that is not a valid decision
-        ├── BudgetExceeded              max rounds, max cost or max wall time reached
+        ├── BudgetExceeded              max rounds, calls, cost or wall time reached
         ├── RunCancelled                the caller stopped the run (closed the stream, Ctrl-C, task cancelled)
         └── ReplayMismatch              an exact replay diverged from the recording
 """

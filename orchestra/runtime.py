@@ -420,7 +420,7 @@ class _RunModelAccess:
         self.ctx.tracker.check()
         if self.ctx.recording is not None:
             return self._replayed(model_id, messages, options, purpose)
-        last: ModelError | None = None
+        failures: list[ModelError] = []
         for candidate in self._chain(model_id):
             try:
                 card = self.ctx.model_card(candidate, self.round)
@@ -430,23 +430,22 @@ class _RunModelAccess:
                 else:
                     result = model.chat(messages, options)
             except NotFoundError as exc:
-                last = ModelUnavailableError(str(exc), model_id=candidate)
+                failures.append(ModelUnavailableError(str(exc), model_id=candidate))
             except ModelError as exc:
-                last = exc
+                failures.append(exc)
             else:
                 self._record(model_id, messages, options, purpose, result, None, candidate)
                 self._count(result)
                 return result
-            self._record(model_id, messages, options, purpose, None, last, candidate)
-        assert last is not None
-        raise last
+            self._record(model_id, messages, options, purpose, None, failures[-1], candidate)
+        raise _chain_failure(failures)
 
     async def achat(self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = "") -> ChatResult:
         options = options or ChatOptions()
         self.ctx.tracker.check()
         if self.ctx.recording is not None:
             return self._replayed(model_id, messages, options, purpose)
-        last: ModelError | None = None
+        failures: list[ModelError] = []
         for candidate in self._chain(model_id):
             try:
                 card = self.ctx.model_card(candidate, self.round)
@@ -456,16 +455,27 @@ class _RunModelAccess:
                 else:
                     result = await model.achat(messages, options)
             except NotFoundError as exc:
-                last = ModelUnavailableError(str(exc), model_id=candidate)
+                failures.append(ModelUnavailableError(str(exc), model_id=candidate))
             except ModelError as exc:
-                last = exc
+                failures.append(exc)
             else:
                 self._record(model_id, messages, options, purpose, result, None, candidate)
                 self._count(result)
                 return result
-            self._record(model_id, messages, options, purpose, None, last, candidate)
-        assert last is not None
-        raise last
+            self._record(model_id, messages, options, purpose, None, failures[-1], candidate)
+        raise _chain_failure(failures)
+
+
+def _chain_failure(failures: list[ModelError]) -> ModelError:
+    """The primary model's error (its class, so callers take the same branch), naming the fallbacks that failed
+    after it: the last fallback's error alone hid why the primary failed."""
+    primary = failures[0]
+    if len(failures) == 1:
+        return primary
+    after = "; ".join(f"{error.model_id}: {type(error).__name__}: {error}" for error in failures[1:])
+    error = type(primary)(f"{primary} (then the fallbacks failed: {after})", model_id=primary.model_id)
+    error.__cause__ = primary
+    return error
 
 
 class _DirectModelAccess:
@@ -484,30 +494,28 @@ class _DirectModelAccess:
         return chain
 
     def chat(self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = "") -> ChatResult:
-        last: ModelError | None = None
+        failures: list[ModelError] = []
         for _, model, error in self._chain(model_id):
             if model is None:
-                last = error
+                failures.append(error)  # type: ignore[arg-type]
                 continue
             try:
                 return model.chat(messages, options or ChatOptions())
             except ModelError as exc:
-                last = exc
-        assert last is not None
-        raise last
+                failures.append(exc)
+        raise _chain_failure(failures)
 
     async def achat(self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = "") -> ChatResult:
-        last: ModelError | None = None
+        failures: list[ModelError] = []
         for _, model, error in self._chain(model_id):
             if model is None:
-                last = error
+                failures.append(error)  # type: ignore[arg-type]
                 continue
             try:
                 return await model.achat(messages, options or ChatOptions())
             except ModelError as exc:
-                last = exc
-        assert last is not None
-        raise last
+                failures.append(exc)
+        raise _chain_failure(failures)
 
 
 # ---------------------------------------------------------------------------------------------------------------

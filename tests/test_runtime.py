@@ -245,6 +245,16 @@ def test_fallback_model_answers_and_both_attempts_are_recorded() -> None:
     assert [(s.model_id, bool(s.error)) for s in model_calls] == [("primary", True), ("backup", False)]
 
 
+def test_when_every_fallback_fails_the_primary_models_error_is_the_one_reported() -> None:
+    primary = ScriptedModel("primary", [ModelTimeoutError("timed out after 60 s", model_id="primary")])
+    app = make_app(primary, fallback=FallbackPolicy(models=("ghost",)))
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="primary"))
+    result = app.workflow(FunctionRouter(dispatch_all)).run("q")
+    error = result.observations[0].error
+    assert error is not None and error["type"] == "ModelTimeoutError"  # was the ghost's "no model with id"
+    assert "timed out after 60 s" in error["message"] and "ghost: ModelUnavailableError" in error["message"]
+
+
 def test_unknown_agent_in_a_decision_is_recorded_and_the_others_answer() -> None:
     app = make_app()
     app.registry.add_agent(AgentCard(id="real", description="exists"), implementation=lambda q: "real answer")
