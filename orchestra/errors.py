@@ -29,6 +29,8 @@ while answering; the run is recorded with the error)::
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AgentError",
     "BudgetExceeded",
@@ -64,6 +66,18 @@ class OrchestraError(Exception):
     def to_record(self) -> dict[str, str]:
         """The form in which the error is stored on a run or step."""
         return {"type": type(self).__name__, "code": self.code, "message": str(self)}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take their own arguments (kind, id; limit, allowed, used): pickle the message and attributes
+        # instead, so errors cross process pools intact.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[OrchestraError], args: tuple[Any, ...], attributes: dict[str, Any]) -> OrchestraError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(attributes)
+    return error
 
 
 class ConfigurationError(OrchestraError):

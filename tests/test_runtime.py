@@ -400,3 +400,14 @@ def test_runtime_benchmark_script_compares_with_plain_langgraph_and_replays_with
     for key in ("memory", "sqlite"):
         assert figures[f"orchestra_{key}_ratio"] == pytest.approx(figures[f"orchestra_{key}_p50_ms"] / figures["plain_langgraph_p50_ms"])
     assert "exact replay of a 101-step run" in done.stdout
+
+
+def test_errors_cross_a_process_pool_intact() -> None:
+    import pickle
+
+    from orchestra import CardError, DuplicateIdError, NotFoundError
+
+    for error in (BudgetExceeded("max_calls", 1, 3, spent=False), NotFoundError("run", "x"), DuplicateIdError("agent", "a"),
+                  CardError("bad", field="id", value="x y"), ModelTimeoutError("slow", model_id="m")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error) and copy.__dict__ == error.__dict__
