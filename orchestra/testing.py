@@ -40,6 +40,7 @@ class ScriptedModel:
         self._script = script
         self._input_price = input_price_per_mtok
         self._output_price = output_price_per_mtok
+        self._priced_by_card = input_price_per_mtok is None and output_price_per_mtok is None
         self.latency_s = latency_s
         self.repeat_last = repeat_last
         self.calls: list[tuple[list[Message], ChatOptions]] = []
@@ -172,8 +173,9 @@ class ScriptedModels:
         model = self.models.get(card.id)
         if model is None:
             raise ModelUnavailableError(f"no scripted model for card {card.id!r} in this test", model_id=card.id)
-        if model._input_price is None and model._output_price is None:
-            # priced like the card says, as the real client is
+        if model._priced_by_card:
+            # priced like the card says, as the real client is: again at each card change (the runtime asks
+            # its factory anew when a card is updated), so a new price is charged from then on
             model._input_price, model._output_price = card.input_price_per_mtok, card.output_price_per_mtok
         return model
 

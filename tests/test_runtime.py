@@ -411,3 +411,13 @@ def test_errors_cross_a_process_pool_intact() -> None:
                   CardError("bad", field="id", value="x y"), ModelTimeoutError("slow", model_id="m")):
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error) and copy.__dict__ == error.__dict__
+
+
+def test_a_scripted_model_charges_its_cards_new_price_after_an_update() -> None:
+    model = ScriptedModel("m", ["four words of answer"], repeat_last=True)
+    app = make_app(model)
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="m"))
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+    cheap = workflow.run("q").cost_usd
+    app.registry.update_model(ModelCard(id="m", description="now dear", input_price_per_mtok=1000.0, output_price_per_mtok=2000.0))
+    assert workflow.run("q").cost_usd == pytest.approx(cheap * 1000)  # both prices x1000
