@@ -85,7 +85,16 @@ class FunctionAgent:
 
     def run(self, query: str, context: AgentContext) -> AgentReply:
         if self._is_async:
-            return self._reply(asyncio.run(self.fn(*self._args(query, context))))
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # no loop in this thread: the usual case
+                return self._reply(asyncio.run(self.fn(*self._args(query, context))))
+            # `run` called from async code (a notebook, a web handler): asyncio.run cannot nest, so the coroutine
+            # gets a loop of its own in a worker thread
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(1) as worker:
+                return self._reply(worker.submit(asyncio.run, self.fn(*self._args(query, context))).result())
         return self._reply(self.fn(*self._args(query, context)))
 
     async def arun(self, query: str, context: AgentContext) -> AgentReply:

@@ -421,3 +421,20 @@ def test_a_scripted_model_charges_its_cards_new_price_after_an_update() -> None:
     cheap = workflow.run("q").cost_usd
     app.registry.update_model(ModelCard(id="m", description="now dear", input_price_per_mtok=1000.0, output_price_per_mtok=2000.0))
     assert workflow.run("q").cost_usd == pytest.approx(cheap * 1000)  # both prices x1000
+
+
+def test_an_async_function_agent_answers_a_sync_run_made_inside_an_event_loop() -> None:
+    import asyncio
+
+    async def slow_echo(query: str) -> str:
+        await asyncio.sleep(0)
+        return "echo " + query
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="echo", description="Repeats."), implementation=slow_echo)
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+
+    async def handler() -> str | None:  # as in a notebook cell or a web handler calling the sync API
+        return workflow.run("hi").answer
+
+    assert asyncio.run(handler()) == "echo hi"  # was "asyncio.run() cannot be called from a running event loop"
