@@ -473,7 +473,10 @@ def _chain_failure(failures: list[ModelError]) -> ModelError:
     if len(failures) == 1:
         return primary
     after = "; ".join(f"{error.model_id}: {type(error).__name__}: {error}" for error in failures[1:])
-    error = type(primary)(f"{primary} (then the fallbacks failed: {after})", model_id=primary.model_id)
+    try:
+        error = type(primary)(f"{primary} (then the fallbacks failed: {after})", model_id=primary.model_id)
+    except TypeError:  # a model's own ModelError subclass with other arguments: report it as it is
+        return primary
     error.__cause__ = primary
     return error
 
