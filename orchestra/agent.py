@@ -57,9 +57,14 @@ class AgentReply:
 class Agent(Protocol):
     """What users implement for an agent that lives in Python: one call and its async twin."""
 
-    def run(self, query: str, context: AgentContext) -> AgentReply: ...
+    def run(self, query: str, context: AgentContext) -> AgentReply:
+        """Answer ``query`` (the part of the user's request this agent was given); ``context`` has its card, model
+        access, the session's history and the run id. Raise to fail: the run records it and goes on."""
+        ...
 
-    async def arun(self, query: str, context: AgentContext) -> AgentReply: ...
+    async def arun(self, query: str, context: AgentContext) -> AgentReply:
+        """The async twin of `run`."""
+        ...
 
 
 class FunctionAgent:

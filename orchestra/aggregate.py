@@ -39,9 +39,14 @@ class Aggregator(Protocol):
 
     name: str
 
-    def aggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated: ...
+    def aggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
+        """One answer from the observations (failed ones included, marked); ``models`` calls models traced
+        under this step. Raise (or return no `Aggregated`) to fail the run with an `AgentError`."""
+        ...
 
-    async def aaggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated: ...
+    async def aaggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
+        """The async twin of `aggregate`."""
+        ...
 
 
 def describe_aggregator(aggregator: Aggregator) -> dict[str, Any]:

@@ -21,7 +21,7 @@ while answering; the run is recorded with the error)::
         │   └── ModelOutputError        the model answered, but not in the form required (garbage, bad JSON)
         ├── AgentError                  an agent raised while answering
         ├── UnknownAgentError           a decision named an agent the registry does not hold
-        ├── DecisionError               a router returned something that is not a valid decision
+        ├── DecisionError               a router returned something that is not a valid decision, or raised
         ├── BudgetExceeded              max rounds, calls, cost or wall time reached
         ├── RunCancelled                the caller stopped the run (closed the stream, Ctrl-C, task cancelled)
         └── ReplayMismatch              an exact replay diverged from the recording
@@ -99,6 +99,8 @@ class CardError(ConfigurationError, ValueError):
 
 
 class DuplicateIdError(ConfigurationError):
+    """An id that the registry already holds."""
+
     code = "duplicate_id"
 
     def __init__(self, kind: str, id: str, *, hint: str | None = None) -> None:
@@ -108,6 +110,8 @@ class DuplicateIdError(ConfigurationError):
 
 
 class NotFoundError(ConfigurationError, LookupError):
+    """An id the registry or store does not hold (``remove``, ``runs show``)."""
+
     code = "not_found"
 
     def __init__(self, kind: str, id: str) -> None:
@@ -117,6 +121,8 @@ class NotFoundError(ConfigurationError, LookupError):
 
 
 class UnknownRouterError(ConfigurationError):
+    """A router name no entry point provides."""
+
     code = "unknown_router"
 
     def __init__(self, name: str, available: list[str]) -> None:
@@ -126,22 +132,32 @@ class UnknownRouterError(ConfigurationError):
 
 
 class PolicyError(ConfigurationError, ValueError):
+    """A budget, retry, fallback or routing policy out of range."""
+
     code = "policy_error"
 
 
 class StoreError(ConfigurationError):
+    """The store URL is wrong or the database cannot be reached."""
+
     code = "store_error"
 
 
 class DataError(ConfigurationError, ValueError):
+    """A benchmark set or training file in the wrong format."""
+
     code = "data_error"
 
 
 class CheckpointError(ConfigurationError):
+    """A saved router that does not fit the registry it is loaded with."""
+
     code = "checkpoint_error"
 
 
 class LocalRuntimeMissing(ConfigurationError):
+    """The embedded local model is not installed (says how to install it)."""
+
     code = "local_runtime_missing"
 
 
@@ -152,6 +168,8 @@ class RunError(OrchestraError):
 
 
 class ModelError(RunError):
+    """A model call failed after retries and fallbacks."""
+
     code = "model_error"
 
     def __init__(self, message: str, *, model_id: str | None = None) -> None:
@@ -160,18 +178,26 @@ class ModelError(RunError):
 
 
 class ModelTimeoutError(ModelError):
+    """The call exceeded its timeout."""
+
     code = "model_timeout"
 
 
 class ModelUnavailableError(ModelError):
+    """Connection refused, server dead, 5xx after retries."""
+
     code = "model_unavailable"
 
 
 class ModelOutputError(ModelError):
+    """The model answered, but not in the form required (garbage, bad JSON)."""
+
     code = "model_output"
 
 
 class AgentError(RunError):
+    """An agent raised while answering."""
+
     code = "agent_error"
 
     def __init__(self, message: str, *, agent_id: str | None = None) -> None:
@@ -180,6 +206,8 @@ class AgentError(RunError):
 
 
 class UnknownAgentError(RunError, LookupError):
+    """A decision named an agent the registry does not hold."""
+
     code = "unknown_agent"
 
     def __init__(self, agent_id: str) -> None:
@@ -188,10 +216,14 @@ class UnknownAgentError(RunError, LookupError):
 
 
 class DecisionError(RunError):
+    """A router returned something that is not a valid decision, or raised."""
+
     code = "decision_error"
 
 
 class BudgetExceeded(RunError):
+    """Max rounds, calls, cost or wall time reached."""
+
     code = "budget_exceeded"
 
     def __init__(self, limit: str, allowed: float, used: float, *, spent: bool = True) -> None:
@@ -205,8 +237,12 @@ class BudgetExceeded(RunError):
 
 
 class RunCancelled(RunError):
+    """The caller stopped the run (closed the stream, Ctrl-C, task cancelled)."""
+
     code = "cancelled"
 
 
 class ReplayMismatch(RunError):
+    """An exact replay diverged from the recording."""
+
     code = "replay_mismatch"

@@ -68,9 +68,13 @@ class ChatModel(Protocol):
 
     id: str
 
-    def chat(self, messages: list[Message], options: ChatOptions | None = None) -> ChatResult: ...
+    def chat(self, messages: list[Message], options: ChatOptions | None = None) -> ChatResult:
+        """One chat completion; a failure is a `ModelError` subclass (timeout, unavailable, bad output)."""
+        ...
 
-    async def achat(self, messages: list[Message], options: ChatOptions | None = None) -> ChatResult: ...
+    async def achat(self, messages: list[Message], options: ChatOptions | None = None) -> ChatResult:
+        """The async twin of `chat`."""
+        ...
 
 
 class StreamingChatModel(ChatModel, Protocol):

@@ -32,9 +32,11 @@ class RegistrySnapshot:
     models: tuple[ModelCard, ...]
 
     def agent(self, agent_id: str) -> AgentCard | None:
+        """The agent's card in this view, or ``None``."""
         return next((card for card in self.agents if card.id == agent_id), None)
 
     def model(self, model_id: str) -> ModelCard | None:
+        """The model's card in this view, or ``None``."""
         return next((card for card in self.models if card.id == model_id), None)
 
 
@@ -90,16 +92,19 @@ class Registry:
         return self._version
 
     def snapshot(self) -> RegistrySnapshot:
+        """The cards and version now, as one consistent view (what a decision sees)."""
         with self._lock:
             return RegistrySnapshot(self._version, tuple(self._agents.values()), tuple(self._models.values()))
 
     def agent(self, agent_id: str) -> AgentCard:
+        """The agent's card; `NotFoundError` when there is none."""
         card = self._agents.get(agent_id)
         if card is None:
             raise NotFoundError("agent", agent_id)
         return card
 
     def model(self, model_id: str) -> ModelCard:
+        """The model's card; `NotFoundError` when there is none."""
         card = self._models.get(model_id)
         if card is None:
             raise NotFoundError("model", model_id)
@@ -110,9 +115,11 @@ class Registry:
         return self._implementations.get(agent_id)
 
     def agents(self) -> list[AgentCard]:
+        """Every agent card, in the order they were added."""
         return list(self._agents.values())
 
     def models(self) -> list[ModelCard]:
+        """Every model card, in the order they were added."""
         return list(self._models.values())
 
     # -- changing ----------------------------------------------------------------------------------------
@@ -163,6 +170,7 @@ class Registry:
         return parsed
 
     def remove_agent(self, agent_id: str) -> None:
+        """Remove an agent (routing stops choosing it at its next decision); `NotFoundError` when there is none."""
         with self._lock:
             if agent_id not in self._agents:
                 raise NotFoundError("agent", agent_id)
@@ -170,6 +178,7 @@ class Registry:
             self._implementations.pop(agent_id, None)
 
     def add_model(self, card: ModelCard | dict[str, Any]) -> ModelCard:
+        """Add a model (a card or its dict); `DuplicateIdError` when its id is taken."""
         card = card if isinstance(card, ModelCard) else ModelCard.parse(card)
         with self._lock:
             if card.id in self._models:
@@ -178,6 +187,7 @@ class Registry:
         return card
 
     def update_model(self, card: ModelCard | dict[str, Any]) -> ModelCard:
+        """Replace a model's card (the next call uses it); `NotFoundError` when there is no such model."""
         card = card if isinstance(card, ModelCard) else ModelCard.parse(card)
         with self._lock:
             if card.id not in self._models:
@@ -219,6 +229,7 @@ class Registry:
             return current
 
     def ensure_model(self, card: ModelCard) -> ModelCard:
+        """Add the model, or update it when its stored card differs."""
         with self._lock:
             current = self._models.get(card.id)
             if current is None:

@@ -134,11 +134,15 @@ class ModelAccess(Protocol):
 
     def chat(
         self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = ""
-    ) -> ChatResult: ...
+    ) -> ChatResult:
+        """Call the model card ``model_id`` (then the fallbacks); ``purpose`` labels the call in the trace."""
+        ...
 
     async def achat(
         self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = ""
-    ) -> ChatResult: ...
+    ) -> ChatResult:
+        """The async twin of `chat`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -163,9 +167,11 @@ class RouterState:
     run_id: str | None = None
 
     def agent(self, agent_id: str) -> AgentCard | None:
+        """The agent's card in this view, or ``None``."""
         return next((card for card in self.agents if card.id == agent_id), None)
 
     def model(self, model_id: str) -> ModelCard | None:
+        """The model's card in this view, or ``None``."""
         return next((card for card in self.models if card.id == model_id), None)
 
 
@@ -176,7 +182,10 @@ class Router(Protocol):
 
     name: str
 
-    def decide(self, state: RouterState) -> Dispatch | Finish: ...
+    def decide(self, state: RouterState) -> Dispatch | Finish:
+        """The decision for ``state``: `Dispatch` (agents to call, with a score for every candidate) or `Finish`
+        (the answer, or out of scope). Raising fails the run with a `DecisionError`."""
+        ...
 
 
 class BaseRouter:
@@ -186,9 +195,11 @@ class BaseRouter:
     multi_round: ClassVar[bool] = False
 
     def decide(self, state: RouterState) -> Dispatch | Finish:
+        """See `Router.decide`."""
         raise NotImplementedError
 
     async def adecide(self, state: RouterState) -> Dispatch | Finish:
+        """The async twin of `decide`; by default `decide` in a worker thread."""
         return await asyncio.to_thread(self.decide, state)
 
     def describe(self) -> dict[str, Any]:

@@ -107,6 +107,7 @@ class RunTrace(BaseModel):
     steps: list[StepRecord]
 
     def children(self, parent_id: str | None) -> list[StepRecord]:
+        """The steps under ``parent_id`` (``None``: the top level), in the order they were stored."""
         return [step for step in self.steps if step.parent_id == parent_id]
 
     def tree(self) -> list[dict[str, Any]]:
@@ -142,7 +143,9 @@ class RunTrace(BaseModel):
 class Store(Protocol):
     """Where runs, steps and the registry are kept. Written as a run goes, so a crash loses nothing done."""
 
-    def start_run(self, run: RunRecord) -> None: ...
+    def start_run(self, run: RunRecord) -> None:
+        """Store a new run (status ``running``); `DuplicateIdError` when its id is taken."""
+        ...
 
     def append_step(self, step: StepRecord) -> StepRecord:
         """Append one step; returns it with ``seq`` set."""
