@@ -86,7 +86,7 @@ def replay(
     if aggregator is None:
         if any(step.kind == "aggregate" for step in trace.steps):  # it took part: another would not match
             raise ConfigurationError(
-                f"run {run.id} was aggregated by {recorded['name']!r}, which is not one Orchestra ships: "
+                f"run {run.id} was aggregated by {recorded.get('name', 'an aggregator')!r}, which is not one Orchestra ships: "
                 "pass it as replay(..., aggregator=...)"
             )
         aggregator = PassThrough()

@@ -252,11 +252,16 @@ def router_needs_training(name: str) -> bool:
     return bool(getattr(_factory(name), "needs_training", False))
 
 
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    try:
+        return inspect.signature(function, eval_str=True)
+    except NameError:  # an annotation names a type-checking-only import: check names, not types
+        return inspect.signature(function)
+
+
 def _check_options(name: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
     try:
-        signature = inspect.signature(factory, eval_str=True)
-    except NameError:  # an annotation names a type-checking-only import: check names, not types
-        signature = inspect.signature(factory)
+        signature = _signature(factory)
     except (TypeError, ValueError):  # a builtin or C callable: its own call says what is wrong
         return
     parameters = list(signature.parameters.values())
@@ -267,11 +272,7 @@ def _check_options(name: str, factory: Callable[..., Any], options: dict[str, An
                 break
             if "__init__" in vars(klass):
                 named = {p.name for p in parameters}
-                try:
-                    base_signature = inspect.signature(klass.__init__, eval_str=True)
-                except NameError:
-                    base_signature = inspect.signature(klass.__init__)
-                base = [p for p in base_signature.parameters.values() if p.name != "self"]
+                base = [p for p in _signature(klass.__init__).parameters.values() if p.name != "self"]
                 parameters = [p for p in parameters if p.kind is not p.VAR_KEYWORD] + [p for p in base if p.name not in named]
     open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters)  # passes the rest on: not ours to judge
     takes = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

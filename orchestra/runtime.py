@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, NoReturn, TypedDict
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
@@ -31,6 +31,7 @@ from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import (
     AgentError,
     BudgetExceeded,
+    ConfigurationError,
     DecisionError,
     ModelError,
     ModelOutputError,
@@ -316,6 +317,10 @@ class _RunContext:
         return _RunModelAccess(self, parent_id, round, original_parent)
 
 
+_MODEL_ERRORS: dict[str, type[ModelError]] = {cls.__name__: cls for cls in (ModelTimeoutError, ModelUnavailableError, ModelOutputError)}
+"""The model error classes a replay rebuilds from their recorded names."""
+
+
 def _recorded_result(step: StepRecord, model_id: str) -> ChatResult:
     """A recorded model call's result, as an exact replay serves it."""
     return ChatResult(
@@ -390,7 +395,7 @@ class _RunModelAccess:
         step = self.ctx.recording.take_model_call(self.original_parent, model_id, messages)
         if step.error:
             # the recorded class, so that code telling failures apart (Refine, TCAR) takes the same branch
-            kind = {cls.__name__: cls for cls in (ModelTimeoutError, ModelUnavailableError, ModelOutputError)}.get(step.error.get("type", ""), ModelError)
+            kind = _MODEL_ERRORS.get(step.error.get("type", ""), ModelError)
             error = kind(step.error.get("message", "recorded model error"), model_id=step.model_id)
             self._record(model_id, messages, options, purpose, None, error, step.model_id or model_id)
             raise error
@@ -538,8 +543,6 @@ class _GraphState(TypedDict, total=False):
 def _ctx(config: RunnableConfig) -> _RunContext:
     ctx = config.get("configurable", {}).get("orchestra_run")
     if ctx is None:
-        from orchestra.errors import ConfigurationError
-
         raise ConfigurationError(
             "this graph runs through Workflow.run, arun, stream or astream, which give each run its trace, "
             "budget and registry view; invoked directly (or as a subgraph) it has none"
@@ -554,8 +557,6 @@ def _decision_dump(decision: Dispatch | Finish) -> dict[str, Any]:
 def _expect(name: str, value: Any, ok: Callable[[Any], bool], what: str) -> None:
     """Refuse a wrongly typed argument when it is given, not at the first run (where it was an AttributeError)."""
     if not ok(value):
-        from orchestra.errors import ConfigurationError
-
         raise ConfigurationError(f"{name} must be {what}, got {type(value).__name__} {value!r:.60}")
 
 
@@ -872,12 +873,15 @@ class Workflow:
             raise AgentError(f"aggregator {self.aggregator.name!r} returned {type(result).__name__}, not Aggregated")
         return result
 
-    def _failed_aggregate(self, ctx: _RunContext, state: _GraphState, observations: list[Observation], step_id: str, exc: Exception, started: float) -> Exception:
+    def _fail_aggregate(self, ctx: _RunContext, state: _GraphState, observations: list[Observation], step_id: str, exc: Exception, started: float) -> NoReturn:
         """Record the failed aggregate step (so the aggregator's model calls hang off it in the tree and an exact
-        replay finds them) and return the run's typed error: the refining agent's own bug is an `AgentError`."""
-        error = exc if isinstance(exc, OrchestraError) else AgentError(f"aggregator {self.aggregator.name!r} raised {type(exc).__name__}: {exc}")
+        replay finds them) and raise the run's typed error: the refining agent's own bug is an `AgentError`."""
+        if isinstance(exc, OrchestraError):
+            self._record_aggregate(ctx, state, observations, step_id, started, error=exc.to_record())
+            raise exc
+        error = AgentError(f"aggregator {self.aggregator.name!r} raised {type(exc).__name__}: {exc}")
         self._record_aggregate(ctx, state, observations, step_id, started, error=error.to_record())
-        return error
+        raise error from exc
 
     def _record_aggregate(
         self, ctx: _RunContext, state: _GraphState, observations: list[Observation], step_id: str, started: float,
@@ -905,10 +909,7 @@ class Workflow:
         try:
             result = self._checked(self.aggregator.aggregate(state["query"], observations, access))
         except Exception as exc:
-            failure = self._failed_aggregate(ctx, state, observations, step_id, exc, started)
-            if failure is exc:
-                raise
-            raise failure from exc
+            self._fail_aggregate(ctx, state, observations, step_id, exc, started)
         return self._after_aggregate(ctx, state, observations, step_id, result, started)
 
     async def _aaggregate(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
@@ -920,10 +921,7 @@ class Workflow:
         try:
             result = self._checked(await self.aggregator.aaggregate(state["query"], observations, access))
         except Exception as exc:
-            failure = self._failed_aggregate(ctx, state, observations, step_id, exc, started)
-            if failure is exc:
-                raise
-            raise failure from exc
+            self._fail_aggregate(ctx, state, observations, step_id, exc, started)
         return self._after_aggregate(ctx, state, observations, step_id, result, started)
 
     # -- running ------------------------------------------------------------------------------------------------
@@ -939,10 +937,7 @@ class Workflow:
         replay_of: str | None = None,
         replay_mode: Literal["exact", "counterfactual"] | None = None,
     ) -> tuple[_RunContext, dict[str, Any], RunnableConfig]:
-        if not isinstance(query, str) or not query.strip():
-            from orchestra.errors import ConfigurationError
-
-            raise ConfigurationError("query must be a non-empty string")
+        _expect("query", query, lambda value: isinstance(value, str) and bool(value.strip()), "a non-empty string")
         _expect("session_id", session_id, lambda value: value is None or (isinstance(value, str) and bool(value.strip())), "a non-empty string")
         if history is not None:
             turns = tuple(history)
