@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import orchestra
 
@@ -45,3 +47,40 @@ def test_the_package_and_the_cli_help_start_without_langgraph() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True", "True", "True"]
+
+
+def _room_of_import(module: str) -> str | None:
+    """The room (DESIGN.md) an absolute import enters, or None for third-party modules."""
+    for package, room in (("orchestra.routers", "routers"), ("orchestra.agents", "agents"), ("orchestra.ui", "ui")):
+        if module == package or module.startswith(package + "."):
+            return room
+    return "core" if module == "orchestra" or module.startswith("orchestra.") else None
+
+
+def test_every_import_respects_the_rooms_of_the_design() -> None:
+    """Read statically, so a lazy import inside a function counts too: the core never imports routers, agents or
+    the UI; routers and agents never import each other or the UI; nothing outside the core reaches for a private
+    name of it."""
+    project = Path(__file__).resolve().parents[1]
+    forbidden = {"core": {"routers", "agents", "ui"}, "routers": {"agents", "ui"}, "agents": {"routers", "ui"}}
+    rooms = {"orchestra": "core", "routers": "routers", "agents": "agents", "ui": "ui", "benchmarks": "benchmarks",
+             "examples": "examples"}
+    breaches = []
+    for folder, room in rooms.items():
+        for path in sorted((project / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    imports = [(alias.name, []) for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    imports = [(node.module, [alias.name for alias in node.names])]
+                else:
+                    continue  # relative imports stay inside their own room
+                for module, names in imports:
+                    entered = _room_of_import(module)
+                    private = room != "core" and entered == "core" and (
+                        any(part.startswith("_") for part in module.split("."))
+                        or any(name.startswith("_") for name in names)
+                    )
+                    if entered in forbidden.get(room, set()) or private:
+                        breaches.append(f"{path.relative_to(project)}:{node.lineno} imports {module} {names}")
+    assert breaches == []
