@@ -283,7 +283,7 @@ class OpenAIChatModel:
                 ),
                 attempts,
             )
-        if options.json_schema is not None:
+        if options.json_schema is not None and options.check_schema:
             if finish_reason == "length":
                 raise self._tag(
                     ModelOutputError(

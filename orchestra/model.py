@@ -29,7 +29,12 @@ class ChatOptions(BaseModel):
     stop: tuple[str, ...] = ()
     json_schema: dict[str, Any] | None = None
     """Constrain the answer to this JSON schema where the server supports it (llama.cpp, vLLM); the client
-    validates the answer against it either way and raises `ModelOutputError` when it does not conform."""
+    validates the answer against it either way and raises `ModelOutputError` when it does not conform (unless
+    ``check_schema`` is off)."""
+    check_schema: bool = True
+    """Off: the schema only steers the server's decoding, and the answer comes back as the model wrote it, for a
+    caller that reads it strictly itself (TCAR drops and records an agent id the schema would refuse, where a
+    server that ignores the schema wrote one)."""
     timeout_s: float | None = Field(default=None, gt=0)
     """Overrides the retry policy's per-attempt timeout for this call."""
     seed: int | None = None

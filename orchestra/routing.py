@@ -193,6 +193,9 @@ class BaseRouter:
 
     name: ClassVar[str] = "router"
     multi_round: ClassVar[bool] = False
+    calls_models: ClassVar[bool] = False
+    """True for a router that asks a model to decide (TCAR, Router-R1): it needs ``state.model_access`` and a
+    model card, and fails with `DecisionError` without them."""
 
     def decide(self, state: RouterState) -> Dispatch | Finish:
         """See `Router.decide`."""

@@ -49,6 +49,7 @@ from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish
 
 from .basic import AgentEmbeddingCache
 from .entities import ENTITY_LABELS, Entity, get_extractor
+from .model_routers import check_weight, utility
 
 __all__ = [
     "EDGE_TYPES",
@@ -728,13 +729,9 @@ class AgentRouter(BaseRouter):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Chosen model per query at cost weight ``w`` (``(1 - w) * quality - w * normalised cost``) and the
         (utility, quality, cost) matrices. At ``w = 0`` the choice is the top-1 of ``p``."""
-        if not isinstance(w, (int, float)) or math.isnan(w) or not 0.0 <= w <= 1.0:
-            raise PolicyError(f"cost weight w must lie in [0, 1], got {w!r}")
+        check_weight(w)
         quality, costs = self.predict(queries, model_cards)
-        low = costs.min(axis=1, keepdims=True)
-        span = costs.max(axis=1, keepdims=True) - low
-        normalised = np.where(span > 0, (costs - low) / np.where(span > 0, span, 1.0), 0.0)
-        values = (1.0 - w) * quality - w * normalised
+        values = utility(quality, costs, w)
         return np.argmax(values, axis=1), values, quality, costs
 
     def route_one(

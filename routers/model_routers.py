@@ -308,6 +308,10 @@ class ModelRouter(BaseRouter):
         return np.clip(quality, 0.0, 1.0), self._costs(texts, tasks, model_cards)
 
     uses_embeddings: ClassVar[bool] = True
+    break_ties: ClassVar[bool] = False
+    """Whether a tie of utilities goes to the better model, then to the cheaper, rather than to the first card.
+    Only the oracle's ties are real (several models answer right); a learned router's are mostly an onboarded
+    model's copied prediction, whose price says nothing of its quality."""
 
     def utilities(
         self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard], w: float
@@ -322,7 +326,12 @@ class ModelRouter(BaseRouter):
         """Chosen model index per query and the (utility, quality, cost) matrices behind the choice."""
         check_weight(w)
         values, quality, costs = self.utilities(queries, model_cards, w)
-        return np.argmax(values, axis=1), values, quality, costs
+        if not self.break_ties:
+            return np.argmax(values, axis=1), values, quality, costs
+        tied = values >= values.max(axis=1, keepdims=True) - 1e-12
+        quality_of_tied = np.where(tied, quality, -np.inf)
+        best = quality_of_tied >= quality_of_tied.max(axis=1, keepdims=True) - 1e-12
+        return np.argmin(np.where(best, costs, np.inf), axis=1), values, quality, costs
 
     def route_one(
         self, query: str, model_cards: Sequence[ModelCard], w: float, *, task: str | None = None
@@ -643,24 +652,30 @@ class OracleRouter(ModelRouter):
 
     name = "oracle"
     uses_embeddings = False
+    break_ties = True  # the cheapest correct model, whatever the order of models.jsonl
 
     def __init__(self, agent_id: str | None = None, **options: Any) -> None:
         super().__init__(agent_id, **options)
-        self._truth: dict[str, ModelQuery] = {}
+        self._by_id: dict[str, ModelQuery] = {}
+        self._by_text: dict[str, ModelQuery] = {}
 
     def _fit_tasks(self, train: Sequence[ModelQuery]) -> None:
         self.tasks = []
 
     def reveal(self, rows: Sequence[ModelQuery]) -> None:
-        """Give the oracle the outcomes of the queries it will be asked about."""
-        self._truth.update({row.query: row for row in rows})
+        """Give the oracle the outcomes of the queries it will be asked about. A query routed as a row is matched
+        by its id (two rows may share a text and not their outcomes), a bare text by its text."""
+        self._by_id.update({row.id: row for row in rows})
+        self._by_text.update({row.query: row for row in rows})
 
     def predict(self, queries, model_cards):  # type: ignore[no-untyped-def]
         texts, _ = self._texts_and_tasks(queries)
         quality = np.zeros((len(texts), len(model_cards)))
         costs = np.zeros_like(quality)
-        for i, text in enumerate(texts):
-            row = self._truth.get(text)
+        for i, (query, text) in enumerate(zip(queries, texts, strict=True)):
+            row = self._by_id.get(query.id) if isinstance(query, ModelQuery) else None
+            if row is None or row.query != text:
+                row = self._by_text.get(text)
             if row is None:
                 raise DecisionError("oracle: no revealed outcomes for this query (the oracle is benchmark-only)")
             for j, card in enumerate(model_cards):

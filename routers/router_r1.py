@@ -213,6 +213,7 @@ class RouterR1(BaseRouter):
 
     name = "router-r1"
     multi_round = True
+    calls_models = True
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestra.cards import AgentCard
-from orchestra.errors import ModelOutputError, PolicyError
+from orchestra.errors import DecisionError, ModelOutputError, PolicyError
 from orchestra.model import ChatOptions, Message
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
@@ -40,10 +40,19 @@ _QUERY_CHARS_IN_PROMPT = 600
 carries its intent."""
 
 
+_ABBREVIATIONS = frozenset({"e.g.", "i.e.", "etc.", "vs.", "cf.", "approx.", "mr.", "mrs.", "ms.", "dr.", "no.", "st."})
+"""Words whose full stop ends no sentence ("Translates text, e.g. French to German.")."""
+
+
 def one_line(card: AgentCard, max_chars: int) -> str:
     """The card's description reduced to its first sentence, at most ``max_chars`` characters."""
     text = " ".join(card.description.split())
-    sentence = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    sentence = text
+    for stop in re.finditer(r"[.!?]\s", text):
+        head = text[: stop.start() + 1]
+        if head.rsplit(" ", 1)[-1].lower() not in _ABBREVIATIONS:
+            sentence = head
+            break
     if len(sentence) > max_chars:
         sentence = sentence[: max_chars - 1].rsplit(" ", 1)[0] + "…"
     return sentence
@@ -130,7 +139,13 @@ def parse_answer(text: str, known_ids: Sequence[str], k: int) -> dict[str, Any]:
         return result
     names = answer.get("agents")
     if names is None:
+        if answer.get("out_of_scope") is not True:  # a refusal may leave the list out; anything else is unreadable
+            result["error"] = "field 'agents' is missing (or null) and the answer does not say out_of_scope: true"
+            return result
         names = []
+    if not isinstance(answer.get("out_of_scope", False), bool):
+        result["error"] = f"field 'out_of_scope' is {type(answer['out_of_scope']).__name__}, not true or false"
+        return result
     if isinstance(names, str):
         names = [names]
     if not isinstance(names, list):
@@ -166,6 +181,7 @@ class TCARRouter(BaseRouter):
     """
 
     name = "tcar"
+    calls_models = True
 
     def __init__(
         self,
@@ -218,10 +234,11 @@ class TCARRouter(BaseRouter):
             return checked
         query, facts = checked
         model_id = self.model_id or (state.models[0].id if state.models else None)
+        # a missing router model is a failure, never a pass for "no agent can help"
         if model_id is None:
-            return out_of_scope("no router model: pass model_id or register a model card", **facts)
+            raise DecisionError("tcar: no router model: pass model_id or register a model card")
         if state.model_access is None:
-            return out_of_scope("no model access in the state (TCAR needs a run to call its model)", **facts)
+            raise DecisionError("tcar: no model access in the state (TCAR needs a run to call its model)")
         k = effective_k(self.k, state)
         candidates, sims = self._candidates(query, list(state.agents))
         messages = build_prompt(query, candidates, k, self.description_chars)
@@ -229,6 +246,8 @@ class TCARRouter(BaseRouter):
             temperature=0.0,
             max_tokens=self.max_tokens,
             json_schema=routing_schema([card.id for card in candidates], k, self.reasoning_chars),
+            # parse_answer is the strict reader: an unknown id is dropped and recorded, not the whole answer lost
+            check_schema=False,
             timeout_s=self.timeout_s,
         )
         return model_id, candidates, sims, k, messages, options

@@ -181,7 +181,9 @@ def test_llm_router_decisions_are_counted_by_outcome(dataset):
 
     from test_tcar import ROUTER_MODEL, DirectAccess, answer
 
-    script = [answer(["GetWeather"]), answer(["PlayMusic", "NoSuchAgent"]), "not json at all", answer([], out=True), answer([], out=True)]
+    # the first answer goes to the bench's untimed warm-up decision, which no metric counts
+    script = [answer(["NoSuchAgent"]), answer(["GetWeather"]), answer(["PlayMusic", "NoSuchAgent"]), "not json at all",
+              answer([], out=True), answer([], out=True)]
     model = ScriptedModel(id=ROUTER_MODEL.id, script=script)
     report = run_agent_bench(
         dataset, TCARRouter(embedder=WordEmbedder()), regime="zero-shot", model_access=DirectAccess(model), models=(ROUTER_MODEL,)
@@ -218,7 +220,8 @@ def test_a_failed_decision_counts_as_wrong_never_as_out_of_scope(dataset):
     from test_tcar import ROUTER_MODEL, DirectAccess, answer
 
     down = ModelUnavailableError("connection refused", model_id=ROUTER_MODEL.id)
-    script = [answer(["GetWeather"]), down, down, down, down]  # the last one is the out-of-scope test query
+    # the first answer goes to the untimed warm-up; the last one to the out-of-scope test query
+    script = [answer(["GetWeather"]), answer(["GetWeather"]), down, down, down, down]
     model = ScriptedModel(id=ROUTER_MODEL.id, script=script)
     report = run_agent_bench(
         dataset, TCARRouter(embedder=WordEmbedder()), regime="zero-shot", model_access=DirectAccess(model), models=(ROUTER_MODEL,)
@@ -274,3 +277,39 @@ def test_run_options_are_checked_before_any_training(dataset, tmp_path):
     (root / "test.jsonl").write_text(json.dumps({"query": "rain?", "agents": ["GetWeather", "GetWeather"]}) + "\n")
     with pytest.raises(DataError, match=r"test\.jsonl:1: field 'agents'.*'GetWeather'.*more than once"):
         load_agent_set(root)
+
+
+def test_rows_labelled_out_of_scope_count_as_such_in_any_split(tmp_path):
+    """The format marks out of scope with "agents": [] in any split: such train rows train the refusal, such test
+    rows are scored as out-of-scope queries; a misspelt "agents" field is no out-of-scope label."""
+    root = write_set(tmp_path / "inline", oos=False)
+    with (root / "train.jsonl").open("a") as handle:
+        handle.writelines(json.dumps({"query": row.query, "agents": []}) + "\n" for row in OOS)
+    with (root / "test.jsonl").open("a") as handle:
+        handle.write(json.dumps({"query": "what is the capital of peru", "agents": []}) + "\n")
+
+    seen: dict[str, list] = {}
+
+    class Recording(SetRouter):
+        def fit(self, agents, train_rows, regime, shots, *, oos_rows=(), seed=0):
+            seen["train"], seen["oos"] = list(train_rows), list(oos_rows)
+            return super().fit(agents, train_rows, regime, shots, oos_rows=oos_rows, seed=seed)
+
+    report = run_agent_bench(root, Recording(embedder=WordEmbedder(), oos_threshold=0.5), regime="supervised")
+    assert all(row.agents for row in seen["train"]) and [row.query for row in seen["oos"]] == [row.query for row in OOS]
+    assert report["test"]["n"] == len(TEST) and report["oos"]["n_oos"] == 1
+
+    (root / "oos_test.jsonl").write_text(json.dumps({"query": "play a song", "agents": ["PlayMusic"]}) + "\n")
+    with pytest.raises(DataError, match="out-of-scope file holds a query for agents"):
+        load_agent_set(root)
+    (root / "oos_test.jsonl").unlink()
+    (root / "test.jsonl").write_text(json.dumps({"query": "what is 5 times 5", "agent": ["PlayMusic"]}) + "\n")
+    with pytest.raises(DataError, match="'agents'"):
+        load_agent_set(root)
+
+
+def test_an_llm_router_without_a_model_is_refused_before_training(dataset):
+    from orchestra.routers.tcar import TCARRouter
+
+    with pytest.raises(ConfigurationError, match="pass --model"):
+        run_agent_bench(dataset, TCARRouter(embedder=WordEmbedder()), regime="zero-shot")

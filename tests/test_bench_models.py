@@ -367,3 +367,80 @@ def test_seed_spread_script_reports_each_seed_and_their_mean_prediction(tmp_path
     assert [row["seed"] for row in results["per_seed"]] == [0, 1]
     assert results["per_seed"][0]["top1"] == results["per_seed"][1]["top1"] == results["ensemble"][1]["top1"]
     assert results["single_sd"] == 0.0 and [row["seeds"] for row in results["ensemble"]] == [1, 2]
+
+
+# ---------------------------------------------------------------------------------------------- bad sets (audit)
+
+
+def _row(i: int, task: str = "math", **outcomes: dict) -> dict:
+    return {"id": f"{task}-{i}", "query": f"{task} question number {i}?", "task": task, "outcomes": outcomes}
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        # a model with no cost and no price used to drop out of the means and turn the rewards into NaN
+        ({"cards": [CARDS[0], {"id": "small", "description": "A small model."}],
+          "test": [_row(9, big={"score": 1.0, "cost": 0.01}, small={"score": 1.0})]}, r"no cost for model\(s\) \['small'\]"),
+        ({"test": [_row(9, big={"score": 1.0, "cost": float("inf")}, small={"score": 1.0, "cost": 0.001})]}, "finite"),
+        ({"test": [_row(9, big={"score": True, "cost": 0.01}, small={"score": 1.0, "cost": 0.001})]}, "score"),
+        ({"test": [{**_row(9, big={"score": 1.0, "cost": 0.01}, small={"score": 1.0, "cost": 0.001}), "query": "  "}]}, "query"),
+        ({"test": [{**_row(9, big={"score": 1.0, "cost": 0.01}, small={"score": 1.0, "cost": 0.001}), "id": ["x"]}]}, "'id'"),
+        ({"cards": [{**CARDS[0], "input_price_per_mtok": True}, CARDS[1]]}, "input_price_per_mtok"),
+    ],
+)
+def test_a_bad_value_in_a_model_set_is_a_data_error_naming_it(tmp_path: Path, change: dict, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        load_model_set(write_set(tmp_path / "set", **change))
+
+
+def test_holding_out_a_model_twice_or_every_model_is_refused(tmp_path: Path) -> None:
+    data = write_set(tmp_path / "set")
+    with pytest.raises(DataError, match="more than once"):
+        run_model_bench(data, "best-single", holdout_models=["small", "small"])
+    with pytest.raises(DataError, match="leaves none to train"):
+        run_model_bench(data, "best-single", holdout_models=["small", "big"])
+
+
+def test_single_models_of_one_price_leave_aiq_undefined_and_the_rest_of_the_report_whole(tmp_path: Path, capsys) -> None:
+    from orchestra.bench.models import _print_report
+
+    same = [{"id": m, "description": f"model {m}", "input_price_per_mtok": 1.0, "output_price_per_mtok": 1.0} for m in ("a", "b")]
+    rows = [_row(i, a={"score": float(i % 2), "cost": 0.001}, b={"score": 1.0, "cost": 0.001}) for i in range(6)]
+    report = run_model_bench(write_set(tmp_path / "set", cards=same, train=rows, test=rows), "best-single", weights=(0.0,))
+    assert report["aiq"] is None and report["aiq_single_models"] is None
+    assert report["scenario_rewards"]["performance_first"] == 1.0
+    _print_report(report)
+    assert "AIQ n/a" in capsys.readouterr().out
+
+
+def test_the_oracle_takes_the_cheapest_right_model_whatever_the_card_order_and_tells_rows_apart_by_id(tmp_path: Path) -> None:
+    """Two rows share a text but not their outcomes; the cards come dearest first."""
+    dear_first = [CARDS[0], CARDS[1]]
+    test = [
+        {"id": "t0", "query": "same text?", "task": "math", "outcomes": {"big": {"score": 1.0, "cost": 0.01}, "small": {"score": 1.0, "cost": 0.001}}},
+        {"id": "t1", "query": "same text?", "task": "math", "outcomes": {"big": {"score": 1.0, "cost": 0.01}, "small": {"score": 0.0, "cost": 0.001}}},
+    ]
+    report = run_model_bench(write_set(tmp_path / "set", cards=dear_first, test=test), "oracle", weights=(0.0,))
+    (point,) = [p for p in report["points"] if p["w"] == 0.0]
+    assert point["quality"] == 1.0 and point["cost_usd"] == pytest.approx((0.001 + 0.01) / 2)
+
+
+def test_an_output_file_is_checked_for_writing_before_any_training(tmp_path: Path) -> None:
+    from orchestra.bench import check_output
+    from orchestra.errors import ConfigurationError
+
+    data = write_set(tmp_path / "set")
+    other_set = write_set(tmp_path / "another set")
+    with pytest.raises(ConfigurationError, match="cannot write it"):
+        check_output("/proc/self/orchestra-bench.jsonl", data=data, option="--predictions")
+    with pytest.raises(ConfigurationError, match="inside the data folder"):  # a set other than the one benchmarked
+        check_output(other_set / "test.jsonl", data=data, option="--predictions")
+    with pytest.raises(ConfigurationError, match="also the other output"):
+        check_output(tmp_path / "out.json", data=data, option="--json", beside=tmp_path / "out.json")
+    existing = tmp_path / "kept.jsonl"
+    existing.write_text("earlier predictions\n")
+    check_output(existing, data=data, option="--predictions")
+    assert existing.read_text() == "earlier predictions\n"  # checked, not truncated
+    check_output(tmp_path / "new" / "p.jsonl", data=data, option="--predictions")
+    assert not (tmp_path / "new" / "p.jsonl").exists()

@@ -490,3 +490,38 @@ async def test_async_fallback_stream(fake: FakeOpenAI) -> None:
     chunks = [chunk async for chunk in model.astream(HELLO)]
     assert "".join(c.delta for c in chunks) == "Hello world"
     assert chunks[-1].result is not None and chunks[-1].result.model_id == "b"
+
+
+def test_a_schema_left_unchecked_still_steers_the_server_and_comes_back_as_written(fake: FakeOpenAI) -> None:
+    fake.push({"body": completion('{"agent": "astrologer", "reason": "stars"}')})
+    local = card(fake, supports_json_schema=True, local=True)
+    options = ChatOptions(json_schema=DECISION_SCHEMA, check_schema=False)
+    result = OpenAIChatModel(local, FAST_RETRY).chat(HELLO, options)
+    assert json.loads(result.text)["agent"] == "astrologer"
+    assert fake.requests[0]["json"]["response_format"] == {"type": "json_object", "schema": DECISION_SCHEMA}
+
+
+def test_tcar_through_the_real_client_drops_an_unknown_id_instead_of_refusing_the_query(fake: FakeOpenAI) -> None:
+    """A server that ignores the schema names an agent that does not exist and more agents than k: TCAR's strict
+    reader keeps the known ones up to k and records the rest, where the client's schema check refused it all."""
+    from orchestra.cards import AgentCard
+    from orchestra.routing import Dispatch, RouterState
+    from orchestra.routers.tcar import TCARRouter
+
+    from test_routers_basic import WordEmbedder
+
+    model = OpenAIChatModel(card(fake), FAST_RETRY)
+
+    class Access:
+        def chat(self, model_id, messages, options=None, *, purpose=""):  # type: ignore[no-untyped-def]
+            return model.chat(messages, options)
+
+    agents = tuple(AgentCard(id=name, description=f"Answers {name} questions.") for name in ("echo", "upper", "lower"))
+    text = json.dumps({"reasoning": "echo it " * 60, "agents": ["weather", "echo", "upper", "lower"], "out_of_scope": False})
+    fake.push({"body": completion(text)})
+    state = RouterState(query="echo this", agents=agents, models=(card(fake),), registry_version=1, model_access=Access())
+    decision = TCARRouter(k=2, embedder=WordEmbedder()).decide(state)
+    assert isinstance(decision, Dispatch)
+    assert [call.agent_id for call in decision.calls] == ["echo", "upper"]
+    assert decision.meta["dropped"] == ["weather"] and decision.meta["beyond_k"] == ["lower"]
+    assert decision.meta["raw"] == text

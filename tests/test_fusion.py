@@ -124,3 +124,29 @@ def test_every_correct_routerbench_response_has_an_extractable_option() -> None:
                 assert extract_option(outcome["response"], letters) is not None, outcome["response"]
                 checked += 1
     assert checked > 5000
+
+
+def test_unknown_costs_stay_unknown_in_the_fused_report_and_a_price_only_router_is_refused(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # rich would fold the table's title
+    from orchestra.bench.fusion import _print_report, run_fusion_bench
+    from orchestra.errors import DataError
+
+    (tmp_path / "models.jsonl").write_text(
+        json.dumps({"id": "a", "description": "model a", "input_price_per_mtok": 1.0, "output_price_per_mtok": 1.0})
+        + "\n" + json.dumps({"id": "b", "description": "model b"}) + "\n"
+    )
+    rows = [{"id": str(i), "query": WINO, "task": "winogrande", "outcomes": {
+        "a": {"score": float(i % 2), "response": "B" if i % 2 else "A"}, "b": {"score": 1.0, "response": "B"}}} for i in range(8)]
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = run_fusion_bench(tmp_path, "best-single", ks=(1, 2))
+    by_k = {row["k"]: row for row in report["fused"]}
+    assert by_k[2]["cost_usd"] is None  # b's cost is unknown: never counted as $0
+    assert report["cost"] == "estimated"  # a's costs come from its prices
+    _print_report(report)
+    out = capsys.readouterr().out
+    assert "unknown" in out and "estimated cost" in out
+    with pytest.raises(DataError, match="predicts no quality"):
+        run_fusion_bench(tmp_path, "largest", ks=(1,))

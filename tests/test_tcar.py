@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from orchestra.cards import AgentCard, ModelCard
 from orchestra import Orchestra, PassThrough
-from orchestra.errors import ModelOutputError, ModelTimeoutError, ModelUnavailableError, PolicyError
+from orchestra.errors import DecisionError, ModelOutputError, ModelTimeoutError, ModelUnavailableError, PolicyError
 from orchestra.model import ChatOptions, ChatResult, Message
 from orchestra.routing import Dispatch, Finish, RouterState, load_router, register_router
 from orchestra.routers.tcar import TCARRouter, build_prompt, parse_answer, routing_schema
@@ -138,8 +139,12 @@ def test_shortlist_prefilters_many_agents_and_says_so():
 def test_empty_query_and_missing_model_access_do_not_call_the_model():
     decision, model = run([answer(["weather"])], query="   ")
     assert isinstance(decision, Finish) and decision.out_of_scope and not model.calls
+    # no router model is a failure, never a pass for "no agent can help"
     state = RouterState(query="rain", agents=CARDS, models=(ROUTER_MODEL,), registry_version=1)
-    assert TCARRouter(embedder=WordEmbedder()).decide(state).out_of_scope
+    with pytest.raises(DecisionError, match="no model access"):
+        TCARRouter(embedder=WordEmbedder()).decide(state)
+    with pytest.raises(DecisionError, match="no router model"):
+        TCARRouter(embedder=WordEmbedder()).decide(dataclasses.replace(state, models=()))
 
 
 async def test_async_decide():

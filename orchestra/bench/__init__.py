@@ -34,18 +34,26 @@ def check_limit(limit: int | None) -> None:
         raise DataError(f"--limit must be 1 or more (or left out for every query), got {limit}")
 
 
-def check_output(path: str | os.PathLike[str] | None, *, data: Path, option: str) -> None:
-    """Refuse an output file before any training, rather than after it: a folder, a file inside the set's folder
-    or inside the routing data root (``$ORCHESTRA_DATA_DIR`` or ``../shared/data``: a run must never write into
-    the data, its own set or another), or one whose folder cannot be made."""
+def check_output(
+    path: str | os.PathLike[str] | None, *, data: Path, option: str, beside: str | os.PathLike[str] | None = None
+) -> None:
+    """Refuse an output file before any training, rather than after it: a folder; a file inside the set's folder,
+    inside the routing data root (``$ORCHESTRA_DATA_DIR`` or ``../shared/data``) or inside any folder that holds a
+    set (an ``agents.jsonl`` or ``models.jsonl``): a run must never write into the data, its own set or another;
+    the same file as ``beside``, the command's other output (``--predictions`` beside ``--json``); a file that
+    cannot be written, or whose folder cannot be made. An existing file is opened for appending to check it, so
+    it is not touched before the run writes it."""
     if path is None:
         return
     out = Path(path).expanduser().resolve()
     if out.is_dir():
         raise ConfigurationError(f"{option} {str(path)!r} is a directory; give a file path")
+    if beside is not None and Path(beside).expanduser().resolve() == out:
+        raise ConfigurationError(f"{option} {str(path)!r} is also the other output file; give the two outputs different paths")
     folders = [data]
     with contextlib.suppress(DataError):  # no data root on this machine: the set's folder is all there is
         folders.append(data_dir())
+    folders += [folder for folder in out.parents if (folder / "agents.jsonl").is_file() or (folder / "models.jsonl").is_file()]
     for folder in folders:
         if out.is_relative_to(folder.expanduser().resolve()):
             raise ConfigurationError(f"{option} {str(path)!r} is inside the data folder {str(folder)!r}; write it elsewhere (it could overwrite a set)")
@@ -53,6 +61,14 @@ def check_output(path: str | os.PathLike[str] | None, *, data: Path, option: str
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigurationError(f"{option} {str(path)!r}: cannot create its folder: {exc.strerror or exc}") from None
+    existed = out.exists()
+    try:
+        with out.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(f"{option} {str(path)!r}: cannot write it: {exc.strerror or exc}") from None
+    if not existed:
+        out.unlink(missing_ok=True)  # the check leaves no empty file behind if the run fails before writing
 
 
 def refuse_checkpoint(router_options: Mapping[str, Any] | None, bench: str) -> None:

@@ -26,7 +26,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestra.cards import AgentCard
-from orchestra.errors import CardError, DataError, DuplicateIdError, RunError
+from orchestra.errors import CardError, ConfigurationError, DataError, DuplicateIdError, RunError
 from orchestra.routing import Dispatch, Finish, ModelAccess, Router, RouterState, load_router
 
 from . import check_limit, check_output, read_jsonl, refuse_checkpoint, write_report
@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 
+WARM_UP_QUERY = "warm-up request before timing: what can you do?"
+"""The untimed decision made before the test queries (its result is discarded)."""
 ROUTER_ERROR = "(router error)"
 """What a failed decision counts as in the metrics: an answer that matches no agent and is not out of scope."""
 
@@ -63,7 +65,8 @@ class RoutingExample(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     query: str = Field(pattern=r"\S")  # a blank query is no query
-    agents: tuple[str, ...] = ()
+    agents: tuple[str, ...]
+    """Required: a misspelt field must not pass for ``[]``, the out-of-scope label."""
 
     @field_validator("agents")
     @classmethod
@@ -165,6 +168,9 @@ def load_agent_set(root: str | Path) -> AgentSet:
             unknown = [agent for agent in row.agents if agent not in seen]
             if unknown:
                 raise DataError(f"{path}:{number}: unknown agent id(s) {unknown} (not in agents.jsonl)")
+            if name.startswith("oos_") and row.agents:
+                raise DataError(f"{path}:{number}: an out-of-scope file holds a query for agents {list(row.agents)}; "
+                                "its rows need \"agents\": []")
             rows.append(row)
         if name == "test" and not rows:
             raise DataError(f"{path}: holds no queries")
@@ -237,8 +243,13 @@ def run_agent_bench(
         raise DataError("router_options apply to a router given by name; this router is already built")
     else:
         router_name = getattr(router, "name", type(router).__name__)
+    if getattr(router, "calls_models", False) and model_access is None:
+        raise ConfigurationError(f"router {router_name!r} asks a model to decide: pass --model (local-smollm2 runs on "
+                                 "this machine, or a model card id from `orchestra models add`)")
     all_ids = [card.id for card in dataset.cards]
-    train = dataset.split("train")
+    # a row labelled [] is out of scope wherever it stands (the format allows it in any split), not only in the
+    # oos_* files: it trains the refusal and is scored as an out-of-scope query
+    train = [row for row in dataset.split("train") if row.agents]
     if regime is not Regime.zero_shot and not train:
         raise DataError(
             f"{dataset.root / 'train.jsonl'}: no labelled queries, which the {regime.value} regime learns from; "
@@ -262,7 +273,7 @@ def run_agent_bench(
         train_rows = few_shot_sample(train, [card.id for card in known_cards], shots, seed)
     else:
         train_rows = [row for row in train if not held_out.intersection(row.agents)]
-    oos_rows = dataset.split("oos_train") + dataset.split("oos_val")
+    oos_rows = [row for name in ("train", "val", "oos_train", "oos_val") for row in dataset.split(name) if not row.agents]
 
     fit_seconds = 0.0
     if isinstance(router, TrainableRouter):
@@ -279,9 +290,16 @@ def run_agent_bench(
 
     test = dataset.split("test")[:limit] if limit else dataset.split("test")
     oos_test = dataset.split("oos_test")[:limit] if limit else dataset.split("oos_test")
-    rows = [("test", row) for row in test] + [("oos_test", row) for row in oos_test]
+    rows = [("test" if row.agents else "oos_test", row) for row in test] + [("oos_test", row) for row in oos_test]
     agents = tuple(cards)
     model_cards = tuple(models)
+    # one untimed decision first, so no query's latency holds the one-off loading of an encoder or a model
+    # server; its text is no test query's, so no test query's embedding is cached by it
+    warm_up = RouterState(query=WARM_UP_QUERY, agents=agents, models=model_cards, registry_version=1, model_access=model_access)
+    try:
+        router.decide(warm_up)
+    except RunError:
+        pass  # a failing router fails on the test queries too, where it is counted
     records: list[dict[str, Any]] = []
     for index, (split, row) in enumerate(rows):
         state = RouterState(
@@ -360,7 +378,7 @@ def run_agent_bench(
         report["holdout_agents"] = sorted(held_out)
         report["onboarded"] = set_metrics([r["gold"] for r in onboarded], scored(onboarded))
         report["known"] = set_metrics([r["gold"] for r in others], scored(others))
-    if oos_test:
+    if any(r["split"] == "oos_test" for r in records):
         report["oos"] = oos_metrics([r["gold"] for r in records], scored(records))
     return report
 
@@ -447,7 +465,7 @@ def agents_command(
     holdout_agents: Annotated[
         int, _typer_option("--holdout-agents", help="Train without N agents, onboard them at run time by card.")
     ] = 0,
-    limit: Annotated[int | None, _typer_option("--limit", help="Route only the first N test queries.")] = None,
+    limit: Annotated[int | None, _typer_option("--limit", help="Route only the first N test queries (and the first N of oos_test.jsonl).")] = None,
     seed: Annotated[int, _typer_option("--seed", help="Seed of example sampling and held-out agents.")] = 0,
     json_out: Annotated[str | None, _typer_option("--json", help="Write the metrics here as JSON.")] = None,
     model: Annotated[
@@ -467,7 +485,7 @@ def agents_command(
 
     router_options = parse_options(option)  # a bad item is a ConfigurationError: one line, exit 2
     folder = data_dir(data)
-    check_output(json_out, data=folder, option="--json")
+    check_output(json_out, data=folder, option="--json", beside=predictions)
     model_access, model_cards = _model_access(model)
     with Progress(transient=True) as bar:
         task = bar.add_task("routing", total=None)

@@ -16,7 +16,9 @@ gives each test query a weight per model: ``distribution()`` when the router has
 The report also gives, for comparison on the same queries: every single model, the oracle (some model is
 right), and the static vote of the k models best on train weighted by their train accuracy.
 
-Model cards with no description are accepted here (their id stands for it) and listed in the report.
+Model cards with no description are accepted here (their id stands for it) and listed in the report, and so
+are outcomes with no cost and no card prices to estimate it from: the cost of a query that dispatches such a
+model is unknown (``None``), never 0, and so is the mean cost at that k.
 """
 
 from __future__ import annotations
@@ -111,16 +113,21 @@ def load_fusion_set(root: str | Path) -> tuple[list[ModelCard], list[Any], list[
     returned facts, ``undescribed``). Returns (cards, train rows, test rows, facts)."""
     from orchestra.bench.models import load_model_set
 
-    data = load_model_set(root, lenient_descriptions=True)
-    facts = {"undescribed": list(data.undescribed), "card_costs": data.card_costs}
+    data = load_model_set(root, lenient_descriptions=True, unknown_costs=True)
+    facts = {"undescribed": list(data.undescribed), "card_costs": data.card_costs,
+             "cost": "estimated" if data.cost_estimated else "measured"}
     return list(data.cards), list(data.train), list(data.test), facts
 
 
-def _weights(router: Any, rows: Sequence[Any], cards: Sequence[ModelCard]) -> np.ndarray:
+def _weights(router: Any, rows: Sequence[Any], cards: Sequence[ModelCard], name: str) -> np.ndarray:
     if hasattr(router, "distribution"):
         p = np.asarray(router.distribution(rows, cards)[0])[:, : len(cards)]
     else:
         p = np.clip(np.asarray(router.predict(rows, cards)[0], dtype=float), 0.0, None)
+    if not np.isfinite(p).all():
+        # equal weights would pass for the router's own: the cheapest and largest routers rank by price alone
+        raise DataError(f"router {name!r} predicts no quality for some models, so it gives no weights to fuse "
+                        "their answers by; use a router that learns quality (agent-router, graph-router, knn, ...)")
     totals = p.sum(axis=1, keepdims=True)
     return np.where(totals > 0, p / np.where(totals > 0, totals, 1.0), 1.0 / len(cards))
 
@@ -135,7 +142,8 @@ def fuse_rows(
         chosen = [model_ids[j] for j in order]
         w = [float(weights[i, j]) for j in order]
         letters = option_letters(row.query)
-        cost = float(sum((row.outcomes[m].cost or 0.0) for m in chosen if m in row.outcomes))
+        costs = [row.outcomes[m].cost for m in chosen if m in row.outcomes]
+        cost = None if None in costs else float(sum(costs))  # type: ignore[arg-type]
         record: dict[str, Any] = {"id": row.id, "task": row.task, "chosen": chosen, "weights": [round(x, 4) for x in w], "cost": cost}
         if letters:
             options = [extract_option(row.outcomes[m].response if m in row.outcomes else None, letters) for m in chosen]
@@ -156,7 +164,10 @@ def fuse_rows(
         "k": k,
         "n": len(records),
         "quality_all": float(np.mean([r["correct"] for r in records])) if records else 0.0,
-        "cost_usd": float(np.mean([r["cost"] for r in records])) if records else 0.0,
+        "cost_usd": (
+            float(np.mean([r["cost"] for r in records]))
+            if records and all(r["cost"] is not None for r in records) else None
+        ),
         "n_vote": len(voted),
         "fused_accuracy_vote": float(np.mean([r["correct"] for r in voted])) if voted else None,
         "no_option_responses": int(sum(r["no_option"] for r in voted)),
@@ -208,7 +219,7 @@ def run_fusion_bench(
     fit_seconds = time.perf_counter() - started
     say(f"weighting {len(test)} test queries")
     started = time.perf_counter()
-    weights = _weights(router, test, cards)
+    weights = _weights(router, test, cards, router_name)
     weight_seconds = time.perf_counter() - started
 
     results, all_records = [], {}
@@ -245,6 +256,7 @@ def run_fusion_bench(
         "n_val": len(val_rows),
         "n_test": len(test),
         "weights_from": "distribution" if hasattr(router, "distribution") else "predicted quality, normalised",
+        "cost": facts["cost"],
         "undescribed_models": facts["undescribed"],
         "fused": results,
         "single_models_vote_accuracy": singles,
@@ -261,13 +273,15 @@ def _print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"{report['router']} fused on {report['set']} test ({report['n_test']} queries)")
+    label = " (estimated cost)" if report["cost"] == "estimated" else ""
+    table = Table(title=f"{report['router']} fused on {report['set']} test ({report['n_test']} queries){label}")
     for column in ("k", "multiple-choice fused acc", "all tasks quality", "cost $/query", "no-option responses", "no answer"):
         table.add_column(column, justify="right")
     for row in report["fused"]:
         acc = row["fused_accuracy_vote"]
         table.add_row(str(row["k"]), "-" if acc is None else f"{acc:.4f}", f"{row['quality_all']:.4f}",
-                      f"{row['cost_usd']:.6f}", str(row["no_option_responses"]), str(row["no_answer_queries"]))
+                      "unknown" if row["cost_usd"] is None else f"{row['cost_usd']:.6f}",
+                      str(row["no_option_responses"]), str(row["no_answer_queries"]))
     console.print(table)
     singles = {m: a for m, a in report["single_models_vote_accuracy"].items() if a is not None}
     if singles:
@@ -298,7 +312,7 @@ def fusion_command(
     except ValueError:
         raise typer.BadParameter(f"--k expects integers such as 1,2,3, got {k!r}") from None
     options = parse_options(option)  # a bad item is a ConfigurationError: one line, exit 2
-    check_output(json_out, data=data_dir(data), option="--json")
+    check_output(json_out, data=data_dir(data), option="--json", beside=predictions)
     report = run_fusion_bench(data_dir(data), router, ks=ks, router_options=options, seed=seed, limit=limit,
                               predictions=predictions, progress=lambda message: typer.echo(message, err=True))
     _print_report(report)

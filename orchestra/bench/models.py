@@ -80,10 +80,11 @@ SCENARIOS: dict[str, tuple[float, float]] = {
 class ModelOutcome(BaseModel):
     """What one model did on one query: its score, its cost and (where recorded) its response."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # strict: JSON true is not a score of 1 nor a cost of $1; finite: an infinite cost would make AIQ NaN
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
-    score: float = Field(ge=0.0, le=1.0)
-    cost: float | None = Field(default=None, ge=0.0)
+    score: float = Field(ge=0.0, le=1.0, strict=True)
+    cost: float | None = Field(default=None, ge=0.0, strict=True)
     """USD for this call; ``None`` when the set measured none (then estimated at load time when priced)."""
     response: str | None = None
 
@@ -94,7 +95,8 @@ class ModelQuery(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: str
-    query: str
+    query: str = Field(pattern=r"\S")
+    """The prompt; it must hold more than white space (routers embed it)."""
     task: str = ""
     """The task (data set) the query comes from; GraphRouter embeds its description."""
     outcomes: dict[str, ModelOutcome] = Field(default_factory=dict)
@@ -125,7 +127,12 @@ class ModelSet:
         unknown = sorted(set(model_ids) - set(self.model_ids))
         if unknown:
             raise DataError(f"--holdout-models: unknown model id(s) {unknown}; the set has {self.model_ids}")
+        repeated = sorted({model_id for model_id in model_ids if list(model_ids).count(model_id) > 1})
+        if repeated:
+            raise DataError(f"--holdout-models: {repeated} named more than once")
         drop = set(model_ids)
+        if drop >= set(self.model_ids):
+            raise DataError(f"--holdout-models: holding out all {len(drop)} models leaves none to train the router on")
 
         def strip(rows: tuple[ModelQuery, ...]) -> tuple[ModelQuery, ...]:
             return tuple(
@@ -165,7 +172,8 @@ def _load_cards(path: Path, lenient: bool) -> tuple[list[ModelCard], dict[str, f
             item = {**item, "description": str(item.get("id"))}
         for price in ("input_price_per_mtok", "output_price_per_mtok", "mean_cost_per_query_usd"):
             value = item.get(price)
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value < math.inf):
                 raise DataError(f"{label}: {price} must be a non-negative number, got {value!r}")
         try:
             card = ModelCard.parse({key: value for key, value in item.items() if key in _CARD_FIELDS})
@@ -180,7 +188,9 @@ def _load_cards(path: Path, lenient: bool) -> tuple[list[ModelCard], dict[str, f
     return cards, card_costs, undescribed
 
 
-def _load_queries(path: Path, cards: Mapping[str, ModelCard], *, complete: bool = False) -> tuple[list[ModelQuery], bool]:
+def _load_queries(
+    path: Path, cards: Mapping[str, ModelCard], *, complete: bool = False, unknown_costs: bool = False
+) -> tuple[list[ModelQuery], bool]:
     # complete: every model's outcome is required (test queries: a router is scored by its choice's outcome)
     queries: list[ModelQuery] = []
     estimated = False
@@ -196,16 +206,15 @@ def _load_queries(path: Path, cards: Mapping[str, ModelCard], *, complete: bool 
         missing = sorted(set(cards) - set(outcomes))
         if complete and missing:
             raise DataError(f"{label}: no outcome for model(s) {missing}; a test query needs every model's score")
-        if item.get("id") is not None:
-            if item["id"] in seen:
-                raise DataError(f"{label}: id {item['id']!r} is already on line {seen[item['id']]}")
-            seen[item["id"]] = number
         try:
             row = ModelQuery.model_validate(item)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
             raise DataError(f"{label}: field {where!r}: {first['msg']} (got {first.get('input')!r:.60})") from None
+        if row.id in seen:
+            raise DataError(f"{label}: id {row.id!r} is already on line {seen[row.id]}")
+        seen[row.id] = number
         if any(outcome.cost is None for outcome in row.outcomes.values()):
             filled: dict[str, ModelOutcome] = {}
             for model_id, outcome in row.outcomes.items():
@@ -216,24 +225,30 @@ def _load_queries(path: Path, cards: Mapping[str, ModelCard], *, complete: bool 
                         outcome = outcome.model_copy(update={"cost": cost})
                 filled[model_id] = outcome
             row = row.model_copy(update={"outcomes": filled})
+        unpriced = sorted(model_id for model_id, outcome in row.outcomes.items() if outcome.cost is None)
+        if unpriced and not unknown_costs:
+            # a cost left unknown would drop out of the means and the cost range and turn the rewards into NaN
+            raise DataError(f"{label}: no cost for model(s) {unpriced}, and their cards have no input/output prices "
+                            "to estimate one from; give each outcome a cost or each card its prices")
         queries.append(row)
     return queries, estimated
 
 
-def load_model_set(root: str | Path, *, lenient_descriptions: bool = False) -> ModelSet:
+def load_model_set(root: str | Path, *, lenient_descriptions: bool = False, unknown_costs: bool = False) -> ModelSet:
     """Read a model-routing set folder: ``models.jsonl``, ``train.jsonl``, ``test.jsonl``.
 
     Raises `DataError` naming the file, line and problem: a card with no description (unless
     ``lenient_descriptions``: its id stands in and the set lists it in ``undescribed``) or a negative price, a
-    query with no outcomes or with outcomes of unknown models, a score outside [0, 1].
+    query with no outcomes or with outcomes of unknown models, a score outside [0, 1], an empty query, an outcome
+    with no cost whose card has no prices to estimate one (unless ``unknown_costs``: the cost stays ``None``).
     """
     folder = Path(root)
     if not folder.is_dir():
         raise DataError(f"model set folder {str(folder)!r} does not exist")
     cards, card_costs, undescribed = _load_cards(folder / "models.jsonl", lenient_descriptions)
     by_id = {card.id: card for card in cards}
-    train, estimated_train = _load_queries(folder / "train.jsonl", by_id)
-    test, estimated_test = _load_queries(folder / "test.jsonl", by_id, complete=True)
+    train, estimated_train = _load_queries(folder / "train.jsonl", by_id, unknown_costs=unknown_costs)
+    test, estimated_test = _load_queries(folder / "test.jsonl", by_id, complete=True, unknown_costs=unknown_costs)
     if not train or not test:
         raise DataError(f"{folder}: train.jsonl and test.jsonl must both hold queries")
     return ModelSet(
@@ -544,8 +559,10 @@ def run_model_bench(
         for j, m in enumerate(model_ids)
     ]
     cost_range = (min(s["cost_usd"] for s in single), max(s["cost_usd"] for s in single))
-    router_aiq = aiq([p["cost_usd"] for p in points], [p["quality"] for p in points], cost_range)
-    single_aiq = aiq([s["cost_usd"] for s in single], [s["quality"] for s in single], cost_range)
+    router_aiq = single_aiq = None  # AIQ is an area over the single models' cost range: none when they cost alike
+    if cost_range[1] > cost_range[0]:
+        router_aiq = aiq([p["cost_usd"] for p in points], [p["quality"] for p in points], cost_range)
+        single_aiq = aiq([s["cost_usd"] for s in single], [s["quality"] for s in single], cost_range)
     best_single = max(single, key=lambda s: (s["quality"], -s["cost_usd"]))
     reaching = [p for p in points if p["quality"] >= best_single["quality"] - 1e-12]
     cheapest_reaching = min(reaching, key=lambda p: p["cost_usd"]) if reaching else None
@@ -623,8 +640,13 @@ def _print_report(report: dict[str, Any]) -> None:
                       f"{top[0]} {top[1]:.0%}")
     console.print(table)
     rewards = report["scenario_rewards"]
+    aiq_text = (
+        f"AIQ {report['aiq']:.3f} (single models' hull {report['aiq_single_models']:.3f})"
+        if report["aiq"] is not None
+        else "AIQ n/a (every single model has the same mean cost, so there is no cost range to integrate over)"
+    )
     console.print(
-        f"AIQ {report['aiq']:.3f} (single models' hull {report['aiq_single_models']:.3f}); rewards: performance first "
+        f"{aiq_text}; rewards: performance first "
         f"{rewards['performance_first']:.4f}, balance {rewards['balance']:.4f}, cost first {rewards['cost_first']:.4f}"
     )
     best = report["best_single"]
@@ -682,7 +704,7 @@ def models_command(
     from orchestra.bench import data_dir, parse_options
 
     router_options = parse_options(option)  # a bad item is a ConfigurationError: one line, exit 2
-    check_output(json_out, data=data_dir(data), option="--json")
+    check_output(json_out, data=data_dir(data), option="--json", beside=predictions)
     if router == "router-r1":
         # Router-R1 is multi-round: it consults models and answers itself, so it runs on its own loop with the
         # recorded pool (accuracy, cost, turns, format validity) rather than per cost weight.

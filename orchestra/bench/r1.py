@@ -415,7 +415,7 @@ def r1_command(
     check_limit(limit)
     folder = data_dir(data)
     check_output(predictions, data=folder, option="--predictions")
-    check_output(json_out, data=folder, option="--json")
+    check_output(json_out, data=folder, option="--json", beside=predictions)
     cards = list(load_cards(models, ModelCard)) if models else []  # type: ignore[arg-type]
     options = {} if constrained is None else {"constrained": constrained}
     say = lambda message: typer.echo(message, err=True)  # noqa: E731
