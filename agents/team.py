@@ -14,10 +14,11 @@ default``).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from orchestra.agents import calculator, clock, knowledge
 from orchestra.cards import AgentCard
-from orchestra.errors import LocalRuntimeMissing
+from orchestra.errors import LocalRuntimeMissing, NotFoundError
 from orchestra.local import LOCAL_MODEL_ID, local_model_card
 from orchestra.registry import Registry
 
@@ -60,11 +61,27 @@ def tool_cards() -> list[tuple[AgentCard, object]]:
     ]
 
 
+def _settle_agent(registry: Registry, card: AgentCard, implementation: Any = None) -> AgentCard | None:
+    """A profile's agent: added when the registry never held it. One it holds keeps its stored card (a user's
+    update stands) and gets the implementation that lives in this process; one a user removed stays removed."""
+    if not registry.has_held("agent", card.id):
+        return registry.add_agent(card, implementation)
+    try:
+        stored = registry.agent(card.id)
+    except NotFoundError:
+        return None
+    if implementation is not None and stored.backend == card.backend:
+        return registry.ensure_agent(stored, implementation)  # the same card: attaches the implementation only
+    return stored
+
+
 def _install(registry: Registry, *, local_model: bool) -> tuple[list[AgentCard], list[str]]:
     cards: list[AgentCard] = []
     notes: list[str] = []
     for card, implementation in tool_cards():
-        cards.append(registry.ensure_agent(card, implementation))  # type: ignore[arg-type]
+        settled = _settle_agent(registry, card, implementation)
+        if settled is not None:
+            cards.append(settled)
     if not local_model:
         return cards, notes
     try:
@@ -75,14 +92,22 @@ def _install(registry: Registry, *, local_model: bool) -> tuple[list[AgentCard],
         )
         log.warning("%s", notes[-1])
         return cards, notes
-    registry.ensure_model(model_card)
-    cards.append(registry.ensure_agent(CHAT_CARD))
+    # the local model's card describes this machine's install (its GGUF path moves with the environment), so a
+    # held card follows it; one a user removed stays removed like an agent
+    held = registry.has_held("model", model_card.id)
+    if not held or any(model.id == model_card.id for model in registry.models()):
+        registry.ensure_model(model_card)
+    if any(model.id == model_card.id for model in registry.models()):
+        settled = _settle_agent(registry, CHAT_CARD)
+        if settled is not None:
+            cards.append(settled)
     return cards, notes
 
 
 def install_default_team(registry: Registry, *, local_model: bool = True) -> list[AgentCard]:
-    """Register the default team in ``registry`` (adding or updating the cards, idempotently) and return the agent
-    cards. With ``local_model`` (the default) the embedded local model card and the chat agent are registered too
+    """Register the default team in ``registry`` and return its agent cards there. Idempotent, and it never undoes
+    a user's change: a card the registry never held is added, one it holds keeps its stored version (and gets its
+    in-process implementation), one a user removed stays removed. With ``local_model`` (the default) the embedded local model card and the chat agent are registered too
     when the local runtime is installed; otherwise a warning says how to install it."""
     cards, _ = _install(registry, local_model=local_model)
     return cards

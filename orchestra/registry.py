@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import CardError, ConfigurationError, DuplicateIdError, NotFoundError
@@ -50,6 +50,7 @@ class Registry:
         self._agents: dict[str, AgentCard] = {}
         self._models: dict[str, ModelCard] = {}
         self._implementations: dict[str, AgentImplementation] = {}
+        self._held: set[tuple[str, str]] = set()
         self._version = 0
         self._store = store
         if store is not None:
@@ -71,6 +72,7 @@ class Registry:
 
     def _load(self, events: list[RegistryEvent]) -> None:
         for event in events:
+            self._held.add((event.kind, event.card_id))
             table = self._table(event.kind)
             if event.card is None:
                 table.pop(event.card_id, None)
@@ -121,6 +123,12 @@ class Registry:
     def models(self) -> list[ModelCard]:
         """Every model card, in the order they were added."""
         return list(self._models.values())
+
+    def has_held(self, kind: Literal["agent", "model"], card_id: str) -> bool:
+        """Whether the registry has ever held this card, including one removed since (what a set-up that must not
+        bring back a card a user removed asks)."""
+        with self._lock:
+            return (kind, card_id) in self._held or card_id in self._table(kind)
 
     # -- changing ----------------------------------------------------------------------------------------
 
@@ -293,6 +301,7 @@ class Registry:
                     if not change.adding and not registered:
                         raise NotFoundError(change.kind, change.card_id) from None
         for change in changes:
+            self._held.add((change.kind, change.card_id))
             table = self._table(change.kind)
             if change.card is None:
                 del table[change.card_id]

@@ -251,3 +251,21 @@ def test_default_team_answers_through_a_routed_run() -> None:
 )
 def test_pathological_inputs_are_refused_without_crashing(nested: str) -> None:
     assert calculator.answer(nested).startswith("Sorry")
+
+
+def test_installing_the_team_again_keeps_a_users_update_and_removal() -> None:
+    """`orchestra chat` and `replay` install the profile on every start: that must not bring back an agent a user
+    removed, nor put back the description a user changed, while it still attaches the in-process answers."""
+    from orchestra.store import InMemoryStore
+
+    store = InMemoryStore()
+    team.install_default_team(Registry(store), local_model=False)
+    user = Registry(store)
+    user.remove_agent("clock")
+    user.update_agent(user.agent("calculator").with_changes(description="Does the office's sums."))
+    later = Registry(store)  # the next process
+    cards = team.install_default_team(later, local_model=False)
+    assert [card.id for card in cards] == ["calculator", "knowledge"]
+    assert later.agent("calculator").description == "Does the office's sums."
+    assert later.implementation("calculator") is calculator.answer
+    assert Registry(store).version == later.version  # nothing was written
