@@ -776,12 +776,15 @@ class SetRouter(BaseRouter):
             # Best first, as in an unsegmented decision: by the whole query's probability, so the agent the
             # query as a whole points to leads when a cut was wrong.
             tops.sort(key=lambda top: -probs[whole, top[0]])
-            calls = [Call(agent_id=cards[i].id, query=part, weight=round(float(probs[row[part], i]), 6)) for i, part in tops]
+            # at most k agents here too; the parts left out are recorded, not silently lost
+            beyond_k = {"beyond_k": [part for _, part in tops[k:]]} if len(tops) > k else {}
+            calls = [Call(agent_id=cards[i].id, query=part, weight=round(float(probs[row[part], i]), 6)) for i, part in tops[:k]]
+            kept = f"; the first {k} are answered (k = {k})" if beyond_k else ""
             return Dispatch(
                 calls=tuple(calls),
-                rationale=f"the query holds {len(best_parts)} requests; each part goes to its best agent",
+                rationale=f"the query holds {len(best_parts)} requests; each part goes to its best agent{kept}",
                 scores=scores,
-                meta={"segments": best_parts, **oos_meta, **facts},
+                meta={"segments": best_parts, **beyond_k, **oos_meta, **facts},
             )
 
         if self.oos_threshold is not None and oos[whole] >= self.oos_threshold:

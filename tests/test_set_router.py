@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -57,6 +59,16 @@ def test_multi_request_query_gets_every_agent_with_its_part(trained):
     assert {c.agent_id: c.query for c in decision.calls} == {
         "PlayMusic": "play a song by adele", "GetWeather": "will it rain tomorrow in paris"}
     assert decision.meta["segments"] == ["play a song by adele", "will it rain tomorrow in paris"]
+
+
+def test_a_multi_request_query_gets_at_most_k_agents_and_the_rest_is_recorded(trained):
+    from orchestra.policies import RoutingPolicy
+
+    query = "play a song by adele and then will it rain tomorrow in paris"
+    decision = trained.decide(dataclasses.replace(state(query), policy=RoutingPolicy(max_agents=1)))
+    assert isinstance(decision, Dispatch) and len(decision.calls) == 1
+    assert len(decision.meta["segments"]) == 2 and len(decision.meta["beyond_k"]) == 1
+    assert decision.meta["beyond_k"][0] != decision.calls[0].query
 
 
 def test_strong_joins_cut_with_their_own_threshold(trained):
