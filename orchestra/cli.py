@@ -328,56 +328,103 @@ def runs_list(
         table.add_column(column)
     for run in store.list_runs(session_id=session, status=status, router=router, limit=limit):  # type: ignore[arg-type]
         label = run.status + (f" ({run.replay_mode} replay)" if run.replay_mode else "")
-        table.add_row(run.id, run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.router, label, escape(" ".join(run.query.split())[:40]), escape(" ".join((run.answer or "").split())[:40]))
+        table.add_row(escape(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), escape(run.router), escape(label),
+                      escape(" ".join(run.query.split())[:40]), escape(" ".join((run.answer or "").split())[:40]))
     console.print(table)
 
 
 def _step_label(step: StepRecord) -> str:
+    # every value from the store is escaped: an agent id or a router name may hold "[/]", which rich would read
+    # as markup and refuse, taking the whole listing down with it
     if step.kind == "decision":
         decision = step.response.get("decision", {})
         if decision.get("kind") == "finish":
             label = f"[bold]decision[/] r{step.round}: finish{' (out of scope)' if decision.get('out_of_scope') else ''}"
         else:
-            calls = ", ".join(f"{c['agent_id']}×{c['weight']:.2f}" + (f"@{c['model_id']}" if c.get("model_id") else "") for c in decision.get("calls", []))
+            calls = ", ".join(
+                escape(f"{c['agent_id']}×{c['weight']:.2f}" + (f"@{c['model_id']}" if c.get("model_id") else ""))
+                for c in decision.get("calls", [])
+            )
             label = f"[bold]decision[/] r{step.round}: {calls}"
-        scores = ", ".join(f"{s['id']}={s['score']:.3f}" for s in decision.get("scores", [])[:5])
-        rationale = decision.get("rationale", "")
-        return label + (f" [dim]· {escape(rationale[:80])}[/]" if rationale else "") + (f" [dim]· scores {scores}[/]" if scores else "") + f" [dim]· registry v{step.request.get('registry_version')}[/]"
+        return label + f" [dim]· registry v{step.request.get('registry_version')}[/]"
     cost = "" if step.cost_usd is None else f" ${step.cost_usd:.6f}"
     usage = f" [dim]{step.prompt_tokens}+{step.completion_tokens} tok{cost} {step.latency_ms:.0f} ms[/]"
     if step.error:
         who = step.agent_id or step.model_id or f"r{step.round}"  # a router's failure names its round
-        return f"[red]{step.kind}[/] {who}: {step.error.get('type')}: {escape(step.error.get('message', '')[:100])}"
+        return f"[red]{escape(step.kind)}[/] {escape(who)}: {escape(str(step.error.get('type')))}: {escape(step.error.get('message', '')[:100])}"
     if step.kind == "call":
-        return f"[bold]call[/] {step.agent_id}{' @' + step.model_id if step.model_id else ''}: {escape(str(step.response.get('answer'))[:100])}{usage}"
+        at = f" @{step.model_id}" if step.model_id else ""
+        return f"[bold]call[/] {escape(str(step.agent_id) + at)}: {escape(str(step.response.get('answer'))[:100])}{usage}"
     if step.kind == "model_call":
-        return f"model {step.model_id} ({step.request.get('purpose', '')}): {escape(repr(step.response.get('text', '')[:80]))}{usage}"
+        purpose = escape(f"{step.model_id} ({step.request.get('purpose', '')})")
+        return f"model {purpose}: {escape(repr(step.response.get('text', '')[:80]))}{usage}"
     if step.kind == "aggregate":
         failed = step.response.get("meta", {}).get("refine_failed")
         note = f" [yellow](refine failed: {escape(failed.get('type', ''))}; the answers as they came)[/]" if failed else ""
-        return f"[bold]aggregate[/] ({step.request.get('aggregator')}){note}: {escape(str(step.response.get('answer', ''))[:100])}"
-    return step.kind
+        return f"[bold]aggregate[/] ({escape(str(step.request.get('aggregator')))}){note}: {escape(str(step.response.get('answer', ''))[:100])}"
+    return escape(step.kind)
+
+
+DETAIL_CHARS = 160
+"""Characters of one detail line under a decision in `runs show` (``--json`` holds everything)."""
+
+
+def _decision_details(step: StepRecord) -> list[str]:
+    """What a decision's one-line label leaves out: why, the candidates' scores with the figures behind them, the
+    part of the query each agent got when it is not the whole query, and the router's notes (ids it dropped,
+    parts beyond k, predicted quality and cost, ...)."""
+    decision = step.response.get("decision", {})
+
+    def cut(text: str) -> str:
+        text = _one_line(text)
+        return escape(text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…")
+
+    lines = []
+    if decision.get("rationale"):
+        lines.append(f"[dim]why[/] {cut(decision['rationale'])}")
+    scores = []
+    for score in decision.get("scores", [])[:5]:
+        figures = " ".join(
+            f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in (score.get("detail") or {}).items()
+        )
+        scores.append(f"{score['id']} {score['score']:.3f}" + (f" ({figures})" if figures else ""))
+    if scores:
+        more = len(decision.get("scores", [])) - len(scores)
+        lines.append(f"[dim]scores[/] {cut('; '.join(scores) + (f'; {more} more' if more > 0 else ''))}")
+    query = step.request.get("query")
+    for call in decision.get("calls", []):
+        if call.get("query") != query:
+            lines.append(f"[dim]{escape(call['agent_id'])} gets[/] {cut(call['query'])}")
+    for key, value in (decision.get("meta") or {}).items():
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        lines.append(f"[dim]{escape(key)}[/] {cut(shown)}")
+    return lines
 
 
 def render_trace(trace: RunTrace) -> Tree:
-    """The run as a rich tree: decisions with their calls and model calls, then the aggregation."""
+    """The run as a rich tree: decisions (with what they were based on) with their calls and model calls, then
+    the aggregation."""
     run = trace.run
     cost = "unknown" if run.cost_usd is None else f"${run.cost_usd:.6f}"
     root = Tree(
-        f"[bold]run {run.id}[/] · {run.status} · router {run.router} · {run.prompt_tokens}+{run.completion_tokens} tok · {cost} · {run.latency_ms:.0f} ms"
-        + (f" · {run.replay_mode} replay of {run.replay_of}" if run.replay_of else "")
+        f"[bold]run {escape(run.id)}[/] · {escape(run.status)} · router {escape(run.router)} · {run.prompt_tokens}+{run.completion_tokens} tok · {cost} · {run.latency_ms:.0f} ms"
+        + (escape(f" · {run.replay_mode} replay of {run.replay_of}") if run.replay_of else "")
     )
     root.add(f"query: {escape(run.query)}")
 
     def add(node: Tree, parent_id: str | None) -> None:
         for step in trace.children(parent_id):
-            add(node.add(_step_label(step)), step.id)
+            child = node.add(_step_label(step))
+            if step.kind == "decision":
+                for line in _decision_details(step):
+                    child.add(line)
+            add(child, step.id)
 
     add(root, None)
     if run.answer is not None:
         root.add(f"[green]answer[/]: {escape(run.answer)}")
     if run.error:
-        root.add(f"[red]error[/]: {run.error.get('type')}: {escape(str(run.error.get('message')))}")
+        root.add(f"[red]error[/]: {escape(str(run.error.get('type')))}: {escape(str(run.error.get('message')))}")
     return root
 
 

@@ -263,3 +263,38 @@ def test_ui_stops_with_the_process_that_started_it(tmp_path: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)  # the whole group: a server left behind must not outlive the test
         server.wait()
+
+
+def test_runs_show_details_each_decision_and_markup_in_stored_values_breaks_no_listing(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A router name and a hallucinated agent id holding "[/]" used to make `runs list` and `runs show` fail
+    (rich read them as markup); the decision's reasons, scores with their figures, each agent's part of the query
+    and the router's notes are shown under it."""
+    from orchestra import Orchestra, PassThrough, cli
+
+    monkeypatch.setattr(cli.console, "width", 240)  # lines read whole, whatever the terminal of the test run
+    from orchestra.routing import CandidateScore, Call, Dispatch
+    from orchestra.testing import FunctionRouter
+
+    orch = Orchestra(store=db)
+    orch.registry.add_agent({"id": "shout", "description": "Repeats loudly.", "backend": "function", "function": "cli_agents:shout"})
+
+    def decide(state):
+        return Dispatch(
+            calls=(Call(agent_id="shout", query="the weather part"), Call(agent_id="[/INST] echo", query=state.query)),
+            rationale="two requests, " + "long reasoning " * 20 + "THE END",
+            scores=(CandidateScore(id="shout", score=0.9, detail={"quality": 0.81, "cost_usd": 0.0004}),),
+            meta={"dropped": ["weather[/]"], "segments": ["the weather part", "the rest"]},
+        )
+
+    result = orch.workflow(FunctionRouter(decide, name="odd[/]router"), aggregator=PassThrough()).run("the weather part and the rest")
+    code, out = invoke("runs", "list", "--db", db)
+    assert code == 0 and "odd[/]router" in out
+    code, out = invoke("runs", "show", result.run_id, "--db", db)
+    assert code == 0, out
+    assert "[/INST] echo" in out and "UnknownAgentError" in out
+    assert "quality 0.81" in out and "cost_usd 0.0004" in out
+    assert "shout gets the weather part" in out
+    assert 'dropped ["weather[/]"]' in out and "segments" in out
+    assert "…" in out  # the long rationale is cut, not dropped
