@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from orchestra.agent import Agent, AgentContext, AgentReply, FunctionAgent, LLMAgent, RefiningAgent
-from orchestra.aggregate import Aggregated, Aggregator, PassThrough, Refine, WeightedVote
+from orchestra.aggregate import Aggregated, Aggregator, Fuse, PassThrough, Refine, WeightedVote
 from orchestra.cards import AgentCard, ModelCard, load_cards, parse_cards
 from orchestra.errors import (
     AgentError,
@@ -114,6 +114,7 @@ __all__ = [
     "FallbackPolicy",
     "Finish",
     "FunctionAgent",
+    "Fuse",
     "LLMAgent",
     "LocalRuntimeMissing",
     "Message",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -9,19 +10,26 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from orchestra.agent import REFINE_CUE, RefiningAgent
-from orchestra.errors import ModelError
+from orchestra.cards import ModelCard
+from orchestra.errors import ConfigurationError, ModelError
 from orchestra.model import ChatOptions
 from orchestra.routing import ModelAccess, Observation
 
 __all__ = [
+    "AGGREGATOR_NAMES",
     "Aggregated",
     "Aggregator",
+    "Fuse",
     "PassThrough",
     "Refine",
     "WeightedVote",
+    "answer_kind",
     "build_aggregator",
     "describe_aggregator",
+    "extract_option",
+    "named_aggregator",
     "normalise_answer",
+    "option_letters",
 ]
 
 
@@ -64,7 +72,28 @@ def build_aggregator(spec: dict[str, Any]) -> Aggregator | None:
         return WeightedVote()
     if name == Refine.name and spec.get("model_id"):
         return Refine(spec["model_id"], always=bool(spec.get("always", False)))
+    if name == Fuse.name:
+        return Fuse(spec.get("model_id"))
     return None
+
+
+AGGREGATOR_NAMES = ("refine", "fuse", "weighted-vote", "pass-through")
+"""The shipped aggregators by the names the CLI and the UI offer."""
+
+
+def named_aggregator(name: str, models: Sequence[ModelCard]) -> Aggregator:
+    """The shipped aggregator called ``name``, its Refining Agent on the local model when one is among ``models``
+    (else the first); ``refine`` with no model at all passes the answers through."""
+    refiner = next((m.id for m in models if m.local), None) or next((m.id for m in models), None)
+    if name == "refine":
+        return Refine(refiner) if refiner else PassThrough()
+    if name == "fuse":
+        return Fuse(refiner)
+    if name == "weighted-vote":
+        return WeightedVote()
+    if name == "pass-through":
+        return PassThrough()
+    raise ConfigurationError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATOR_NAMES)}")
 
 
 NO_ANSWER = "None of the agents could answer this request."
@@ -81,7 +110,12 @@ class PassThrough:
             return Aggregated(NO_ANSWER, {"answered": 0})
         if len(answered) == 1:
             return Aggregated(answered[0].answer or "", {"answered": 1, "from": answered[0].agent_id})
-        text = "\n\n".join(f"**{obs.agent_id}**: {obs.answer}" for obs in answered)
+        # one agent backed by several models (a model router's fusion) is told apart by its models
+        ids = [obs.agent_id for obs in answered]
+        text = "\n\n".join(
+            f"**{obs.agent_id}{' @ ' + obs.model_id if ids.count(obs.agent_id) > 1 and obs.model_id else ''}**: {obs.answer}"
+            for obs in answered
+        )
         return Aggregated(text, {"answered": len(answered)})
 
     async def aaggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
@@ -97,18 +131,79 @@ def normalise_answer(text: str) -> str:
     return " ".join(text.split())
 
 
+_OPTION_LINE = re.compile(r"(?m)^\s*\(?([A-H])[).:]\s+\S")
+
+
+def option_letters(query: str) -> str:
+    """The option letters a multiple-choice query offers in its last block (``"ABCD"``); ``""`` when it is not
+    multiple choice."""
+    text = str(query).strip()
+    blocks = [b for b in re.split(r"\n\s*\n", text) if b.strip()]
+    tail = blocks[-1] if blocks else text
+    letters = sorted(set(_OPTION_LINE.findall(tail)))
+    if len(letters) < 2:
+        return ""
+    expected = "".join(chr(ord("A") + i) for i in range(len(letters)))
+    return expected if "".join(letters) == expected else "".join(letters)
+
+
+def _unwrap(response: str) -> str:
+    """RouterBench stores responses as a Python list literal (``"['B']"``); take its first item."""
+    text = response.strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(value, list) and value:
+            return str(value[0])
+    return text
+
+
+def extract_option(response: str | None, letters: str) -> str | None:
+    """The option a response picks among ``letters``, or ``None`` when none can be read: a leading letter
+    (``"B"``, ``"(B)"``, ``"B) Sarah"``), else "answer/option/choice is X", else a lone ``X)``."""
+    if not response or not letters:
+        return None
+    text = _unwrap(str(response)).strip()
+    allowed = re.escape(letters)
+    match = re.match(rf"^[\s\(\[\"'*]*([{allowed}])(?![A-Za-z])", text)
+    if match:
+        return match.group(1)
+    found = re.findall(rf"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([{allowed}])(?![A-Za-z])", text, flags=re.I)
+    if found:
+        return found[-1].upper()
+    found = re.findall(rf"(?<![A-Za-z])([{allowed}])\)", text)
+    return found[0] if len(set(found)) == 1 else None
+
+
+def answer_kind(query: str) -> str:
+    """``"vote"`` when the query asks for a short or categorical answer (lettered options, yes/no, a number),
+    else ``"refine"`` (free text): which fusion its answers call for."""
+    text = str(query)
+    if len(_OPTION_LINE.findall(text[-2000:])) >= 2:
+        return "vote"
+    lowered = text.strip().lower()
+    if re.search(r"\b(yes or no|true or false|answer with (a|one) (number|word|letter))\b", lowered):
+        return "vote"
+    return "refine"
+
+
 class WeightedVote:
-    """For short or categorical answers: the answer whose agents' weights add up most wins."""
+    """For short or categorical answers: the answer whose agents' weights add up most wins. On a multiple-choice
+    query answers vote for the option they pick ("B", "(B)" and "B) Sarah" are one vote), others by their
+    normalised text."""
 
     name = "weighted-vote"
 
     def aggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
         votes: dict[str, float] = {}
         first_form: dict[str, str] = {}
+        letters = option_letters(query)
         for obs in observations:
             if not obs.ok or obs.answer is None:
                 continue
-            key = normalise_answer(obs.answer)
+            key = extract_option(obs.answer, letters) or normalise_answer(obs.answer)
             votes[key] = votes.get(key, 0.0) + obs.weight
             first_form.setdefault(key, obs.answer.strip())
         if not votes:
@@ -180,3 +275,32 @@ class Refine:
         except ModelError as exc:
             return self._unrefined(query, observations, models, exc)
         return Aggregated(_without_cue(result.text), {"answered": sum(obs.ok for obs in observations), "model": result.model_id})
+
+
+class Fuse:
+    """The answers of a router that weights them (AgentRouter's ``p``), fused as the query calls for
+    (`answer_kind`): a `WeightedVote` for a short or categorical answer (lettered options, yes or no, a number),
+    the Refining Agent otherwise (the answers listed as they came when there is no model to refine on). The
+    step's ``meta["fusion"]`` says which."""
+
+    name = "fuse"
+
+    def __init__(self, model_id: str | None) -> None:
+        self.model_id = model_id
+        self._text: Aggregator = Refine(model_id) if model_id else PassThrough()
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "model_id": self.model_id}
+
+    def _pick(self, query: str) -> tuple[Aggregator, str]:
+        return (WeightedVote(), "weighted-vote") if answer_kind(query) == "vote" else (self._text, self._text.name)
+
+    def aggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
+        aggregator, fusion = self._pick(query)
+        merged = aggregator.aggregate(query, observations, models)
+        return Aggregated(merged.answer, {**merged.meta, "fusion": fusion})
+
+    async def aaggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
+        aggregator, fusion = self._pick(query)
+        merged = await aggregator.aaggregate(query, observations, models)
+        return Aggregated(merged.answer, {**merged.meta, "fusion": fusion})

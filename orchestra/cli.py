@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from orchestra.aggregate import Aggregator, PassThrough, Refine
+from orchestra.aggregate import named_aggregator
 from orchestra.bench import parse_options
 from orchestra.cards import AgentCard, ModelCard, load_cards
 from orchestra.errors import ConfigurationError, DuplicateIdError, NotFoundError, OrchestraError
@@ -109,23 +109,6 @@ def install_profile(orch: Orchestra, profile: str) -> list[str]:
     return list(notes or [])
 
 
-def _aggregator(orch: Orchestra, name: str) -> Aggregator:
-    if name == "refine":
-        refiner = next((m.id for m in orch.registry.models() if m.local), None) or next(
-            (m.id for m in orch.registry.models()), None
-        )
-        if refiner is None:
-            return PassThrough()
-        return Refine(refiner)
-    if name == "pass-through":
-        return PassThrough()
-    from orchestra.aggregate import WeightedVote
-
-    if name == "weighted-vote":
-        return WeightedVote()
-    raise ConfigurationError(f"unknown aggregator {name!r}; choose refine, pass-through or weighted-vote")
-
-
 def _print_result(result: RunResult, trace: RunTrace | None = None) -> None:
     if result.status == "ok":
         console.print(result.answer or "", markup=False)
@@ -150,7 +133,7 @@ def _print_result(result: RunResult, trace: RunTrace | None = None) -> None:
 def chat(
     query: Annotated[str | None, typer.Argument(help="Ask once and exit; without it, a REPL.")] = None,
     router: Annotated[str, typer.Option(help="Router name (see `orchestra routers`).")] = "embedding",
-    aggregator: Annotated[str, typer.Option(help="refine, pass-through or weighted-vote.")] = "refine",
+    aggregator: Annotated[str, typer.Option(help="refine, fuse (a weighted vote for options, yes/no or a number, refine otherwise), weighted-vote or pass-through.")] = "refine",
     session: Annotated[str | None, typer.Option(help="Continue this session id.")] = None,
     cost_weight: Annotated[float, typer.Option(help="w in [0,1] for model routers.")] = 0.0,
     profile: Annotated[str, typer.Option(help="Team of agents to register first (`default`: the offline team; `none`).")] = "default",
@@ -165,7 +148,7 @@ def chat(
         raise NotFoundError("session", session)
     for note in install_profile(orch, profile):
         err_console.print(f"[yellow]{escape(note)}[/]")
-    workflow = orch.workflow(router, aggregator=_aggregator(orch, aggregator), routing=RoutingPolicy(cost_weight=cost_weight), **options)
+    workflow = orch.workflow(router, aggregator=named_aggregator(aggregator, orch.registry.models()), routing=RoutingPolicy(cost_weight=cost_weight), **options)
     if query is not None:
         result = workflow.run(query, session_id=session)
         _print_result(result)

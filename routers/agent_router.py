@@ -19,9 +19,11 @@ the graph; every agent node is scored against the query node and a softmax over 
 distribution of the agents on that query (their scores normalised to sum 1), not a one-hot best agent. An extra
 "no agent" outcome is learnt from out-of-scope examples when there are any.
 
-At inference the top-k agents are dispatched with ``Call.weight = p(agent)``; the run's aggregator fuses them:
-a weighted vote for short or categorical answers, the Refining Agent (which reads the weights) for free text.
-``meta["fusion"]`` says which one the query calls for.
+At inference the top-k agents are dispatched with ``Call.weight`` = their ``p(agent)`` renormalised over the
+dispatched agents; the run's aggregator fuses them: with `orchestra.Fuse` (``--aggregator fuse``), a weighted
+vote for short or categorical answers and the Refining Agent (which reads the weights) for free text.
+``meta["fusion"]`` says which one the query calls for. Backing one LLM agent with models (``mode="models"``), a
+request's cost weight w > 0 ranks the models by utility ``(1 - w) * quality - w * normalised cost``.
 
 The router works in both benchmark harnesses: `fit` dispatches on what it is given (``orchestra bench models``:
 ``fit(train_rows, model_cards, val=..., weights=..., card_costs=...)``, models act as agents;
@@ -43,6 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from orchestra.aggregate import answer_kind
 from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import CheckpointError, DataError, DecisionError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
@@ -91,7 +94,6 @@ NODE_LABELS: tuple[str, ...] = (*ENTITY_LABELS, "TASK")
 _N_LABELS = len(NODE_LABELS)
 _LABEL_INDEX = {label: i for i, label in enumerate(NODE_LABELS)}
 _WORD = re.compile(r"[a-z]+")
-_OPTION_LINE = re.compile(r"(?m)^\s*\(?([A-H])[).:]\s+\S")
 
 
 def focus_text(query: str, window: int = DEFAULT_TEXT_WINDOW) -> str:
@@ -103,18 +105,6 @@ def focus_text(query: str, window: int = DEFAULT_TEXT_WINDOW) -> str:
     blocks = [block for block in re.split(r"\n\s*\n", text) if block.strip()]
     tail = blocks[-1].strip() if blocks else text
     return tail[-window:]
-
-
-def answer_kind(query: str) -> str:
-    """``"vote"`` when the query asks for a short or categorical answer (lettered options, yes/no, a number),
-    else ``"refine"`` (free text): which fusion its answers call for."""
-    text = str(query)
-    if len(_OPTION_LINE.findall(text[-2000:])) >= 2:
-        return "vote"
-    lowered = text.strip().lower()
-    if re.search(r"\b(yes or no|true or false|answer with (a|one) (number|word|letter))\b", lowered):
-        return "vote"
-    return "refine"
 
 
 def soft_targets(scores: np.ndarray, *, power: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -772,10 +762,17 @@ class AgentRouter(BaseRouter):
         probs, p_none = p[0, :-1], float(p[0, -1])
         graph = self.graphs([query], [context] if context else None)[0]
         order = np.argsort(-probs, kind="stable")
-        scores = tuple(
-            CandidateScore(id=cards[j].id, score=round(float(probs[j]), 6), detail={"seen_in_training": "yes" if seen[j] else "no"})
-            for j in order
-        )
+        details: list[dict[str, Any]] = [{"seen_in_training": "yes" if seen[j] else "no"} for j in range(len(cards))]
+        w = check_weight(state.policy.cost_weight) if kind == "model" else 0.0
+        if w > 0:
+            # the request's cost weight ranks the models by utility, as `route_batch` does in the benchmark
+            quality = np.clip(probs * len(cards) * float(mean[0]), 0.0, 1.0)
+            costs = self._costs([state.query], [""], cards)
+            values = utility(quality[None, :], costs, w)[0]
+            order = np.argsort(-values, kind="stable")
+            for j in range(len(cards)):
+                details[j].update(quality=round(float(quality[j]), 6), cost_usd=float(costs[0, j]), utility=round(float(values[j]), 6))
+        scores = tuple(CandidateScore(id=cards[j].id, score=round(float(probs[j]), 6), detail=details[j]) for j in order)
         _, undescribed = self.card_vectors(cards)
         meta: dict[str, Any] = {
             "router": self.name,
@@ -790,7 +787,9 @@ class AgentRouter(BaseRouter):
             meta["no_entities"] = True
         if undescribed:
             meta["undescribed"] = undescribed
-        if self.uses_none and p_none > float(probs[order[0]]):
+        if w > 0:
+            meta["cost_weight"] = w
+        if self.uses_none and p_none > float(probs.max()):
             return self._refuse(f"'no agent' is the most likely outcome (p={p_none:.3f})", scores=scores, **meta)
         k = max(1, min(self.k, state.policy.max_agents, len(cards)))
         top = float(probs[order[0]])

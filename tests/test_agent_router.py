@@ -3,6 +3,8 @@ onboarding by card, bad input, checkpoints, and both benchmark harnesses (on sma
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 import zlib
@@ -258,6 +260,16 @@ def test_model_mode_decide_backs_the_llm_agent_with_top_models(model_router: Age
     assert {call.agent_id for call in decision.calls} == {"assistant"} and decision.calls[0].model_id == "m-code"
     no_llm = RouterState(query="hello", agents=(), models=tuple(MODEL_CARDS), registry_version=1)
     assert isinstance(model_router.decide(no_llm), Finish)
+
+
+def test_model_mode_decide_follows_the_requests_cost_weight(model_router: AgentRouter) -> None:
+    """w = 1 ranks by cost alone: the cheapest model leads (it was the same calls at every w)."""
+    llm = AgentCard(id="assistant", description="general assistant", model="m-general")
+    state = RouterState(query=make_query("code", 4242), agents=(llm,), models=tuple(MODEL_CARDS), registry_version=1)
+    frugal = model_router.decide(dataclasses.replace(state, policy=RoutingPolicy(cost_weight=1.0)))
+    assert isinstance(frugal, Dispatch) and frugal.calls[0].model_id == "m-math" and frugal.meta["cost_weight"] == 1.0
+    assert {"quality", "cost_usd", "utility"} <= set(frugal.scores[0].detail)
+    assert model_router.decide(state).calls[0].model_id == "m-code"
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints

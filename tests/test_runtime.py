@@ -438,3 +438,29 @@ def test_an_async_function_agent_answers_a_sync_run_made_inside_an_event_loop() 
         return workflow.run("hi").answer
 
     assert asyncio.run(handler()) == "echo hi"  # was "asyncio.run() cannot be called from a running event loop"
+
+
+def test_fuse_votes_on_options_and_refines_free_text_and_pass_through_names_the_models() -> None:
+    """Fuse follows the query: on lettered options "B", "(B)" and "B) Sarah" are one vote against a heavier "A";
+    free text goes to the Refining Agent; one agent backed by several models is listed under each model."""
+    from orchestra import Fuse, PassThrough
+    from orchestra.routing import Observation
+
+    def seen(answer: str, weight: float, model: str) -> Observation:
+        return Observation(agent_id="assistant", query="q", answer=answer, weight=weight, model_id=model)
+
+    options = "Who got the harder cases?\nA) Maria\nB) Sarah"
+    votes = [seen("B", 0.3, "m1"), seen("(B)", 0.2, "m2"), seen("B) Sarah", 0.1, "m3"), seen("A", 0.4, "m4")]
+    merged = Fuse(None).aggregate(options, votes, models=None)  # type: ignore[arg-type]
+    assert merged.answer == "B" and merged.meta["fusion"] == "weighted-vote"
+    listed = PassThrough().aggregate("q", votes[:2], models=None)  # type: ignore[arg-type]
+    assert listed.answer == "**assistant @ m1**: B\n\n**assistant @ m2**: (B)"
+
+    refiner = ScriptedModel("refiner", ["Paris; 42."])
+    app = make_app(refiner)
+    app.registry.add_agent(AgentCard(id="geo", description="Geography.", backend="function", function="t:geo"), implementation=lambda q: "Paris")
+    app.registry.add_agent(AgentCard(id="calc", description="Arithmetic.", backend="function", function="t:calc"), implementation=lambda q: "42")
+    result = app.workflow(FunctionRouter(dispatch_all), aggregator=Fuse("refiner")).run("capital of France and 6*7?")
+    assert result.answer == "Paris; 42."
+    (aggregate,) = [step for step in app.store.get_run(result.run_id).steps if step.kind == "aggregate"]
+    assert aggregate.response["meta"]["fusion"] == "refine"

@@ -24,15 +24,13 @@ from orchestra import (
     ConfigurationError,
     Orchestra,
     OrchestraError,
-    PassThrough,
-    Refine,
     RoutingPolicy,
     StoreError,
-    WeightedVote,
     Workflow,
     available_routers,
     router_needs_training,
 )
+from orchestra.aggregate import AGGREGATOR_NAMES, named_aggregator
 
 __all__ = [
     "AGGREGATORS",
@@ -48,7 +46,7 @@ __all__ = [
     "workflow_for",
 ]
 
-AGGREGATORS = ("refine", "weighted-vote", "pass-through")
+AGGREGATORS = AGGREGATOR_NAMES
 """How answers merge: the Refining Agent on a model, a weighted vote, or the answers as they are."""
 
 DEFAULT_ROUTER = "embedding"
@@ -200,17 +198,8 @@ def router_options(options_json: str) -> dict[str, Any]:
 
 
 def aggregator_for(app: Orchestra, name: str) -> Aggregator:
-    """The aggregator named in the sidebar. ``refine`` runs on the local model when one is registered (else the
-    first model); with no model at all it passes answers through, as the CLI does."""
-    if name == "pass-through":
-        return PassThrough()
-    if name == "weighted-vote":
-        return WeightedVote()
-    if name == "refine":
-        models = app.registry.models()
-        refiner = next((m.id for m in models if m.local), None) or next((m.id for m in models), None)
-        return Refine(refiner) if refiner else PassThrough()
-    raise ConfigurationError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATORS)}")
+    """The aggregator named in the sidebar, as the CLI builds it (`named_aggregator`)."""
+    return named_aggregator(name, app.registry.models())
 
 
 @st.cache_resource(show_spinner="Preparing the router…", max_entries=16)

@@ -23,10 +23,8 @@ model is unknown (``None``), never 0, and so is the mean cost at that k.
 
 from __future__ import annotations
 
-import ast
 import inspect
 import json
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from orchestra.aggregate import extract_option, option_letters
 from orchestra.cards import ModelCard
 from orchestra.errors import DataError
 
@@ -49,52 +48,6 @@ __all__ = [
     "option_letters",
     "run_fusion_bench",
 ]
-
-_OPTION_LINE = re.compile(r"(?m)^\s*\(?([A-H])[).:]\s+\S")
-
-
-def option_letters(query: str) -> str:
-    """The option letters a multiple-choice query offers in its last block (``"ABCD"``); ``""`` when it is not
-    multiple choice."""
-    text = str(query).strip()
-    blocks = [b for b in re.split(r"\n\s*\n", text) if b.strip()]
-    tail = blocks[-1] if blocks else text
-    letters = sorted(set(_OPTION_LINE.findall(tail)))
-    if len(letters) < 2:
-        return ""
-    expected = "".join(chr(ord("A") + i) for i in range(len(letters)))
-    return expected if "".join(letters) == expected else "".join(letters)
-
-
-def _unwrap(response: str) -> str:
-    """RouterBench stores responses as a Python list literal (``"['B']"``); take its first item."""
-    text = response.strip()
-    if text.startswith("[") and text.endswith("]"):
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-        if isinstance(value, list) and value:
-            return str(value[0])
-    return text
-
-
-def extract_option(response: str | None, letters: str) -> str | None:
-    """The option a response picks among ``letters``, or ``None`` when none can be read: a leading letter
-    (``"B"``, ``"(B)"``, ``"B) Sarah"``), else "answer/option/choice is X", else a lone ``X)``."""
-    if not response or not letters:
-        return None
-    text = _unwrap(str(response)).strip()
-    allowed = re.escape(letters)
-    match = re.match(rf"^[\s\(\[\"'*]*([{allowed}])(?![A-Za-z])", text)
-    if match:
-        return match.group(1)
-    found = re.findall(rf"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([{allowed}])(?![A-Za-z])", text, flags=re.I)
-    if found:
-        return found[-1].upper()
-    found = re.findall(rf"(?<![A-Za-z])([{allowed}])\)", text)
-    return found[0] if len(set(found)) == 1 else None
-
 
 def fuse_options(options: Sequence[str | None], weights: Sequence[float]) -> tuple[str | None, dict[str, float]]:
     """Weighted vote: the option whose voters' weights add up most (ties: the first voter's, i.e. the
