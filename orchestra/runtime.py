@@ -438,6 +438,10 @@ class _RunModelAccess:
                 failures.append(ModelUnavailableError(str(exc), model_id=candidate))
             except ModelError as exc:
                 failures.append(exc)
+            except OrchestraError:
+                raise  # a misconfiguration (a card without its API key) is the user's to fix, not a model's failure
+            except Exception as exc:  # a user's ChatModel with a bug: a failed call, recorded and fallen back from
+                failures.append(ModelError(f"model {candidate!r} raised {type(exc).__name__}: {exc}", model_id=candidate))
             else:
                 self._record(model_id, messages, options, purpose, result, None, candidate)
                 self._count(result)
@@ -463,6 +467,10 @@ class _RunModelAccess:
                 failures.append(ModelUnavailableError(str(exc), model_id=candidate))
             except ModelError as exc:
                 failures.append(exc)
+            except OrchestraError:
+                raise  # a misconfiguration (a card without its API key) is the user's to fix, not a model's failure
+            except Exception as exc:  # a user's ChatModel with a bug: a failed call, recorded and fallen back from
+                failures.append(ModelError(f"model {candidate!r} raised {type(exc).__name__}: {exc}", model_id=candidate))
             else:
                 self._record(model_id, messages, options, purpose, result, None, candidate)
                 self._count(result)
@@ -952,7 +960,9 @@ class Workflow:
             session_id=session_id,
             query=query,
             router=getattr(self.router, "name", type(self.router).__name__),
-            registry_version=self.app.registry.version,
+            # taken in fresh, as the first decision will: a version read before another process's onboarding
+            # would disagree with the decision's own
+            registry_version=self.app.registry.refresh() if recording is None else self.app.registry.version,
             replay_of=replay_of,
             replay_mode=replay_mode,
             meta={

@@ -464,3 +464,25 @@ def test_fuse_votes_on_options_and_refines_free_text_and_pass_through_names_the_
     assert result.answer == "Paris; 42."
     (aggregate,) = [step for step in app.store.get_run(result.run_id).steps if step.kind == "aggregate"]
     assert aggregate.response["meta"]["fusion"] == "refine"
+
+
+def test_a_model_that_raises_a_plain_exception_is_a_recorded_model_failure_and_the_run_version_is_fresh() -> None:
+    """A user's ChatModel with a bug (RuntimeError) left no model_call step; the run's registry version was read
+    before taking in another process's onboarding, so it disagreed with its own decision's."""
+    from orchestra.errors import ModelError
+
+    class Broken(ScriptedModel):
+        def chat(self, messages, options=None):  # type: ignore[no-untyped-def]
+            raise RuntimeError("bug in the wrapper")
+
+    store = InMemoryStore()
+    app = Orchestra(store=store, model_factory=ScriptedModels([Broken("writer", [])]))
+    app.registry.add_model(ModelCard(id="writer", description="scripted"))
+    app.registry.add_agent(AgentCard(id="geo", description="Geography.", model="writer"))
+    Orchestra(store=store).registry.add_agent(AgentCard(id="late", description="Onboarded elsewhere.", model="writer"))
+    result = app.workflow(FunctionRouter(lambda state: Dispatch(calls=(Call(agent_id="geo", query=state.query),)))).run("capital of France?")
+    trace = app.store.get_run(result.run_id)
+    (model_call,) = [step for step in trace.steps if step.kind == "model_call"]
+    assert model_call.error["type"] == "ModelError" and "RuntimeError: bug in the wrapper" in model_call.error["message"]
+    (decision,) = [step for step in trace.steps if step.kind == "decision"]
+    assert trace.run.registry_version == decision.request["registry_version"] == 3
