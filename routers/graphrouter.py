@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -191,6 +191,8 @@ class GraphRouter(ModelRouter):
         self._llm_states: dict[float, dict[str, Any]] = {}
         """Per scenario: LLM id (and description) -> its state after message passing."""
         self._observed: dict[str, list[ModelQuery]] = {}
+        self._trained_text: dict[str, str] = {}
+        """The card text each trained LLM's node state was learnt with, by id."""
         self._calibration: dict[str, tuple[float, dict[str, float]]] = {}
         """Onboarded LLM id -> logit offset of its quality, overall and per task, from its observed outcomes."""
         self._task_vectors: dict[str, np.ndarray] = {}
@@ -329,6 +331,7 @@ class GraphRouter(ModelRouter):
         self._llm_states[w] = {
             (card.id, card.routing_text()): h[n_queries + j].clone() for j, card in enumerate(cards)
         }
+        self._trained_text = {card.id: card.routing_text() for card in cards}
 
     # ------------------------------------------------------------------------------------------ onboarding
     def add_model(self, card: ModelCard, observations: Sequence[ModelQuery] = ()) -> None:
@@ -338,6 +341,7 @@ class GraphRouter(ModelRouter):
             raise DecisionError("graph-router: train or load the router before adding models")
         self._observed[card.id] = [row for row in observations if card.id in row.outcomes]
         self._calibration.pop(card.id, None)
+        self._trained_text.pop(card.id, None)  # onboarded anew: its card and observations place it now
         for states in self._llm_states.values():
             states.pop((card.id, card.routing_text()), None)
         self._states_for([card], self.anchors)
@@ -388,7 +392,7 @@ class GraphRouter(ModelRouter):
         out: dict[float, Any] = {}
         for w in anchors:
             states = self._llm_states[w]
-            missing = [c for c in cards if (c.id, c.routing_text()) not in states]
+            missing = [c for c in cards if self._state_key(c, states) not in states]
             for card in missing:
                 net = self._nets[w]
                 rows = self._observed.get(card.id, [])
@@ -408,8 +412,16 @@ class GraphRouter(ModelRouter):
                         edge_attr = torch.zeros((0, 3))
                     h = net.encode(torch.cat([query_x0, llm_x0]), edge_index, edge_attr)
                 states[(card.id, card.routing_text())] = h[-1].clone()
-            out[w] = torch.stack([states[(c.id, c.routing_text())] for c in cards])
+            out[w] = torch.stack([states[self._state_key(c, states)] for c in cards])
         return out
+
+    def _state_key(self, card: ModelCard, states: Mapping[tuple[str, str], Any]) -> tuple[str, str]:
+        """Where an LLM's node state is kept. A trained LLM keeps the state it was trained with when its card's
+        description is edited: that state carries its thousands of training edges, which a new node computed
+        from the edited text alone would lose (one added sentence took GPT-4 from 0.94 to 0.01)."""
+        key = (card.id, card.routing_text())
+        trained = self._trained_text.get(card.id)
+        return key if key in states or trained is None else (card.id, trained)
 
     # ------------------------------------------------------------------------------------------ scoring
     def _nearest_anchor(self, w: float) -> float:
@@ -530,6 +542,10 @@ class GraphRouter(ModelRouter):
         router._llm_states = {
             w: {tuple(k.split("\x00", 1)): v for k, v in s.items()} for w, s in data["llm_states"].items()
         }
+        first_states = next(iter(router._llm_states.values()), {})
+        for model_id, text in first_states:  # the trained LLMs' entries come first, in training order
+            if model_id in trained and model_id not in router._trained_text:
+                router._trained_text[model_id] = text
         router.tasks, router._task_centroids = list(data["tasks"]), data["task_centroids"]
         router._task_vectors, router._task_cost_range = dict(data["task_vectors"]), dict(data["task_cost_range"])
         router._task_model_cost = {tuple(k.split("\x00", 1)): c for k, c in data["task_model_cost"].items()}
