@@ -444,3 +444,18 @@ def test_an_output_file_is_checked_for_writing_before_any_training(tmp_path: Pat
     assert existing.read_text() == "earlier predictions\n"  # checked, not truncated
     check_output(tmp_path / "new" / "p.jsonl", data=data, option="--predictions")
     assert not (tmp_path / "new" / "p.jsonl").exists()
+
+
+def test_a_byte_order_mark_is_read_a_file_as_data_is_named_and_router_r1_refuses_the_sweeps_flags(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from orchestra.bench import data_dir
+    from orchestra.cli import app
+
+    data = write_set(tmp_path / "set")
+    (data / "models.jsonl").write_bytes(b"\xef\xbb\xbf" + (data / "models.jsonl").read_bytes())
+    assert [card.id for card in load_model_set(data).cards] == ["big", "small"]
+    with pytest.raises(DataError, match="is a file"):
+        data_dir(data / "models.jsonl")
+    result = CliRunner().invoke(app, ["bench", "models", "--data", str(data), "--router", "router-r1", "--weights", "0,1"])
+    assert result.exit_code == 2 and "--weights do not apply" in result.output

@@ -25,6 +25,8 @@ def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
     resolved = Path(path).expanduser()
     if not resolved.exists():
         raise DataError(f"data directory {str(resolved)!r} does not exist; pass --data or set ORCHESTRA_DATA_DIR")
+    if not resolved.is_dir():
+        raise DataError(f"{str(resolved)!r} is a file; --data takes the set's folder (the one holding its JSONL files)")
     return resolved
 
 
@@ -98,7 +100,7 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """The JSON objects of a JSONL file with their line numbers, blank lines skipped. `DataError` names the file
     (and line) when it is missing, unreadable, or holds a line that is not a JSON object."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (some Windows editors write one) is no data
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -38,7 +38,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestra.cards import ModelCard
-from orchestra.errors import CardError, DataError, PolicyError
+from orchestra.errors import CardError, ConfigurationError, DataError, PolicyError
 
 from . import check_limit, check_output, read_jsonl, refuse_checkpoint, write_report
 
@@ -668,7 +668,7 @@ def _option(*names: str, help: str) -> Any:
 
 WEIGHTS_HELP = (
     "Cost weights w in [0, 1], comma-separated. The default is fine below 0.1, where the knob acts most (by then "
-    "most queries have left the dearest model)."
+    "most queries have left the dearest model). The scenario rewards' weights 0, 0.5 and 0.8 are always added."
 )
 
 
@@ -709,6 +709,13 @@ def models_command(
         # Router-R1 is multi-round: it consults models and answers itself, so it runs on its own loop with the
         # recorded pool (accuracy, cost, turns, format validity) rather than per cost weight.
         from orchestra.bench.r1 import r1_command
+
+        ignored = [flag for flag, given in (("--weights", weights != ",".join(str(w) for w in DEFAULT_WEIGHTS)),
+                                            ("--holdout-models", bool(holdout_models)),
+                                            ("--holdout-observed", bool(holdout_observed))) if given]
+        if ignored:
+            raise ConfigurationError(f"router-r1 runs its own multi-round loop, not the cost-weight sweep: "
+                                     f"{', '.join(ignored)} do not apply to it")
 
         r1_command(
             data=data,
