@@ -207,6 +207,7 @@ class _CardParameters:
     memory: np.ndarray  # (m, dim): rows of agents in the registry, then onboarded agents' examples
     memory_columns: np.ndarray  # (m,) the card each memory row votes for
     has_memory: np.ndarray  # (n_cards,) bool: the card has at least one memory row
+    onboarded: np.ndarray  # (n_cards,) bool: the card's weights are imprinted (its bias lowered by imprint_offset)
     with_memory: bool  # whether the memory was laid out at all (only while ``knn_weight`` > 0)
 
 
@@ -617,6 +618,7 @@ class SetRouter(BaseRouter):
         vectors = self.cache.vectors(cards)
         WT = np.empty((head.weights.shape[1], len(cards)), dtype=np.float32)
         b = np.empty(len(cards), dtype=np.float32)
+        onboarded = np.zeros(len(cards), dtype=bool)
         # Memory rows vote for the card of their agent; rows of agents gone from the registry are dropped,
         # and an agent the head was not trained on brings its card's examples.
         column_of_trained = np.full(len(head.agent_ids), -1, dtype=np.int64)
@@ -629,6 +631,7 @@ class SetRouter(BaseRouter):
                 column_of_trained[j] = i
             else:
                 WT[:, i], b[i] = self._imprint(card, vec)
+                onboarded[i] = True
                 if with_memory and len(vec.examples):
                     memory_blocks.append(_normalise(vec.examples).astype(np.float32))
                     column_blocks.append(np.full(len(vec.examples), i, dtype=np.int64))
@@ -644,7 +647,8 @@ class SetRouter(BaseRouter):
         has_memory[memory_columns] = True
         self._parameter_cache = _CardParameters(
             head=head, cards=tuple(cards), fingerprints=fingerprints, weights_t=WT, bias=b,
-            memory=memory, memory_columns=memory_columns, has_memory=has_memory, with_memory=with_memory,
+            memory=memory, memory_columns=memory_columns, has_memory=has_memory, onboarded=onboarded,
+            with_memory=with_memory,
         )
         return self._parameter_cache
 
@@ -688,7 +692,10 @@ class SetRouter(BaseRouter):
         oos_probability = np.zeros(len(Q))
         if head.oos_weight is not None:
             oos = np.asarray(X @ head.oos_weight).ravel() + head.oos_bias
-            oos_probability = _softmax(np.concatenate([logits, oos[:, None]], axis=1))[:, -1]
+            # against the out-of-scope class an onboarded agent stands with its bias whole: the offset keeps it
+            # from taking the trained agents' queries, it is no reason to refuse the agent's own
+            standing = logits + self.imprint_offset * parameters.onboarded
+            oos_probability = _softmax(np.concatenate([standing, oos[:, None]], axis=1))[:, -1]
         # Over the in-scope agents the scorer's distribution is the softmax of their logits, with or without
         # an out-of-scope class beside them.
         if not (self.knn_weight > 0 and len(parameters.memory)):

@@ -113,6 +113,20 @@ def test_out_of_scope_class_refuses_unrelated_queries():
     assert isinstance(router.decide(state("will it rain in rome")), Dispatch)
 
 
+def test_an_onboarded_agents_own_queries_are_not_refused_as_out_of_scope():
+    """The imprint offset lowers an onboarded agent's bias so that it takes no trained agent's queries; counted
+    against the out-of-scope class too, it made the router refuse the agent's own example queries."""
+    # a strict threshold, so that this toy's onboarded agent sits where CLINC150's did (0.13 against 0.1): its
+    # examples' out-of-scope probability was 0.003-0.005 with the offset counted, 0.001 without
+    router = SetRouter(embedder=WordEmbedder(), oos_threshold=0.0025).fit(CARDS, TRAIN, "supervised", 5, oos_rows=OOS)
+    taxi = AgentCard(id="BookTaxi", description="Books a taxi or a cab ride to an address or the airport.",
+                     examples=("get me a cab to the airport", "book a taxi to the station"))
+    for query in taxi.examples:
+        decision = router.decide(state(query, cards=(*CARDS, taxi)))
+        assert isinstance(decision, Dispatch) and decision.calls[0].agent_id == "BookTaxi", query
+    assert isinstance(router.decide(state("what is the meaning of life", cards=(*CARDS, taxi))), Finish)
+
+
 def test_zero_shot_uses_cards_only():
     router = SetRouter(embedder=WordEmbedder()).fit(CARDS, [], "zero-shot", 0)
     assert router.head is None
