@@ -2,6 +2,11 @@
 
 Every change bumps the version and is appended to the store as a `RegistryEvent`, so the registry survives
 restarts, and an exact replay sees the cards as they were when the run was made.
+
+Several processes may each hold a `Registry` on one store. A change is checked against the registry as stored
+when it is appended, not against this process's possibly stale view: an agent is never stored naming a model
+another process removed meanwhile, a model is never removed while an agent another process added names it, and an
+update made on an older card than the stored one is refused instead of silently undoing the newer change.
 """
 
 from __future__ import annotations
@@ -50,7 +55,9 @@ class Registry:
         self._agents: dict[str, AgentCard] = {}
         self._models: dict[str, ModelCard] = {}
         self._implementations: dict[str, AgentImplementation] = {}
-        self._held: set[tuple[str, str]] = set()
+        # the version of each card's latest change, removals included: what has_held reads and what an update
+        # is checked against (a card changed after the view the update was made on is not silently replaced)
+        self._last_change: dict[tuple[str, str], int] = {}
         self._version = 0
         self._store = store
         if store is not None:
@@ -72,7 +79,7 @@ class Registry:
 
     def _load(self, events: list[RegistryEvent]) -> None:
         for event in events:
-            self._held.add((event.kind, event.card_id))
+            self._last_change[(event.kind, event.card_id)] = event.version
             table = self._table(event.kind)
             if event.card is None:
                 table.pop(event.card_id, None)
@@ -128,7 +135,7 @@ class Registry:
         """Whether the registry has ever held this card, including one removed since (what a set-up that must not
         bring back a card a user removed asks)."""
         with self._lock:
-            return (kind, card_id) in self._held or card_id in self._table(kind)
+            return (kind, card_id) in self._last_change or card_id in self._table(kind)
 
     # -- changing ----------------------------------------------------------------------------------------
 
@@ -136,11 +143,15 @@ class Registry:
         """Onboard an agent. ``implementation`` is a Python callable ``fn(query) -> str`` or an `Agent` object,
         for agents that live in this process; otherwise the card's backend says what answers."""
         card = card if isinstance(card, AgentCard) else AgentCard.parse(card)
-        with self._lock:
+
+        def plan() -> list[_Change]:
             if card.id in self._agents:
                 raise DuplicateIdError("agent", card.id, hint="update_agent() replaces it")
             self.check_agent(card, implementation)
-            self._commit([_Change("agent", card.id, card, adding=True)])
+            return [_Change("agent", card.id, card)]
+
+        with self._lock:
+            self._commit(plan)
             if implementation is not None:
                 self._implementations[card.id] = implementation
         return card
@@ -149,15 +160,25 @@ class Registry:
         self, card: AgentCard | dict[str, Any], implementation: AgentImplementation | None = None
     ) -> AgentCard:
         """Replace an agent's card. The in-process implementation stays while the backend stays; a card that
-        moves to another backend (a function agent becoming a model agent) drops it unless a new one is given."""
+        moves to another backend (a function agent becoming a model agent) drops it unless a new one is given.
+        The update is made on the card this registry holds: when another process has changed that card since,
+        it is refused (`ConfigurationError`, "changed meanwhile"); `refresh()` and update the card as stored now."""
         card = card if isinstance(card, AgentCard) else AgentCard.parse(card)
-        with self._lock:
+        kept: AgentImplementation | None = None
+
+        def plan() -> list[_Change]:
+            nonlocal kept
             current = self._agents.get(card.id)
             if current is None:
                 raise NotFoundError("agent", card.id)
+            self._check_unchanged_since("agent", card.id, base)
             kept = self._implementations.get(card.id) if card.backend == current.backend else None
             self.check_agent(card, implementation or kept)
-            self._commit([_Change("agent", card.id, card, adding=False)])
+            return [_Change("agent", card.id, card)]
+
+        with self._lock:
+            base = self._version
+            self._commit(plan)
             if implementation is not None:
                 self._implementations[card.id] = implementation
             elif kept is None:
@@ -168,52 +189,75 @@ class Registry:
         """Onboard several agents, all or nothing: every card is checked before the first is added (an id twice,
         an id already registered, a model not registered), so one bad card adds none, and the changes are
         stored in one transaction, so a store that fails part way keeps none of them. With ``update``, a card
-        whose id is registered replaces that agent instead of being refused."""
+        whose id is registered replaces that agent instead of being refused: whatever card is stored when the batch
+        is appended, one another process added or changed meanwhile included (the caller asked for these cards to
+        stand, so the last writer wins, unlike `update_agent`, which is made on the card it read)."""
         parsed = [card if isinstance(card, AgentCard) else AgentCard.parse(card) for card in cards]
-        with self._lock:
+
+        def plan() -> list[_Change]:
             self._check_batch("agent", [card.id for card in parsed], self._agents, update)
             for card in parsed:
                 self.check_agent(card, self._implementations.get(card.id))
-            self._commit([_Change("agent", card.id, card, adding=card.id not in self._agents) for card in parsed])
+            return [_Change("agent", card.id, card) for card in parsed]
+
+        self._commit(plan)
         return parsed
 
     def remove_agent(self, agent_id: str) -> None:
         """Remove an agent (routing stops choosing it at its next decision); `NotFoundError` when there is none."""
-        with self._lock:
+
+        def plan() -> list[_Change]:
             if agent_id not in self._agents:
                 raise NotFoundError("agent", agent_id)
-            self._commit([_Change("agent", agent_id, None, adding=False)])
+            return [_Change("agent", agent_id, None)]
+
+        with self._lock:
+            self._commit(plan)
             self._implementations.pop(agent_id, None)
 
     def add_model(self, card: ModelCard | dict[str, Any]) -> ModelCard:
         """Add a model (a card or its dict); `DuplicateIdError` when its id is taken."""
         card = card if isinstance(card, ModelCard) else ModelCard.parse(card)
-        with self._lock:
+
+        def plan() -> list[_Change]:
             if card.id in self._models:
                 raise DuplicateIdError("model", card.id, hint="update_model() replaces it")
-            self._commit([_Change("model", card.id, card, adding=True)])
+            return [_Change("model", card.id, card)]
+
+        self._commit(plan)
         return card
 
     def update_model(self, card: ModelCard | dict[str, Any]) -> ModelCard:
-        """Replace a model's card (the next call uses it); `NotFoundError` when there is no such model."""
+        """Replace a model's card (the next call uses it); `NotFoundError` when there is no such model. As with
+        `update_agent`, an update of a card another process changed since this registry's view is refused."""
         card = card if isinstance(card, ModelCard) else ModelCard.parse(card)
-        with self._lock:
+
+        def plan() -> list[_Change]:
             if card.id not in self._models:
                 raise NotFoundError("model", card.id)
-            self._commit([_Change("model", card.id, card, adding=False)])
+            self._check_unchanged_since("model", card.id, base)
+            return [_Change("model", card.id, card)]
+
+        with self._lock:
+            base = self._version
+            self._commit(plan)
         return card
 
     def add_models(self, cards: Iterable[ModelCard | dict[str, Any]], *, update: bool = False) -> list[ModelCard]:
         """Add several models, all or nothing, as `add_agents` does for agents."""
         parsed = [card if isinstance(card, ModelCard) else ModelCard.parse(card) for card in cards]
-        with self._lock:
+
+        def plan() -> list[_Change]:
             self._check_batch("model", [card.id for card in parsed], self._models, update)
-            self._commit([_Change("model", card.id, card, adding=card.id not in self._models) for card in parsed])
+            return [_Change("model", card.id, card) for card in parsed]
+
+        self._commit(plan)
         return parsed
 
     def remove_model(self, model_id: str) -> None:
         """Remove a model; refused (`ConfigurationError`) while an agent's card names it, as adding that agent would be."""
-        with self._lock:
+
+        def plan() -> list[_Change]:
             if model_id not in self._models:
                 raise NotFoundError("model", model_id)
             users = sorted(card.id for card in self._agents.values() if card.backend == "model" and card.model == model_id)
@@ -222,7 +266,9 @@ class Registry:
                     f"model {model_id!r} is the model of agent(s) {', '.join(users)}: remove them, or update them to "
                     "another model, first"
                 )
-            self._commit([_Change("model", model_id, None, adding=False)])
+            return [_Change("model", model_id, None)]
+
+        self._commit(plan)
 
     def ensure_agent(self, card: AgentCard, implementation: AgentImplementation | None = None) -> AgentCard:
         """Add the agent, or update it when its stored card differs; attach ``implementation`` either way."""
@@ -266,48 +312,66 @@ class Registry:
             if card_id in registered and not update:
                 raise DuplicateIdError(kind, card_id, hint=f"update_{kind}() or add_{kind}s(..., update=True) replaces it")
 
-    def _commit(self, changes: list[_Change]) -> None:
-        """Store ``changes`` as consecutive registry events in one transaction, then apply them here. Persisting
-        first means that if the store refuses, memory is unchanged and nothing is half-applied."""
-        if not changes:
-            return
-        while True:
-            events = [
-                RegistryEvent(
-                    version=self._version + 1 + offset,
-                    kind=change.kind,  # type: ignore[arg-type]
-                    card_id=change.card_id,
-                    card=None if change.card is None else change.card.model_dump(mode="json"),
-                )
-                for offset, change in enumerate(changes)
-            ]
-            if self._store is None:
-                break
-            try:
-                self._store.append_registry_events(events)
-                break
-            except DuplicateIdError:
-                taken = self._version
-                # Another process took these versions: take in its changes, then append after them, unless they
-                # settle the matter (it added one of these ids first, or removed what we change), which is an
-                # error here as it would be in one process.
-                self._load(self._store.registry_events(after_version=self._version))
-                if self._version == taken:  # nothing newer to take in: the store refuses for another reason
-                    raise
-                for change in changes:
-                    registered = change.card_id in self._table(change.kind)
-                    if change.adding and registered:
-                        raise DuplicateIdError(change.kind, change.card_id, hint=f"update_{change.kind}() replaces it") from None
-                    if not change.adding and not registered:
-                        raise NotFoundError(change.kind, change.card_id) from None
-        for change in changes:
-            self._held.add((change.kind, change.card_id))
-            table = self._table(change.kind)
-            if change.card is None:
-                del table[change.card_id]
-            else:
-                table[change.card_id] = change.card
-        self._version = events[-1].version
+    def _check_unchanged_since(self, kind: str, card_id: str, base: int) -> None:
+        changed = self._last_change.get((kind, card_id), 0)
+        if changed > base:
+            raise ConfigurationError(
+                f"{kind} {card_id!r} changed meanwhile: another process changed it (registry v{changed}) after the "
+                f"view this update was made on (v{base}), and the update would silently undo that change; refresh() "
+                "and update the card as stored now"
+            )
+
+    def _commit(self, plan: Callable[[], list[_Change]]) -> list[_Change]:
+        """Run ``plan`` (a change's checks, raising to refuse it, returning its changes) against the registry as
+        stored, store the changes as consecutive registry events in one transaction, then apply them here; returns
+        the changes. Persisting first means that if the store refuses, memory is unchanged and nothing is
+        half-applied."""
+        with self._lock:
+            while True:
+                try:
+                    changes = plan()
+                except ConfigurationError:
+                    # refused on this view: the refusal stands only if the store holds nothing newer that a fresh
+                    # registry would judge by (a model added meanwhile, a card removed meanwhile)
+                    if not self._take_in_news():
+                        raise
+                    continue
+                if not changes:
+                    return changes
+                events = [
+                    RegistryEvent(
+                        version=self._version + 1 + offset,
+                        kind=change.kind,  # type: ignore[arg-type]
+                        card_id=change.card_id,
+                        card=None if change.card is None else change.card.model_dump(mode="json"),
+                    )
+                    for offset, change in enumerate(changes)
+                ]
+                if self._store is None:
+                    break
+                try:
+                    self._store.append_registry_events(events)
+                    break
+                except DuplicateIdError:
+                    # Another process took these versions, so plan was checked on a stale view: take in its
+                    # changes and run every check again, as a fresh registry would (its changes may settle the
+                    # matter: an id it added, a model it removed or an agent now naming the model, a card it updated)
+                    if not self._take_in_news():  # nothing newer to take in: the store refuses for another reason
+                        raise
+            for change, event in zip(changes, events, strict=True):
+                self._last_change[(change.kind, change.card_id)] = event.version
+                table = self._table(change.kind)
+                if change.card is None:
+                    del table[change.card_id]
+                else:
+                    table[change.card_id] = change.card
+            self._version = events[-1].version
+            return changes
+
+    def _take_in_news(self) -> bool:
+        """Refresh; whether the store held changes this view had not taken in."""
+        before = self._version
+        return self.refresh() != before
 
     def _table(self, kind: str) -> dict[str, Any]:
         return self._agents if kind == "agent" else self._models
@@ -320,4 +384,4 @@ class _Change:
     kind: str
     card_id: str
     card: AgentCard | ModelCard | None
-    adding: bool
+    """The new card; ``None`` removes it."""

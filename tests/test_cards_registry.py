@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import pytest
 
 from orchestra import AgentCard, Budget, CardError, ConfigurationError, DuplicateIdError, ModelCard, NotFoundError, PolicyError, Registry, RetryPolicy, RoutingPolicy, load_cards
+from orchestra.store import SqlStore
 from orchestra.testing import InMemoryStore
+from orchestra.trace import Store
 
 
 @pytest.mark.parametrize(
@@ -188,3 +195,109 @@ def test_a_stored_card_that_no_longer_validates_is_kept_not_fatal(caplog: pytest
     assert registry.model("m").base_url == "not a url" and "no longer validates" in caplog.text
     registry.update_model(ModelCard(id="m", description="a model", base_url="http://127.0.0.1:9/v1"))
     assert Registry(store).model("m").base_url == "http://127.0.0.1:9/v1"
+
+
+PG_URL = os.environ.get("ORCHESTRA_TEST_PG_URL")
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def open_same(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens one store again on each call, as each process sharing it would (in memory: the same object)."""
+    if request.param == "memory":
+        memory = InMemoryStore()
+        yield lambda: memory
+        return
+    if request.param == "sqlite":
+        url: object = f"sqlite:///{tmp_path / 'orchestra.db'}"
+        schema = None
+    else:
+        if not PG_URL:
+            pytest.skip("ORCHESTRA_TEST_PG_URL is not set")
+        import sqlalchemy as sa
+
+        admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        schema = f"test_{uuid.uuid4().hex[:12]}"  # a schema of its own: nothing else in the database is seen
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        url = sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    opened: list[SqlStore] = []
+
+    def opener() -> Store:
+        opened.append(SqlStore(url))  # type: ignore[arg-type]
+        return opened[-1]
+
+    yield opener
+    for store in opened:
+        store.close()
+    if schema is not None:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _model(model_id: str, description: str = "a model") -> ModelCard:
+    return ModelCard(id=model_id, description=description)
+
+
+def _agent(agent_id: str, model: str, description: str = "an agent") -> AgentCard:
+    return AgentCard(id=agent_id, description=description, model=model)
+
+
+def test_a_stale_view_never_breaks_the_cross_card_rules(open_same: Callable[[], Store]) -> None:
+    """Each change is checked against the registry as stored when it is appended, as a fresh registry would
+    check it, not against a view another process has since changed."""
+    setup = Registry(open_same())
+    setup.add_models([_model("mA"), _model("mB")])
+    stale, other = Registry(open_same()), Registry(open_same())
+
+    other.remove_model("mA")  # the stale view still holds mA
+    with pytest.raises(CardError, match="no model card with id 'mA'"):
+        stale.add_agent(_agent("onA", "mA"))
+    with pytest.raises(CardError, match="'mA'"):  # a batch too, and none of it is stored
+        stale.add_agents([_agent("fine", "mB"), _agent("onA", "mA")])
+
+    stale, other = Registry(open_same()), Registry(open_same())
+    other.add_agent(_agent("onB", "mB"))  # the stale view sees no agent on mB
+    with pytest.raises(ConfigurationError, match=r"model 'mB' is the model of agent\(s\) onB"):
+        stale.remove_model("mB")
+
+    stale, other = Registry(open_same()), Registry(open_same())
+    other.add_model(_model("mC"))  # refused on the stale view, accepted as stored
+    stale.add_agent(_agent("onC", "mC"))
+
+    fresh = Registry(open_same())
+    assert [m.id for m in fresh.models()] == ["mB", "mC"]
+    assert [(a.id, a.model) for a in fresh.agents()] == [("onB", "mB"), ("onC", "mC")]
+    assert fresh.version == 6 and stale.version == 6
+
+
+def test_a_stale_update_is_refused_never_a_silent_replacement(open_same: Callable[[], Store]) -> None:
+    """update_agent / update_model are made on the card the registry holds: when another process changed that
+    card since, the update is refused (it would undo that change unseen); add_*(update=True) replaces whatever
+    is stored, as the caller asked."""
+    setup = Registry(open_same())
+    setup.add_model(_model("m", "original"))
+    setup.add_agent(_agent("x", "m", "original"))
+    first, first_ui, second = Registry(open_same()), Registry(open_same()), Registry(open_same())
+    second.update_agent(_agent("x", "m", "by the second"))
+    second.update_model(_model("m", "by the second"))
+    with pytest.raises(ConfigurationError, match="agent 'x' changed meanwhile"):
+        first.update_agent(_agent("x", "m", "by the first, on the original"))
+    with pytest.raises(ConfigurationError, match="model 'm' changed meanwhile"):
+        first_ui.update_model(_model("m", "by the first, on the original"))
+    fresh = Registry(open_same())
+    assert fresh.agent("x").description == "by the second" and fresh.model("m").description == "by the second"
+
+    first.update_agent(_agent("x", "m", "by the first, on the second's"))  # refreshed by the refusal: its view is current
+    second.refresh()
+    first.add_model(_model("n"))  # a change to another card since second's view does not make its update stale
+    second.update_agent(_agent("x", "m", "by the second again"))
+    assert Registry(open_same()).agent("x").description == "by the second again"
+
+    adder, other = Registry(open_same()), Registry(open_same())
+    other.add_agent(_agent("y", "m", "added by the other"))
+    other.add_model(_model("z", "added by the other"))
+    assert [card.id for card in adder.add_agents([_agent("y", "m", "by the adder")], update=True)] == ["y"]
+    adder.add_models([_model("z", "by the adder")], update=True)
+    fresh = Registry(open_same())
+    assert fresh.agent("y").description == "by the adder" and fresh.model("z").description == "by the adder"
