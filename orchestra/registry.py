@@ -271,24 +271,44 @@ class Registry:
         self._commit(plan)
 
     def ensure_agent(self, card: AgentCard, implementation: AgentImplementation | None = None) -> AgentCard:
-        """Add the agent, or update it when its stored card differs; attach ``implementation`` either way."""
-        with self._lock:
+        """Add the agent, or update it when the stored card differs (a no-op when it is the same); attach
+        ``implementation`` either way. Meant for a set-up that re-runs, in several processes at once too: the card
+        is compared with the one stored when the change is appended, one another process stored meanwhile
+        included, and, as the set-up's card is the one it asks for, replaces it when it differs (unlike
+        `update_agent`, which is refused on a card changed meanwhile). Returns the card now stored."""
+        kept: AgentImplementation | None = None
+
+        def plan() -> list[_Change]:
+            nonlocal kept
             current = self._agents.get(card.id)
-            if current is None:
-                return self.add_agent(card, implementation)
-            if current != card:
-                return self.update_agent(card, implementation)
+            if current == card:
+                return []
+            kept = None
+            if current is not None and card.backend == current.backend:
+                kept = self._implementations.get(card.id)
+            self.check_agent(card, implementation or kept)
+            return [_Change("agent", card.id, card)]
+
+        with self._lock:
+            self.refresh()  # what the set-up compares with is the stored card, not a view that may be stale
+            changed = self._commit(plan)
             if implementation is not None:
                 self._implementations[card.id] = implementation
-            return current
+            elif changed and kept is None:
+                self._implementations.pop(card.id, None)
+            return self._agents[card.id]
 
     def ensure_model(self, card: ModelCard) -> ModelCard:
-        """Add the model, or update it when its stored card differs."""
+        """Add the model, or update it when the stored card differs (a no-op when it is the same), compared with
+        the card stored when the change is appended, as `ensure_agent` does. Returns the card now stored."""
+
+        def plan() -> list[_Change]:
+            return [] if self._models.get(card.id) == card else [_Change("model", card.id, card)]
+
         with self._lock:
-            current = self._models.get(card.id)
-            if current is None:
-                return self.add_model(card)
-            return current if current == card else self.update_model(card)
+            self.refresh()  # as ensure_agent: compared with the stored card
+            self._commit(plan)
+            return self._models[card.id]
 
     def check_agent(self, card: AgentCard, implementation: AgentImplementation | None = None) -> None:
         """Raise `CardError` when ``card`` cannot be added as it is: a model it names is not registered, or a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -301,3 +302,54 @@ def test_a_stale_update_is_refused_never_a_silent_replacement(open_same: Callabl
     adder.add_models([_model("z", "by the adder")], update=True)
     fresh = Registry(open_same())
     assert fresh.agent("y").description == "by the adder" and fresh.model("z").description == "by the adder"
+
+
+def test_ensure_is_a_no_op_or_an_update_when_another_process_stored_the_card_meanwhile(open_same: Callable[[], Store]) -> None:
+    """The README's set-up run by several workers that start at once (each registry loaded before any stored)."""
+    model = ModelCard(id="gpt-4o-mini", description="Fast, cheap general model.", input_price_per_mtok=0.15)
+    writer = AgentCard(id="writer", model="gpt-4o-mini", description="Explains facts.")
+    units = AgentCard(id="units", description="Converts units.", backend="function", function="builtins:str")
+    convert = lambda q: q  # noqa: E731
+    workers = [Registry(open_same()) for _ in range(3)]
+    for worker in workers:
+        assert worker.ensure_model(model) == model
+        assert worker.ensure_agent(writer) == writer
+        assert worker.ensure_agent(units, convert) == units and worker.implementation("units") is convert
+        assert worker.version == 3
+    assert Registry(open_same()).version == 3
+
+    old, older = Registry(open_same()), Registry(open_same())
+    repriced = model.model_copy(update={"input_price_per_mtok": 0.2})
+    workers[0].ensure_model(repriced)
+    workers[0].ensure_agent(units.model_copy(update={"description": "Converts units of distance."}))
+    assert old.ensure_model(repriced) == repriced and old.version == 5  # stored meanwhile, the same: nothing stored
+    assert older.ensure_model(model) == model and older.version == 6  # stored meanwhile, another card: updated
+    assert older.ensure_agent(units, convert) == units and older.implementation("units") is convert and older.version == 7
+    fresh = Registry(open_same())
+    assert fresh.model("gpt-4o-mini") == model and fresh.agent("units") == units and fresh.version == 7
+
+
+def test_workers_starting_at_once_all_set_up_cleanly(open_same: Callable[[], Store]) -> None:
+    """Threads standing for processes, each with its own registry (and, for SQL, its own connection)."""
+    model = ModelCard(id="m", description="a model")
+    writer = AgentCard(id="writer", model="m", description="Explains facts.")
+    workers = [Registry(open_same()) for _ in range(6)]
+    start = threading.Barrier(len(workers))
+    failures: list[BaseException] = []
+
+    def set_up(registry: Registry) -> None:
+        start.wait()
+        try:
+            registry.ensure_model(model)
+            registry.ensure_agent(writer)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=set_up, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    fresh = Registry(open_same())
+    assert fresh.version == 2 and fresh.models() == [model] and fresh.agents() == [writer]
