@@ -78,6 +78,7 @@ def _settle_agent(registry: Registry, card: AgentCard, implementation: Any = Non
 def _install(registry: Registry, *, local_model: bool) -> tuple[list[AgentCard], list[str]]:
     cards: list[AgentCard] = []
     notes: list[str] = []
+    registry.refresh()  # what the profile keeps or leaves alone is the registry as stored, not a stale view of it
     for card, implementation in tool_cards():
         settled = _settle_agent(registry, card, implementation)
         if settled is not None:
