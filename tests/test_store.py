@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -604,3 +605,70 @@ def test_ids_neither_repeat_after_a_users_random_seed_nor_across_a_fork() -> Non
         os._exit(0)
     os.waitpid(child, 0)
     assert os.read(read, 64).decode() != new_id()
+
+
+# -- audit mends ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlstore_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+
+
+@contextlib.contextmanager
+def _write_lock_held(path: Path) -> Iterator[None]:
+    """Another writer (a backup, a sqlite3 shell) holding SQLite's write lock."""
+    import sqlite3
+
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_a_store_error_and_reads_do_not_wait(
+    tmp_path: Path, short_busy_timeout: None
+) -> None:
+    path = tmp_path / "orchestra.db"
+    store = SqlStore(f"sqlite:///{path}")
+    store.start_run(_run(id="before"))
+    with _write_lock_held(path):
+        # opening an up-to-date store and reading need no write lock (WAL): they neither wait nor fail
+        reader = SqlStore(f"sqlite:///{path}")
+        assert [run.id for run in reader.list_runs()] == ["before"]
+        with pytest.raises(StoreError, match=r"database is locked by another writer for more than 0\.2 s"):
+            store.append_step(_step("before"))
+        with pytest.raises(StoreError, match="locked by another writer"):
+            store.start_run(_run(id="during"))
+    # the store is usable again once the lock is released
+    assert store.append_step(_step("before")).seq == 1
+    store.start_run(_run(id="after"))
+    reader.close()
+    store.close()
+
+
+def test_several_stores_migrating_one_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'orchestra.db'}"
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            SqlStore(url).close()
+        except BaseException as error:  # noqa: BLE001 - collected for the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    store = SqlStore(url)
+    store.start_run(_run(id="r"))
+    assert [run.id for run in store.list_runs()] == ["r"]
+    store.close()

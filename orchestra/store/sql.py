@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -282,10 +283,15 @@ class SqlStore:
         @sa_event.listens_for(engine, "begin")
         def _on_begin(connection: Connection) -> None:
             # a writer takes SQLite's write lock at BEGIN instead of part-way through, where it could deadlock
-            immediate = connection.get_execution_options().get(_WRITE, False)
+            statement = "BEGIN IMMEDIATE" if connection.get_execution_options().get(_WRITE, False) else "BEGIN"
             # straight to the driver: this runs once per transaction, and SQLAlchemy's statement path costs more
             # than the BEGIN itself
-            connection.connection.dbapi_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                connection.connection.dbapi_connection.execute(statement)
+            except sqlite3.Error as error:
+                # this hook runs outside SQLAlchemy's error handling: wrap the driver's error as it would, so
+                # `_db_errors` sees it (a write lock held past the busy timeout fails here)
+                raise sa_exc.DBAPIError.instance(statement, None, error, sqlite3.Error) from None
 
         return engine
 
@@ -297,9 +303,15 @@ class SqlStore:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         head = ScriptDirectory.from_config(config).get_current_head()
-        with self._sqlite_locked(), self._writer.begin() as connection:
+        # up to date is the usual case: checked by a read, which in WAL mode waits for no writer (a read-only
+        # command must not queue behind a long write), and without Alembic's set-up (and its log lines)
+        with self._read() as connection:
             if self._revisions(connection) == [head]:
-                return  # up to date: the usual case, checked without Alembic's set-up (and its log lines)
+                return
+        with self._sqlite_locked(), self._writer.begin() as connection:
+            # again under the write lock: another process may have migrated since the read
+            if self._revisions(connection) == [head]:
+                return
             if connection.dialect.name == "postgresql":
                 # two processes opening a new database at once must not both create the tables
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
@@ -355,8 +367,15 @@ class SqlStore:
     def _db_errors(self, action: str) -> Iterator[None]:
         try:
             yield
+        except sa_exc.OperationalError as error:
+            if self._is_sqlite and "database is locked" in str(error.orig):
+                # the driver's "database is locked" names neither the cause nor how long it waited
+                raise StoreError(
+                    f"store {self._shown_url!r}: cannot {action}: database is locked by another writer for more "
+                    f"than {SQLITE_BUSY_TIMEOUT_MS / 1000:g} s"
+                ) from None
+            raise StoreError(f"store {self._shown_url!r}: cannot {action}: {self._redact(error)}") from None
         except (
-            sa_exc.OperationalError,
             sa_exc.InterfaceError,
             sa_exc.NoSuchModuleError,
             sa_exc.ArgumentError,
