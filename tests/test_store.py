@@ -672,3 +672,55 @@ def test_several_stores_migrating_one_new_file_at_once_all_succeed(tmp_path: Pat
     store.start_run(_run(id="r"))
     assert [run.id for run in store.list_runs()] == ["r"]
     store.close()
+
+
+def test_a_file_that_is_not_a_database_is_a_one_line_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("these are my notes, not a database\n" * 100)
+    with pytest.raises(StoreError, match="cannot open: file is not a database") as caught:
+        SqlStore(f"sqlite:///{path}")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.fixture
+def pg_role(pg_admin: object) -> Iterator[Callable[[str], str]]:
+    """Makes a login role with a password and a database of its own that it may not create tables in; gives the
+    URL of that database as the role (``grant`` runs as the admin there first)."""
+    import sqlalchemy as sa
+
+    name = f"role_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as connection:  # type: ignore[attr-defined]
+        connection.execute(sa.text(f"CREATE ROLE {name} LOGIN PASSWORD 'pw-s3cr3t'"))
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin_url = sa.make_url(PG_URL).set(database=name)
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+
+    def url(grant: str = "") -> str:
+        if grant:
+            with admin.connect() as connection:
+                connection.execute(sa.text(grant.format(role=name)))
+        return admin_url.set(username=name, password="pw-s3cr3t").render_as_string(hide_password=False)
+
+    try:
+        yield url
+    finally:
+        admin.dispose()
+        with pg_admin.connect() as connection:  # type: ignore[attr-defined]
+            connection.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+            connection.execute(sa.text(f"DROP ROLE {name}"))
+
+
+@pytest.mark.postgres
+def test_postgres_refusals_are_one_line_store_errors(pg_role: Callable[[str], str]) -> None:
+    import sqlalchemy as sa
+
+    url = pg_role("")
+    with pytest.raises(StoreError, match="cannot open: permission denied for schema public") as caught:
+        SqlStore(url)
+    assert "pw-s3cr3t" not in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(StoreError, match='invalid connection option "foo"'):
+        SqlStore(sa.make_url(url).update_query_dict({"foo": "bar"}))
+    with pytest.raises(StoreError, match="no schema has been selected to create in"):
+        SqlStore(sa.make_url(url).update_query_dict({"options": "-csearch_path=nosuch"}))

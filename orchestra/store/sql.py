@@ -305,7 +305,7 @@ class SqlStore:
         head = ScriptDirectory.from_config(config).get_current_head()
         # up to date is the usual case: checked by a read, which in WAL mode waits for no writer (a read-only
         # command must not queue behind a long write), and without Alembic's set-up (and its log lines)
-        with self._read() as connection:
+        with self._engine.begin() as connection:
             if self._revisions(connection) == [head]:
                 return
         with self._sqlite_locked(), self._writer.begin() as connection:
@@ -375,11 +375,14 @@ class SqlStore:
                     f"than {SQLITE_BUSY_TIMEOUT_MS / 1000:g} s"
                 ) from None
             raise StoreError(f"store {self._shown_url!r}: cannot {action}: {self._redact(error)}") from None
+        except sa_exc.IntegrityError:
+            raise  # a clash of ids: each caller turns it into the DuplicateIdError or NotFoundError it means
         except (
-            sa_exc.InterfaceError,
+            # every driver error SQLAlchemy wraps: not a database, no privilege, bad connection option or
+            # search_path, a value out of the column's range
+            sa_exc.DBAPIError,
             sa_exc.NoSuchModuleError,
             sa_exc.ArgumentError,
-            sa_exc.DataError,
         ) as error:
             raise StoreError(f"store {self._shown_url!r}: cannot {action}: {self._redact(error)}") from None
         except ImportError as error:
