@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -724,3 +725,22 @@ def test_postgres_refusals_are_one_line_store_errors(pg_role: Callable[[str], st
         SqlStore(sa.make_url(url).update_query_dict({"foo": "bar"}))
     with pytest.raises(StoreError, match="no schema has been selected to create in"):
         SqlStore(sa.make_url(url).update_query_dict({"options": "-csearch_path=nosuch"}))
+
+
+@pytest.mark.parametrize("revision", ["0002", "ae1027a6acf"])
+def test_a_schema_revision_this_code_does_not_know_is_refused_in_one_line(tmp_path: Path, revision: str) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'orchestra.db'}"
+    SqlStore(url).close()
+    # a newer Orchestra's revision, or another application's alembic_version in the same database
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = :revision"), {"revision": revision})
+    engine.dispose()
+    message = (
+        f"database schema revision {revision} is not one this Orchestra knows (newest: 0001): "
+        "it was made by a newer Orchestra or another application"
+    )
+    with pytest.raises(StoreError, match=re.escape(message)):
+        SqlStore(url)

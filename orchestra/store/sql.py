@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -24,6 +24,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
 
 from orchestra.errors import DuplicateIdError, NotFoundError, StoreError
 from orchestra.store._common import (
@@ -302,15 +305,16 @@ class SqlStore:
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        head = ScriptDirectory.from_config(config).get_current_head()
+        scripts = ScriptDirectory.from_config(config)
+        head = scripts.get_current_head()
         # up to date is the usual case: checked by a read, which in WAL mode waits for no writer (a read-only
         # command must not queue behind a long write), and without Alembic's set-up (and its log lines)
         with self._engine.begin() as connection:
-            if self._revisions(connection) == [head]:
+            if self._revisions(connection, scripts) == [head]:
                 return
         with self._sqlite_locked(), self._writer.begin() as connection:
             # again under the write lock: another process may have migrated since the read
-            if self._revisions(connection) == [head]:
+            if self._revisions(connection, scripts) == [head]:
                 return
             if connection.dialect.name == "postgresql":
                 # two processes opening a new database at once must not both create the tables
@@ -320,11 +324,20 @@ class SqlStore:
             # PostgreSQL both roll DDL back)
             command.upgrade(config, "head")
 
-    @staticmethod
-    def _revisions(connection: Connection) -> list[str]:
+    def _revisions(self, connection: Connection, scripts: ScriptDirectory) -> list[str]:
         if not sa.inspect(connection).has_table("alembic_version"):
             return []
-        return list(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
+        revisions = list(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
+        known = {script.revision for script in scripts.walk_revisions()}
+        for revision in revisions:
+            if revision not in known:
+                # Alembic would fail with a traceback ("Can't locate revision"); migrating it could only do harm
+                raise StoreError(
+                    f"store {self._shown_url!r}: database schema revision {revision} is not one this Orchestra "
+                    f"knows (newest: {scripts.get_current_head()}): it was made by a newer Orchestra or another "
+                    "application"
+                )
+        return revisions
 
     @contextmanager
     def _sqlite_locked(self) -> Iterator[None]:
