@@ -744,3 +744,27 @@ def test_a_schema_revision_this_code_does_not_know_is_refused_in_one_line(tmp_pa
     )
     with pytest.raises(StoreError, match=re.escape(message)):
         SqlStore(url)
+
+
+def test_a_lone_surrogate_is_kept_as_a_replacement_character_and_loses_nothing(store: Store) -> None:
+    # not UTF-8: SQLite's driver and PostgreSQL refuse it; the SQL stores keep U+FFFD in text and JSON alike
+    run = _run(id="run-\ud800", session_id="session-\udfff", query="garbage \ud800 in")
+    store.start_run(run)
+    response = {"text": "a\udc00b", "list": ["\ud800"], "emoji": "\U0001f600", "lit": "\\ud800"}
+    store.append_step(_step(run.id, response=response))
+    store.finish_run(run.model_copy(update={"status": "ok", "answer": "the answer \ud800"}))
+    trace = store.get_run(run.id)
+    replaced = not isinstance(store, InMemoryStore)
+
+    def kept(text: str) -> str:
+        return text.replace("\ud800", "\ufffd").replace("\udfff", "\ufffd") if replaced else text
+
+    assert trace.run.status == "ok"
+    assert trace.run.answer == kept("the answer \ud800")
+    assert trace.run.query == kept("garbage \ud800 in")
+    assert trace.run.session_id == kept("session-\udfff")
+    expected = response
+    if replaced:
+        expected = {"text": "a\ufffdb", "list": ["\ufffd"], "emoji": "\U0001f600", "lit": "\\ud800"}
+    assert trace.steps[0].response == expected
+    assert [r.id for r in store.list_runs(session_id="session-\udfff")] == [trace.run.id]

@@ -190,19 +190,42 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
 
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 """A ``\u0000`` escape in JSON text (one preceded by an even number of backslashes, so not a literal)."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _utf8_text(text: str) -> str:
+    """``text`` with each lone surrogate (``"\\ud800"``) as U+FFFD, and a surrogate pair as its character."""
+    # UTF-8 cannot encode a surrogate, so SQLite's driver, PostgreSQL's text and JSONB all refuse one: a garbage
+    # model answer or query must not make its trace unstorable
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _utf8_json_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _utf8_text(value)
+    if isinstance(value, dict):
+        return {_utf8_json_value(key): _utf8_json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_utf8_json_value(item) for item in value]
+    return value
+
+
+def _utf8_json(value: Any) -> str:
+    text = json.dumps(value)
+    # json.dumps escapes every surrogate as \udXXX: only then can the value hold a lone one (rare, so the
+    # value is walked only then)
+    return json.dumps(_utf8_json_value(value)) if "\\ud" in text else text
 
 
 def _json_without_nul(value: Any) -> str:
     # PostgreSQL text and JSONB cannot hold NUL; a garbage model answer must not make its trace unstorable
-    return _JSON_NUL.sub(r"\1\\ufffd", json.dumps(value))
+    return _JSON_NUL.sub(r"\1\\ufffd", _utf8_json(value))
 
 
-def _text_without_nul(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: value.replace("\x00", "\ufffd") if isinstance(value, str) else value for key, value in row.items()}
-
-
-def _as_is(row: dict[str, Any]) -> dict[str, Any]:
-    return row
+def _utf8_text_without_nul(text: str) -> str:
+    return _utf8_text(text).replace("\x00", "\ufffd")
 
 
 def _normalise_url(url: str | URL) -> URL:
@@ -220,7 +243,8 @@ class SqlStore:
     ``postgresql+psycopg://user:password@host/db``. Opening creates or upgrades the schema. A wrong URL or an
     unreachable database raises `StoreError`, naming the URL with its password masked.
 
-    PostgreSQL cannot store the NUL character: there it is kept as U+FFFD (``�``), in text and JSON alike."""
+    PostgreSQL cannot store the NUL character: there it is kept as U+FFFD (``�``), in text and JSON alike. No
+    backend can store a lone surrogate (``"\\ud800"``, not UTF-8): every one keeps U+FFFD for it."""
 
     def __init__(self, url: str | URL) -> None:
         self._shown_url = mask_url(url if isinstance(url, str) else url.render_as_string(hide_password=True))
@@ -233,7 +257,8 @@ class SqlStore:
         self._is_sqlite = parsed.get_backend_name() == "sqlite"
         self._is_memory = self._is_sqlite and parsed.database in (None, "", ":memory:")
         is_postgres = parsed.get_backend_name() == "postgresql"
-        self._clean: Callable[[dict[str, Any]], dict[str, Any]] = _text_without_nul if is_postgres else _as_is
+        self._clean_text: Callable[[str], str] = _utf8_text_without_nul if is_postgres else _utf8_text
+        """What a text is stored as; ids looked up go through it too, so they find what was stored."""
         # SQLite allows one writer at a time: queueing writers here is far cheaper than SQLite's busy-wait.
         # In memory, all threads share one connection, so readers queue too.
         self._sqlite_lock = threading.RLock()
@@ -259,12 +284,17 @@ class SqlStore:
         # every use is a `begin()` block that commits or rolls back, so the pool need not roll back again on return
         if self._is_memory:
             engine = sa.create_engine(
-                url, poolclass=StaticPool, pool_reset_on_return=None, connect_args={"check_same_thread": False}
+                url,
+                poolclass=StaticPool,
+                pool_reset_on_return=None,
+                connect_args={"check_same_thread": False},
+                json_serializer=_utf8_json,
             )
         else:
             engine = sa.create_engine(
                 url,
                 pool_reset_on_return=None,
+                json_serializer=_utf8_json,
                 connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             )
 
@@ -409,6 +439,9 @@ class SqlStore:
             message = message.replace(self._password, "***")
         return message
 
+    def _clean(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {key: self._clean_text(value) if isinstance(value, str) else value for key, value in row.items()}
+
     @property
     def url(self) -> str:
         """The database URL with the password masked."""
@@ -472,29 +505,30 @@ class SqlStore:
         )
 
     def _explain_step_conflict(self, step: StepRecord) -> None:
+        run_id, step_id = self._clean_text(step.run_id), self._clean_text(step.id)
         with self._read() as connection:
-            if connection.execute(sa.select(runs.c.id).where(runs.c.id == step.run_id)).first() is None:
+            if connection.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).first() is None:
                 raise NotFoundError("run", step.run_id)
-            if connection.execute(sa.select(steps.c.id).where(steps.c.id == step.id)).first() is not None:
+            if connection.execute(sa.select(steps.c.id).where(steps.c.id == step_id)).first() is not None:
                 raise DuplicateIdError("step", step.id)
 
     def finish_run(self, run: RunRecord) -> None:
         """Store the run's final status, answer, error, totals and end time; `NotFoundError` for an unknown run."""
         row = self._clean(_run_row(run))
         with self._write(run.id) as connection:
-            updated = connection.execute(
-                _FINISH_RUN, {"finished_run_id": run.id, **{name: row[name] for name in RUN_FIELDS_UPDATED_ON_FINISH}}
-            )
+            finished = {name: row[name] for name in RUN_FIELDS_UPDATED_ON_FINISH}
+            updated = connection.execute(_FINISH_RUN, {"finished_run_id": row["id"], **finished})
             if updated.rowcount == 0:
                 raise NotFoundError("run", run.id)
 
     def get_run(self, run_id: str) -> RunTrace:
+        key = self._clean_text(run_id)
         with self._read() as connection:
-            run_row = connection.execute(sa.select(*_RUN_COLUMNS).where(runs.c.id == run_id)).mappings().first()
+            run_row = connection.execute(sa.select(*_RUN_COLUMNS).where(runs.c.id == key)).mappings().first()
             if run_row is None:
                 raise NotFoundError("run", run_id)
             step_rows = connection.execute(
-                sa.select(*_STEP_COLUMNS).where(steps.c.run_id == run_id).order_by(steps.c.seq)
+                sa.select(*_STEP_COLUMNS).where(steps.c.run_id == key).order_by(steps.c.seq)
             ).mappings()
             return RunTrace(
                 run=RunRecord.model_validate(dict(run_row)),
@@ -515,13 +549,13 @@ class SqlStore:
         check_page(limit, offset)
         query = sa.select(*_RUN_COLUMNS)
         if session_id is not None:
-            query = query.where(runs.c.session_id == session_id)
+            query = query.where(runs.c.session_id == self._clean_text(session_id))
         if status is not None:
             query = query.where(runs.c.status == status)
         if router is not None:
-            query = query.where(runs.c.router == router)
+            query = query.where(runs.c.router == self._clean_text(router))
         if id_prefix is not None:
-            query = query.where(runs.c.id.startswith(id_prefix, autoescape=True))
+            query = query.where(runs.c.id.startswith(self._clean_text(id_prefix), autoescape=True))
         query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
         with self._read() as connection:
             return [RunRecord.model_validate(dict(row)) for row in connection.execute(query).mappings()]
