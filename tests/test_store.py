@@ -768,3 +768,23 @@ def test_a_lone_surrogate_is_kept_as_a_replacement_character_and_loses_nothing(s
         expected = {"text": "a\ufffdb", "list": ["\ufffd"], "emoji": "\U0001f600", "lit": "\\ud800"}
     assert trace.steps[0].response == expected
     assert [r.id for r in store.list_runs(session_id="session-\udfff")] == [trace.run.id]
+
+
+@pytest.mark.parametrize("home", ["a-file", "a-file/under", "a?query%20#frag/home"])
+def test_orchestra_home_that_cannot_hold_the_store_is_a_store_error_and_odd_names_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path / home))
+    monkeypatch.delenv("ORCHESTRA_DB_URL", raising=False)
+    if home.startswith("a-file"):
+        with pytest.raises(StoreError, match=re.escape(f"home folder {str(tmp_path / home)!r}")) as caught:
+            open_store()
+        assert "ORCHESTRA_HOME" in str(caught.value)
+        return
+    store = open_store()
+    store.start_run(_run(id="r"))
+    store.close()
+    # the file is where ORCHESTRA_HOME says, not cut at the '?' or '#' and with '%20' as it was written
+    assert (tmp_path / home / "orchestra.db").is_file()
+    assert [run.id for run in open_store(default_db_url()).list_runs()] == ["r"]

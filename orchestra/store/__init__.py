@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestra.errors import StoreError
 from orchestra.store.memory import InMemoryStore
 from orchestra.trace import Store
 
@@ -30,7 +31,13 @@ def orchestra_home() -> Path:
 
 def default_db_url() -> str:
     """``$ORCHESTRA_DB_URL``, else the SQLite file ``orchestra.db`` in `orchestra_home`."""
-    return os.environ.get("ORCHESTRA_DB_URL") or f"sqlite:///{orchestra_home() / 'orchestra.db'}"
+    if os.environ.get("ORCHESTRA_DB_URL"):
+        return os.environ["ORCHESTRA_DB_URL"]
+    from sqlalchemy.engine import URL
+
+    # built, not formatted: a '?', '%' or '#' in the path must stay part of the file name
+    url = URL.create(drivername="sqlite", database=str(orchestra_home() / "orchestra.db"))
+    return url.render_as_string(hide_password=False)
 
 
 def open_store(url: str | None = None) -> Store:
@@ -40,7 +47,14 @@ def open_store(url: str | None = None) -> Store:
     if url is None:
         url = default_db_url()
         if not os.environ.get("ORCHESTRA_DB_URL"):
-            orchestra_home().mkdir(parents=True, exist_ok=True)
+            home = orchestra_home()
+            try:
+                home.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StoreError(
+                    f"cannot make Orchestra's home folder {str(home)!r} for the store (set ORCHESTRA_HOME to "
+                    f"another folder, or ORCHESTRA_DB_URL): {error.strerror or error}"
+                ) from None
     if url == MEMORY_URL:
         return InMemoryStore()
     from orchestra.store.sql import SqlStore
