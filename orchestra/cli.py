@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -88,7 +89,11 @@ def _store(db: str | None) -> Store:
     from orchestra.store import open_store
 
     store = open_store(db)
-    store.mark_interrupted()  # as `Orchestra` does on opening: a dead process's runs show as interrupted
+    with warnings.catch_warnings(record=True) as caught:  # a read-only store says so in one line, not two
+        warnings.simplefilter("always")
+        store.mark_interrupted()  # as `Orchestra` does on opening: a dead process's runs show as interrupted
+    for warning in caught:
+        err_console.print(f"[yellow]warning[/]: {escape(_one_line(str(warning.message)))}")
     return store
 
 

@@ -788,3 +788,41 @@ def test_orchestra_home_that_cannot_hold_the_store_is_a_store_error_and_odd_name
     # the file is where ORCHESTRA_HOME says, not cut at the '?' or '#' and with '%20' as it was written
     assert (tmp_path / home / "orchestra.db").is_file()
     assert [run.id for run in open_store(default_db_url()).list_runs()] == ["r"]
+
+
+def _store_with_an_orphaned_run(url: str) -> None:
+    store = SqlStore(url)
+    store.start_run(_run(id="orphan", meta={"pid": _dead_pid(), "host": socket.gethostname()}))
+    store.close()
+
+
+def _check_read_only_store_is_listed(url: str) -> None:
+    from typer.testing import CliRunner
+
+    from orchestra.cli import app as orchestra_cli
+
+    read_only = SqlStore(url)
+    with pytest.warns(UserWarning, match=r"is read-only here: 1 run\(s\) of processes that are gone"):
+        assert read_only.mark_interrupted() == 0
+    assert [(run.id, run.status) for run in read_only.list_runs()] == [("orphan", "running")]
+    read_only.close()
+    # the CLI marks orphans on opening: reading a read-only store still works, with the warning on one line
+    for command in (["runs", "list"], ["runs", "show", "orphan"]):
+        result = CliRunner().invoke(orchestra_cli, [*command, "--db", url])
+        assert result.exit_code == 0, result.output
+        assert result.output.count("warning: store") == 1 and "orphan" in result.output
+
+
+def test_a_read_only_sqlite_store_can_still_be_listed(tmp_path: Path) -> None:
+    path = tmp_path / "orchestra.db"
+    _store_with_an_orphaned_run(f"sqlite:///{path}")
+    _check_read_only_store_is_listed(f"sqlite:///file:{path}?mode=ro&uri=true")
+
+
+@pytest.mark.postgres
+def test_a_select_only_postgres_role_can_still_list_the_store(pg_role: Callable[[str], str]) -> None:
+    import sqlalchemy as sa
+
+    owner = sa.make_url(PG_URL).set(database=sa.make_url(pg_role("")).database)
+    _store_with_an_orphaned_run(owner.render_as_string(hide_password=False))
+    _check_read_only_store_is_listed(pg_role("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))

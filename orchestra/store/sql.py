@@ -11,6 +11,7 @@ import json
 import re
 import sqlite3
 import threading
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -384,16 +385,29 @@ class SqlStore:
 
     @contextmanager
     def _write(self, run_id: str | None = None) -> Iterator[Connection]:
-        with self._db_errors("write"):
-            if self._is_sqlite:
-                with self._sqlite_lock, self._sqlite_connection().begin():
-                    yield self._sqlite_connection()
-            elif run_id is not None:
-                with self._run_locks[hash(run_id) % len(self._run_locks)], self._writer.begin() as connection:
-                    yield connection
-            else:
-                with self._writer.begin() as connection:
-                    yield connection
+        with self._db_errors("write"), self._writing(run_id) as connection:
+            yield connection
+
+    @contextmanager
+    def _writing(self, run_id: str | None) -> Iterator[Connection]:
+        if self._is_sqlite:
+            with self._sqlite_lock, self._sqlite_connection().begin():
+                yield self._sqlite_connection()
+        elif run_id is not None:
+            with self._run_locks[hash(run_id) % len(self._run_locks)], self._writer.begin() as connection:
+                yield connection
+        else:
+            with self._writer.begin() as connection:
+                yield connection
+
+    @staticmethod
+    def _refused_as_read_only(error: sa_exc.DBAPIError) -> bool:
+        """Whether the database refused a write because it, or this role, may only read."""
+        orig = error.orig
+        if isinstance(orig, sqlite3.Error):
+            return (getattr(orig, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_READONLY
+        # PostgreSQL: insufficient_privilege, read_only_sql_transaction (a standby, default_transaction_read_only)
+        return getattr(orig, "sqlstate", None) in ("42501", "25006")
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -562,20 +576,34 @@ class SqlStore:
 
     def mark_interrupted(self) -> int:
         """Runs still ``running`` whose process (``meta["pid"]`` on ``meta["host"]``, this host) is gone become
-        ``interrupted``, with everything they stored kept. Runs of live processes or other hosts are left alone."""
+        ``interrupted``, with everything they stored kept. Runs of live processes or other hosts are left alone.
+        A store that may only be read (a read-only file, a SELECT-only role) is left as it is, with one warning."""
         with self._read() as connection:
             running = connection.execute(sa.select(runs.c.id, runs.c.meta).where(runs.c.status == "running")).all()
         orphans = [(run_id, meta) for run_id, meta in running if is_orphaned(meta or {})]
         marked = 0
-        for run_id, meta in orphans:
-            with self._write(run_id) as connection:
-                # status is checked again: the run may have finished since it was read
-                result = connection.execute(
-                    runs.update()
-                    .where(runs.c.id == run_id, runs.c.status == "running")
-                    .values(status="interrupted", error=interrupted_error(meta))
-                )
-                marked += result.rowcount
+        for index, (run_id, meta) in enumerate(orphans):
+            with self._db_errors("write"):
+                try:
+                    with self._writing(run_id) as connection:
+                        # status is checked again: the run may have finished since it was read
+                        result = connection.execute(
+                            runs.update()
+                            .where(runs.c.id == run_id, runs.c.status == "running")
+                            .values(status="interrupted", error=interrupted_error(meta))
+                        )
+                except sa_exc.DBAPIError as error:
+                    if not self._refused_as_read_only(error):
+                        raise
+                    # housekeeping only: a store this process may only read must still be listed and shown
+                    left = len(orphans) - index
+                    warnings.warn(
+                        f"store {self._shown_url!r} is read-only here: {left} run(s) of processes that are gone "
+                        "still show as running",
+                        stacklevel=2,
+                    )
+                    break
+            marked += result.rowcount
         return marked
 
     # -- registry ------------------------------------------------------------------------------------------
