@@ -826,3 +826,22 @@ def test_a_select_only_postgres_role_can_still_list_the_store(pg_role: Callable[
     owner = sa.make_url(PG_URL).set(database=sa.make_url(pg_role("")).database)
     _store_with_an_orphaned_run(owner.render_as_string(hide_password=False))
     _check_read_only_store_is_listed(pg_role("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://orchestra:p@ss:s3cr3t@127.0.0.1:1/db",
+        "postgresql+psycopg://orchestra:p@ss@s3cr3t@127.0.0.1:1/db",
+        "postgresql://orchestra:s3cr3t@@127.0.0.1:1/db",
+    ],
+)
+def test_a_password_with_an_unencoded_at_sign_never_shows(url: str) -> None:
+    from orchestra.store._common import mask_url
+
+    assert mask_url(url).startswith("postgresql") and "s3cr3t" not in mask_url(url)
+    scheme = url.split(":")[0]
+    assert mask_url(f"cannot reach {url}: refused") == f"cannot reach {scheme}://orchestra:***@127.0.0.1:1/db: refused"
+    with pytest.raises(StoreError, match="its password holds an '@', which must be written %40") as caught:
+        SqlStore(url)
+    assert "s3cr3t" not in str(caught.value) and "@ss" not in str(caught.value)

@@ -24,6 +24,7 @@ __all__ = [
     "normalise_step",
     "now",
     "session_title",
+    "url_password",
     "utc",
 ]
 
@@ -45,7 +46,8 @@ RUN_FIELDS_UPDATED_ON_FINISH = (
 """What `finish_run` overwrites: everything but the run's identity (id, session, query, start time)."""
 
 _TITLE_CHARS = 120
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?P<tail>@)")
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^/\s]*)(?P<tail>@)")
+"""Greedy up to the last '@' before the path: a password written with an unencoded '@' is masked whole."""
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -60,6 +62,12 @@ def utc(value: datetime | None) -> datetime | None:
 def mask_url(url: object) -> str:
     """The URL as it may be shown or logged: any password replaced by ``***``."""
     return _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", str(url))
+
+
+def url_password(url: object) -> str | None:
+    """The password as `mask_url` finds it (up to the authority's last '@'), for scrubbing it from messages."""
+    match = _PASSWORD_IN_URL.search(str(url))
+    return match["password"] if match else None
 
 
 def check_page(limit: int, offset: int) -> None:

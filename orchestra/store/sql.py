@@ -38,6 +38,7 @@ from orchestra.store._common import (
     mask_url,
     now,
     session_title,
+    url_password,
     utc,
 )
 from orchestra.trace import RegistryEvent, RunRecord, RunStatus, RunTrace, StepRecord
@@ -249,10 +250,19 @@ class SqlStore:
 
     def __init__(self, url: str | URL) -> None:
         self._shown_url = mask_url(url if isinstance(url, str) else url.render_as_string(hide_password=True))
+        password = url_password(url) if isinstance(url, str) else None
+        if password and "@" in password:
+            # SQLAlchemy would split the password at its first '@' and take the rest for the host, which then
+            # shows in every message
+            raise StoreError(
+                f"store URL {self._shown_url!r} is not a valid database URL: its password holds an '@', which "
+                "must be written %40"
+            )
         try:
             parsed = _normalise_url(url)
         except (sa_exc.ArgumentError, ValueError) as error:
-            raise StoreError(f"store URL {self._shown_url!r} is not a valid database URL: {error}") from None
+            reason = str(error).replace(password, "***") if password else str(error)
+            raise StoreError(f"store URL {self._shown_url!r} is not a valid database URL: {reason}") from None
         self._shown_url = parsed.render_as_string(hide_password=True)
         self._password = parsed.password
         self._is_sqlite = parsed.get_backend_name() == "sqlite"
