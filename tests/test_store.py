@@ -845,3 +845,32 @@ def test_a_password_with_an_unencoded_at_sign_never_shows(url: str) -> None:
     with pytest.raises(StoreError, match="its password holds an '@', which must be written %40") as caught:
         SqlStore(url)
     assert "s3cr3t" not in str(caught.value) and "@ss" not in str(caught.value)
+
+
+def test_id_prefix_matches_case_and_all_on_every_store(store: Store) -> None:
+    for run_id in ("ab12", "AB34"):
+        store.start_run(_run(id=run_id))
+    assert [run.id for run in store.list_runs(id_prefix="ab")] == ["ab12"]
+    assert [run.id for run in store.list_runs(id_prefix="AB")] == ["AB34"]
+    assert store.list_runs(id_prefix="Ab") == []
+
+
+def test_numbers_out_of_range_are_typed_errors_on_every_backend(store: Store) -> None:
+    from orchestra.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="limit"):
+        store.list_runs(limit=2**63)
+    with pytest.raises(ConfigurationError, match="offset"):
+        store.list_runs(offset=2**63)
+    assert store.list_runs(limit=2**63 - 1, offset=2**63 - 1) == []
+    if isinstance(store, InMemoryStore):
+        return
+    # PostgreSQL's integer columns hold 32 bits: SQLite, which would hold more, refuses the same values
+    store.start_run(_run(id="big", prompt_tokens=2**31 - 1))
+    with pytest.raises(StoreError, match=r"prompt_tokens 2147483648 is out of range"):
+        store.start_run(_run(id="bigger", prompt_tokens=2**31))
+    with pytest.raises(StoreError, match="completion_tokens"):
+        store.finish_run(_run(id="big", status="ok", completion_tokens=2**40))
+    with pytest.raises(StoreError, match="prompt_tokens"):
+        store.append_step(_step("big", prompt_tokens=2**31))
+    assert [run.id for run in store.list_runs()] == ["big"] and store.get_run("big").steps == []

@@ -70,11 +70,14 @@ def url_password(url: object) -> str | None:
     return match["password"] if match else None
 
 
+MAX_PAGE = 2**63 - 1
+"""The largest limit or offset: SQL takes a signed 64-bit integer there."""
+
+
 def check_page(limit: int, offset: int) -> None:
-    if limit < 0:
-        raise ConfigurationError(f"list_runs: field 'limit' must be 0 or more, got {limit}")
-    if offset < 0:
-        raise ConfigurationError(f"list_runs: field 'offset' must be 0 or more, got {offset}")
+    for name, value in (("limit", limit), ("offset", offset)):
+        if not 0 <= value <= MAX_PAGE:
+            raise ConfigurationError(f"list_runs: field {name!r} must be from 0 to {MAX_PAGE}, got {value}")
 
 
 def session_title(query: str) -> str:

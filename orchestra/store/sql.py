@@ -51,6 +51,8 @@ SQLITE_BUSY_TIMEOUT_MS = 15_000
 _SEQ_RETRIES = 50
 _PG_MIGRATION_LOCK = zlib.crc32(b"orchestra.store.migrations")
 """Advisory lock key that lets one process at a time migrate a shared PostgreSQL database."""
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+"""What an integer column holds on every backend (PostgreSQL's INTEGER)."""
 _WRITE = "orchestra_write"
 """Execution option that marks a connection as a writer, so SQLite takes its write lock at BEGIN."""
 
@@ -464,6 +466,13 @@ class SqlStore:
         return message
 
     def _clean(self, row: dict[str, Any]) -> dict[str, Any]:
+        for key, value in row.items():
+            # every integer column is 32-bit on PostgreSQL; SQLite would take more, so both refuse it alike
+            if type(value) is int and not _INT_MIN <= value <= _INT_MAX:
+                raise StoreError(
+                    f"store {self._shown_url!r}: cannot write: {key} {value} is out of range "
+                    f"({_INT_MIN} to {_INT_MAX})"
+                )
         return {key: self._clean_text(value) if isinstance(value, str) else value for key, value in row.items()}
 
     @property
@@ -569,7 +578,8 @@ class SqlStore:
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
-        """Runs, newest first (ties broken by id, descending), filtered and paged."""
+        """Runs, newest first (ties broken by id, descending), filtered and paged; ``id_prefix`` matches the start of
+        the id exactly, case and all (ids are lowercase hex)."""
         check_page(limit, offset)
         query = sa.select(*_RUN_COLUMNS)
         if session_id is not None:
@@ -579,7 +589,9 @@ class SqlStore:
         if router is not None:
             query = query.where(runs.c.router == self._clean_text(router))
         if id_prefix is not None:
-            query = query.where(runs.c.id.startswith(self._clean_text(id_prefix), autoescape=True))
+            prefix = self._clean_text(id_prefix)
+            # not LIKE: SQLite's ignores case, PostgreSQL's does not; a prefix matches case and all on both
+            query = query.where(sa.func.substr(runs.c.id, 1, len(prefix)) == prefix)
         query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
         with self._read() as connection:
             return [RunRecord.model_validate(dict(row)) for row in connection.execute(query).mappings()]
