@@ -259,6 +259,9 @@ class _RunContext:
         self.observations: list[Observation] = []
         self.lock = threading.Lock()
         self._old_registries: dict[int, RegistrySnapshot] = {}
+        self._refreshed_at_start = recording is None
+        """The run's start took in other processes' registry changes (for its recorded version): the first
+        decision need not ask the store again a moment later."""
         self.streaming = False
         """True in `Workflow.stream`/`astream`: model answers then stream out as ``token`` events."""
 
@@ -283,7 +286,10 @@ class _RunContext:
                 if version not in self._old_registries:
                     self._old_registries[version] = Registry.at_version(self.app.store, version).snapshot()
                 return self._old_registries[version]
-        self.app.registry.refresh()
+        if round == 0 and self._refreshed_at_start:
+            self._refreshed_at_start = False
+        else:
+            self.app.registry.refresh()
         return self.app.registry.snapshot()
 
     def agent_card(self, agent_id: str, snapshot: RegistrySnapshot | None) -> AgentCard:
