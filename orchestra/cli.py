@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -511,7 +512,14 @@ def _mount_bench() -> None:
 _mount_bench()
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    # A service manager (or `kill`) stops a process with SIGTERM, which by default ends it without running its exit
+    # hooks: exit through Python instead, so that the local model server is released (see orchestra.local).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app()
 
 

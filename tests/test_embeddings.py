@@ -190,3 +190,50 @@ def test_a_slow_first_onnx_build_does_not_hold_up_cached_lookups(monkeypatch) ->
     first.join(10)
     reader.join(5)
     assert finished_while_building and np.allclose(served[0][0], np.ones(8) / np.sqrt(8))
+
+
+def test_a_cache_file_that_cannot_be_used_never_stops_an_embedding(tmp_path: Path) -> None:
+    """Junk bytes, another tool's table, a vector of another width: each stopped routing with a traceback."""
+    import sqlite3
+    import warnings
+
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE embeddings (id INTEGER, data TEXT)")
+    for path in (junk, foreign):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert DiskCache.open(path, "m") is None
+        assert "embedding without it" in str(caught[0].message)
+    model = CountingModel()
+    cache = DiskCache.open(tmp_path / "wide.sqlite", "m", dim=8)
+    assert cache is not None
+    cache.put_many([("a", np.ones(16, dtype=np.float32))])  # a 16-wide vector from another model
+    vector = Embedder(model, disk_cache=cache).encode(["a"])[0]
+    assert vector.shape == (8,) and model.encoded == ["a"]  # a miss, embedded afresh
+
+
+def test_a_lone_surrogate_is_embedded_as_a_replacement_character(tmp_path: Path) -> None:
+    """A mis-decoded byte of a command-line argument ("caf\\udce9") made the cache key and the tokenizer fail."""
+    model = CountingModel()
+    embedder = Embedder(model, disk_cache=DiskCache(tmp_path / "e.sqlite", "m"))
+    vector = embedder.encode(["caf\udce9"])[0]
+    assert model.encoded == ["caf\ufffd"] and np.isclose(np.linalg.norm(vector), 1.0)
+
+
+def test_the_cache_key_follows_the_models_files(tmp_path: Path) -> None:
+    """An upgraded model in place (same names, new weights) gets new keys, never the old model's vectors."""
+    import os
+
+    from orchestra.embeddings import _model_identity
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"\0" * 64)
+    before = _model_identity(folder)
+    weights.write_bytes(b"\1" * 64)
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    assert _model_identity(folder) != before

@@ -352,3 +352,54 @@ def test_dead_server_that_cannot_restart_raises_typed_error(
     monkeypatch.undo()
     server.ensure()  # leave a running server for the fixture's teardown
     assert server.healthy()
+
+
+_USER = """
+import sys, time
+from orchestra.local import LocalServer
+server = LocalServer(sys.argv[1], n_ctx=512, state_dir=sys.argv[2])
+server.ensure()
+print(server.pid, server.owned, flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+@needs_runtime
+def test_the_last_process_using_the_server_stops_it_not_its_starter(card: ModelCard, tmp_path: Path) -> None:
+    """The starter used to stop the shared server at its exit, under another process's answer; killed with
+    SIGKILL, it left the server running for good. Now the last process to use it stops it."""
+    from orchestra.local import pid_alive
+
+    assert card.gguf_path is not None
+
+    def user(seconds: float) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", _USER, card.gguf_path, str(tmp_path), str(seconds)],
+                                stdout=subprocess.PIPE, text=True)
+
+    starter = user(5)
+    pid, owned = starter.stdout.readline().split()  # type: ignore[union-attr]
+    assert owned == "True"
+    # a second process takes it up while the starter runs and holds it after the starter exits: it lives on
+    staying = user(10)
+    assert staying.stdout.readline().split() == [pid, "False"]  # type: ignore[union-attr]
+    starter.wait(30)
+    assert pid_alive(int(pid))
+    staying.wait(30)
+    deadline = time.monotonic() + 10
+    while pid_alive(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(int(pid))  # the last user stopped it
+
+    # a starter killed outright: the next user, the last, stops what it left
+    killed = user(60)
+    pid, _ = killed.stdout.readline().split()  # type: ignore[union-attr]
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(30)
+    assert pid_alive(int(pid))
+    after = user(0)
+    assert after.stdout.readline().split() == [pid, "False"]  # type: ignore[union-attr]
+    after.wait(30)
+    deadline = time.monotonic() + 10
+    while pid_alive(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(int(pid))
