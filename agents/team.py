@@ -91,7 +91,6 @@ def _install(registry: Registry, *, local_model: bool) -> tuple[list[AgentCard],
         notes.append(
             f"Local model unavailable, registered the tool agents only (calculator, clock, knowledge). {missing}"
         )
-        log.warning("%s", notes[-1])
         return cards, notes
     # the local model's card describes this machine's install (its GGUF path moves with the environment), so a
     # held card follows it; one a user removed stays removed like an agent
@@ -108,14 +107,18 @@ def _install(registry: Registry, *, local_model: bool) -> tuple[list[AgentCard],
 def install_default_team(registry: Registry, *, local_model: bool = True) -> list[AgentCard]:
     """Register the default team in ``registry`` and return its agent cards there. Idempotent, and it never undoes
     a user's change: a card the registry never held is added, one it holds keeps its stored version (and gets its
-    in-process implementation), one a user removed stays removed. With ``local_model`` (the default) the embedded local model card and the chat agent are registered too
-    when the local runtime is installed; otherwise a warning says how to install it."""
-    cards, _ = _install(registry, local_model=local_model)
+    in-process implementation), one a user removed stays removed. With ``local_model`` (the default) the embedded
+    local model card and the chat agent are registered too when the local runtime is installed; otherwise a logged
+    warning says how to install it."""
+    cards, notes = _install(registry, local_model=local_model)
+    for note in notes:
+        log.warning("%s", note)
     return cards
 
 
 def default_profile(registry: Registry) -> list[str]:
-    """The ``default`` profile: installs the default team and returns notes for the user (empty when all is well)."""
+    """The ``default`` profile: installs the default team and returns notes for the user (empty when all is well);
+    the caller shows them (the CLI and the UI do), so they are not logged as well, which printed them twice."""
     _, notes = _install(registry, local_model=True)
     return notes
 

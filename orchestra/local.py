@@ -225,7 +225,15 @@ class LocalServer:
     @property
     def state_dir(self) -> Path:
         directory = self._state_dir or orchestra_home()
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "local-server.lock").touch()  # the folder must take the lock and state files too
+        except OSError as exc:
+            # a misconfigured home, not a model failure: it would fail the same way on every call
+            raise ConfigurationError(
+                f"the local model server keeps its state in {str(directory)!r}, which cannot be written "
+                f"({exc.strerror or exc}); make ORCHESTRA_HOME a writable folder"
+            ) from None
         return directory
 
     @property

@@ -403,3 +403,12 @@ def test_the_last_process_using_the_server_stops_it_not_its_starter(card: ModelC
     while pid_alive(int(pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pid_alive(int(pid))
+
+
+def test_a_home_that_cannot_hold_the_servers_state_is_a_configuration_error(tmp_path: Path) -> None:
+    """It failed as a generic ModelError ("raised OSError"), retried like a model that is down."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    server = LocalServer(tmp_path / "model.gguf", state_dir=blocker / "home")
+    with pytest.raises(ConfigurationError, match="make ORCHESTRA_HOME a writable folder"):
+        server.state_dir  # noqa: B018

@@ -208,13 +208,19 @@ def test_tool_agents_only_without_local_model() -> None:
     assert len(registry.agents()) == 3
 
 
-def test_missing_local_runtime_leaves_tool_agents_and_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_local_runtime_leaves_tool_agents_and_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
     registry = Registry()
     notes = team.default_profile(registry)
     assert {card.id for card in registry.agents()} == {"calculator", "clock", "knowledge"}
     assert notes and "pip install 'orchestra-routing[local]'" in notes[0]
     assert team.refining_model_id(registry) is None
+    # the profile's caller shows the note; logged as well, the CLI printed it twice
+    assert not [record for record in caplog.records if "pip install" in record.getMessage()]
+    team.install_default_team(Registry(), local_model=True)  # no caller to show it: logged
+    assert [record for record in caplog.records if "pip install" in record.getMessage()]
 
 
 def test_full_team_registers_the_local_model_and_chat_agent() -> None:
