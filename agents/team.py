@@ -94,13 +94,13 @@ def _install(registry: Registry, *, local_model: bool) -> tuple[list[AgentCard],
         return cards, notes
     # the local model's card describes this machine's install (its GGUF path moves with the environment), so a
     # held card follows it; one a user removed stays removed like an agent
-    held = registry.has_held("model", model_card.id)
-    if not held or any(model.id == model_card.id for model in registry.models()):
-        registry.ensure_model(model_card)
-    if any(model.id == model_card.id for model in registry.models()):
-        settled = _settle_agent(registry, CHAT_CARD)
-        if settled is not None:
-            cards.append(settled)
+    removed = registry.has_held("model", model_card.id) and all(model.id != model_card.id for model in registry.models())
+    if removed:
+        return cards, notes
+    registry.ensure_model(model_card)
+    settled = _settle_agent(registry, CHAT_CARD)
+    if settled is not None:
+        cards.append(settled)
     return cards, notes
 
 

@@ -114,6 +114,12 @@ def _model_identity(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _dimension(model: Any) -> int:
+    """Width of a sentence-transformers model's embeddings (the method's name changed across its versions)."""
+    dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(dimension())
+
+
 def _valid_text(text: str) -> str:
     """``text`` with any lone surrogate (a stray byte of a mis-decoded argument) as U+FFFD: the tokenizer and the
     cache's key take UTF-8 only."""
@@ -261,8 +267,7 @@ class Embedder:
         """Texts served from the memory or disk cache so far."""
         self.misses = 0
         """Texts the model had to encode so far."""
-        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self.dim: int = int(dimension())
+        self.dim: int = _dimension(model)
         """Width of one embedding (384 for all-MiniLM-L6-v2)."""
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -474,7 +479,6 @@ def get_embedder() -> Embedder:
                 from orchestra.store import orchestra_home
 
                 identity = f"all-MiniLM-L6-v2@{_model_identity(model_path)}"
-                dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-                disk = DiskCache.open(orchestra_home() / "cache" / "embeddings.sqlite", identity, dim=int(dim()))
+                disk = DiskCache.open(orchestra_home() / "cache" / "embeddings.sqlite", identity, dim=_dimension(model))
             _EMBEDDER = Embedder(model, disk_cache=disk, name="all-MiniLM-L6-v2")
     return _EMBEDDER

@@ -440,14 +440,8 @@ class _RunModelAccess:
                     result = self._streamed(model.stream(messages, options), purpose)
                 else:
                     result = model.chat(messages, options)
-            except NotFoundError as exc:
-                failures.append(ModelUnavailableError(str(exc), model_id=candidate))
-            except ModelError as exc:
-                failures.append(exc)
-            except OrchestraError:
-                raise  # a misconfiguration (a card without its API key) is the user's to fix, not a model's failure
-            except Exception as exc:  # a user's ChatModel with a bug: a failed call, recorded and fallen back from
-                failures.append(ModelError(f"model {candidate!r} raised {type(exc).__name__}: {exc}", model_id=candidate))
+            except Exception as exc:
+                failures.append(_as_model_failure(exc, candidate))
             else:
                 self._record(model_id, messages, options, purpose, result, None, candidate)
                 self._count(result)
@@ -469,20 +463,26 @@ class _RunModelAccess:
                     result = await self._astreamed(model.astream(messages, options), purpose)
                 else:
                     result = await model.achat(messages, options)
-            except NotFoundError as exc:
-                failures.append(ModelUnavailableError(str(exc), model_id=candidate))
-            except ModelError as exc:
-                failures.append(exc)
-            except OrchestraError:
-                raise  # a misconfiguration (a card without its API key) is the user's to fix, not a model's failure
-            except Exception as exc:  # a user's ChatModel with a bug: a failed call, recorded and fallen back from
-                failures.append(ModelError(f"model {candidate!r} raised {type(exc).__name__}: {exc}", model_id=candidate))
+            except Exception as exc:
+                failures.append(_as_model_failure(exc, candidate))
             else:
                 self._record(model_id, messages, options, purpose, result, None, candidate)
                 self._count(result)
                 return result
             self._record(model_id, messages, options, purpose, None, failures[-1], candidate)
         raise _chain_failure(failures)
+
+
+def _as_model_failure(exc: Exception, model_id: str) -> ModelError:
+    """What a model call that raised ``exc`` counts as in a fallback chain. A misconfiguration (a card without its
+    API key) is re-raised, the user's to fix; a user's ChatModel with a bug is a failed call like any other."""
+    if isinstance(exc, NotFoundError):
+        return ModelUnavailableError(str(exc), model_id=model_id)
+    if isinstance(exc, ModelError):
+        return exc
+    if isinstance(exc, OrchestraError):
+        raise exc
+    return ModelError(f"model {model_id!r} raised {type(exc).__name__}: {exc}", model_id=model_id)
 
 
 def _chain_failure(failures: list[ModelError]) -> ModelError:

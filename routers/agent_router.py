@@ -107,6 +107,12 @@ def focus_text(query: str, window: int = DEFAULT_TEXT_WINDOW) -> str:
     return tail[-window:]
 
 
+def _quality(p: np.ndarray, mean: np.ndarray | float) -> np.ndarray:
+    """Predicted quality from ``p`` over the models (last axis) and the mean score: ``p(model) * m * mean``, the
+    soft target's scale (``p*_a = s_a / sum(s)``), clipped to [0, 1]."""
+    return np.clip(p * p.shape[-1] * mean, 0.0, 1.0)
+
+
 def soft_targets(scores: np.ndarray, *, power: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """``p*``: each row of non-negative scores normalised to sum 1 (``score ** power`` first). Returns the
     targets and a mask of rows that carry information (some score above 0); other rows are uniform."""
@@ -693,7 +699,7 @@ class AgentRouter(BaseRouter):
         if not model_cards:
             raise DecisionError("agent-router: no model cards to choose from")
         p, mean, _ = self.distribution(queries, model_cards)
-        quality = np.clip(p[:, :-1] * len(model_cards) * mean[:, None], 0.0, 1.0)
+        quality = _quality(p[:, :-1], mean[:, None])
         tasks = [str(getattr(q, "task", "") or "") for q in queries]
         texts = [str(getattr(q, "query", q)) for q in queries]
         return quality, self._costs(texts, tasks, model_cards)
@@ -766,7 +772,7 @@ class AgentRouter(BaseRouter):
         w = check_weight(state.policy.cost_weight) if kind == "model" else 0.0
         if w > 0:
             # the request's cost weight ranks the models by utility, as `route_batch` does in the benchmark
-            quality = np.clip(probs * len(cards) * float(mean[0]), 0.0, 1.0)
+            quality = _quality(probs, float(mean[0]))
             costs = self._costs([state.query], [""], cards)
             values = utility(quality[None, :], costs, w)[0]
             order = np.argsort(-values, kind="stable")
