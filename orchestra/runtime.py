@@ -517,26 +517,26 @@ class _DirectModelAccess:
 
     def chat(self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = "") -> ChatResult:
         failures: list[ModelError] = []
-        for _, model, error in self._chain(model_id):
+        for candidate, model, error in self._chain(model_id):
             if model is None:
                 failures.append(error)  # type: ignore[arg-type]
                 continue
             try:
                 return model.chat(messages, options or ChatOptions())
-            except ModelError as exc:
-                failures.append(exc)
+            except Exception as exc:
+                failures.append(_as_model_failure(exc, candidate))
         raise _chain_failure(failures)
 
     async def achat(self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = "") -> ChatResult:
         failures: list[ModelError] = []
-        for _, model, error in self._chain(model_id):
+        for candidate, model, error in self._chain(model_id):
             if model is None:
                 failures.append(error)  # type: ignore[arg-type]
                 continue
             try:
                 return await model.achat(messages, options or ChatOptions())
-            except ModelError as exc:
-                failures.append(exc)
+            except Exception as exc:
+                failures.append(_as_model_failure(exc, candidate))
         raise _chain_failure(failures)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from orchestra import (
     FallbackPolicy,
     Finish,
     ModelCard,
+    ModelError,
     ModelTimeoutError,
     ModelUnavailableError,
     Orchestra,
@@ -138,8 +140,6 @@ def test_a_router_or_aggregator_that_raises_fails_the_run_typed_instead_of_escap
     workflow = app.workflow(FunctionRouter(dispatch_all), aggregator=Text())
     result = workflow.run("q")
     assert isinstance(result.error, AgentError) and "returned str, not Aggregated" in str(result.error)
-    import asyncio
-
     result = asyncio.run(workflow.arun("q"))
     assert isinstance(result.error, AgentError) and "raised ValueError: boom" in str(result.error)
     assert app.store.get_run(result.run_id).run.error["type"] == "AgentError"
@@ -382,6 +382,21 @@ def test_model_access_outside_a_run_uses_the_registry_and_fallbacks() -> None:
     result = app.model_access().chat("down", [Message(role="user", content="hi")])
     assert result.text == "hello" and result.model_id == "up"
     assert app.store.list_runs() == []  # not traced
+
+
+def test_model_access_outside_a_run_counts_a_plain_exception_as_a_failed_call() -> None:
+    """A user's ChatModel with a bug fails like a model that is down, in a run or outside one: the fallback answers,
+    and with none left the error is a ModelError naming the model, not the bare exception."""
+    from orchestra import Message
+
+    hi = [Message(role="user", content="hi")]
+    app = make_app(ScriptedModel("buggy", [RuntimeError("bug"), RuntimeError("bug")]), ScriptedModel("up", ["hello", "again"]),
+                   fallback=FallbackPolicy(models=("up",)))
+    assert app.model_access().chat("buggy", hi).model_id == "up"
+    assert asyncio.run(app.model_access().achat("buggy", hi)).text == "again"
+    alone = make_app(ScriptedModel("buggy", [RuntimeError("bug")]))
+    with pytest.raises(ModelError, match="'buggy' raised RuntimeError: bug"):
+        alone.model_access().chat("buggy", hi)
 
 
 def test_runtime_benchmark_script_compares_with_plain_langgraph_and_replays_without_model_calls(tmp_path: Path) -> None:
