@@ -209,10 +209,24 @@ class _Recording:
             if not queue:
                 raise ReplayMismatch(f"the original run made no further model call here (asked for {model_id!r})")
             step = queue.popleft()
-        recorded = step.request.get("messages", [])
-        if step.request.get("model_requested", step.model_id) != model_id or recorded != [m.model_dump() for m in messages]:
+        if not self._same_call(step, model_id, messages):
             raise ReplayMismatch(f"model call to {model_id!r} differs from the recorded call to {step.model_id!r}")
         return step
+
+    def take_fallback_call(self, original_parent: str, model_id: str, messages: list[Message]) -> StepRecord | None:
+        """The next recorded step if it is a fallback of the call to ``model_id`` that just failed, else ``None``
+        (the call failed for good). A fallback is recorded with the same request under another model's id; the
+        same request made again would start from ``model_id`` itself."""
+        with self.lock:
+            queue = self.model_calls.get(original_parent)
+            if not queue or queue[0].model_id == model_id or not self._same_call(queue[0], model_id, messages):
+                return None
+            return queue.popleft()
+
+    @staticmethod
+    def _same_call(step: StepRecord, model_id: str, messages: list[Message]) -> bool:
+        recorded = step.request.get("messages", [])
+        return step.request.get("model_requested", step.model_id) == model_id and recorded == [m.model_dump() for m in messages]
 
 
 class _ModelHub:
@@ -398,13 +412,18 @@ class _RunModelAccess:
         assert self.ctx.recording is not None
         if self.original_parent is None:
             raise ReplayMismatch(f"the original run made no model call here (asked for {model_id!r})")
-        step = self.ctx.recording.take_model_call(self.original_parent, model_id, messages)
-        if step.error:
+        failures: list[ModelError] = []
+        step: StepRecord | None = self.ctx.recording.take_model_call(self.original_parent, model_id, messages)
+        while step is not None and step.error:
             # the recorded class, so that code telling failures apart (Refine, TCAR) takes the same branch
             kind = _MODEL_ERRORS.get(step.error.get("type", ""), ModelError)
             error = kind(step.error.get("message", "recorded model error"), model_id=step.model_id)
             self._record(model_id, messages, options, purpose, None, error, step.model_id or model_id)
-            raise error
+            failures.append(error)
+            # the same call's fallbacks were recorded next, each under the requested model's name
+            step = self.ctx.recording.take_fallback_call(self.original_parent, model_id, messages)
+        if step is None:
+            raise _chain_failure(failures)
         result = _recorded_result(step, model_id)
         self._record(model_id, messages, options, purpose, result, None, result.model_id)
         self._count(result)

@@ -170,3 +170,31 @@ def test_a_run_with_an_aggregator_of_your_own_replays_with_it_given(app: tuple[O
     again = replay(orch, original.run_id, aggregator=Joined())
     assert again.status == "ok" and again.answer == original.answer
 
+
+
+@pytest.mark.parametrize("fallback_answers", [True, False], ids=["fallback-answers", "all-fail"])
+def test_exact_replay_serves_a_failed_model_call_and_its_fallbacks_as_recorded(fallback_answers: bool) -> None:
+    """The refiner's model is down and a fallback answers (or fails too): the replay walks the same chain, failure
+    then fallback, instead of stopping at the recorded failure (which changed the answer)."""
+    from orchestra import FallbackPolicy, ModelUnavailableError
+
+    down = ModelUnavailableError("refused", model_id="refiner")
+    backup = ["merged by the fallback"] if fallback_answers else [ModelUnavailableError("refused too", model_id="backup")]
+    models = ScriptedModels([ScriptedModel("refiner", [down]), ScriptedModel("backup", backup)])
+    orch = Orchestra(store=InMemoryStore(), model_factory=models, fallback=FallbackPolicy(models=("backup",)))
+    for model_id in ("refiner", "backup"):
+        orch.registry.add_model(ModelCard(id=model_id, description="refines", input_price_per_mtok=1.0, output_price_per_mtok=1.0))
+    for agent_id in ("a", "b"):
+        orch.registry.add_agent(AgentCard(id=agent_id, description="tool"), implementation=lambda q, agent_id=agent_id: f"{agent_id} says")
+    everyone = FunctionRouter(lambda s: Dispatch(calls=tuple(Call(agent_id=c.id, query=s.query) for c in s.agents)))
+    original = orch.workflow(everyone, aggregator=Refine("refiner")).run("question")
+    assert original.status == "ok"
+    assert (original.answer == "merged by the fallback") == fallback_answers
+    calls_before = models.total_calls()
+
+    again = replay(orch, original.run_id, aggregator=Refine("refiner"))
+
+    assert models.total_calls() == calls_before
+    assert again.status == "ok" and again.answer == original.answer
+    assert orch.store.get_run(again.run_id).tree() == orch.store.get_run(original.run_id).tree()
+    assert again.cost_usd == original.cost_usd
