@@ -32,7 +32,10 @@ class AgentContext:
 
 @dataclass(frozen=True)
 class AgentReply:
-    """An agent's answer, with what its model calls used."""
+    """An agent's answer, with what its model calls used. An agent whose model calls go through
+    ``context.models`` need not fill in the usage (the run counts those calls); one that pays for something else
+    (a tool calling its own API) reports it here, and the run's totals and cost budget count it. A malformed reply
+    (an answer that is no string, negative usage) fails that agent's call, naming the field."""
 
     answer: str
     model_id: str | None = None
@@ -40,6 +43,23 @@ class AgentReply:
     completion_tokens: int = 0
     cost_usd: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Checked here, where the agent's own code builds it, so the run records a failed call naming the field
+        # instead of failing as a whole when the observation is built from it.
+        if not isinstance(self.answer, str):
+            raise TypeError(f"AgentReply.answer must be a str, not {type(self.answer).__name__}")
+        if self.model_id is not None and not isinstance(self.model_id, str):
+            raise TypeError(f"AgentReply.model_id must be a str or None, not {type(self.model_id).__name__}")
+        for name in ("prompt_tokens", "completion_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"AgentReply.{name} must be a whole number of 0 or more, not {value!r}")
+        cost = self.cost_usd
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < float("inf")):
+            raise ValueError(f"AgentReply.cost_usd must be a finite number of 0 or more or None, not {cost!r}")
+        if not isinstance(self.meta, dict):
+            raise TypeError(f"AgentReply.meta must be a dict, not {type(self.meta).__name__}")
 
     @classmethod
     def from_chat(cls, result: ChatResult, **meta: Any) -> AgentReply:

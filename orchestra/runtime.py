@@ -136,14 +136,14 @@ class _Tracker:
         if calls and self.calls + calls > self.budget.max_calls:
             raise BudgetExceeded("max_calls", self.budget.max_calls, self.calls + calls, spent=False)
 
-    def add_usage(self, result: ChatResult) -> None:
+    def add_usage(self, prompt_tokens: int, completion_tokens: int, cost_usd: float | None) -> None:
         with self.lock:
-            self.prompt_tokens += result.prompt_tokens
-            self.completion_tokens += result.completion_tokens
-            if result.cost_usd is None:
+            self.prompt_tokens += prompt_tokens
+            self.completion_tokens += completion_tokens
+            if cost_usd is None:
                 self.cost_unknown = True
             else:
-                self.cost_usd += result.cost_usd
+                self.cost_usd += cost_usd
 
     def left(self, round: int) -> dict[str, float | None]:
         budget = self.budget
@@ -153,6 +153,14 @@ class _Tracker:
             "cost_usd": None if budget.max_cost_usd is None else budget.max_cost_usd - self.cost_usd,
             "seconds": None if budget.max_seconds is None else budget.max_seconds - self.elapsed(),
         }
+
+
+def _reported_cost(prompt_tokens: int, completion_tokens: int, cost_usd: float | None) -> float | None:
+    """The cost of a call that made no model call through the run: a reply that names no cost and no tokens cost
+    nothing, which is known; tokens without a cost are an unknown cost."""
+    if cost_usd is None and prompt_tokens == 0 and completion_tokens == 0:
+        return 0.0
+    return cost_usd
 
 
 def round_(value: float) -> float:
@@ -369,7 +377,7 @@ class _RunModelAccess:
         """What the calls made through this access cost; ``None`` once any price was unknown."""
 
     def _count(self, result: ChatResult) -> None:
-        self.ctx.tracker.add_usage(result)
+        self.ctx.tracker.add_usage(result.prompt_tokens, result.completion_tokens, result.cost_usd)
         with self.ctx.tracker.lock:
             self.calls += 1
             self.prompt_tokens += result.prompt_tokens
@@ -778,8 +786,11 @@ class Workflow:
         if reply is not None and access is not None and access.calls:
             # what the agent's model calls really used, whatever the agent reported
             reply = replace(reply, prompt_tokens=access.prompt_tokens, completion_tokens=access.completion_tokens, cost_usd=access.cost_usd)
-        elif reply is not None and reply.cost_usd is None and reply.prompt_tokens == 0 and reply.completion_tokens == 0:
-            reply = replace(reply, cost_usd=0.0)  # no model was called: it cost nothing, which is known
+        elif reply is not None:
+            # No model call went through the run: what the agent reports (a tool paying for its own API) is what
+            # the call used, and the run's totals and budget count it.
+            reply = replace(reply, cost_usd=_reported_cost(reply.prompt_tokens, reply.completion_tokens, reply.cost_usd))
+            ctx.tracker.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.cost_usd)
         observation = Observation(
             agent_id=call.agent_id,
             query=call.query,
@@ -838,10 +849,13 @@ class Workflow:
         )
         # the agent's own model calls are served with its answer; copied so the replay's trace has the same shape,
         # and counted, so the replay's tokens and cost are the original's
-        for model_step in list(ctx.recording.model_calls.get(step.id, ())):
+        model_steps = list(ctx.recording.model_calls.get(step.id, ()))
+        for model_step in model_steps:
             ctx.record(model_step.model_copy(update={"id": new_id(), "run_id": ctx.run.id, "parent_id": step_id, "latency_ms": 0.0, "seq": None}))
             if not model_step.error:
-                ctx.tracker.add_usage(_recorded_result(model_step, model_step.model_id or ""))
+                ctx.tracker.add_usage(model_step.prompt_tokens, model_step.completion_tokens, model_step.cost_usd)
+        if not model_steps and not step.error:  # usage the agent reported itself, counted as the original counted it
+            ctx.tracker.add_usage(step.prompt_tokens, step.completion_tokens, _reported_cost(step.prompt_tokens, step.completion_tokens, step.cost_usd))
         self._record_call(ctx, observation, parent_id, step_id, call, step.response.get("meta", {}))
         return {"observations": [observation]}
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestra import (
     AgentCard,
+    AgentReply,
     AgentError,
     Budget,
     BudgetExceeded,
@@ -299,6 +301,51 @@ def test_budget_max_cost_stops_the_run() -> None:
     app.registry.add_agent(AgentCard(id="llm", description="chat", model="gold"))
     result = app.workflow(FunctionRouter(dispatch_all, multi_round=True), budget=Budget(max_cost_usd=1.0, max_rounds=10)).run("q")
     assert isinstance(result.error, BudgetExceeded) and result.error.limit == "max_cost_usd"
+
+
+def test_usage_a_tool_reports_itself_counts_in_the_totals_the_budget_and_the_replay() -> None:
+    """A tool that pays for its own API reports it in its AgentReply: the run's totals and cost budget count it (they
+    showed $0 while $1.5 was reported), and the exact replay's totals are the original's."""
+    from orchestra import replay
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="paid", description="x"),
+                           implementation=lambda q: AgentReply(answer="paid answer", prompt_tokens=1000, completion_tokens=10, cost_usd=0.5))
+    once = app.workflow(FunctionRouter(dispatch_all)).run("q")
+    assert (once.prompt_tokens, once.completion_tokens, once.cost_usd) == (1000, 10, 0.5)
+    again = replay(app, once.run_id)
+    assert again.status == "ok" and (again.prompt_tokens, again.completion_tokens, again.cost_usd) == (1000, 10, 0.5)
+
+    capped = app.workflow(FunctionRouter(dispatch_all, multi_round=True), budget=Budget(max_cost_usd=0.1, max_rounds=3)).run("q")
+    assert isinstance(capped.error, BudgetExceeded) and capped.error.limit == "max_cost_usd"
+    assert len(capped.observations) == 1  # the second round never ran
+
+    app.registry.add_agent(AgentCard(id="tokens-only", description="x"),
+                           implementation=lambda q: AgentReply(answer="counted", prompt_tokens=5))
+    unknown = app.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="tokens-only", query=s.query),)))).run("q")
+    assert unknown.cost_usd is None and unknown.prompt_tokens == 5  # tokens without a price: an unknown cost
+
+
+@pytest.mark.parametrize(
+    ("reply", "named"),
+    [
+        (lambda: AgentReply(answer=None), "AgentReply.answer must be a str, not NoneType"),  # type: ignore[arg-type]
+        (lambda: AgentReply(answer=42), "AgentReply.answer must be a str, not int"),  # type: ignore[arg-type]
+        (lambda: AgentReply(answer="x", prompt_tokens=-5), "AgentReply.prompt_tokens"),
+        (lambda: AgentReply(answer="x", cost_usd=-1.0), "AgentReply.cost_usd"),
+        (lambda: AgentReply(answer="x", cost_usd=float("nan")), "AgentReply.cost_usd"),
+    ],
+    ids=["none", "int", "negative-tokens", "negative-cost", "nan-cost"],
+)
+def test_a_malformed_agent_reply_fails_that_agent_not_the_run(reply: Any, named: str) -> None:
+    """It failed the whole run with a pydantic traceback, and the other agent's answer was lost."""
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="good", description="x"), implementation=lambda q: "fine")
+    app.registry.add_agent(AgentCard(id="bad", description="x"), implementation=lambda q: reply())
+    result = app.workflow(FunctionRouter(dispatch_all), aggregator=WeightedVote()).run("q")
+    assert result.status == "ok" and result.answer == "fine"
+    bad = next(o for o in result.observations if o.agent_id == "bad")
+    assert bad.error is not None and bad.error["type"] == "AgentError" and named in bad.error["message"]
 
 
 def test_multi_round_router_sees_observations_and_finishes() -> None:
