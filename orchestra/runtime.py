@@ -75,7 +75,9 @@ class RunEvent:
 
     kind: Literal["run_started", "decision", "token", "call", "aggregate", "error", "run_finished"]
     """``token`` events carry ``delta`` text of a model answer as it streams (only in streamed runs, from models
-    that stream), with the ``step`` it belongs to and the call's ``purpose`` (``agent``, ``refine``, ...)."""
+    that stream), with the ``step`` it belongs to, the call's ``purpose`` (``agent``, ``refine``, ...) and the
+    ``model_id`` writing. ``restart`` is true on the first delta of a fallback model whose failed predecessor had
+    already streamed: drop the text streamed so far for that step."""
     run_id: str
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -388,7 +390,15 @@ class _RunModelAccess:
         return [model_id] + [m for m in self.ctx.app.fallback.models if m != model_id]
 
     def _record(
-        self, requested: str, messages: list[Message], options: ChatOptions, purpose: str, result: ChatResult | None, error: OrchestraError | None, model_id: str
+        self,
+        requested: str,
+        messages: list[Message],
+        options: ChatOptions,
+        purpose: str,
+        result: ChatResult | None,
+        error: OrchestraError | None,
+        model_id: str,
+        failed_after_ms: float = 0.0,
     ) -> None:
         request = {
             "messages": [m.model_dump() for m in messages],
@@ -399,6 +409,8 @@ class _RunModelAccess:
         response: dict[str, Any] = {}
         if result is not None:
             response = {"text": result.text, "finish_reason": result.finish_reason, "attempts": result.attempts}
+        elif getattr(error, "attempts", None) is not None:
+            response = {"attempts": error.attempts}  # type: ignore[union-attr]  # the client's retries, all failed
         self.ctx.record(
             StepRecord(
                 run_id=self.ctx.run.id,
@@ -411,7 +423,7 @@ class _RunModelAccess:
                 prompt_tokens=result.prompt_tokens if result else 0,
                 completion_tokens=result.completion_tokens if result else 0,
                 cost_usd=result.cost_usd if result else None,
-                latency_ms=result.latency_ms if result else 0.0,
+                latency_ms=result.latency_ms if result else failed_after_ms,
                 error=error.to_record() if error else None,
             )
         )
@@ -437,18 +449,27 @@ class _RunModelAccess:
         self._count(result)
         return result
 
-    def _streamed(self, chunks: Iterator[ChatChunk], purpose: str) -> ChatResult:
+    def _emit_token(self, delta: str, purpose: str, model_id: str, streamed_by: list[str]) -> None:
+        """One ``token`` event. ``streamed_by`` lists the models that have streamed in this call so far: when a
+        fallback starts writing after a failed model had, its first event says ``restart`` (the text so far is
+        void), so a reader never shows the failed model's words glued to the fallback's answer."""
+        restart = bool(streamed_by) and streamed_by[-1] != model_id
+        if not streamed_by or restart:
+            streamed_by.append(model_id)
+        self.ctx.emit("token", step=self.parent_id, purpose=purpose, delta=delta, model_id=model_id, restart=restart)
+
+    def _streamed(self, chunks: Iterator[ChatChunk], purpose: str, model_id: str, streamed_by: list[str]) -> ChatResult:
         for chunk in chunks:
             if chunk.delta:
-                self.ctx.emit("token", step=self.parent_id, purpose=purpose, delta=chunk.delta)
+                self._emit_token(chunk.delta, purpose, model_id, streamed_by)
             if chunk.result is not None:
                 return chunk.result
         raise ModelError("the stream ended without a result")
 
-    async def _astreamed(self, chunks: AsyncIterator[ChatChunk], purpose: str) -> ChatResult:
+    async def _astreamed(self, chunks: AsyncIterator[ChatChunk], purpose: str, model_id: str, streamed_by: list[str]) -> ChatResult:
         async for chunk in chunks:
             if chunk.delta:
-                self.ctx.emit("token", step=self.parent_id, purpose=purpose, delta=chunk.delta)
+                self._emit_token(chunk.delta, purpose, model_id, streamed_by)
             if chunk.result is not None:
                 return chunk.result
         raise ModelError("the stream ended without a result")
@@ -459,12 +480,14 @@ class _RunModelAccess:
         if self.ctx.recording is not None:
             return self._replayed(model_id, messages, options, purpose)
         failures: list[ModelError] = []
+        streamed_by: list[str] = []
         for candidate in self._chain(model_id):
+            started = time.perf_counter()
             try:
                 card = self.ctx.model_card(candidate, self.round)
                 model = self.ctx.app.models.get(card)
                 if self.ctx.streaming and hasattr(model, "stream"):
-                    result = self._streamed(model.stream(messages, options), purpose)
+                    result = self._streamed(model.stream(messages, options), purpose, candidate, streamed_by)
                 else:
                     result = model.chat(messages, options)
             except Exception as exc:
@@ -473,7 +496,8 @@ class _RunModelAccess:
                 self._record(model_id, messages, options, purpose, result, None, candidate)
                 self._count(result)
                 return result
-            self._record(model_id, messages, options, purpose, None, failures[-1], candidate)
+            # how long the failed candidate took (its retries and backoff included), so the trace shows where time went
+            self._record(model_id, messages, options, purpose, None, failures[-1], candidate, (time.perf_counter() - started) * 1000)
         raise _chain_failure(failures)
 
     async def achat(self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = "") -> ChatResult:
@@ -482,12 +506,14 @@ class _RunModelAccess:
         if self.ctx.recording is not None:
             return self._replayed(model_id, messages, options, purpose)
         failures: list[ModelError] = []
+        streamed_by: list[str] = []
         for candidate in self._chain(model_id):
+            started = time.perf_counter()
             try:
                 card = self.ctx.model_card(candidate, self.round)
                 model = self.ctx.app.models.get(card)
                 if self.ctx.streaming and hasattr(model, "astream"):
-                    result = await self._astreamed(model.astream(messages, options), purpose)
+                    result = await self._astreamed(model.astream(messages, options), purpose, candidate, streamed_by)
                 else:
                     result = await model.achat(messages, options)
             except Exception as exc:
@@ -496,7 +522,8 @@ class _RunModelAccess:
                 self._record(model_id, messages, options, purpose, result, None, candidate)
                 self._count(result)
                 return result
-            self._record(model_id, messages, options, purpose, None, failures[-1], candidate)
+            # how long the failed candidate took (its retries and backoff included), so the trace shows where time went
+            self._record(model_id, messages, options, purpose, None, failures[-1], candidate, (time.perf_counter() - started) * 1000)
         raise _chain_failure(failures)
 
 

@@ -29,6 +29,7 @@ from orchestra import (
     UnknownAgentError,
     WeightedVote,
 )
+from orchestra.model import ChatChunk
 from orchestra.testing import FunctionRouter, InMemoryStore, ScriptedModel, ScriptedModels
 
 
@@ -392,6 +393,46 @@ async def test_async_run_and_stream_events() -> None:
     events = [event async for event in workflow.astream("q")]
     assert [e.data["delta"] for e in events if e.kind == "token"] == ["async", " answer"]
     assert events[-1].data["result"].answer == "async answer"
+
+
+class _DiesMidStream(ScriptedModel):
+    """Streams two words, then its connection drops."""
+
+    def stream(self, messages: Any, options: Any = None) -> Any:
+        yield from (ChatChunk(delta="The answer"), ChatChunk(delta=" is 4"))
+        raise ModelUnavailableError("connection dropped", model_id=self.id)
+
+
+def test_a_fallback_after_a_model_that_died_mid_stream_restarts_the_streamed_text() -> None:
+    """The dead model's words were glued to the fallback's answer ('The answer is 4Paris is the capital')."""
+    app = make_app(_DiesMidStream("flaky", []), ScriptedModel("backup", ["Paris is the capital"]), fallback=FallbackPolicy(models=("backup",)))
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="flaky"))
+    events = list(app.workflow(FunctionRouter(dispatch_all)).stream("q"))
+    tokens = [event.data for event in events if event.kind == "token"]
+    assert [(t["model_id"], t["restart"]) for t in tokens] == [("flaky", False), ("flaky", False), ("backup", True)] + [("backup", False)] * 3
+    shown = ""
+    for token in tokens:  # what a reader that honours `restart` shows (the UI does)
+        shown = ("" if token["restart"] else shown) + token["delta"]
+    result = events[-1].data["result"]
+    assert shown == result.answer == "Paris is the capital"
+
+
+def test_a_failed_model_call_records_how_long_it_took_and_its_attempts() -> None:
+    """A primary that failed after its retries was recorded at 0 ms with no attempts."""
+    import time as clock
+
+    class Slow(ScriptedModel):
+        def chat(self, messages: Any, options: Any = None) -> Any:
+            clock.sleep(0.05)
+            error = ModelTimeoutError("timed out", model_id=self.id)
+            error.attempts = 3  # type: ignore[attr-defined]  # what the client's retry loop sets
+            raise error
+
+    app = make_app(Slow("slow", []), ScriptedModel("backup", ["fine"]), fallback=FallbackPolicy(models=("backup",)))
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="slow"))
+    result = app.workflow(FunctionRouter(dispatch_all)).run("q")
+    failed = next(s for s in app.store.get_run(result.run_id).steps if s.kind == "model_call" and s.error)
+    assert failed.latency_ms >= 50 and failed.response == {"attempts": 3}
 
 
 def test_closing_a_stream_early_records_a_cancelled_run() -> None:

@@ -104,7 +104,8 @@ def _answer(app: Orchestra, settings: RunSettings, query: str) -> dict[str, Any]
                 continue
             if event.kind == "token":
                 step = event.data.get("step", "")
-                streamed[step] = streamed.get(step, "") + event.data.get("delta", "")
+                so_far = "" if event.data.get("restart") else streamed.get(step, "")  # a fallback starts over
+                streamed[step] = so_far + event.data.get("delta", "")
                 live.markdown(f"_{event.data.get('purpose') or 'model'} is writing:_ {streamed[step]}")
                 continue
             line = _describe_event(event)
