@@ -95,13 +95,6 @@ def replay(
     history = [Turn(**turn) for turn in run.meta.get("history", [])]
     if router is None:
         workflow = Workflow(app, _rebuild_router(trace), aggregator=aggregator, budget=budget, routing=policy)
-        return workflow.run(
-            run.query,
-            session_id=run.session_id,
-            history=history,
-            recording=_Recording(trace),
-            replay_of=run.id,
-            replay_mode="exact",
-        )
+        return workflow._run(run.query, run.session_id, None, history=history, recording=_Recording(trace), replay_of=run.id, replay_mode="exact")
     workflow = app.workflow(router, aggregator=aggregator, budget=budget, routing=policy, **router_options)
-    return workflow.run(run.query, session_id=run.session_id, history=history, replay_of=run.id, replay_mode="counterfactual")
+    return workflow._run(run.query, run.session_id, None, history=history, replay_of=run.id, replay_mode="counterfactual")

@@ -1013,6 +1013,9 @@ class Workflow:
     ) -> tuple[_RunContext, dict[str, Any], RunnableConfig]:
         _expect("query", query, lambda value: isinstance(value, str) and bool(value.strip()), "a non-empty string")
         _expect("session_id", session_id, lambda value: value is None or (isinstance(value, str) and bool(value.strip())), "a non-empty string")
+        _expect("routing", routing, lambda value: value is None or isinstance(value, RoutingPolicy), "a RoutingPolicy")
+        _expect("history", history, lambda value: value is None or (isinstance(value, Sequence) and not isinstance(value, str)
+                                                                    and all(isinstance(turn, Turn) for turn in value)), "a sequence of Turn")
         if history is not None:
             turns = tuple(history)
         elif session_id is None:
@@ -1085,10 +1088,17 @@ class Workflow:
             latency_ms=run.latency_ms,
         )
 
-    def run(self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, **replay: Any) -> RunResult:
-        """Answer ``query`` (in ``session_id``, whose earlier turns are the history). Run-time failures are
+    def run(
+        self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None
+    ) -> RunResult:
+        """Answer ``query`` (in ``session_id``, whose earlier turns are the history, or with the turns given as
+        ``history`` instead). ``routing`` overrides the workflow's policy for this run. Run-time failures are
         recorded and returned in `RunResult.error`; misconfiguration raises at once."""
-        ctx, inputs, config = self._start(query, session_id, routing, **replay)
+        return self._run(query, session_id, routing, history=history)
+
+    def _run(self, query: str, session_id: str | None, routing: RoutingPolicy | None, **start: Any) -> RunResult:
+        """`run`, with what a replay adds (its recording and what it replays)."""
+        ctx, inputs, config = self._start(query, session_id, routing, **start)
         try:
             final = self.graph.invoke(inputs, config)
         except RunError as exc:
@@ -1098,9 +1108,11 @@ class Workflow:
             raise
         return self._finish(ctx, final, None)
 
-    async def arun(self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, **replay: Any) -> RunResult:
+    async def arun(
+        self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None
+    ) -> RunResult:
         """Async twin of `run`: agents and models are called through their async interfaces."""
-        ctx, inputs, config = self._start(query, session_id, routing, **replay)
+        ctx, inputs, config = self._start(query, session_id, routing, history=history)
         try:
             final = await self.async_graph.ainvoke(inputs, config)
         except RunError as exc:
@@ -1110,10 +1122,12 @@ class Workflow:
             raise
         return self._finish(ctx, final, None)
 
-    def stream(self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None) -> Iterator[RunEvent]:
+    def stream(
+        self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None
+    ) -> Iterator[RunEvent]:
         """Run ``query`` and yield a `RunEvent` as each step happens; the last event is ``run_finished`` with
         the `RunResult` in ``data["result"]``."""
-        ctx, inputs, config = self._start(query, session_id, routing)
+        ctx, inputs, config = self._start(query, session_id, routing, history=history)
         ctx.streaming = True
         yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
         final: dict[str, Any] = {}
@@ -1132,9 +1146,11 @@ class Workflow:
             result = self._finish(ctx, final, None)
         yield RunEvent("run_finished", ctx.run.id, {"result": result})
 
-    async def astream(self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None) -> AsyncIterator[RunEvent]:
+    async def astream(
+        self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None
+    ) -> AsyncIterator[RunEvent]:
         """Async twin of `stream`."""
-        ctx, inputs, config = self._start(query, session_id, routing)
+        ctx, inputs, config = self._start(query, session_id, routing, history=history)
         ctx.streaming = True
         yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
         final: dict[str, Any] = {}

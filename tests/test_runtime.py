@@ -456,6 +456,39 @@ def test_function_agents_cost_nothing_and_llm_calls_are_summed_per_call() -> Non
     assert by_agent["llm"].completion_tokens == 2 and by_agent["llm"].cost_usd == pytest.approx(result.cost_usd)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [({"routing": {"cost_weight": 0.5}}, "routing must be a RoutingPolicy"), ({"routing": 0.5}, "routing must be a RoutingPolicy"),
+     ({"history": "abc"}, "history must be a sequence of Turn"), ({"history": [{"role": "user", "content": "hi"}]}, "history must be a sequence of Turn")],
+)
+def test_per_run_arguments_are_checked_in_every_way_to_run(arguments: dict[str, Any], named: str) -> None:
+    """They failed with an AttributeError from inside the runtime; nothing is stored for a refused run."""
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="a", description="x"), implementation=lambda q: "ok")
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+    with pytest.raises(ConfigurationError, match=named):
+        workflow.run("q", **arguments)
+    with pytest.raises(ConfigurationError, match=named):
+        asyncio.run(workflow.arun("q", **arguments))
+    with pytest.raises(ConfigurationError, match=named):
+        list(workflow.stream("q", **arguments))
+    assert app.store.list_runs() == []
+    with pytest.raises(TypeError):  # what a replay passes is not part of the public call
+        workflow.run("q", replay_of="abc")  # type: ignore[call-arg]
+
+
+def test_a_run_can_be_given_its_history() -> None:
+    from orchestra import Turn
+
+    seen: list[tuple[Turn, ...]] = []
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="a", description="x"), implementation=lambda q: "ok")
+    router = FunctionRouter(lambda state: seen.append(state.history) or dispatch_all(state))
+    turns = (Turn(role="user", content="earlier"), Turn(role="assistant", content="answer"))
+    app.workflow(router).run("q", history=turns)
+    assert seen == [turns]
+
+
 def test_empty_query_is_a_configuration_error() -> None:
     app = make_app()
     with pytest.raises(ConfigurationError):
