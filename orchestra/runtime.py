@@ -642,6 +642,12 @@ class Workflow:
     ) -> None:
         _expect("router", router, lambda value: callable(getattr(value, "decide", None)), "a router: an object with decide(state), or a router's name")
         _expect("aggregator", aggregator, lambda value: value is None or callable(getattr(value, "aggregate", None)), "an Aggregator (Refine, WeightedVote, PassThrough or your own)")
+        if aggregator is not None and not callable(getattr(aggregator, "aaggregate", None)):
+            # refused here: found out in `arun`, it failed the run after every agent had answered (and been paid)
+            raise ConfigurationError(
+                f"aggregator {type(aggregator).__name__} has no aaggregate: an Aggregator implements aggregate and its "
+                "async twin aaggregate (returning await asyncio.to_thread(self.aggregate, query, observations, models) will do)"
+            )
         _expect("budget", budget, lambda value: value is None or isinstance(value, Budget), "a Budget")
         _expect("routing", routing, lambda value: value is None or isinstance(value, RoutingPolicy), "a RoutingPolicy")
         self.app = app

@@ -122,6 +122,20 @@ def test_an_aggregator_that_raises_is_recorded_as_a_failed_aggregate_step() -> N
     assert [(s.kind, s.error["message"]) for s in steps if s.kind == "aggregate"] == [("aggregate", "cannot merge")]
 
 
+def test_an_aggregator_without_its_async_twin_is_refused_when_given() -> None:
+    """It passed, worked in run, and failed every arun after all the agents had answered."""
+
+    class SyncOnly:
+        name = "sync-only"
+
+        def aggregate(self, query, observations, models):  # type: ignore[no-untyped-def]
+            raise AssertionError("never reached")
+
+    app = make_app()
+    with pytest.raises(ConfigurationError, match="SyncOnly has no aaggregate"):
+        app.workflow(FunctionRouter(dispatch_all), aggregator=SyncOnly())
+
+
 def test_a_router_or_aggregator_that_raises_fails_the_run_typed_instead_of_escaping() -> None:
     from orchestra import Aggregated, DecisionError
 
