@@ -325,7 +325,7 @@ def runs_list(
 def _step_label(step: StepRecord) -> str:
     # every value from the store is escaped: an agent id or a router name may hold "[/]", which rich would read
     # as markup and refuse, taking the whole listing down with it
-    if step.kind == "decision":
+    if step.kind == "decision" and not step.error:  # a failed decision shows its error, like any failed step
         decision = step.response.get("decision", {})
         if decision.get("kind") == "finish":
             label = f"[bold]decision[/] r{step.round}: finish{' (out of scope)' if decision.get('out_of_scope') else ''}"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter
 
 from orchestra.aggregate import Aggregator, PassThrough, build_aggregator
-from orchestra.errors import ConfigurationError, ReplayMismatch
+from orchestra.errors import ConfigurationError, DecisionError, ReplayMismatch
 from orchestra.policies import Budget, RoutingPolicy
 from orchestra.routing import BaseRouter, Decision, Dispatch, Finish, Router, RouterState, Turn, load_router
 from orchestra.trace import RunTrace
@@ -31,10 +31,11 @@ class RecordedRouter(BaseRouter):
         self.name = trace.run.router  # type: ignore[misc]
         self.reason = reason
         """Why the router was not rebuilt."""
-        self._decisions = {
-            step.round: _DECISION.validate_python(step.response["decision"]) for step in trace.steps if step.kind == "decision"
-        }
-        self.multi_round = len(self._decisions) > 1 or bool(trace.run.meta.get("router", {}).get("multi_round"))  # type: ignore[misc]
+        decided = [step for step in trace.steps if step.kind == "decision"]
+        self._decisions = {step.round: _DECISION.validate_python(step.response["decision"]) for step in decided if not step.error}
+        self._failures = {step.round: step.error for step in decided if step.error}
+        """Rounds whose decision failed in the original run, and how."""
+        self.multi_round = len(decided) > 1 or bool(trace.run.meta.get("router", {}).get("multi_round"))  # type: ignore[misc]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "recorded": True, "why": self.reason}
@@ -42,6 +43,9 @@ class RecordedRouter(BaseRouter):
     def decide(self, state: RouterState) -> Dispatch | Finish:
         decision = self._decisions.get(state.round)
         if decision is None:
+            failure = self._failures.get(state.round)
+            if failure:  # served like the decisions: the original router failed here
+                raise DecisionError(f"the original decision failed ({failure.get('type')}: {failure.get('message')})")
             raise ReplayMismatch(f"the original run made no decision in round {state.round}")
         return decision
 

@@ -713,16 +713,60 @@ class Workflow:
         )
         return router_state, snapshot
 
+    @staticmethod
+    def _decision_request(ctx: _RunContext, router_state: RouterState, snapshot: RegistrySnapshot) -> dict[str, Any]:
+        return {
+            "query": router_state.query,
+            "registry_version": snapshot.version,
+            "agents": [card.id for card in snapshot.agents],
+            "models": [card.id for card in snapshot.models],
+            "policy": ctx.policy.model_dump(),
+            "budget_left": router_state.budget_left,
+        }
+
+    def _fail_decision(
+        self, ctx: _RunContext, router_state: RouterState, snapshot: RegistrySnapshot, step_id: str, exc: Exception, started: float
+    ) -> NoReturn:
+        """Record the failed decision as a step (the router's model calls hang off it in the tree, and an exact
+        replay runs the router again on them) and raise the run's typed error: a router's own bug is a
+        `DecisionError`, a failure of its model the model's error."""
+        error = exc if isinstance(exc, OrchestraError) else self._router_failure(ctx, exc)
+        if ctx.recording is not None:
+            recorded = ctx.recording.decision_step(router_state.round)
+            if not recorded.error:
+                error = ReplayMismatch(f"round {router_state.round}: the router failed ({type(error).__name__}: {error}) where the original decided")
+        ctx.record(
+            StepRecord(
+                id=step_id,
+                run_id=ctx.run.id,
+                kind="decision",
+                round=router_state.round,
+                request=self._decision_request(ctx, router_state, snapshot),
+                latency_ms=(time.perf_counter() - started) * 1000,
+                error=error.to_record(),
+            )
+        )
+        if error is exc:
+            raise error
+        raise error from exc
+
+    @staticmethod
+    def _checked_decision(ctx: _RunContext, decision: Any) -> Dispatch | Finish:
+        if not isinstance(decision, (Dispatch, Finish)):
+            raise DecisionError(f"router {getattr(ctx.router, 'name', type(ctx.router).__name__)!r} returned {type(decision).__name__}, not a Dispatch or Finish")
+        return decision
+
     def _after_decision(
-        self, ctx: _RunContext, router_state: RouterState, snapshot: RegistrySnapshot, step_id: str, decision: Any, started: float
+        self, ctx: _RunContext, router_state: RouterState, snapshot: RegistrySnapshot, step_id: str, decision: Dispatch | Finish, started: float
     ) -> dict[str, Any]:
         round = router_state.round
-        if not isinstance(decision, (Dispatch, Finish)):
-            raise DecisionError(f"router {ctx.router.name!r} returned {type(decision).__name__}, not a Dispatch or Finish")
         unknown = [call.agent_id for call in decision.calls if snapshot.agent(call.agent_id) is None] if isinstance(decision, Dispatch) else []
         if ctx.recording is not None:
-            recorded = ctx.recording.decision_step(round).response.get("decision")
-            if recorded != _decision_dump(decision):
+            recorded_step = ctx.recording.decision_step(round)
+            if recorded_step.error:
+                failed = f"{recorded_step.error.get('type')}: {recorded_step.error.get('message')}"
+                raise ReplayMismatch(f"round {round}: the router decided where the original failed ({failed})")
+            if recorded_step.response.get("decision") != _decision_dump(decision):
                 raise ReplayMismatch(f"round {round}: the router decided differently from the recording")
         ctx.record(
             StepRecord(
@@ -730,14 +774,7 @@ class Workflow:
                 run_id=ctx.run.id,
                 kind="decision",
                 round=round,
-                request={
-                    "query": router_state.query,
-                    "registry_version": snapshot.version,
-                    "agents": [card.id for card in snapshot.agents],
-                    "models": [card.id for card in snapshot.models],
-                    "policy": ctx.policy.model_dump(),
-                    "budget_left": router_state.budget_left,
-                },
+                request=self._decision_request(ctx, router_state, snapshot),
                 response={"decision": _decision_dump(decision)},
                 latency_ms=(time.perf_counter() - started) * 1000,
             )
@@ -763,11 +800,9 @@ class Workflow:
         router_state, snapshot = self._router_state(ctx, state, step_id)
         started = time.perf_counter()
         try:
-            decision = ctx.router.decide(router_state)
-        except OrchestraError:
-            raise
+            decision = self._checked_decision(ctx, ctx.router.decide(router_state))
         except Exception as exc:
-            raise self._router_failure(ctx, exc) from exc
+            self._fail_decision(ctx, router_state, snapshot, step_id, exc, started)
         return self._after_decision(ctx, router_state, snapshot, step_id, decision, started)
 
     @staticmethod
@@ -782,11 +817,9 @@ class Workflow:
         started = time.perf_counter()
         adecide = getattr(ctx.router, "adecide", None)
         try:
-            decision = await adecide(router_state) if adecide else await asyncio.to_thread(ctx.router.decide, router_state)
-        except OrchestraError:
-            raise
+            decision = self._checked_decision(ctx, await adecide(router_state) if adecide else await asyncio.to_thread(ctx.router.decide, router_state))
         except Exception as exc:
-            raise self._router_failure(ctx, exc) from exc
+            self._fail_decision(ctx, router_state, snapshot, step_id, exc, started)
         return self._after_decision(ctx, router_state, snapshot, step_id, decision, started)
 
     # -- call node ----------------------------------------------------------------------------------------------

@@ -198,3 +198,64 @@ def test_exact_replay_serves_a_failed_model_call_and_its_fallbacks_as_recorded(f
     assert again.status == "ok" and again.answer == original.answer
     assert orch.store.get_run(again.run_id).tree() == orch.store.get_run(original.run_id).tree()
     assert again.cost_usd == original.cost_usd
+
+
+class AsksItsModel(BaseRouter):
+    """Asks the "judge" model which agent to call: a router that fails when its model does."""
+
+    name = "test-asks-model"
+    guess = False  # set by a test: the router decides without asking its model
+
+    def decide(self, state: RouterState) -> Dispatch:
+        from orchestra import Message
+
+        if AsksItsModel.guess:
+            return Dispatch(calls=(Call(agent_id="b-tool", query=state.query),), rationale="a guess")
+        assert state.model_access is not None
+        reply = state.model_access.chat("judge", [Message(role="user", content=state.query)], purpose="route")
+        return Dispatch(calls=(Call(agent_id=reply.text.strip(), query=state.query),), rationale="the judge said so")
+
+
+register_router("test-asks-model", AsksItsModel)
+
+
+def test_a_run_whose_router_failed_replays_exactly_to_the_same_failure() -> None:
+    """The failed decision is a step with its model calls under it: the replay runs the router again on them and
+    fails the same way (it was a ReplayMismatch, 'the original run made no decision in round 0'), and the
+    trace tree keeps the router's failed model call (it hung off a step that was never stored)."""
+    from orchestra import ModelTimeoutError
+
+    models = ScriptedModels([ScriptedModel("judge", [ModelTimeoutError("judge timed out", model_id="judge"), "b-tool"])])
+    orch = Orchestra(store=InMemoryStore(), model_factory=models)
+    orch.registry.add_model(ModelCard(id="judge", description="judges", input_price_per_mtok=1.0, output_price_per_mtok=1.0))
+    orch.registry.add_agent(AgentCard(id="b-tool", description="tool"), implementation=lambda q: "tool answer")
+    failed = orch.workflow(AsksItsModel()).run("question")
+    assert failed.status == "error" and isinstance(failed.error, ModelTimeoutError)
+    tree = orch.store.get_run(failed.run_id).tree()
+    assert tree[0] == {"kind": "decision", "round": 0, "decision": None, "calls": [], "error": "ModelTimeoutError",
+                       "children": [{"kind": "model_call", "round": 0, "model": "judge", "error": "ModelTimeoutError"}]}
+    from orchestra.cli import _step_label
+    from orchestra.ui.graph import _decision_label
+
+    failed_step = next(s for s in orch.store.get_run(failed.run_id).steps if s.kind == "decision")
+    assert "decision" in _step_label(failed_step) and "ModelTimeoutError: judge timed out" in _step_label(failed_step)  # runs show
+    assert "failed: ModelTimeoutError" in _decision_label(failed_step, "test-asks-model")  # the UI's graph
+    calls_before = models.total_calls()
+
+    again = replay(orch, failed.run_id)
+
+    assert models.total_calls() == calls_before
+    assert again.status == "error" and isinstance(again.error, ModelTimeoutError) and "judge timed out" in str(again.error)
+    assert orch.store.get_run(again.run_id).tree() == tree
+
+    # a router that now decides where the original failed is a mismatch, said as such
+    AsksItsModel.guess = True
+    try:
+        diverged = replay(orch, failed.run_id)
+    finally:
+        AsksItsModel.guess = False
+    assert isinstance(diverged.error, ReplayMismatch) and "decided where the original failed (ModelTimeoutError" in str(diverged.error)
+    broken = orch.workflow(FunctionRouter(lambda s: {}["bug"], name="test-asks-model")).run("question")
+    assert broken.status == "error" and type(broken.error).__name__ == "DecisionError"
+    decision = next(s for s in orch.store.get_run(broken.run_id).steps if s.kind == "decision")
+    assert decision.error is not None and "raised KeyError" in decision.error["message"]

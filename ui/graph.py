@@ -45,7 +45,9 @@ def _usage(step: StepRecord) -> str:
 
 def _decision_label(step: StepRecord, router: str) -> str:
     decision = step.response.get("decision", {})
-    if decision.get("kind") == "finish":
+    if step.error:  # the router failed: no decision, its error
+        head = f"failed: {step.error.get('type', 'error')}"
+    elif decision.get("kind") == "finish":
         head = "out of scope" if decision.get("out_of_scope") else "finish"
     else:
         head = f"dispatch {len(decision.get('calls', []))}"
