@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
@@ -209,6 +209,13 @@ class BaseRouter:
         """``{"name": ..., **constructor options}``: shown in traces and the UI, and how an exact replay
         rebuilds the router by name (``load_router(name, **options)``)."""
         return {"name": self.name}
+
+    def own_agents(self) -> Sequence[tuple[AgentCard, Any]]:
+        """Agents that are part of the router, not of the team (Router-R1's model pool), each a card and its
+        implementation (``None``: built from the card). A run dispatches to them when the registry holds no
+        agent of that id (one it holds, e.g. a pool of recorded answers, is used instead); they are not among
+        ``state.agents``, so other routers never see them."""
+        return ()
 
 
 _IN_PROCESS: dict[str, Callable[..., Router]] = {}

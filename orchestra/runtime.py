@@ -288,6 +288,9 @@ class _RunContext:
         decision need not ask the store again a moment later."""
         self.streaming = False
         """True in `Workflow.stream`/`astream`: model answers then stream out as ``token`` events."""
+        own = getattr(router, "own_agents", None)
+        self.own_agents: dict[str, tuple[AgentCard, Any]] = {card.id: (card, impl) for card, impl in (own() if own else ())}
+        """The router's own agents by id (see `BaseRouter.own_agents`): used where the registry holds no such agent."""
 
     # -- store --------------------------------------------------------------------------------------------------
 
@@ -324,9 +327,18 @@ class _RunContext:
                 card = self.app.registry.agent(agent_id)
             except NotFoundError:
                 card = None
+        if card is None and agent_id in self.own_agents:
+            card = self.own_agents[agent_id][0]
         if card is None:
             raise UnknownAgentError(agent_id)
         return card
+
+    def implementation(self, card: AgentCard) -> Any:
+        """The in-process implementation of the agent: the registry's, else the router's own agent's."""
+        held = self.app.registry.implementation(card.id)
+        if held is None and card.id in self.own_agents and self.own_agents[card.id][0] is card:
+            return self.own_agents[card.id][1]
+        return held
 
     def model_card(self, model_id: str, round: int) -> ModelCard:
         if model_id.startswith("endpoint:"):
@@ -760,7 +772,10 @@ class Workflow:
         self, ctx: _RunContext, router_state: RouterState, snapshot: RegistrySnapshot, step_id: str, decision: Dispatch | Finish, started: float
     ) -> dict[str, Any]:
         round = router_state.round
-        unknown = [call.agent_id for call in decision.calls if snapshot.agent(call.agent_id) is None] if isinstance(decision, Dispatch) else []
+        unknown = (
+            [call.agent_id for call in decision.calls if snapshot.agent(call.agent_id) is None and call.agent_id not in ctx.own_agents]
+            if isinstance(decision, Dispatch) else []
+        )
         if ctx.recording is not None:
             recorded_step = ctx.recording.decision_step(round)
             if recorded_step.error:
@@ -833,7 +848,7 @@ class Workflow:
         snapshot = ctx.snapshot(round) if ctx.recording else None
         card = ctx.agent_card(call.agent_id, snapshot)  # looked up now: onboarding needs no recompile
         model_id = call.model_id or (f"endpoint:{card.id}" if card.backend == "endpoint" else None)
-        agent = agent_for_card(card, ctx.app.registry.implementation(card.id))
+        agent = agent_for_card(card, ctx.implementation(card))
         context = AgentContext(card=card, models=ctx.access(step_id, round), history=ctx.history, model_id=model_id, run_id=ctx.run.id)
         return context, agent
 

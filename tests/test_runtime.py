@@ -24,6 +24,7 @@ from orchestra import (
     ModelTimeoutError,
     ModelUnavailableError,
     Orchestra,
+    PassThrough,
     Refine,
     RouterState,
     UnknownAgentError,
@@ -501,6 +502,37 @@ def test_a_run_can_be_given_its_history() -> None:
     turns = (Turn(role="user", content="earlier"), Turn(role="assistant", content="answer"))
     app.workflow(router).run("q", history=turns)
     assert seen == [turns]
+
+
+def test_a_router_brings_its_own_agents_which_the_team_never_sees() -> None:
+    """Router-R1's model pool is part of the router: a run dispatches to it without anyone registering it (the
+    CLI's router-r1 failed every run with 'unknown agent router-r1:pool'), other routers never route to it, and
+    an agent of that id in the registry (say, a pool of recorded answers) is used instead."""
+    from orchestra import BaseRouter, replay
+
+    class WithHelper(BaseRouter):
+        name = "with-helper"
+
+        seen: list[list[str]] = []
+
+        def decide(self, state: RouterState) -> Dispatch:
+            self.seen.append([card.id for card in state.agents])
+            return Dispatch(calls=(Call(agent_id="with-helper:pool", query=state.query), Call(agent_id="team", query=state.query)))
+
+        def own_agents(self):  # type: ignore[no-untyped-def]
+            return [(AgentCard(id="with-helper:pool", description="the router's helper"), lambda q: "from the router's own agent")]
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="team", description="x"), implementation=lambda q: "from the team")
+    result = app.workflow(WithHelper(), aggregator=PassThrough()).run("q")
+    assert result.status == "ok" and sorted(o.answer for o in result.observations) == ["from the router's own agent", "from the team"]
+    assert WithHelper.seen == [["team"]]  # its own agent is not among the team's
+    assert replay(app, result.run_id, router=WithHelper(), aggregator=PassThrough()).status == "ok"
+    assert [o.agent_id for o in app.workflow(FunctionRouter(dispatch_all)).run("q").observations] == ["team"]
+
+    app.registry.add_agent(AgentCard(id="with-helper:pool", description="recorded"), implementation=lambda q: "recorded answer")
+    again = app.workflow(WithHelper(), aggregator=PassThrough()).run("q")
+    assert "recorded answer" in [o.answer for o in again.observations]
 
 
 def test_empty_query_is_a_configuration_error() -> None:
