@@ -494,6 +494,18 @@ class OpenAIChatModel:
                 # llama.cpp's server ends a stream silently when the prompt does not fit: say the likely cause
                 message += f"; the prompt (about {prompt} tokens) likely exceeds its context window of {window} tokens"
             raise self._tag(ModelOutputError(message, model_id=self.id), attempts)
+        if collector.finish_reason is None:
+            # every server sends a finish_reason on its last chunk (llama.cpp and vLLM as OpenAI do): a stream that
+            # ends without one was cut (the server closed the connection mid-answer), so it is a dropped connection,
+            # not a shorter answer
+            raise self._tag(
+                ModelUnavailableError(
+                    f"model {self.id!r}: the stream ended before the model finished (no finish_reason after "
+                    f"{collector.deltas} streamed pieces); the server closed the connection mid-answer",
+                    model_id=self.id,
+                ),
+                attempts,
+            )
         text = "".join(collector.parts)
         # servers that ignore stream_options report no usage: count instead (one streamed delta is one token
         # on llama.cpp and vLLM; prompts are estimated from their length)

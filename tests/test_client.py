@@ -91,7 +91,8 @@ class FakeOpenAI:
                         for item in behaviour["stream"]:
                             self.wfile.write(f"data: {json.dumps(item)}\n\n".encode())
                             self.wfile.flush()
-                        self.wfile.write(b"data: [DONE]\n\n")
+                        if behaviour.get("done", True):  # a server that dies mid-answer sends no [DONE]
+                            self.wfile.write(b"data: [DONE]\n\n")
                         self.close_connection = True
                         return
                     payload = json.dumps(behaviour.get("body", {})).encode()
@@ -243,6 +244,20 @@ async def test_async_stream(fake: FakeOpenAI) -> None:
     chunks = [c async for c in OpenAIChatModel(card(fake), FAST_RETRY).astream(HELLO)]
     assert "".join(c.delta for c in chunks) == "Hello world"
     assert chunks[-1].result is not None and chunks[-1].result.completion_tokens == 3
+
+
+def test_a_stream_cut_before_the_model_finished_is_unavailable_not_a_short_answer(fake: FakeOpenAI) -> None:
+    """The server closed the connection mid-answer: no final chunk with a finish_reason, no [DONE]."""
+    fake.push({"stream": [chunk("Hel"), chunk("lo")], "done": False})
+    with pytest.raises(ModelUnavailableError, match=r"'fake-model': the stream ended before the model finished") as caught:
+        list(OpenAIChatModel(card(fake), FAST_RETRY).stream(HELLO))
+    assert caught.value.model_id == "fake-model"
+
+
+async def test_an_async_stream_cut_before_the_model_finished_is_unavailable(fake: FakeOpenAI) -> None:
+    fake.push({"stream": [chunk("Hel"), chunk("lo")], "done": False})
+    with pytest.raises(ModelUnavailableError, match="ended before the model finished"):
+        [c async for c in OpenAIChatModel(card(fake), FAST_RETRY).astream(HELLO)]
 
 
 def test_stream_retries_opening_on_503(fake: FakeOpenAI) -> None:
