@@ -6,7 +6,8 @@ llama.cpp's server, Ollama, ...), with retries, timeouts, streaming, usage and c
   mistake and is raised at once.
 - **Errors** are Orchestra's: `ModelTimeoutError`, `ModelUnavailableError` (connection refused, 5xx after
   retries), `ModelOutputError` (no choices, an empty answer, JSON requested and not returned), `ModelError`
-  otherwise; each names the model card and carries ``attempts``.
+  otherwise; each names the model card and carries ``attempts``, and an answer refused after it came back
+  carries what it was billed (``prompt_tokens``, ``completion_tokens``, ``cost_usd``).
 - **Cost** comes from the card's prices: ``None`` (never 0) when a price is unknown.
 - **API keys** come from ``os.environ[card.api_key_env]``; endpoints with a ``base_url`` that need none get the
   placeholder ``"not-needed"``. Keys are scrubbed from every error message and never appear in a repr.
@@ -276,28 +277,11 @@ class OpenAIChatModel:
         attempts: int,
         finish_reason: str | None,
     ) -> ChatResult:
-        if text is None or not text.strip():
-            raise self._tag(
-                ModelOutputError(
-                    f"model {self.id!r} returned an empty answer (finish_reason={finish_reason!r})", model_id=self.id
-                ),
-                attempts,
-            )
-        if options.json_schema is not None and options.check_schema:
-            if finish_reason == "length":
-                raise self._tag(
-                    ModelOutputError(
-                        f"model {self.id!r} was cut off at max_tokens={options.max_tokens} before its JSON was "
-                        "complete; bound the schema's strings (maxLength) and raise max_tokens above that bound",
-                        model_id=self.id,
-                    ),
-                    attempts,
-                )
-            try:
-                value, text = extract_json(text, model_id=self.id)
-                _validate_schema(value, options.json_schema, self.id)
-            except ModelError as exc:
-                raise self._tag(exc, attempts) from None
+        try:
+            text = self._checked_text(text, options, finish_reason)
+        except ModelError as exc:
+            # the answer came back and was paid for before it was refused: the error carries what it cost
+            raise self._tag(self._billed(exc, prompt_tokens, completion_tokens), attempts) from None
         return ChatResult(
             text=text,
             model_id=self.id,
@@ -309,18 +293,36 @@ class OpenAIChatModel:
             finish_reason=finish_reason,
         )
 
+    def _checked_text(self, text: str | None, options: ChatOptions, finish_reason: str | None) -> str:
+        """The answer's text as the caller gets it; `ModelOutputError` when it is empty or not in the form asked."""
+        if text is None or not text.strip():
+            raise ModelOutputError(
+                f"model {self.id!r} returned an empty answer (finish_reason={finish_reason!r})", model_id=self.id
+            )
+        if options.json_schema is not None and options.check_schema:
+            if finish_reason == "length":
+                raise ModelOutputError(
+                    f"model {self.id!r} was cut off at max_tokens={options.max_tokens} before its JSON was "
+                    "complete; bound the schema's strings (maxLength) and raise max_tokens above that bound",
+                    model_id=self.id,
+                )
+            value, text = extract_json(text, model_id=self.id)
+            _validate_schema(value, options.json_schema, self.id)
+        return text
+
     def _from_completion(
         self, completion: Any, messages: list[Message], options: ChatOptions, started: float, attempts: int
     ) -> ChatResult:
-        choices = getattr(completion, "choices", None)
-        if not choices:
-            raise self._tag(ModelOutputError(f"model {self.id!r} returned no choices", model_id=self.id), attempts)
-        choice = choices[0]
-        message = getattr(choice, "message", None)
-        text = getattr(message, "content", None) if message is not None else None
         usage = getattr(completion, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", None) if usage is not None else None
         completion_tokens = getattr(usage, "completion_tokens", None) if usage is not None else None
+        choices = getattr(completion, "choices", None)
+        if not choices:
+            error = ModelOutputError(f"model {self.id!r} returned no choices", model_id=self.id)
+            raise self._tag(self._billed(error, prompt_tokens or 0, completion_tokens or 0), attempts)
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        text = getattr(message, "content", None) if message is not None else None
         return self._finish(
             text,
             options,
@@ -344,6 +346,13 @@ class OpenAIChatModel:
     @staticmethod
     def _tag(error: ModelError, attempts: int) -> ModelError:
         error.attempts = attempts  # type: ignore[attr-defined]
+        return error
+
+    def _billed(self, error: ModelError, prompt_tokens: int, completion_tokens: int) -> ModelError:
+        """``error`` carrying what its call was billed, priced as a `ChatResult` is."""
+        error.prompt_tokens, error.completion_tokens = prompt_tokens, completion_tokens
+        if prompt_tokens or completion_tokens:
+            error.cost_usd = self.card.cost_usd(prompt_tokens, completion_tokens)
         return error
 
     def _map_error(self, exc: BaseException, attempts: int, timeout_s: float) -> ModelError:
@@ -591,7 +600,16 @@ class FallbackChatModel:
     def _give_up(self, failures: list[ModelError], attempts: int) -> ModelError:
         last = failures[-1]
         summary = "; ".join(f"{error.model_id}: {error}" for error in failures)
-        error = type(last)(f"every model failed ({len(failures)} tried): {summary}", model_id=last.model_id)
+        # every answer that came back was paid for, whichever model gave it: the cost is unknown when one price is
+        billed = [failure for failure in failures if failure.prompt_tokens or failure.completion_tokens]
+        costs = [failure.cost_usd for failure in billed if failure.cost_usd is not None]
+        error = type(last)(
+            f"every model failed ({len(failures)} tried): {summary}",
+            model_id=last.model_id,
+            prompt_tokens=sum(failure.prompt_tokens for failure in billed),
+            completion_tokens=sum(failure.completion_tokens for failure in billed),
+            cost_usd=sum(costs) if billed and len(costs) == len(billed) else None,
+        )
         error.attempts = attempts  # type: ignore[attr-defined]
         return error
 

@@ -63,7 +63,7 @@ class OrchestraError(Exception):
     code: str = "orchestra_error"
     """A stable machine-readable name, recorded in the store beside the message."""
 
-    def to_record(self) -> dict[str, str]:
+    def to_record(self) -> dict[str, Any]:
         """The form in which the error is stored on a run or step."""
         return {"type": type(self).__name__, "code": self.code, "message": str(self)}
 
@@ -172,9 +172,31 @@ class ModelError(RunError):
 
     code = "model_error"
 
-    def __init__(self, message: str, *, model_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        model_id: str | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost_usd: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.model_id = model_id
+        self.prompt_tokens = prompt_tokens
+        """What the failed call was billed, when a response came back (an answer refused for its form was still
+        paid for); 0 when none came back."""
+        self.completion_tokens = completion_tokens
+        """As ``prompt_tokens``, for the completion."""
+        self.cost_usd = cost_usd
+        """USD the failed call cost, from the card's prices; ``None`` when no response came back or a price is
+        unknown."""
+
+    def to_record(self) -> dict[str, Any]:
+        # what was billed is kept only when something was: most failures (refused, timed out) cost nothing
+        record = super().to_record()
+        billed = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd}
+        return record | {name: value for name, value in billed.items() if value}
 
 
 class ModelTimeoutError(ModelError):

@@ -108,7 +108,7 @@ class Observation(_Frozen):
     query: str
     answer: str | None
     """``None`` when the call failed; ``error`` then says why."""
-    error: dict[str, str] | None = None
+    error: dict[str, Any] | None = None
     weight: float = 1.0
     round: int = 0
     model_id: str | None = None

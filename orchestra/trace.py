@@ -44,7 +44,7 @@ class RunRecord(BaseModel):
     """Router name; its configuration is in ``meta["router"]``."""
     status: RunStatus = "running"
     answer: str | None = None
-    error: dict[str, str] | None = None
+    error: dict[str, Any] | None = None
     registry_version: int = 0
     started_at: datetime = Field(default_factory=_now)
     finished_at: datetime | None = None
@@ -81,7 +81,7 @@ class StepRecord(BaseModel):
     completion_tokens: int = 0
     cost_usd: float | None = None
     latency_ms: float = 0.0
-    error: dict[str, str] | None = None
+    error: dict[str, Any] | None = None
     created_at: datetime = Field(default_factory=_now)
     seq: int | None = None
     """Order within the run, set by the store on append."""

@@ -341,6 +341,37 @@ def test_empty_answer_is_output_error(fake: FakeOpenAI, text: str | None) -> Non
         OpenAIChatModel(card(fake), FAST_RETRY).chat(HELLO)
 
 
+def test_an_answer_refused_after_it_came_back_carries_what_it_was_billed(fake: FakeOpenAI) -> None:
+    """The server answered (and billed the call), then the client refused the answer: the error says what it cost."""
+    import pickle
+
+    fake.push({"body": completion("   ", prompt_tokens=1000, completion_tokens=500)})
+    with pytest.raises(ModelOutputError, match="empty") as caught:
+        OpenAIChatModel(card(fake), FAST_RETRY).chat(HELLO)
+    error = caught.value
+    assert (error.prompt_tokens, error.completion_tokens) == (1000, 500)
+    assert error.cost_usd == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6)  # the card's prices, as a ChatResult
+    record = error.to_record()
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (1000, 500)
+    assert record["cost_usd"] == pytest.approx(0.002)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.prompt_tokens, copy.completion_tokens, copy.cost_usd) == (1000, 500, error.cost_usd)
+    # an unpriced card: the tokens are known, the cost is not
+    fake.push({"body": completion("", prompt_tokens=10, completion_tokens=1)})
+    with pytest.raises(ModelOutputError) as unpriced:
+        OpenAIChatModel(card(fake, input_price_per_mtok=None, output_price_per_mtok=None), FAST_RETRY).chat(HELLO)
+    assert (unpriced.value.prompt_tokens, unpriced.value.cost_usd) == (10, None)
+    assert "cost_usd" not in unpriced.value.to_record()
+
+
+def test_a_call_that_got_no_answer_was_billed_nothing_and_its_record_says_nothing_of_it(fake: FakeOpenAI) -> None:
+    fake.push({"status": 400, "body": {"error": {"message": "bad"}}})
+    with pytest.raises(ModelError) as caught:
+        OpenAIChatModel(card(fake), FAST_RETRY).chat(HELLO)
+    assert (caught.value.prompt_tokens, caught.value.completion_tokens, caught.value.cost_usd) == (0, 0, None)
+    assert set(caught.value.to_record()) == {"type", "code", "message"}
+
+
 DECISION_SCHEMA = {
     "title": "decision",
     "type": "object",
@@ -370,6 +401,26 @@ def test_json_that_breaks_the_schema_is_output_error(fake: FakeOpenAI) -> None:
     fake.push({"body": completion('{"agent": "astrologer", "reason": "stars"}')})
     with pytest.raises(ModelOutputError, match="agent"):
         OpenAIChatModel(card(fake), FAST_RETRY).chat(HELLO, ChatOptions(json_schema=DECISION_SCHEMA))
+
+
+def test_json_refused_for_its_schema_or_cut_at_max_tokens_carries_what_it_was_billed(fake: FakeOpenAI) -> None:
+    model = OpenAIChatModel(card(fake), FAST_RETRY)
+    fake.push({"body": completion('{"agent": "astrologer", "reason": "stars"}', prompt_tokens=40, completion_tokens=9)})
+    with pytest.raises(ModelOutputError, match="schema") as caught:
+        model.chat(HELLO, ChatOptions(json_schema=DECISION_SCHEMA))
+    assert (caught.value.prompt_tokens, caught.value.completion_tokens) == (40, 9)
+    assert caught.value.cost_usd == pytest.approx((40 + 18) / 1e6)
+    cut = completion('{"agent": "clo', prompt_tokens=40, completion_tokens=8)
+    cut["choices"][0]["finish_reason"] = "length"
+    fake.push({"body": cut})
+    with pytest.raises(ModelOutputError, match="cut off at max_tokens") as caught:
+        model.chat(HELLO, ChatOptions(json_schema=DECISION_SCHEMA, max_tokens=8))
+    assert (caught.value.prompt_tokens, caught.value.completion_tokens) == (40, 8)
+    # streamed: the usage of the stream's last chunk
+    fake.push({"stream": [chunk("not json", finish="stop"), chunk(usage={"prompt_tokens": 30, "completion_tokens": 2, "total_tokens": 32})]})
+    with pytest.raises(ModelOutputError, match="not JSON") as caught:
+        list(model.stream(HELLO, ChatOptions(json_schema=DECISION_SCHEMA)))
+    assert (caught.value.prompt_tokens, caught.value.completion_tokens) == (30, 2)
 
 
 def test_schema_is_sent_llama_cpp_style_for_local_cards(fake: FakeOpenAI) -> None:
@@ -466,6 +517,15 @@ def test_fallback_moves_on_after_garbage_and_reports_every_failure(fake: FakeOpe
         FallbackChatModel(models).chat(HELLO)
     assert "empty" in str(caught.value) and "refuses" in str(caught.value)
     assert caught.value.model_id == "refuses"
+
+
+def test_when_every_model_fails_the_error_adds_up_what_their_answers_were_billed(fake: FakeOpenAI) -> None:
+    fake.push({"body": completion("", prompt_tokens=100, completion_tokens=1)}, {"body": completion(" ", prompt_tokens=50, completion_tokens=2)})
+    models = [OpenAIChatModel(card(fake, id="one"), FAST_RETRY), OpenAIChatModel(card(fake, id="two"), FAST_RETRY)]
+    with pytest.raises(ModelOutputError, match="every model failed") as caught:
+        FallbackChatModel([OpenAIChatModel(dead_port_card(), FAST_RETRY), *models]).chat(HELLO)
+    assert (caught.value.prompt_tokens, caught.value.completion_tokens) == (150, 3)
+    assert caught.value.cost_usd == pytest.approx((150 * 1.0 + 3 * 2.0) / 1e6)
 
 
 async def test_async_fallback(fake: FakeOpenAI) -> None:

@@ -73,6 +73,17 @@ def test_parallel_dispatch_refine_and_trace_tree() -> None:
     assert "Paris is the capital." in refine_prompt and "42" in refine_prompt
 
 
+def test_a_failed_model_call_that_was_billed_keeps_what_it_cost_on_its_step() -> None:
+    refused = ModelError("model 'writer' returned an empty answer", model_id="writer", prompt_tokens=7, completion_tokens=2, cost_usd=1.1e-5)
+    app = make_app(ScriptedModel("writer", [refused]))
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    result = app.workflow(FunctionRouter(dispatch_all)).run("capital of France?")
+    (model_call,) = [step for step in app.store.get_run(result.run_id).steps if step.kind == "model_call"]
+    assert model_call.error is not None and model_call.error["type"] == "ModelError"
+    assert (model_call.error["prompt_tokens"], model_call.error["completion_tokens"]) == (7, 2)
+    assert model_call.error["cost_usd"] == pytest.approx(1.1e-5)
+
+
 @pytest.mark.parametrize("reply", ["Paris; 42.\nMerged answer:", "Merged answer: Paris; 42.", "Merged answer:\n\nParis; 42."])
 def test_the_refiner_answer_loses_the_prompt_cue_a_small_model_echoes(reply: str) -> None:
     writer, refiner = ScriptedModel("writer", ["Paris is the capital."]), ScriptedModel("refiner", [reply])
