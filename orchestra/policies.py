@@ -2,24 +2,55 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from typing import Any, Self
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestra.cards import CardId
 from orchestra.errors import PolicyError
 
 __all__ = ["Budget", "FallbackPolicy", "RetryPolicy", "RoutingPolicy"]
 
 
-class _Policy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # nan compares false with every bound
-
-    def __init__(self, **data: object) -> None:
+class _PolicyType(type(BaseModel)):  # type: ignore[misc]
+    # `Budget(...)` raises the same `PolicyError` as `Budget.model_validate(...)` (a policy read from a file), as
+    # cards do. Done at the class call, not in __init__: pydantic routes model_validate through a custom __init__,
+    # and would wrap the error.
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         try:
-            super().__init__(**data)
+            return super().__call__(*args, **kwargs)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
-            where = f"{type(self).__name__}.{field}" if field else type(self).__name__  # a check across fields names none
-            raise PolicyError(f"{where}: {first['msg']} (got {first.get('input')!r})") from None
+            raise cls._policy_error(exc) from None
+
+
+class _Policy(BaseModel, metaclass=_PolicyType):
+    # Numbers are strict (every numeric field has strict=True): a flag or a string is not a count, a limit or a
+    # price (True would become 1, "1" would pass), while an int is still a float. allow_inf_nan=False: nan
+    # compares false with every bound.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **options: Any) -> Self:
+        """The policy from a dict (a config file's); any problem is a `PolicyError` naming the field."""
+        try:
+            return super().model_validate(obj, **options)
+        except ValidationError as exc:
+            raise cls._policy_error(exc) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **options: Any) -> Self:
+        """The policy from JSON text; any problem is a `PolicyError` naming the field."""
+        try:
+            return super().model_validate_json(json_data, **options)
+        except ValidationError as exc:
+            raise cls._policy_error(exc) from None
+
+    @classmethod
+    def _policy_error(cls, exc: ValidationError) -> PolicyError:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        where = f"{cls.__name__}.{field}" if field else cls.__name__  # a check across fields names none
+        return PolicyError(f"{where}: {first['msg']} (got {first.get('input')!r})")
 
 
 class RetryPolicy(_Policy):
@@ -27,12 +58,12 @@ class RetryPolicy(_Policy):
     OpenAI-compatible client that Orchestra builds for a card (and the embedded local model); a custom
     ``model_factory`` receives it and applies it as it sees fit (the test doubles do not retry)."""
 
-    max_attempts: int = Field(default=3, ge=1, le=20)
+    max_attempts: int = Field(default=3, ge=1, le=20, strict=True)
     """Attempts in all, the first included."""
-    initial_backoff_s: float = Field(default=0.5, ge=0)
-    max_backoff_s: float = Field(default=8.0, ge=0)
-    jitter_s: float = Field(default=0.25, ge=0)
-    timeout_s: float = Field(default=60.0, gt=0)
+    initial_backoff_s: float = Field(default=0.5, ge=0, strict=True)
+    max_backoff_s: float = Field(default=8.0, ge=0, strict=True)
+    jitter_s: float = Field(default=0.25, ge=0, strict=True)
+    timeout_s: float = Field(default=60.0, gt=0, strict=True)
     """Per-attempt timeout."""
 
     @model_validator(mode="after")
@@ -45,8 +76,17 @@ class RetryPolicy(_Policy):
 class FallbackPolicy(_Policy):
     """Models tried in order when a model's call still fails after its retries."""
 
-    models: tuple[str, ...] = ()
+    models: tuple[CardId, ...] = ()
     """Model card ids, tried in this order after the primary."""
+
+    @field_validator("models")
+    @classmethod
+    def _each_model_once(cls, models: tuple[str, ...]) -> tuple[str, ...]:
+        # a model tried twice would only fail twice
+        for number, model in enumerate(models):
+            if model in models[:number]:
+                raise ValueError(f"model {model!r} is given twice")
+        return models
 
 
 class Budget(_Policy):
@@ -57,10 +97,10 @@ class Budget(_Policy):
 
     max_rounds: int = Field(default=4, ge=1, le=100, strict=True)
     """Router decisions at most (multi-round routers are asked again after each round of calls)."""
-    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_cost_usd: float | None = Field(default=None, ge=0, strict=True)
     """Stop once this much is spent on model calls: no model call starts after the spend has passed it (calls of
     unknown cost count as 0 here and are flagged)."""
-    max_seconds: float | None = Field(default=None, gt=0)
+    max_seconds: float | None = Field(default=None, gt=0, strict=True)
     """Wall time of the whole run, checked before each decision and model call."""
     max_calls: int = Field(default=32, ge=1, strict=True)
     """Agent calls at most, over all rounds."""
@@ -69,9 +109,9 @@ class Budget(_Policy):
 class RoutingPolicy(_Policy):
     """Options every router receives in its state; each router reads those it understands."""
 
-    cost_weight: float = Field(default=0.0, ge=0.0, le=1.0)
+    cost_weight: float = Field(default=0.0, ge=0.0, le=1.0, strict=True)
     """w in [0, 1]: utility = (1 - w) * predicted quality - w * normalised predicted cost."""
-    max_agents: int = Field(default=3, ge=1, le=50)
+    max_agents: int = Field(default=3, ge=1, le=50, strict=True)
     """k: at most this many agents per decision."""
-    min_score: float | None = Field(default=None)
+    min_score: float | None = Field(default=None, strict=True)
     """Below this score a candidate is not chosen; when none clears it the query is out of scope."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestra import AgentCard, Budget, CardError, ConfigurationError, DuplicateIdError, ModelCard, NotFoundError, PolicyError, Registry, RetryPolicy, RoutingPolicy, load_cards
+from orchestra import AgentCard, Budget, CardError, ConfigurationError, DuplicateIdError, FallbackPolicy, ModelCard, NotFoundError, PolicyError, Registry, RetryPolicy, RoutingPolicy, load_cards
 from orchestra.store import SqlStore
 from orchestra.testing import InMemoryStore
 from orchestra.trace import Store
@@ -60,6 +61,48 @@ def test_policies_refuse_out_of_range_values() -> None:
         Budget(max_calls=True)  # a flag is not a count
     with pytest.raises(PolicyError, match=r"^RetryPolicy: .*max_backoff_s \(1.0\) is below initial_backoff_s \(5.0\)"):
         RetryPolicy(initial_backoff_s=5, max_backoff_s=1)
+
+
+@pytest.mark.parametrize(
+    "policy, field, value",
+    [
+        (Budget, "max_cost_usd", True),  # a flag is not an amount (it became 1.0)
+        (Budget, "max_cost_usd", "1"),
+        (Budget, "max_seconds", False),
+        (Budget, "max_rounds", "2"),
+        (RetryPolicy, "max_attempts", True),  # it became 1
+        (RetryPolicy, "timeout_s", "30"),
+        (RetryPolicy, "jitter_s", True),
+        (RoutingPolicy, "cost_weight", True),
+        (RoutingPolicy, "max_agents", "3"),
+        (RoutingPolicy, "min_score", True),
+    ],
+)
+def test_numeric_policy_fields_refuse_flags_and_strings(policy: type, field: str, value: object) -> None:
+    with pytest.raises(PolicyError, match=rf"^{policy.__name__}\.{field}: .*\(got {re.escape(repr(value))}\)$"):
+        policy(**{field: value})
+    with pytest.raises(PolicyError, match=rf"^{policy.__name__}\.{field}: "):  # a policy read from a config file
+        policy.model_validate({field: value})
+    assert policy(**{field: 1}) == policy.model_validate({field: 1})  # an int is still a number
+
+
+def test_a_policy_read_from_a_config_file_raises_the_policy_error_not_pydantics() -> None:
+    with pytest.raises(PolicyError, match=r"^Budget\.max_rounds: .*\(got 0\)$"):
+        Budget.model_validate({"max_rounds": 0})
+    with pytest.raises(PolicyError, match=r"^RetryPolicy\.max_attempts: "):
+        RetryPolicy.model_validate_json('{"max_attempts": true}')
+    assert Budget.model_validate({"max_cost_usd": 0.5, "max_seconds": 30}) == Budget(max_cost_usd=0.5, max_seconds=30)
+
+
+@pytest.mark.parametrize("models, message", [
+    (("backup", ""), r"FallbackPolicy\.models\.1: .*\(got ''\)"),
+    (("bad id",), r"FallbackPolicy\.models\.0: .*\(got 'bad id'\)"),
+    (("a", "b", "a"), r"FallbackPolicy\.models: .*model 'a' is given twice"),
+])  # fmt: skip
+def test_fallback_models_must_be_card_ids_each_given_once(models: tuple[str, ...], message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        FallbackPolicy(models=models)
+    assert FallbackPolicy(models=["gpt-4o-mini", "local:qwen"]).models == ("gpt-4o-mini", "local:qwen")
 
 
 def test_registry_persists_versions_and_refuses_duplicates() -> None:
