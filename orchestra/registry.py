@@ -28,6 +28,22 @@ logger = logging.getLogger(__name__)
 AgentImplementation = Callable[..., Any]
 
 
+def _check_implementation(agent_id: str, implementation: object) -> None:
+    # refused when it is added: otherwise every run routed to the agent would fail ("42 is not a callable object")
+    methods = [name for name in ("run", "arun") if callable(getattr(implementation, name, None))]
+    if len(methods) == 1:  # meant as an Agent, which is called through both
+        missing = "arun" if methods == ["run"] else "run"
+        raise CardError(
+            f"agent {agent_id!r}: its implementation ({type(implementation).__name__}) has a {methods[0]}() method "
+            f"but no {missing}(): an Agent needs both (a plain callable fn(query) -> str needs neither)"
+        )
+    if not methods and not callable(implementation):
+        raise CardError(
+            f"agent {agent_id!r}: its implementation {implementation!r:.80} is neither a callable fn(query) -> str "
+            "nor an Agent (an object with run() and arun())"
+        )
+
+
 @dataclass(frozen=True)
 class RegistrySnapshot:
     """The registry at one version: what a decision saw."""
@@ -311,8 +327,9 @@ class Registry:
             return self._models[card.id]
 
     def check_agent(self, card: AgentCard, implementation: AgentImplementation | None = None) -> None:
-        """Raise `CardError` when ``card`` cannot be added as it is: a model it names is not registered, or a
-        function agent has neither ``function`` nor ``implementation``. Adding checks this too."""
+        """Raise `CardError` when ``card`` cannot be added as it is: a model it names is not registered, a
+        function agent has neither ``function`` nor ``implementation``, or ``implementation`` is neither a callable
+        nor an `Agent` (``run`` and ``arun``). Adding checks this too."""
         if card.backend == "model" and card.model is not None and card.model not in self._models:
             raise CardError(
                 f"AgentCard {card.id!r}: field 'model': no model card with id {card.model!r}; add the model first",
@@ -321,6 +338,8 @@ class Registry:
             )
         if card.backend == "function" and implementation is None and card.function is None:
             raise CardError(f"AgentCard {card.id!r}: field 'function' is required", field="function")
+        if implementation is not None:
+            _check_implementation(card.id, implementation)
 
     @staticmethod
     def _check_batch(kind: str, ids: list[str], registered: dict[str, Any], update: bool) -> None:

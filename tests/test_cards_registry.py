@@ -141,6 +141,31 @@ def test_an_agent_moved_to_another_backend_loses_its_old_implementation() -> Non
     assert registry.implementation("upper") is None  # it would have gone on answering instead of the model
 
 
+def test_an_implementation_that_cannot_answer_is_refused_when_it_is_added() -> None:
+    """It was accepted, and every run routed to the agent then failed: "TypeError: 42 is not a callable object"."""
+
+    class RunOnly:
+        def run(self, query, context):  # type: ignore[no-untyped-def]
+            return query
+
+    class Both(RunOnly):
+        async def arun(self, query, context):  # type: ignore[no-untyped-def]
+            return query
+
+    registry = Registry()
+    card = AgentCard(id="echo", description="Echoes.")
+    with pytest.raises(CardError, match=r"^agent 'echo': its implementation 42 is neither a callable"):
+        registry.add_agent(card, implementation=42)  # type: ignore[arg-type]
+    with pytest.raises(CardError, match=r"^agent 'echo': its implementation \(RunOnly\) has a run\(\) method but no arun\(\)"):
+        registry.add_agent(card, implementation=RunOnly())  # type: ignore[arg-type]
+    assert registry.agents() == []  # nothing was added
+    registry.add_agent(card, implementation=lambda query: query)
+    with pytest.raises(CardError, match="'echo'.*neither a callable"):
+        registry.update_agent(card, implementation="not code")  # type: ignore[arg-type]
+    registry.update_agent(card, implementation=Both())  # type: ignore[arg-type]
+    assert isinstance(registry.implementation("echo"), Both)
+
+
 def test_registry_sees_changes_made_by_another_process() -> None:
     store = InMemoryStore()
     ui, cli = Registry(store), Registry(store)
