@@ -11,8 +11,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from orchestra.agent import REFINE_CUE, RefiningAgent
 from orchestra.cards import ModelCard
-from orchestra.errors import ConfigurationError, ModelError
-from orchestra.model import ChatOptions
+from orchestra.errors import ConfigurationError, ModelError, ModelOutputError
+from orchestra.model import ChatOptions, ChatResult
 from orchestra.routing import ModelAccess, Observation
 
 __all__ = [
@@ -216,21 +216,22 @@ class WeightedVote:
 
 
 def _without_cue(text: str) -> str:
-    """The refiner's answer without the prompt's closing cue, which small models echo before or after it."""
+    """The refiner's answer without the prompt's closing cue, which small models echo before or after it; ``""``
+    when the cue is all it wrote."""
     cue = REFINE_CUE.rstrip(":").lower()
     lines = text.strip().splitlines()
     while lines and lines[-1].strip().rstrip(":").lower() == cue:
         lines.pop()
     if lines and lines[0].strip().lower().startswith(cue + ":"):
         lines[0] = lines[0].strip()[len(cue) + 1 :]
-    return "\n".join(lines).strip() or text.strip()
+    return "\n".join(lines).strip()
 
 
 class Refine:
     """The Refining Agent on a model: merges complementary answers, states conflicts, refuses politely when
     nothing useful came back. A single good answer is passed through without a model call unless ``always``.
-    When the refiner's model fails, the answers are listed as `PassThrough` lists them and the failure is kept
-    in the step's ``meta["refine_failed"]``."""
+    When the refiner's model fails, or writes no answer (only the prompt's cue, or blank text), the answers are
+    listed as `PassThrough` lists them and the failure is kept in the step's ``meta["refine_failed"]``."""
 
     name = "refine"
 
@@ -256,6 +257,15 @@ class Refine:
         listed = PassThrough().aggregate(query, observations, models)
         return Aggregated(listed.answer, {**listed.meta, "refine_failed": error.to_record()})
 
+    def _refined(self, query: str, observations: Sequence[Observation], models: ModelAccess, result: ChatResult) -> Aggregated:
+        answer = _without_cue(result.text)
+        if not answer:
+            # the prompt's cue alone (or blank text) is no answer: made the run's answer, it read "Merged answer:"
+            wrote = f"only the prompt's cue {result.text.strip()!r}" if result.text.strip() else "nothing"
+            error = ModelOutputError(f"refining model {result.model_id!r} wrote {wrote}, no answer", model_id=result.model_id)
+            return self._unrefined(query, observations, models, error)
+        return Aggregated(answer, {"answered": sum(obs.ok for obs in observations), "model": result.model_id})
+
     def aggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
         shortcut = self._shortcut(observations)
         if shortcut is not None:
@@ -264,7 +274,7 @@ class Refine:
             result = self.agent.refine(query, observations, models)
         except ModelError as exc:
             return self._unrefined(query, observations, models, exc)
-        return Aggregated(_without_cue(result.text), {"answered": sum(obs.ok for obs in observations), "model": result.model_id})
+        return self._refined(query, observations, models, result)
 
     async def aaggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
         shortcut = self._shortcut(observations)
@@ -274,7 +284,7 @@ class Refine:
             result = await self.agent.arefine(query, observations, models)
         except ModelError as exc:
             return self._unrefined(query, observations, models, exc)
-        return Aggregated(_without_cue(result.text), {"answered": sum(obs.ok for obs in observations), "model": result.model_id})
+        return self._refined(query, observations, models, result)
 
 
 class Fuse:

@@ -94,6 +94,23 @@ def test_the_refiner_answer_loses_the_prompt_cue_a_small_model_echoes(reply: str
     assert result.answer == "Paris; 42."
 
 
+@pytest.mark.parametrize("reply", ["Merged answer:", "  \n ", "\nMerged answer:\n\nMerged answer:"])
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_refiner_that_writes_only_the_cue_or_blank_is_a_failed_refine_listing_the_answers(reply: str, asynchronous: bool) -> None:
+    """The cue alone became the run's answer ("Merged answer:", or '') with status ok."""
+    writer, refiner = ScriptedModel("writer", ["Paris is the capital."]), ScriptedModel("refiner", [reply])
+    app = make_app(writer, refiner)
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    app.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
+    workflow = app.workflow(FunctionRouter(dispatch_all), aggregator=Refine("refiner"))
+    query = "capital of France and 6*7?"
+    result = asyncio.run(workflow.arun(query)) if asynchronous else workflow.run(query)
+    assert result.status == "ok" and result.answer == "**geo**: Paris is the capital.\n\n**calc**: 42"
+    aggregate = next(step for step in app.store.get_run(result.run_id).steps if step.kind == "aggregate")
+    failed = aggregate.response["meta"]["refine_failed"]
+    assert failed["type"] == "ModelOutputError" and "'refiner' wrote" in failed["message"] and "no answer" in failed["message"]
+
+
 def test_a_refiner_that_fails_keeps_the_agents_answers_and_its_replay_serves_the_failure() -> None:
     from orchestra import ModelOutputError, replay
 
