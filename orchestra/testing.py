@@ -131,24 +131,55 @@ class NetworkBlocked(RuntimeError):
 
 
 _LOOPBACK = ("127.", "::1", "localhost")
+_GUARDED = ("connect", "connect_ex", "sendto")
+"""The socket methods that reach another host: a stream's connection, and a datagram's (``sendto``)."""
 
 
 @contextmanager
 def no_network() -> Iterator[None]:
-    """Refuse every connection except to loopback addresses (local model servers, local databases)."""
-    original = socket.socket.connect
+    """Refuse every connection and datagram except to loopback addresses (local model servers, local databases):
+    ``connect``, ``connect_ex`` and ``sendto`` to any other host raise `NetworkBlocked`.
 
-    def guarded(sock: socket.socket, address: Any) -> Any:
+    Async clients connect inside a task group (httpx and ``AsyncOpenAI`` through anyio), which raises the refusal
+    as an ``ExceptionGroup`` holding the `NetworkBlocked`: inside the block, match it with ``except*
+    NetworkBlocked`` (pytest: ``excinfo.group_contains(NetworkBlocked)``). A group holding nothing but refusals
+    that leaves the block is raised as its first `NetworkBlocked`, so ``pytest.raises(NetworkBlocked)`` around the
+    block catches sync and async code alike."""
+    originals = {name: getattr(socket.socket, name) for name in _GUARDED}
+
+    def check(sock: socket.socket, address: Any) -> None:
         host = address[0] if isinstance(address, tuple) else str(address)
-        if sock.family == socket.AF_UNIX or str(host).startswith(_LOOPBACK):
-            return original(sock, address)
-        raise NetworkBlocked(f"tests may not reach {host!r}; only loopback is allowed")
+        if sock.family != socket.AF_UNIX and not str(host).startswith(_LOOPBACK):
+            raise NetworkBlocked(f"tests may not reach {host!r}; only loopback is allowed")
 
-    socket.socket.connect = guarded  # type: ignore[method-assign]
+    def connect(sock: socket.socket, address: Any) -> Any:
+        check(sock, address)
+        return originals["connect"](sock, address)
+
+    def connect_ex(sock: socket.socket, address: Any) -> Any:
+        check(sock, address)
+        return originals["connect_ex"](sock, address)
+
+    def sendto(sock: socket.socket, data: Any, *flags_and_address: Any) -> Any:
+        check(sock, flags_and_address[-1])  # sendto(data, address) or sendto(data, flags, address)
+        return originals["sendto"](sock, data, *flags_and_address)
+
+    guards = {"connect": connect, "connect_ex": connect_ex, "sendto": sendto}
+    for name in _GUARDED:
+        setattr(socket.socket, name, guards[name])
     try:
         yield
+    except BaseExceptionGroup as group:
+        refusals, others = group.split(NetworkBlocked)
+        if refusals is None or others is not None:
+            raise
+        refusal: BaseException = refusals
+        while isinstance(refusal, BaseExceptionGroup):
+            refusal = refusal.exceptions[0]
+        raise refusal from group
     finally:
-        socket.socket.connect = original  # type: ignore[method-assign]
+        for name in _GUARDED:
+            setattr(socket.socket, name, originals[name])
 
 
 def __getattr__(name: str) -> Any:
