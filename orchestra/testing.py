@@ -24,7 +24,11 @@ Script = Sequence[str | BaseException] | Callable[[list[Message]], str]
 
 class ScriptedModel:
     """A model that answers from a script: a list of replies (or exceptions to raise) served in order, or a
-    function of the messages. Counts tokens as whitespace-separated words and records every call."""
+    function of the messages. Counts tokens as whitespace-separated words and records every call.
+
+    When a list runs out, ``repeat_last=True`` (the default) serves its last item again at every further call (a
+    last exception is raised again); ``repeat_last=False`` raises `ModelOutputError` ("ran out of replies")
+    instead, as an empty list always does."""
 
     def __init__(
         self,

@@ -26,6 +26,8 @@ __all__ = [
     "session_title",
     "url_password",
     "utc",
+    "utf8_json_value",
+    "utf8_text",
 ]
 
 RUN_FIELDS_UPDATED_ON_FINISH = (
@@ -124,24 +126,48 @@ def interrupted_error(meta: dict[str, Any]) -> dict[str, str]:
     }
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_text(text: str) -> str:
+    """``text`` with each lone surrogate (``"\\ud800"``) as U+FFFD, and a surrogate pair as its character."""
+    # UTF-8 cannot encode a surrogate, so SQLite's driver, PostgreSQL's text and JSONB all refuse one: a garbage
+    # model answer or query must not make its trace unstorable
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def utf8_json_value(value: Any) -> Any:
+    """``value`` (JSON-like) with `utf8_text` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return utf8_text(value)
+    if isinstance(value, dict):
+        return {utf8_json_value(key): utf8_json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [utf8_json_value(item) for item in value]
+    return value
+
+
 # JSON columns hold what `model_dump(mode="json")` gives, so both stores accept and return the same values
-# (tuples come back as lists, datetimes inside payloads as ISO strings) and times are UTC.
+# (tuples come back as lists, datetimes inside payloads as ISO strings) and times are UTC. Text is cleaned as the
+# SQL store must clean it (`utf8_text`), so a lone surrogate comes back as U+FFFD from every store.
 
 
 def normalise_run(run: RunRecord) -> RunRecord:
-    data = run.model_dump(mode="json")
+    data = utf8_json_value(run.model_dump(mode="json"))
     data["started_at"], data["finished_at"] = utc(run.started_at), utc(run.finished_at)
     return RunRecord.model_validate(data)
 
 
 def normalise_step(step: StepRecord) -> StepRecord:
-    data = step.model_dump(mode="json")
+    data = utf8_json_value(step.model_dump(mode="json"))
     data["created_at"] = utc(step.created_at)
     return StepRecord.model_validate(data)
 
 
 def normalise_event(event: RegistryEvent) -> RegistryEvent:
-    data = event.model_dump(mode="json")
+    data = utf8_json_value(event.model_dump(mode="json"))
     data["at"] = utc(event.at)
     return RegistryEvent.model_validate(data)
 

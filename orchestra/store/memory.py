@@ -17,6 +17,7 @@ from orchestra.store._common import (
     normalise_step,
     now,
     session_title,
+    utf8_text,
 )
 from orchestra.trace import RegistryEvent, RunRecord, RunStatus, RunTrace, StepRecord
 
@@ -77,6 +78,7 @@ class InMemoryStore:
             )
 
     def get_run(self, run_id: str) -> RunTrace:
+        run_id = utf8_text(run_id)  # the id as it was stored
         with self._lock:
             run = self._runs.get(run_id)
             if run is None:
@@ -96,6 +98,8 @@ class InMemoryStore:
         offset: int = 0,
     ) -> list[RunRecord]:
         check_page(limit, offset)
+        # the filters as the stored text they are compared with
+        session_id, router, id_prefix = (None if text is None else utf8_text(text) for text in (session_id, router, id_prefix))
         with self._lock:
             runs = [
                 run

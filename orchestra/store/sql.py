@@ -40,6 +40,8 @@ from orchestra.store._common import (
     session_title,
     url_password,
     utc,
+    utf8_json_value,
+    utf8_text,
 )
 from orchestra.trace import RegistryEvent, RunRecord, RunStatus, RunTrace, StepRecord
 
@@ -194,33 +196,13 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
 
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 """A ``\u0000`` escape in JSON text (one preceded by an even number of backslashes, so not a literal)."""
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _utf8_text(text: str) -> str:
-    """``text`` with each lone surrogate (``"\\ud800"``) as U+FFFD, and a surrogate pair as its character."""
-    # UTF-8 cannot encode a surrogate, so SQLite's driver, PostgreSQL's text and JSONB all refuse one: a garbage
-    # model answer or query must not make its trace unstorable
-    if text.isascii() or _SURROGATE.search(text) is None:
-        return text
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-def _utf8_json_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return _utf8_text(value)
-    if isinstance(value, dict):
-        return {_utf8_json_value(key): _utf8_json_value(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_utf8_json_value(item) for item in value]
-    return value
 
 
 def _utf8_json(value: Any) -> str:
     text = json.dumps(value)
     # json.dumps escapes every surrogate as \udXXX: only then can the value hold a lone one (rare, so the
     # value is walked only then)
-    return json.dumps(_utf8_json_value(value)) if "\\ud" in text else text
+    return json.dumps(utf8_json_value(value)) if "\\ud" in text else text
 
 
 def _json_without_nul(value: Any) -> str:
@@ -229,7 +211,7 @@ def _json_without_nul(value: Any) -> str:
 
 
 def _utf8_text_without_nul(text: str) -> str:
-    return _utf8_text(text).replace("\x00", "\ufffd")
+    return utf8_text(text).replace("\x00", "\ufffd")
 
 
 def _normalise_url(url: str | URL) -> URL:
@@ -270,7 +252,7 @@ class SqlStore:
         self._is_sqlite = parsed.get_backend_name() == "sqlite"
         self._is_memory = self._is_sqlite and parsed.database in (None, "", ":memory:")
         is_postgres = parsed.get_backend_name() == "postgresql"
-        self._clean_text: Callable[[str], str] = _utf8_text_without_nul if is_postgres else _utf8_text
+        self._clean_text: Callable[[str], str] = _utf8_text_without_nul if is_postgres else utf8_text
         """What a text is stored as; ids looked up go through it too, so they find what was stored."""
         # SQLite allows one writer at a time: queueing writers here is far cheaper than SQLite's busy-wait.
         # In memory, all threads share one connection, so readers queue too.
