@@ -391,12 +391,24 @@ class _RunModelAccess:
         """What the calls made through this access cost; ``None`` once any price was unknown."""
 
     def _count(self, result: ChatResult) -> None:
-        self.ctx.tracker.add_usage(result.prompt_tokens, result.completion_tokens, result.cost_usd)
+        self._add(result.prompt_tokens, result.completion_tokens, result.cost_usd)
         with self.ctx.tracker.lock:
             self.calls += 1
-            self.prompt_tokens += result.prompt_tokens
-            self.completion_tokens += result.completion_tokens
-            self.cost_usd = None if self.cost_usd is None or result.cost_usd is None else self.cost_usd + result.cost_usd
+
+    def _count_failure(self, error: ModelError) -> None:
+        """What a failed call was billed (its response came back and was refused: empty, not the schema, cut
+        off) counts like a success's; a call that got no response cost nothing."""
+        # read with defaults: a user's ModelError subclass may not have set them
+        prompt, completion, cost = (getattr(error, "prompt_tokens", 0), getattr(error, "completion_tokens", 0), getattr(error, "cost_usd", None))
+        if prompt or completion or cost is not None:
+            self._add(prompt, completion, cost)
+
+    def _add(self, prompt_tokens: int, completion_tokens: int, cost_usd: float | None) -> None:
+        self.ctx.tracker.add_usage(prompt_tokens, completion_tokens, cost_usd)
+        with self.ctx.tracker.lock:
+            self.prompt_tokens += prompt_tokens
+            self.completion_tokens += completion_tokens
+            self.cost_usd = None if self.cost_usd is None or cost_usd is None else self.cost_usd + cost_usd
 
     def _chain(self, model_id: str) -> list[str]:
         return [model_id] + [m for m in self.ctx.app.fallback.models if m != model_id]
@@ -432,9 +444,9 @@ class _RunModelAccess:
                 model_id=model_id,
                 request=request,
                 response=response,
-                prompt_tokens=result.prompt_tokens if result else 0,
-                completion_tokens=result.completion_tokens if result else 0,
-                cost_usd=result.cost_usd if result else None,
+                prompt_tokens=result.prompt_tokens if result else getattr(error, "prompt_tokens", 0),
+                completion_tokens=result.completion_tokens if result else getattr(error, "completion_tokens", 0),
+                cost_usd=result.cost_usd if result else getattr(error, "cost_usd", None),
                 latency_ms=result.latency_ms if result else failed_after_ms,
                 error=error.to_record() if error else None,
             )
@@ -449,8 +461,10 @@ class _RunModelAccess:
         while step is not None and step.error:
             # the recorded class, so that code telling failures apart (Refine, TCAR) takes the same branch
             kind = _MODEL_ERRORS.get(step.error.get("type", ""), ModelError)
-            error = kind(step.error.get("message", "recorded model error"), model_id=step.model_id)
+            error = kind(step.error.get("message", "recorded model error"), model_id=step.model_id, prompt_tokens=step.prompt_tokens,
+                         completion_tokens=step.completion_tokens, cost_usd=step.cost_usd)
             self._record(model_id, messages, options, purpose, None, error, step.model_id or model_id)
+            self._count_failure(error)
             failures.append(error)
             # the same call's fallbacks were recorded next, each under the requested model's name
             step = self.ctx.recording.take_fallback_call(self.original_parent, model_id, messages)
@@ -510,6 +524,7 @@ class _RunModelAccess:
                 return result
             # how long the failed candidate took (its retries and backoff included), so the trace shows where time went
             self._record(model_id, messages, options, purpose, None, failures[-1], candidate, (time.perf_counter() - started) * 1000)
+            self._count_failure(failures[-1])
         raise _chain_failure(failures)
 
     async def achat(self, model_id: str, messages: list[Message], options: ChatOptions | None = None, *, purpose: str = "") -> ChatResult:
@@ -536,6 +551,7 @@ class _RunModelAccess:
                 return result
             # how long the failed candidate took (its retries and backoff included), so the trace shows where time went
             self._record(model_id, messages, options, purpose, None, failures[-1], candidate, (time.perf_counter() - started) * 1000)
+            self._count_failure(failures[-1])
         raise _chain_failure(failures)
 
 
@@ -933,7 +949,8 @@ class Workflow:
         model_steps = list(ctx.recording.model_calls.get(step.id, ()))
         for model_step in model_steps:
             ctx.record(model_step.model_copy(update={"id": new_id(), "run_id": ctx.run.id, "parent_id": step_id, "latency_ms": 0.0, "seq": None}))
-            if not model_step.error:
+            billed = model_step.prompt_tokens or model_step.completion_tokens or model_step.cost_usd is not None
+            if not model_step.error or billed:  # a failed call counts what it was billed, as in the original
                 ctx.tracker.add_usage(model_step.prompt_tokens, model_step.completion_tokens, model_step.cost_usd)
         if not model_steps and not step.error:  # usage the agent reported itself, counted as the original counted it
             ctx.tracker.add_usage(step.prompt_tokens, step.completion_tokens, _reported_cost(step.prompt_tokens, step.completion_tokens, step.cost_usd))

@@ -84,6 +84,31 @@ def test_a_failed_model_call_that_was_billed_keeps_what_it_cost_on_its_step() ->
     assert model_call.error["cost_usd"] == pytest.approx(1.1e-5)
 
 
+def test_what_failed_calls_were_billed_counts_in_the_run_its_budget_and_its_replay() -> None:
+    """The run showed a known $0 while the refused calls were paid for, and a cost budget never saw them."""
+    from orchestra import replay
+
+    refused = ModelError("model 'writer' returned an empty answer", model_id="writer", prompt_tokens=7, completion_tokens=2, cost_usd=0.25)
+    app = make_app(ScriptedModel("writer", [refused]), ScriptedModel("backup", ["Paris."]), fallback=FallbackPolicy(models=("backup",)))
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    result = app.workflow(FunctionRouter(dispatch_all)).run("capital of France?")
+    steps = [step for step in app.store.get_run(result.run_id).steps if step.kind == "model_call"]
+    failed, answered = steps
+    assert (failed.prompt_tokens, failed.completion_tokens, failed.cost_usd) == (7, 2, 0.25)
+    assert result.status == "ok" and result.prompt_tokens == 7 + answered.prompt_tokens
+    assert result.cost_usd == pytest.approx(0.25 + answered.cost_usd)
+    (observation,) = result.observations
+    assert observation.cost_usd == pytest.approx(result.cost_usd)  # the agent's call paid for both
+    again = replay(app, result.run_id)
+    assert (again.prompt_tokens, again.completion_tokens) == (result.prompt_tokens, result.completion_tokens)
+    assert again.cost_usd == pytest.approx(result.cost_usd)
+
+    capped = make_app(ScriptedModel("writer", [refused, "never asked"]))
+    capped.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    stopped = capped.workflow(FunctionRouter(dispatch_all, multi_round=True), budget=Budget(max_cost_usd=0.1, max_rounds=3)).run("q")
+    assert isinstance(stopped.error, BudgetExceeded) and stopped.error.limit == "max_cost_usd"
+
+
 @pytest.mark.parametrize("reply", ["Paris; 42.\nMerged answer:", "Merged answer: Paris; 42.", "Merged answer:\n\nParis; 42."])
 def test_the_refiner_answer_loses_the_prompt_cue_a_small_model_echoes(reply: str) -> None:
     writer, refiner = ScriptedModel("writer", ["Paris is the capital."]), ScriptedModel("refiner", [reply])
