@@ -315,6 +315,9 @@ class AgentRouter(BaseRouter):
 
     name: ClassVar[str] = "agent-router"
     multi_round: ClassVar[bool] = False
+    needs_training: ClassVar[bool] = True
+    """Built by name it has no trained network (its first decision says so): the UI leaves it out, and a chat
+    needs ``checkpoint`` (a router trained with `fit_agents` or `fit_models` and saved)."""
 
     def __init__(
         self,

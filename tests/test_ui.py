@@ -365,7 +365,7 @@ def test_the_ui_offers_only_routers_that_can_answer_untrained(store: str) -> Non
     at = _start(chat_page)
     offered = at.selectbox(key="chat_router").options
     assert {"all", "embedding", "fixed", "set"} <= set(offered)
-    assert not {"knn", "mlp", "mf", "graph-router", "oracle"} & set(offered)  # they learn from a data set first
+    assert not {"knn", "mlp", "mf", "graph-router", "agent-router", "oracle"} & set(offered)  # they learn from a data set first
     page = _start(runs_page)
     assert page.selectbox(key="runs_selected").value == original.run_id
     assert page.selectbox(key="runs_replay_router").value == "all"  # a router that can answer, not the first listed
