@@ -45,7 +45,8 @@ REFUSAL = (
 
 
 def clean_query(query: str) -> tuple[str, dict[str, Any]]:
-    """The query as routers read it (whitespace collapsed, cut at `MAX_QUERY_CHARS`) and what was done to it."""
+    """The query as routers read it (whitespace collapsed, cut at `MAX_QUERY_CHARS`) and what was done to it.
+    For the router's own reading only: the agents it dispatches get the user's text as it was."""
     text = " ".join(str(query).split())
     facts: dict[str, Any] = {}
     if len(text) > MAX_QUERY_CHARS:
@@ -150,7 +151,7 @@ class AllRouter(BaseRouter):
             return checked
         query, facts = checked
         return Dispatch(
-            calls=tuple(Call(agent_id=card.id, query=query) for card in state.agents),
+            calls=tuple(Call(agent_id=card.id, query=state.query) for card in state.agents),
             rationale=f"every agent ({len(state.agents)})",
             scores=tuple(CandidateScore(id=card.id, score=1.0) for card in state.agents),
             meta=facts,
@@ -181,7 +182,7 @@ class FixedRouter(BaseRouter):
         if not query:
             return out_of_scope("the query is empty", **facts)
         return Dispatch(
-            calls=tuple(Call(agent_id=agent_id, query=query) for agent_id in self.agent_ids),
+            calls=tuple(Call(agent_id=agent_id, query=state.query) for agent_id in self.agent_ids),
             rationale="fixed agents: " + ", ".join(self.agent_ids),
             scores=tuple(CandidateScore(id=agent_id, score=1.0) for agent_id in self.agent_ids),
             meta=facts,
@@ -244,7 +245,7 @@ class EmbeddingRouter(BaseRouter):
                 **facts,
             )
         return Dispatch(
-            calls=tuple(Call(agent_id=cards[i].id, query=query, weight=float(sims[i])) for i in chosen),
+            calls=tuple(Call(agent_id=cards[i].id, query=state.query, weight=float(sims[i])) for i in chosen),
             rationale=f"top {len(chosen)} by cosine similarity >= {threshold:.3f}",
             scores=scores,
             meta={"threshold": threshold, **facts},

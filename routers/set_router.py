@@ -813,7 +813,7 @@ class SetRouter(BaseRouter):
                 break
             chosen.append(int(i))
         return Dispatch(
-            calls=tuple(Call(agent_id=cards[i].id, query=query, weight=round(float(probs[whole, i]), 6)) for i in chosen),
+            calls=tuple(Call(agent_id=cards[i].id, query=state.query, weight=round(float(probs[whole, i]), 6)) for i in chosen),
             rationale=f"{len(chosen)} agent(s) with probability >= {join_threshold:g} (best first)",
             scores=scores,
             meta={**oos_meta, **facts},
