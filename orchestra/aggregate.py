@@ -177,6 +177,30 @@ def extract_option(response: str | None, letters: str) -> str | None:
     return found[0] if len(set(found)) == 1 else None
 
 
+_YES_NO = re.compile(r"\b(yes or no|true or false)\b")
+_NUMBER_ASKED = re.compile(r"\banswer with (a|one) number\b")
+_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
+
+
+def extract_choice(response: str | None, query: str) -> str | None:
+    """What a response chooses when ``query`` asks for a category: its option letter (lettered options), ``yes``
+    or ``no`` (a yes-or-no or true-or-false question; true counts as yes), or its first number ("answer with a
+    number"). ``None`` when the query asks for no category or the response states none (a refusal, a hedge)."""
+    if not response:
+        return None
+    letters = option_letters(query)
+    if letters:
+        return extract_option(response, letters)
+    asked = str(query).lower()
+    if _YES_NO.search(asked):
+        found = re.match(r"^[\W_]*(yes|no|true|false)\b", _unwrap(str(response)).lower())
+        return None if not found else {"true": "yes", "false": "no"}.get(found.group(1), found.group(1))
+    if _NUMBER_ASKED.search(asked):
+        number = _NUMBER.search(str(response))
+        return None if not number else number.group(0).replace(",", "")
+    return None
+
+
 def answer_kind(query: str) -> str:
     """``"vote"`` when the query asks for a short or categorical answer (lettered options, yes/no, a number),
     else ``"refine"`` (free text): which fusion its answers call for."""
@@ -190,26 +214,35 @@ def answer_kind(query: str) -> str:
 
 
 class WeightedVote:
-    """For short or categorical answers: the answer whose agents' weights add up most wins. On a multiple-choice
-    query answers vote for the option they pick ("B", "(B)" and "B) Sarah" are one vote), others by their
-    normalised text."""
+    """For short or categorical answers: the answer whose agents' weights add up most wins. When the query asks
+    for a category (lettered options, yes or no, a number) answers vote for the one they state ("B", "(B)" and
+    "B) Sarah" are one vote; "No." and "no, because…" too), and an answer that states none (a refusal) abstains,
+    named in ``meta["abstained"]``; otherwise, or when every answer abstains, answers vote by their normalised
+    text."""
 
     name = "weighted-vote"
 
     def aggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
+        answered = [obs for obs in observations if obs.ok and obs.answer is not None]
+        choices = {id(obs): extract_choice(obs.answer, query) for obs in answered}
+        categorical = any(choice is not None for choice in choices.values())
         votes: dict[str, float] = {}
         first_form: dict[str, str] = {}
-        letters = option_letters(query)
-        for obs in observations:
-            if not obs.ok or obs.answer is None:
+        abstained: list[str] = []
+        for obs in answered:
+            key = choices[id(obs)] if categorical else normalise_answer(obs.answer or "")
+            if key is None:
+                abstained.append(obs.agent_id)
                 continue
-            key = extract_option(obs.answer, letters) or normalise_answer(obs.answer)
             votes[key] = votes.get(key, 0.0) + obs.weight
-            first_form.setdefault(key, obs.answer.strip())
+            first_form.setdefault(key, (obs.answer or "").strip())
         if not votes:
             return Aggregated(NO_ANSWER, {"votes": {}})
         winner = max(votes, key=lambda key: votes[key])  # max keeps the first of equals: dispatch order
-        return Aggregated(first_form[winner], {"votes": votes, "winner": winner})
+        meta: dict[str, Any] = {"votes": votes, "winner": winner}
+        if abstained:
+            meta["abstained"] = abstained
+        return Aggregated(first_form[winner], meta)
 
     async def aaggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
         return self.aggregate(query, observations, models)

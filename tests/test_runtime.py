@@ -447,6 +447,34 @@ def test_weighted_vote_uses_call_weights() -> None:
     assert app.workflow(router, aggregator=WeightedVote()).run("colour?").answer == "red"
 
 
+@pytest.mark.parametrize(
+    ("query", "answers", "expected", "abstained"),
+    [
+        ("Is 7 a prime number? Answer yes or no.", ["Sorry, I can't calculate that.", "No.", "It is 4:05 pm.", "Yes, 7 is prime."],
+         "Yes, 7 is prime.", ["a", "c"]),
+        ("Is 7 a prime number? Answer yes or no.", ["Sorry, I can't.", "no", "No, it is not", "Yes"], "no", ["a"]),
+        ("Which gas do plants take in?\nA) oxygen\nB) carbon dioxide\nAnswer:", ["I cannot say.", "(B)", "B) carbon dioxide", "A"], "(B)", ["a"]),
+        ("How many legs has a spider? Answer with a number.", ["Spiders are arachnids.", "8", "It has 8 legs.", "6"], "8", ["a"]),
+    ],
+    ids=["refusal-abstains", "yes-no-forms", "options", "number"],
+)
+def test_weighted_vote_counts_only_answers_that_state_what_the_query_asks_for(
+    query: str, answers: list[str], expected: str, abstained: list[str]
+) -> None:
+    """A refusal voted like an answer: in a 1-1-1-1 tie the calculator's "Sorry, I can't calculate that" won a
+    yes-or-no question by coming first. An answer that states no option, yes/no or number now abstains."""
+    app = make_app()
+    agent_ids = ["a", "b", "c", "d"]
+    for agent_id, answer in zip(agent_ids, answers, strict=True):
+        app.registry.add_agent(AgentCard(id=agent_id, description=agent_id), implementation=lambda q, a=answer: a)
+    weights = dict(zip(agent_ids, [1.0, 1.0, 1.0, 1.5], strict=True))
+    router = FunctionRouter(lambda s: Dispatch(calls=tuple(Call(agent_id=a, query=s.query, weight=w) for a, w in weights.items())))
+    result = app.workflow(router, aggregator=WeightedVote()).run(query)
+    assert result.answer == expected
+    aggregate = next(step for step in app.store.get_run(result.run_id).steps if step.kind == "aggregate")
+    assert aggregate.response["meta"]["abstained"] == abstained
+
+
 async def test_async_run_and_stream_events() -> None:
     model = ScriptedModel("m", ["async answer"])
     app = make_app(model)
