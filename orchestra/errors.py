@@ -29,6 +29,7 @@ while answering; the run is recorded with the error)::
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 __all__ = [
@@ -241,6 +242,20 @@ class DecisionError(RunError):
     """A router returned something that is not a valid decision, or raised."""
 
     code = "decision_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details: dict[str, Any] = dict(details or {})
+        """What the router knew when it gave up (Router-R1: its format violations, its turns, whether the answer
+        was forced), stored with the error on the run."""
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        details = getattr(self, "details", None)
+        if details:
+            # stored as JSON: what cannot be written as JSON is kept as its text rather than failing the record
+            record["details"] = json.loads(json.dumps(details, default=str))
+        return record
 
 
 class BudgetExceeded(RunError):

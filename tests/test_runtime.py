@@ -176,6 +176,24 @@ def test_an_aggregator_that_raises_is_recorded_as_a_failed_aggregate_step() -> N
     assert [(s.kind, s.error["message"]) for s in steps if s.kind == "aggregate"] == [("aggregate", "cannot merge")]
 
 
+def test_what_a_failing_router_knew_is_stored_with_its_decision_error() -> None:
+    """DecisionError.details (Router-R1 attaches its format violations and turns) reached no record."""
+    from orchestra import DecisionError
+
+    def gives_up(state: RouterState) -> Dispatch:
+        raise DecisionError("no valid turn", details={"violations": ["no <answer>"], "turns": 3, "forced": True, "odd": {1, 2}})
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="a", description="x"), implementation=lambda q: "ok")
+    result = app.workflow(FunctionRouter(gives_up)).run("q")
+    stored = app.store.get_run(result.run_id)
+    decision = next(step for step in stored.steps if step.kind == "decision")
+    for record in (decision.error, stored.run.error):
+        assert record is not None
+        assert record["details"] == {"violations": ["no <answer>"], "turns": 3, "forced": True, "odd": "{1, 2}"}
+    assert "details" not in DecisionError("plain").to_record()
+
+
 def test_an_aggregator_without_its_async_twin_is_refused_when_given() -> None:
     """It passed, worked in run, and failed every arun after all the agents had answered."""
 
