@@ -213,6 +213,8 @@ class RouterR1(BaseRouter):
 
     name = "router-r1"
     multi_round = True
+    # The runtime reads multi_round from the router, so a replay rebuilt from `describe` is multi-round too,
+    # however many decisions the original run recorded.
     calls_models = True
 
     def __init__(
@@ -230,12 +232,13 @@ class RouterR1(BaseRouter):
         pool: Sequence[str] | None = None,
         temperature: float = 0.0,
         seed: int | None = None,
-        format_rules: FormatRules | None = None,
+        format_rules: FormatRules | dict[str, Any] | None = None,
     ) -> None:
         """``router_model``: model card id of the router model. ``constrained``: JSON-schema turns (``None``:
         when the router model's card supports JSON schemas); the ``max_*_chars`` bound their strings, so keep
         ``max_turn_tokens`` above their sum over about three characters per token. ``pool``: model ids it may consult (default: every
-        model card in the state except the router model itself)."""
+        model card in the state except the router model itself). ``format_rules``: the rules, or their dict as
+        `describe` records them."""
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
         self.router_model = router_model
@@ -250,19 +253,29 @@ class RouterR1(BaseRouter):
         self.pool_ids = tuple(pool) if pool is not None else None
         self.temperature = temperature
         self.seed = seed
-        self.format_rules = format_rules or FormatRules()
+        # a dict is how a description records the rules (see describe)
+        self.format_rules = FormatRules.model_validate(format_rules) if format_rules is not None else FormatRules()
         self._runs: OrderedDict[str, _Trajectory] = OrderedDict()
         self._lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
+        # Every constructor option, as given: replay rebuilds the router as RouterR1(**description minus name), so
+        # an option left out (or recorded in another form) would replay a different router, or none at all.
         return {
             "name": self.name,
             "router_model": self.router_model,
             "max_rounds": self.max_rounds,
             "max_turn_tokens": self.max_turn_tokens,
+            "max_think_chars": self.max_think_chars,
+            "max_query_chars": self.max_query_chars,
+            "max_answer_chars": self.max_answer_chars,
             "observation_tokens": self.observation_tokens,
+            "max_invalid_turns": self.max_invalid_turns,
             "constrained": self.constrained,
-            "pool": list(self.pool_ids) if self.pool_ids is not None else "all models but the router's",
+            "pool": list(self.pool_ids) if self.pool_ids is not None else None,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "format_rules": self.format_rules.model_dump(),
         }
 
     @staticmethod

@@ -312,3 +312,42 @@ def test_bench_with_scripted_router_reproduces_recorded_scores() -> None:
     expected = sum(rows[i]["outcomes"]["mistralai/mixtral-8x7b-chat"]["score"] for i in sample_ids) / 12
     assert report["overall"]["accuracy"] == pytest.approx(expected)
     assert report["overall"]["format_valid"] == 1.0 and report["overall"]["mean_consultations"] == 1.0
+
+
+# -- replay ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [{}, {"max_invalid_turns": 3, "max_think_chars": 50, "temperature": 0.5, "seed": 7}])
+def test_a_run_with_the_default_pool_replays_exactly(pool: RecordedPool, options: dict[str, object]) -> None:
+    from orchestra import replay
+
+    def script(messages: list[Message]) -> str:
+        turns = sum(m.role == "assistant" for m in messages)
+        return [
+            "I think I should ask someone.",  # out of format: a correction, then the next turn
+            "<think>Ask the cheap one.</think><search>small-lm:Which planet is called the red planet?</search>",
+            "<think>It said A.</think><answer>A</answer>",
+        ][min(turns, 2)]
+
+    router_model = ScriptedModel("router-lm", script, input_price_per_mtok=1.0, output_price_per_mtok=2.0)
+    app = _app(router_model, pool)
+    router = RouterR1("router-lm", **options)  # type: ignore[arg-type]
+    described = router.describe()
+    assert described["pool"] is None
+    assert RouterR1(**{k: v for k, v in described.items() if k != "name"}).describe() == described
+    pool.bind("", "arc.test.7")
+    try:
+        original = app.workflow(router, budget=Budget(max_rounds=5)).run("Which planet is called the red planet?")
+    finally:
+        pool.unbind("")
+    assert original.status == "ok" and original.answer == "A"
+    calls_before = len(router_model.calls)
+
+    again = replay(app, original.run_id)
+
+    assert again.status == "ok" and again.answer == "A" and len(router_model.calls) == calls_before
+    first, second = app.store.get_run(original.run_id), app.store.get_run(again.run_id)
+    assert second.run.meta["router"] == described  # rebuilt from its description, not served from the record
+    assert second.tree() == first.tree()
+    totals = lambda run: (run.prompt_tokens, run.completion_tokens, run.cost_usd)  # noqa: E731
+    assert totals(second.run) == totals(first.run) and first.run.cost_usd
