@@ -30,15 +30,18 @@ and rendered back to the tagged protocol, so every turn is in format by construc
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from orchestra.agent import LLMAgent
 from orchestra.cards import AgentCard, ModelCard
-from orchestra.errors import DecisionError, ModelOutputError
+from orchestra.errors import DecisionError, ModelOutputError, PolicyError
 from orchestra.model import ChatOptions, ChatResult, Message
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, Observation, RouterState
 from orchestra.routers.r1_rewards import (
@@ -239,8 +242,27 @@ class RouterR1(BaseRouter):
         ``max_turn_tokens`` above their sum over about three characters per token. ``pool``: model ids it may consult (default: every
         model card in the state except the router model itself). ``format_rules``: the rules, or their dict as
         `describe` records them."""
-        if max_rounds < 1:
-            raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
+        # Checked here, once: a bad bound would otherwise fail every run (or, from the CLI, give a traceback).
+        minimums = {
+            "max_rounds": (max_rounds, 1),
+            "max_turn_tokens": (max_turn_tokens, 1),
+            "max_think_chars": (max_think_chars, 2),  # turn_schema asks for a think of at least two characters
+            "max_query_chars": (max_query_chars, 1),
+            "max_answer_chars": (max_answer_chars, 1),
+            "observation_tokens": (observation_tokens, 1),
+            "max_invalid_turns": (max_invalid_turns, 0),
+        }
+        for option, (value, least) in minimums.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise PolicyError(f"RouterR1 {option!r} must be a whole number of at least {least}, got {value!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
+            raise PolicyError(f"RouterR1 'temperature' must be a finite number of at least 0, got {temperature!r}")
+        if pool is not None and (isinstance(pool, str) or not list(pool)):
+            raise PolicyError(f"RouterR1 'pool' must be a non-empty list of model ids (or None for every model but the router's), got {pool!r}")
+        try:
+            rules = FormatRules.model_validate(format_rules) if format_rules is not None else FormatRules()
+        except ValidationError as exc:
+            raise PolicyError(f"RouterR1 'format_rules': {exc.errors()[0]['msg']} (got {format_rules!r})") from None
         self.router_model = router_model
         self.max_rounds = max_rounds
         self.max_turn_tokens = max_turn_tokens
@@ -253,8 +275,7 @@ class RouterR1(BaseRouter):
         self.pool_ids = tuple(pool) if pool is not None else None
         self.temperature = temperature
         self.seed = seed
-        # a dict is how a description records the rules (see describe)
-        self.format_rules = FormatRules.model_validate(format_rules) if format_rules is not None else FormatRules()
+        self.format_rules = rules
         self._runs: OrderedDict[str, _Trajectory] = OrderedDict()
         self._lock = threading.Lock()
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from orchestra.cards import ModelCard
-from orchestra.errors import DecisionError
+from orchestra.errors import ConfigurationError, DecisionError, PolicyError
 from orchestra.model import Message
 from orchestra.policies import Budget
 from orchestra.routers.r1_rewards import check_format
 from orchestra.routers.recorded_pool import NO_RECORD, RecordedPool, final_question, recorded_text
 from orchestra.routers.router_r1 import R1_POOL_AGENT_ID, POOL_SYSTEM_PROMPT, RouterR1, pool_agent_card, turn_schema
-from orchestra.routing import Dispatch, Finish, Observation, RouterState
+from orchestra.routing import Dispatch, Finish, Observation, RouterState, load_router
 from orchestra.runtime import Orchestra
 from orchestra.testing import InMemoryStore, ScriptedModel
 
@@ -271,6 +271,21 @@ def test_runtime_budget_forces_the_answer() -> None:
 def test_no_pool_is_a_decision_error() -> None:
     with pytest.raises(DecisionError, match="no model to consult"):
         RouterR1("router-lm", pool=["absent"]).decide(_state(ScriptedModel("router-lm")))
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("max_rounds", 0), ("temperature", -3), ("temperature", float("nan")), ("max_turn_tokens", 0),
+     ("max_invalid_turns", -1), ("observation_tokens", -5), ("max_think_chars", 1), ("max_query_chars", 0),
+     ("max_answer_chars", 0), ("pool", []), ("pool", "small-lm"), ("format_rules", {"strict": True})],
+)
+def test_options_out_of_range_are_refused_when_built(option: str, value: object) -> None:
+    with pytest.raises(PolicyError, match=f"RouterR1 '{option}'") as caught:
+        RouterR1("router-lm", **{option: value})  # type: ignore[arg-type]
+    assert repr(value) in str(caught.value) or option == "format_rules"
+    # refused by name too, as the CLI and replay build it (a string pool already by the option's type check)
+    with pytest.raises(ConfigurationError, match=f"'{option}'"):
+        load_router("router-r1", router_model="router-lm", **{option: value})
 
 
 # -- the recorded pool -----------------------------------------------------------------------------------------
