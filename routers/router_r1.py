@@ -181,6 +181,9 @@ class _Turn:
     """The information blocks' contents that followed, in search order (filled once answers are in)."""
     note: str | None = None
     """A correction shown to the router after an invalid turn, or the forced-answer notice."""
+    consulted: bool = False
+    """Its searches went to the pool. A turn whose searches were all refused, or that searched on the forced
+    round, consulted no model: it uses up no round and names no model in ``meta["consulted"]``."""
 
     @property
     def dispatched(self) -> list[SearchRequest]:
@@ -194,7 +197,7 @@ class _Trajectory:
 
     @property
     def consulting_rounds(self) -> int:
-        return sum(1 for turn in self.turns if turn.searches and turn.answer is None)
+        return sum(1 for turn in self.turns if turn.consulted)
 
     def segments(self) -> list[tuple[Literal["turn", "information", "note"], str]]:
         """The completion as ordered pieces: router turns, information blocks, notes."""
@@ -359,7 +362,7 @@ class RouterR1(BaseRouter):
         with self._lock:
             cached = self._runs.get(self._key(state))
         if cached is not None:
-            dispatching = [turn for turn in cached.turns if turn.dispatched]
+            dispatching = [turn for turn in cached.turns if turn.consulted]
             if len(dispatching) == len(groups) and all(
                 sorted(s.query for s in turn.dispatched) == sorted(obs.query for obs in group)
                 for turn, group in zip(dispatching, groups, strict=True)
@@ -387,7 +390,7 @@ class RouterR1(BaseRouter):
                 f"<search>{s.raw}</search>" for s in searches
             )
             trajectory.turns.append(
-                _Turn(raw=text, text=text, searches=searches, information=[self._information(o) for o in group])
+                _Turn(raw=text, text=text, searches=searches, information=[self._information(o) for o in group], consulted=True)
             )
         return trajectory
 
@@ -554,6 +557,7 @@ class RouterR1(BaseRouter):
                 self._remember(state, None)
                 return Finish(answer=turn.answer, rationale=_think_of(turn.text), meta=meta)
             if turn.dispatched and not force:
+                turn.consulted = True
                 self._remember(state, trajectory)
                 return self._dispatch(turn, pool, pool_ids, trajectory, router_calls)
             invalid_in_a_row += 1
@@ -561,7 +565,7 @@ class RouterR1(BaseRouter):
                 # Only refused searches (unknown models, malformed): say why, and go on within this decision.
                 turn.information = [search.detail for search in turn.searches]
             elif turn.searches:
-                turn.note = _FORCE_ANSWER.format(rounds=trajectory.consulting_rounds - 1)
+                turn.note = _FORCE_ANSWER.format(rounds=trajectory.consulting_rounds)
                 turn.problems.append("searched after the last allowed round")
             else:
                 turn.note = _INVALID_TURN.format(problem="; ".join(turn.problems) or "unknown")
@@ -631,7 +635,7 @@ class RouterR1(BaseRouter):
             "segments": [{"kind": kind, "text": text} for kind, text in trajectory.segments()],
             "raw_turns": [turn.raw for turn in trajectory.turns],
             "rounds": trajectory.consulting_rounds,
-            "consulted": [search.model for turn in trajectory.turns for search in turn.dispatched],
+            "consulted": [search.model for turn in trajectory.turns if turn.consulted for search in turn.dispatched],
             "unknown_models": [
                 search.name for turn in trajectory.turns for search in turn.searches if search.problem == "unknown_model"
             ],

@@ -225,6 +225,26 @@ def test_forced_answer_turn_after_max_rounds() -> None:
     assert "Give your final answer now" in model.calls[1][0][-1].content
 
 
+def test_only_turns_that_consulted_count_as_rounds_and_consulted() -> None:
+    # a refused search (unknown model) uses up no round: with one allowed, the next search is still dispatched
+    model = ScriptedModel("router-lm", [
+        "<think>Ask GPT.</think><search>gpt-9:What is 2:3?</search>",
+        "<think>Use a real one.</think><search>small-lm:What is 2:3?</search>",
+        "<think>Again.</think><search>big-lm:What is 2:3 really?</search>",
+        "<think>Done.</think><answer>2/3</answer>",
+    ])
+    router = RouterR1("router-lm", max_rounds=1)
+    first = router.decide(_state(model))
+    assert isinstance(first, Dispatch) and first.calls[0].model_id == "small-lm"
+    assert first.meta["rounds"] == 1 and first.meta["consulted"] == ["small-lm"]
+    # a search on the forced round is refused: it consulted nobody, and the notice counts the one real round
+    obs = (Observation(agent_id=R1_POOL_AGENT_ID, query="What is 2:3?", answer="two thirds", round=0, model_id="small-lm"),)
+    final = router.decide(_state(model, obs, round=1))
+    assert isinstance(final, Finish) and final.answer == "2/3"
+    assert final.meta["rounds"] == 1 and final.meta["consulted"] == ["small-lm"]
+    assert "consulted models 1 times" in model.calls[3][0][-1].content
+
+
 # -- bounded failures ------------------------------------------------------------------------------------------
 
 
