@@ -18,7 +18,11 @@ a replay with a fresh router) it rebuilds the earlier turns from the observation
 of which model, and says so in ``meta["rebuilt"]``.
 
 Bounds: at most ``max_rounds`` consulting turns (then an answer turn is forced; give the workflow
-``Budget(max_rounds=max_rounds + 1)`` so the answering decision fits), ``max_turn_tokens`` per turn
+``Budget(max_rounds=max_rounds + 1)`` so the answering decision fits). The run's budget forces the answer too,
+while it can still be paid, rather than let the runtime stop the run with `BudgetExceeded`: when one decision is
+left, when no agent call is left for a consultation, or when the cost or time left is less than another round
+would take, estimated as twice the dearest (slowest) router turn so far plus the dearest (slowest) consultation
+(a search turn, its answers, then the answer turn). ``max_turn_tokens`` per turn
 (a 10,000-token think is cut there), ``max_invalid_turns`` turns out of format in a row; past these the router
 raises `DecisionError` with the trajectory attached (``error.trajectory``), which the runtime records on the run.
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -145,6 +150,7 @@ Write each turn as one JSON object instead of tags, with the fields "think", "ac
 """
 
 _FORCE_ANSWER = "You have consulted models {rounds} times, the most allowed. Give your final answer now."
+_BUDGET_ANSWER = "The run's budget leaves no room to consult another model. Give your final answer now."
 _INVALID_TURN = (
     "Your last turn was not in the required format ({problem}). Reason inside <think></think>, then either "
     "<search>Model-Name:question</search> or <answer>answer</answer>."
@@ -181,6 +187,10 @@ class _Turn:
     """The information blocks' contents that followed, in search order (filled once answers are in)."""
     note: str | None = None
     """A correction shown to the router after an invalid turn, or the forced-answer notice."""
+    cost_usd: float = 0.0
+    """What the router model's call for this turn cost (0 when unknown, or for a turn rebuilt from observations)."""
+    latency_ms: float = 0.0
+    """How long that call took."""
     consulted: bool = False
     """Its searches went to the pool. A turn whose searches were all refused, or that searched on the forced
     round, consulted no model: it uses up no round and names no model in ``meta["consulted"]``."""
@@ -517,13 +527,35 @@ class RouterR1(BaseRouter):
 
     # -- the decision ---------------------------------------------------------------------------------------
 
-    def _last_round(self, state: RouterState, trajectory: _Trajectory) -> bool:
+    def _last_round(self, state: RouterState, trajectory: _Trajectory, spent_usd: float, started: float) -> str | None:
+        """The notice forcing the answer turn (see the module docstring's bounds), or ``None`` when the router may
+        still consult. ``spent_usd`` and ``started``: what this decision's turns cost so far and when it began
+        (``state.budget_left`` was taken then)."""
         if trajectory.consulting_rounds >= self.max_rounds:
-            return True
-        rounds_left = state.budget_left.get("rounds")
-        cost_left = state.budget_left.get("cost_usd")
+            return _FORCE_ANSWER.format(rounds=trajectory.consulting_rounds)
+        left = state.budget_left
         # ``rounds`` counts the decisions left, this one included: with one left, only an answer can end the run.
-        return (rounds_left is not None and rounds_left <= 1) or (cost_left is not None and cost_left <= 0)
+        if (left.get("rounds") is not None and left["rounds"] <= 1) or (left.get("calls") is not None and left["calls"] < 1):
+            return _BUDGET_ANSWER
+        # The runtime refuses every model call once the cost is over its limit, so the answer must come while a
+        # round still fits: this decision's own turns are spent already; the estimate is a search turn, its
+        # answers and the answer turn, from the dearest and slowest seen (0 before anything was seen).
+        cost_left, seconds_left = left.get("cost_usd"), left.get("seconds")
+        if cost_left is not None:
+            cost_left -= spent_usd
+            needed = 2 * max((t.cost_usd for t in trajectory.turns), default=0.0) + max(
+                (o.cost_usd or 0.0 for o in state.observations), default=0.0
+            )
+            if cost_left <= 0 or cost_left < needed:
+                return _BUDGET_ANSWER
+        if seconds_left is not None:
+            seconds_left -= time.perf_counter() - started
+            needed = (2 * max((t.latency_ms for t in trajectory.turns), default=0.0) + max(
+                (o.latency_ms for o in state.observations), default=0.0
+            )) / 1000
+            if seconds_left <= 0 or seconds_left < needed:
+                return _BUDGET_ANSWER
+        return None
 
     def decide(self, state: RouterState) -> Dispatch | Finish:
         if state.model_access is None:
@@ -540,12 +572,15 @@ class RouterR1(BaseRouter):
         prompt = self.prompt(state, pool, constrained)
         invalid_in_a_row = 0
         router_calls: list[dict[str, Any]] = []
+        started = time.perf_counter()
         while True:
-            force = self._last_round(state, trajectory)
-            if force and trajectory.turns and not trajectory.turns[-1].note:
-                trajectory.turns[-1].note = _FORCE_ANSWER.format(rounds=trajectory.consulting_rounds)
+            notice = self._last_round(state, trajectory, sum(call["cost_usd"] or 0.0 for call in router_calls), started)
+            force = notice is not None
+            if notice and trajectory.turns and not trajectory.turns[-1].note:
+                trajectory.turns[-1].note = notice
             turn, result = self._generate(state, prompt, trajectory, pool_ids, constrained=constrained, force=force)
             if result is not None:
+                turn.cost_usd, turn.latency_ms = result.cost_usd or 0.0, result.latency_ms
                 router_calls.append(
                     {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                      "cost_usd": result.cost_usd, "finish_reason": result.finish_reason}
@@ -565,7 +600,7 @@ class RouterR1(BaseRouter):
                 # Only refused searches (unknown models, malformed): say why, and go on within this decision.
                 turn.information = [search.detail for search in turn.searches]
             elif turn.searches:
-                turn.note = _FORCE_ANSWER.format(rounds=trajectory.consulting_rounds)
+                turn.note = notice
                 turn.problems.append("searched after the last allowed round")
             else:
                 turn.note = _INVALID_TURN.format(problem="; ".join(turn.problems) or "unknown")

@@ -288,6 +288,50 @@ def test_runtime_budget_forces_the_answer() -> None:
     assert isinstance(decision, Finish) and decision.meta["forced_answer"] is True
 
 
+def _searches_until_forced(messages: list[Message]) -> str:
+    """A router model that consults the small model every turn until it is told to answer."""
+    if "final answer now" in messages[-1].content:
+        return "<think>Told to answer.</think><answer>A</answer>"
+    return "<think>Ask again.</think><search>small-lm:Which planet is called the red planet?</search>"
+
+
+@pytest.mark.parametrize(
+    ("budget", "consultations"),
+    [
+        (Budget(max_rounds=6, max_calls=2), 2),  # no call left for a third consultation
+        # a round costs about $0.0003 (a router turn of ~200 words at $1/M, $0.0001 per consultation): after two,
+        # $0.0003 is left, less than a search turn, its consultation and the answer turn would take
+        (Budget(max_rounds=6, max_cost_usd=0.0009), 2),
+    ],
+)
+def test_the_runs_budget_forces_the_answer_while_it_can_be_paid(pool: RecordedPool, budget: Budget, consultations: int) -> None:
+    router_model = ScriptedModel("router-lm", _searches_until_forced, input_price_per_mtok=1.0, output_price_per_mtok=1.0)
+    app = _app(router_model, pool)
+    pool.bind("", "arc.test.7")
+    try:
+        result = app.workflow(RouterR1("router-lm", max_rounds=4), budget=budget).run("Which planet is called the red planet?")
+    finally:
+        pool.unbind("")
+    assert result.status == "ok" and result.answer == "A", result.error
+    assert len(result.observations) == consultations
+    finish = result.decisions[-1]
+    assert finish.meta["forced_answer"] is True and finish.meta["rounds"] == consultations
+    assert "budget leaves no room" in router_model.calls[-1][0][-1].content
+    if budget.max_cost_usd is not None:
+        assert result.cost_usd is not None and result.cost_usd <= budget.max_cost_usd
+
+
+def test_time_left_below_a_rounds_estimate_forces_the_answer() -> None:
+    # the last consultation took 2 s: with 1.5 s left another round would not fit
+    observations = (Observation(agent_id=R1_POOL_AGENT_ID, query="q", answer="a", round=0, model_id="small-lm", latency_ms=2000),)
+    model = ScriptedModel("router-lm", ["<think>t</think><search>big-lm:q2</search>", "<think>t</think><answer>x</answer>"])
+    decision = RouterR1("router-lm", max_invalid_turns=1).decide(_state(model, observations, round=1, budget_left={"seconds": 1.5}))
+    assert isinstance(decision, Finish) and decision.meta["forced_answer"] is True
+    assert model.calls[0][1].stop and "budget leaves no room" in model.calls[0][0][-1].content
+    roomy = ScriptedModel("router-lm", ["<think>t</think><search>big-lm:q2</search>"])
+    assert isinstance(RouterR1("router-lm").decide(_state(roomy, observations, round=1, budget_left={"seconds": 30.0})), Dispatch)
+
+
 def test_no_pool_is_a_decision_error() -> None:
     with pytest.raises(DecisionError, match="no model to consult"):
         RouterR1("router-lm", pool=["absent"]).decide(_state(ScriptedModel("router-lm")))
