@@ -472,17 +472,31 @@ class RouterR1(BaseRouter):
             return _Turn(raw=raw, text=raw, problems=[f"not JSON: {exc.msg}"])
         if not isinstance(data, dict):
             return _Turn(raw=raw, text=raw, problems=["not a JSON object"])
-        think = str(data.get("think", "")).strip()
+        problems: list[str] = []
+
+        def text(key: str) -> str | None:
+            # A null (or a number, a list) is a format violation, never its string form: str(None) made the
+            # answer "None" and the search "None:None".
+            value = data.get(key, "")
+            if isinstance(value, str):
+                return value.strip()
+            problems.append(f"field {key!r} is {'null' if value is None else type(value).__name__}, not a string")
+            return None
+
+        think = text("think") or ""
         action = data.get("action")
         if action == "answer":
-            answer = str(data.get("answer", "")).strip()
-            turn = _Turn(raw=raw, text=f"<think>{think}</think>\n<answer>{answer}</answer>", answer=answer)
+            answer = text("answer")
+            turn = _Turn(raw=raw, text=f"<think>{think}</think>\n<answer>{answer or ''}</answer>", answer=answer)
         elif action == "search":
-            content = f"{data.get('model', '')}:{data.get('query', '')}"
+            model, query = text("model"), text("query")
+            content = f"{model or ''}:{query or ''}"
             turn = _Turn(raw=raw, text=f"<think>{think}</think>\n<search>{content}</search>")
-            turn.searches = [parse_search(content, pool_ids, self.format_rules)]
+            if model is not None and query is not None:
+                turn.searches = [parse_search(content, pool_ids, self.format_rules)]
         else:
             return _Turn(raw=raw, text=raw, problems=[f"unknown action {action!r}"])
+        turn.problems += problems
         # The rendered turn is checked like a tagged one (a think that itself holds tags is still nesting).
         check = check_format(turn.text, pool_ids, self.format_rules)
         structural = {"unbalanced_tags", "nested_tags", "empty_think"}

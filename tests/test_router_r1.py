@@ -211,6 +211,24 @@ def test_constrained_turn_is_rendered_to_tags() -> None:
     assert model.calls[0][1].stop == ()
 
 
+def test_null_fields_of_a_json_turn_are_format_violations_not_the_string_none() -> None:
+    router = RouterR1("router-lm")
+    answer = router._parse_json('{"think": null, "action": "answer", "answer": null}', ["small-lm"])
+    assert answer.answer is None and "None" not in answer.text
+    assert "field 'answer' is null, not a string" in answer.problems and "field 'think' is null, not a string" in answer.problems
+    search = router._parse_json('{"think": "t", "action": "search", "model": null, "query": 7}', ["small-lm"])
+    assert search.searches == [] and "None" not in search.text
+    assert {"field 'model' is null, not a string", "field 'query' is int, not a string"} <= set(search.problems)
+    # through a decision: an invalid turn, corrected, then the real answer
+    model = ScriptedModel("router-lm", [
+        json.dumps({"think": "t", "action": "answer", "model": "small-lm", "query": "", "answer": None}),
+        json.dumps({"think": "t", "action": "answer", "model": "small-lm", "query": "", "answer": "2/3"}),
+    ])
+    decision = RouterR1("router-lm", constrained=True).decide(_state(model))
+    assert isinstance(decision, Finish) and decision.answer == "2/3"
+    assert "field 'answer' is null" in model.calls[1][0][-1].content
+
+
 def test_forced_answer_turn_after_max_rounds() -> None:
     search = {"think": "again", "action": "search", "model": "small-lm", "query": "q", "answer": ""}
     answer = {"think": "done", "action": "answer", "model": "small-lm", "query": "", "answer": "2/3"}
