@@ -24,7 +24,8 @@ left, when no agent call is left for a consultation, or when the cost or time le
 would take, estimated as twice the dearest (slowest) router turn so far plus the dearest (slowest) consultation
 (a search turn, its answers, then the answer turn). ``max_turn_tokens`` per turn
 (a 10,000-token think is cut there), ``max_invalid_turns`` turns out of format in a row; past these the router
-raises `DecisionError` with the trajectory attached (``error.trajectory``), which the runtime records on the run.
+raises `DecisionError` with the trajectory attached (``error.trajectory``, the decision's meta) and carries in
+``error.details`` a JSON-serialisable summary: ``{"violations", "forced", "turns", "consulted", "unknown_models"}``.
 
 With a router model whose card ``supports_json_schema``, each turn is decoded under a JSON schema
 (``{"think", "action", "model", "query"}`` or ``{"think", "action", "answer"}``, the model an enum of the pool)
@@ -628,6 +629,14 @@ class RouterR1(BaseRouter):
                     f"bounded at max_invalid_turns={self.max_invalid_turns}"
                 )
                 error.trajectory = meta  # type: ignore[attr-defined]
+                # plain JSON, so the summary can be stored with the error where the whole trajectory would not fit
+                error.details = {  # type: ignore[attr-defined]
+                    "violations": meta["format_violations"],
+                    "forced": meta["forced_answer"],
+                    "turns": len(trajectory.turns),
+                    "consulted": meta["consulted"],
+                    "unknown_models": meta["unknown_models"],
+                }
                 raise error
 
     def _dispatch(

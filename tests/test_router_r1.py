@@ -4,6 +4,7 @@ constrained turns, and the bounded failure paths (never answers, 10k-token think
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -276,6 +277,17 @@ def test_router_that_never_answers_is_a_typed_error_and_the_run_is_kept(pool: Re
     assert app.store.get_run(result.run_id).run.status == "error"
     trajectory = result.error.trajectory  # type: ignore[attr-defined]
     assert trajectory["forced_answer"] is True and trajectory["format_valid"] is False
+
+
+def test_the_decision_error_carries_a_json_summary_of_the_trajectory_in_details(pool: RecordedPool) -> None:
+    loop = ScriptedModel("router-lm", ["<think>ask again</think><search>small-lm:Which planet is red?</search>"])
+    result = _app(loop, pool).workflow(RouterR1("router-lm", max_rounds=1, max_invalid_turns=1), budget=Budget(max_rounds=4)).run("Which planet is red?")
+    assert isinstance(result.error, DecisionError)
+    details = result.error.details  # type: ignore[attr-defined]
+    assert json.loads(json.dumps(details)) == details
+    assert details["forced"] is True and details["turns"] == 3 and details["consulted"] == ["small-lm"]
+    assert [v["problem"] for v in details["violations"]] == ["searched after the last allowed round"] * 2
+    assert pickle.loads(pickle.dumps(result.error)).details == details  # it crosses process pools too
 
 
 def test_ten_thousand_token_think_is_bounded() -> None:
