@@ -59,11 +59,16 @@ def one_line(card: AgentCard, max_chars: int) -> str:
 
 
 def routing_schema(agent_ids: Sequence[str], k: int, reasoning_chars: int) -> dict[str, Any]:
-    """The JSON schema of the answer: bounded prose, then up to ``k`` ids from ``agent_ids``, then the flag."""
+    """The JSON schema of the answer: bounded prose on one line, then up to ``k`` ids from ``agent_ids``, then the
+    flag."""
+    # llama.cpp's grammar otherwise lets a raw line break into the reasoning, which is no valid JSON string. The
+    # bound goes into the pattern too, since grammar builders honour a pattern before maxLength; quotes and
+    # backslashes are left out, as in Router-R1's turn_schema, so the grammar cannot produce broken JSON.
+    reasoning = {"type": "string", "maxLength": reasoning_chars, "pattern": f"^[^\"\\\\\\n\\r]{{0,{reasoning_chars}}}$"}
     return {
         "type": "object",
         "properties": {
-            "reasoning": {"type": "string", "maxLength": reasoning_chars},
+            "reasoning": reasoning,
             "agents": {"type": "array", "items": {"type": "string", "enum": list(agent_ids)}, "maxItems": k},
             "out_of_scope": {"type": "boolean"},
         },
@@ -85,8 +90,10 @@ def build_prompt(query: str, cards: Sequence[AgentCard], k: int, description_cha
 def _json_object(text: str) -> dict[str, Any] | None:
     """The answer's JSON object: the whole text, or the first balanced ``{...}`` in it (models that wrap the
     JSON in prose or code fences)."""
+    # strict=False: control characters inside strings are read (a raw line break in the reasoning, which
+    # constrained decoding may let through), so an answer that names agents is not lost for them
     try:
-        value = json.loads(text)
+        value = json.loads(text, strict=False)
         return value if isinstance(value, dict) else None
     except json.JSONDecodeError:
         pass
@@ -109,7 +116,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
                 depth -= 1
                 if depth == 0:
                     try:
-                        value = json.loads(text[start : end + 1])
+                        value = json.loads(text[start : end + 1], strict=False)
                     except json.JSONDecodeError:
                         break
                     return value if isinstance(value, dict) else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -162,3 +163,18 @@ def test_helpers_and_configuration():
         TCARRouter(k=0)
     register_router("tcar-test", TCARRouter)
     assert isinstance(load_router("tcar-test", embedder=WordEmbedder()), TCARRouter)
+
+
+def test_a_raw_line_break_in_the_reasoning_keeps_the_named_agents():
+    # what llama.cpp's grammar let through: a raw line break inside the JSON reasoning string
+    raw = '{"reasoning": "The user asks about the weather. The answer is:\n" ,"agents": ["weather", "music"], "out_of_scope": false}'
+    parsed = parse_answer(raw, ["weather", "music", "bank"], 3)
+    assert parsed["ok"] and parsed["agents"] == ["weather", "music"] and parsed["reasoning"].endswith("is:\n")
+    decision, _ = run(["Sure! " + raw])  # inside prose too
+    assert isinstance(decision, Dispatch) and [c.agent_id for c in decision.calls] == ["weather", "music"]
+    # and constrained decoding is asked for one line without quotes or backslashes, within the bound
+    pattern = routing_schema(["x"], 2, 20)["properties"]["reasoning"]["pattern"]
+    assert pattern.startswith("^") and pattern.endswith("$")
+    whole = re.compile(pattern[1:-1])  # fullmatch: Python's $ would also match before a final line break
+    assert whole.fullmatch("The user asks: rain.")
+    assert not any(whole.fullmatch(text) for text in ("is:\n", "a\rb", 'a "quote"', "back\\slash", "x" * 21))
