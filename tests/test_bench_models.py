@@ -459,3 +459,29 @@ def test_a_byte_order_mark_is_read_a_file_as_data_is_named_and_router_r1_refuses
         data_dir(data / "models.jsonl")
     result = CliRunner().invoke(app, ["bench", "models", "--data", str(data), "--router", "router-r1", "--weights", "0,1"])
     assert result.exit_code == 2 and "--weights do not apply" in result.output
+
+
+def test_router_r1_on_the_models_bench_takes_every_option_of_the_router_and_refuses_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import orchestra.bench.r1 as r1
+    from orchestra.cli import app
+
+    ran: list[dict[str, object]] = []
+    monkeypatch.setattr(r1, "run_router_r1_bench", lambda *args, **kw: ran.append({"args": args, **kw}) or {})
+    monkeypatch.setattr(r1, "_print", lambda report: None)
+    data = write_set(tmp_path / "set")
+    bench = ["bench", "models", "--data", str(data), "--router", "router-r1"]
+
+    unknown = CliRunner().invoke(app, [*bench, "--option", "foo=1", "--option", "max_rounds=2"])
+    assert unknown.exit_code == 2 and "'foo'" in unknown.output and not ran
+    out_of_range = CliRunner().invoke(app, [*bench, "--option", "max_rounds=0"])
+    assert out_of_range.exit_code == 2 and "RouterR1 'max_rounds'" in out_of_range.output and not ran
+
+    given = ["max_rounds=2", "max_invalid_turns=3", "constrained=false", "temperature=0.5", "observation_tokens=300"]
+    result = CliRunner().invoke(app, [*bench, *(item for option in given for item in ("--option", option))])
+    assert result.exit_code == 0, result.output
+    (call,) = ran
+    router = call["router"]
+    assert (router.max_rounds, router.max_invalid_turns, router.constrained, router.temperature, router.observation_tokens) == (2, 3, False, 0.5, 300)
+    assert call["max_rounds"] == 2  # the run's budget is sized from the same bound
