@@ -7,10 +7,12 @@ either consults models with ``<search>Model-Name:query</search>`` (the decision 
 ``<answer>…</answer>`` (a `Finish`). The next decision sees the pool's answers as ``state.observations`` and
 appends them to the trajectory as ``<information>…</information>`` blocks, cut to 600 tokens.
 
-Register the pool agent once, then route::
+The pool agent comes with the router (`RouterR1.own_agents`): route with ::
 
-    registry.add_agent(pool_agent_card(), implementation=pool_agent())
     router = RouterR1(router_model="smollm2-local")
+
+An agent registered under the pool's id (``router-r1:pool``) is used instead, e.g. a pool that serves recorded
+answers (`routers.recorded_pool`).
 
 Where the trajectory lives between decisions: the router keeps the turns it generated per run (by
 ``state.run_id``) and checks them against the observations each time; when they do not match (another process,
@@ -292,6 +294,11 @@ class RouterR1(BaseRouter):
         self.format_rules = rules
         self._runs: OrderedDict[str, _Trajectory] = OrderedDict()
         self._lock = threading.Lock()
+
+    def own_agents(self) -> Sequence[tuple[AgentCard, Any]]:
+        """The model pool every search goes to: part of the router, so it needs no registering and no other
+        router ever routes to it."""
+        return [(pool_agent_card(), pool_agent())]
 
     def describe(self) -> dict[str, Any]:
         # Every constructor option, as given: replay rebuilds the router as RouterR1(**description minus name), so

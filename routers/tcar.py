@@ -299,7 +299,7 @@ class TCARRouter(BaseRouter):
         if parsed["out_of_scope"]:
             meta["conflict"] = "out_of_scope was true but agents were named; the agents were kept"
         return Dispatch(
-            calls=tuple(Call(agent_id=agent_id, query=query, weight=1.0) for agent_id in parsed["agents"]),
+            calls=tuple(Call(agent_id=agent_id, query=state.query, weight=1.0) for agent_id in parsed["agents"]),
             rationale=parsed["reasoning"] or "chosen by the router model",
             scores=scores,
             meta=meta,

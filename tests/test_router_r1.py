@@ -176,6 +176,28 @@ def test_multi_round_trajectory_through_runtime_and_recorded_pool(pool: Recorded
     assert _info_blocks(router_model.calls[2][0]) == ["A", "B"]
 
 
+def test_the_pool_comes_with_the_router_and_no_other_router_sees_it() -> None:
+    """Nothing registers the pool from the CLI or the UI: every router-r1 chat failed with 'unknown agent
+    router-r1:pool'. The pool is the router's own agent, so a registry of the user's team is enough."""
+    from orchestra import AgentCard, PassThrough
+
+    def script(messages: list[Message]) -> str:
+        if not any(m.role == "assistant" for m in messages):
+            return "<think>Ask the small model.</think>\n<search>small-lm:Which planet is red?</search>"
+        return "<think>It says Mars.</think>\n<answer>Mars</answer>"
+
+    models = {"router-lm": ScriptedModel("router-lm", script), "small-lm": ScriptedModel("small-lm", ["Mars."])}
+    app = Orchestra(store=InMemoryStore(), model_factory=lambda card, retry: models[card.id])
+    for card in (ROUTER, *POOL_CARDS):
+        app.registry.add_model(card)
+    app.registry.add_agent(AgentCard(id="team", description="the user's agent"), implementation=lambda q: "team answer")
+    result = app.workflow(RouterR1("router-lm"), budget=Budget(max_rounds=5)).run("Which planet is red?")
+    assert result.status == "ok" and result.answer == "Mars"
+    assert [(o.agent_id, o.model_id, o.answer) for o in result.observations] == [(R1_POOL_AGENT_ID, "small-lm", "Mars.")]
+    everyone = app.workflow("all", aggregator=PassThrough()).run("hello")
+    assert [o.agent_id for o in everyone.observations] == ["team"]
+
+
 def test_trajectory_is_rebuilt_from_observations_for_a_fresh_router() -> None:
     observations = (Observation(agent_id=R1_POOL_AGENT_ID, query="What is 2:3?", answer="two thirds", round=0, model_id="small-lm"),)
     model = ScriptedModel("router-lm", ["<think>ok</think><answer>2/3</answer>"])

@@ -60,6 +60,13 @@ def test_valid_answer_dispatches_named_agents_in_order_with_constrained_schema()
     assert "- weather:" in messages[1].content and "will it rain in paris" in messages[1].content
 
 
+def test_the_chosen_agents_get_the_query_as_typed():
+    """TCAR reads the query cleaned, but dispatched it cleaned too: line breaks gone, cut at 2,000 characters."""
+    query = "will it rain in paris\n\n| day | rain |\n|---|---|\n" + "x" * 3000
+    decision, _ = run([answer(["weather"])], query=query)
+    assert isinstance(decision, Dispatch) and [c.query for c in decision.calls] == [query]
+
+
 def test_unknown_ids_are_dropped_and_recorded_never_guessed():
     decision, _ = run([answer(["Weather", "weather ", "bank", "nonexistent"])])
     assert isinstance(decision, Dispatch)
