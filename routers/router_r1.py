@@ -333,10 +333,13 @@ class RouterR1(BaseRouter):
     # -- the pool and the prompt ----------------------------------------------------------------------------
 
     def pool(self, state: RouterState) -> list[ModelCard]:
-        """The models this decision may consult, from the registry's cards as the state has them now."""
+        """The models this decision may consult, from the registry's cards as the state has them now: ``pool``,
+        or by default every model but the router's, and the router's own model when it is the only one (a fresh
+        call of it, without the trajectory, as the one-model default team has it)."""
         if self.pool_ids is not None:
             return [card for card in state.models if card.id in self.pool_ids]
-        return [card for card in state.models if card.id != self.router_model]
+        others = [card for card in state.models if card.id != self.router_model]
+        return others or [card for card in state.models if card.id == self.router_model]
 
     def prompt(self, state: RouterState, pool: Sequence[ModelCard], constrained: bool) -> str:
         """The opening user message: the protocol, the pool, the question."""

@@ -389,6 +389,14 @@ def test_no_pool_is_a_decision_error() -> None:
         RouterR1("router-lm", pool=["absent"]).decide(_state(ScriptedModel("router-lm")))
 
 
+def test_with_no_other_model_the_router_consults_its_own() -> None:
+    """The default team has one model: router-r1 on it said 'no model to consult' at every message."""
+    state = RouterState(query="q", agents=(), models=(ROUTER,), registry_version=1)
+    assert [card.id for card in RouterR1("router-lm").pool(state)] == ["router-lm"]
+    both = RouterState(query="q", agents=(), models=(ROUTER, *POOL_CARDS), registry_version=1)
+    assert "router-lm" not in [card.id for card in RouterR1("router-lm").pool(both)]
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [("max_rounds", 0), ("temperature", -3), ("temperature", float("nan")), ("max_turn_tokens", 0),
