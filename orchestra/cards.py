@@ -27,17 +27,20 @@ def _http_url(value: str | None) -> str | None:
     return value
 
 
-class _CardType(type(BaseModel)):  # type: ignore[misc]
-    # `AgentCard(...)` in Python raises the same `CardError` as a card read from a file. Done at the class call,
-    # not in __init__: pydantic routes model_validate through a custom __init__, and would wrap the error.
+class TypedErrorModel(type(BaseModel)):  # type: ignore[misc]
+    """Metaclass of models whose construction raises their own typed error (the class's ``_typed_error(exc)``)
+    instead of pydantic's: `AgentCard(...)` in Python raises the same `CardError` as a card read from a file, a
+    policy the same `PolicyError`. Done at the class call, not in __init__: pydantic routes model_validate through
+    a custom __init__, and would wrap the error."""
+
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().__call__(*args, **kwargs)
         except ValidationError as exc:
-            raise cls._card_error(exc) from None
+            raise cls._typed_error(exc) from None
 
 
-class _Card(BaseModel, metaclass=_CardType):
+class _Card(BaseModel, metaclass=TypedErrorModel):
     # allow_inf_nan=False: an infinite price would be stored as null, silently becoming "unknown"
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
@@ -49,10 +52,10 @@ class _Card(BaseModel, metaclass=_CardType):
                 return cls.model_validate_json(data)
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise cls._card_error(exc) from None
+            raise cls._typed_error(exc) from None
 
     @classmethod
-    def _card_error(cls, exc: ValidationError) -> CardError:
+    def _typed_error(cls, exc: ValidationError) -> CardError:
         errors = exc.errors()
         first = errors[0]
         field = ".".join(str(part) for part in first["loc"]) or None

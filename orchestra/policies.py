@@ -6,24 +6,13 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestra.cards import CardId
+from orchestra.cards import CardId, TypedErrorModel
 from orchestra.errors import PolicyError
 
 __all__ = ["Budget", "FallbackPolicy", "RetryPolicy", "RoutingPolicy"]
 
 
-class _PolicyType(type(BaseModel)):  # type: ignore[misc]
-    # `Budget(...)` raises the same `PolicyError` as `Budget.model_validate(...)` (a policy read from a file), as
-    # cards do. Done at the class call, not in __init__: pydantic routes model_validate through a custom __init__,
-    # and would wrap the error.
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().__call__(*args, **kwargs)
-        except ValidationError as exc:
-            raise cls._policy_error(exc) from None
-
-
-class _Policy(BaseModel, metaclass=_PolicyType):
+class _Policy(BaseModel, metaclass=TypedErrorModel):
     # Numbers are strict (every numeric field has strict=True): a flag or a string is not a count, a limit or a
     # price (True would become 1, "1" would pass), while an int is still a float. allow_inf_nan=False: nan
     # compares false with every bound.
@@ -35,7 +24,7 @@ class _Policy(BaseModel, metaclass=_PolicyType):
         try:
             return super().model_validate(obj, **options)
         except ValidationError as exc:
-            raise cls._policy_error(exc) from None
+            raise cls._typed_error(exc) from None
 
     @classmethod
     def model_validate_json(cls, json_data: str | bytes | bytearray, **options: Any) -> Self:
@@ -43,10 +32,10 @@ class _Policy(BaseModel, metaclass=_PolicyType):
         try:
             return super().model_validate_json(json_data, **options)
         except ValidationError as exc:
-            raise cls._policy_error(exc) from None
+            raise cls._typed_error(exc) from None
 
     @classmethod
-    def _policy_error(cls, exc: ValidationError) -> PolicyError:
+    def _typed_error(cls, exc: ValidationError) -> PolicyError:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         where = f"{cls.__name__}.{field}" if field else cls.__name__  # a check across fields names none
