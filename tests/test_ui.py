@@ -25,6 +25,10 @@ def shout(query):
 
 def echo(query):
     return "echo: " + query
+
+
+def haiku(query):
+    return "it costs $5 and then $10 later\\nan old pond\\n\\n- **one**\\n- two"
 '''
 
 
@@ -149,6 +153,33 @@ def test_chat_turn_shows_the_answer_and_the_routing_panel(store: str) -> None:
     runs = app.store.list_runs()
     assert len(runs) == 2 and runs[0].session_id == runs[1].session_id
     assert runs[0].meta["history"][0] == {"role": "user", "content": "hello"}
+
+
+def test_dollars_and_line_breaks_show_as_typed(store: str) -> None:
+    """`$5 and then $10` was drawn as LaTeX math and single line breaks were lost, in the chat and on the Runs page."""
+    from orchestra.ui.common import as_typed
+
+    assert as_typed("it costs $5 and then $10 later") == "it costs \\$5 and then \\$10 later"
+    assert as_typed("an old pond\na frog jumps in\nsplash") == "an old pond  \na frog jumps in  \nsplash"
+    assert as_typed("- a\n- **b**\n\npara") == "- a  \n- **b**\n\npara"  # the model's Markdown is kept
+    assert as_typed("`$x` and \\$y\n```\nz = $1\n```") == "`$x` and \\$y\n```\nz = $1\n```"  # code verbatim
+
+    app = Orchestra(store=store)
+    app.registry.add_agent(AgentCard(id="poet", description="Writes.", backend="function", function="ui_test_agents:haiku"))
+    at = _start(chat_page)
+    _choose(at)
+    _say(at, "what does $5 buy?")
+    user = next(m for m in at.chat_message if m.name == "user")
+    assert user.markdown[0].value == "what does \\$5 buy?"
+    assert "it costs \\$5 and then \\$10 later  \nan old pond\n\n- **one**" in _assistant_texts(at)[0]
+    panel = " ".join(m.value for m in at.expander[0].markdown)
+    assert "\\$10 later  \n  an old pond" in panel  # the agent's answer, lines kept inside its list item
+
+    page = _start(runs_page)
+    texts = [m.value for m in page.markdown]
+    assert any(t.startswith("**Answer:** it costs \\$5") and "later  \nan old pond" in t for t in texts)
+    tree = next(t for t in texts if t.startswith("- query:"))
+    assert "what does \\$5 buy?" in tree and "\\$10 later" in tree and " $" not in tree
 
 
 def test_a_dead_model_is_reported_in_words(store: str) -> None:

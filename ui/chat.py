@@ -9,7 +9,7 @@ import streamlit as st
 
 from orchestra import NotFoundError, Orchestra, OrchestraError, RunEvent, RunResult, RunTrace
 
-from orchestra.ui.common import RunSettings, explain_error, format_cost, get_app, settings_sidebar, show_error, workflow_for
+from orchestra.ui.common import RunSettings, as_typed, explain_error, format_cost, get_app, settings_sidebar, show_error, workflow_for
 from orchestra.ui.panel import render_routing_panel
 
 __all__ = ["render"]
@@ -51,7 +51,7 @@ def _show_message(app: Orchestra, message: dict[str, Any], index: int) -> None:
         if message.get("error"):
             st.error(message["error"], icon=":material/error:")
         if message.get("content"):
-            st.markdown(message["content"])
+            st.markdown(as_typed(message["content"]))
         if message.get("out_of_scope"):
             st.caption("No agent fits this request: the router answered that it is out of scope.")
         if message.get("run_id"):
@@ -66,7 +66,7 @@ def _describe_event(event: RunEvent) -> str | None:
             return f"Router finished{' (out of scope)' if decision.get('out_of_scope') else ''}: {decision.get('rationale', '')}"
         chosen = ", ".join(f"**{call['agent_id']}**" for call in decision.get("calls", []))
         rationale = decision.get("rationale", "")
-        return f"Router chose {chosen}" + (f" — {rationale}" if rationale else "")
+        return f"Router chose {chosen}" + (f" — {as_typed(rationale)}" if rationale else "")
     if event.kind == "call":
         if data.get("error"):
             return f"**{data.get('agent_id')}** failed: {explain_error(data['error'])}"
@@ -106,7 +106,7 @@ def _answer(app: Orchestra, settings: RunSettings, query: str) -> dict[str, Any]
                 step = event.data.get("step", "")
                 so_far = "" if event.data.get("restart") else streamed.get(step, "")  # a fallback starts over
                 streamed[step] = so_far + event.data.get("delta", "")
-                live.markdown(f"_{event.data.get('purpose') or 'model'} is writing:_ {streamed[step]}")
+                live.markdown(f"_{event.data.get('purpose') or 'model'} is writing:_ {as_typed(streamed[step])}")
                 continue
             line = _describe_event(event)
             if line:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "AGGREGATORS",
     "RunSettings",
     "aggregator_for",
+    "as_typed",
     "explain_error",
     "format_cost",
     "get_app",
@@ -163,6 +165,36 @@ def show_error(error: BaseException | dict[str, Any] | None, *, where: Any = st)
 def format_cost(cost: float | None) -> str:
     """USD with enough digits for sub-cent calls; ``unknown`` when any price was unknown (never a false 0)."""
     return "unknown" if cost is None else f"${cost:.6f}"
+
+
+# -- text as typed ---------------------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+# a code span is left as it is (a backslash in it would show); an escaped dollar stays escaped; a bare one is escaped
+_DOLLAR = re.compile(r"(`+).*?\1|\\\$|\$")
+
+
+def as_typed(text: str) -> str:
+    """Stored text (a query, an answer, a rationale) as Markdown that shows as it was typed: ``$`` escaped (else
+    ``$5 and then $10`` is drawn as LaTeX), single line breaks kept as hard breaks (else a haiku reads as one line).
+    The Markdown a model wrote (lists, bold, code) still renders, and HTML stays escaped as in any `st.markdown`."""
+    lines = str(text).split("\n")
+    out: list[str] = []
+    fenced = False
+    for index, line in enumerate(lines):
+        if _FENCE.match(line):
+            fenced = not fenced
+            out.append(line)
+            continue
+        if fenced:  # code is shown verbatim: no escapes, its line breaks are already kept
+            out.append(line)
+            continue
+        line = _DOLLAR.sub(lambda m: "\\$" if m.group(0) == "$" else m.group(0), line)
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if line.strip() and following.strip() and not _FENCE.match(following) and not line.endswith(("  ", "\\")):
+            line += "  "  # two trailing spaces: Markdown's hard line break
+        out.append(line)
+    return "\n".join(out)
 
 
 # -- sidebar choices and workflows ------------------------------------------------------------------------------

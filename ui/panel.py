@@ -11,7 +11,7 @@ import streamlit as st
 
 from orchestra import RunTrace, StepRecord
 
-from orchestra.ui.common import explain_error, format_cost
+from orchestra.ui.common import as_typed, explain_error, format_cost
 from orchestra.ui.graph import to_dot, trace_graph
 
 __all__ = ["render_graph", "render_routing_panel", "run_summary", "step_rows"]
@@ -99,10 +99,10 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
     for step in (s for s in trace.steps if s.kind == "decision"):
         decision = step.response.get("decision", {})
         title = f"Decision, round {step.round}"
-        st.markdown(f"**{title}**: {decision.get('rationale') or '(no rationale given)'}")
+        st.markdown(f"**{title}**: {as_typed(decision.get('rationale') or '(no rationale given)')}")
         if decision.get("kind") == "finish":
             verb = "Out of scope" if decision.get("out_of_scope") else "Finished"
-            st.caption(f"{verb}: {decision.get('answer', '')}")
+            st.caption(f"{verb}: {as_typed(decision.get('answer', ''))}")
         chosen = {call["agent_id"]: call for call in decision.get("calls", [])}
         scores = decision.get("scores", [])
         rows = [
@@ -132,7 +132,8 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
                 st.error(explain_error(call.error))
             else:
                 answer = str(call.response.get("answer", ""))
-                st.markdown(f"- `{call.agent_id}`{model} ({usage}): {answer}")
+                # indented, every line of the answer stays inside its agent's list item (a list it wrote nests there)
+                st.markdown(f"- `{call.agent_id}`{model} ({usage}): " + as_typed(answer).replace("\n", "\n  "))
 
     for aggregate in (s for s in trace.steps if s.kind == "aggregate"):
         meta = aggregate.response.get("meta", {})
@@ -141,7 +142,7 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
             st.markdown(f"**Refined answer** (`{aggregate.request.get('aggregator')}`): none")
             st.error(explain_error(aggregate.error))
             continue
-        st.markdown(f"**Refined answer** (`{aggregate.request.get('aggregator')}`{note}): {aggregate.response.get('answer', '')}")
+        st.markdown(f"**Refined answer** (`{aggregate.request.get('aggregator')}`{note}): {as_typed(aggregate.response.get('answer', ''))}")
         if meta.get("refine_failed"):
             st.warning("The refiner could not merge the answers, so they are shown as they came. "
                        + explain_error(meta["refine_failed"]), icon=":material/warning:")

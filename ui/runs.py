@@ -9,7 +9,7 @@ import streamlit as st
 
 from orchestra import NotFoundError, Orchestra, OrchestraError, RunRecord, RunTrace, StepRecord, available_routers, replay
 
-from orchestra.ui.common import explain_error, format_cost, get_app, router_options, routers, show_error
+from orchestra.ui.common import as_typed, explain_error, format_cost, get_app, router_options, routers, show_error
 from orchestra.ui.panel import render_graph, run_summary, step_rows
 
 __all__ = ["render", "run_rows", "tree_markdown"]
@@ -55,17 +55,17 @@ def _step_line(step: StepRecord) -> str:
                 for c in decision.get("calls", [])
             )
         rationale = decision.get("rationale", "")
-        return (f"**decision** r{step.round}: {head}" + (f" — _{rationale}_" if rationale else "")
+        return (f"**decision** r{step.round}: {head}" + (f" — _{as_typed(rationale)}_" if rationale else "")
                 + (f" · scores {scores}" if scores else "") + f" · registry v{step.request.get('registry_version')}")
     if step.kind == "call":
         model = f" @ {step.model_id}" if step.model_id else ""
-        return f"**call** {step.agent_id}{model}: {str(step.response.get('answer', ''))[:200]}{usage}"
+        return f"**call** {step.agent_id}{model}: {as_typed(str(step.response.get('answer', ''))[:200])}{usage}"
     if step.kind == "model_call":
-        return f"model {step.model_id} ({step.request.get('purpose', '')}): {str(step.response.get('text', ''))[:120]}{usage}"
+        return f"model {step.model_id} ({step.request.get('purpose', '')}): {as_typed(str(step.response.get('text', ''))[:120])}{usage}"
     if step.kind == "aggregate":
         failed = step.response.get("meta", {}).get("refine_failed")
         note = f" (refine failed: {failed.get('type', '')}; the answers as they came)" if failed else ""
-        return f"**aggregate** ({step.request.get('aggregator')}){note}: {str(step.response.get('answer', ''))[:200]}"
+        return f"**aggregate** ({step.request.get('aggregator')}){note}: {as_typed(str(step.response.get('answer', ''))[:200])}"
     return step.kind
 
 
@@ -77,7 +77,7 @@ def tree_markdown(trace: RunTrace) -> str:
     def one_line(text: str) -> str:  # a line break inside an item would end the list: the tree falls apart
         return " ".join(text.split())
 
-    query = one_line(run.query)
+    query = one_line(as_typed(run.query))
     if len(query) > QUERY_SHOWN:  # a pasted document would bury the tree under it
         query = f"{query[:QUERY_SHOWN]}… ({len(run.query):,} characters)"
     lines = [f"- query: {query}"]
@@ -89,7 +89,7 @@ def tree_markdown(trace: RunTrace) -> str:
 
     add(None, 0)
     if run.answer is not None:
-        lines.append(f"- **answer**: {one_line(run.answer)}")
+        lines.append(f"- **answer**: {one_line(as_typed(run.answer))}")
     if run.error:
         lines.append(f"- :material/error: {explain_error(run.error)}")
     return "\n".join(lines)
@@ -121,7 +121,7 @@ def _side(trace: RunTrace, title: str, *, key: str) -> None:
     st.markdown(f"#### {title}")
     summary = run_summary(trace)
     if trace.run.status == "ok":
-        st.success(summary["answer"] or "(empty answer)")
+        st.success(as_typed(summary["answer"]) or "(empty answer)")
     else:
         st.error(explain_error(trace.run.error))
     # one fact a row: two runs side by side stay readable in half the page's width
@@ -257,7 +257,7 @@ def render() -> None:
     cols[3].metric("Cost", summary["cost"])
     cols[4].metric("Latency", f"{run.latency_ms:.0f} ms")
     if run.answer is not None:
-        st.markdown(f"**Answer:** {run.answer}")
+        st.markdown(f"**Answer:** {as_typed(run.answer)}")
     if run.error:
         show_error(run.error)
     if run.replay_of:
