@@ -226,6 +226,32 @@ def test_a_refiner_that_failed_is_said_beside_the_answers_it_could_not_merge(sto
     assert any("could not merge the answers" in w.value and "streamed nothing" in w.value for w in at.warning)
 
 
+def test_a_model_routers_chosen_model_is_marked_chosen(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model router's candidates are models: the call names the agent and, in model_id, the model chosen. The
+    panel marked that model "not chosen" and added a row for the agent with no score."""
+    from orchestra import CandidateScore, Call, Dispatch
+    from orchestra.testing import FunctionRouter, ScriptedModel, ScriptedModels
+    from orchestra.ui.graph import trace_graph
+
+    app = Orchestra(store=store, model_factory=ScriptedModels([ScriptedModel("small", ["four"]), ScriptedModel("big", ["4"])]))
+    for model in ("small", "big"):
+        app.registry.add_model(ModelCard(id=model, description=f"The {model} model."))
+    app.registry.add_agent(AgentCard(id="chat", description="Answers.", backend="model", model="small"))
+    router = FunctionRouter(lambda s: Dispatch(
+        calls=(Call(agent_id="chat", query=s.query, model_id="big"),),
+        scores=(CandidateScore(id="big", score=0.9), CandidateScore(id="small", score=0.4)),
+    ))
+    result = app.workflow(router, aggregator=PassThrough()).run("2+2?")
+    assert result.status == "ok", result.error
+    monkeypatch.setenv("UI_TEST_RUN", result.run_id)
+    at = _start(stored_run_panel)
+    candidates = at.dataframe[0].value
+    assert list(candidates["candidate"]) == ["big", "small"] and list(candidates["chosen"]) == [True, False]
+    graph = trace_graph(app.store.get_run(result.run_id))
+    unchosen = [data["label"].split("\n")[0] for _, data in graph.nodes(data=True) if data["kind"] == "candidate"]
+    assert unchosen == ["small"]
+
+
 def test_a_message_whose_run_was_stopped_says_so(store: str) -> None:
     at = AppTest.from_function(chat_page, default_timeout=TIMEOUT)
     at.session_state["chat_messages"] = [{"role": "user", "content": "left half-way"}]

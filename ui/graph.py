@@ -12,7 +12,7 @@ import networkx as nx
 
 from orchestra import RunTrace, StepRecord
 
-__all__ = ["MAX_UNCHOSEN", "to_dot", "trace_graph"]
+__all__ = ["MAX_UNCHOSEN", "chosen_ids", "to_dot", "trace_graph"]
 
 MAX_UNCHOSEN = 4
 """Candidates a decision considered but did not choose, drawn (dashed) per decision: enough to see the
@@ -41,6 +41,13 @@ def _usage(step: StepRecord) -> str:
     if tokens:
         parts.insert(0, f"{tokens} tok")
     return " · ".join(parts)
+
+
+def chosen_ids(decision: dict[str, Any]) -> set[str]:
+    """The candidates a stored decision chose: the agents it called and the models it called them on (a model
+    router's candidates are model ids; its call names the agent and, in ``model_id``, the model chosen)."""
+    calls = decision.get("calls", [])
+    return {call["agent_id"] for call in calls} | {call["model_id"] for call in calls if call.get("model_id")}
 
 
 def _decision_label(step: StepRecord, router: str) -> str:
@@ -72,7 +79,7 @@ def trace_graph(trace: RunTrace) -> nx.DiGraph:
                 graph.add_edge(source, node)
             last_decision = node
             decision = step.response.get("decision", {})
-            chosen = {call["agent_id"] for call in decision.get("calls", [])}
+            chosen = chosen_ids(decision)
             unchosen = [s for s in decision.get("scores", []) if s["id"] not in chosen][:MAX_UNCHOSEN]
             for score in unchosen:
                 candidate = f"{node}:cand:{score['id']}"

@@ -12,7 +12,7 @@ import streamlit as st
 from orchestra import RunTrace, StepRecord
 
 from orchestra.ui.common import as_typed, explain_error, format_cost
-from orchestra.ui.graph import to_dot, trace_graph
+from orchestra.ui.graph import chosen_ids, to_dot, trace_graph
 
 __all__ = ["render_graph", "render_routing_panel", "run_summary", "step_rows"]
 
@@ -103,7 +103,7 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
         if decision.get("kind") == "finish":
             verb = "Out of scope" if decision.get("out_of_scope") else "Finished"
             st.caption(f"{verb}: {as_typed(decision.get('answer', ''))}")
-        chosen = {call["agent_id"]: call for call in decision.get("calls", [])}
+        chosen = chosen_ids(decision)
         scores = decision.get("scores", [])
         rows = [
             {
@@ -114,8 +114,11 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
             }
             for score in scores
         ]
-        for agent_id in chosen.keys() - {score["id"] for score in scores}:
-            rows.append({"candidate": agent_id, "score": None, "chosen": True})
+        listed = {score["id"] for score in scores}
+        for call in decision.get("calls", []):  # a call no score stands for (a router that scores nothing)
+            if not {call["agent_id"], call.get("model_id")} & listed:
+                rows.append({"candidate": call["agent_id"], "score": None, "chosen": True})
+                listed.add(call["agent_id"])
         if rows:
             st.dataframe(rows, hide_index=True, key=f"{key}-cand-{step.id}")
 
