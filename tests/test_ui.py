@@ -252,6 +252,24 @@ def test_a_model_routers_chosen_model_is_marked_chosen(store: str, monkeypatch: 
     assert unchosen == ["small"]
 
 
+def test_the_panel_shows_the_sub_query_each_agent_was_asked(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A router that splits the query (the set router's segments, Router-R1's searches) gives each agent its own
+    sub-query: the panel showed the answers without what they answer."""
+    from orchestra import Call, Dispatch
+    from orchestra.testing import FunctionRouter
+
+    app = _add_echo(store)
+    app.registry.add_agent(AgentCard(id="shouter", description="Shouts.", backend="function", function="ui_test_agents:shout"))
+    split = FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="echo", query="book a flight to Oslo"),
+                                                     Call(agent_id="shouter", query=s.query))))
+    result = app.workflow(split, aggregator=PassThrough()).run("book a flight to Oslo and  a hotel")
+    monkeypatch.setenv("UI_TEST_RUN", result.run_id)
+    at = _start(stored_run_panel)
+    lines = [m.value for m in at.markdown if m.value.startswith("- `")]
+    assert lines[0].startswith("- `echo`, asked “book a flight to Oslo” (") and lines[0].endswith(": echo: book a flight to Oslo")
+    assert lines[1].startswith("- `shouter` (")  # asked the whole query: nothing to add
+
+
 def test_a_message_whose_run_was_stopped_says_so(store: str) -> None:
     at = AppTest.from_function(chat_page, default_timeout=TIMEOUT)
     at.session_state["chat_messages"] = [{"role": "user", "content": "left half-way"}]

@@ -76,6 +76,14 @@ def _step_text(step: StepRecord) -> str:
     return ""
 
 
+def _asked(call: StepRecord, query: str) -> str:
+    # what this agent was asked, when the router gave it its own sub-query (a search, a segment of the query)
+    asked = str(call.request.get("query") or "")
+    if not asked or " ".join(asked.split()) == " ".join(query.split()):
+        return ""
+    return f", asked “{as_typed(' '.join(asked.split()))}”"
+
+
 def render_graph(trace: RunTrace) -> None:
     """The decision graph, drawn by the browser from DOT text (no network, no graphviz binary)."""
     st.graphviz_chart(to_dot(trace_graph(trace)), width="stretch")
@@ -130,6 +138,7 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
             usage = (
                 f"{call.prompt_tokens}+{call.completion_tokens} tok · {_step_cost(call)} · {call.latency_ms:.0f} ms"
             )
+            model += _asked(call, run.query)
             if call.error:
                 st.markdown(f"- `{call.agent_id}`{model} failed ({usage})")
                 st.error(explain_error(call.error))
