@@ -139,7 +139,7 @@ def test_chat_turn_shows_the_answer_and_the_routing_panel(store: str) -> None:
     panel = next(e for e in at.expander if e.label.startswith("Routing: all → echo"))
     panel_text = " ".join(m.value for m in panel.markdown)
     assert "**Router** `all`" in panel_text and "every agent (1)" in panel_text  # router and its rationale
-    assert "`echo`" in panel_text and "**Refined answer** (`pass-through`)" in panel_text
+    assert "`echo`" in panel_text and "**Answer passed through** (`pass-through`): echo: hello" in panel_text
     candidates = panel.dataframe[0].value
     assert list(candidates["candidate"]) == ["echo"] and bool(candidates["chosen"].iloc[0])
     steps = panel.dataframe[1].value
@@ -268,6 +268,29 @@ def test_the_panel_shows_the_sub_query_each_agent_was_asked(store: str, monkeypa
     lines = [m.value for m in at.markdown if m.value.startswith("- `")]
     assert lines[0].startswith("- `echo`, asked “book a flight to Oslo” (") and lines[0].endswith(": echo: book a flight to Oslo")
     assert lines[1].startswith("- `shouter` (")  # asked the whole query: nothing to add
+
+
+def test_the_panel_says_how_the_answers_were_fused(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fused run showed "Refined answer" whatever the aggregator did: a vote, or one answer passed through."""
+    from orchestra import Fuse, Refine
+
+    app = _add_echo(store)
+    app.registry.add_agent(AgentCard(id="echo2", description="Repeats.", backend="function", function="ui_test_agents:echo"))
+    app.registry.add_agent(AgentCard(id="shouter", description="Shouts.", backend="function", function="ui_test_agents:shout"))
+    voted = app.workflow("all", aggregator=Fuse(None)).run("Yes or no: is it raining?")
+    monkeypatch.setenv("UI_TEST_RUN", voted.run_id)
+    at = _start(stored_run_panel)
+    texts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    assert any(t.startswith("**Voted answer** (`fuse`): echo: Yes or no") for t in texts), texts
+    how = next(c.value for c in at.caption if c.value.startswith("fusion: weighted-vote"))
+    assert "votes: “echo yes or no is it raining” 2, “yes or no is it raining” 1" in how
+    assert not any("Refined answer" in t for t in texts)
+
+    single = app.workflow("fixed", agent_ids=["echo"], aggregator=Refine("nobody")).run("hello")  # one answer: no model
+    monkeypatch.setenv("UI_TEST_RUN", single.run_id)
+    at = _start(stored_run_panel)
+    assert any(m.value.startswith("**Answer passed through** (`refine`): echo: hello") for m in at.markdown)
+    assert any("only `echo` answered" in c.value for c in at.caption)
 
 
 def test_a_message_whose_run_was_stopped_says_so(store: str) -> None:

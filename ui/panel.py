@@ -76,6 +76,34 @@ def _step_text(step: StepRecord) -> str:
     return ""
 
 
+def _aggregate_heading(step: StepRecord) -> tuple[str, str]:
+    """What the aggregate step did, read from its meta: its Markdown heading (a refined answer only when a model
+    merged the answers) and how it got there (the fusion a `Fuse` picked, the votes), in words."""
+    meta = step.response.get("meta", {})
+    name = f"`{step.request.get('aggregator', 'aggregate')}`"
+    fusion = meta.get("fusion")
+    how = [f"fusion: {fusion}" + (" (a short or categorical answer: the agents' weights vote)"
+                                  if fusion == "weighted-vote" else " (free text)")] if fusion else []
+    if step.error:
+        return f"**Aggregated answer** ({name})", "; ".join(how)
+    if "votes" in meta:
+        votes = sorted(meta["votes"].items(), key=lambda kv: -kv[1])
+        how.append("votes: " + (", ".join(f"“{k}” {v:g}" for k, v in votes) or "none (no agent answered)"))
+        return f"**Voted answer** ({name})", "; ".join(how)
+    if meta.get("model"):
+        return f"**Refined answer** ({name} on `{meta['model']}`)", "; ".join(how)
+    if meta.get("refine_failed"):
+        return f"**Answers as they came** ({name}: the refiner failed)", "; ".join(how)
+    answered = meta.get("answered")
+    if meta.get("from"):
+        how.append(f"only `{meta['from']}` answered: its answer, passed through as it came")
+    elif answered == 0:
+        how.append("no agent answered")
+    elif answered:
+        how.append(f"the {answered} answers, listed as they came")
+    return f"**Answer passed through** ({name})", "; ".join(how)
+
+
 def _asked(call: StepRecord, query: str) -> str:
     # what this agent was asked, when the router gave it its own sub-query (a search, a segment of the query)
     asked = str(call.request.get("query") or "")
@@ -149,12 +177,14 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
 
     for aggregate in (s for s in trace.steps if s.kind == "aggregate"):
         meta = aggregate.response.get("meta", {})
-        note = f" on `{meta['model']}`" if meta.get("model") else ""
+        heading, how = _aggregate_heading(aggregate)
         if aggregate.error:
-            st.markdown(f"**Refined answer** (`{aggregate.request.get('aggregator')}`): none")
+            st.markdown(f"{heading}: none")
             st.error(explain_error(aggregate.error))
             continue
-        st.markdown(f"**Refined answer** (`{aggregate.request.get('aggregator')}`{note}): {as_typed(aggregate.response.get('answer', ''))}")
+        st.markdown(f"{heading}: {as_typed(aggregate.response.get('answer', ''))}")
+        if how:
+            st.caption(how)
         if meta.get("refine_failed"):
             st.warning("The refiner could not merge the answers, so they are shown as they came. "
                        + explain_error(meta["refine_failed"]), icon=":material/warning:")
