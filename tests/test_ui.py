@@ -293,6 +293,28 @@ def test_the_panel_says_how_the_answers_were_fused(store: str, monkeypatch: pyte
     assert any("only `echo` answered" in c.value for c in at.caption)
 
 
+def test_an_answer_cut_off_at_the_token_limit_is_flagged(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model answer that stopped at max_tokens (finish_reason "length") read as a complete answer everywhere."""
+    from orchestra.testing import ScriptedModel, ScriptedModels
+    from orchestra.ui.graph import trace_graph
+    from orchestra.ui.runs import tree_markdown
+
+    class Truncating(ScriptedModel):
+        def _result(self, messages: Any, text: str) -> Any:
+            return super()._result(messages, text).model_copy(update={"finish_reason": "length"})
+
+    app = Orchestra(store=store, model_factory=ScriptedModels([Truncating("small", ["The three reasons are: first,"])]))
+    app.registry.add_model(ModelCard(id="small", description="A small model."))
+    app.registry.add_agent(AgentCard(id="writer", description="Writes.", backend="model", model="small"))
+    result = app.workflow("all", aggregator=PassThrough()).run("give three reasons")
+    monkeypatch.setenv("UI_TEST_RUN", result.run_id)
+    at = _start(stored_run_panel)
+    assert any(w.value.startswith("`writer`'s answer was cut off at the token limit (`small`") for w in at.warning)
+    trace = app.store.get_run(result.run_id)
+    assert "cut off at the token limit" in tree_markdown(trace)
+    assert any("cut off at the token limit" in data["label"] for _, data in trace_graph(trace).nodes(data=True))
+
+
 def test_a_message_whose_run_was_stopped_says_so(store: str) -> None:
     at = AppTest.from_function(chat_page, default_timeout=TIMEOUT)
     at.session_state["chat_messages"] = [{"role": "user", "content": "left half-way"}]

@@ -12,11 +12,21 @@ import networkx as nx
 
 from orchestra import RunTrace, StepRecord
 
-__all__ = ["MAX_UNCHOSEN", "chosen_ids", "to_dot", "trace_graph"]
+__all__ = ["CUT_OFF", "MAX_UNCHOSEN", "chosen_ids", "cut_off", "to_dot", "trace_graph"]
 
 MAX_UNCHOSEN = 4
 """Candidates a decision considered but did not choose, drawn (dashed) per decision: enough to see the
 runners-up without burying the chosen path in a registry of fifty agents."""
+
+CUT_OFF = "cut off at the token limit"
+"""How a model answer that ran into ``max_tokens`` is flagged wherever a run is drawn."""
+
+
+def cut_off(step: StepRecord) -> bool:
+    """Whether ``step`` is a model call whose answer stopped at the token limit (``finish_reason`` ``length``):
+    the text after it is missing, which its answer alone does not show."""
+    return step.kind == "model_call" and step.response.get("finish_reason") == "length"
+
 
 _STYLE: dict[str, dict[str, str]] = {
     "query": {"shape": "box", "style": "rounded,filled", "fillcolor": "#e8eef9"},
@@ -104,7 +114,7 @@ def trace_graph(trace: RunTrace) -> nx.DiGraph:
             purpose = step.request.get("purpose") or "model"
             graph.add_node(
                 node, kind="error" if step.error else "model_call", step_id=step.id,
-                label=f"{purpose}: {step.model_id}\n{_usage(step)}",
+                label=f"{purpose}: {step.model_id}\n{_usage(step)}" + (f"\n{CUT_OFF}" if cut_off(step) else ""),
             )
             graph.add_edge(f"step:{step.parent_id}" if step.parent_id else "query", node, style="dotted")
         elif step.kind == "aggregate":

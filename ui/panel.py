@@ -12,7 +12,7 @@ import streamlit as st
 from orchestra import RunTrace, StepRecord
 
 from orchestra.ui.common import as_typed, explain_error, format_cost
-from orchestra.ui.graph import chosen_ids, to_dot, trace_graph
+from orchestra.ui.graph import CUT_OFF, chosen_ids, cut_off, to_dot, trace_graph
 
 __all__ = ["render_graph", "render_routing_panel", "run_summary", "step_rows"]
 
@@ -70,7 +70,8 @@ def _step_text(step: StepRecord) -> str:
     if step.kind == "call":
         return str(step.response.get("answer", ""))[:160]
     if step.kind == "model_call":
-        return f"{step.request.get('purpose', '')}: {str(step.response.get('text', ''))[:120]}"
+        note = f" ({CUT_OFF})" if cut_off(step) else ""
+        return f"{step.request.get('purpose', '')}{note}: {str(step.response.get('text', ''))[:120]}"
     if step.kind == "aggregate":
         return str(step.response.get("answer", ""))[:160]
     return ""
@@ -102,6 +103,14 @@ def _aggregate_heading(step: StepRecord) -> tuple[str, str]:
     elif answered:
         how.append(f"the {answered} answers, listed as they came")
     return f"**Answer passed through** ({name})", "; ".join(how)
+
+
+def _warn_cut_off(trace: RunTrace, step: StepRecord, whose: str) -> None:
+    # the answer reads as complete; only the model call under the step says the rest was never written
+    for model_call in (s for s in trace.steps if s.parent_id == step.id and cut_off(s)):
+        limit = model_call.request.get("options", {}).get("max_tokens")
+        st.warning(f"{whose} was {CUT_OFF} (`{model_call.model_id}`"
+                   + (f", max_tokens {limit}" if limit else "") + "): the end is missing.", icon=":material/content_cut:")
 
 
 def _asked(call: StepRecord, query: str) -> str:
@@ -139,6 +148,7 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
         if decision.get("kind") == "finish":
             verb = "Out of scope" if decision.get("out_of_scope") else "Finished"
             st.caption(f"{verb}: {as_typed(decision.get('answer', ''))}")
+        _warn_cut_off(trace, step, "The router's model answer")
         chosen = chosen_ids(decision)
         scores = decision.get("scores", [])
         rows = [
@@ -174,6 +184,7 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
                 answer = str(call.response.get("answer", ""))
                 # indented, every line of the answer stays inside its agent's list item (a list it wrote nests there)
                 st.markdown(f"- `{call.agent_id}`{model} ({usage}): " + as_typed(answer).replace("\n", "\n  "))
+                _warn_cut_off(trace, call, f"`{call.agent_id}`'s answer")
 
     for aggregate in (s for s in trace.steps if s.kind == "aggregate"):
         meta = aggregate.response.get("meta", {})
@@ -185,6 +196,7 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
         st.markdown(f"{heading}: {as_typed(aggregate.response.get('answer', ''))}")
         if how:
             st.caption(how)
+        _warn_cut_off(trace, aggregate, "The merged answer")
         if meta.get("refine_failed"):
             st.warning("The refiner could not merge the answers, so they are shown as they came. "
                        + explain_error(meta["refine_failed"]), icon=":material/warning:")

@@ -10,6 +10,7 @@ import streamlit as st
 from orchestra import NotFoundError, Orchestra, OrchestraError, RunRecord, RunTrace, StepRecord, available_routers, replay
 
 from orchestra.ui.common import as_typed, explain_error, format_cost, get_app, router_options, routers, show_error
+from orchestra.ui.graph import CUT_OFF, cut_off
 from orchestra.ui.panel import render_graph, run_summary, step_rows
 
 __all__ = ["render", "run_rows", "tree_markdown"]
@@ -61,7 +62,8 @@ def _step_line(step: StepRecord) -> str:
         model = f" @ {step.model_id}" if step.model_id else ""
         return f"**call** {step.agent_id}{model}: {as_typed(str(step.response.get('answer', ''))[:200])}{usage}"
     if step.kind == "model_call":
-        return f"model {step.model_id} ({step.request.get('purpose', '')}): {as_typed(str(step.response.get('text', ''))[:120])}{usage}"
+        note = f" · :material/content_cut: **{CUT_OFF}**" if cut_off(step) else ""
+        return f"model {step.model_id} ({step.request.get('purpose', '')}): {as_typed(str(step.response.get('text', ''))[:120])}{usage}{note}"
     if step.kind == "aggregate":
         failed = step.response.get("meta", {}).get("refine_failed")
         note = f" (refine failed: {failed.get('type', '')}; the answers as they came)" if failed else ""
