@@ -551,6 +551,31 @@ def test_routers_page_draws_bench_reports_and_names_the_command_when_missing(
     assert list(agents["OOS recall"]) == [0.5]
 
 
+def test_routers_page_reads_reports_by_content_and_leaves_out_bad_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A point whose cost was "abc" took the page down with a traceback (nothing below it was drawn), and model
+    reports in files not named models_*.json (agent_router_models_*.json) were never shown."""
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setenv("ORCHESTRA_BENCH_RESULTS", str(results))
+    bad = _model_report("knn", [(0.0, 0.01, 0.8), (1.0, 0.001, 0.5)])
+    bad["points"][1]["cost_usd"] = "abc"
+    (results / "models_tiny_knn.json").write_text(json.dumps(bad))
+    (results / "agent_router_models_tiny.json").write_text(json.dumps(_model_report("agent-router", [(0.0, 0.02, 0.9)])))
+    (results / "runtime.json").write_text(json.dumps({"p50_ms": 3}))  # other results: passed over in silence
+    (results / "agents_clinc.json").write_text(json.dumps({
+        "data": "clinc150", "router": "set", "regime": "supervised", "test": {"n": 10, "micro_f1": "n/a"},
+    }))
+    page = _start(routers_page)
+    assert [w.value for w in page.warning] == [
+        "models_tiny_knn.json (knn): left out the point at w=1.0 (cost_usd 'abc': not a number)"
+    ]
+    models = page.dataframe[0].value
+    assert sorted(models["router"]) == ["agent-router", "knn"]
+    assert list(page.dataframe[1].value["w"]) == [0.0, 0.0]  # the points drawn: knn's good one, agent-router's
+    agents = page.dataframe[-1].value
+    assert list(agents["router"]) == ["set"] and agents["micro-F1 %"].isna().all()
+
+
 def test_model_frames_hull_is_the_benchmarks_hull() -> None:
     from orchestra.ui.routers_page import model_frames
 

@@ -5,6 +5,7 @@ routers as tables per dataset. Reads whatever JSON reports are in the results fo
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-__all__ = ["agent_table", "find_reports", "model_frames", "model_table", "render", "results_dir"]
+__all__ = ["agent_table", "checked_model_report", "find_reports", "model_frames", "model_table", "render", "results_dir"]
 
 MODELS_HINT = (
     "orchestra bench models --data models/routerbench --router graph-router "
@@ -59,22 +60,63 @@ def _walk(value: Any, wanted: Callable[[dict[str, Any]], bool]) -> Iterator[dict
             yield from _walk(item, wanted)
 
 
-def find_reports(folder: Path, pattern: str, wanted: Callable[[dict[str, Any]], bool]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every report in the files of ``folder`` matching ``pattern`` (each tagged with ``_file``), and the
-    problems met (unreadable files), in words."""
+def find_reports(folder: Path, wanted: Callable[[dict[str, Any]], bool]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every report of the kind ``wanted`` tells by its content in the JSON files of ``folder`` (each tagged with
+    ``_file``), whatever the files are named (``agent_router_models_*.json`` holds model-routing reports too), and
+    the problems met (unreadable files), in words. Files holding other results are passed over."""
     reports: list[dict[str, Any]] = []
     problems: list[str] = []
-    for path in sorted(folder.glob(pattern)):
+    for path in sorted(folder.glob("*.json")):
         try:
             content = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             problems.append(f"{path.name}: not readable as JSON ({exc})")
             continue
-        found = [{**report, "_file": path.name} for report in _walk(content, wanted)]
-        if not found:
-            problems.append(f"{path.name}: holds no benchmark report")
-        reports += found
+        reports += [{**report, "_file": path.name} for report in _walk(content, wanted)]
     return reports, problems
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None`` when it is not a number (a hand-edited or truncated report)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _figure(value: Any, spec: str) -> str:
+    number = _number(value)
+    return "?" if number is None else format(number, spec)
+
+
+def checked_model_report(report: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """``report`` with its malformed points and single models left out, and what was left out, in words, one line
+    for the file (one bad figure used to take the whole page down with a traceback); ``None`` when no point is
+    left to draw."""
+    left_out: list[str] = []
+
+    def kept(items: list[Any], what: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
+        good = []
+        for item in items:
+            if not isinstance(item, dict):
+                left_out.append(f"{json.dumps(item)[:40]} (not an object)")
+                continue
+            bad = [f"{field} {item.get(field)!r}" for field in ("cost_usd", "quality") if _number(item.get(field)) is None]
+            if bad:
+                left_out.append(f"{what(item)} ({', '.join(bad)}: not a number)")
+                continue
+            good.append({**item, "cost_usd": _number(item["cost_usd"]), "quality": _number(item["quality"])})
+        return good
+
+    points = kept(report["points"], lambda point: f"the point at w={point.get('w')}")
+    singles = kept(report["single_models"], lambda single: f"single model {single.get('model')!r}")
+    problems = [f"{report['_file']} ({_label(report)}): left out " + "; ".join(left_out)] if left_out else []
+    if not points:
+        return None, [*problems, f"{report['_file']} ({_label(report)}): no point left to draw"]
+    return {**report, "points": points, "single_models": singles}, problems
 
 
 def _label(report: dict[str, Any]) -> str:
@@ -109,7 +151,7 @@ def _labels(reports: list[dict[str, Any]]) -> list[str]:
 
 def model_frames(reports: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """For one set: the routers' points (router, w, cost, quality), their hulls (router, order, cost,
-    quality) and the single models (model, cost, quality)."""
+    quality) and the single models (model, cost, quality). The reports are those `checked_model_report` kept."""
     from orchestra.bench.models import nondecreasing_hull  # the same hull the AIQ figure is computed on
 
     points, hulls, singles = [], [], {}
@@ -117,9 +159,9 @@ def model_frames(reports: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFr
         costs = [float(p["cost_usd"]) for p in report["points"]]
         qualities = [float(p["quality"]) for p in report["points"]]
         for p in report["points"]:
-            share = p.get("share") or {}
-            top = max(share.items(), key=lambda kv: kv[1])[0] if share else ""
-            points.append({"router": router, "w": p["w"], "cost_usd": float(p["cost_usd"]),
+            share = p.get("share") if isinstance(p.get("share"), dict) else {}
+            top = max(share, key=lambda model: _number(share[model]) or 0.0) if share else ""
+            points.append({"router": router, "w": p.get("w"), "cost_usd": float(p["cost_usd"]),
                            "quality": float(p["quality"]), "most chosen": top})
         for order, (cost, quality) in enumerate(nondecreasing_hull(costs, qualities)):
             hulls.append({"router": router, "order": order, "cost_usd": float(cost), "quality": float(quality)})
@@ -171,8 +213,8 @@ def model_table(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "performance first": rewards.get("performance_first"),
             "balance": rewards.get("balance"),
             "cost first": rewards.get("cost_first"),
-            "best single": f"{best.get('model', '?')} {best.get('quality', float('nan')):.3f}" if best else "",
-            "reaches it at": f"w={reach['w']} ${reach['cost_usd']:.5f}" if reach else "never",
+            "best single": f"{best.get('model', '?')} {_figure(best.get('quality'), '.3f')}" if best else "",
+            "reaches it at": f"w={reach.get('w')} ${_figure(reach.get('cost_usd'), '.5f')}" if reach else "never",
             "decision p50 ms": latency.get("decision_p50_ms_with_embedding"),
             "test queries": report.get("n_test"),
             "cost": report.get("cost", ""),
@@ -186,8 +228,8 @@ def agent_table(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
     onboarded agents, latency."""
 
     def pct(metrics: dict[str, Any] | None, name: str) -> float | None:
-        value = (metrics or {}).get(name)
-        return None if value is None else round(100 * float(value), 2)
+        value = _number((metrics or {}).get(name))
+        return None if value is None else round(100 * value, 2)
 
     regimes = [str(report.get("regime", "")) + (f" ({report.get('shots')} shots)" if report.get("regime") == "few-shot" else "")
                for report in reports]
@@ -218,11 +260,17 @@ def agent_table(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _models_section(folder: Path) -> None:
     st.header("Model routers: quality against cost")
-    reports, problems = find_reports(folder, "models_*.json", _is_model_report)
+    found, problems = find_reports(folder, _is_model_report)
+    reports = []
+    for report in found:
+        checked, left_out = checked_model_report(report)
+        problems += left_out
+        if checked is not None:
+            reports.append(checked)
     for problem in problems:
         st.warning(problem)
     if not reports:
-        st.info(f"No model-routing results in `{folder}` (files `models_*.json`). Make one with:\n\n```\n{MODELS_HINT}\n```")
+        st.info(f"No model-routing results in `{folder}`. Make one with:\n\n```\n{MODELS_HINT}\n```")
         return
     log_cost = st.toggle("Logarithmic cost axis", value=True, key="routers_log_cost")
     by_set: dict[str, list[dict[str, Any]]] = {}
@@ -249,11 +297,9 @@ def _models_section(folder: Path) -> None:
 
 def _agents_section(folder: Path) -> None:
     st.header("Agent routers: which agents answer")
-    reports, problems = find_reports(folder, "agents_*.json", _is_agent_report)
-    for problem in problems:
-        st.warning(problem)
+    reports, _ = find_reports(folder, _is_agent_report)  # an unreadable file was reported by the models' section
     if not reports:
-        st.info(f"No agent-routing results in `{folder}` (files `agents_*.json`). Make one with:\n\n```\n{AGENTS_HINT}\n```")
+        st.info(f"No agent-routing results in `{folder}`. Make one with:\n\n```\n{AGENTS_HINT}\n```")
         return
     by_set: dict[str, list[dict[str, Any]]] = {}
     for report in reports:
