@@ -471,6 +471,25 @@ def test_runs_page_lists_a_run_and_replays_it_exactly_side_by_side(store: str) -
     assert any("Counterfactual replay with `fixed` failed" in e.value and "UnknownAgentError" in e.value for e in page.error)
 
 
+def test_an_agent_removed_from_the_fixed_routers_choice_is_named(store: str) -> None:
+    """The agent chosen for the fixed router, removed by another process, dropped out of the box without a word,
+    and the next message complained about a missing option 'agent_ids' in command-line terms."""
+    app = _add_echo(store)
+    app.registry.add_agent(AgentCard(id="shouter", description="Shouts.", backend="function", function="ui_test_agents:shout"))
+    at = _start(chat_page)
+    _choose(at, "fixed")
+    at.multiselect(key="chat_fixed").set_value(["shouter"]).run()
+    app.registry.remove_agent("shouter")
+    at.run()
+    assert any(w.value.startswith("Removed from the registry since it was chosen: shouter.") for w in at.sidebar.warning)
+    _say(at, "hello")
+    error = next(m for m in at.chat_message if m.name == "assistant").error[0].value
+    assert error.startswith("The fixed router has no agent to call: choose them in the sidebar"), error
+    assert any("shouter" in w.value for w in at.sidebar.warning)  # still said after the message
+    at.multiselect(key="chat_fixed").set_value(["echo"]).run()
+    assert not at.sidebar.warning
+
+
 def test_a_message_of_spaces_is_not_sent(store: str) -> None:
     _add_echo(store)
     at = _start(chat_page)
@@ -620,6 +639,19 @@ def test_errors_read_as_sentences() -> None:
     # a run whose page was left half-way is recorded by the runtime as GeneratorExit: say what happened
     stopped = {"type": "RunError", "code": "run_error", "message": "GeneratorExit: "}
     assert explain_error(stopped).startswith("The run was stopped before it finished")
+    # the UI's words: an option is given in the options box, not on the command line; no guess at the cause
+    from orchestra import ConfigurationError, DecisionError, UnknownAgentError, load_router
+
+    with pytest.raises(ConfigurationError) as missing:
+        load_router("fixed")
+    assert explain_error(missing.value) == (
+        "ConfigurationError: router 'fixed' needs option 'agent_ids' (give it in the router options box as JSON, "
+        'e.g. {"agent_ids": ...})'
+    )
+    assert explain_error(DecisionError("cheapest: no agent with backend 'model' to choose a model for")) == (
+        "The router could not reach a decision. (DecisionError: cheapest: no agent with backend 'model' to choose a model for)"
+    )
+    assert explain_error(UnknownAgentError("x")).startswith("The router chose an agent that is not in the registry.")
 
 
 def test_decision_graph_links_query_decision_agents_aggregate_answer(store: str) -> None:

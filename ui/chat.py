@@ -89,6 +89,10 @@ def _failure_text(result: RunResult) -> str:
 
 def _answer(app: Orchestra, settings: RunSettings, query: str) -> dict[str, Any]:
     """Run the query, showing each step as it happens; returns the assistant message to keep."""
+    if settings.router == "fixed" and not settings.options_json:  # the sidebar's box is where its agents are chosen
+        return {"role": "assistant", "content": "",
+                "error": "The fixed router has no agent to call: choose them in the sidebar, under "
+                         "“Agents the fixed router always calls”."}
     try:
         workflow = workflow_for(app, settings)
     except OrchestraError as exc:

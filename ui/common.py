@@ -130,8 +130,8 @@ _PLAIN_WORDS = {
     "ModelOutputError": "The model answered, but not in the form that was needed.",
     "ModelError": "A model call failed after its retries and fallbacks.",
     "AgentError": "An agent failed while answering.",
-    "UnknownAgentError": "The router chose an agent that is no longer in the registry.",
-    "DecisionError": "The router could not decide (it returned no valid decision, or it needs training first).",
+    "UnknownAgentError": "The router chose an agent that is not in the registry.",
+    "DecisionError": "The router could not reach a decision.",
     "BudgetExceeded": "The run's budget ran out before an answer was reached.",
     "ReplayMismatch": "The replay did not follow the recording.",
     "StoreError": "The trace store could not be reached.",
@@ -140,6 +140,9 @@ _PLAIN_WORDS = {
     "CardError": "A card has a missing or malformed field.",
     "PolicyError": "A setting is out of range.",
 }
+
+
+_CLI_OPTION = re.compile(r" \(`--option (\w+)=\.\.\.` on the command line, workflow\(.*\) in Python\)")
 
 
 def explain_error(error: BaseException | dict[str, Any] | None) -> str:
@@ -153,6 +156,8 @@ def explain_error(error: BaseException | dict[str, Any] | None) -> str:
     if kind == "RunError" and message.startswith("GeneratorExit"):
         # the script that ran it was stopped (Stop pressed, another page opened): the run was cut short
         return "The run was stopped before it finished (Stop was pressed or the page was left)."
+    # the core tells a missing router option the command line's way; here it is given in the options box
+    message = _CLI_OPTION.sub(lambda m: f" (give it in the router options box as JSON, e.g. {{\"{m[1]}\": ...}})", message)
     lead = _PLAIN_WORDS.get(kind)
     return f"{lead} ({kind}: {message})" if lead else f"{kind}: {message}"
 
@@ -283,7 +288,23 @@ def settings_sidebar(app: Orchestra, *, key: str = "chat") -> RunSettings:
     options_json = ""
     if router == "fixed":
         agent_ids = [card.id for card in app.registry.agents()]
-        chosen = sidebar.multiselect("Agents the fixed router always calls", agent_ids, default=agent_ids[:1], key=f"{key}_fixed")
+        picked, gone_key = f"{key}_fixed", f"{key}_fixed_gone"
+        # an agent removed meanwhile (another page, another process) would drop out of the box without a word
+        gone = [agent for agent in st.session_state.get(picked) or [] if agent not in agent_ids]
+        if gone:
+            st.session_state[picked] = [agent for agent in st.session_state[picked] if agent in agent_ids]
+            st.session_state[gone_key] = gone
+        chosen = sidebar.multiselect(
+            "Agents the fixed router always calls", agent_ids, key=picked,
+            default=None if picked in st.session_state else agent_ids[:1],  # a default beside a set value is refused
+            on_change=lambda: st.session_state.pop(gone_key, None),  # said until the person chooses again
+        )
+        if st.session_state.get(gone_key):
+            sidebar.warning(
+                f"Removed from the registry since it was chosen: {', '.join(st.session_state[gone_key])}."
+                + ("" if chosen else " Choose the agents the fixed router calls."), icon=":material/person_remove:")
+        elif not chosen:
+            sidebar.warning("Choose the agents the fixed router calls.", icon=":material/group_add:")
         options_json = json.dumps({"agent_ids": chosen}) if chosen else ""
     with sidebar.expander("Router options (JSON)"):
         extra = st.text_input(
