@@ -182,3 +182,14 @@ def test_the_onboarding_form_is_empty_again_after_an_agent_is_added(server: str,
     button.click()
     wait.until(lambda d: "shouter" in d.find_element(By.TAG_NAME, "body").text and "onboarded" in d.find_element(By.TAG_NAME, "body").text)
     wait.until(lambda d: field("Id").get_attribute("value") == "" and field("Description").get_attribute("value") == "")
+
+
+def test_the_chat_page_opens_at_its_own_address(server: str, browser: webdriver.Chrome) -> None:
+    """/chat opened a "Page not found" dialog: the default page is served at the root, whatever its url_path."""
+    wait = WebDriverWait(browser, ANSWER_S)
+    for address in (f"{server}/chat", server):
+        browser.get(address)
+        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid='stChatInputTextArea']")))
+        time.sleep(1)  # a "Page not found" dialog comes with the page's first messages
+        body = browser.find_element(By.TAG_NAME, "body").text
+        assert "Page not found" not in body and "Chat" in browser.find_element(By.TAG_NAME, "h1").text, body[:500]

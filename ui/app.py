@@ -12,10 +12,20 @@ from orchestra.ui import chat, registry_page, routers_page, runs
 
 st.set_page_config(page_title="Orchestra", page_icon=":material/hub:", layout="wide")
 
+# the default page is served at the app's root whatever its url_path says: it is declared there, and /chat
+# (the address it had, in bookmarks and links) leads to it
+chat_page = st.Page(chat.render, title="Chat", icon=":material/chat:", url_path="", default=True)
+
+
+def _to_chat() -> None:
+    st.switch_page(chat_page)
+
+
 pages = [
-    st.Page(chat.render, title="Chat", icon=":material/chat:", url_path="chat", default=True),
+    chat_page,
     st.Page(registry_page.render, title="Agents and models", icon=":material/extension:", url_path="agents"),
     st.Page(runs.render, title="Runs", icon=":material/account_tree:", url_path="runs"),
     st.Page(routers_page.render, title="Routers", icon=":material/insights:", url_path="routers"),
+    st.Page(_to_chat, title="Chat", url_path="chat", visibility="hidden"),
 ]
 st.navigation(pages).run()
