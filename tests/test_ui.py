@@ -315,6 +315,38 @@ def test_an_answer_cut_off_at_the_token_limit_is_flagged(store: str, monkeypatch
     assert any("cut off at the token limit" in data["label"] for _, data in trace_graph(trace).nodes(data=True))
 
 
+def _failed_priced_run(store: str) -> tuple[Orchestra, str]:
+    """A run whose only agent failed: its model refused after being billed 10+5 tokens, $0.002, in 50 ms."""
+    from orchestra import ModelOutputError
+    from orchestra.testing import ScriptedModel, ScriptedModels
+
+    refused = ModelOutputError("model 'small' refused", model_id="small", prompt_tokens=10, completion_tokens=5, cost_usd=0.002)
+    models = ScriptedModels([ScriptedModel("small", [refused], latency_s=0.05)])
+    app = Orchestra(store=store, model_factory=models, retry=RetryPolicy(max_attempts=1))
+    app.registry.add_model(ModelCard(id="small", description="Small.", input_price_per_mtok=1.0, output_price_per_mtok=2.0))
+    app.registry.add_agent(AgentCard(id="writer", description="Writes.", backend="model", model="small"))
+    app.registry.add_agent(AgentCard(id="echo", description="Repeats.", backend="function", function="ui_test_agents:echo"))
+    result = app.workflow("all", aggregator=PassThrough()).run("hi")
+    return app, result.run_id
+
+
+def test_the_panel_lists_failed_agents_apart_with_what_they_cost(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Agents that answered" listed the agents that failed too; a failed call that was billed showed cost "—"."""
+    from orchestra.ui.panel import step_rows
+
+    app, run_id = _failed_priced_run(store)
+    monkeypatch.setenv("UI_TEST_RUN", run_id)
+    at = _start(stored_run_panel)
+    texts = [m.value for m in at.markdown]
+    answered, failed = texts.index("**Agents that answered**"), texts.index("**Agents that failed**")
+    assert texts[answered + 1].startswith("- `echo` (") and texts[failed + 1].startswith("- `writer` (")
+    assert answered + 2 == failed  # echo alone between the two headings
+    trace = app.store.get_run(run_id)
+    billed = [s.model_copy(update={"cost_usd": 0.002}) if s.kind == "call" and s.error else s for s in trace.steps]
+    rows = step_rows(trace.model_copy(update={"steps": billed}))
+    assert [row["cost"] for row in rows if row["step"] == "call" and row["agent"] == "writer"] == ["$0.002000"]
+
+
 def test_a_message_whose_run_was_stopped_says_so(store: str) -> None:
     at = AppTest.from_function(chat_page, default_timeout=TIMEOUT)
     at.session_state["chat_messages"] = [{"role": "user", "content": "left half-way"}]

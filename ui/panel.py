@@ -53,8 +53,10 @@ def step_rows(trace: RunTrace) -> list[dict[str, Any]]:
 
 
 def _step_cost(step: StepRecord) -> str:
-    # a function agent or a router that called no model has no price: a dash, not "unknown"
-    if step.kind not in ("call", "model_call") or (not step.model_id and not step.prompt_tokens + step.completion_tokens):
+    # a function agent or a router that called no model has no price: a dash, not "unknown"; a failed call that
+    # was billed all the same has its cost
+    if not step.cost_usd and (step.kind not in ("call", "model_call")
+                                  or (not step.model_id and not step.prompt_tokens + step.completion_tokens)):
         return "—"
     return format_cost(step.cost_usd)
 
@@ -127,8 +129,8 @@ def render_graph(trace: RunTrace) -> None:
 
 
 def render_routing_panel(trace: RunTrace, *, key: str) -> None:
-    """Router, rationale, candidates and scores, the agents that answered and their answers, the refined answer,
-    tokens, cost and latency per step, and the decision graph."""
+    """Router, rationale, candidates and scores, the agents that answered (with their answers) and those that
+    failed, how the answers became one, tokens, cost and latency per step, and the decision graph."""
     run = trace.run
     router_config = run.meta.get("router", {})
     aggregator = run.meta.get("aggregator", {})
@@ -169,16 +171,18 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
             st.dataframe(rows, hide_index=True, key=f"{key}-cand-{step.id}")
 
     calls = [s for s in trace.steps if s.kind == "call"]
-    if calls:
-        st.markdown("**Agents that answered**")
-        for call in calls:
+    for failed, heading in ((False, "Agents that answered"), (True, "Agents that failed")):
+        listed = [call for call in calls if bool(call.error) == failed]
+        if listed:
+            st.markdown(f"**{heading}**")
+        for call in listed:
             model = f" on `{call.model_id}`" if call.model_id else ""
             usage = (
                 f"{call.prompt_tokens}+{call.completion_tokens} tok · {_step_cost(call)} · {call.latency_ms:.0f} ms"
             )
             model += _asked(call, run.query)
             if call.error:
-                st.markdown(f"- `{call.agent_id}`{model} failed ({usage})")
+                st.markdown(f"- `{call.agent_id}`{model} ({usage})")
                 st.error(explain_error(call.error))
             else:
                 answer = str(call.response.get("answer", ""))
