@@ -706,6 +706,20 @@ def test_decision_graph_links_query_decision_agents_aggregate_answer(store: str)
     assert dot.count("->") == graph.number_of_edges()
 
 
+def test_graph_labels_and_the_steps_table_show_no_markdown_marks(store: str) -> None:
+    """PassThrough lists answers as "**echo**: …": the graph's labels and the steps table showed the raw marks."""
+    from orchestra.ui.graph import trace_graph
+    from orchestra.ui.panel import step_rows
+
+    app = _add_echo(store)
+    app.registry.add_agent(AgentCard(id="shouter", description="Shouts.", backend="function", function="ui_test_agents:shout"))
+    trace = app.store.get_run(app.workflow("all", aggregator=PassThrough()).run("hi").run_id)
+    labels = [data["label"] for _, data in trace_graph(trace).nodes(data=True)]
+    assert any(label.startswith("answer\necho: echo: hi") for label in labels), labels
+    assert not any("**" in label for label in labels)
+    assert [row["what"] for row in step_rows(trace) if row["step"] == "aggregate"] == ["echo: echo: hi\n\nshouter: HI!"]
+
+
 def test_a_failed_agent_is_drawn_as_an_error_node(store: str) -> None:
     from orchestra.ui.graph import trace_graph
 

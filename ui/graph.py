@@ -6,13 +6,14 @@ text, which Streamlit draws in the browser (`st.graphviz_chart`) with no extra p
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import networkx as nx
 
 from orchestra import RunTrace, StepRecord
 
-__all__ = ["CUT_OFF", "MAX_UNCHOSEN", "chosen_ids", "cut_off", "to_dot", "trace_graph"]
+__all__ = ["CUT_OFF", "MAX_UNCHOSEN", "chosen_ids", "cut_off", "plain_text", "to_dot", "trace_graph"]
 
 MAX_UNCHOSEN = 4
 """Candidates a decision considered but did not choose, drawn (dashed) per decision: enough to see the
@@ -40,8 +41,17 @@ _STYLE: dict[str, dict[str, str]] = {
 }
 
 
+_EMPHASIS = re.compile(r"\*\*|__|`")
+
+
+def plain_text(text: Any) -> str:
+    """``text`` without the Markdown emphasis and code marks a model or `PassThrough` wrote (``**poet**: …``), for
+    places that show text as it is: graph labels, table cells."""
+    return _EMPHASIS.sub("", str(text or ""))
+
+
 def _short(text: Any, limit: int = 48) -> str:
-    text = " ".join(str(text or "").split())
+    text = " ".join(plain_text(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -12,7 +12,7 @@ import streamlit as st
 from orchestra import RunTrace, StepRecord
 
 from orchestra.ui.common import as_typed, explain_error, format_cost
-from orchestra.ui.graph import CUT_OFF, chosen_ids, cut_off, to_dot, trace_graph
+from orchestra.ui.graph import CUT_OFF, chosen_ids, cut_off, plain_text, to_dot, trace_graph
 
 __all__ = ["render_graph", "render_routing_panel", "run_summary", "step_rows"]
 
@@ -47,7 +47,7 @@ def step_rows(trace: RunTrace) -> list[dict[str, Any]]:
             "completion tokens": step.completion_tokens,
             "cost": _step_cost(step),
             "latency ms": round(step.latency_ms, 1),
-            "what": _step_text(step),  # last: the widest column, so it never pushes the figures out of view
+            "what": plain_text(_step_text(step)),  # last: the widest column, so it never pushes the figures out of view
         })
     return rows
 
