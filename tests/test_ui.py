@@ -466,6 +466,27 @@ def test_a_run_tree_stays_one_list_when_the_query_and_answer_span_lines() -> Non
     assert len(first) < 500 and first.endswith("… (15,000 characters)")
 
 
+def test_a_failed_run_tree_tells_each_error_once_with_the_time_it_took(store: str) -> None:
+    """The tree told the model's refusal at the call and again at its model call, and the run's error at its error
+    step and again at the end; a failed call's line had no time or tokens."""
+    from orchestra.ui.graph import trace_graph
+    from orchestra.ui.runs import tree_markdown
+
+    app, run_id = _failed_priced_run(store)
+    app.registry.remove_agent("echo")
+    trace = app.store.get_run(app.workflow("all", aggregator=PassThrough()).run("hi").run_id)
+    tree = tree_markdown(trace)
+    assert tree.count("model 'small' refused") == 2, tree  # at the model call, and in the run's error it caused
+    assert tree.count("every dispatched agent failed") == 1, tree
+    call = next(line for line in tree.split("\n") if "**call** writer" in line)
+    assert "failed (the cause is below)" in call
+    model_call = next(line for line in tree.split("\n") if "**model_call** small" in line)
+    spent = next(s for s in trace.steps if s.kind == "model_call").latency_ms
+    assert spent >= 40 and model_call.endswith(f"10+5 tok · {spent:.0f} ms")
+    label = next(data["label"] for _, data in trace_graph(trace).nodes(data=True) if data.get("kind") == "error" and "small" in data["label"])
+    assert label.endswith(f"15 tok · {spent:.0f} ms")
+
+
 def test_runs_page_lists_a_run_and_replays_it_exactly_side_by_side(store: str) -> None:
     app = _add_echo(store)
     original = app.workflow("all", aggregator=PassThrough()).run("replay me")

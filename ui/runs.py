@@ -41,10 +41,13 @@ def run_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
     ]
 
 
-def _step_line(step: StepRecord) -> str:
+def _step_line(step: StepRecord, *, cause_below: bool = False) -> str:
     usage = f" · {step.prompt_tokens}+{step.completion_tokens} tok · {step.latency_ms:.0f} ms"
     if step.error:
-        return f":material/error: **{step.kind}** {step.agent_id or step.model_id or ''}: {explain_error(step.error)}"
+        # the error is told once, where it happened: a call that failed because its model call did says so
+        what = "failed (the cause is below)" if cause_below else explain_error(step.error)
+        spent = usage if step.kind in ("call", "model_call") else ""  # a failed call took time and may be billed
+        return f":material/error: **{step.kind}** {step.agent_id or step.model_id or ''}: {what}{spent}"
     if step.kind == "decision":
         decision = step.response.get("decision", {})
         scores = ", ".join(f"{s['id']} {s['score']:.3f}" for s in decision.get("scores", [])[:5])
@@ -86,13 +89,14 @@ def tree_markdown(trace: RunTrace) -> str:
 
     def add(parent_id: str | None, depth: int) -> None:
         for step in trace.children(parent_id):
-            lines.append("  " * depth + "- " + one_line(_step_line(step)))
+            cause_below = bool(step.error) and any(child.error == step.error for child in trace.children(step.id))
+            lines.append("  " * depth + "- " + one_line(_step_line(step, cause_below=cause_below)))
             add(step.id, depth + 1)
 
     add(None, 0)
     if run.answer is not None:
         lines.append(f"- **answer**: {one_line(as_typed(run.answer))}")
-    if run.error:
+    if run.error and not any(step.error == run.error for step in trace.steps):  # else the tree says it already
         lines.append(f"- :material/error: {explain_error(run.error)}")
     return "\n".join(lines)
 
