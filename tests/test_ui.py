@@ -277,13 +277,14 @@ def test_the_panel_says_how_the_answers_were_fused(store: str, monkeypatch: pyte
     app = _add_echo(store)
     app.registry.add_agent(AgentCard(id="echo2", description="Repeats.", backend="function", function="ui_test_agents:echo"))
     app.registry.add_agent(AgentCard(id="shouter", description="Shouts.", backend="function", function="ui_test_agents:shout"))
-    voted = app.workflow("all", aggregator=Fuse(None)).run("Yes or no: is it raining?")
+    # a one-word answer is voted on by its text (a yes-or-no question would vote on the yes or no each states)
+    voted = app.workflow("all", aggregator=Fuse(None)).run("Answer with one word: is it raining?")
     monkeypatch.setenv("UI_TEST_RUN", voted.run_id)
     at = _start(stored_run_panel)
     texts = [m.value for m in at.markdown] + [c.value for c in at.caption]
-    assert any(t.startswith("**Voted answer** (`fuse`): echo: Yes or no") for t in texts), texts
+    assert any(t.startswith("**Voted answer** (`fuse`): echo: Answer with one word") for t in texts), texts
     how = next(c.value for c in at.caption if c.value.startswith("fusion: weighted-vote"))
-    assert "votes: “echo yes or no is it raining” 2, “yes or no is it raining” 1" in how
+    assert "votes: “echo answer with one word is it raining” 2, “answer with one word is it raining” 1" in how
     assert not any("Refined answer" in t for t in texts)
 
     single = app.workflow("fixed", agent_ids=["echo"], aggregator=Refine("nobody")).run("hello")  # one answer: no model
