@@ -880,14 +880,17 @@ class Workflow:
         started: float,
         access: _RunModelAccess | None,
     ) -> dict[str, Any]:
-        if reply is not None and access is not None and access.calls:
-            # what the agent's model calls really used, whatever the agent reported
-            reply = replace(reply, prompt_tokens=access.prompt_tokens, completion_tokens=access.completion_tokens, cost_usd=access.cost_usd)
+        through_run = access is not None and bool(access.calls or access.prompt_tokens or access.completion_tokens)
+        usage: tuple[int, int, float | None] = (0, 0, None)
+        if through_run:
+            # what the agent's model calls really used (failed ones' bills included), whatever the agent reported
+            assert access is not None
+            usage = (access.prompt_tokens, access.completion_tokens, access.cost_usd)
         elif reply is not None:
             # No model call went through the run: what the agent reports (a tool paying for its own API) is what
             # the call used, and the run's totals and budget count it.
-            reply = replace(reply, cost_usd=_reported_cost(reply.prompt_tokens, reply.completion_tokens, reply.cost_usd))
-            ctx.tracker.add_usage(reply.prompt_tokens, reply.completion_tokens, reply.cost_usd)
+            usage = (reply.prompt_tokens, reply.completion_tokens, _reported_cost(reply.prompt_tokens, reply.completion_tokens, reply.cost_usd))
+            ctx.tracker.add_usage(*usage)
         observation = Observation(
             agent_id=call.agent_id,
             query=call.query,
@@ -896,9 +899,9 @@ class Workflow:
             weight=call.weight,
             round=round,
             model_id=reply.model_id if reply else call.model_id,
-            prompt_tokens=reply.prompt_tokens if reply else 0,
-            completion_tokens=reply.completion_tokens if reply else 0,
-            cost_usd=reply.cost_usd if reply else None,
+            prompt_tokens=usage[0],
+            completion_tokens=usage[1],
+            cost_usd=usage[2],
             latency_ms=(time.perf_counter() - started) * 1000,
         )
         self._record_call(ctx, observation, parent_id, step_id, call, reply.meta if reply else {})

@@ -103,6 +103,13 @@ def test_what_failed_calls_were_billed_counts_in_the_run_its_budget_and_its_repl
     assert (again.prompt_tokens, again.completion_tokens) == (result.prompt_tokens, result.completion_tokens)
     assert again.cost_usd == pytest.approx(result.cost_usd)
 
+    # an agent whose only model call failed, billed: its failed call shows what it cost
+    alone = make_app(ScriptedModel("writer", [refused]))
+    alone.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    failed_run = alone.workflow(FunctionRouter(dispatch_all)).run("capital of France?")
+    (failed_call,) = failed_run.observations
+    assert not failed_call.ok and (failed_call.prompt_tokens, failed_call.completion_tokens, failed_call.cost_usd) == (7, 2, 0.25)
+
     capped = make_app(ScriptedModel("writer", [refused, "never asked"]))
     capped.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
     stopped = capped.workflow(FunctionRouter(dispatch_all, multi_round=True), budget=Budget(max_cost_usd=0.1, max_rounds=3)).run("q")
