@@ -137,6 +137,7 @@ class KnowledgeBase:
             return AgentReply(
                 answer="I don't know: nothing in my documents (Orchestra's documentation) answers that.",
                 meta=meta | {"known": False},
+                declined=True,
             )
         extract = "\n\n".join(f"{hit.passage.text}\n(source: {hit.passage.source})" for hit in hits)
         model_id = (context.model_id or context.card.model) if context is not None else None

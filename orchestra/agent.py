@@ -43,6 +43,10 @@ class AgentReply:
     completion_tokens: int = 0
     cost_usd: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    declined: bool = False
+    """True when ``answer`` says the agent cannot help with this request (a tool asked something outside its
+    reach): the aggregators do not count it as an answer, so a refusal never outvotes, or gets merged with, the
+    agent that did answer."""
 
     def __post_init__(self) -> None:
         # Checked here, where the agent's own code builds it, so the run records a failed call naming the field
@@ -60,6 +64,8 @@ class AgentReply:
             raise ValueError(f"AgentReply.cost_usd must be a finite number of 0 or more or None, not {cost!r}")
         if not isinstance(self.meta, dict):
             raise TypeError(f"AgentReply.meta must be a dict, not {type(self.meta).__name__}")
+        if not isinstance(self.declined, bool):
+            raise TypeError(f"AgentReply.declined must be a bool, not {type(self.declined).__name__}")
 
     @classmethod
     def from_chat(cls, result: ChatResult, **meta: Any) -> AgentReply:
@@ -92,9 +98,12 @@ class FunctionAgent:
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
-        required = [p for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty
+        parameters = inspect.signature(fn).parameters
+        required = [p for p in parameters.values() if p.default is inspect.Parameter.empty
                     and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        self._wants_context = len(required) >= 2
+        # a second required parameter, or one named context (``fn(query, context=None)``, usable outside a run
+        # too): the knowledge agent's optional context was never passed, so its model summary never ran
+        self._wants_context = len(required) >= 2 or "context" in parameters
         self._is_async = inspect.iscoroutinefunction(fn)
 
     def _args(self, query: str, context: AgentContext) -> tuple[Any, ...]:

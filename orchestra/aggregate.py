@@ -99,27 +99,41 @@ def named_aggregator(name: str, models: Sequence[ModelCard]) -> Aggregator:
 NO_ANSWER = "None of the agents could answer this request."
 
 
+def _declined(observations: Sequence[Observation]) -> dict[str, list[str]]:
+    """``{"declined": [agent ids]}`` for a step's meta when some agents declined, else ``{}``."""
+    ids = [obs.agent_id for obs in observations if obs.ok and obs.declined]
+    return {"declined": ids} if ids else {}
+
+
 class PassThrough:
-    """One answer as it is; several answers listed under their agents' names."""
+    """One answer as it is; several answers listed under their agents' names. Agents that declined are left out
+    while another answered; when every agent declined, their refusals are what there is to show."""
 
     name = "pass-through"
 
     def aggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
-        answered = [obs for obs in observations if obs.ok]
-        if not answered:
-            return Aggregated(NO_ANSWER, {"answered": 0})
-        if len(answered) == 1:
-            return Aggregated(answered[0].answer or "", {"answered": 1, "from": answered[0].agent_id})
-        # one agent backed by several models (a model router's fusion) is told apart by its models
-        ids = [obs.agent_id for obs in answered]
-        text = "\n\n".join(
-            f"**{obs.agent_id}{' @ ' + obs.model_id if ids.count(obs.agent_id) > 1 and obs.model_id else ''}**: {obs.answer}"
-            for obs in answered
-        )
-        return Aggregated(text, {"answered": len(answered)})
+        return _as_they_came(observations)
 
     async def aaggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
-        return self.aggregate(query, observations, models)
+        return _as_they_came(observations)
+
+
+def _as_they_came(observations: Sequence[Observation]) -> Aggregated:
+    """`PassThrough`'s answer, which `Refine` also gives when there is nothing to merge or its model failed."""
+    answered = [obs for obs in observations if obs.answered]
+    shown = answered or [obs for obs in observations if obs.ok]
+    meta = {"answered": len(answered), **_declined(observations)}
+    if not shown:
+        return Aggregated(NO_ANSWER, meta)
+    if len(shown) == 1:
+        return Aggregated(shown[0].answer or "", {**meta, "from": shown[0].agent_id})
+    # one agent backed by several models (a model router's fusion) is told apart by its models
+    ids = [obs.agent_id for obs in shown]
+    text = "\n\n".join(
+        f"**{obs.agent_id}{' @ ' + obs.model_id if ids.count(obs.agent_id) > 1 and obs.model_id else ''}**: {obs.answer}"
+        for obs in shown
+    )
+    return Aggregated(text, meta)
 
 
 def normalise_answer(text: str) -> str:
@@ -223,7 +237,7 @@ class WeightedVote:
     name = "weighted-vote"
 
     def aggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
-        answered = [obs for obs in observations if obs.ok and obs.answer is not None]
+        answered = [obs for obs in observations if obs.answered and obs.answer is not None]
         choices = {id(obs): extract_choice(obs.answer, query) for obs in answered}
         categorical = any(choice is not None for choice in choices.values())
         votes: dict[str, float] = {}
@@ -237,9 +251,9 @@ class WeightedVote:
             votes[key] = votes.get(key, 0.0) + obs.weight
             first_form.setdefault(key, (obs.answer or "").strip())
         if not votes:
-            return Aggregated(NO_ANSWER, {"votes": {}})
+            return Aggregated(NO_ANSWER, {"votes": {}, **_declined(observations)})
         winner = max(votes, key=lambda key: votes[key])  # max keeps the first of equals: dispatch order
-        meta: dict[str, Any] = {"votes": votes, "winner": winner}
+        meta: dict[str, Any] = {"votes": votes, "winner": winner, **_declined(observations)}
         if abstained:
             meta["abstained"] = abstained
         return Aggregated(first_form[winner], meta)
@@ -276,18 +290,18 @@ class Refine:
         return {"name": self.name, "model_id": self.agent.model_id, "always": self.always}
 
     def _shortcut(self, observations: Sequence[Observation]) -> Aggregated | None:
-        answered = [obs for obs in observations if obs.ok]
-        if not answered:
-            return Aggregated(NO_ANSWER, {"answered": 0})
-        if len(answered) == 1 and not self.always:
-            return Aggregated(answered[0].answer or "", {"answered": 1, "from": answered[0].agent_id})
+        # Only real answers are merged: a tool's "Sorry, I only answer date and time questions" beside the
+        # calculator's "21" made two answers, and a small refiner turned them into "3 times 7 is 24".
+        answered = [obs for obs in observations if obs.answered]
+        if not answered or (len(answered) == 1 and not self.always):
+            return _as_they_came(observations)
         return None
 
     @staticmethod
     def _unrefined(query: str, observations: Sequence[Observation], models: ModelAccess, error: ModelError) -> Aggregated:
         # The agents answered; the refiner could not merge them (down, context window exceeded, empty answer).
         # Their answers, listed, are worth more than no answer; the failure stays on the step's record.
-        listed = PassThrough().aggregate(query, observations, models)
+        listed = _as_they_came(observations)
         return Aggregated(listed.answer, {**listed.meta, "refine_failed": error.to_record()})
 
     def _refined(self, query: str, observations: Sequence[Observation], models: ModelAccess, result: ChatResult) -> Aggregated:
@@ -297,14 +311,14 @@ class Refine:
             wrote = f"only the prompt's cue {result.text.strip()!r}" if result.text.strip() else "nothing"
             error = ModelOutputError(f"refining model {result.model_id!r} wrote {wrote}, no answer", model_id=result.model_id)
             return self._unrefined(query, observations, models, error)
-        return Aggregated(answer, {"answered": sum(obs.ok for obs in observations), "model": result.model_id})
+        return Aggregated(answer, {"answered": sum(obs.answered for obs in observations), "model": result.model_id, **_declined(observations)})
 
     def aggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
         shortcut = self._shortcut(observations)
         if shortcut is not None:
             return shortcut
         try:
-            result = self.agent.refine(query, observations, models)
+            result = self.agent.refine(query, [obs for obs in observations if not obs.declined], models)
         except ModelError as exc:
             return self._unrefined(query, observations, models, exc)
         return self._refined(query, observations, models, result)
@@ -314,7 +328,7 @@ class Refine:
         if shortcut is not None:
             return shortcut
         try:
-            result = await self.agent.arefine(query, observations, models)
+            result = await self.agent.arefine(query, [obs for obs in observations if not obs.declined], models)
         except ModelError as exc:
             return self._unrefined(query, observations, models, exc)
         return self._refined(query, observations, models, result)

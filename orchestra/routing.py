@@ -116,6 +116,8 @@ class Observation(_Frozen):
     completion_tokens: int = 0
     cost_usd: float | None = None
     latency_ms: float = 0.0
+    declined: bool = False
+    """The agent answered that it cannot help (`AgentReply.declined`): ``ok``, but no answer to count."""
 
     @model_validator(mode="after")
     def _answer_or_error(self) -> Observation:
@@ -126,6 +128,11 @@ class Observation(_Frozen):
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def answered(self) -> bool:
+        """An answer to count: the call succeeded and the agent did not decline."""
+        return self.error is None and not self.declined
 
 
 class ModelAccess(Protocol):

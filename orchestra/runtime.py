@@ -903,6 +903,7 @@ class Workflow:
             completion_tokens=usage[1],
             cost_usd=usage[2],
             latency_ms=(time.perf_counter() - started) * 1000,
+            declined=bool(reply and reply.declined),
         )
         self._record_call(ctx, observation, parent_id, step_id, call, reply.meta if reply else {})
         return {"observations": [observation]}
@@ -919,7 +920,7 @@ class Workflow:
                 agent_id=obs.agent_id,
                 model_id=obs.model_id,
                 request={"query": call.query, "weight": call.weight, "model_id": call.model_id},
-                response={"answer": obs.answer, "meta": meta} if obs.ok else {},
+                response=({"answer": obs.answer, "meta": meta} | ({"declined": True} if obs.declined else {})) if obs.ok else {},
                 prompt_tokens=obs.prompt_tokens,
                 completion_tokens=obs.completion_tokens,
                 cost_usd=obs.cost_usd,
@@ -929,7 +930,8 @@ class Workflow:
         )
         with ctx.lock:
             ctx.observations.append(obs)
-        ctx.emit("call", round=obs.round, agent_id=obs.agent_id, answer=obs.answer, error=obs.error, latency_ms=obs.latency_ms)
+        ctx.emit("call", round=obs.round, agent_id=obs.agent_id, answer=obs.answer, error=obs.error, latency_ms=obs.latency_ms,
+                 declined=obs.declined)
 
     def _replay_call(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str) -> dict[str, Any]:
         assert ctx.recording is not None
@@ -938,6 +940,7 @@ class Workflow:
             agent_id=call.agent_id,
             query=call.query,
             answer=step.response.get("answer") if not step.error else None,
+            declined=bool(step.response.get("declined")) and not step.error,
             error=step.error,
             weight=call.weight,
             round=round,

@@ -500,6 +500,47 @@ def test_weighted_vote_counts_only_answers_that_state_what_the_query_asks_for(
     assert aggregate.response["meta"]["abstained"] == abstained
 
 
+def test_an_agent_that_declines_is_never_merged_with_or_outvotes_the_one_that_answered() -> None:
+    """The clock's "Sorry, I only answer date and time questions" beside the calculator's "21" made two answers, and
+    the 135M refiner merged them into "3 times 7 is 24"; when every agent declines, their refusals are shown,
+    not an answer a refiner made up."""
+    from orchestra import replay
+
+    refiner = ScriptedModel("refiner", ["3 times 7 is 24."])
+    app = make_app(refiner)
+    app.registry.add_agent(AgentCard(id="calculator", description="x"), implementation=lambda q: "21")
+    app.registry.add_agent(AgentCard(id="clock", description="x"),
+                           implementation=lambda q: AgentReply(answer="Sorry, I only answer date and time questions.", declined=True))
+    result = app.workflow(FunctionRouter(dispatch_all), aggregator=Refine("refiner")).run("how much is 3 times 7?")
+    assert result.answer == "21" and refiner.calls == []
+    assert [o.declined for o in result.observations] == [False, True] and all(o.ok for o in result.observations)
+    aggregate = next(step for step in app.store.get_run(result.run_id).steps if step.kind == "aggregate")
+    assert aggregate.response["meta"]["declined"] == ["clock"]
+    again = replay(app, result.run_id)
+    assert again.answer == "21" and [o.declined for o in again.observations] == [False, True]
+
+    voted = app.workflow(FunctionRouter(dispatch_all), aggregator=WeightedVote()).run("how much is 3 times 7?")
+    assert voted.answer == "21"
+
+    app.registry.remove_agent("calculator")
+    nobody = app.workflow(FunctionRouter(dispatch_all), aggregator=Refine("refiner")).run("multiply that by 3")
+    assert nobody.answer == "Sorry, I only answer date and time questions." and refiner.calls == []
+
+
+def test_a_function_with_an_optional_context_parameter_gets_the_context() -> None:
+    """fn(query, context=None) (the knowledge agent's signature) was never given it, so its model summary never ran."""
+    seen: list[Any] = []
+
+    def tool(query: str, context: Any = None) -> str:
+        seen.append(context)
+        return "ok"
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="tool", description="x"), implementation=tool)
+    app.workflow(FunctionRouter(dispatch_all)).run("q")
+    assert seen and seen[0] is not None and seen[0].card.id == "tool"
+
+
 async def test_async_run_and_stream_events() -> None:
     model = ScriptedModel("m", ["async answer"])
     app = make_app(model)
