@@ -194,6 +194,8 @@ KNOWLEDGE_CARD = AgentCard(
         "which routers does Orchestra ship?",
         "how do I install the local model?",
         "what is a model card?",
+        "how do I set a budget for a run?",
+        "which environment variables does Orchestra read?",
     ),
     backend="function",
     function="orchestra.agents.knowledge:answer",

@@ -253,6 +253,21 @@ def test_default_team_answers_through_a_routed_run() -> None:
 
 
 @pytest.mark.parametrize(
+    ("query", "agent"),
+    [("thanks!", "chat"), ("what can you do?", "chat"), ("write a long story about a dragon and a knight", "chat"),
+     ("how do I set a budget", "knowledge"), ("what is 17.5% of 2,480?", "calculator"), ("what time is it in Tokyo?", "clock")],
+)
+def test_the_default_team_routes_everyday_requests_to_an_agent(query: str, agent: str) -> None:
+    """Thanks, "what can you do?" and a story request were out of scope (the chat agent's card scored 0.15-0.29),
+    and a budget question never reached the documentation agent."""
+    from orchestra.routing import RouterState, load_router
+
+    cards = [card for card, _ in team.tool_cards()] + [team.CHAT_CARD]
+    decision = load_router("embedding").decide(RouterState(query=query, agents=tuple(cards), models=(), registry_version=0))
+    assert [call.agent_id for call in getattr(decision, "calls", ())][:1] == [agent]
+
+
+@pytest.mark.parametrize(
     "nested", ["(" * 240 + "1" + ")" * 240, "-" * 300 + "1", "2 ** 0.5 ** -99999", "1e999999 * 1e999999"]
 )
 def test_pathological_inputs_are_refused_without_crashing(nested: str) -> None:
