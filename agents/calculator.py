@@ -282,10 +282,13 @@ def format_number(value: Fraction, *, max_decimals: int = 12) -> str:
             context.prec = max(_digits(value) * 2, 28)
             exact = Decimal(value.numerator) / Decimal(value.denominator)
         return format(exact, "f")
+    # rounded in exact integer arithmetic: a decimal context of fixed precision cannot hold the whole part of
+    # 10**30/3 plus twelve decimals (quantize raised InvalidOperation), and round() on a Fraction is exact
+    scaled = round(value * 10**max_decimals)
     with localcontext() as context:
-        context.prec = 40
-        approx = (Decimal(value.numerator) / Decimal(value.denominator)).quantize(Decimal(1).scaleb(-max_decimals))
-    return f"{value.numerator}/{value.denominator} ≈ {format(approx.normalize(), 'f')}"
+        context.prec = len(str(abs(scaled))) + 1  # enough that scaleb and normalize never round again
+        approx = Decimal(scaled).scaleb(-max_decimals).normalize()
+    return f"{value.numerator}/{value.denominator} ≈ {format(approx, 'f')}"
 
 
 def answer(query: str) -> str:

@@ -54,6 +54,21 @@ def test_calculator_values_are_exact_fractions() -> None:
     assert calculate("17.5% of 2,480") == 434
 
 
+@pytest.mark.parametrize(
+    ("query", "rounded"),
+    [
+        ("10**30/3", "333333333333333333333333333333.333333333333"),
+        ("2**100/3", "422550200076076467165567735125.333333333333"),
+        ("10**100/3", "3" * 100 + "." + "3" * 12),
+        ("1e4000/7", "571428571428.571428571429"),
+    ],
+)
+def test_fractions_with_a_large_whole_part_are_rounded_not_a_crash(query: str, rounded: str) -> None:
+    """format_number quantized at a precision of 40 digits, so a whole part past ~28 digits raised
+    decimal.InvalidOperation out of the agent."""
+    assert calculator.answer(query).endswith(rounded)
+
+
 def test_irrational_results_are_marked_approximate() -> None:
     assert calculator.answer("square root of 2").startswith("≈ 1.41421356237309504880")
 
