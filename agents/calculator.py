@@ -89,8 +89,9 @@ def _normalise(text: str) -> str:
         expression = re.sub(pattern, f" {replacement} ", expression)
     expression = _FILLER.sub(" ", expression)
     expression = expression.replace("?", " ").replace("=", " ").replace("!", " ")
-    expression = re.sub(r"\s+", " ", expression).strip(" .,")
-    return expression
+    expression = re.sub(r"\s+", " ", expression).rstrip(" .,")
+    # a full stop or comma left over from the sentence goes, but not the point of a leading decimal (".5")
+    return re.sub(r"^[\s.,]+(?!\d)", "", expression)
 
 
 def _lift_numbers(expression: str) -> _Lifted:

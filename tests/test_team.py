@@ -69,6 +69,14 @@ def test_fractions_with_a_large_whole_part_are_rounded_not_a_crash(query: str, r
     assert calculator.answer(query).endswith(rounded)
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"), [(".5 + .5", "1"), (".5", "0.5"), ("what is .25 of 80", "20"), ("what is 5.", "5")]
+)
+def test_a_leading_decimal_point_is_kept(query: str, expected: str) -> None:
+    """The sentence's punctuation was stripped from both ends, so ".5 + .5" was read as 5 + .5."""
+    assert calculator.answer(query) == expected
+
+
 def test_irrational_results_are_marked_approximate() -> None:
     assert calculator.answer("square root of 2").startswith("≈ 1.41421356237309504880")
 
