@@ -1,5 +1,7 @@
 """The date/time agent: today's date, the weekday of a date, days between dates, a date plus or minus some days,
-weeks, months or years, and the time in a named time zone (IANA names through `zoneinfo`, or a city name).
+weeks, months or years, and the time in a named time zone (IANA names through `zoneinfo`, a city or country, an
+abbreviation such as PST, or an offset such as UTC+2). A place it cannot resolve is declined, never answered in
+the default zone.
 
 The clock is injectable, so answers are exact and testable::
 
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import calendar
 import re
+import unicodedata
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -86,34 +89,140 @@ def parse_date(text: str, today: date) -> list[tuple[int, date]]:
     return sorted(found, key=lambda item: item[0])
 
 
+# Places people name that are no IANA zone's last component (the country, or a city another zone covers), and
+# the abbreviations people write. An abbreviation names its region's zone, so that "PST" in July gives the
+# time the people there keep, with the UTC offset shown in the answer. Countries with several zones (the
+# United States, Canada, Australia, Russia) are left out: naming one would be a guess.
+_PLACES = {
+    "Asia/Kolkata": (
+        "india, mumbai, bombay, delhi, new delhi, bangalore, bengaluru, chennai, madras, hyderabad, pune, ist"
+    ),
+    "America/Los_Angeles": (
+        "san francisco, seattle, california, silicon valley, san diego, las vegas, pst, pdt, pt, pacific"
+    ),
+    "America/Denver": "mst, mdt, mountain",
+    "America/Chicago": "houston, dallas, austin, texas, cst, cdt, ct, central",
+    "America/New_York": (
+        "washington dc, boston, miami, atlanta, philadelphia, nyc, new york city, est, edt, et, eastern"
+    ),
+    "Asia/Shanghai": "china, beijing, peking, shenzhen, guangzhou",
+    "America/Sao_Paulo": "brazil, rio, rio de janeiro, brasilia",
+    "America/Argentina/Buenos_Aires": "argentina, buenos aires",
+    "Asia/Tokyo": "japan, osaka, kyoto, jst",
+    "Asia/Seoul": "korea, south korea, kst",
+    "Asia/Taipei": "taiwan",
+    "Asia/Ho_Chi_Minh": "vietnam, hanoi, saigon, ho chi minh city",
+    "Asia/Bangkok": "thailand",
+    "Asia/Singapore": "sgt",
+    "Asia/Hong_Kong": "hkt",
+    "Asia/Manila": "philippines",
+    "Asia/Jakarta": "indonesia",
+    "Asia/Karachi": "pakistan",
+    "Asia/Dubai": "uae, united arab emirates, abu dhabi",
+    "Asia/Jerusalem": "israel, tel aviv",
+    "Europe/London": "uk, united kingdom, england, britain, great britain, scotland, wales, edinburgh, manchester, bst",
+    "Europe/Dublin": "ireland",
+    "Europe/Paris": "france, cet, cest",
+    "Europe/Berlin": "germany, munich, frankfurt, hamburg",
+    "Europe/Madrid": "spain, barcelona",
+    "Europe/Rome": "italy, milan",
+    "Europe/Amsterdam": "netherlands, holland",
+    "Europe/Brussels": "belgium",
+    "Europe/Zurich": "switzerland, geneva",
+    "Europe/Vienna": "austria",
+    "Europe/Stockholm": "sweden",
+    "Europe/Oslo": "norway",
+    "Europe/Copenhagen": "denmark",
+    "Europe/Helsinki": "finland",
+    "Europe/Athens": "greece, eet, eest",
+    "Africa/Cairo": "egypt",
+    "Africa/Nairobi": "kenya",
+    "Africa/Lagos": "nigeria",
+    "Africa/Johannesburg": "south africa, cape town",
+    "Pacific/Auckland": "new zealand, wellington",
+    "Australia/Sydney": "aest, aedt, canberra",
+    "UTC": "utc, gmt, z, zulu",
+}
+# Names that only count after "in": as bare words "pt", "et", "ct", "z" and "central" mean other things.
+_BARE_ABBREVIATIONS = ("ist", "pst", "pdt", "mst", "mdt", "cst", "cdt", "est", "edt", "jst", "kst", "sgt", "hkt",
+                       "bst", "cet", "cest", "eet", "eest", "aest", "aedt", "utc", "gmt")  # fmt: skip
+_OFFSET_ZONE = re.compile(r"\b(?:utc|gmt)\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?\b")
+# What follows "in" without naming a place: "in 3 days", "in a week", "hours in a day", "in March", "in total".
+_NOT_PLACES = {"a", "an", "total", "general", "advance", "time", "which", "what", "this", "that", "it", "my",
+               "your", "order", "future", "past", "morning", "afternoon", "evening", "leap", "history"}  # fmt: skip
+_UNITS = re.compile(r"\b(?:second|minute|hour|day|night|week|fortnight|month|year|decade|century)s?\b")
+# Words that end a place's name: "in Tokyo right now", "in Paris today", "in Rome at noon".
+_AFTER_PLACE = re.compile(r"\s+(?:right|now|today|tonight|tomorrow|yesterday|currently|at|on|in|and|please|then|"
+                          r"time|for|from|to|is|was)\b.*$")  # fmt: skip
+
+
+class _UnknownPlace(ValueError):
+    """The query names a place or time zone the clock cannot resolve; answering in another zone would mislead."""
+
+
 @cache
 def _zone_names() -> dict[str, str]:
-    """Lower-cased IANA names and their last component (``tokyo`` → ``Asia/Tokyo``)."""
+    """Lower-cased IANA names, their last component (``tokyo`` → ``Asia/Tokyo``), and the places and
+    abbreviations of ``_PLACES``."""
     names: dict[str, str] = {}
-    for name in sorted(available_timezones()):
+    for name in sorted(available_timezones() - {"Factory", "localtime"}):
         names[name.lower()] = name
         last = name.rsplit("/", 1)[-1].replace("_", " ").lower()
         names.setdefault(last, name)
+    for zone, places in _PLACES.items():
+        # the region's zone wins over an IANA name of the same spelling ("EST" is a fixed UTC-5 in zoneinfo)
+        names |= {place: zone for place in places.split(", ")}
     return names
 
 
-def _find_zone(text: str) -> ZoneInfo | None:
-    lowered = text.lower()
-    for match in re.finditer(r"\b[a-z]+(?:/[a-z_+\-0-9]+)+\b", lowered):
-        name = _zone_names().get(match.group(0))
-        if name:
-            return ZoneInfo(name)
-    # a city or zone name after "in": "time in New York", "in tokyo right now"
-    for match in re.finditer(r"\bin ([a-z][a-z .'\-]*)", lowered):
-        words = match.group(1).strip(" .?!").split()
+@cache
+def _zone_areas() -> frozenset[str]:
+    return frozenset(name.split("/", 1)[0].lower() for name in available_timezones() if "/" in name)
+
+
+def _plain_letters(text: str) -> str:
+    # "São Paulo" → "Sao Paulo", so that it meets IANA's America/Sao_Paulo
+    return "".join(char for char in unicodedata.normalize("NFKD", text) if not unicodedata.combining(char))
+
+
+def _find_zone(text: str) -> tuple[tzinfo, str] | None:
+    """The time zone the query names and how to call it, or None when it names none; raises `_UnknownPlace`
+    when it names one the clock does not know."""
+    plain = _plain_letters(text)
+    lowered = plain.lower()
+    for match in re.finditer(r"\b([a-z]+)((?:/[a-z_+\-0-9]+)+)\b", lowered):
+        if match.group(1) in _zone_areas():
+            name = _zone_names().get(match.group(0))
+            if not name:
+                raise _UnknownPlace(plain[match.start() : match.end()])
+            return ZoneInfo(name), name
+    offset = _OFFSET_ZONE.search(lowered)
+    if offset:
+        hours, minutes = int(offset.group(2)), int(offset.group(3) or 0)
+        if hours > 14 or minutes > 59:  # the world's offsets run from UTC-12 to UTC+14
+            raise _UnknownPlace(plain[offset.start() : offset.end()])
+        sign = -1 if offset.group(1) == "-" else 1
+        label = f"UTC{offset.group(1)}{hours}" + (f":{minutes:02d}" if minutes else "")
+        return timezone(sign * timedelta(hours=hours, minutes=minutes), label), label
+    # a city, country or zone name after "in": "time in New York", "in tokyo right now", "in the UK"
+    for match in re.finditer(r"\bin ((?:the )?[a-z][a-z .'\-]*)", lowered):
+        phrase = _AFTER_PLACE.sub("", match.group(1)).strip(" .?!,'")
+        words = phrase.split()
+        if words and words[0] == "the":
+            words = words[1:]
         for length in range(min(4, len(words)), 0, -1):
-            candidate = " ".join(words[:length])
-            name = _zone_names().get(candidate)
+            name = _zone_names().get(" ".join(words[:length]))
             if name:
-                return ZoneInfo(name)
-    for code in ("utc", "gmt"):
+                return ZoneInfo(name), name
+        if words and words[0] not in _NOT_PLACES | set(_NUMBER_WORDS) | set(_MONTHS) | set(_WEEKDAYS) and not (
+            _UNITS.search(phrase)
+        ):
+            start = match.start(1) + match.group(1).index(phrase)
+            raise _UnknownPlace(plain[start : start + len(phrase)])
+    for code in _BARE_ABBREVIATIONS:
         if re.search(rf"\b{code}\b", lowered):
-            return ZoneInfo("UTC")
+            name = _zone_names()[code]
+            return ZoneInfo(name), name
     return None
 
 
@@ -139,8 +248,16 @@ class ClockAgent:
         now = self.now()
         if now.tzinfo is None:
             now = now.replace(tzinfo=self.default_zone)
-        zone = _find_zone(query)
-        local_now = now.astimezone(zone or self.default_zone)
+        try:
+            found = _find_zone(query)
+        except _UnknownPlace as unknown:
+            # answering in the default zone would give a confident time for a place the clock never looked up
+            return (
+                f"Sorry, I don't know the time zone of {unknown}. Name a city, a country with one time zone, an "
+                "IANA zone such as Europe/Paris, or an offset such as UTC+2."
+            )
+        zone, zone_name = found if found else (self.default_zone, None)
+        local_now = now.astimezone(zone)
         today = local_now.date()
         lowered = re.sub(r"(?<=\d),(?=\d{3}\b)", "", query.lower())  # 10,000 days -> 10000 days
         try:
@@ -149,7 +266,7 @@ class ClockAgent:
             return f"Sorry, {exc}."
 
         if re.search(r"\b(time|clock|hour)\b", lowered) and not re.search(r"\b(days?|weeks?|months?)\b", lowered):
-            where = zone.key if zone else local_now.tzname()
+            where = zone_name or local_now.tzname()
             return f"It is {local_now:%H:%M} on {_format_date(local_now.date())} in {where} (UTC{local_now:%z})."
 
         offset = _OFFSET.search(lowered)

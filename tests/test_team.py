@@ -141,6 +141,37 @@ def test_clock_is_exact(query: str, expected: str) -> None:
     assert FIXED(query).startswith(expected) or expected in FIXED(query)
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("what time is it in Mumbai?", "It is 15:00 on Friday, 14 March 2025 in Asia/Kolkata"),
+        ("what time is it in India?", "in Asia/Kolkata"),
+        ("what time is it in San Francisco?", "It is 02:30 on Friday, 14 March 2025 in America/Los_Angeles"),
+        ("what time is it in Beijing?", "17:30"),
+        ("what time is it in São Paulo?", "06:30"),
+        ("time in PST", "02:30"),
+        ("what time is it at UTC+2?", "11:30"),
+        ("what time is it in UTC-05:30", "04:00"),
+        ("what time is it in the UK right now?", "in Europe/London"),
+        ("what time is it?", "It is 09:30 on Friday, 14 March 2025 in UTC"),
+        ("what is the date in 3 days?", "Monday, 17 March 2025"),
+    ],
+)
+def test_clock_resolves_common_places_abbreviations_and_offsets(query: str, expected: str) -> None:
+    """Each of these answered with the time in UTC: the clock only knew IANA names and their last component."""
+    assert expected in FIXED(query)
+
+
+@pytest.mark.parametrize(
+    ("query", "place"),
+    [("what time is it in Narnia?", "Narnia"), ("time in Europe/Pariss", "Europe/Pariss"),
+     ("what time is it in the Shire right now?", "the Shire"), ("what is the time in UTC+25?", "UTC+25")],
+)  # fmt: skip
+def test_clock_declines_a_place_it_cannot_resolve_instead_of_answering_in_utc(query: str, place: str) -> None:
+    reply = FIXED(query)
+    assert f"I don't know the time zone of {place}" in reply and "09:30" not in reply
+
+
 def test_add_months_clamps_to_month_end() -> None:
     from datetime import date
 
