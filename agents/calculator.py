@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 
+from orchestra.agent import AgentReply
 from orchestra.cards import AgentCard
 
 __all__ = ["CALCULATOR_CARD", "CalculationRefused", "answer", "calculate", "format_number"]
@@ -292,14 +293,16 @@ def format_number(value: Fraction, *, max_decimals: int = 12) -> str:
     return f"{value.numerator}/{value.denominator} ≈ {format(approx, 'f')}"
 
 
-def answer(query: str) -> str:
-    """The calculator's reply to a query: the exact result, or a polite refusal that says why."""
+def answer(query: str) -> str | AgentReply:
+    """The calculator's reply to a query: the exact result as text, or a polite refusal that says why, an
+    `AgentReply` marked declined."""
     try:
         tree, values = _parse(query)
         evaluator = _Evaluator(values)
         value = _evaluate(evaluator, tree)
     except CalculationRefused as refusal:
-        return f"Sorry, I can't calculate that. {refusal}"
+        # declined, so that the aggregators never count the refusal as an answer beside one that did answer
+        return AgentReply(answer=f"Sorry, I can't calculate that. {refusal}", declined=True)
     text = format_number(value)
     if evaluator.inexact:
         with localcontext() as context:

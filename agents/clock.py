@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from orchestra.agent import AgentReply
 from orchestra.cards import AgentCard
 
 __all__ = ["CLOCK_CARD", "ClockAgent", "add_months", "answer", "parse_date"]
@@ -226,6 +227,12 @@ def _find_zone(text: str) -> tuple[tzinfo, str] | None:
     return None
 
 
+def _decline(text: str) -> AgentReply:
+    # marked declined so that the aggregators never count "Sorry, I only answer date and time questions" as an
+    # answer beside the agent that did answer
+    return AgentReply(answer=text, declined=True)
+
+
 def _format_date(day: date) -> str:
     return f"{calendar.day_name[day.weekday()]}, {day.day} {calendar.month_name[day.month]} {day.year}"
 
@@ -240,11 +247,12 @@ class ClockAgent:
         except ZoneInfoNotFoundError:
             raise ValueError(f"default_zone {default_zone!r} is not an IANA time zone name") from None
 
-    def __call__(self, query: str) -> str:
+    def __call__(self, query: str) -> str | AgentReply:
         return self.answer(query)
 
-    def answer(self, query: str) -> str:
-        """The reply to one query; a polite refusal when the query is not about dates or times."""
+    def answer(self, query: str) -> str | AgentReply:
+        """The reply to one query: the exact answer as text, or a polite refusal marked declined (an
+        `AgentReply`) when the query is not a date or time question the clock can answer."""
         now = self.now()
         if now.tzinfo is None:
             now = now.replace(tzinfo=self.default_zone)
@@ -252,7 +260,7 @@ class ClockAgent:
             found = _find_zone(query)
         except _UnknownPlace as unknown:
             # answering in the default zone would give a confident time for a place the clock never looked up
-            return (
+            return _decline(
                 f"Sorry, I don't know the time zone of {unknown}. Name a city, a country with one time zone, an "
                 "IANA zone such as Europe/Paris, or an offset such as UTC+2."
             )
@@ -263,7 +271,7 @@ class ClockAgent:
         try:
             dates = [day for _, day in parse_date(lowered, today)]
         except ValueError as exc:
-            return f"Sorry, {exc}."
+            return _decline(f"Sorry, {exc}.")
 
         if re.search(r"\b(time|clock|hour)\b", lowered) and not re.search(r"\b(days?|weeks?|months?)\b", lowered):
             where = zone_name or local_now.tzname()
@@ -286,7 +294,7 @@ class ClockAgent:
                 else:
                     result = base + timedelta(days=sign * amount * _UNIT_DAYS[unit])
             except (OverflowError, ValueError):
-                return "Sorry, that date is outside the calendar I can handle (years 1 to 9999)."
+                return _decline("Sorry, that date is outside the calendar I can handle (years 1 to 9999).")
             plural = "s" if amount != 1 else ""
             way = "before" if sign < 0 else "after"
             return f"{_format_date(result)} ({amount} {unit}{plural} {way} {_format_date(base)})."
@@ -311,7 +319,7 @@ class ClockAgent:
 
         if dates:
             return f"{_format_date(dates[0])}."
-        return (
+        return _decline(
             "Sorry, I only answer date and time questions: today's date, the weekday of a date, days between two "
             "dates, a date plus or minus days/weeks/months, or the time in a time zone."
         )
@@ -320,8 +328,9 @@ class ClockAgent:
 _DEFAULT = ClockAgent()
 
 
-def answer(query: str) -> str:
-    """The date/time agent's reply on the real clock (UTC unless the query names a time zone)."""
+def answer(query: str) -> str | AgentReply:
+    """The date/time agent's reply on the real clock (UTC unless the query names a time zone); a refusal is an
+    `AgentReply` marked declined."""
     return _DEFAULT.answer(query)
 
 

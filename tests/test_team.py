@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from orchestra.agent import AgentContext
+from orchestra.agent import AgentContext, AgentReply
 from orchestra.agents import calculator, clock, knowledge, team
 from orchestra.agents.calculator import CalculationRefused, calculate
 from orchestra.agents.clock import ClockAgent, add_months
@@ -20,6 +20,13 @@ from orchestra.registry import Registry
 from orchestra.testing import ScriptedModel
 
 # -- calculator ---------------------------------------------------------------------------------------------
+
+
+def _declined(reply: str | AgentReply) -> str:
+    """The text of a tool's refusal, which must be marked declined so that no aggregator counts it as an answer."""
+    assert isinstance(reply, AgentReply) and reply.declined, reply
+    return reply.answer
+
 
 
 @pytest.mark.parametrize(
@@ -101,18 +108,18 @@ def test_irrational_results_are_marked_approximate() -> None:
 def test_injection_attempts_are_refused(attack: str) -> None:
     with pytest.raises(CalculationRefused):
         calculate(attack)
-    assert calculator.answer(attack).startswith("Sorry, I can't calculate that.")
+    assert _declined(calculator.answer(attack)).startswith("Sorry, I can't calculate that.")
 
 
 @pytest.mark.parametrize("huge", ["9**9**9", "10 ** 100000", "(10**3000) * (10**3000)", "2 ** 0.5 ** -9999"])
 def test_huge_powers_are_refused_not_computed(huge: str) -> None:
-    assert calculator.answer(huge).startswith("Sorry")
+    assert _declined(calculator.answer(huge)).startswith("Sorry")
 
 
 def test_division_by_zero_and_non_arithmetic_are_refused_politely() -> None:
-    assert "divides by zero" in calculator.answer("5 / (2 - 2)")
-    assert calculator.answer("what is the capital of France?").startswith("Sorry, I can't calculate that.")
-    assert "cannot interpret" in calculator.answer("what is 5 apples plus 3")
+    assert "divides by zero" in _declined(calculator.answer("5 / (2 - 2)"))
+    assert _declined(calculator.answer("what is the capital of France?")).startswith("Sorry, I can't calculate that.")
+    assert "cannot interpret" in _declined(calculator.answer("what is 5 apples plus 3"))
 
 
 # -- clock --------------------------------------------------------------------------------------------------------
@@ -168,7 +175,7 @@ def test_clock_resolves_common_places_abbreviations_and_offsets(query: str, expe
      ("what time is it in the Shire right now?", "the Shire"), ("what is the time in UTC+25?", "UTC+25")],
 )  # fmt: skip
 def test_clock_declines_a_place_it_cannot_resolve_instead_of_answering_in_utc(query: str, place: str) -> None:
-    reply = FIXED(query)
+    reply = _declined(FIXED(query))
     assert f"I don't know the time zone of {place}" in reply and "09:30" not in reply
 
 
@@ -181,8 +188,8 @@ def test_add_months_clamps_to_month_end() -> None:
 
 
 def test_clock_refuses_other_questions_and_invalid_dates() -> None:
-    assert FIXED("what is the weather in Paris?").startswith("Sorry, I only answer date and time questions")
-    assert "not a valid date" in FIXED("what day is 2023-02-29?")
+    assert _declined(FIXED("what is the weather in Paris?")).startswith("Sorry, I only answer date and time questions")
+    assert "not a valid date" in _declined(FIXED("what day is 2023-02-29?"))
 
 
 def test_clock_default_uses_the_real_clock() -> None:
@@ -325,7 +332,7 @@ def test_the_default_team_routes_everyday_requests_to_an_agent(query: str, agent
     "nested", ["(" * 240 + "1" + ")" * 240, "-" * 300 + "1", "2 ** 0.5 ** -99999", "1e999999 * 1e999999"]
 )
 def test_pathological_inputs_are_refused_without_crashing(nested: str) -> None:
-    assert calculator.answer(nested).startswith("Sorry")
+    assert _declined(calculator.answer(nested)).startswith("Sorry")
 
 
 def test_installing_the_team_again_keeps_a_users_update_and_removal() -> None:
