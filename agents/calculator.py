@@ -2,7 +2,7 @@
 
 The query is normalised (words like "plus", "17.5% of", thousands separators), every number literal is lifted
 out as an exact `Fraction` before parsing, and the rest is parsed with `ast` and walked over a whitelist of
-arithmetic nodes. Names, calls other than ``sqrt``, attributes, subscripts and strings are refused, and powers are
+arithmetic nodes. "80 - 15%" and "15% off 80" are 68, as on any calculator. Names, calls other than ``sqrt``, attributes, subscripts and strings are refused, and powers are
 bounded so that ``9**9**9`` is refused instead of hanging the process.
 
     >>> calculate("17.5% of 2,480")
@@ -61,6 +61,7 @@ _PHRASES: tuple[tuple[str, str], ...] = (
     (r"\bof\b", "of"),
     (r"[×·]", "*"),
     (r"÷", "/"),
+    (r"[$€£]", ""),  # "20% off $50": the currency does not change the arithmetic
     (r"−", "-"),
     (r"\^", "**"),
     (r"(?<=[\d)\s])x(?=[\s\d(])", "*"),
@@ -109,7 +110,7 @@ def _lift_numbers(expression: str) -> _Lifted:
         values[name] = Fraction(number)
         return f" {name} "
 
-    lifted = _NUMBER.sub(lift, expression)
+    lifted = _percent_changes(_NUMBER.sub(lift, expression))
     # Percent signs: "a % of b" is a/100*b; "%" (or "mod") between two operands is modulo; any other "a %"
     # is a/100. A private marker keeps modulo apart while the percentages are rewritten.
     lifted = re.sub(r"%\s*of\b", " * _pct * ", lifted)
@@ -122,7 +123,42 @@ def _lift_numbers(expression: str) -> _Lifted:
     lifted = re.sub(r"(_n\d+|\))\s*(?=\()", r"\1 * ", lifted)
     lifted = re.sub(r"\)\s*(?=_n|sqrt)", ") * ", lifted)
     values["_pct"] = Fraction(1, 100)
+    values["_one"] = Fraction(1)  # number literals are lifted out, so the whitelist admits no constant of ours
     return _Lifted(lifted, values)
+
+
+# "p%" that neither starts "p% of x" nor is the left operand of a modulo
+_BARE_PERCENT = re.compile(r"([+-])\s*(_n\d+)\s*%(?!\s*(?:of\b|mod\b|_n|\(|sqrt))")
+
+
+def _percent_changes(lifted: str) -> str:
+    # "80 - 15%" means 80 less 15% of it (68) on every calculator, not 80 - 0.15; likewise "p% off x". The running
+    # value is everything before the sign inside the same parentheses, so "(80 - 15%) * 2" is 136.
+    lifted = re.sub(r"(_n\d+)\s*%\s*off\b", r" ( _one - \1 * _pct ) * ", lifted)
+    position = 0
+    while match := _BARE_PERCENT.search(lifted, position):
+        start = _group_start(lifted, match.start())
+        running = lifted[start : match.start()]
+        if not re.search(r"(?:_n\d+|\))\s*$", running):
+            position = match.end()  # "-15%" alone, "2 * -15%": no running value to change, it stays a hundredth
+            continue
+        change = f" ( ( {running} ) * ( _one {match.group(1)} {match.group(2)} * _pct ) ) "
+        lifted = lifted[:start] + change + lifted[match.end() :]
+        position = start + len(change)
+    return lifted
+
+
+def _group_start(source: str, end: int) -> int:
+    """Where the innermost parenthesised group that is open at ``end`` starts (0 outside any)."""
+    depth = 0
+    for index in range(end - 1, -1, -1):
+        if source[index] == ")":
+            depth += 1
+        elif source[index] == "(":
+            if depth == 0:
+                return index + 1
+            depth -= 1
+    return 0
 
 
 # -- evaluating the whitelisted tree ----------------------------------------------------------------------

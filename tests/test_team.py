@@ -84,6 +84,27 @@ def test_a_leading_decimal_point_is_kept(query: str, expected: str) -> None:
     assert calculator.answer(query) == expected
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("80 - 15%", "68"),
+        ("100 - 20%", "80"),
+        ("25 plus 4 percent", "26"),
+        ("what is 200 + 10%?", "220"),
+        ("(80 - 15%) * 2", "136"),
+        ("15% off 80", "68"),
+        ("20% off $50", "40"),
+        ("17.5% of 2,480", "434"),
+        ("100 + 5% of 20", "101"),
+        ("50% + 10", "10.5"),
+        ("10 % 4", "2"),
+    ],
+)
+def test_adding_or_taking_a_percentage_changes_the_running_value(query: str, expected: str) -> None:
+    """"80 - 15%" gave 79.85 (80 - 0.15) where every calculator gives 68, and "15% off 80" was refused."""
+    assert calculator.answer(query) == expected
+
+
 def test_irrational_results_are_marked_approximate() -> None:
     assert calculator.answer("square root of 2").startswith("≈ 1.41421356237309504880")
 
