@@ -280,6 +280,9 @@ class ClockAgent:
         offset = _OFFSET.search(lowered)
         if offset and not re.search(r"\b(between|from .* (to|until|and))\b", lowered.replace(offset.group(0), "")):
             count = offset.group("n")
+            if len(count) > 7:
+                # ten million days already leave the calendar; int() of thousands of digits would raise instead
+                return _decline("Sorry, that date is outside the calendar I can handle (years 1 to 9999).")
             amount = int(count) if count.isdigit() else _NUMBER_WORDS[count]
             direction = offset.group("dir") or ""
             explicit_minus = re.search(r"\b(minus|subtract|before|ago|earlier)\b", lowered)

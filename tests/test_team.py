@@ -200,6 +200,12 @@ def test_clock_declines_a_place_it_cannot_resolve_instead_of_answering_in_utc(qu
     assert f"I don't know the time zone of {place}" in reply and "09:30" not in reply
 
 
+@pytest.mark.parametrize("count", ["9" * 5000, "9" * 8, "10000000"])
+def test_a_huge_count_of_days_is_declined_not_a_crash(count: str) -> None:
+    """Five thousand digits raised ValueError (Python's limit on converting long digit strings to int)."""
+    assert "outside the calendar" in _declined(FIXED(f"{count} days from today"))
+
+
 def test_add_months_clamps_to_month_end() -> None:
     from datetime import date
 
