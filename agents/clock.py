@@ -37,15 +37,29 @@ _DATE_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(rf"\b(?P<mon>{_MONTH_RE})\.? (?P<d>\d{{1,2}})(?:st|nd|rd|th)?,? (?P<y>\d{{4}})\b"),
     re.compile(r"\b(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})\b"),
 )
-_RELATIVE_DAYS = {"today": 0, "now": 0, "tomorrow": 1, "yesterday": -1}
+# longest first: "the day after tomorrow" is not "tomorrow"
+_RELATIVE_DAYS = {"day after tomorrow": 2, "day before yesterday": -2, "today": 0, "now": 0, "tomorrow": 1,
+                  "yesterday": -1}  # fmt: skip
+# 31/12/2024 or 12/31/2024: the reading whose day is above 12 is the only one; 03/04/2024 has two
+_SLASHED_DATE = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b")
 _UNIT_DAYS = {"day": 1, "week": 7, "fortnight": 14}
 _NUMBER_WORDS = {
     "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
     "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30, "hundred": 100,
 }  # fmt: skip
 _OFFSET = re.compile(
-    rf"\b(?P<n>\d+|{'|'.join(_NUMBER_WORDS)})\s+(?P<unit>day|week|fortnight|month|year)s?\s*"
+    rf"(?P<neg>-\s*)?\b(?P<n>\d+(?:\.\d+)?|{'|'.join(_NUMBER_WORDS)})\s+(?P<unit>day|week|fortnight|month|year)s?\s*"
     r"(?P<dir>after|from|before|ago|later|earlier|since|past|hence)?",
+)
+_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800, "fortnight": 1209600}
+_UNITS_IN = re.compile(
+    r"\b(?P<small>second|minute|hour|day|week)s\s+(?:are\s+)?(?:there\s+)?in\s+(?:a|an|one)\s+"
+    r"(?P<big>second|minute|hour|day|week|fortnight|month|year)\b"
+)
+# a given clock time or a shift of hours: "3pm", "9:30", "in 3 hours", "convert"; the clock tells the time now only
+_GIVEN_TIME = re.compile(
+    r"\b\d{1,2}(?::\d{2})?\s*(?:am|pm|a\.m\.|p\.m\.)|\b\d{1,2}:\d{2}\b|\bconvert\b|"
+    r"\b(?:\d+|an?|one|two|three|four|five|six|twelve)\s+(?:hours?|minutes?)\b"
 )
 
 
@@ -76,9 +90,16 @@ def parse_date(text: str, today: date) -> list[tuple[int, date]]:
             except ValueError as exc:
                 raise ValueError(f"{match.group(0)!r} is not a valid date ({exc})") from None
             taken.append(range(match.start(), match.end()))
-    for word, days in _RELATIVE_DAYS.items():
-        for match in re.finditer(rf"\b{word}\b", lowered):
-            found.append((match.start(), today + timedelta(days=days)))
+    for match in _SLASHED_DATE.finditer(lowered):
+        if any(match.start() in span for span in taken):
+            continue
+        found.append((match.start(), _slashed_date(match)))
+        taken.append(range(match.start(), match.end()))
+    for words, days in _RELATIVE_DAYS.items():
+        for match in re.finditer(rf"\b{words}\b", lowered):
+            if not any(match.start() in span for span in taken):
+                found.append((match.start(), today + timedelta(days=days)))
+                taken.append(range(match.start(), match.end()))
     for match in re.finditer(rf"\b(next|last|this) ({'|'.join(_WEEKDAYS)})\b", lowered):
         target = _WEEKDAYS[match.group(2)]
         delta = (target - today.weekday()) % 7
@@ -161,6 +182,24 @@ class _UnknownPlace(ValueError):
     """The query names a place or time zone the clock cannot resolve; answering in another zone would mislead."""
 
 
+def _slashed_date(match: re.Match[str]) -> date:
+    first, second, year = (int(part) for part in match.groups())
+    if first > 12 or first == second:
+        day, month = first, second
+    elif second > 12:
+        day, month = second, first
+    else:
+        raise ValueError(
+            f"{match.group(0)} could be {first} {calendar.month_name[second]} or {second} "
+            f"{calendar.month_name[first]} {year}; please write it as {year}-{second:02d}-{first:02d} or "
+            f"{first} {calendar.month_name[second]} {year}"
+        )
+    try:
+        return date(year, month, day)
+    except ValueError as exc:
+        raise ValueError(f"{match.group(0)!r} is not a valid date ({exc})") from None
+
+
 @cache
 def _zone_names() -> dict[str, str]:
     """Lower-cased IANA names, their last component (``tokyo`` → ``Asia/Tokyo``), and the places and
@@ -237,6 +276,64 @@ def _format_date(day: date) -> str:
     return f"{calendar.day_name[day.weekday()]}, {day.day} {calendar.month_name[day.month]} {day.year}"
 
 
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit}{'' if count == 1 else 's'}"
+
+
+def _weeks_and_days(days: int) -> str:
+    weeks, rest = divmod(days, 7)
+    return f"{_plural(weeks, 'week')} and {_plural(rest, 'day')}"
+
+
+def _days_and_weeks(days: int) -> str:
+    return f"{_plural(days, 'day')} ({_weeks_and_days(days)})"
+
+
+def _units_in(small: str, big: str) -> str | AgentReply:
+    """How many of one unit of time there are in a bigger one: exact for the fixed units, a range for a month."""
+    article = "an" if big == "hour" else "a"
+    if big in _SECONDS:
+        if _SECONDS[small] > _SECONDS[big]:
+            return _decline(f"Sorry, a {small} is longer than {article} {big}.")
+        return f"{_plural(_SECONDS[big] // _SECONDS[small], small)} in {article} {big}."
+    if small == "week":
+        if big == "month":
+            return "4 weeks and 0 to 3 days in a month, depending on the month."
+        return "52 weeks and 1 day in a year (52 weeks and 2 days in a leap year)."
+    per_day = _SECONDS["day"] // _SECONDS[small]
+    if big == "year":
+        return f"{365 * per_day} {small}s in a year ({366 * per_day} in a leap year)."
+    return f"{28 * per_day} to {31 * per_day} {small}s in a month, depending on the month."
+
+
+def _shifted(offsets: list[re.Match[str]], lowered: str, base: date) -> str | AgentReply:
+    """``base`` moved by every "N unit" of the query together ("2 years and 3 months from today")."""
+    directions = [offset.group("dir") for offset in offsets if offset.group("dir")]
+    explicit_minus = re.search(r"\b(minus|subtract|before|ago|earlier)\b", lowered)
+    sign = -1 if (directions and directions[0] in ("before", "ago", "earlier")) or explicit_minus else 1
+    parts = []
+    for offset in offsets:
+        count = offset.group("n")
+        if len(count) > 7:
+            # ten million days already leave the calendar; int() of thousands of digits would raise instead
+            return _decline("Sorry, that date is outside the calendar I can handle (years 1 to 9999).")
+        if "." in count:
+            return _decline(f"Sorry, I only move a date by whole {offset.group('unit')}s, not {count}.")
+        amount = int(count) if count.isdigit() else _NUMBER_WORDS[count]
+        parts.append((-amount if offset.group("neg") else amount, offset.group("unit")))
+    if all(amount < 0 for amount, _ in parts):  # "-5 days from today" is 5 days before today
+        sign, parts = -sign, [(-amount, unit) for amount, unit in parts]
+    months = sum(amount * (12 if unit == "year" else 1) for amount, unit in parts if unit in ("month", "year"))
+    days = sum(amount * _UNIT_DAYS[unit] for amount, unit in parts if unit in _UNIT_DAYS)
+    try:
+        result = add_months(base, sign * months) + timedelta(days=sign * days)
+    except (OverflowError, ValueError):
+        return _decline("Sorry, that date is outside the calendar I can handle (years 1 to 9999).")
+    amounts = " and ".join(_plural(amount, unit) for amount, unit in parts)
+    way = "before" if sign < 0 else "after"
+    return f"{_format_date(result)} ({amounts} {way} {_format_date(base)})."
+
+
 class ClockAgent:
     """Answers date and time questions exactly. ``now`` returns the current aware datetime (injectable)."""
 
@@ -273,45 +370,44 @@ class ClockAgent:
         except ValueError as exc:
             return _decline(f"Sorry, {exc}.")
 
+        units = _UNITS_IN.search(lowered)
+        if units:
+            return _units_in(units.group("small"), units.group("big"))
+
         if re.search(r"\b(time|clock|hour)\b", lowered) and not re.search(r"\b(days?|weeks?|months?)\b", lowered):
+            if _GIVEN_TIME.search(_OFFSET_ZONE.sub(" ", lowered)):
+                return _decline(
+                    "Sorry, I only tell the current time in a place; I cannot convert a given time between time "
+                    "zones or add hours to it."
+                )
             where = zone_name or local_now.tzname()
             return f"It is {local_now:%H:%M} on {_format_date(local_now.date())} in {where} (UTC{local_now:%z})."
 
-        offset = _OFFSET.search(lowered)
-        if offset and not re.search(r"\b(between|from .* (to|until|and))\b", lowered.replace(offset.group(0), "")):
-            count = offset.group("n")
-            if len(count) > 7:
-                # ten million days already leave the calendar; int() of thousands of digits would raise instead
-                return _decline("Sorry, that date is outside the calendar I can handle (years 1 to 9999).")
-            amount = int(count) if count.isdigit() else _NUMBER_WORDS[count]
-            direction = offset.group("dir") or ""
-            explicit_minus = re.search(r"\b(minus|subtract|before|ago|earlier)\b", lowered)
-            sign = -1 if direction in ("before", "ago", "earlier") or explicit_minus else 1
-            base = dates[0] if dates else today
-            unit = offset.group("unit")
-            try:
-                if unit == "month":
-                    result = add_months(base, sign * amount)
-                elif unit == "year":
-                    result = add_months(base, sign * amount * 12)
-                else:
-                    result = base + timedelta(days=sign * amount * _UNIT_DAYS[unit])
-            except (OverflowError, ValueError):
-                return _decline("Sorry, that date is outside the calendar I can handle (years 1 to 9999).")
-            plural = "s" if amount != 1 else ""
-            way = "before" if sign < 0 else "after"
-            return f"{_format_date(result)} ({amount} {unit}{plural} {way} {_format_date(base)})."
+        if not dates and re.search(r"\b(what|which) (year|month)\b", lowered):
+            return f"It is {local_now:%B} {today.year}." if "month" in lowered else f"It is {today.year}."
 
-        if len(dates) == 1 and re.search(r"\b(how many days|days (until|till|to|since|left)|how long)\b", lowered):
+        offsets = list(_OFFSET.finditer(lowered))
+        rest = lowered
+        for offset in offsets:
+            rest = rest.replace(offset.group(0), " ")
+        if offsets and not re.search(r"\b(between|from .* (to|until|and))\b", rest):
+            return _shifted(offsets, lowered, dates[0] if dates else today)
+
+        counting = re.search(
+            r"\b(how many (days|weeks|months)|(days|weeks) (until|till|to|since|left)|how long)\b", lowered
+        )
+        if len(dates) == 1 and counting:
+            if dates[0] < today and not re.search(r"\b(since|ago)\b", lowered):
+                days = (today - dates[0]).days
+                return f"{_format_date(dates[0])} has passed: it was {_days_and_weeks(days)} ago."
             dates = [today, dates[0]] if dates[0] >= today else [dates[0], today]
         if len(dates) >= 2 and re.search(r"\b(between|from|until|till|to|since|how many|how long)\b", lowered):
             first, second = dates[0], dates[1]
             days = (second - first).days
-            weeks, rest = divmod(abs(days), 7)
-            return (
-                f"{abs(days)} days between {_format_date(first)} and {_format_date(second)} "
-                f"({weeks} weeks and {rest} days)."
-            )
+            between = f"{_plural(abs(days), 'day')} between {_format_date(first)} and {_format_date(second)}"
+            if days < 0:  # the order the user gave goes back in time: say so rather than drop the sign
+                return f"{between}: the second is {_days_and_weeks(-days)} before the first."
+            return f"{between} ({_weeks_and_days(days)})."
 
         if dates and re.search(r"\b(day of the week|weekday|what day|which day)\b", lowered):
             return f"{_format_date(dates[0])}."

@@ -206,6 +206,49 @@ def test_a_huge_count_of_days_is_declined_not_a_crash(count: str) -> None:
     assert "outside the calendar" in _declined(FIXED(f"{count} days from today"))
 
 
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("what day is 31/12/2024?", "Tuesday, 31 December 2024."),
+        ("what day is 12/31/2024?", "Tuesday, 31 December 2024."),
+        ("what is the day after tomorrow?", "Sunday, 16 March 2025."),
+        ("what was the day before yesterday?", "Wednesday, 12 March 2025."),
+        ("what date is 2 years and 3 months from today?", "Monday, 14 June 2027 (2 years and 3 months after"),
+        ("-5 days from today", "Sunday, 9 March 2025 (5 days before"),
+        ("how many weeks until 2026-01-01?", "293 days between Friday, 14 March 2025 and Thursday, 1 January 2026 "
+         "(41 weeks and 6 days)."),
+        ("hours in a day", "24 hours in a day."),
+        ("how many minutes are there in an hour?", "60 minutes in an hour."),
+        ("what year is it?", "It is 2025."),
+        ("what month is it?", "It is March 2025."),
+        ("2024-02-29 to 2024-02-28", "1 day between Thursday, 29 February 2024 and Wednesday, 28 February 2024: "
+         "the second is 1 day (0 weeks and 1 day) before the first."),
+        ("how many days until 2025-01-01?", "Wednesday, 1 January 2025 has passed: it was 72 days"),
+        ("how many days between 2024-03-01 and 2024-03-02?", "1 day between Friday, 1 March 2024 and Saturday, "
+         "2 March 2024 (0 weeks and 1 day)."),
+    ],
+)  # fmt: skip
+def test_clock_reads_what_it_misread(query: str, expected: str) -> None:
+    """Each was answered confidently and wrongly: with today's date, tomorrow's, the first offset only, +5 for
+    -5, the bare date for a count of weeks, "1 days", or a difference without its direction."""
+    assert FIXED(query).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("what day is 03/04/2024?", "could be 3 April or 4 March 2024"),
+        ("1.5 days from today", "whole days"),
+        ("what time is it in Tokyo in 3 hours?", "only tell the current time"),
+        ("convert 3pm Tokyo to London time", "only tell the current time"),
+        ("what time is 9am EST in London?", "only tell the current time"),
+    ],
+)
+def test_clock_declines_what_it_cannot_read_exactly(query: str, reason: str) -> None:
+    """These were answered with today's date, 5 days for 1.5, or the current time."""
+    assert reason in _declined(FIXED(query))
+
+
 def test_add_months_clamps_to_month_end() -> None:
     from datetime import date
 
