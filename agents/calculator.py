@@ -2,8 +2,9 @@
 
 The query is normalised (words like "plus", "17.5% of", thousands separators), every number literal is lifted
 out as an exact `Fraction` before parsing, and the rest is parsed with `ast` and walked over a whitelist of
-arithmetic nodes. "80 - 15%" and "15% off 80" are 68, as on any calculator. Names, calls other than ``sqrt``, attributes, subscripts and strings are refused, and powers are
-bounded so that ``9**9**9`` is refused instead of hanging the process.
+arithmetic nodes. "80 - 15%" and "15% off 80" are 68, as on any calculator. Names, calls other than ``sqrt``,
+attributes, subscripts and strings are refused, and powers and factorials are bounded so that ``9**9**9`` is
+refused instead of hanging the process.
 
     >>> calculate("17.5% of 2,480")
     Fraction(434, 1)
@@ -73,7 +74,9 @@ _FILLER = re.compile(
     r"tell me|can you|could you|the|result|value|answer|of this|is|equals?|exactly|give me|for me|hey|hi)\b",
     re.IGNORECASE,
 )
-_ALLOWED_AFTER_NORMALISING = re.compile(r"^[\s\d.+\-*/%()a-z,]*$")
+_ALLOWED_AFTER_NORMALISING = re.compile(r"^[\s\d.+\-*/%()a-z,!]*$")
+MAX_FACTORIAL = 1000
+"""1000! has 2,568 digits; a larger factorial is refused before it is computed."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def _normalise(text: str) -> str:
     for pattern, replacement in _PHRASES:
         expression = re.sub(pattern, f" {replacement} ", expression)
     expression = _FILLER.sub(" ", expression)
-    expression = expression.replace("?", " ").replace("=", " ").replace("!", " ")
+    expression = expression.replace("?", " ").replace("=", " ")
     expression = re.sub(r"\s+", " ", expression).rstrip(" .,")
     # a full stop or comma left over from the sentence goes, but not the point of a leading decimal (".5")
     return re.sub(r"^[\s.,]+(?!\d)", "", expression)
@@ -105,7 +108,7 @@ def _lift_numbers(expression: str) -> _Lifted:
             number = Decimal(match.group(0))
         except (InvalidOperation, ValueError):
             raise CalculationRefused(f"I could not read the number {match.group(0)!r}.") from None
-        if abs(number.adjusted()) > MAX_RESULT_DIGITS:  # 1e999999 would be a million-digit integer
+        if abs(number.adjusted()) >= MAX_RESULT_DIGITS:  # 1e999999 would be a million-digit integer
             raise CalculationRefused(f"{match.group(0)} has more than {MAX_RESULT_DIGITS} digits; I stop there.")
         values[name] = Fraction(number)
         return f" {name} "
@@ -118,6 +121,10 @@ def _lift_numbers(expression: str) -> _Lifted:
     lifted = re.sub(r"%(?=\s*(?:_n|\(|sqrt))", " \x00 ", lifted)
     lifted = lifted.replace("%", " * _pct ").replace("\x00", "%")
     lifted = re.sub(r"\bof\b", " * ", lifted)
+    # "5!" is a factorial; a "!" anywhere else was dropped, which silently changed the question
+    lifted = re.sub(r"(_n\d+)\s*!", r" _fact(\1) ", lifted)
+    if "!" in lifted:
+        raise CalculationRefused("I can only take the factorial of a number written out, like 5!.")
     lifted = re.sub(r"\bsqrt\s+(_n\d+)", r" sqrt(\1) ", lifted)
     # implicit multiplication next to parentheses only: "2(3 + 4)", "(1 + 2)(3 + 4)", "(2)3"
     lifted = re.sub(r"(_n\d+|\))\s*(?=\()", r"\1 * ", lifted)
@@ -168,10 +175,13 @@ def _digits(value: Fraction) -> int:
     return max(len(str(abs(value.numerator))), len(str(value.denominator)))
 
 
+_TOO_MANY_DIGITS = 10**MAX_RESULT_DIGITS
+"""The smallest integer with more than MAX_RESULT_DIGITS digits."""
+
+
 def _check_size(value: Fraction) -> Fraction:
-    # bit_length is cheap; a number with more than MAX_RESULT_DIGITS decimal digits is refused
-    limit_bits = int(MAX_RESULT_DIGITS * 3.33)
-    if abs(value.numerator).bit_length() > limit_bits or value.denominator.bit_length() > limit_bits:
+    # an exact comparison, so that 10**4000 (4,001 digits) is refused as the message says
+    if abs(value.numerator) >= _TOO_MANY_DIGITS or value.denominator >= _TOO_MANY_DIGITS:
         raise CalculationRefused(f"The result would have more than {MAX_RESULT_DIGITS} digits; I stop there.")
     return value
 
@@ -206,23 +216,39 @@ def _power(base: Fraction, exponent: Fraction) -> Fraction | Decimal:
 
 
 def _exact_root(value: int, degree: int) -> int | None:
-    root = round(value ** (1 / degree)) if value.bit_length() < 1000 else None
-    if root is None:
-        return None
-    for candidate in (root - 1, root, root + 1):
-        if candidate >= 0 and candidate**degree == value:
-            return candidate
-    return None
+    # integer Newton iteration: exact at any size, where a float root gave up past 1000 bits and so called
+    # (2**13000)**(1/2), which is 2**6500, irrational
+    if value < 2:
+        return value
+    root = 1 << -(-value.bit_length() // degree)  # at least the real root
+    while True:
+        smaller = ((degree - 1) * root + value // root ** (degree - 1)) // degree
+        if smaller >= root:
+            break
+        root = smaller
+    return root if root**degree == value else None
+
+
+def _factorial(value: Fraction) -> Fraction:
+    if value.denominator != 1 or value < 0:
+        raise CalculationRefused("I can only take the factorial of a whole number of 0 or more.")
+    if value > MAX_FACTORIAL:
+        raise CalculationRefused(f"I only take factorials up to {MAX_FACTORIAL}!.")
+    return Fraction(math.factorial(value.numerator))
 
 
 class _Evaluator:
     def __init__(self, values: dict[str, Fraction]) -> None:
         self.values = values
         self.inexact = False
+        self.irrational = False
 
     def eval(self, node: ast.AST) -> Fraction:
         value = self._eval(node)
         if isinstance(value, Decimal):
+            # a root of exact operands that has no exact value is irrational; one whose operands were already
+            # rounded may not be (sqrt(2)**2 is 2), so it is only called rounded
+            self.irrational = isinstance(node, ast.Expression) and not self.inexact
             self.inexact = True
             return Fraction(value)
         return value
@@ -255,10 +281,12 @@ class _Evaluator:
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
-            and node.func.id == "sqrt"
+            and node.func.id in ("sqrt", "_fact")
             and len(node.args) == 1
             and not node.keywords
         ):
+            if node.func.id == "_fact":
+                return _factorial(self.eval(node.args[0]))
             return _power(self.eval(node.args[0]), Fraction(1, 2))
         raise CalculationRefused("I can only do arithmetic on numbers (+ - * / ^ %, powers, parentheses, sqrt).")
 
@@ -270,12 +298,15 @@ def _parse(text: str) -> tuple[ast.Expression, dict[str, Fraction]]:
         raise CalculationRefused(
             "I only do arithmetic, and I see no numbers in that. Try e.g. 'what is 17.5% of 2,480?'."
         )
+    if re.search(r"\b0[xob][0-9a-f]", text.lower()):
+        # the x of 0x10 was read as "times" (0 * 10): a silent wrong answer
+        raise CalculationRefused("I only read decimal numbers, not hexadecimal, octal or binary ones.")
     normalised = _normalise(text)
     if not _ALLOWED_AFTER_NORMALISING.match(normalised):
         raise CalculationRefused("I only do arithmetic on numbers; part of that is not something I can calculate.")
     lifted = _lift_numbers(normalised)
     # after lifting, only our own names may remain: any other word means the text was not pure arithmetic
-    leftover = set(re.findall(r"[a-z_][a-z0-9_]*", lifted.source)) - set(lifted.values) - {"sqrt"}
+    leftover = set(re.findall(r"[a-z_][a-z0-9_]*", lifted.source)) - set(lifted.values) - {"sqrt", "_fact"}
     if leftover:
         raise CalculationRefused(
             "I only do arithmetic on numbers; I cannot interpret "
@@ -344,7 +375,8 @@ def answer(query: str) -> str | AgentReply:
         with localcontext() as context:
             context.prec = 30
             approx = Decimal(value.numerator) / Decimal(value.denominator)
-        return f"≈ {format(approx.normalize(), 'f')} (rounded to 30 significant digits; the exact value is irrational)"
+        why = "; the exact value is irrational" if evaluator.irrational else ""
+        return f"≈ {format(approx.normalize(), 'f')} (rounded to 30 significant digits{why})"
     return text
 
 

@@ -67,7 +67,7 @@ def test_calculator_values_are_exact_fractions() -> None:
         ("10**30/3", "333333333333333333333333333333.333333333333"),
         ("2**100/3", "422550200076076467165567735125.333333333333"),
         ("10**100/3", "3" * 100 + "." + "3" * 12),
-        ("1e4000/7", "571428571428.571428571429"),
+        ("1e3999/7", "857142857142.857142857143"),
     ],
 )
 def test_fractions_with_a_large_whole_part_are_rounded_not_a_crash(query: str, rounded: str) -> None:
@@ -103,6 +103,36 @@ def test_a_leading_decimal_point_is_kept(query: str, expected: str) -> None:
 def test_adding_or_taking_a_percentage_changes_the_running_value(query: str, expected: str) -> None:
     """"80 - 15%" gave 79.85 (80 - 0.15) where every calculator gives 68, and "15% off 80" was refused."""
     assert calculator.answer(query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("5!", "120"), ("0!", "1"), ("3 + 3!", "9"), ("(2**13000)**(1/2)", str(2**6500)), ("10**3999", str(10**3999))],
+)
+def test_factorials_and_exact_roots_of_large_numbers_are_computed(query: str, expected: str) -> None:
+    """"5!" gave 5 (the ! was dropped), and (2**13000)**(1/2), exactly 2**6500, was called irrational."""
+    assert calculator.answer(query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("0x10 + 1", "only read decimal numbers"),
+        ("1001!", "factorials up to 1000"),
+        ("5.5!", "whole number"),
+        ("10**4000", "more than 4000 digits"),
+        ("1e4000", "more than 4000 digits"),
+    ],
+)
+def test_what_the_calculator_would_misread_or_exceed_is_declined(query: str, reason: str) -> None:
+    """0x10 + 1 gave 1 (the x read as times), and 10**4000, 4,001 digits, passed a 4000-digit limit."""
+    assert reason in _declined(calculator.answer(query))
+
+
+def test_only_a_root_of_exact_numbers_is_called_irrational() -> None:
+    """sqrt(2)**2 is exactly 2, but its rounded result was said to be irrational."""
+    assert calculator.answer("sqrt(2)**2") == "≈ 2 (rounded to 30 significant digits)"
+    assert calculator.answer("2**(1/3)").endswith("the exact value is irrational)")
 
 
 def test_irrational_results_are_marked_approximate() -> None:
