@@ -124,7 +124,7 @@ def _print_result(result: RunResult, trace: RunTrace | None = None) -> None:
         if not obs.ok and obs.error:  # the run went on without it: say why, not only "(failed)"
             reason = f"{obs.error.get('type', 'error')}: {obs.error.get('message', '')}"
             err_console.print(f"[yellow]agent {escape(obs.agent_id)} failed[/]: {escape(_one_line(reason))}")
-    answered = [f"{obs.agent_id}{'' if obs.ok else ' (failed)'}" for obs in result.observations]
+    answered = [f"{obs.agent_id}{' (failed)' if not obs.ok else ' (declined)' if obs.declined else ''}" for obs in result.observations]
     cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.6f}"
     console.print(
         f"[dim]run {result.run_id} · session {result.session_id} · agents: {escape(', '.join(answered)) or 'none'}"

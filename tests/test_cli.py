@@ -27,6 +27,7 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "def shout(query):\n    return query.upper() + '!'\n"
         "def brackets(query):\n    return '[/x] [bold]' + query\n"
         "def broken(query):\n    raise ValueError('bad [/y] input')\n"
+        "def refuses(query):\n    from orchestra import AgentReply\n    return AgentReply(answer='Sorry, not mine.', declined=True)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     return f"sqlite:///{tmp_path / 'cli.db'}"
@@ -55,6 +56,15 @@ def test_onboard_chat_show_and_replay(db: str, tmp_path: Path) -> None:
     assert code == 0 and "decision" in out and "HELLO THERE!" in out
     code, out = invoke("replay", run_id, "--profile", "none", "--db", db)
     assert code == 0 and "exact replay of" in out
+
+
+def test_the_footer_tells_an_agent_that_declined_from_one_that_answered(db: str, tmp_path: Path) -> None:
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
+                     "- id: nope\n  description: Declines.\n  backend: function\n  function: cli_agents:refuses\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    code, out = invoke("chat", "hello", "--router", "all", "--profile", "none", "--aggregator", "refine", "--db", db)
+    assert code == 0 and out.startswith("HELLO!") and "agents: shout, nope (declined)" in out
 
 
 def test_runs_show_and_replay_take_the_start_of_a_run_id(db: str, tmp_path: Path) -> None:
