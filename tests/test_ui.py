@@ -29,6 +29,10 @@ def echo(query):
 
 def haiku(query):
     return "it costs $5 and then $10 later\\nan old pond\\n\\n- **one**\\n- two"
+
+
+def overpriced(query):
+    raise ValueError("it costs $5 and then $10")
 '''
 
 
@@ -346,6 +350,17 @@ def test_the_panel_lists_failed_agents_apart_with_what_they_cost(store: str, mon
     billed = [s.model_copy(update={"cost_usd": 0.002}) if s.kind == "call" and s.error else s for s in trace.steps]
     rows = step_rows(trace.model_copy(update={"steps": billed}))
     assert [row["cost"] for row in rows if row["step"] == "call" and row["agent"] == "writer"] == ["$0.002000"]
+
+
+def test_an_error_shows_as_typed_too(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Error messages skipped as_typed: an agent's "$5 and then $10" was drawn as LaTeX in the panel."""
+    app = _add_echo(store)
+    app.registry.add_agent(AgentCard(id="pricey", description="Fails.", backend="function", function="ui_test_agents:overpriced"))
+    result = app.workflow("fixed", agent_ids=["echo", "pricey"], aggregator=PassThrough()).run("hello")
+    monkeypatch.setenv("UI_TEST_RUN", result.run_id)
+    at = _start(stored_run_panel)
+    shown = [e.value for e in at.error]
+    assert any("\\$5 and then \\$10" in text for text in shown), shown
 
 
 def test_a_message_whose_run_was_stopped_says_so(store: str) -> None:

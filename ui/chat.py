@@ -49,7 +49,7 @@ def _show_panel(app: Orchestra, run_id: str, *, index: int) -> None:
 def _show_message(app: Orchestra, message: dict[str, Any], index: int) -> None:
     with st.chat_message(message["role"]):
         if message.get("error"):
-            st.error(message["error"], icon=":material/error:")
+            st.error(as_typed(message["error"]), icon=":material/error:")
         if message.get("content"):
             st.markdown(as_typed(message["content"]))
         if message.get("out_of_scope"):

@@ -183,7 +183,7 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
             model += _asked(call, run.query)
             if call.error:
                 st.markdown(f"- `{call.agent_id}`{model} ({usage})")
-                st.error(explain_error(call.error))
+                st.error(as_typed(explain_error(call.error)))
             else:
                 answer = str(call.response.get("answer", ""))
                 # indented, every line of the answer stays inside its agent's list item (a list it wrote nests there)
@@ -195,7 +195,7 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
         heading, how = _aggregate_heading(aggregate)
         if aggregate.error:
             st.markdown(f"{heading}: none")
-            st.error(explain_error(aggregate.error))
+            st.error(as_typed(explain_error(aggregate.error)))
             continue
         st.markdown(f"{heading}: {as_typed(aggregate.response.get('answer', ''))}")
         if how:
@@ -207,7 +207,7 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
 
     errors = [s for s in trace.steps if s.kind == "error" and s.parent_id is None]
     for step in errors:
-        st.error(explain_error(step.error))
+        st.error(as_typed(explain_error(step.error)))
 
     cost = format_cost(run.cost_usd)
     st.markdown(

@@ -129,7 +129,7 @@ def _side(trace: RunTrace, title: str, *, key: str) -> None:
     if trace.run.status == "ok":
         st.success(as_typed(summary["answer"]) or "(empty answer)")
     else:
-        st.error(explain_error(trace.run.error))
+        st.error(as_typed(explain_error(trace.run.error)))
     # one fact a row: two runs side by side stay readable in half the page's width
     st.table({"": [k for k in summary if k != "answer"], "value": [str(v) for k, v in summary.items() if k != "answer"]})
     render_graph(trace)
@@ -166,9 +166,9 @@ def _compare(app: Orchestra, original: RunTrace, replayed_id: str) -> None:
         elif same_failure:
             st.success(f"Exact replay: the same failure, reproduced from the recording ({explain_error(replayed.run.error)}).")
         else:
-            st.error(f"The exact replay diverged: {explain_error(replayed.run.error)}")
+            st.error(as_typed(f"The exact replay diverged: {explain_error(replayed.run.error)}"))
     elif replayed.run.status != "ok":
-        st.error(f"Counterfactual replay with `{replayed.run.router}` failed: {explain_error(replayed.run.error)}")
+        st.error(as_typed(f"Counterfactual replay with `{replayed.run.router}` failed: {explain_error(replayed.run.error)}"))
     else:
         verdict = "the same answer" if same_answer else "a different answer"
         choice = (
