@@ -363,6 +363,20 @@ def test_an_error_shows_as_typed_too(store: str, monkeypatch: pytest.MonkeyPatch
     assert any("\\$5 and then \\$10" in text for text in shown), shown
 
 
+def test_the_runs_tree_shows_the_sub_query_each_agent_was_asked(store: str) -> None:
+    """The panel said what each agent was asked when a router split the query; the Runs tree did not."""
+    from orchestra import Call, Dispatch
+    from orchestra.testing import FunctionRouter
+    from orchestra.ui.runs import tree_markdown
+
+    app = _add_echo(store)
+    split = FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="echo", query="the first part"),)))
+    result = app.workflow(split, aggregator=PassThrough()).run("the first part, and a second one")
+    whole = app.workflow("fixed", agent_ids=["echo"], aggregator=PassThrough()).run("just this")
+    assert "asked “the first part”" in tree_markdown(app.store.get_run(result.run_id))
+    assert "asked" not in tree_markdown(app.store.get_run(whole.run_id))
+
+
 def test_a_message_whose_run_was_stopped_says_so(store: str) -> None:
     at = AppTest.from_function(chat_page, default_timeout=TIMEOUT)
     at.session_state["chat_messages"] = [{"role": "user", "content": "left half-way"}]

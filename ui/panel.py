@@ -115,8 +115,9 @@ def _warn_cut_off(trace: RunTrace, step: StepRecord, whose: str) -> None:
                    + (f", max_tokens {limit}" if limit else "") + "): the end is missing.", icon=":material/content_cut:")
 
 
-def _asked(call: StepRecord, query: str) -> str:
-    # what this agent was asked, when the router gave it its own sub-query (a search, a segment of the query)
+def asked_note(call: StepRecord, query: str) -> str:
+    """``, asked “…”`` when the router gave this call its own sub-query (a search, a segment of the query), else
+    ``""``: for the lines that show a call in the panel and the Runs tree."""
     asked = str(call.request.get("query") or "")
     if not asked or " ".join(asked.split()) == " ".join(query.split()):
         return ""
@@ -180,7 +181,7 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
             usage = (
                 f"{call.prompt_tokens}+{call.completion_tokens} tok · {_step_cost(call)} · {call.latency_ms:.0f} ms"
             )
-            model += _asked(call, run.query)
+            model += asked_note(call, run.query)
             if call.error:
                 st.markdown(f"- `{call.agent_id}`{model} ({usage})")
                 st.error(as_typed(explain_error(call.error)))

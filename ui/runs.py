@@ -11,7 +11,7 @@ from orchestra import NotFoundError, Orchestra, OrchestraError, RunRecord, RunTr
 
 from orchestra.ui.common import as_typed, explain_error, format_cost, get_app, router_options, routers, show_error
 from orchestra.ui.graph import CUT_OFF, cut_off
-from orchestra.ui.panel import render_graph, run_summary, step_rows
+from orchestra.ui.panel import asked_note, render_graph, run_summary, step_rows
 
 __all__ = ["render", "run_rows", "tree_markdown"]
 
@@ -41,7 +41,7 @@ def run_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
     ]
 
 
-def _step_line(step: StepRecord, *, cause_below: bool = False) -> str:
+def _step_line(step: StepRecord, *, cause_below: bool = False, query: str = "") -> str:
     usage = f" · {step.prompt_tokens}+{step.completion_tokens} tok · {step.latency_ms:.0f} ms"
     if step.error:
         # the error is told once, where it happened: a call that failed because its model call did says so
@@ -63,6 +63,7 @@ def _step_line(step: StepRecord, *, cause_below: bool = False) -> str:
                 + (f" · scores {scores}" if scores else "") + f" · registry v{step.request.get('registry_version')}")
     if step.kind == "call":
         model = f" @ {step.model_id}" if step.model_id else ""
+        model += asked_note(step, query) if query else ""
         return f"**call** {step.agent_id}{model}: {as_typed(str(step.response.get('answer', ''))[:200])}{usage}"
     if step.kind == "model_call":
         note = f" · :material/content_cut: **{CUT_OFF}**" if cut_off(step) else ""
@@ -90,7 +91,7 @@ def tree_markdown(trace: RunTrace) -> str:
     def add(parent_id: str | None, depth: int) -> None:
         for step in trace.children(parent_id):
             cause_below = bool(step.error) and any(child.error == step.error for child in trace.children(step.id))
-            lines.append("  " * depth + "- " + one_line(_step_line(step, cause_below=cause_below)))
+            lines.append("  " * depth + "- " + one_line(_step_line(step, cause_below=cause_below, query=run.query)))
             add(step.id, depth + 1)
 
     add(None, 0)
