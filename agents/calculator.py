@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 
-from orchestra.agent import AgentReply
+from orchestra.agent import AgentContext, AgentReply
 from orchestra.cards import AgentCard
 
 __all__ = ["CALCULATOR_CARD", "CalculationRefused", "answer", "calculate", "format_number"]
@@ -87,9 +87,22 @@ class _Lifted:
     values: dict[str, Fraction]
 
 
+# "multiply 434 by 3", "divide it by 2", "subtract 5 from 12", "add 5 to 12": the operation named first
+_VERBS: tuple[tuple[str, str], ...] = (
+    (r"\bmultiply\s+(.+?)\s+by\s+(.+)$", r" (\1) * (\2) "),
+    (r"\bdivide\s+(.+?)\s+by\s+(.+)$", r" (\1) / (\2) "),
+    (r"\bsubtract\s+(.+?)\s+from\s+(.+)$", r" (\2) - (\1) "),
+    (r"\badd\s+(.+?)\s+to\s+(.+)$", r" (\1) + (\2) "),
+)
+# A follow-up starts with a connective ("and 10% of that?", "now divide it by 2"); it frames, it does not add.
+_LEADING_CONNECTIVE = re.compile(r"^\s*(?:and|then|now|also|so|ok(?:ay)?)\b[\s,]*", re.IGNORECASE)
+
+
 def _normalise(text: str) -> str:
-    expression = text.strip().lower()
+    expression = _LEADING_CONNECTIVE.sub("", text.strip().lower())
     expression = _THOUSANDS.sub(lambda match: match.group(0).replace(",", ""), expression)
+    for pattern, replacement in _VERBS:
+        expression = re.sub(pattern, replacement, expression)
     for pattern, replacement in _PHRASES:
         expression = re.sub(pattern, f" {replacement} ", expression)
     expression = _FILLER.sub(" ", expression)
@@ -360,9 +373,30 @@ def format_number(value: Fraction, *, max_decimals: int = 12) -> str:
     return f"{value.numerator}/{value.denominator} ≈ {format(approx, 'f')}"
 
 
-def answer(query: str) -> str | AgentReply:
+_PREVIOUS = re.compile(r"\b(?:the previous (?:result|answer)|the result|the answer|that|it|this)\b", re.IGNORECASE)
+_PLAIN_RESULT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*$")
+_FRACTION_RESULT = re.compile(r"^\s*(-?\d+/\d+) ≈ ")
+
+
+def _previous_result(context: AgentContext | None) -> str | None:
+    """The session's last answer when it is one number as the calculator writes them (``434``, ``1/3 ≈ 0.333…``):
+    what "that" means in a follow-up. A sentence or several numbers is no single result."""
+    if context is None:
+        return None
+    last = next((turn.content for turn in reversed(context.history) if turn.role == "assistant"), None)
+    if last is None:
+        return None
+    found = _PLAIN_RESULT.match(last) or _FRACTION_RESULT.match(last)
+    return found.group(1) if found else None
+
+
+def answer(query: str, context: AgentContext | None = None) -> str | AgentReply:
     """The calculator's reply to a query: the exact result as text, or a polite refusal that says why, an
-    `AgentReply` marked declined."""
+    `AgentReply` marked declined. In a session, "that" (or "it", "the result") is the previous answer when that
+    answer was a single number: "and 10% of that?" after 434 is 43.4."""
+    previous = _previous_result(context)
+    if previous is not None:
+        query = _PREVIOUS.sub(f"({previous})", query)
     try:
         tree, values = _parse(query)
         evaluator = _Evaluator(values)

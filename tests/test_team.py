@@ -414,6 +414,36 @@ def test_default_team_answers_through_a_routed_run() -> None:
 
 
 @pytest.mark.parametrize(
+    ("query", "expected"),
+    [("and 10% of that?", "43.4"), ("multiply that by 3", "1302"), ("now divide it by 2", "217"),
+     ("subtract 34 from it", "400"), ("add 6 to the result", "440"), ("what is that plus 5?", "439")],
+)
+def test_a_follow_up_calculates_on_the_previous_answer(query: str, expected: str) -> None:
+    """In a session, "and 10% of that?" after 434 was refused ("I cannot interpret 'and', 'that'")."""
+    from orchestra.routing import Turn
+
+    history = (Turn(role="user", content="what is 17.5% of 2,480?"), Turn(role="assistant", content="434"))
+    assert calculator.answer(query, AgentContext(card=calculator.CALCULATOR_CARD, models=None, history=history)) == expected  # type: ignore[arg-type]
+
+
+def test_that_is_the_previous_answer_only_when_it_was_one_number() -> None:
+    from orchestra.aggregate import PassThrough
+    from orchestra.routing import Turn
+    from orchestra.runtime import Orchestra
+
+    sentence = (Turn(role="assistant", content="It is 3 pm and 5 degrees"),)
+    reply = calculator.answer("and 10% of that?", AgentContext(card=calculator.CALCULATOR_CARD, models=None, history=sentence))  # type: ignore[arg-type]
+    assert isinstance(reply, AgentReply) and reply.declined
+    assert calculator.answer("multiply 6 by 7") == "42" and calculator.answer("divide 10 by 4") == "2.5"
+    # through a session: the runtime gives the function agent its context, with the session's history
+    app = Orchestra(store="memory://")
+    app.registry.add_agent(calculator.CALCULATOR_CARD, implementation=calculator.answer)
+    workflow = app.workflow("all", aggregator=PassThrough())
+    first = workflow.run("what is 17.5% of 2,480?")
+    assert workflow.run("and 10% of that?", session_id=first.session_id).answer == "43.4"
+
+
+@pytest.mark.parametrize(
     ("query", "agent"),
     [("thanks!", "chat"), ("what can you do?", "chat"), ("write a long story about a dragon and a knight", "chat"),
      ("how do I set a budget", "knowledge"), ("what is 17.5% of 2,480?", "calculator"), ("what time is it in Tokyo?", "clock")],
