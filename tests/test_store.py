@@ -675,6 +675,30 @@ def test_several_stores_migrating_one_new_file_at_once_all_succeed(tmp_path: Pat
     store.close()
 
 
+def test_opening_a_new_file_waits_past_the_busy_timeout_for_another_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A migration holds the write lock as long as it takes; on a busy machine four processes opening one new file
+    at once failed with 'locked by another writer for more than 15 s'. Opening now waits for it (up to two minutes)."""
+    import sqlite3
+
+    from orchestra.store import sql as sql_module
+
+    monkeypatch.setattr(sql_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "orchestra.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")  # another process's migration, still running
+    releaser = threading.Timer(1.0, lambda: holder.execute("COMMIT"))
+    releaser.start()
+    try:
+        store = SqlStore(f"sqlite:///{path}")
+    finally:
+        releaser.join()
+        holder.close()
+    store.start_run(_run(id="r"))
+    assert [run.id for run in store.list_runs()] == ["r"]
+    store.close()
+
+
 def test_a_file_that_is_not_a_database_is_a_one_line_store_error(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("these are my notes, not a database\n" * 100)

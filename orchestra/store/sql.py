@@ -11,6 +11,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +51,9 @@ __all__ = ["SqlStore", "metadata", "registry_events", "runs", "sessions", "steps
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 """How long a writer waits for another process's write lock before giving up with `StoreError`."""
+SQLITE_MIGRATION_WAIT_S = 120.0
+"""How long opening a store waits for other processes migrating the same new file: a migration holds the write
+lock for as long as it takes, which on a busy machine can pass the busy timeout."""
 _SEQ_RETRIES = 50
 _PG_MIGRATION_LOCK = zlib.crc32(b"orchestra.store.migrations")
 """Advisory lock key that lets one process at a time migrate a shared PostgreSQL database."""
@@ -337,17 +341,25 @@ class SqlStore:
         with self._engine.begin() as connection:
             if self._revisions(connection, scripts) == [head]:
                 return
-        with self._sqlite_locked(), self._writer.begin() as connection:
-            # again under the write lock: another process may have migrated since the read
-            if self._revisions(connection, scripts) == [head]:
+        deadline = time.monotonic() + SQLITE_MIGRATION_WAIT_S
+        while True:
+            try:
+                with self._sqlite_locked(), self._writer.begin() as connection:
+                    # again under the write lock: another process may have migrated since the read
+                    if self._revisions(connection, scripts) == [head]:
+                        return
+                    if connection.dialect.name == "postgresql":
+                        # two processes opening a new database at once must not both create the tables
+                        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+                    config.attributes["connection"] = connection
+                    # inside this transaction: a migration that fails leaves the database as it was (SQLite and
+                    # PostgreSQL both roll DDL back)
+                    command.upgrade(config, "head")
                 return
-            if connection.dialect.name == "postgresql":
-                # two processes opening a new database at once must not both create the tables
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
-            config.attributes["connection"] = connection
-            # inside this transaction: a migration that fails leaves the database as it was (SQLite and
-            # PostgreSQL both roll DDL back)
-            command.upgrade(config, "head")
+            except sa_exc.OperationalError as error:
+                # another process is migrating the same new file: wait for it past the busy timeout
+                if not (self._is_sqlite and "database is locked" in str(error.orig)) or time.monotonic() >= deadline:
+                    raise
 
     def _revisions(self, connection: Connection, scripts: ScriptDirectory) -> list[str]:
         if not sa.inspect(connection).has_table("alembic_version"):
