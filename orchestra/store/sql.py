@@ -336,14 +336,15 @@ class SqlStore:
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         scripts = ScriptDirectory.from_config(config)
         head = scripts.get_current_head()
-        # up to date is the usual case: checked by a read, which in WAL mode waits for no writer (a read-only
-        # command must not queue behind a long write), and without Alembic's set-up (and its log lines)
-        with self._engine.begin() as connection:
-            if self._revisions(connection, scripts) == [head]:
-                return
         deadline = time.monotonic() + SQLITE_MIGRATION_WAIT_S
         while True:
             try:
+                # up to date is the usual case: checked by a read, which in WAL mode waits for no writer (a
+                # read-only command must not queue behind a long write), and without Alembic's set-up (and its log
+                # lines); a new file's first connection switches it to WAL, which waits for a migration under way
+                with self._engine.begin() as connection:
+                    if self._revisions(connection, scripts) == [head]:
+                        return
                 with self._sqlite_locked(), self._writer.begin() as connection:
                     # again under the write lock: another process may have migrated since the read
                     if self._revisions(connection, scripts) == [head]:
