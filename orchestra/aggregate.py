@@ -237,14 +237,14 @@ class WeightedVote:
     name = "weighted-vote"
 
     def aggregate(self, query: str, observations: Sequence[Observation], models: ModelAccess) -> Aggregated:
-        answered = [obs for obs in observations if obs.answered and obs.answer is not None]
-        choices = {id(obs): extract_choice(obs.answer, query) for obs in answered}
-        categorical = any(choice is not None for choice in choices.values())
+        answered = [obs for obs in observations if obs.answered]
+        choices = [extract_choice(obs.answer, query) for obs in answered]
+        categorical = any(choice is not None for choice in choices)
         votes: dict[str, float] = {}
         first_form: dict[str, str] = {}
         abstained: list[str] = []
-        for obs in answered:
-            key = choices[id(obs)] if categorical else normalise_answer(obs.answer or "")
+        for obs, choice in zip(answered, choices, strict=True):
+            key = choice if categorical else normalise_answer(obs.answer or "")
             if key is None:
                 abstained.append(obs.agent_id)
                 continue

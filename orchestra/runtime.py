@@ -398,10 +398,9 @@ class _RunModelAccess:
     def _count_failure(self, error: ModelError) -> None:
         """What a failed call was billed (its response came back and was refused: empty, not the schema, cut
         off) counts like a success's; a call that got no response cost nothing."""
-        # read with defaults: a user's ModelError subclass may not have set them
-        prompt, completion, cost = (getattr(error, "prompt_tokens", 0), getattr(error, "completion_tokens", 0), getattr(error, "cost_usd", None))
-        if prompt or completion or cost is not None:
-            self._add(prompt, completion, cost)
+        bill = _bill(error)
+        if _was_billed(*bill):
+            self._add(*bill)
 
     def _add(self, prompt_tokens: int, completion_tokens: int, cost_usd: float | None) -> None:
         self.ctx.tracker.add_usage(prompt_tokens, completion_tokens, cost_usd)
@@ -433,8 +432,11 @@ class _RunModelAccess:
         response: dict[str, Any] = {}
         if result is not None:
             response = {"text": result.text, "finish_reason": result.finish_reason, "attempts": result.attempts}
-        elif getattr(error, "attempts", None) is not None:
-            response = {"attempts": error.attempts}  # type: ignore[union-attr]  # the client's retries, all failed
+            prompt_tokens, completion_tokens, cost_usd = result.prompt_tokens, result.completion_tokens, result.cost_usd
+        else:
+            if getattr(error, "attempts", None) is not None:
+                response = {"attempts": error.attempts}  # type: ignore[union-attr]  # the client's retries, all failed
+            prompt_tokens, completion_tokens, cost_usd = _bill(error)
         self.ctx.record(
             StepRecord(
                 run_id=self.ctx.run.id,
@@ -444,9 +446,9 @@ class _RunModelAccess:
                 model_id=model_id,
                 request=request,
                 response=response,
-                prompt_tokens=result.prompt_tokens if result else getattr(error, "prompt_tokens", 0),
-                completion_tokens=result.completion_tokens if result else getattr(error, "completion_tokens", 0),
-                cost_usd=result.cost_usd if result else getattr(error, "cost_usd", None),
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost_usd=cost_usd,
                 latency_ms=result.latency_ms if result else failed_after_ms,
                 error=error.to_record() if error else None,
             )
@@ -553,6 +555,17 @@ class _RunModelAccess:
             self._record(model_id, messages, options, purpose, None, failures[-1], candidate, (time.perf_counter() - started) * 1000)
             self._count_failure(failures[-1])
         raise _chain_failure(failures)
+
+
+def _bill(error: OrchestraError | None) -> tuple[int, int, float | None]:
+    """What a failed model call was billed: tokens and cost, read with defaults (a user's ModelError subclass may
+    not set them, and other errors carry none)."""
+    return getattr(error, "prompt_tokens", 0), getattr(error, "completion_tokens", 0), getattr(error, "cost_usd", None)
+
+
+def _was_billed(prompt_tokens: int, completion_tokens: int, cost_usd: float | None) -> bool:
+    """A failed call's response came back (and was paid for): it has tokens or a cost."""
+    return bool(prompt_tokens or completion_tokens) or cost_usd is not None
 
 
 def _as_model_failure(exc: Exception, model_id: str) -> ModelError:
@@ -880,11 +893,9 @@ class Workflow:
         started: float,
         access: _RunModelAccess | None,
     ) -> dict[str, Any]:
-        through_run = access is not None and bool(access.calls or access.prompt_tokens or access.completion_tokens)
         usage: tuple[int, int, float | None] = (0, 0, None)
-        if through_run:
+        if access is not None and (access.calls or access.prompt_tokens or access.completion_tokens):
             # what the agent's model calls really used (failed ones' bills included), whatever the agent reported
-            assert access is not None
             usage = (access.prompt_tokens, access.completion_tokens, access.cost_usd)
         elif reply is not None:
             # No model call went through the run: what the agent reports (a tool paying for its own API) is what
@@ -955,9 +966,9 @@ class Workflow:
         model_steps = list(ctx.recording.model_calls.get(step.id, ()))
         for model_step in model_steps:
             ctx.record(model_step.model_copy(update={"id": new_id(), "run_id": ctx.run.id, "parent_id": step_id, "latency_ms": 0.0, "seq": None}))
-            billed = model_step.prompt_tokens or model_step.completion_tokens or model_step.cost_usd is not None
-            if not model_step.error or billed:  # a failed call counts what it was billed, as in the original
-                ctx.tracker.add_usage(model_step.prompt_tokens, model_step.completion_tokens, model_step.cost_usd)
+            usage = (model_step.prompt_tokens, model_step.completion_tokens, model_step.cost_usd)
+            if not model_step.error or _was_billed(*usage):  # a failed call counts what it was billed, as in the original
+                ctx.tracker.add_usage(*usage)
         if not model_steps and not step.error:  # usage the agent reported itself, counted as the original counted it
             ctx.tracker.add_usage(step.prompt_tokens, step.completion_tokens, _reported_cost(step.prompt_tokens, step.completion_tokens, step.cost_usd))
         self._record_call(ctx, observation, parent_id, step_id, call, step.response.get("meta", {}))

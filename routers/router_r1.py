@@ -636,17 +636,17 @@ class RouterR1(BaseRouter):
                 error = DecisionError(
                     f"router-r1: router model {self.router_model!r} gave {invalid_in_a_row} turns in a row without a "
                     f"valid search or answer (last problem: {'; '.join(turn.problems) or 'only unknown models'}); "
-                    f"bounded at max_invalid_turns={self.max_invalid_turns}"
+                    f"bounded at max_invalid_turns={self.max_invalid_turns}",
+                    # plain JSON, so the summary can be stored with the error where the whole trajectory would not fit
+                    details={
+                        "violations": meta["format_violations"],
+                        "forced": meta["forced_answer"],
+                        "turns": len(trajectory.turns),
+                        "consulted": meta["consulted"],
+                        "unknown_models": meta["unknown_models"],
+                    },
                 )
                 error.trajectory = meta  # type: ignore[attr-defined]
-                # plain JSON, so the summary can be stored with the error where the whole trajectory would not fit
-                error.details = {  # type: ignore[attr-defined]
-                    "violations": meta["format_violations"],
-                    "forced": meta["forced_answer"],
-                    "turns": len(trajectory.turns),
-                    "consulted": meta["consulted"],
-                    "unknown_models": meta["unknown_models"],
-                }
                 raise error
 
     def _dispatch(

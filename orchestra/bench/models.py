@@ -708,10 +708,7 @@ def models_command(
     if router == "router-r1":
         # Router-R1 is multi-round: it consults models and answers itself, so it runs on its own loop with the
         # recorded pool (accuracy, cost, turns, format validity) rather than per cost weight.
-        from orchestra.bench.r1 import _print as print_r1_report
-        from orchestra.bench.r1 import _router_card, run_router_r1_bench
-        from orchestra.errors import DecisionError
-        from orchestra.routing import load_router
+        from orchestra.bench.r1 import run_and_print
 
         ignored = [flag for flag, given in (("--weights", weights != ",".join(str(w) for w in DEFAULT_WEIGHTS)),
                                             ("--holdout-models", bool(holdout_models)),
@@ -720,22 +717,13 @@ def models_command(
             raise ConfigurationError(f"router-r1 runs its own multi-round loop, not the cost-weight sweep: "
                                      f"{', '.join(ignored)} do not apply to it")
 
-        check_limit(limit)
-        check_output(predictions, data=data_dir(data), option="--predictions")
-        # Every --option is the router's (router_model names its card: 'local' is the embedded SmolLM2), built
-        # here before any data is read: an option RouterR1 does not take is a ConfigurationError naming it, one out
-        # of range a PolicyError. (They used to be dropped but for router_model and constrained.)
+        # Every --option is the router's (router_model names its card: 'local' is the embedded SmolLM2); the
+        # router is built from them before any data is read. (They used to be dropped but for router_model and
+        # constrained.)
         options = dict(router_options)
-        card = _router_card(str(options.pop("router_model", "local")), [])
-        r1 = load_router("router-r1", router_model=card.id, **options)
-        try:
-            report = run_router_r1_bench(
-                data_dir(data), card.id, limit or 50, seed=seed, max_rounds=r1.max_rounds, router=r1,  # type: ignore[attr-defined]
-                router_cards=[card], predictions=predictions, json_out=json_out, progress=lambda message: typer.echo(message, err=True),
-            )
-        except DecisionError as exc:  # pragma: no cover - runs keep their errors; this is a misconfigured router
-            raise typer.BadParameter(str(exc)) from None
-        print_r1_report(report)
+        router_model = str(options.pop("router_model", "local"))
+        run_and_print(data, router_model, limit or 50, seed=seed, max_rounds=None, router_options=options,
+                      predictions=predictions, json_out=json_out)
         return
     holdout = [m.strip() for m in holdout_models.split(",") if m.strip()]
     report = run_model_bench(

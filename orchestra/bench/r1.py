@@ -333,6 +333,7 @@ def run_router_r1_qa(
     limit: int | None = 100,
     *,
     max_rounds: int = 4,
+    router: Router | None = None,
     router_options: dict[str, Any] | None = None,
     chat_models: dict[str, ChatModel] | None = None,
     predictions: str | Path | None = None,
@@ -351,7 +352,8 @@ def run_router_r1_qa(
         rows = [json.loads(line) for line in handle if line.strip()][: limit or None]
     router_card = _router_card(router_model_id, pool_cards)
     pool = [card for card in pool_cards if card.id != router_card.id]
-    router = load_router("router-r1", router_model=router_card.id, max_rounds=max_rounds, **(router_options or {}))
+    if router is None:
+        router = load_router("router-r1", router_model=router_card.id, max_rounds=max_rounds, **(router_options or {}))
     models = dict(chat_models or {})
     app = _app(router_card, models.get(router_card.id), pool, models)
     app.registry.add_agent(_pool_agent_card(router, pool[0].id if pool else None), implementation=router.pool_agent())  # type: ignore[attr-defined]
@@ -410,20 +412,48 @@ def r1_command(
 ) -> None:
     """Router-R1's multi-round loop: RouterBench test queries with the recorded pool (offline), or a QA set with
     a live pool; prints accuracy (or EM/F1), cost, decisions, consultations and format validity."""
+    cards = list(load_cards(models, ModelCard)) if models else []  # type: ignore[arg-type]
+    options = {} if constrained is None else {"constrained": constrained}
+    run_and_print(data, router_model, limit, seed=seed, max_rounds=max_rounds, router_options=options, router_cards=cards,
+                  qa=qa, predictions=predictions, json_out=json_out)
+
+
+def run_and_print(
+    data: str | None,
+    router_model: str,
+    limit: int,
+    *,
+    seed: int,
+    max_rounds: int | None,
+    router_options: dict[str, Any],
+    router_cards: Sequence[ModelCard] = (),
+    qa: str | None = None,
+    predictions: str | None = None,
+    json_out: str | None = None,
+) -> None:
+    """What `orchestra bench r1` and `orchestra bench models --router router-r1` do: check the limit and the output
+    paths, build the router from its options before any data is read (an option RouterR1 does not take is a
+    `ConfigurationError` naming it, one out of range a `PolicyError`), run and print the report. ``max_rounds``
+    ``None``: the router's own (or ``router_options``')."""
     from orchestra.bench import check_limit, check_output, data_dir
+    from orchestra.routing import load_router
 
     check_limit(limit)
     folder = data_dir(data)
     check_output(predictions, data=folder, option="--predictions")
     check_output(json_out, data=folder, option="--json", beside=predictions)
-    cards = list(load_cards(models, ModelCard)) if models else []  # type: ignore[arg-type]
-    options = {} if constrained is None else {"constrained": constrained}
+    card = _router_card(router_model, router_cards)
+    rounds = {} if max_rounds is None else {"max_rounds": max_rounds}
+    router = load_router("router-r1", router_model=card.id, **rounds, **router_options)
+    max_rounds = router.max_rounds  # type: ignore[attr-defined]
     say = lambda message: typer.echo(message, err=True)  # noqa: E731
     try:
         if qa:
-            report = run_router_r1_qa(folder, qa, router_model, cards, limit, max_rounds=max_rounds, router_options=options, predictions=predictions, json_out=json_out, progress=say)
+            report = run_router_r1_qa(folder, qa, router_model, router_cards, limit, max_rounds=max_rounds, router=router,
+                                      predictions=predictions, json_out=json_out, progress=say)
         else:
-            report = run_router_r1_bench(folder, router_model, limit, seed=seed, max_rounds=max_rounds, router_options=options, router_cards=cards, predictions=predictions, json_out=json_out, progress=say)
+            report = run_router_r1_bench(folder, card.id, limit, seed=seed, max_rounds=max_rounds, router=router, router_cards=[card],
+                                         predictions=predictions, json_out=json_out, progress=say)
     except DecisionError as exc:  # pragma: no cover - runs keep their errors; this is a misconfigured router
         raise typer.BadParameter(str(exc)) from None
     _print(report)
