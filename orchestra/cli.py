@@ -24,7 +24,7 @@ from orchestra.aggregate import named_aggregator
 from orchestra.bench import parse_options
 from orchestra.cards import AgentCard, ModelCard, load_cards
 from orchestra.errors import ConfigurationError, DuplicateIdError, NotFoundError, OrchestraError
-from orchestra.policies import RoutingPolicy
+from orchestra.policies import Budget, RoutingPolicy
 from orchestra.replay import replay as replay_run
 from orchestra.routing import available_routers
 from orchestra.trace import RunStatus, RunTrace, StepRecord
@@ -75,6 +75,12 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 RouterOption = Annotated[
     list[str] | None,
     typer.Option("--option", help="Router option key=value (repeatable; JSON values), e.g. --option k=2 or --option 'agent_ids=[\"calculator\"]'."),
+]
+
+
+BudgetOption = Annotated[
+    list[str] | None,
+    typer.Option("--budget", help="Limit of each run key=value (repeatable): max_cost_usd, max_tokens, max_seconds, max_calls, max_rounds; e.g. --budget max_tokens=4000."),
 ]
 
 
@@ -144,17 +150,19 @@ def chat(
     cost_weight: Annotated[float, typer.Option(help="w in [0,1] for model routers.")] = 0.0,
     profile: Annotated[str, typer.Option(help="Team of agents to register first (`default`: the offline team; `none`).")] = "default",
     option: RouterOption = None,
+    budget: BudgetOption = None,
     db: DbOption = None,
 ) -> None:
     """Chat with the agents; every run is stored and can be replayed."""
     options = parse_options(option)
+    limits = Budget.model_validate(parse_options(budget, "--budget"))  # PolicyError names a wrong key or value
     orch = _app(db)
     if session is not None and not orch.store.list_runs(session_id=session, limit=1):
         # "continue" a session that does not exist would quietly start an empty one under a mistyped id
         raise NotFoundError("session", session)
     for note in install_profile(orch, profile):
         err_console.print(f"[yellow]{escape(note)}[/]")
-    workflow = orch.workflow(router, aggregator=named_aggregator(aggregator, orch.registry.models()), routing=RoutingPolicy(cost_weight=cost_weight), **options)
+    workflow = orch.workflow(router, aggregator=named_aggregator(aggregator, orch.registry.models()), routing=RoutingPolicy(cost_weight=cost_weight), budget=limits, **options)
     if query is not None:
         result = workflow.run(query, session_id=session)
         _print_result(result)

@@ -22,7 +22,7 @@ while answering; the run is recorded with the error)::
         ├── AgentError                  an agent raised while answering
         ├── UnknownAgentError           a decision named an agent the registry does not hold
         ├── DecisionError               a router returned something that is not a valid decision, or raised
-        ├── BudgetExceeded              max rounds, calls, cost or wall time reached
+        ├── BudgetExceeded              max rounds, calls, cost, tokens or wall time reached
         ├── RunCancelled                the caller stopped the run (closed the stream, Ctrl-C, task cancelled)
         └── ReplayMismatch              an exact replay diverged from the recording
 """
@@ -259,7 +259,7 @@ class DecisionError(RunError):
 
 
 class BudgetExceeded(RunError):
-    """Max rounds, calls, cost or wall time reached."""
+    """Max rounds, calls, cost, tokens or wall time reached."""
 
     code = "budget_exceeded"
 
@@ -268,7 +268,7 @@ class BudgetExceeded(RunError):
         amount = f"used {used:g}" if spent else f"{used:g} needed"
         super().__init__(f"budget exceeded: {limit} allowed {allowed:g}, {amount}")
         self.limit = limit
-        """Which budget ran out: ``max_rounds``, ``max_calls``, ``max_cost_usd`` or ``max_seconds``."""
+        """Which budget ran out: ``max_rounds``, ``max_calls``, ``max_cost_usd``, ``max_tokens`` or ``max_seconds``."""
         self.allowed = allowed
         self.used = used
 

@@ -80,7 +80,7 @@ class FallbackPolicy(_Policy):
 
 class Budget(_Policy):
     """Limits of one run, checked between steps: before each router decision, each dispatch (calls) and each model
-    call (cost, time). Exceeding one stops the run with `BudgetExceeded`, which is recorded. A step already under
+    call (cost, tokens, time). Exceeding one stops the run with `BudgetExceeded`, which is recorded. A step already under
     way is not interrupted, so an agent that runs long, or parallel model calls started together, can go past a
     limit before it stops the run."""
 
@@ -88,7 +88,11 @@ class Budget(_Policy):
     """Router decisions at most (multi-round routers are asked again after each round of calls)."""
     max_cost_usd: float | None = Field(default=None, ge=0, strict=True)
     """Stop once this much is spent on model calls: no model call starts after the spend has passed it (calls of
-    unknown cost count as 0 here and are flagged)."""
+    unknown cost count as 0 here and are flagged: `max_tokens` bounds those)."""
+    max_tokens: int | None = Field(default=None, ge=1, strict=True)
+    """Stop once the run has used this many tokens, prompt and completion, over all its model calls and the usage
+    tools report: no model call starts after the total has passed it. Bounds models without a price (a local
+    model), which `max_cost_usd` cannot."""
     max_seconds: float | None = Field(default=None, gt=0, strict=True)
     """Wall time of the whole run, checked before each decision and model call."""
     max_calls: int = Field(default=32, ge=1, strict=True)

@@ -168,7 +168,7 @@ class RouterState:
     round: int = 0
     policy: RoutingPolicy = field(default_factory=RoutingPolicy)
     budget_left: dict[str, float | None] = field(default_factory=dict)
-    """What is left of the run's budget: ``rounds``, ``calls``, ``cost_usd``, ``seconds``."""
+    """What is left of the run's budget: ``rounds``, ``calls``, ``cost_usd``, ``tokens``, ``seconds`` (``None``: no limit)."""
     model_access: ModelAccess | None = None
     """Call models through this (LLM routers); ``None`` outside a run."""
     run_id: str | None = None

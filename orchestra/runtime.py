@@ -135,8 +135,14 @@ class _Tracker:
             raise BudgetExceeded("max_seconds", self.budget.max_seconds, round_(self.elapsed()))
         if self.budget.max_cost_usd is not None and self.cost_usd > self.budget.max_cost_usd:
             raise BudgetExceeded("max_cost_usd", self.budget.max_cost_usd, self.cost_usd)
+        if self.budget.max_tokens is not None and self.tokens > self.budget.max_tokens:
+            raise BudgetExceeded("max_tokens", self.budget.max_tokens, self.tokens)
         if calls and self.calls + calls > self.budget.max_calls:
             raise BudgetExceeded("max_calls", self.budget.max_calls, self.calls + calls, spent=False)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
     def add_usage(self, prompt_tokens: int, completion_tokens: int, cost_usd: float | None) -> None:
         with self.lock:
@@ -153,6 +159,7 @@ class _Tracker:
             "rounds": budget.max_rounds - round,
             "calls": budget.max_calls - self.calls,
             "cost_usd": None if budget.max_cost_usd is None else budget.max_cost_usd - self.cost_usd,
+            "tokens": None if budget.max_tokens is None else budget.max_tokens - self.tokens,
             "seconds": None if budget.max_seconds is None else budget.max_seconds - self.elapsed(),
         }
 

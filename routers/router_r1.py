@@ -22,7 +22,7 @@ of which model, and says so in ``meta["rebuilt"]``.
 Bounds: at most ``max_rounds`` consulting turns (then an answer turn is forced; give the workflow
 ``Budget(max_rounds=max_rounds + 1)`` so the answering decision fits). The run's budget forces the answer too,
 while it can still be paid, rather than let the runtime stop the run with `BudgetExceeded`: when one decision is
-left, when no agent call is left for a consultation, or when the cost or time left is less than another round
+left, when no agent call is left for a consultation, or when the cost, tokens or time left is less than another round
 would take, estimated as twice the dearest (slowest) router turn so far plus the dearest (slowest) consultation
 (a search turn, its answers, then the answer turn). ``max_turn_tokens`` per turn
 (a 10,000-token think is cut there), ``max_invalid_turns`` turns out of format in a row; past these the router
@@ -194,6 +194,8 @@ class _Turn:
     """What the router model's call for this turn cost (0 when unknown, or for a turn rebuilt from observations)."""
     latency_ms: float = 0.0
     """How long that call took."""
+    tokens: int = 0
+    """The tokens that call used, prompt and completion."""
     consulted: bool = False
     """Its searches went to the pool. A turn whose searches were all refused, or that searched on the forced
     round, consulted no model: it uses up no round and names no model in ``meta["consulted"]``."""
@@ -552,9 +554,9 @@ class RouterR1(BaseRouter):
 
     # -- the decision ---------------------------------------------------------------------------------------
 
-    def _last_round(self, state: RouterState, trajectory: _Trajectory, spent_usd: float, started: float) -> str | None:
+    def _last_round(self, state: RouterState, trajectory: _Trajectory, router_calls: list[dict[str, Any]], started: float) -> str | None:
         """The notice forcing the answer turn (see the module docstring's bounds), or ``None`` when the router may
-        still consult. ``spent_usd`` and ``started``: what this decision's turns cost so far and when it began
+        still consult. ``router_calls`` and ``started``: this decision's router-model calls so far and when it began
         (``state.budget_left`` was taken then)."""
         if trajectory.consulting_rounds >= self.max_rounds:
             return _FORCE_ANSWER.format(rounds=trajectory.consulting_rounds)
@@ -562,23 +564,25 @@ class RouterR1(BaseRouter):
         # ``rounds`` counts the decisions left, this one included: with one left, only an answer can end the run.
         if (left.get("rounds") is not None and left["rounds"] <= 1) or (left.get("calls") is not None and left["calls"] < 1):
             return _BUDGET_ANSWER
-        # The runtime refuses every model call once the cost is over its limit, so the answer must come while a
-        # round still fits: this decision's own turns are spent already; the estimate is a search turn, its
-        # answers and the answer turn, from the dearest and slowest seen (0 before anything was seen).
-        cost_left, seconds_left = left.get("cost_usd"), left.get("seconds")
-        if cost_left is not None:
-            cost_left -= spent_usd
-            needed = 2 * max((t.cost_usd for t in trajectory.turns), default=0.0) + max(
-                (o.cost_usd or 0.0 for o in state.observations), default=0.0
+        # The runtime refuses every model call once the cost, tokens or time are over their limit, so the answer
+        # must come while a round still fits: this decision's own turns are spent already; the estimate is a
+        # search turn, its answers and the answer turn, from the dearest seen (0 before anything was seen).
+        measures = (
+            ("cost_usd", sum(call["cost_usd"] or 0.0 for call in router_calls),
+             lambda turn: turn.cost_usd, lambda obs: obs.cost_usd or 0.0),
+            ("tokens", sum(call["prompt_tokens"] + call["completion_tokens"] for call in router_calls),
+             lambda turn: turn.tokens, lambda obs: obs.prompt_tokens + obs.completion_tokens),
+            ("seconds", time.perf_counter() - started,
+             lambda turn: turn.latency_ms / 1000, lambda obs: obs.latency_ms / 1000),
+        )
+        for name, spent, of_turn, of_answer in measures:
+            if left.get(name) is None:
+                continue
+            remaining = left[name] - spent
+            needed = 2 * max((of_turn(t) for t in trajectory.turns), default=0.0) + max(
+                (of_answer(o) for o in state.observations), default=0.0
             )
-            if cost_left <= 0 or cost_left < needed:
-                return _BUDGET_ANSWER
-        if seconds_left is not None:
-            seconds_left -= time.perf_counter() - started
-            needed = (2 * max((t.latency_ms for t in trajectory.turns), default=0.0) + max(
-                (o.latency_ms for o in state.observations), default=0.0
-            )) / 1000
-            if seconds_left <= 0 or seconds_left < needed:
+            if remaining <= 0 or remaining < needed:
                 return _BUDGET_ANSWER
         return None
 
@@ -599,13 +603,14 @@ class RouterR1(BaseRouter):
         router_calls: list[dict[str, Any]] = []
         started = time.perf_counter()
         while True:
-            notice = self._last_round(state, trajectory, sum(call["cost_usd"] or 0.0 for call in router_calls), started)
+            notice = self._last_round(state, trajectory, router_calls, started)
             force = notice is not None
             if notice and trajectory.turns and not trajectory.turns[-1].note:
                 trajectory.turns[-1].note = notice
             turn, result = self._generate(state, prompt, trajectory, pool_ids, constrained=constrained, force=force)
             if result is not None:
                 turn.cost_usd, turn.latency_ms = result.cost_usd or 0.0, result.latency_ms
+                turn.tokens = result.prompt_tokens + result.completion_tokens
                 router_calls.append(
                     {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                      "cost_usd": result.cost_usd, "finish_reason": result.finish_reason}

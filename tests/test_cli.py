@@ -151,6 +151,27 @@ def test_chat_and_replay_take_router_options(db: str, tmp_path: Path) -> None:
     assert code == 0 and "counterfactual replay of" in out, out
 
 
+def test_chat_takes_a_budget_and_names_a_wrong_one(db: str, tmp_path: Path) -> None:
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Loud.\n  backend: function\n  function: cli_agents:shout\n"
+                     "- id: brackets\n  description: Brackets.\n  backend: function\n  function: cli_agents:brackets\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    base = ("--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
+    code, out = invoke("chat", "hi", "--budget", "max_calls=1", *base)
+    assert code == 1 and "BudgetExceeded: budget exceeded: max_calls allowed 1, 2 needed" in out
+    run_id = out.split("run ")[1].split()[0]
+    with open_store(db) as store:
+        assert store.get_run(run_id).run.meta["budget"]["max_calls"] == 1
+    code, out = invoke("chat", "hi", "--budget", "max_calls=2", "--budget", "max_tokens=1000", *base)
+    assert code == 0 and "HI!" in out
+    code, out = invoke("chat", "hi", "--budget", "max_cost=1", *base)
+    assert code == 2 and "PolicyError: Budget.max_cost: Extra inputs are not permitted" in out
+    code, out = invoke("chat", "hi", "--budget", "max_tokens=0", *base)
+    assert code == 2 and "Budget.max_tokens: Input should be greater than or equal to 1" in out
+    code, out = invoke("chat", "hi", "--budget", "max_tokens", *base)
+    assert code == 2 and "--budget expects key=value, got 'max_tokens'" in out
+
+
 def test_chat_refuses_an_unknown_session_and_runs_list_an_unknown_status(db: str) -> None:
     code, out = invoke("chat", "hi", "--session", "no-such-session", "--router", "all", "--profile", "none", "--db", db)
     assert code == 2 and "NotFoundError: no session with id 'no-such-session'" in out

@@ -354,6 +354,9 @@ def _searches_until_forced(messages: list[Message]) -> str:
         # a round costs about $0.0003 (a router turn of ~200 words at $1/M, $0.0001 per consultation): after two,
         # $0.0003 is left, less than a search turn, its consultation and the answer turn would take
         (Budget(max_rounds=6, max_cost_usd=0.0009), 2),
+        # the same in tokens (router turns of about 200, consultations of 9): after two rounds (391) 309 are left,
+        # less than the ~400 another round would take; the answer turn (~230) still fits
+        (Budget(max_rounds=6, max_tokens=700), 2),
     ],
 )
 def test_the_runs_budget_forces_the_answer_while_it_can_be_paid(pool: RecordedPool, budget: Budget, consultations: int) -> None:
@@ -371,6 +374,8 @@ def test_the_runs_budget_forces_the_answer_while_it_can_be_paid(pool: RecordedPo
     assert "budget leaves no room" in router_model.calls[-1][0][-1].content
     if budget.max_cost_usd is not None:
         assert result.cost_usd is not None and result.cost_usd <= budget.max_cost_usd
+    if budget.max_tokens is not None:
+        assert result.prompt_tokens + result.completion_tokens <= budget.max_tokens
 
 
 def test_time_left_below_a_rounds_estimate_forces_the_answer() -> None:

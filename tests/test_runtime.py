@@ -397,6 +397,28 @@ def test_budget_max_cost_stops_the_run() -> None:
     assert isinstance(result.error, BudgetExceeded) and result.error.limit == "max_cost_usd"
 
 
+def test_budget_max_tokens_stops_a_run_whose_models_have_no_price() -> None:
+    """A local model has no price, so `max_cost_usd` cannot bound it (its calls count as $0): `max_tokens` does,
+    over the model calls and the usage tools report."""
+    app = Orchestra(store=InMemoryStore(), model_factory=ScriptedModels([ScriptedModel("local", ["word " * 50])]))
+    app.registry.add_model(ModelCard(id="local", description="a local model, no price"))
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="local"))
+    unbounded = app.workflow(FunctionRouter(dispatch_all, multi_round=True), budget=Budget(max_cost_usd=0.01, max_rounds=3)).run("q")
+    assert unbounded.cost_usd is None and isinstance(unbounded.error, BudgetExceeded)
+    assert unbounded.error.limit == "max_rounds" and len(unbounded.observations) == 3  # the cost limit never bit
+    per_call = unbounded.prompt_tokens // 3 + unbounded.completion_tokens // 3
+
+    capped = app.workflow(FunctionRouter(dispatch_all, multi_round=True), budget=Budget(max_tokens=per_call + 1, max_rounds=3)).run("q")
+    assert isinstance(capped.error, BudgetExceeded) and capped.error.limit == "max_tokens"
+    assert str(capped.error) == f"budget exceeded: max_tokens allowed {per_call + 1}, used {2 * per_call}"
+    assert len(capped.observations) == 2  # the second call started under the limit; the third never did
+
+    app.registry.add_agent(AgentCard(id="tool", description="x"), implementation=lambda q: AgentReply(answer="ok", prompt_tokens=600))
+    tool_run = app.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="tool", query=s.query),)) if s.round < 2 else Finish(answer="done"),
+                                           multi_round=True), budget=Budget(max_tokens=1000)).run("q")
+    assert isinstance(tool_run.error, BudgetExceeded) and tool_run.error.limit == "max_tokens"
+
+
 def test_usage_a_tool_reports_itself_counts_in_the_totals_the_budget_and_the_replay() -> None:
     """A tool that pays for its own API reports it in its AgentReply: the run's totals and cost budget count it (they
     showed $0 while $1.5 was reported), and the exact replay's totals are the original's."""

@@ -159,6 +159,25 @@ def test_chat_turn_shows_the_answer_and_the_routing_panel(store: str) -> None:
     assert runs[0].meta["history"][0] == {"role": "user", "content": "hello"}
 
 
+def test_the_budget_set_in_the_sidebar_is_the_runs_and_the_panel_shows_it(store: str) -> None:
+    _add_echo(store)
+    at = _start(chat_page)
+    _choose(at)
+    at.number_input(key="chat_max_tokens").set_value(1000).run()
+    _say(at, "hello")
+    app = Orchestra(store=store)
+    (run,) = app.store.list_runs()
+    assert run.status == "ok" and run.meta["budget"]["max_tokens"] == 1000 and run.meta["budget"]["max_cost_usd"] is None
+    panel = next(e for e in at.expander if e.label.startswith("Routing: all → echo"))
+    assert "Budget: max_rounds=4, max_tokens=1000, max_calls=32" in [c.value for c in panel.caption]
+
+    at.number_input(key="chat_max_tokens").set_value(0).run()  # 0: no limit, and the workflow is rebuilt with it
+    at.number_input(key="chat_max_cost").set_value(0.5).run()
+    _say(at, "again")
+    newest = app.store.list_runs()[0]
+    assert newest.meta["budget"]["max_tokens"] is None and newest.meta["budget"]["max_cost_usd"] == 0.5
+
+
 def test_dollars_and_line_breaks_show_as_typed(store: str) -> None:
     """`$5 and then $10` was drawn as LaTeX math and single line breaks were lost, in the chat and on the Runs page."""
     from orchestra.ui.common import as_typed
@@ -427,7 +446,8 @@ def test_onboarding_form_shows_errors_beside_fields_then_the_new_agent_is_chosen
     assert page.text_input(key="agent_id").value == "" and page.text_area(key="agent_description").value == ""
 
     _say(chat, "second")  # the same chat, no restart: the next message routes over the new agent
-    assert chat.expander[-2].label.startswith("Routing: all → echo, shouter")
+    panels = [e.label for e in chat.expander if e.label.startswith("Routing:")]
+    assert panels[-1].startswith("Routing: all → echo, shouter")
     assert any("SECOND!" in text for text in _assistant_texts(chat))
 
 

@@ -22,6 +22,7 @@ import streamlit as st
 
 from orchestra import (
     Aggregator,
+    Budget,
     ConfigurationError,
     Orchestra,
     OrchestraError,
@@ -207,12 +208,13 @@ def as_typed(text: str) -> str:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """What the sidebar chose: the router (with its options), the aggregator and the cost weight."""
+    """What the sidebar chose: the router (with its options), the aggregator, the cost weight and the budget."""
 
     router: str
     options_json: str
     aggregator: str
     cost_weight: float
+    budget: Budget = Budget()
 
     @property
     def routing(self) -> RoutingPolicy:
@@ -240,16 +242,20 @@ def aggregator_for(app: Orchestra, name: str) -> Aggregator:
 
 
 @st.cache_resource(show_spinner="Preparing the router…", max_entries=16)
-def _cached_workflow(_app: Orchestra, app_key: str, router: str, options_json: str, aggregator: str, refiner: str) -> Workflow:
+def _cached_workflow(
+    _app: Orchestra, app_key: str, router: str, options_json: str, aggregator: str, refiner: str, budget_json: str
+) -> Workflow:
     # Keyed by what changes the graph: routers keep caches (card embeddings, trained weights) that should
     # survive from one message to the next. The registry is read at each decision, so onboarding needs no rebuild.
-    return _app.workflow(router, aggregator=aggregator_for(_app, aggregator), **router_options(options_json))
+    return _app.workflow(router, aggregator=aggregator_for(_app, aggregator), budget=Budget.model_validate_json(budget_json),
+                         **router_options(options_json))
 
 
 def workflow_for(app: Orchestra, settings: RunSettings) -> Workflow:
     """The workflow for the sidebar's choices (built once per choice and store, then reused)."""
     refiner = ",".join(sorted(m.id for m in app.registry.models())) if settings.aggregator == "refine" else ""
-    return _cached_workflow(app, str(id(app)), settings.router, settings.options_json, settings.aggregator, refiner)
+    return _cached_workflow(app, str(id(app)), settings.router, settings.options_json, settings.aggregator, refiner,
+                            settings.budget.model_dump_json())
 
 
 def routers() -> list[str]:
@@ -324,4 +330,12 @@ def settings_sidebar(app: Orchestra, *, key: str = "chat") -> RunSettings:
         "Aggregator", AGGREGATORS, index=initial_aggregator(), key=f"{key}_aggregator",
         help="How the answers of several agents become one: refine (a model merges them), weighted vote, or pass-through.",
     )
-    return RunSettings(router=router, options_json=options_json, aggregator=aggregator, cost_weight=cost_weight)
+    with sidebar.expander("Budget of each run"):
+        # 0 means no limit: a number input cannot be left empty
+        max_cost = st.number_input("Max cost (USD, 0: none)", min_value=0.0, value=0.0, step=0.01, format="%.4f", key=f"{key}_max_cost",
+                                   help="No model call starts once the run has spent this much. Models without a price count as $0: bound them by tokens.")
+        max_tokens = st.number_input("Max tokens (0: none)", min_value=0, value=0, step=1000, key=f"{key}_max_tokens",
+                                     help="Prompt and completion tokens over all the run's model calls.")
+        max_seconds = st.number_input("Max seconds (0: none)", min_value=0.0, value=0.0, step=10.0, key=f"{key}_max_seconds")
+    budget = Budget(max_cost_usd=float(max_cost) or None, max_tokens=int(max_tokens) or None, max_seconds=float(max_seconds) or None)
+    return RunSettings(router=router, options_json=options_json, aggregator=aggregator, cost_weight=cost_weight, budget=budget)

@@ -143,6 +143,9 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
     options = {k: v for k, v in router_config.items() if k != "name"}
     if options:
         st.caption("Router options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
+    limits = {name: value for name, value in run.meta.get("budget", {}).items() if value is not None}
+    if limits:
+        st.caption("Budget: " + ", ".join(f"{name}={value:g}" for name, value in limits.items()))
 
     for step in (s for s in trace.steps if s.kind == "decision"):
         decision = step.response.get("decision", {})

@@ -81,14 +81,15 @@ def refuse_checkpoint(router_options: Mapping[str, Any] | None, bench: str) -> N
                         "checkpoint (leave out --option checkpoint)")
 
 
-def parse_options(items: Sequence[str] | None) -> dict[str, Any]:
-    """Router options from ``--option key=value`` items; a value is read as JSON when it parses (``k=3``,
-    ``oos_threshold=null``), as a string otherwise. `ConfigurationError` names an item without ``=``."""
+def parse_options(items: Sequence[str] | None, flag: str = "--option") -> dict[str, Any]:
+    """Options from ``--option key=value`` items (or those of another ``flag``: ``--budget``); a value is read as
+    JSON when it parses (``k=3``, ``oos_threshold=null``), as a string otherwise. `ConfigurationError` names an
+    item without ``=``."""
     options: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigurationError(f"--option expects key=value, got {item!r}")
+            raise ConfigurationError(f"{flag} expects key=value, got {item!r}")
         try:
             options[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
