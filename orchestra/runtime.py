@@ -205,26 +205,33 @@ class _Recording:
             self.aggregate_parent = orphans.pop() if len(orphans) == 1 else None
         self.lock = threading.Lock()
 
+    def _missing(self, what: str) -> RunError:
+        """The error for a step the replay needs and the recording lacks: where the original run was stopped by its
+        caller, the replay stops there too; elsewhere the replay has diverged."""
+        if self.trace.run.status == "interrupted":
+            return RunCancelled(f"the original run was stopped before this step ({what})")
+        return ReplayMismatch(what)
+
     def decision_step(self, round: int) -> StepRecord:
         step = self.decisions.get(round)
         if step is None:
             error = self.trace.run.error
             failed = f": it failed first ({error.get('type')}: {error.get('message')})" if error else ""
-            raise ReplayMismatch(f"the original run made no decision in round {round}{failed}")
+            raise self._missing(f"the original run made no decision in round {round}{failed}")
         return step
 
     def take_call(self, round: int, call: Call) -> StepRecord:
         with self.lock:
             queue = self.calls.get((round, call.agent_id, call.query, call.model_id))
             if not queue:
-                raise ReplayMismatch(f"round {round}: the original run made no call to {call.agent_id!r} with {call.query!r}")
+                raise self._missing(f"round {round}: the original run made no call to {call.agent_id!r} with {call.query!r}")
             return queue.popleft()
 
     def take_model_call(self, original_parent: str, model_id: str, messages: list[Message]) -> StepRecord:
         with self.lock:
             queue = self.model_calls.get(original_parent)
             if not queue:
-                raise ReplayMismatch(f"the original run made no further model call here (asked for {model_id!r})")
+                raise self._missing(f"the original run made no further model call here (asked for {model_id!r})")
             step = queue.popleft()
         if not self._same_call(step, model_id, messages):
             raise ReplayMismatch(f"model call to {model_id!r} differs from the recorded call to {step.model_id!r}")
@@ -461,6 +468,15 @@ class _RunModelAccess:
             )
         )
 
+    def _record_stopped(self, requested: str, messages: list[Message], options: ChatOptions, purpose: str, model_id: str,
+                        started: float) -> None:
+        """The caller stopped the run during this call (Ctrl-C, a closed stream, a cancelled task). The request was
+        sent and the provider may bill it, so the trace keeps it, and the run's cost becomes unknown rather than
+        leaving it out."""
+        stopped = RunCancelled(f"the run was stopped during this call to {model_id!r}")
+        self._record(requested, messages, options, purpose, None, stopped, model_id, (time.perf_counter() - started) * 1000)
+        self._add(0, 0, None)
+
     def _replayed(self, model_id: str, messages: list[Message], options: ChatOptions, purpose: str) -> ChatResult:
         assert self.ctx.recording is not None
         if self.original_parent is None:
@@ -468,6 +484,8 @@ class _RunModelAccess:
         failures: list[ModelError] = []
         step: StepRecord | None = self.ctx.recording.take_model_call(self.original_parent, model_id, messages)
         while step is not None and step.error:
+            if step.error.get("type") == RunCancelled.__name__:
+                raise RunCancelled(f"the original run was stopped during this call to {step.model_id!r}")
             # the recorded class, so that code telling failures apart (Refine, TCAR) takes the same branch
             kind = _MODEL_ERRORS.get(step.error.get("type", ""), ModelError)
             error = kind(step.error.get("message", "recorded model error"), model_id=step.model_id, prompt_tokens=step.prompt_tokens,
@@ -527,6 +545,9 @@ class _RunModelAccess:
                     result = model.chat(messages, options)
             except Exception as exc:
                 failures.append(_as_model_failure(exc, candidate))
+            except BaseException:
+                self._record_stopped(model_id, messages, options, purpose, candidate, started)
+                raise
             else:
                 self._record(model_id, messages, options, purpose, result, None, candidate)
                 self._count(result)
@@ -554,6 +575,9 @@ class _RunModelAccess:
                     result = await model.achat(messages, options)
             except Exception as exc:
                 failures.append(_as_model_failure(exc, candidate))
+            except BaseException:
+                self._record_stopped(model_id, messages, options, purpose, candidate, started)
+                raise
             else:
                 self._record(model_id, messages, options, purpose, result, None, candidate)
                 self._count(result)

@@ -27,6 +27,7 @@ from orchestra import (
     PassThrough,
     Refine,
     RouterState,
+    RunCancelled,
     UnknownAgentError,
     WeightedVote,
 )
@@ -837,3 +838,31 @@ def test_a_model_that_raises_a_plain_exception_is_a_recorded_model_failure_and_t
     assert model_call.error["type"] == "ModelError" and "RuntimeError: bug in the wrapper" in model_call.error["message"]
     (decision,) = [step for step in trace.steps if step.kind == "decision"]
     assert trace.run.registry_version == decision.request["registry_version"] == 3
+
+
+async def test_a_model_call_the_caller_stopped_stays_in_the_trace_and_replays_as_stopped() -> None:
+    """A run cancelled while a model call was under way left no trace of that call, though it was sent and may be
+    billed: it is recorded as stopped, the run's cost is unknown, and the exact replay stops at the same call."""
+    from orchestra import replay
+
+    called = asyncio.Event()
+
+    class Hanging(ScriptedModel):
+        async def achat(self, messages: Any, options: Any = None) -> Any:
+            called.set()
+            await asyncio.sleep(60)
+
+    app = make_app(Hanging("slow", []))
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="slow"))
+    task = asyncio.ensure_future(app.workflow(FunctionRouter(dispatch_all)).arun("q"))
+    await asyncio.wait_for(called.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (run,) = app.store.list_runs()
+    assert run.status == "interrupted" and run.cost_usd is None
+    (stopped,) = [step for step in app.store.get_run(run.id).steps if step.kind == "model_call"]
+    assert stopped.model_id == "slow" and stopped.error is not None and stopped.error["code"] == "cancelled"
+    assert stopped.cost_usd is None and stopped.latency_ms > 0
+    again = replay(app, run.id)
+    assert again.status == "interrupted" and isinstance(again.error, RunCancelled), (again.error, again.observations)
