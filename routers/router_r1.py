@@ -243,7 +243,7 @@ class RouterR1(BaseRouter):
         router_model: str,
         *,
         max_rounds: int = 4,
-        max_turn_tokens: int = 512,
+        max_turn_tokens: int | None = None,
         max_think_chars: int = 400,
         max_query_chars: int = 300,
         max_answer_chars: int = 200,
@@ -256,14 +256,16 @@ class RouterR1(BaseRouter):
         format_rules: FormatRules | dict[str, Any] | None = None,
     ) -> None:
         """``router_model``: model card id of the router model. ``constrained``: JSON-schema turns (``None``:
-        when the router model's card supports JSON schemas); the ``max_*_chars`` bound their strings, so keep
-        ``max_turn_tokens`` above their sum over about three characters per token. ``pool``: model ids it may consult (default: every
+        when the router model's card supports JSON schemas); the ``max_*_chars`` bound their strings.
+        ``max_turn_tokens``: the router model's tokens per turn; by default 512 for free turns, and for constrained
+        turns the most the schema lets a turn hold at a token per character (`turn_tokens`), so a turn the grammar
+        keeps in form cannot be cut off before its JSON closes. ``pool``: model ids it may consult (default: every
         model card in the state except the router model itself). ``format_rules``: the rules, or their dict as
         `describe` records them."""
         # Checked here, once: a bad bound would otherwise fail every run (or, from the CLI, give a traceback).
         minimums = {
             "max_rounds": (max_rounds, 1),
-            "max_turn_tokens": (max_turn_tokens, 1),
+            "max_turn_tokens": (512 if max_turn_tokens is None else max_turn_tokens, 1),
             "max_think_chars": (max_think_chars, 2),  # turn_schema asks for a think of at least two characters
             "max_query_chars": (max_query_chars, 1),
             "max_answer_chars": (max_answer_chars, 1),
@@ -456,6 +458,19 @@ class RouterR1(BaseRouter):
                 return text + "</" + opened[1:]
         return text
 
+    def turn_tokens(self, pool_ids: Sequence[str], *, constrained: bool) -> int:
+        """Tokens the router model may write in one turn: ``max_turn_tokens`` when given. A constrained turn fills
+        every field of `turn_schema`, so by default it gets their bounds plus the longest model id, at one token
+        per character (byte-level tokenizers never use more for ASCII), and 128 for the keys, the action and the
+        punctuation (73 characters written as `json.dumps` spaces them): a small model repeating digits until its
+        think was 400 characters long was cut off at 512 tokens."""
+        if self.max_turn_tokens is not None:
+            return self.max_turn_tokens
+        if not constrained:
+            return 512
+        longest_id = max((len(model_id) for model_id in pool_ids), default=0)
+        return self.max_think_chars + self.max_query_chars + self.max_answer_chars + longest_id + 128
+
     def _parse_tags(self, raw: str, finish_reason: str | None, pool_ids: Sequence[str]) -> _Turn:
         text = self._cut_at_stop(raw, finish_reason)
         turn = _Turn(raw=raw, text=text)
@@ -463,7 +478,7 @@ class RouterR1(BaseRouter):
         searches = [part for tag, part in tag_pairs(text) if tag == "search"]
         answers = [part for tag, part in tag_pairs(text) if tag == "answer"]
         if finish_reason == "length":
-            turn.problems.append(f"cut at {self.max_turn_tokens} tokens before the turn ended")
+            turn.problems.append(f"cut at {self.turn_tokens(pool_ids, constrained=False)} tokens before the turn ended")
         if answers:
             turn.answer = answers[-1].strip()
             turn.problems += [v for v in check.violations if v not in ("unknown_model", "malformed_search")]
@@ -522,9 +537,10 @@ class RouterR1(BaseRouter):
         self, state: RouterState, prompt: str, trajectory: _Trajectory, pool_ids: Sequence[str], *, constrained: bool, force: bool
     ) -> tuple[_Turn, ChatResult | None]:
         assert state.model_access is not None
+        max_tokens = self.turn_tokens(pool_ids, constrained=constrained)
         options = ChatOptions(
             temperature=self.temperature,
-            max_tokens=self.max_turn_tokens,
+            max_tokens=max_tokens,
             stop=() if constrained else ("</search>", "</answer>"),
             json_schema=turn_schema(
                 pool_ids,
@@ -547,7 +563,7 @@ class RouterR1(BaseRouter):
         if constrained:
             turn = self._parse_json(result.text, pool_ids)
             if result.finish_reason == "length":
-                turn.problems.append(f"cut at {self.max_turn_tokens} tokens before the turn ended")
+                turn.problems.append(f"cut at {max_tokens} tokens before the turn ended")
         else:
             turn = self._parse_tags(result.text, result.finish_reason, pool_ids)
         return turn, result

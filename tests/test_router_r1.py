@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -119,7 +120,7 @@ def test_prompt_lists_the_pool_with_prices_and_the_question() -> None:
     assert "small-lm: A small cheap model. ($0.2 per million output tokens; typical latency 300 ms)" in prompt
     assert "big-lm" in prompt and "router-lm:" not in prompt
     assert prompt.rstrip().endswith("Question: What is 2:3 as a fraction?")
-    assert decision.meta["format_valid"] is True
+    assert decision.meta["format_violations"] == []
 
 
 def test_unknown_model_gets_information_and_is_recorded() -> None:
@@ -232,6 +233,30 @@ def test_constrained_turn_is_rendered_to_tags() -> None:
     think = re.compile(schema["properties"]["think"]["pattern"])
     assert think.search("Ask the small one.") and not think.search("x <search>y") and not think.search('a "quote"')
     assert model.calls[0][1].stop == ()
+
+
+def test_a_constrained_turn_as_long_as_the_schema_allows_is_never_cut_off() -> None:
+    """A 135M router model repeating digits filled its think to 400 characters, a token each, and was cut off at
+    512 tokens before its JSON closed: a format violation the grammar was meant to rule out. By default a
+    constrained turn may hold every field at its bound, at a token per character."""
+
+    class TokenPerCharacter(ScriptedModel):
+        def chat(self, messages: Any, options: Any = None) -> Any:
+            result = super().chat(messages, options)
+            cut = len(result.text) > options.max_tokens
+            text = result.text[: options.max_tokens] if cut else result.text
+            return result.model_copy(update={"text": text, "completion_tokens": len(text), "finish_reason": "length" if cut else "stop"})
+
+    longest = {"think": "2019" * 100, "action": "search", "model": "small-lm", "query": "7" * 300, "answer": "8" * 200}
+    model = TokenPerCharacter("router-lm", [json.dumps(longest)])
+    decision = RouterR1("router-lm", constrained=True).decide(_state(model))
+    assert isinstance(decision, Dispatch) and decision.calls[0].query == "7" * 300
+    assert decision.meta["format_violations"] == []
+    assert model.calls[0][1].max_tokens == 400 + 300 + 200 + len("small-lm") + 128
+    free = ScriptedModel("router-lm", ["<think>t</think><answer>x</answer>"])
+    RouterR1("router-lm", constrained=False).decide(_state(free))
+    assert free.calls[0][1].max_tokens == 512  # free turns stop at their closing tag: 512 as before
+    assert RouterR1("router-lm", max_turn_tokens=300).turn_tokens(["small-lm"], constrained=True) == 300  # given, kept
 
 
 def test_null_fields_of_a_json_turn_are_format_violations_not_the_string_none() -> None:
