@@ -347,7 +347,7 @@ class GraphRouter(ModelRouter):
         self._states_for([card], self.anchors)
         rows = self._observed[card.id]
         if rows:
-            (predicted,) = self._scores(rows, [card], [self._nearest_anchor(0.0)])
+            (predicted,), _ = self._scores(rows, [card], [self._nearest_anchor(0.0)])
             outcomes = np.array([row.outcomes[card.id].score for row in rows], dtype=float)
             self._calibration[card.id] = self._fit_calibration(predicted[:, 0], outcomes, [row.task for row in rows])
 
@@ -433,9 +433,11 @@ class GraphRouter(ModelRouter):
         self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard], w: float
     ) -> np.ndarray:
         """GraphRouter's edge probabilities (n, m) from the scenario network nearest to ``w``."""
-        return self._scores(queries, model_cards, [self._nearest_anchor(check_weight(w))])[0]
+        return self._scores(queries, model_cards, [self._nearest_anchor(check_weight(w))])[0][0]
 
-    def _scores(self, queries, model_cards, anchors) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    def _scores(self, queries, model_cards, anchors) -> tuple[list[np.ndarray], tuple[list[str], list[str]]]:  # type: ignore[no-untyped-def]
+        """Edge scores per anchor, and the query texts and tasks they were read from (returned, not kept on the
+        router: decisions run concurrently, and one query's task costed another's)."""
         import torch
 
         if not self.fitted:
@@ -455,13 +457,11 @@ class GraphRouter(ModelRouter):
                 net = self._nets[w]
                 scores = net.score(net.query_features(task_x, query_x), states[w]).numpy()
                 results.append(self._calibrated(scores, model_cards, tasks) if w == quality_anchor else scores)
-        self._last_inputs = (texts, tasks)
-        return results
+        return results, (texts, tasks)
 
     def predict(self, queries, model_cards):  # type: ignore[no-untyped-def]
         """Quality = the Performance First network's edge probability; cost as for every model router."""
-        (quality,) = self._scores(queries, model_cards, [self._nearest_anchor(0.0)])
-        texts, tasks = self._last_inputs
+        (quality,), (texts, tasks) = self._scores(queries, model_cards, [self._nearest_anchor(0.0)])
         return quality, self._costs(texts, tasks, model_cards)
 
     def utilities(self, queries, model_cards, w):  # type: ignore[no-untyped-def]
@@ -470,8 +470,7 @@ class GraphRouter(ModelRouter):
         check_weight(w)
         zero, near = self._nearest_anchor(0.0), self._nearest_anchor(w)
         anchors = [zero] if self.mode == "knob" or near == zero else [zero, near]
-        scores = self._scores(queries, model_cards, anchors)
-        texts, tasks = self._last_inputs
+        scores, (texts, tasks) = self._scores(queries, model_cards, anchors)
         costs = self._costs(texts, tasks, model_cards)
         if self.mode == "knob":
             return utility(scores[0], costs, w), scores[0], costs

@@ -166,3 +166,27 @@ def test_observed_outcomes_calibrate_an_onboarded_model(tmp_path: Path) -> None:
     assert "sleeper" not in knob._calibration
     with pytest.raises(PolicyError, match="calibration_prior"):
         GraphRouter(calibration_prior=0.0)
+
+
+def test_a_decision_costs_its_own_query_when_another_lands_in_between() -> None:
+    """Concurrent decisions on one router: the query texts and tasks were kept on the router between scoring and
+    costing, so a decision landing in between costed a history query at science's prices (and could pick another
+    model). Replayed here in one thread: another query is scored right after this one's scores."""
+
+    def priced(q: ModelQuery) -> ModelQuery:  # history costs ten times what science does
+        factor = 10.0 if q.task == "history" else 1.0
+        return q.model_copy(update={"outcomes": {m: o.model_copy(update={"cost": o.cost * factor}) for m, o in q.outcomes.items()}})
+
+    router = GraphRouter(epochs=5, hidden=8, seed=0, embedder=EMBEDDER).fit([priced(q) for q in TRAIN], CARDS, val=[priced(q) for q in VAL])
+    history, science = TEST[0], TEST[1]
+    assert (history.task, science.task) == ("history", "science")
+    alone = router.predict([history], CARDS)[1]
+    scores = router._scores
+
+    def another_decision_lands(queries, model_cards, anchors):  # type: ignore[no-untyped-def]
+        result = scores(queries, model_cards, anchors)
+        scores([science], model_cards, anchors)
+        return result
+
+    router._scores = another_decision_lands  # type: ignore[method-assign]
+    np.testing.assert_allclose(router.predict([history], CARDS)[1], alone)
