@@ -490,7 +490,9 @@ def ui(
     from importlib.util import find_spec
 
     spec = find_spec("orchestra.ui.app")  # located, not imported: the core does not import the UI
-    if spec is None or spec.origin is None:
+    # orchestra.ui ships in every wheel, Streamlit only with the extra: without it the exec below would end in
+    # a bare "No module named streamlit" from `python -m streamlit`
+    if spec is None or spec.origin is None or find_spec("streamlit") is None:
         raise typer.BadParameter("the UI is not installed: pip install 'orchestra-routing[ui]'")
     script = Path(spec.origin)
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", host, "--server.port", str(port),

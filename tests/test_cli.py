@@ -263,6 +263,19 @@ def test_a_card_file_is_added_all_or_nothing(db: str, tmp_path: Path) -> None:
     assert code == 0 and "updated agent shout" in out
 
 
+def test_ui_without_streamlit_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wheel installed without the ``ui`` extra still holds orchestra.ui: `orchestra ui` must say which extra
+    to install instead of starting `python -m streamlit` into "No module named streamlit"."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "streamlit" else real(name, *a))
+    started: list[list[str]] = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: started.append(argv))
+    code, out = invoke("ui")
+    assert code == 2 and "orchestra-routing[ui]" in out and started == []
+
+
 def test_ui_stops_with_the_process_that_started_it(tmp_path: Path) -> None:
     """`orchestra ui` becomes the Streamlit server: SIGTERM to the pid a user (or a service manager) started
     stops the server, rather than leaving it serving behind a dead parent."""
