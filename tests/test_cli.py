@@ -276,6 +276,30 @@ def test_ui_without_streamlit_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     assert code == 2 and "orchestra-routing[ui]" in out and started == []
 
 
+def test_a_router_whose_extra_is_missing_names_the_extra_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The graph routers import torch_geometric only when they train: installed without the ``graph`` extra,
+    `orchestra bench models --router graph-router` must name the extra, not end in a ModuleNotFoundError
+    traceback."""
+    from orchestra.routers.model_routers import BestSingleRouter
+    from orchestra.routing import register_router
+
+    class NeedsGraph(BestSingleRouter):
+        def _fit_tasks(self, train):  # type: ignore[no-untyped-def]
+            from torch_geometric.nn import GeneralConv  # noqa: F401
+
+    for name in [name for name in sys.modules if name.partition(".")[0] == "torch_geometric"] + ["torch_geometric"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    register_router("needs-graph-test", NeedsGraph)
+    cards = [{"id": m, "description": f"Model {m}.", "input_price_per_mtok": p, "output_price_per_mtok": p} for m, p in (("big", 10.0), ("small", 1.0))]
+    rows = [{"id": f"q{i}", "query": f"question {i}?", "task": "math",
+             "outcomes": {m: {"score": 1.0, "cost": 0.01} for m in ("big", "small")}} for i in range(8)]
+    for name, items in (("models", cards), ("train", rows[:6]), ("test", rows[6:])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items))
+    code, out = invoke("bench", "models", "--data", str(tmp_path), "--router", "needs-graph-test")
+    assert code == 2 and "torch_geometric is not installed; pip install 'orchestra-routing[graph]'" in out
+    assert "Traceback" not in out
+
+
 def test_ui_stops_with_the_process_that_started_it(tmp_path: Path) -> None:
     """`orchestra ui` becomes the Streamlit server: SIGTERM to the pid a user (or a service manager) started
     stops the server, rather than leaving it serving behind a dead parent."""
