@@ -550,6 +550,13 @@ def test_unusable_url_is_a_store_error_that_says_why(url: str, reason: str) -> N
     assert repr(url) in str(caught.value)
 
 
+def test_a_postgres_url_without_the_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in sys.modules if name.partition(".")[0] == "psycopg"] + ["psycopg"]:
+        monkeypatch.setitem(sys.modules, name, None)  # installed without the postgres extra
+    with pytest.raises(StoreError, match=r"database driver missing: .*psycopg.*; pip install 'orchestra-routing\[postgres\]'"):
+        SqlStore("postgresql+psycopg://orchestra@127.0.0.1:1/orchestra")
+
+
 def test_password_never_reaches_the_error_chain() -> None:
     with pytest.raises(StoreError) as caught:
         open_store("postgresql+psycopg://orchestra:s3cr3t-pw@127.0.0.1:1/orchestra")

@@ -450,7 +450,9 @@ class SqlStore:
         ) as error:
             raise StoreError(f"store {self._shown_url!r}: cannot {action}: {self._redact(error)}") from None
         except ImportError as error:
-            raise StoreError(f"store {self._shown_url!r}: database driver missing: {error}") from None
+            # psycopg is Orchestra's own (the postgres extra); any other driver is the user's choice to install
+            hint = "; pip install 'orchestra-routing[postgres]'" if (error.name or "").partition(".")[0] == "psycopg" else ""
+            raise StoreError(f"store {self._shown_url!r}: database driver missing: {error}{hint}") from None
 
     def _redact(self, error: BaseException) -> str:
         # a driver's message is only kept to its first line (no SQL, no parameters) and never with the password
