@@ -159,6 +159,21 @@ def _print_result(result: RunResult, trace: RunTrace | None = None) -> None:
     )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from orchestra import __version__
+
+        console.print(f"orchestra {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print Orchestra's version and exit.")] = False,
+) -> None:
+    """Orchestra: multi-agent LLM applications built around routing."""
+
+
 @app.command()
 @_handle_errors
 def chat(

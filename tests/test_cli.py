@@ -263,6 +263,13 @@ def test_a_card_file_is_added_all_or_nothing(db: str, tmp_path: Path) -> None:
     assert code == 0 and "updated agent shout" in out
 
 
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    code, out = invoke("--version")
+    assert code == 0 and out.strip() == f"orchestra {version('orchestra-routing')}"
+
+
 def test_ui_without_streamlit_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """A wheel installed without the ``ui`` extra still holds orchestra.ui: `orchestra ui` must say which extra
     to install instead of starting `python -m streamlit` into "No module named streamlit"."""
