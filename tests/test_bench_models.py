@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -459,6 +460,23 @@ def test_a_byte_order_mark_is_read_a_file_as_data_is_named_and_router_r1_refuses
         data_dir(data / "models.jsonl")
     result = CliRunner().invoke(app, ["bench", "models", "--data", str(data), "--router", "router-r1", "--weights", "0,1"])
     assert result.exit_code == 2 and "--weights do not apply" in result.output
+
+
+def test_an_installed_package_has_no_default_data_folder_beside_site_packages(tmp_path: Path) -> None:
+    """Installed from a wheel, orchestra/ sits in site-packages: "../shared/data beside the repository" would be
+    a folder beside site-packages, which the error then named as if the user should create it."""
+    import shutil
+    import subprocess
+    import sys
+
+    import orchestra
+
+    site = tmp_path / "lib" / "site-packages"
+    shutil.copytree(Path(orchestra.__file__).parent, site / "orchestra", ignore=shutil.ignore_patterns("__pycache__"))
+    code = "from orchestra.bench import data_dir\ntry:\n    data_dir()\nexcept Exception as exc:\n    print(type(exc).__name__, exc)"
+    env = {key: value for key, value in os.environ.items() if key != "ORCHESTRA_DATA_DIR"} | {"PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert out.startswith("DataError") and "pass --data or set ORCHESTRA_DATA_DIR" in out and str(tmp_path) not in out
 
 
 def test_router_r1_on_the_models_bench_takes_every_option_of_the_router_and_refuses_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

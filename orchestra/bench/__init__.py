@@ -14,14 +14,21 @@ from orchestra.errors import ConfigurationError, DataError
 __all__ = ["check_limit", "check_output", "data_dir", "parse_options", "read_jsonl", "refuse_checkpoint", "write_report"]
 
 
+# orchestra/bench/__init__.py -> the repository root, two levels above the package folder, in a checkout
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
 def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
     """Where the routing data lives: ``path`` if given, else ``$ORCHESTRA_DATA_DIR``, else ``../shared/data``
     beside the repository (the layout of a development checkout)."""
     if path is None:
         path = os.environ.get("ORCHESTRA_DATA_DIR")
     if path is None:
-        # orchestra/bench/__init__.py -> repository root is two levels above the package folder
-        path = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+        if not (_CHECKOUT / "pyproject.toml").is_file():
+            # an installed package: "beside the repository" would be a folder beside site-packages
+            raise DataError("no routing data folder: pass --data or set ORCHESTRA_DATA_DIR "
+                            "(the ../shared/data default is a development checkout's)")
+        path = _CHECKOUT.parent / "shared" / "data"
     resolved = Path(path).expanduser()
     if not resolved.exists():
         raise DataError(f"data directory {str(resolved)!r} does not exist; pass --data or set ORCHESTRA_DATA_DIR")
