@@ -1,0 +1,31 @@
+"""The wheel users install: every module and data file the package reads at run time is inside it, under
+``orchestra`` only (agents/, routers/ and ui/ ship as orchestra.agents, orchestra.routers and orchestra.ui)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = {"orchestra": "orchestra", "agents": "orchestra/agents", "routers": "orchestra/routers", "ui": "orchestra/ui"}
+
+
+def test_the_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:
+    pytest.importorskip("setuptools")
+    # no build isolation: the installed setuptools builds it, offline, in about 2 s
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True, timeout=120)
+    (wheel,) = tmp_path.glob("orchestra_routing-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    expected = {
+        f"{target}/{path.relative_to(ROOT / source).as_posix()}"
+        for source, target in SOURCES.items()
+        for path in (ROOT / source).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    }
+    assert not expected - shipped, f"missing from the wheel: {sorted(expected - shipped)}"
+    assert {name.split("/")[0] for name in shipped if not name.startswith("orchestra_routing-")} == {"orchestra"}
