@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,8 +17,16 @@ SOURCES = {"orchestra": "orchestra", "agents": "orchestra/agents", "routers": "o
 
 def test_the_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:
     pytest.importorskip("setuptools")
+    # Built from a copy: setuptools keeps a build/ folder beside the sources, whose stale files (a module since
+    # deleted) a later wheel would ship, and which the checkout should not gain from running its tests.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for folder in SOURCES:
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     # no build isolation: the installed setuptools builds it, offline, in about 2 s
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
                    check=True, capture_output=True, timeout=120)
     (wheel,) = tmp_path.glob("orchestra_routing-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())

@@ -49,7 +49,6 @@ __all__ = [
 POOL_ENTRY_POINT_GROUP = "orchestra.pools"
 """Entry-point group of offline model pools; ``routerbench-recorded`` is RouterBench's recorded responses."""
 
-RESULTS = Path("benchmarks/results")
 
 
 # -- answer scoring --------------------------------------------------------------------------------------------
