@@ -50,7 +50,7 @@ from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import CheckpointError, DataError, DecisionError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
-from .basic import AgentEmbeddingCache
+from .basic import AgentEmbeddingCache, check_whole_numbers
 from .entities import ENTITY_LABELS, Entity, get_extractor
 from .model_routers import check_weight, utility
 
@@ -347,6 +347,9 @@ class AgentRouter(BaseRouter):
             raise PolicyError(f"AgentRouter 'min_share' must lie in [0, 1], got {min_share}")
         if float(target_power) <= 0:
             raise PolicyError(f"AgentRouter 'target_power' must be positive, got {target_power}")
+        check_whole_numbers("AgentRouter", {
+            "hidden": (hidden, 1), "layers": (layers, 1), "epochs": (epochs, 1), "batch_size": (batch_size, 1), "patience": (patience, 0),
+        })
         self.k = int(k)
         self.min_share = float(min_share)
         self.hidden, self.layers, self.dropout = int(hidden), int(layers), float(dropout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,16 @@ def card_fingerprint(card: AgentCard) -> str:
 def effective_k(own_k: int, state: RouterState) -> int:
     """At most the router's own k and the run policy's ``max_agents``."""
     return max(1, min(own_k, state.policy.max_agents))
+
+
+def check_whole_numbers(router: str, minimums: Mapping[str, tuple[Any, int]]) -> None:
+    """Raise `PolicyError` naming the first option (``{option: (value, least)}``) that is not a whole number of
+    at least ``least``. Checked when a router is built: a bad size or count would otherwise fail at fit with a
+    torch error, or train nothing and pass for a trained router."""
+    for option, (value, least) in minimums.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise PolicyError(f"{router} {option!r} must be a whole number of at least {least}, got {value!r}")
+
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ import numpy as np
 from orchestra.bench.models import ModelQuery
 from orchestra.cards import ModelCard
 from orchestra.errors import CheckpointError, DecisionError, PolicyError
+from orchestra.routers.basic import check_whole_numbers
 from orchestra.routers.model_routers import (
     DEFAULT_TEXT_WINDOW,
     ModelRouter,
@@ -107,6 +108,9 @@ TASK_DESCRIPTIONS: dict[str, str] = {
 """One line per task of the shipped sets; other tasks get `task_description`'s generic line."""
 
 _TIE = 1e-9
+GRAPH_AGGREGATIONS = ("mean", "add", "sum", "max", "min", "mul")
+"""Message aggregations of ``GeneralConv`` that GraphRouter accepts (``aggr``): those torch-geometric builds
+without arguments."""
 
 
 def task_description(task: str) -> str:
@@ -174,6 +178,17 @@ class GraphRouter(ModelRouter):
         embedder: Any = None,
     ) -> None:
         super().__init__(agent_id, text_window=text_window, seed=seed, embedder=embedder)
+        # checked here: a bad size or aggregation failed at fit with a raw torch error, and epochs=0 or a
+        # mask_rate outside (0, 1) trained nothing (no step, or no edge to learn from) yet passed for trained
+        check_whole_numbers("graph-router", {
+            "hidden": (hidden, 1), "epochs": (epochs, 1), "masks_per_epoch": (masks_per_epoch, 1), "patience": (patience, 0),
+        })
+        if not 0 < mask_rate < 1:
+            raise PolicyError(f"graph-router: mask_rate (the share of training edges visible) must lie in (0, 1), got {mask_rate!r}")
+        if aggr not in GRAPH_AGGREGATIONS:
+            raise PolicyError(f"graph-router: aggr must be one of {', '.join(GRAPH_AGGREGATIONS)}, got {aggr!r}")
+        if not lr > 0 or not weight_decay >= 0:
+            raise PolicyError(f"graph-router: lr > 0 and weight_decay >= 0 are required, got {lr!r} and {weight_decay!r}")
         if mode not in ("scenario", "knob"):
             raise PolicyError(f"graph-router: mode must be 'scenario' or 'knob', got {mode!r}")
         self.hidden, self.epochs, self.masks_per_epoch = int(hidden), int(epochs), int(masks_per_epoch)

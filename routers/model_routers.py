@@ -37,6 +37,8 @@ from orchestra.cards import ModelCard
 from orchestra.errors import DataError, DecisionError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, RouterState
 
+from .basic import check_whole_numbers
+
 __all__ = [
     "DEFAULT_TEXT_WINDOW",
     "BestSingleRouter",
@@ -77,6 +79,26 @@ def check_weight(w: float) -> float:
     if not isinstance(w, (int, float)) or math.isnan(w) or not 0.0 <= w <= 1.0:
         raise PolicyError(f"cost weight w must lie in [0, 1], got {w!r}")
     return float(w)
+
+
+def check_training_data(router: str, train: Sequence[ModelQuery], val: Sequence[ModelQuery], cards: Sequence[ModelCard]) -> None:
+    """Raise `DataError` for model-routing training data a router cannot learn from: no queries, no model cards,
+    or a query (train or val) with no outcome of any model in ``cards``. Such a query says nothing about the
+    models being trained (GraphRouter failed on it with a raw ``max()`` error)."""
+    if not train:
+        raise DataError(f"{router}: no training queries")
+    if not cards:
+        raise DataError(f"{router}: no model cards to train on")
+    ids = [card.id for card in cards]
+    known = set(ids)
+    for row in [*train, *val]:
+        if not row.outcomes:
+            raise DataError(f"{router}: training query {row.id!r} has no outcomes")
+        if known.isdisjoint(row.outcomes):
+            raise DataError(
+                f"{router}: training query {row.id!r} has outcomes only of models not among the cards "
+                f"({sorted(row.outcomes)[:5]}); the cards are {ids[:10]}"
+            )
 
 
 @contextlib.contextmanager
@@ -177,11 +199,7 @@ class ModelRouter(BaseRouter):
         selection, ``weights`` the cost weights the router will be asked about (GraphRouter trains for them)."""
         if seed is not None:
             self.seed = int(seed)
-        if not train:
-            raise DataError(f"{self.name}: no training queries")
-        for row in [*train, *val]:
-            if not row.outcomes:
-                raise DataError(f"{self.name}: training query {row.id!r} has no outcomes")
+        check_training_data(self.name, train, val, cards)
         self.model_ids = [card.id for card in cards]
         self.card_costs = dict(card_costs or {})
         self._fit_costs(train)
@@ -533,6 +551,9 @@ class _TorchQualityRouter(ModelRouter):
         patience: int = 20,
         **options: Any,
     ) -> None:
+        check_whole_numbers(type(self).__name__, {"epochs": (epochs, 1), "batch_size": (batch_size, 1), "patience": (patience, 0)})
+        if not lr > 0 or not weight_decay >= 0:
+            raise PolicyError(f"{type(self).__name__}: 'lr' > 0 and 'weight_decay' >= 0 are required, got {lr!r} and {weight_decay!r}")
         super().__init__(agent_id, **options)
         self.epochs, self.lr, self.weight_decay = int(epochs), float(lr), float(weight_decay)
         self.batch_size, self.patience = int(batch_size), int(patience)
@@ -598,6 +619,9 @@ class MlpRouter(_TorchQualityRouter):
     name = "mlp"
 
     def __init__(self, agent_id: str | None = None, *, hidden: int = 256, dropout: float = 0.2, **options: Any) -> None:
+        check_whole_numbers("MlpRouter", {"hidden": (hidden, 1)})
+        if not 0 <= dropout < 1:
+            raise PolicyError(f"MlpRouter 'dropout' must lie in [0, 1), got {dropout!r}")
         super().__init__(agent_id, **options)
         self.hidden, self.dropout = int(hidden), float(dropout)
 
@@ -640,6 +664,7 @@ class MfRouter(_TorchQualityRouter):
     name = "mf"
 
     def __init__(self, agent_id: str | None = None, *, rank: int = 128, **options: Any) -> None:
+        check_whole_numbers("MfRouter", {"rank": (rank, 1)})
         super().__init__(agent_id, **options)
         self.rank = int(rank)
 

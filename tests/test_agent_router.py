@@ -323,3 +323,9 @@ def test_runs_in_the_models_harness(tmp_path: Path) -> None:
     by_w = {point["w"]: point for point in report["points"]}
     assert by_w[0.0]["quality"] >= 0.8
     assert by_w[1.0]["cost_usd"] <= by_w[0.0]["cost_usd"]
+
+
+@pytest.mark.parametrize("option", ["hidden", "layers", "epochs", "batch_size"])
+def test_sizes_and_counts_below_one_are_refused_when_built(option: str) -> None:
+    with pytest.raises(PolicyError, match=option):
+        AgentRouter(embedder=HashEmbedder(), **{option: 0})

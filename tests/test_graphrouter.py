@@ -190,3 +190,22 @@ def test_a_decision_costs_its_own_query_when_another_lands_in_between() -> None:
 
     router._scores = another_decision_lands  # type: ignore[method-assign]
     np.testing.assert_allclose(router.predict([history], CARDS)[1], alone)
+
+
+@pytest.mark.parametrize(
+    "options, option",
+    [({"hidden": 0}, "hidden"), ({"epochs": 0}, "epochs"), ({"masks_per_epoch": 0}, "masks_per_epoch"),
+     ({"mask_rate": 1.5}, "mask_rate"), ({"mask_rate": 0.0}, "mask_rate"), ({"aggr": "bogus"}, "aggr")],
+)
+def test_options_out_of_range_are_refused_when_the_router_is_built(options: dict, option: str) -> None:
+    # hidden=0 and aggr='bogus' failed at fit with raw torch errors; epochs=0 and mask_rate=1.5 "trained" nothing
+    with pytest.raises(PolicyError, match=option):
+        GraphRouter(embedder=EMBEDDER, **options)
+
+
+def test_fit_refuses_a_query_with_outcomes_only_of_unknown_models_and_no_cards() -> None:
+    stray = ModelQuery(id="stray", query="Explain tides.", task="science", outcomes={"zz": ModelOutcome(score=1.0, cost=0.1)})
+    with pytest.raises(DataError, match="'stray'.*zz"):
+        GraphRouter(epochs=2, hidden=8, embedder=EMBEDDER).fit(TRAIN + [stray], CARDS)
+    with pytest.raises(DataError, match="no model cards"):
+        GraphRouter(epochs=2, hidden=8, embedder=EMBEDDER).fit(TRAIN, [])

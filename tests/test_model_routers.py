@@ -180,3 +180,22 @@ def test_default_embedder_is_the_project_minilm() -> None:
     assert (router.route_batch(poems, CARDS, 0.0)[0] == 0).all()
     # a paraphrase sharing no template word with the training poems still goes to the poet
     assert router.route_one("Compose verses describing a snowy forest.", CARDS, 0.0)[0] == 0
+
+
+@pytest.mark.parametrize(
+    "cls, options, option",
+    [(MlpRouter, {"hidden": 0}, "hidden"), (MlpRouter, {"epochs": -1}, "epochs"), (MlpRouter, {"dropout": 1.0}, "dropout"),
+     (MfRouter, {"rank": 0}, "rank"), (MfRouter, {"batch_size": 0}, "batch_size"), (MfRouter, {"lr": 0}, "lr")],
+)
+def test_neural_router_options_out_of_range_are_refused_when_built(cls: type, options: dict, option: str) -> None:
+    # MlpRouter(hidden=0) and (epochs=-1) used to "fit" an untrained network without a word
+    with pytest.raises(PolicyError, match=option):
+        cls(embedder=EMBEDDER, **options)
+
+
+def test_fit_refuses_a_query_of_unknown_models_only_and_an_empty_card_list() -> None:
+    stray = ModelQuery(id="stray", query="What is 2 plus 2?", task="math", outcomes={"zz": ModelOutcome(score=1.0, cost=0.1)})
+    with pytest.raises(DataError, match="'stray'.*zz"):
+        KnnRouter(embedder=EMBEDDER).fit(TRAIN + [stray], CARDS)
+    with pytest.raises(DataError, match="no model cards"):
+        MfRouter(epochs=1, embedder=EMBEDDER).fit(TRAIN, [])
