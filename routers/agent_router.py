@@ -50,9 +50,9 @@ from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import CheckpointError, DataError, DecisionError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
-from .basic import AgentEmbeddingCache, check_whole_numbers
+from .basic import AgentEmbeddingCache, check_unique_ids, check_whole_numbers
 from .entities import ENTITY_LABELS, Entity, get_extractor
-from .model_routers import check_weight, utility
+from .model_routers import check_training_data, check_weight, utility
 
 __all__ = [
     "EDGE_TYPES",
@@ -463,10 +463,8 @@ class AgentRouter(BaseRouter):
         """Models act as agents: ``p*`` of a query is its models' recorded scores normalised to sum 1."""
         if seed is not None:
             self.seed = int(seed)
-        if not train:
-            raise DataError("agent-router: no training queries")
-        if not cards:
-            raise DataError("agent-router: no model cards to train on")
+        # the model routers' checks: a query without outcomes (of these models) was trained on as uninformative
+        check_training_data(self.name, train, val, cards)
         ids = [card.id for card in cards]
         scores = np.array([[row.outcomes[m].score if m in row.outcomes else 0.0 for m in ids] for row in train])
         val_scores = np.array([[row.outcomes[m].score if m in row.outcomes else 0.0 for m in ids] for row in val]) if val else None
@@ -492,10 +490,14 @@ class AgentRouter(BaseRouter):
     ) -> AgentRouter:
         """Agent sets: ``p*`` is uniform over a query's gold agents; each card's example queries (or, with none
         at all, its description) are labelled rows too; out-of-scope rows teach the "no agent" outcome."""
+        from orchestra.bench.agents import Regime
+
+        Regime.parse(regime)  # every regime trains alike here, but a misspelt one is still a mistake to report
         self.seed = int(seed)
         cards = list(agents)
         if not cards:
             raise DataError("agent-router: no agent cards to train on")
+        check_unique_ids([card.id for card in cards], "agent-router.fit_agents")  # as SetRouter.fit
         index = {card.id: j for j, card in enumerate(cards)}
         texts: list[str] = []
         rows: list[np.ndarray] = []

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from orchestra.cards import AgentCard
-from orchestra.errors import PolicyError
+from orchestra.errors import DataError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
 __all__ = [
@@ -90,6 +90,15 @@ def check_whole_numbers(router: str, minimums: Mapping[str, tuple[Any, int]]) ->
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
             raise PolicyError(f"{router} {option!r} must be a whole number of at least {least}, got {value!r}")
 
+
+def check_unique_ids(ids: Sequence[str], where: str, kind: str = "agent") -> None:
+    """Raise `DataError` naming the first id given twice: a router trained on a repeated card would give it two
+    columns (two learned vectors, two probabilities) and report it twice among its candidates."""
+    seen: set[str] = set()
+    for card_id in ids:
+        if card_id in seen:
+            raise DataError(f"{where}: duplicate {kind} id {card_id!r}")
+        seen.add(card_id)
 
 
 @dataclass(frozen=True)

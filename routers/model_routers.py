@@ -37,7 +37,7 @@ from orchestra.cards import ModelCard
 from orchestra.errors import DataError, DecisionError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, RouterState
 
-from .basic import check_whole_numbers
+from .basic import check_unique_ids, check_whole_numbers
 
 __all__ = [
     "DEFAULT_TEXT_WINDOW",
@@ -83,13 +83,15 @@ def check_weight(w: float) -> float:
 
 def check_training_data(router: str, train: Sequence[ModelQuery], val: Sequence[ModelQuery], cards: Sequence[ModelCard]) -> None:
     """Raise `DataError` for model-routing training data a router cannot learn from: no queries, no model cards,
-    or a query (train or val) with no outcome of any model in ``cards``. Such a query says nothing about the
-    models being trained (GraphRouter failed on it with a raw ``max()`` error)."""
+    a model card given twice, or a query (train or val) with no outcome of any model in ``cards``. Such a query
+    says nothing about the models being trained (GraphRouter failed on it with a raw ``max()`` error; a repeated
+    card gave the router two columns of one model)."""
     if not train:
         raise DataError(f"{router}: no training queries")
     if not cards:
         raise DataError(f"{router}: no model cards to train on")
     ids = [card.id for card in cards]
+    check_unique_ids(ids, f"{router}: model cards", "model")
     known = set(ids)
     for row in [*train, *val]:
         if not row.outcomes:

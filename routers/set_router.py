@@ -44,7 +44,7 @@ from orchestra.cards import AgentCard
 from orchestra.errors import CheckpointError, DataError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
-from .basic import AgentEmbeddingCache, card_fingerprint, effective_k, out_of_scope, routable_query
+from .basic import AgentEmbeddingCache, card_fingerprint, check_unique_ids, effective_k, out_of_scope, routable_query
 
 __all__ = ["SetRouter"]
 
@@ -370,13 +370,14 @@ class SetRouter(BaseRouter):
         """
         from sklearn.linear_model import LogisticRegression
 
+        from orchestra.bench.agents import Regime
+
+        regime = Regime.parse(regime).value
         agents = list(agents)
         if not agents:
             raise DataError("SetRouter.fit needs at least one agent card")
         ids = [card.id for card in agents]
-        if len(set(ids)) != len(ids):
-            duplicate = next(agent_id for agent_id in ids if ids.count(agent_id) > 1)
-            raise DataError(f"SetRouter.fit: duplicate agent id {duplicate!r}")
+        check_unique_ids(ids, "SetRouter.fit")
         position = {agent_id: i for i, agent_id in enumerate(ids)}
         queries: list[str] = []
         labels: list[int] = []

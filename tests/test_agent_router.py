@@ -329,3 +329,20 @@ def test_runs_in_the_models_harness(tmp_path: Path) -> None:
 def test_sizes_and_counts_below_one_are_refused_when_built(option: str) -> None:
     with pytest.raises(PolicyError, match=option):
         AgentRouter(embedder=HashEmbedder(), **{option: 0})
+
+
+def test_fit_models_checks_its_rows_and_cards_as_the_model_routers_do() -> None:
+    rows = model_rows(12, 0)
+    with pytest.raises(DataError, match="duplicate model id 'm-math'"):
+        _small().fit_models(rows, [*MODEL_CARDS, MODEL_CARDS[0]])
+    # every ModelRouter.fit refuses a query with no outcomes; AgentRouter trained on it as "uninformative"
+    with pytest.raises(DataError, match="'empty' has no outcomes"):
+        _small().fit_models([*rows, ModelQuery(id="empty", query="What is 2 plus 2?", task="math")], MODEL_CARDS)
+
+
+def test_fit_agents_refuses_a_repeated_agent_id_and_an_unknown_regime() -> None:
+    rows = [RoutingExample(query=make_query("math", i), agents=("calculator",)) for i in range(3)]
+    with pytest.raises(DataError, match="duplicate agent id 'calculator'"):
+        _small().fit_agents([*AGENT_CARDS, AGENT_CARDS[0]], rows)
+    with pytest.raises(DataError, match="fewshot"):
+        _small().fit_agents(AGENT_CARDS, rows, "fewshot")

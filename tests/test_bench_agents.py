@@ -313,3 +313,16 @@ def test_an_llm_router_without_a_model_is_refused_before_training(dataset):
 
     with pytest.raises(ConfigurationError, match="pass --model"):
         run_agent_bench(dataset, TCARRouter(embedder=WordEmbedder()), regime="zero-shot")
+
+
+def test_a_routing_example_built_in_python_names_its_bad_field_in_a_data_error():
+    # it raised pydantic's ValidationError, which no caller of the project's typed errors catches
+    with pytest.raises(DataError, match="'agents'.*more than once"):
+        RoutingExample(query="q", agents=("a", "a"))
+    with pytest.raises(DataError, match="'query'"):
+        RoutingExample(query="   ", agents=())
+
+
+def test_run_agent_bench_refuses_an_unknown_regime_with_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="fewshot"):
+        run_agent_bench(write_set(tmp_path / "set"), SetRouter(embedder=WordEmbedder()), regime="fewshot")

@@ -209,3 +209,8 @@ def test_fit_refuses_a_query_with_outcomes_only_of_unknown_models_and_no_cards()
         GraphRouter(epochs=2, hidden=8, embedder=EMBEDDER).fit(TRAIN + [stray], CARDS)
     with pytest.raises(DataError, match="no model cards"):
         GraphRouter(epochs=2, hidden=8, embedder=EMBEDDER).fit(TRAIN, [])
+
+
+def test_fit_refuses_a_model_card_given_twice() -> None:
+    with pytest.raises(DataError, match="duplicate model id 'ace'"):
+        GraphRouter(epochs=2, hidden=8, embedder=EMBEDDER).fit(TRAIN, [*CARDS, CARDS[0]])

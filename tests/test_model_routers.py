@@ -199,3 +199,10 @@ def test_fit_refuses_a_query_of_unknown_models_only_and_an_empty_card_list() -> 
         KnnRouter(embedder=EMBEDDER).fit(TRAIN + [stray], CARDS)
     with pytest.raises(DataError, match="no model cards"):
         MfRouter(epochs=1, embedder=EMBEDDER).fit(TRAIN, [])
+
+
+@pytest.mark.parametrize("cls", [KnnRouter, MlpRouter])
+def test_fit_refuses_a_model_card_given_twice(cls: type) -> None:
+    # the router took the repeat as a model of its own: model_ids ['big', 'small', 'tiny', 'big']
+    with pytest.raises(DataError, match="duplicate model id 'big'"):
+        cls(embedder=EMBEDDER, **({"epochs": 1} if cls is MlpRouter else {})).fit(TRAIN, [*CARDS, CARDS[0]])

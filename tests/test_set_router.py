@@ -269,3 +269,8 @@ def test_knn_memory_holds_training_queries_and_follows_the_registry(tmp_path):
 def test_bad_knn_options_are_policy_errors(option, value):
     with pytest.raises(PolicyError, match=option):
         SetRouter(**{option: value})
+
+
+def test_fit_refuses_an_unknown_regime_instead_of_training_it_as_supervised():
+    with pytest.raises(DataError, match="'fewshot'"):
+        SetRouter(embedder=WordEmbedder()).fit(CARDS, TRAIN, "fewshot", 5)

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Protocol, runtime_checkable
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from orchestra.cards import AgentCard
+from orchestra.cards import AgentCard, TypedErrorModel
 from orchestra.errors import CardError, ConfigurationError, DataError, DuplicateIdError, RunError
 from orchestra.routing import Dispatch, Finish, ModelAccess, Router, RouterState, load_router
 
@@ -58,9 +58,19 @@ class Regime(str, Enum):
     few_shot = "few-shot"
     supervised = "supervised"
 
+    @classmethod
+    def parse(cls, value: Regime | str) -> Regime:
+        """The regime named ``value``; `DataError` listing the regimes for any other (a typo such as
+        ``"fewshot"`` was taken by the routers' fit for the supervised settings)."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise DataError(f"regime must be one of {', '.join(r.value for r in cls)}, got {value!r}") from None
 
-class RoutingExample(BaseModel):
-    """One labelled query: the agents it needs (``()`` = out of scope)."""
+
+class RoutingExample(BaseModel, metaclass=TypedErrorModel):
+    """One labelled query: the agents it needs (``()`` = out of scope). Built in Python, a bad field raises
+    `DataError` naming it (as a row read by `load_agent_set` does), not pydantic's ValidationError."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -75,6 +85,12 @@ class RoutingExample(BaseModel):
         if twice:
             raise ValueError(f"names {twice} more than once")
         return agents
+
+    @classmethod
+    def _typed_error(cls, exc: ValidationError) -> DataError:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "row"
+        return DataError(f"RoutingExample: field {where!r}: {first['msg']} (got {first.get('input')!r:.80})")
 
 
 @runtime_checkable
@@ -229,7 +245,7 @@ def run_agent_bench(
     (held-out) agents' queries and over the others when ``holdout_agents`` > 0, out-of-scope precision/recall,
     latencies and timings.
     """
-    regime = Regime(regime)
+    regime = Regime.parse(regime)
     if shots < 1 and regime is not Regime.zero_shot:
         raise DataError(f"--shots must be at least 1 in the {regime.value} regime, got {shots}")
     check_limit(limit)
