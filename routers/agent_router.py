@@ -52,7 +52,7 @@ from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish
 
 from .basic import AgentEmbeddingCache, check_unique_ids, check_whole_numbers
 from .entities import ENTITY_LABELS, Entity, get_extractor
-from .model_routers import check_training_data, check_weight, utility
+from .model_routers import check_training_data, check_weight, choice_meta, utility
 
 __all__ = [
     "EDGE_TYPES",
@@ -778,12 +778,14 @@ class AgentRouter(BaseRouter):
         order = np.argsort(-probs, kind="stable")
         details: list[dict[str, Any]] = [{"seen_in_training": "yes" if seen[j] else "no"} for j in range(len(cards))]
         w = check_weight(state.policy.cost_weight) if kind == "model" else 0.0
-        if w > 0:
-            # the request's cost weight ranks the models by utility, as `route_batch` does in the benchmark
+        if kind == "model":
+            # predicted quality and cost are given at every w, as ModelRouter.decide gives them; only w > 0 ranks
+            # the models by utility (as `route_batch` does in the benchmark), w = 0 keeps the order of p
             quality = _quality(probs, float(mean[0]))
             costs = self._costs([state.query], [""], cards)
             values = utility(quality[None, :], costs, w)[0]
-            order = np.argsort(-values, kind="stable")
+            if w > 0:
+                order = np.argsort(-values, kind="stable")
             for j in range(len(cards)):
                 details[j].update(quality=round(float(quality[j]), 6), cost_usd=float(costs[0, j]), utility=round(float(values[j]), 6))
         scores = tuple(CandidateScore(id=cards[j].id, score=round(float(probs[j]), 6), detail=details[j]) for j in order)
@@ -801,8 +803,6 @@ class AgentRouter(BaseRouter):
             meta["no_entities"] = True
         if undescribed:
             meta["undescribed"] = undescribed
-        if w > 0:
-            meta["cost_weight"] = w
         if self.uses_none and p_none > float(probs.max()):
             return self._refuse(f"'no agent' is the most likely outcome (p={p_none:.3f})", scores=scores, **meta)
         k = max(1, min(self.k, state.policy.max_agents, len(cards)))
@@ -810,6 +810,7 @@ class AgentRouter(BaseRouter):
         chosen = [j for j in order[:k] if probs[j] >= self.min_share * top]
         total = float(sum(probs[j] for j in chosen)) or 1.0
         if kind == "model":
+            meta.update(choice_meta(self.name, w, quality[chosen[0]], costs[0, chosen[0]]))
             calls = tuple(Call(agent_id=served, query=state.query, weight=float(probs[j]) / total, model_id=cards[j].id)
                           for j in chosen)  # type: ignore[arg-type]
         else:

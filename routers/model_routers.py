@@ -103,6 +103,12 @@ def check_training_data(router: str, train: Sequence[ModelQuery], val: Sequence[
             )
 
 
+def choice_meta(router: str, w: float, quality: float, cost: float) -> dict[str, Any]:
+    """The decision meta of a model choice, the same from every router that backs an LLM agent with a model:
+    the router, the cost weight it was asked at and the chosen model's predicted quality and cost (USD)."""
+    return {"router": router, "cost_weight": w, "predicted_quality": float(quality), "predicted_cost_usd": float(cost)}
+
+
 @contextlib.contextmanager
 def torch_threads(n: int = 1) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads, then restore the previous count. The routers' networks
@@ -398,12 +404,7 @@ class ModelRouter(BaseRouter):
             calls=(Call(agent_id=agent_id, query=state.query, model_id=model_id),),
             rationale=rationale,
             scores=scores,
-            meta={
-                "router": self.name,
-                "cost_weight": w,
-                "predicted_quality": float(quality[chosen]),
-                "predicted_cost_usd": float(costs[chosen]),
-            },
+            meta=choice_meta(self.name, w, quality[chosen], costs[chosen]),
         )
 
     def describe(self) -> dict[str, Any]:

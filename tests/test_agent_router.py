@@ -346,3 +346,19 @@ def test_fit_agents_refuses_a_repeated_agent_id_and_an_unknown_regime() -> None:
         _small().fit_agents([*AGENT_CARDS, AGENT_CARDS[0]], rows)
     with pytest.raises(DataError, match="fewshot"):
         _small().fit_agents(AGENT_CARDS, rows, "fewshot")
+
+
+@pytest.mark.parametrize("w", [0.0, 0.5])
+def test_model_mode_decision_meta_gives_the_predicted_quality_and_cost_at_every_weight(model_router: AgentRouter, w: float) -> None:
+    """As ModelRouter.decide: at w = 0 the meta held no prediction and the scores only 'seen_in_training'."""
+    llm = AgentCard(id="assistant", description="general assistant", model="m-general")
+    state = RouterState(query=make_query("code", 4242), agents=(llm,), models=tuple(MODEL_CARDS), registry_version=1,
+                        policy=RoutingPolicy(cost_weight=w))
+    decision = model_router.decide(state)
+    assert isinstance(decision, Dispatch)
+    assert {"router", "cost_weight", "predicted_quality", "predicted_cost_usd"} <= set(decision.meta)
+    assert decision.meta["cost_weight"] == w
+    chosen = next(score for score in decision.scores if score.id == decision.calls[0].model_id)
+    assert {"quality", "cost_usd", "utility"} <= set(chosen.detail)
+    assert decision.meta["predicted_quality"] == pytest.approx(chosen.detail["quality"], abs=1e-6)
+    assert decision.meta["predicted_cost_usd"] == pytest.approx(chosen.detail["cost_usd"])
