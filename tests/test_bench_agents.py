@@ -326,3 +326,16 @@ def test_a_routing_example_built_in_python_names_its_bad_field_in_a_data_error()
 def test_run_agent_bench_refuses_an_unknown_regime_with_a_data_error(tmp_path):
     with pytest.raises(DataError, match="fewshot"):
         run_agent_bench(write_set(tmp_path / "set"), SetRouter(embedder=WordEmbedder()), regime="fewshot")
+
+
+def test_a_trained_router_is_scored_as_given_without_retraining(tmp_path):
+    """run_agent_bench retrained every instance: a loaded SetRouter's head was replaced."""
+    folder = write_set(tmp_path / "set")
+    router = SetRouter(embedder=WordEmbedder())
+    trained = run_agent_bench(folder, router, regime="supervised")
+    head = router.head
+    given = run_agent_bench(folder, router, regime="supervised", train=False)
+    assert router.head is head and given["fit_seconds"] == 0 and given["trained_by_bench"] is False
+    assert given["test"] == trained["test"] and given["oos"] == trained["oos"]
+    with pytest.raises(DataError, match="object is not a router"):
+        run_agent_bench(folder, object())

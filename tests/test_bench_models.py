@@ -503,3 +503,24 @@ def test_router_r1_on_the_models_bench_takes_every_option_of_the_router_and_refu
     router = call["router"]
     assert (router.max_rounds, router.max_invalid_turns, router.constrained, router.temperature, router.observation_tokens) == (2, 3, False, 0.5, 300)
     assert call["max_rounds"] == 2  # the run's budget is sized from the same bound
+
+
+def test_a_router_trained_in_python_is_scored_as_given_with_the_benchs_figures(tmp_path: Path) -> None:
+    """run_model_bench took only a name (an instance gave UnknownRouterError printing its repr)."""
+    from orchestra.bench.models import DEFAULT_WEIGHTS
+    from orchestra.routers.model_routers import HashingEmbedder, KnnRouter
+
+    folder = write_set(tmp_path / "set")
+    by_name = run_model_bench(folder, "knn", router_options={"k": 3}, embedder=HashingEmbedder(), latency_queries=1)
+    full = load_model_set(folder)
+    train, val = split_train_val(full.train, 0.1, 0)
+    router = KnnRouter(k=3, embedder=HashingEmbedder()).fit(train, list(full.cards), val=val, weights=DEFAULT_WEIGHTS,
+                                                            card_costs=full.card_costs)
+    learnt = router._vectors
+    given = run_model_bench(folder, router, train=False, latency_queries=1)
+    assert router._vectors is learnt and given["fit_seconds"] == 0 and given["trained_by_bench"] is False
+    for key in ("points", "aiq", "scenario_rewards", "single_models"):
+        assert given[key] == by_name[key]
+    with pytest.raises(DataError, match="object.*not a model router") as refused:
+        run_model_bench(folder, object())
+    assert "0x" not in str(refused.value)

@@ -227,6 +227,7 @@ def run_agent_bench(
     data: str | Path,
     router: Router | str,
     *,
+    train: bool = True,
     regime: Regime | str = Regime.supervised,
     shots: int = 5,
     predictions: str | Path | None = None,
@@ -241,7 +242,10 @@ def run_agent_bench(
     """Train (when the router can), route the test (and out-of-scope test) queries, score them.
 
     ``router`` is a router or the name of one, built with ``router_options`` (options with a router instance are
-    an error: it is already built). Returns the report: metrics over all in-scope test queries, over onboarded
+    an error: it is already built). A router that can learn is trained on what ``regime`` allows, an instance
+    too, which replaces what it learnt before; ``train=False`` scores the router as it is (one trained in
+    Python or loaded from a checkpoint): nothing is fitted (``fit_seconds`` is 0, ``trained_by_bench`` false) and
+    the metrics are computed as for a router the bench trained. Returns the report: metrics over all in-scope test queries, over onboarded
     (held-out) agents' queries and over the others when ``holdout_agents`` > 0, out-of-scope precision/recall,
     latencies and timings.
     """
@@ -259,14 +263,17 @@ def run_agent_bench(
         raise DataError("router_options apply to a router given by name; this router is already built")
     else:
         router_name = getattr(router, "name", type(router).__name__)
+    if not callable(getattr(router, "decide", None)):
+        # named by its type, not its repr: an object's repr says nothing of what is missing
+        raise DataError(f"{type(router).__name__} is not a router (it has no decide); pass a router or a router's name")
     if getattr(router, "calls_models", False) and model_access is None:
         raise ConfigurationError(f"router {router_name!r} asks a model to decide: pass --model (local-smollm2 runs on "
                                  "this machine, or a model card id from `orchestra models add`)")
     all_ids = [card.id for card in dataset.cards]
     # a row labelled [] is out of scope wherever it stands (the format allows it in any split), not only in the
     # oos_* files: it trains the refusal and is scored as an out-of-scope query
-    train = [row for row in dataset.split("train") if row.agents]
-    if regime is not Regime.zero_shot and not train:
+    labelled = [row for row in dataset.split("train") if row.agents]
+    if regime is not Regime.zero_shot and not labelled:
         raise DataError(
             f"{dataset.root / 'train.jsonl'}: no labelled queries, which the {regime.value} regime learns from; "
             "use --regime zero-shot to route by the cards alone"
@@ -278,21 +285,21 @@ def run_agent_bench(
     # Example queries a card carries: K per agent in few-shot and supervised regimes (onboarded agents arrive
     # with them too), none in zero-shot.
     examples: dict[str, list[str]] = {agent_id: [] for agent_id in all_ids}
-    if regime is not Regime.zero_shot and train:
-        for row in few_shot_sample(train, all_ids, shots, seed):
+    if regime is not Regime.zero_shot and labelled:
+        for row in few_shot_sample(labelled, all_ids, shots, seed):
             examples[row.agents[0]].append(row.query)
     cards = [_with_examples(card, examples[card.id]) for card in dataset.cards]
     known_cards = [card for card in cards if card.id not in held_out]
     if regime is Regime.zero_shot:
         train_rows: list[RoutingExample] = []
     elif regime is Regime.few_shot:
-        train_rows = few_shot_sample(train, [card.id for card in known_cards], shots, seed)
+        train_rows = few_shot_sample(labelled, [card.id for card in known_cards], shots, seed)
     else:
-        train_rows = [row for row in train if not held_out.intersection(row.agents)]
+        train_rows = [row for row in labelled if not held_out.intersection(row.agents)]
     oos_rows = [row for name in ("train", "val", "oos_train", "oos_val") for row in dataset.split(name) if not row.agents]
 
     fit_seconds = 0.0
-    if isinstance(router, TrainableRouter):
+    if train and isinstance(router, TrainableRouter):
         try:
             inspect.signature(router.fit).bind(known_cards, train_rows, regime.value, shots, oos_rows=oos_rows, seed=seed)
         except TypeError:
@@ -373,6 +380,7 @@ def run_agent_bench(
         "renamed_agents": dataset.renamed,
         "n_train_rows": len(train_rows),
         "fit_seconds": round(fit_seconds, 3),
+        "trained_by_bench": train and isinstance(router, TrainableRouter),
         "test": set_metrics([r["gold"] for r in in_scope], scored(in_scope)),
         "latency": latency_summary([r["latency_ms"] for r in in_scope]),
         "cpu_time": latency_summary([r["cpu_ms"] for r in in_scope]),

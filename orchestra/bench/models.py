@@ -418,8 +418,9 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def run_model_bench(
     folder: str | Path,
-    router_name: str,
+    router: Any,
     *,
+    train: bool = True,
     weights: Sequence[float] = DEFAULT_WEIGHTS,
     holdout_models: Sequence[str] = (),
     holdout_observed: int = 0,
@@ -432,8 +433,13 @@ def run_model_bench(
     embedder: Any = None,
     cache: bool = True,
 ) -> dict[str, Any]:
-    """Train the named router on the set's train split, route every test query at every cost weight and score
-    the choices; returns the report (also what ``--json`` writes).
+    """Train the router on the set's train split, route every test query at every cost weight and score the
+    choices; returns the report (also what ``--json`` writes).
+
+    ``router`` is a router name (built with ``router_options``) or a model-router instance. ``train=False``
+    scores the instance as it is, e.g. one trained in Python or loaded from a checkpoint: nothing is fitted
+    (``fit_seconds`` is 0, ``trained_by_bench`` false) and every metric is computed as for a router the bench
+    trained, so the figures match the CLI's for the same trained router.
 
     ``holdout_models`` are removed before training and routed by card at test time; with ``holdout_observed``
     each is also given its recorded outcomes on that many training queries (the router's ``add_model``).
@@ -457,9 +463,18 @@ def run_model_bench(
     cards = list(full.cards)
     model_ids = [card.id for card in cards]
 
-    router = load_router(router_name, **dict(router_options or {}))
-    if not hasattr(router, "fit") or not hasattr(router, "route_batch"):
-        raise DataError(f"router {router_name!r} is not a model router (it needs fit and route_batch)")
+    if isinstance(router, str):
+        router_name = router
+        router = load_router(router_name, **dict(router_options or {}))
+    elif router_options:
+        raise DataError("router_options apply to a router given by name; this router is already built")
+    else:
+        router_name = str(getattr(router, "name", type(router).__name__))
+    needed = ("fit", "route_batch") if train else ("route_batch",)
+    if not all(hasattr(router, attribute) for attribute in needed):
+        # named by its type, not its repr: an object's repr says nothing of what is missing
+        raise DataError(f"router {router_name!r} ({type(router).__name__}) is not a model router (it needs "
+                        f"{' and '.join(needed)}); pass a model router, its name, or a trained one with train=False")
     if holdout_observed < 0:
         raise DataError(f"--holdout-observed must be >= 0, got {holdout_observed}")
     if holdout_observed and not holdout_models:
@@ -482,12 +497,16 @@ def run_model_bench(
             say(f"embedding cache {cache_path}")
         router.embedder = live_embedder
     counts_before = (getattr(live_embedder, "hits", 0), getattr(live_embedder, "misses", 0))
-    say(f"training {router_name} on {len(train_rows)} queries ({len(val_rows)} for validation)")
-    started = time.perf_counter()
-    router.fit(
-        train_rows, list(trained_on.cards), val=val_rows, weights=evaluated, card_costs=full.card_costs, seed=seed
-    )
-    fit_seconds = time.perf_counter() - started
+    fit_seconds = 0.0
+    if train:
+        say(f"training {router_name} on {len(train_rows)} queries ({len(val_rows)} for validation)")
+        started = time.perf_counter()
+        router.fit(
+            train_rows, list(trained_on.cards), val=val_rows, weights=evaluated, card_costs=full.card_costs, seed=seed
+        )
+        fit_seconds = time.perf_counter() - started
+    else:
+        say(f"scoring {router_name} as given (train=False: not trained on this set's train split)")
     if hasattr(router, "reveal"):  # the oracle reads the test outcomes: it is an upper bound, not a router
         router.reveal(test_rows)
     if holdout_observed:
@@ -600,6 +619,7 @@ def run_model_bench(
         "hull_cost_reaching_best_single": hull_cost_at_best,
         "scenario_rewards": rewards,
         "fit_seconds": fit_seconds,
+        "trained_by_bench": train,
         "latency": {
             "decision_p50_ms_with_embedding": _percentile(first_decisions, 50),
             "decision_p95_ms_with_embedding": _percentile(first_decisions, 95),
