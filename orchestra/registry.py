@@ -245,7 +245,11 @@ class Registry:
 
     def update_model(self, card: ModelCard | dict[str, Any]) -> ModelCard:
         """Replace a model's card (the next call uses it); `NotFoundError` when there is no such model. As with
-        `update_agent`, an update of a card another process changed since this registry's view is refused."""
+        `update_agent`, an update of a card another process changed since this registry's view is refused.
+
+        New prices count at the next decision of a model router: a model it was trained on is costed at its
+        measured mean cost scaled by the new price over the price at training (the router trained in this
+        process knows both; one loaded from a checkpoint that kept no prices costs the measured mean as is)."""
         card = card if isinstance(card, ModelCard) else ModelCard.parse(card)
 
         def plan() -> list[_Change]:

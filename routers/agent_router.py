@@ -52,7 +52,7 @@ from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish
 
 from .basic import AgentEmbeddingCache, check_unique_ids, check_whole_numbers
 from .entities import ENTITY_LABELS, Entity, get_extractor
-from .model_routers import check_training_data, check_weight, choice_meta, utility
+from .model_routers import check_training_data, check_weight, choice_meta, price_scale, training_prices, utility
 
 __all__ = [
     "EDGE_TYPES",
@@ -374,6 +374,8 @@ class AgentRouter(BaseRouter):
         self._task_model_cost: dict[tuple[str, str], float] = {}
         self._model_cost: dict[str, float] = {}
         self.card_costs: dict[str, float | None] = {}
+        self.trained_prices: dict[str, tuple[float, float]] = {}
+        """Prices of the priced model cards at training, by id (see `ModelRouter.trained_prices`)."""
         self.training_log: dict[str, Any] = {}
         self.checkpoint = checkpoint
         if checkpoint:
@@ -469,6 +471,7 @@ class AgentRouter(BaseRouter):
         scores = np.array([[row.outcomes[m].score if m in row.outcomes else 0.0 for m in ids] for row in train])
         val_scores = np.array([[row.outcomes[m].score if m in row.outcomes else 0.0 for m in ids] for row in val]) if val else None
         self.card_costs = dict(card_costs or {})
+        self.trained_prices = training_prices(cards)
         self._fit_costs(train)
         self.mode = "models"
         self._train(
@@ -718,10 +721,14 @@ class AgentRouter(BaseRouter):
         costs = np.full((len(texts), len(cards)), np.nan)
         for j, card in enumerate(cards):
             base = self._model_cost.get(card.id, self.card_costs.get(card.id))
+            # a trained mean follows a price changed since training, as in ModelRouter._costs
+            scale = price_scale(card, self.trained_prices, texts) if isinstance(card, ModelCard) else np.ones(len(texts))
             for i, task in enumerate(tasks):
                 value = self._task_model_cost.get((task, card.id), base)
                 if value is None and isinstance(card, ModelCard):
                     value = estimate_cost(card, texts[i], None)
+                elif value is not None and scale[i] != 1.0:
+                    value = value * scale[i]
                 costs[i, j] = np.nan if value is None else value
         if np.isnan(costs).any():  # an unpriced, unseen model is taken as dear as the dearest known one
             fallback = np.nanmax(costs, axis=1, keepdims=True) if not np.isnan(costs).all() else np.ones((len(texts), 1))

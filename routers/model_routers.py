@@ -13,6 +13,8 @@ quality, ``w = 1`` the cheapest model. ``decide`` returns a `Dispatch` with one 
 Costs are predicted alike for every router: the mean recorded cost of the model on training queries of the
 same task (else of any task); a model never seen in training costs what its card says (``card_costs``, e.g.
 routerbench's measured mean per query, else its prices with ``len(text) / 4`` tokens and a 256-token answer).
+When a trained model's card prices have changed since training (``registry.update_model``), its trained mean
+is scaled by the new price over the price at training (`price_scale`).
 
 Baselines on the same harness (entry-point names in brackets): random [random], cheapest [cheapest], most
 expensive [largest], best single model on train [best-single], k nearest neighbours on query embeddings [knn],
@@ -103,6 +105,28 @@ def check_training_data(router: str, train: Sequence[ModelQuery], val: Sequence[
             )
 
 
+def training_prices(cards: Sequence[ModelCard]) -> dict[str, tuple[float, float]]:
+    """The input and output prices (USD per million tokens) of the priced cards a router is trained with, by id."""
+    return {card.id: (card.input_price_per_mtok, card.output_price_per_mtok) for card in cards if card.priced}  # type: ignore[misc]
+
+
+def price_scale(card: ModelCard, trained: Mapping[str, tuple[float, float]], texts: Sequence[str]) -> np.ndarray:
+    """Per query text, what a call to ``card``'s model costs at its card's prices now over what it cost at the
+    prices its card had when the router was trained (``trained``, from `training_prices`): the factor to apply
+    to the mean cost measured in training. 1 when either price is unknown (an unpriced card, a router loaded from
+    a checkpoint that kept no prices) or unchanged: the measured mean then stands as it is."""
+    before = trained.get(card.id)
+    if before is None or not card.priced or before == (card.input_price_per_mtok, card.output_price_per_mtok):
+        return np.ones(len(texts))
+    old = card.with_changes(input_price_per_mtok=before[0], output_price_per_mtok=before[1])
+    scale = np.ones(len(texts))
+    for i, text in enumerate(texts):
+        was = estimate_cost(old, text, None)
+        if was:  # a model free at training has no ratio to scale by
+            scale[i] = float(estimate_cost(card, text, None) or 0.0) / was
+    return scale
+
+
 def choice_meta(router: str, w: float, quality: float, cost: float) -> dict[str, Any]:
     """The decision meta of a model choice, the same from every router that backs an LLM agent with a model:
     the router, the cost weight it was asked at and the chosen model's predicted quality and cost (USD)."""
@@ -185,6 +209,9 @@ class ModelRouter(BaseRouter):
         self.model_ids: list[str] = []
         """Models seen in training, in the column order of the quality predictors."""
         self.card_costs: dict[str, float | None] = {}
+        self.trained_prices: dict[str, tuple[float, float]] = {}
+        """Input and output prices of each priced card at training, by id, so that a price changed since scales
+        the trained mean cost (`price_scale`); empty for a router loaded from a checkpoint that kept none."""
         self._task_model_cost: dict[tuple[str, str], float] = {}
         self._model_cost: dict[str, float] = {}
         self.tasks: list[str] = []
@@ -210,6 +237,7 @@ class ModelRouter(BaseRouter):
         check_training_data(self.name, train, val, cards)
         self.model_ids = [card.id for card in cards]
         self.card_costs = dict(card_costs or {})
+        self.trained_prices = training_prices(cards)
         self._fit_costs(train)
         self._fit_tasks(train)
         self._fit_quality(list(train), list(val), list(cards), [check_weight(w) for w in weights])
@@ -285,15 +313,22 @@ class ModelRouter(BaseRouter):
 
     # ------------------------------------------------------------------------------------------ prediction
     def _costs(self, texts: Sequence[str], tasks: Sequence[str], cards: Sequence[ModelCard]) -> np.ndarray:
+        """Predicted USD per (query, card): the mean cost measured in training (by task, else overall, else the
+        set's ``card_costs``), scaled by `price_scale` when the card's prices changed since training (a measured
+        mean beats a card estimate, but the user who updates a price expects it to count); a card with no such
+        mean costs its price estimate."""
         costs = np.full((len(texts), len(cards)), np.nan)
         for j, card in enumerate(cards):
             base = self._model_cost.get(card.id)
             if base is None:
                 base = self.card_costs.get(card.id)
+            scale = price_scale(card, self.trained_prices, texts)
             for i, task in enumerate(tasks):
                 value = self._task_model_cost.get((task, card.id), base)
                 if value is None:
                     value = estimate_cost(card, texts[i], None)
+                elif scale[i] != 1.0:
+                    value = value * scale[i]
                 costs[i, j] = np.nan if value is None else value
         if np.isnan(costs).any():
             # an unpriced, unseen model is assumed as dear as the dearest known candidate (never free)

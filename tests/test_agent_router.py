@@ -362,3 +362,13 @@ def test_model_mode_decision_meta_gives_the_predicted_quality_and_cost_at_every_
     assert {"quality", "cost_usd", "utility"} <= set(chosen.detail)
     assert decision.meta["predicted_quality"] == pytest.approx(chosen.detail["quality"], abs=1e-6)
     assert decision.meta["predicted_cost_usd"] == pytest.approx(chosen.detail["cost_usd"])
+
+
+def test_model_mode_cost_follows_a_price_changed_since_training() -> None:
+    priced = [card.with_changes(input_price_per_mtok=1.0, output_price_per_mtok=1.0) for card in MODEL_CARDS]
+    router = AgentRouter(embedder=HashEmbedder(), hidden=8, epochs=1).fit_models(model_rows(12, 0), priced)
+    rows = model_rows(3, 1)
+    _, before = router.predict(rows, priced)
+    _, after = router.predict(rows, [priced[0].with_changes(input_price_per_mtok=2.0, output_price_per_mtok=2.0), *priced[1:]])
+    np.testing.assert_allclose(after[:, 0], 2 * before[:, 0])
+    np.testing.assert_array_equal(after[:, 1:], before[:, 1:])

@@ -206,3 +206,17 @@ def test_fit_refuses_a_model_card_given_twice(cls: type) -> None:
     # the router took the repeat as a model of its own: model_ids ['big', 'small', 'tiny', 'big']
     with pytest.raises(DataError, match="duplicate model id 'big'"):
         cls(embedder=EMBEDDER, **({"epochs": 1} if cls is MlpRouter else {})).fit(TRAIN, [*CARDS, CARDS[0]])
+
+
+def test_a_price_changed_since_training_scales_the_trained_mean_cost() -> None:
+    """registry.update_model with new prices left the predicted cost of a trained model unchanged."""
+    priced = [card.with_changes(input_price_per_mtok=1.0, output_price_per_mtok=2.0) for card in CARDS]
+    router = KnnRouter(k=5, embedder=EMBEDDER).fit(TRAIN, priced, val=VAL)
+    _, before = router.predict(TEST, priced)
+    dearer = [priced[0].with_changes(input_price_per_mtok=3.0, output_price_per_mtok=6.0), *priced[1:]]
+    _, after = router.predict(TEST, dearer)
+    np.testing.assert_allclose(after[:, 0], 3 * before[:, 0])  # every price x3: the measured mean x3
+    np.testing.assert_array_equal(after[:, 1:], before[:, 1:])
+    # a price unknown at training or now: the measured mean as it was
+    unpriced = KnnRouter(k=5, embedder=EMBEDDER).fit(TRAIN, CARDS, val=VAL)
+    np.testing.assert_array_equal(unpriced.predict(TEST, dearer)[1], unpriced.predict(TEST, CARDS)[1])
