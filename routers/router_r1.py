@@ -52,6 +52,7 @@ from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import DecisionError, ModelOutputError, PolicyError
 from orchestra.model import ChatOptions, ChatResult, Message
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, Observation, RouterState
+from orchestra.routers.basic import check_whole_numbers
 from orchestra.routers.r1_rewards import (
     FormatRules,
     SearchRequest,
@@ -272,9 +273,7 @@ class RouterR1(BaseRouter):
             "observation_tokens": (observation_tokens, 1),
             "max_invalid_turns": (max_invalid_turns, 0),
         }
-        for option, (value, least) in minimums.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise PolicyError(f"RouterR1 {option!r} must be a whole number of at least {least}, got {value!r}")
+        check_whole_numbers("RouterR1", minimums)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
             raise PolicyError(f"RouterR1 'temperature' must be a finite number of at least 0, got {temperature!r}")
         if pool is not None and (isinstance(pool, str) or not list(pool)):

@@ -44,7 +44,7 @@ from orchestra.cards import AgentCard
 from orchestra.errors import CheckpointError, DataError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
-from .basic import AgentEmbeddingCache, card_fingerprint, check_unique_ids, effective_k, out_of_scope, routable_query
+from .basic import AgentEmbeddingCache, card_fingerprint, check_unique_ids, check_whole_numbers, effective_k, out_of_scope, routable_query
 
 __all__ = ["SetRouter"]
 
@@ -288,12 +288,9 @@ class SetRouter(BaseRouter):
             raise PolicyError("SetRouter: 'ngram_weight' >= 0, 'example_weight' in [0, 1] and 'c' > 0 are required")
         if few_shot_c <= 0 or not 0.0 < few_shot_join_threshold < 1.0:
             raise PolicyError("SetRouter: 'few_shot_c' > 0 and 'few_shot_join_threshold' in (0, 1) are required")
-        if not isinstance(finetune_epochs, int) or finetune_epochs < 0:
-            raise PolicyError(f"SetRouter 'finetune_epochs' must be a whole number >= 0, got {finetune_epochs!r}")
+        check_whole_numbers("SetRouter", {"finetune_epochs": (finetune_epochs, 0), "knn_k": (knn_k, 1)})
         if not 0.0 <= knn_weight < 1.0:
             raise PolicyError(f"SetRouter 'knn_weight' must be in [0, 1), got {knn_weight}")
-        if not isinstance(knn_k, int) or isinstance(knn_k, bool) or knn_k < 1:
-            raise PolicyError(f"SetRouter 'knn_k' must be a whole number >= 1, got {knn_k!r}")
         if not knn_temperature > 0:
             raise PolicyError(f"SetRouter 'knn_temperature' must be positive, got {knn_temperature}")
         self.k = k
