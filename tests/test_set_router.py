@@ -265,7 +265,7 @@ def test_knn_memory_holds_training_queries_and_follows_the_registry(tmp_path):
 
 
 @pytest.mark.parametrize(("option", "value"), [("knn_weight", 1.0), ("knn_weight", -0.1), ("knn_k", 0), ("knn_k", 2.5),
-                                               ("knn_temperature", 0.0)])
+                                               ("knn_temperature", 0.0), ("finetune_epochs", True), ("finetune_epochs", -1)])
 def test_bad_knn_options_are_policy_errors(option, value):
     with pytest.raises(PolicyError, match=option):
         SetRouter(**{option: value})
