@@ -52,7 +52,7 @@ from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish
 
 from .basic import AgentEmbeddingCache, check_unique_ids, check_whole_numbers
 from .entities import ENTITY_LABELS, Entity, get_extractor
-from .model_routers import check_training_data, check_weight, choice_meta, price_scale, training_prices, utility
+from .model_routers import adopt_checkpoint, check_training_data, check_weight, choice_meta, price_scale, training_prices, utility
 
 __all__ = [
     "EDGE_TYPES",
@@ -379,7 +379,7 @@ class AgentRouter(BaseRouter):
         self.training_log: dict[str, Any] = {}
         self.checkpoint = checkpoint
         if checkpoint:
-            self._load_into(checkpoint)
+            adopt_checkpoint(self, checkpoint, embedder)
 
     # ------------------------------------------------------------------------------------------ features
     @property
@@ -868,11 +868,15 @@ class AgentRouter(BaseRouter):
     def load(
         cls, path: str | Path, *, candidates: Sequence[str] | None = None, strict: bool = False, **options: Any
     ) -> AgentRouter:
-        """A saved router. ``candidates``: the agent (or model) ids of the registry it will route over; a
-        `CheckpointError` is raised when none of them was seen in training (or, with ``strict``, when the sets
-        differ), as well as for a file that is not an AgentRouter checkpoint."""
-        router = cls(**options)
-        router._load_into(path)
+        """A saved router, with the options it was saved with (``k``, ``min_share``, ``agent_id``, ...); an option
+        given here overrides the saved one. ``candidates``: the agent (or model) ids of the registry it will
+        route over; a `CheckpointError` is raised when none of them was seen in training (or, with ``strict``,
+        when the sets differ), as well as for a file that is not an AgentRouter checkpoint."""
+        saved = cls._read_checkpoint(path)
+        options.pop("checkpoint", None)  # this call is the loading: the router must not load the file again
+        saved_options = {key: value for key, value in saved["options"].items() if key not in ("trained", "checkpoint")}
+        router = cls(**{**saved_options, **options})
+        router._load_state(saved, path)
         router.checkpoint = str(path)
         if candidates is not None:
             given, known = set(candidates), set(router.known_ids)
@@ -888,7 +892,8 @@ class AgentRouter(BaseRouter):
                 )
         return router
 
-    def _load_into(self, path: str | Path) -> None:
+    @staticmethod
+    def _read_checkpoint(path: str | Path) -> dict[str, Any]:
         import torch
 
         try:
@@ -899,9 +904,10 @@ class AgentRouter(BaseRouter):
             raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {exc}") from None
         if not isinstance(saved, dict) or saved.get("format") != "orchestra.agent-router/1":
             raise CheckpointError(f"{str(path)!r} is not an agent-router checkpoint (field 'format')")
-        for key, value in saved["options"].items():
-            if key in {"hidden", "layers", "dropout", "text_window", "target_power", "use_task"}:
-                setattr(self, key, value)
+        return saved
+
+    def _load_state(self, saved: Mapping[str, Any], path: str | Path) -> None:
+        """Take the trained state of a checkpoint read by `_read_checkpoint` (its options are already set)."""
         self.mode = saved["mode"]
         self.known_ids = list(saved["known_ids"])
         self.uses_none = bool(saved["uses_none"])

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -146,6 +148,33 @@ def torch_threads(n: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _constructor_defaults(cls: type) -> dict[str, Any]:
+    """Every option of ``cls``'s constructor chain with its default (a subclass's default wins)."""
+    defaults: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = vars(klass).get("__init__")
+        if init is None or klass is object:
+            continue
+        for parameter in inspect.signature(init).parameters.values():
+            if parameter.default is not parameter.empty:
+                defaults[parameter.name] = parameter.default
+    return defaults
+
+
+def adopt_checkpoint(router: Any, checkpoint: str | Path, embedder: Any) -> None:
+    """Make ``router``, just built with ``checkpoint=...``, the router its class's ``load(checkpoint)`` gives: the
+    saved options and state, except the options given to the constructor beside ``checkpoint``, which override
+    the saved ones as ``load``'s keyword options do. A constructor cannot tell an option given from one left at
+    its default, so an option counts as given when it differs from its default."""
+    given = {
+        name: getattr(router, name)
+        for name, default in _constructor_defaults(type(router)).items()
+        if name not in ("checkpoint", "embedder") and name in vars(router) and getattr(router, name) != default
+    }
+    loaded = type(router).load(checkpoint, embedder=embedder, **given)
+    vars(router).update(vars(loaded))
 
 
 class HashingEmbedder:

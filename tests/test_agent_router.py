@@ -372,3 +372,18 @@ def test_model_mode_cost_follows_a_price_changed_since_training() -> None:
     _, after = router.predict(rows, [priced[0].with_changes(input_price_per_mtok=2.0, output_price_per_mtok=2.0), *priced[1:]])
     np.testing.assert_allclose(after[:, 0], 2 * before[:, 0])
     np.testing.assert_array_equal(after[:, 1:], before[:, 1:])
+
+
+def test_a_checkpoint_keeps_its_routing_options_and_options_given_override_them(tmp_path: Path) -> None:
+    # k, min_share, agent_id and seed were written to the checkpoint but not read back: a router saved with k=1
+    # came back with k=3 and min_share 0
+    router = AgentRouter(k=1, min_share=0.5, agent_id="llm", seed=3, hidden=32, epochs=1, embedder=HashEmbedder())
+    router.fit(model_rows(30, 0), MODEL_CARDS)
+    path = router.save(tmp_path / "router.pt")
+    for loaded in (AgentRouter.load(path, embedder=HashEmbedder()), AgentRouter(checkpoint=str(path), embedder=HashEmbedder())):
+        assert (loaded.k, loaded.min_share, loaded.agent_id, loaded.seed, loaded.hidden) == (1, 0.5, "llm", 3, 32)
+        assert loaded.checkpoint == str(path) and loaded.describe()["trained"]
+    overridden = AgentRouter.load(path, k=2, embedder=HashEmbedder())
+    assert (overridden.k, overridden.min_share) == (2, 0.5)
+    built = AgentRouter(checkpoint=str(path), min_share=0.25, embedder=HashEmbedder())
+    assert (built.k, built.min_share, built.agent_id) == (1, 0.25, "llm")
