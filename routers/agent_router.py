@@ -52,7 +52,7 @@ from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish
 
 from .basic import AgentEmbeddingCache, check_unique_ids, check_whole_numbers
 from .entities import ENTITY_LABELS, Entity, get_extractor
-from .model_routers import adopt_checkpoint, check_training_data, check_weight, choice_meta, price_scale, training_prices, utility
+from .model_routers import adopt_checkpoint, check_training_data, check_weight, choice_meta, load_checkpoint, price_scale, save_checkpoint, training_prices, utility
 
 __all__ = [
     "EDGE_TYPES",
@@ -843,13 +843,10 @@ class AgentRouter(BaseRouter):
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the trained router (weights, candidates, costs, options) to ``path``."""
-        import torch
-
+        """Write the trained router (weights, candidates, costs, options) to ``path`` as tensors and plain data,
+        which `load` reads without running code from the file."""
         self._require_trained()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({
+        return save_checkpoint(path, {
             "format": "orchestra.agent-router/1",
             "options": {key: value for key, value in self.describe().items() if key not in ("name", "checkpoint")},
             "mode": self.mode,
@@ -861,8 +858,7 @@ class AgentRouter(BaseRouter):
             "task_model_cost": [[task, model, cost] for (task, model), cost in self._task_model_cost.items()],
             "card_costs": self.card_costs,
             "fingerprint": hashlib.sha256("\n".join(self.known_ids).encode()).hexdigest(),
-        }, path)
-        return path
+        })
 
     @classmethod
     def load(
@@ -872,7 +868,7 @@ class AgentRouter(BaseRouter):
         given here overrides the saved one. ``candidates``: the agent (or model) ids of the registry it will
         route over; a `CheckpointError` is raised when none of them was seen in training (or, with ``strict``,
         when the sets differ), as well as for a file that is not an AgentRouter checkpoint."""
-        saved = cls._read_checkpoint(path)
+        saved = load_checkpoint(path, "orchestra.agent-router/1")
         options.pop("checkpoint", None)  # this call is the loading: the router must not load the file again
         saved_options = {key: value for key, value in saved["options"].items() if key not in ("trained", "checkpoint")}
         router = cls(**{**saved_options, **options})
@@ -892,22 +888,8 @@ class AgentRouter(BaseRouter):
                 )
         return router
 
-    @staticmethod
-    def _read_checkpoint(path: str | Path) -> dict[str, Any]:
-        import torch
-
-        try:
-            saved = torch.load(Path(path), map_location="cpu", weights_only=False)
-        except FileNotFoundError:
-            raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
-        except Exception as exc:  # torch raises many kinds on a corrupt file
-            raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {exc}") from None
-        if not isinstance(saved, dict) or saved.get("format") != "orchestra.agent-router/1":
-            raise CheckpointError(f"{str(path)!r} is not an agent-router checkpoint (field 'format')")
-        return saved
-
     def _load_state(self, saved: Mapping[str, Any], path: str | Path) -> None:
-        """Take the trained state of a checkpoint read by `_read_checkpoint` (its options are already set)."""
+        """Take the trained state of a checkpoint read by `load` (its options are already set)."""
         self.mode = saved["mode"]
         self.known_ids = list(saved["known_ids"])
         self.uses_none = bool(saved["uses_none"])

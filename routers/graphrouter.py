@@ -62,14 +62,13 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from orchestra.bench.models import ModelQuery
 from orchestra.cards import ModelCard
-from orchestra.errors import CheckpointError, DecisionError, PolicyError
+from orchestra.errors import DecisionError, PolicyError
 from orchestra.routers.basic import check_whole_numbers
 from orchestra.routers.model_routers import (
     DEFAULT_TEXT_WINDOW,
@@ -157,6 +156,8 @@ class GraphRouter(ModelRouter):
     """GraphRouter on the common cost-quality knob; see the module docstring for the method and deviations."""
 
     name: ClassVar[str] = "graph-router"
+    checkpoint_format: ClassVar[str | None] = "orchestra.graph-router/2"
+    """Version 1 was an unsafe pickle (numpy objects): `load` refuses it and says to retrain and save again."""
 
     def __init__(
         self,
@@ -492,82 +493,37 @@ class GraphRouter(ModelRouter):
         return scores[-1], scores[0], costs
 
     # ------------------------------------------------------------------------------------------ checkpoints
-    def save(self, path: str | Path) -> None:
-        """Write the trained router (networks, LLM states, task and cost tables) to ``path``."""
-        import torch
-
-        if not self.fitted:
-            raise DecisionError("graph-router: nothing to save, the router is not trained")
-        torch.save(
-            {
-                "format": 1,
-                "config": self.describe(),
-                "model_ids": self.model_ids,
-                "anchors": self.anchors,
-                "dims": self._dims,
-                "nets": {w: net.state_dict() for w, net in self._nets.items()},
-                "llm_states": {w: {f"{k[0]}\x00{k[1]}": v for k, v in s.items()} for w, s in self._llm_states.items()},
-                "tasks": self.tasks,
-                "task_centroids": self._task_centroids,
-                "task_vectors": self._task_vectors,
-                "task_cost_range": self._task_cost_range,
-                "task_model_cost": {f"{t}\x00{m}": c for (t, m), c in self._task_model_cost.items()},
-                "model_cost": self._model_cost,
-                "card_costs": self.card_costs,
-                "validation_f1": self.validation_f1,
-                "calibration": self._calibration,
-            },
-            Path(path),
-        )
-
-    @classmethod
-    def load(cls, path: str | Path, *, expected_models: Sequence[str] | None = None, **options: Any) -> GraphRouter:
-        """A router saved by `save`. With ``expected_models`` (the model ids it will route among, without the
-        ones to onboard by card), a checkpoint trained for another set raises `CheckpointError` naming them."""
-        import torch
-
-        try:
-            data = torch.load(Path(path), map_location="cpu", weights_only=False)
-        except Exception as exc:  # torch raises OSError, RuntimeError or UnpicklingError on a bad file
-            raise CheckpointError(f"cannot read graph-router checkpoint {str(path)!r}: {exc}") from None
-        if not isinstance(data, dict) or data.get("format") != 1:
-            raise CheckpointError(f"{str(path)!r} is not a graph-router checkpoint (format 1)")
-        trained = list(data["model_ids"])
-        if expected_models is not None and set(expected_models) != set(trained):
-            missing = sorted(set(trained) - set(expected_models))
-            extra = sorted(set(expected_models) - set(trained))
-            raise CheckpointError(
-                f"graph-router checkpoint {str(path)!r} was trained for models {sorted(trained)}; expected "
-                f"{sorted(expected_models)} (not in the expected set: {missing}; not in the checkpoint: {extra}). "
-                "Retrain, or load for the trained set and onboard new models by card with add_model()"
-            )
-        config = {
-            k: v
-            for k, v in data["config"].items()
-            if k not in ("name", "trained", "validation_f1", "validation_loss", "epochs_run", "anchors")
+    def _checkpoint_state(self) -> dict[str, Any]:
+        """The networks, LLM states, task tables and calibrations, for `ModelRouter.save`."""
+        return {
+            "anchors": self.anchors,
+            "dims": [int(d) for d in self._dims],
+            "nets": {w: net.state_dict() for w, net in self._nets.items()},
+            "llm_states": {w: {f"{k[0]}\x00{k[1]}": v for k, v in s.items()} for w, s in self._llm_states.items()},
+            "task_vectors": self._task_vectors,
+            "task_cost_range": self._task_cost_range,
+            "validation_f1": self.validation_f1,
+            "calibration": self._calibration,
         }
-        router = cls(**{**config, **options})
-        router.model_ids, router.anchors, router._dims = trained, list(data["anchors"]), tuple(data["dims"])
-        for w, state in data["nets"].items():
-            net = _network(*router._dims, router.hidden, router.aggr)
-            net.load_state_dict(state)
+
+    def _restore_state(self, state: Mapping[str, Any]) -> None:
+        self.anchors, self._dims = list(state["anchors"]), tuple(state["dims"])
+        for w, weights in state["nets"].items():
+            net = _network(*self._dims, self.hidden, self.aggr)
+            net.load_state_dict(weights)
             net.eval()
-            router._nets[w] = net
-        router._llm_states = {
-            w: {tuple(k.split("\x00", 1)): v for k, v in s.items()} for w, s in data["llm_states"].items()
+            self._nets[w] = net
+        self._llm_states = {
+            w: {tuple(k.split("\x00", 1)): v for k, v in s.items()} for w, s in state["llm_states"].items()
         }
-        first_states = next(iter(router._llm_states.values()), {})
+        first_states = next(iter(self._llm_states.values()), {})
         for model_id, text in first_states:  # the trained LLMs' entries come first, in training order
-            if model_id in trained and model_id not in router._trained_text:
-                router._trained_text[model_id] = text
-        router.tasks, router._task_centroids = list(data["tasks"]), data["task_centroids"]
-        router._task_vectors, router._task_cost_range = dict(data["task_vectors"]), dict(data["task_cost_range"])
-        router._task_model_cost = {tuple(k.split("\x00", 1)): c for k, c in data["task_model_cost"].items()}
-        router._model_cost, router.card_costs = dict(data["model_cost"]), dict(data["card_costs"])
-        router.validation_f1 = dict(data["validation_f1"])
-        router._calibration = dict(data.get("calibration", {}))
-        router.fitted = True
-        return router
+            if model_id in self.model_ids and model_id not in self._trained_text:
+                self._trained_text[model_id] = text
+        self._task_vectors = {task: vector.numpy() for task, vector in state["task_vectors"].items()}
+        self._task_cost_range = {task: tuple(bounds) for task, bounds in state["task_cost_range"].items()}
+        self.validation_f1 = dict(state["validation_f1"])
+        self._calibration = dict(state["calibration"])
 
     def describe(self) -> dict[str, Any]:
         return {

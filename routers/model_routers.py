@@ -38,7 +38,7 @@ import numpy as np
 
 from orchestra.bench.models import ModelQuery, estimate_cost
 from orchestra.cards import ModelCard
-from orchestra.errors import DataError, DecisionError, PolicyError
+from orchestra.errors import CheckpointError, ConfigurationError, DataError, DecisionError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, RouterState
 
 from .basic import check_unique_ids, check_whole_numbers
@@ -55,7 +55,9 @@ __all__ = [
     "ModelRouter",
     "OracleRouter",
     "RandomRouter",
+    "load_checkpoint",
     "normalise_costs",
+    "save_checkpoint",
     "torch_threads",
     "utility",
 ]
@@ -150,6 +152,91 @@ def torch_threads(n: int = 1) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+# ---------------------------------------------------------------------------------------------- checkpoints
+# The routers' torch checkpoints hold tensors, numbers, strings, None and lists, tuples and dicts of them only, and
+# are read with torch's ``weights_only``: unpickling anything else could run code from the file.
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy arrays as tensors and numpy scalars as Python numbers, all the way down."""
+    import torch
+
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    return value
+
+
+def save_checkpoint(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Write a router's checkpoint ``data`` (a dict with its ``"format"``, ``orchestra.<router>/<version>``) to
+    ``path`` as plain data that `load_checkpoint` reads back; the folder is created when missing."""
+    import torch
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create the folder of checkpoint {str(path)!r}: {exc.strerror or exc}") from None
+    torch.save(_plain(dict(data)), path)
+    return path
+
+
+def load_checkpoint(path: str | Path, expected_format: str) -> dict[str, Any]:
+    """The data a router saved with `save_checkpoint`, read without running code from the file. `CheckpointError`
+    when the file is missing, unreadable, unsafe, of an older format, or not of ``expected_format``."""
+    import torch
+
+    path = Path(path)
+    kind = expected_format.removeprefix("orchestra.").partition("/")[0]
+    if not path.is_file():
+        raise CheckpointError(f"{kind} checkpoint {str(path)!r} " + ("is a folder" if path.is_dir() else "does not exist"))
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises anything from EOFError to its C++ errors on a bad file
+        raise CheckpointError(f"{str(path)!r} is not a {kind} checkpoint: {_unreadable(path, exc)}") from None
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != expected_format:
+        other = found.removeprefix("orchestra.").partition("/")[0] if isinstance(found, str) and found.startswith("orchestra.") else None
+        if other and other != kind:
+            raise CheckpointError(f"{str(path)!r} is a{'n' if other[0] in 'aeiou' else ''} {other} checkpoint, not a {kind} one")
+        if other:
+            raise CheckpointError(f"{str(path)!r} is a {kind} checkpoint of format {found!r}, this version reads "
+                                  f"{expected_format!r}: retrain the router and save it again")
+        raise CheckpointError(f"{str(path)!r} is not a {kind} checkpoint (format {expected_format!r})")
+    return data
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why torch could not read ``path`` safely, told without loading it unsafely."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        return "not a file torch.save wrote, or one cut short"
+    if isinstance(exc, pickle.UnpicklingError):
+        try:  # lists the code the file would call when unpickled, without calling it
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - a damaged archive: say so below
+            names = []
+        if names and all(name.startswith("numpy") for name in names):
+            return ("it was saved by an older Orchestra, whose checkpoints held numpy objects that a safe load "
+                    "refuses: retrain the router and save it again")
+        if names:
+            return f"it holds Python objects ({', '.join(names[:5])}) that loading would run: refused"
+    if "meta.npy" in zipfile.ZipFile(path).namelist():
+        return "it is a set-router checkpoint (.npz)"
+    return f"torch cannot read it ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})"
+
+
 def _constructor_defaults(cls: type) -> dict[str, Any]:
     """Every option of ``cls``'s constructor chain with its default (a subclass's default wins)."""
     defaults: dict[str, Any] = {}
@@ -220,6 +307,8 @@ class ModelRouter(BaseRouter):
 
     name: ClassVar[str] = "model-router"
     needs_training: ClassVar[bool] = True
+    checkpoint_format: ClassVar[str | None] = None
+    """``orchestra.<name>/<version>`` of the router's checkpoints (`save`, `load`); ``None``: it keeps none."""
 
     def __init__(
         self,
@@ -470,6 +559,61 @@ class ModelRouter(BaseRouter):
             scores=scores,
             meta=choice_meta(self.name, w, quality[chosen], costs[chosen]),
         )
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _checkpoint_state(self) -> dict[str, Any]:
+        """What the router learnt beyond the shared tables, as tensors and plain data (subclasses)."""
+        raise ConfigurationError(f"router {self.name!r} keeps no checkpoint")
+
+    def _restore_state(self, state: Mapping[str, Any]) -> None:
+        """Take back what `_checkpoint_state` saved (subclasses)."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write the trained router (its options, costs, tasks and what it learnt) to ``path``, as tensors and
+        plain data that `load` reads without running code from the file; the folder is created when missing."""
+        if self.checkpoint_format is None:
+            raise ConfigurationError(f"router {self.name!r} keeps no checkpoint")
+        if not self.fitted:
+            raise DecisionError(f"{self.name}: nothing to save, the router is not trained")
+        options = _constructor_defaults(type(self))
+        return save_checkpoint(path, {
+            "format": self.checkpoint_format,
+            "options": {key: value for key, value in self.describe().items() if key in options and key != "embedder"},
+            "model_ids": self.model_ids,
+            "card_costs": self.card_costs,
+            "model_cost": self._model_cost,
+            "task_model_cost": [[task, model, cost] for (task, model), cost in self._task_model_cost.items()],
+            "tasks": self.tasks,
+            "task_centroids": self._task_centroids,
+            "state": self._checkpoint_state(),
+        })
+
+    @classmethod
+    def load(cls, path: str | Path, *, expected_models: Sequence[str] | None = None, **options: Any) -> Self:
+        """A router saved by `save`, with the options it was saved with; an option given here overrides the saved
+        one. With ``expected_models`` (the model ids it will route among, without the ones to onboard by card), a
+        checkpoint trained for another set raises `CheckpointError` naming them."""
+        if cls.checkpoint_format is None:
+            raise ConfigurationError(f"router {cls.name!r} keeps no checkpoint")
+        data = load_checkpoint(path, cls.checkpoint_format)
+        trained = list(data["model_ids"])
+        if expected_models is not None and set(expected_models) != set(trained):
+            missing = sorted(set(trained) - set(expected_models))
+            extra = sorted(set(expected_models) - set(trained))
+            raise CheckpointError(
+                f"{cls.name} checkpoint {str(path)!r} was trained for models {sorted(trained)}; expected "
+                f"{sorted(expected_models)} (not in the expected set: {missing}; not in the checkpoint: {extra}). "
+                "Retrain, or load for the trained set and onboard new models by card with add_model()"
+            )
+        router = cls(**{**data["options"], **options})
+        router.model_ids, router.tasks = trained, list(data["tasks"])
+        router.card_costs, router._model_cost = dict(data["card_costs"]), dict(data["model_cost"])
+        router._task_model_cost = {(task, model): cost for task, model, cost in data["task_model_cost"]}
+        centroids = data["task_centroids"]
+        router._task_centroids = None if centroids is None else centroids.numpy()
+        router._restore_state(data["state"])
+        router.fitted = True
+        return router
 
     def describe(self) -> dict[str, Any]:
         return {

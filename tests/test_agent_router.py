@@ -387,3 +387,30 @@ def test_a_checkpoint_keeps_its_routing_options_and_options_given_override_them(
     assert (overridden.k, overridden.min_share) == (2, 0.5)
     built = AgentRouter(checkpoint=str(path), min_share=0.25, embedder=HashEmbedder())
     assert (built.k, built.min_share, built.agent_id) == (1, 0.25, "llm")
+
+
+class _RunsCode:
+    """Unpickled, it calls a function of its choosing: here one that leaves a file behind."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_is_loaded_without_running_code_from_it(model_router: AgentRouter, tmp_path: Path) -> None:
+    # AgentRouter.load unpickled whatever the file held (weights_only=False): a crafted checkpoint ran its code
+    import torch
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "orchestra.agent-router/1", "payload": _RunsCode(tmp_path / "ran")}, evil)
+    for load in (lambda: AgentRouter.load(evil, embedder=HashEmbedder()), lambda: AgentRouter(checkpoint=str(evil))):
+        with pytest.raises(CheckpointError, match="loading would run"):
+            load()
+    assert not (tmp_path / "ran").exists()
+    path = model_router.save(tmp_path / "safe.pt")
+    torch.load(path, weights_only=True)  # tensors and plain data only
+    queries = [make_query("math", 5)]
+    again = AgentRouter.load(path, embedder=HashEmbedder())
+    np.testing.assert_allclose(again.distribution(queries, MODEL_CARDS)[0], model_router.distribution(queries, MODEL_CARDS)[0], atol=1e-6)

@@ -214,3 +214,32 @@ def test_fit_refuses_a_query_with_outcomes_only_of_unknown_models_and_no_cards()
 def test_fit_refuses_a_model_card_given_twice() -> None:
     with pytest.raises(DataError, match="duplicate model id 'ace'"):
         GraphRouter(epochs=2, hidden=8, embedder=EMBEDDER).fit(TRAIN, [*CARDS, CARDS[0]])
+
+
+class _RunsCode:
+    """Unpickled, it calls a function of its choosing: here one that leaves a file behind."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_is_loaded_without_running_code_from_it(router: GraphRouter, tmp_path: Path) -> None:
+    # GraphRouter.load unpickled whatever the file held (weights_only=False): a crafted checkpoint ran its code
+    import torch
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": 1, "payload": _RunsCode(tmp_path / "ran")}, evil)
+    with pytest.raises(CheckpointError, match="loading would run"):
+        GraphRouter.load(evil, embedder=EMBEDDER)
+    assert not (tmp_path / "ran").exists()
+    # what the old format stored (numpy arrays) is refused too, with what to do about it
+    torch.save({"format": 1, "task_centroids": np.zeros((2, 3), np.float32)}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="retrain"):
+        GraphRouter.load(tmp_path / "old.pt", embedder=EMBEDDER)
+    router.save(tmp_path / "safe.pt")
+    torch.load(tmp_path / "safe.pt", weights_only=True)  # tensors and plain data only
+    loaded = GraphRouter.load(tmp_path / "safe.pt", embedder=EMBEDDER)
+    assert np.allclose(loaded.predict(TEST, CARDS)[0], router.predict(TEST, CARDS)[0])
