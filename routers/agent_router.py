@@ -47,12 +47,24 @@ import numpy as np
 
 from orchestra.aggregate import answer_kind
 from orchestra.cards import AgentCard, ModelCard
-from orchestra.errors import CheckpointError, DataError, DecisionError, PolicyError
+from orchestra.errors import CheckpointError, DataError, DecisionError, OrchestraError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
 from .basic import AgentEmbeddingCache, check_unique_ids, check_whole_numbers
 from .entities import ENTITY_LABELS, Entity, get_extractor
-from .model_routers import adopt_checkpoint, check_training_data, check_weight, choice_meta, load_checkpoint, price_scale, save_checkpoint, training_prices, utility
+from .model_routers import (
+    adopt_checkpoint,
+    check_load_options,
+    check_training_data,
+    check_weight,
+    choice_meta,
+    damaged_checkpoint,
+    load_checkpoint,
+    price_scale,
+    save_checkpoint,
+    training_prices,
+    utility,
+)
 
 __all__ = [
     "EDGE_TYPES",
@@ -868,11 +880,17 @@ class AgentRouter(BaseRouter):
         given here overrides the saved one. ``candidates``: the agent (or model) ids of the registry it will
         route over; a `CheckpointError` is raised when none of them was seen in training (or, with ``strict``,
         when the sets differ), as well as for a file that is not an AgentRouter checkpoint."""
-        saved = load_checkpoint(path, "orchestra.agent-router/1")
         options.pop("checkpoint", None)  # this call is the loading: the router must not load the file again
-        saved_options = {key: value for key, value in saved["options"].items() if key not in ("trained", "checkpoint")}
-        router = cls(**{**saved_options, **options})
-        router._load_state(saved, path)
+        check_load_options(cls, options)
+        saved = load_checkpoint(path, "orchestra.agent-router/1")
+        try:
+            saved_options = {key: value for key, value in saved["options"].items() if key not in ("trained", "checkpoint")}
+            router = cls(**{**saved_options, **options})
+            router._load_state(saved, path)
+        except OrchestraError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise damaged_checkpoint(path, cls.name, exc) from None
         router.checkpoint = str(path)
         if candidates is not None:
             given, known = set(candidates), set(router.known_ids)

@@ -38,7 +38,7 @@ import numpy as np
 
 from orchestra.bench.models import ModelQuery, estimate_cost
 from orchestra.cards import ModelCard
-from orchestra.errors import CheckpointError, ConfigurationError, DataError, DecisionError, PolicyError
+from orchestra.errors import CheckpointError, ConfigurationError, DataError, DecisionError, OrchestraError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, RouterState
 
 from .basic import check_unique_ids, check_whole_numbers
@@ -55,6 +55,8 @@ __all__ = [
     "ModelRouter",
     "OracleRouter",
     "RandomRouter",
+    "checkpoint_kind",
+    "damaged_checkpoint",
     "load_checkpoint",
     "normalise_costs",
     "save_checkpoint",
@@ -211,6 +213,39 @@ def load_checkpoint(path: str | Path, expected_format: str) -> dict[str, Any]:
     return data
 
 
+def checkpoint_kind(path: str | Path) -> str | None:
+    """Which router's checkpoint ``path`` is (``"set-router"``, ``"graph-router"``, ...), read safely; ``None`` when
+    it is none that can be told. For error messages: a file given to the wrong loader."""
+    import zipfile
+
+    import torch
+
+    try:
+        names = zipfile.ZipFile(path).namelist()
+        if "meta.npy" in names:
+            return "set-router"
+        if not any(name.endswith("/data.pkl") for name in names):
+            return None
+        found = torch.load(Path(path), map_location="cpu", weights_only=True).get("format")
+    except Exception:  # noqa: BLE001 - an unreadable file is of no kind that can be told
+        return None
+    return found.removeprefix("orchestra.").partition("/")[0] if isinstance(found, str) and found.startswith("orchestra.") else None
+
+
+def damaged_checkpoint(path: str | Path, kind: str, exc: Exception) -> CheckpointError:
+    """The error for a checkpoint of the right format that lacks or garbles a field (``exc`` says which)."""
+    what = f"missing {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else f"{type(exc).__name__}: {exc}"
+    return CheckpointError(f"{str(path)!r} is a damaged {kind} checkpoint ({what}): retrain the router and save it again")
+
+
+def check_load_options(cls: type, options: Mapping[str, Any]) -> None:
+    """`ConfigurationError` naming an option given to ``cls.load`` that its constructor does not take (not a raw
+    `TypeError` from building the router)."""
+    from orchestra.routing import _check_options
+
+    _check_options(getattr(cls, "name", cls.__name__), cls, dict(options))
+
+
 def _unreadable(path: Path, exc: Exception) -> str:
     """Why torch could not read ``path`` safely, told without loading it unsafely."""
     import pickle
@@ -232,7 +267,7 @@ def _unreadable(path: Path, exc: Exception) -> str:
                     "refuses: retrain the router and save it again")
         if names:
             return f"it holds Python objects ({', '.join(names[:5])}) that loading would run: refused"
-    if "meta.npy" in zipfile.ZipFile(path).namelist():
+    if checkpoint_kind(path) == "set-router":
         return "it is a set-router checkpoint (.npz)"
     return f"torch cannot read it ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})"
 
@@ -595,7 +630,19 @@ class ModelRouter(BaseRouter):
         checkpoint trained for another set raises `CheckpointError` naming them."""
         if cls.checkpoint_format is None:
             raise ConfigurationError(f"router {cls.name!r} keeps no checkpoint")
+        check_load_options(cls, options)
         data = load_checkpoint(path, cls.checkpoint_format)
+        try:
+            return cls._from_checkpoint(data, path, expected_models, options)
+        except OrchestraError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            raise damaged_checkpoint(path, cls.name, exc) from None
+
+    @classmethod
+    def _from_checkpoint(
+        cls, data: Mapping[str, Any], path: str | Path, expected_models: Sequence[str] | None, options: Mapping[str, Any]
+    ) -> Self:
         trained = list(data["model_ids"])
         if expected_models is not None and set(expected_models) != set(trained):
             missing = sorted(set(trained) - set(expected_models))

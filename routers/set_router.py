@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,10 +42,11 @@ from typing import Any
 import numpy as np
 
 from orchestra.cards import AgentCard
-from orchestra.errors import CheckpointError, DataError, PolicyError
+from orchestra.errors import CheckpointError, DataError, OrchestraError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
 from .basic import AgentEmbeddingCache, card_fingerprint, check_unique_ids, check_whole_numbers, effective_k, out_of_scope, routable_query
+from .model_routers import check_load_options, checkpoint_kind, damaged_checkpoint
 
 __all__ = ["SetRouter"]
 
@@ -500,14 +502,33 @@ class SetRouter(BaseRouter):
         must fit them: a trained agent missing from the registry, or one whose card changed since training,
         raises `CheckpointError` naming it. Agents the checkpoint does not know are fine: they are onboarded
         from their cards."""
+        check_load_options(cls, options)
         try:
             with np.load(Path(path), allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = {name: np.asarray(data[name]) for name in data.files if name != "meta"}
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{path}: not a set-router checkpoint ({exc})") from None
-        if meta.get("format") != _CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {_CHECKPOINT_FORMAT!r}")
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: set-router checkpoint not found") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            kind = checkpoint_kind(path)
+            if kind is not None:  # a checkpoint given to the wrong loader: say whose it is
+                raise CheckpointError(f"{path}: a{'n' if kind[0] in 'aeiou' else ''} {kind} checkpoint, not a set-router one") from None
+            why = "the file is empty" if isinstance(exc, EOFError) else "not an .npz file, or one cut short" if isinstance(exc, zipfile.BadZipFile) else exc
+            raise CheckpointError(f"{path}: not a set-router checkpoint ({why})") from None
+        if not isinstance(meta, dict) or meta.get("format") != _CHECKPOINT_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise CheckpointError(f"{path}: format {found!r}, expected {_CHECKPOINT_FORMAT!r}")
+        try:
+            return cls._from_saved(path, meta, arrays, agents, options)
+        except OrchestraError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise damaged_checkpoint(path, "set-router", exc) from None
+
+    @classmethod
+    def _from_saved(
+        cls, path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], agents: Sequence[AgentCard] | None, options: dict[str, Any]
+    ) -> SetRouter:
         router = cls(**{**meta.get("config", {}), **options})
         tuned = None
         if meta.get("encoder"):

@@ -414,3 +414,17 @@ def test_a_checkpoint_is_loaded_without_running_code_from_it(model_router: Agent
     queries = [make_query("math", 5)]
     again = AgentRouter.load(path, embedder=HashEmbedder())
     np.testing.assert_allclose(again.distribution(queries, MODEL_CARDS)[0], model_router.distribution(queries, MODEL_CARDS)[0], atol=1e-6)
+
+
+def test_a_bad_checkpoint_or_option_is_a_typed_error_naming_it(model_router: AgentRouter, tmp_path: Path) -> None:
+    # a checkpoint missing a field was a raw KeyError 'options', an unknown option a raw TypeError
+    import torch
+
+    from orchestra.errors import ConfigurationError
+
+    torch.save({"format": "orchestra.agent-router/1"}, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="missing 'options'"):
+        AgentRouter.load(tmp_path / "partial.pt", embedder=HashEmbedder())
+    path = model_router.save(tmp_path / "router.pt")
+    with pytest.raises(ConfigurationError, match="bogus"):
+        AgentRouter.load(path, bogus=1, embedder=HashEmbedder())

@@ -243,3 +243,27 @@ def test_a_checkpoint_is_loaded_without_running_code_from_it(router: GraphRouter
     torch.load(tmp_path / "safe.pt", weights_only=True)  # tensors and plain data only
     loaded = GraphRouter.load(tmp_path / "safe.pt", embedder=EMBEDDER)
     assert np.allclose(loaded.predict(TEST, CARDS)[0], router.predict(TEST, CARDS)[0])
+
+
+def test_a_bad_checkpoint_or_option_is_a_typed_error_naming_it(router: GraphRouter, tmp_path: Path) -> None:
+    # a checkpoint missing a field was a raw KeyError, an unknown option a raw TypeError, and a set-router file
+    # came back as torch internals ("[enforce fail at inline_container.cc:180]")
+    import torch
+
+    from orchestra.errors import ConfigurationError
+    from orchestra.routers.set_router import SetRouter
+
+    torch.save({"format": GraphRouter.checkpoint_format}, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="missing 'model_ids'"):
+        GraphRouter.load(tmp_path / "partial.pt", embedder=EMBEDDER)
+    router.save(tmp_path / "graph.pt")
+    with pytest.raises(ConfigurationError, match="bogus"):
+        GraphRouter.load(tmp_path / "graph.pt", bogus=1, embedder=EMBEDDER)
+    with pytest.raises(CheckpointError, match="a graph-router checkpoint, not a set-router one"):
+        SetRouter.load(tmp_path / "graph.pt")
+    np.savez(tmp_path / "set.npz", meta=np.array('{"format": "orchestra.set-router/1"}'))
+    with pytest.raises(CheckpointError, match="set-router checkpoint"):
+        GraphRouter.load(tmp_path / "set.npz", embedder=EMBEDDER)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        GraphRouter.load(tmp_path / "empty.pt", embedder=EMBEDDER)

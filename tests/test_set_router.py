@@ -274,3 +274,25 @@ def test_bad_knn_options_are_policy_errors(option, value):
 def test_fit_refuses_an_unknown_regime_instead_of_training_it_as_supervised():
     with pytest.raises(DataError, match="'fewshot'"):
         SetRouter(embedder=WordEmbedder()).fit(CARDS, TRAIN, "fewshot", 5)
+
+
+def test_a_bad_checkpoint_file_or_option_is_a_typed_error_naming_it(trained, tmp_path):
+    # a cut-short or empty file was a raw zipfile.BadZipFile or EOFError, an unknown option a raw TypeError
+    from orchestra.errors import ConfigurationError
+
+    path = tmp_path / "set.npz"
+    trained.save(path)
+    data = path.read_bytes()
+    for name, content, reason in (("half.npz", data[: len(data) // 2], "cut short"), ("head.npz", data[:100], "cut short"),
+                                  ("empty.npz", b"", "empty")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError, match=reason):
+            SetRouter.load(tmp_path / name, embedder=WordEmbedder())
+    with pytest.raises(ConfigurationError, match="bogus"):
+        SetRouter.load(path, bogus=1, embedder=WordEmbedder())
+    import json
+
+    meta = {"format": json.loads(str(np.load(path)["meta"]))["format"]}  # the right format, nothing else
+    np.savez(tmp_path / "partial.npz", meta=np.array(json.dumps(meta)))
+    with pytest.raises(CheckpointError, match="damaged set-router checkpoint"):
+        SetRouter.load(tmp_path / "partial.npz", embedder=WordEmbedder())
