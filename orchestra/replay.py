@@ -53,14 +53,15 @@ class RecordedRouter(BaseRouter):
 def _rebuild_router(trace: RunTrace) -> Router:
     # Routers describe themselves as {"name": ..., **constructor options}: rebuild one the same way when its
     # name is registered; a router that cannot be rebuilt has its recorded decisions served instead. So does
-    # one that was trained in its process ("trained" in its description) with no checkpoint to load: rebuilt
-    # from its options alone it would be untrained, not the router that decided.
+    # one that is trained ("trained" in its description) and names no checkpoint file: rebuilt from its options
+    # alone it would be untrained, not the router that decided.
     spec: dict[str, Any] = dict(trace.run.meta.get("router", {}))
     spec.pop("name", None)
     if spec.pop("recorded", None):  # the run replayed was itself served from a record
         return RecordedRouter(trace, str(spec.get("why", "")))
     if spec.pop("trained", None) and not spec.get("checkpoint"):
-        return RecordedRouter(trace, "it was trained in its process and saved no checkpoint to load")
+        return RecordedRouter(trace, "it was trained, and its description names no checkpoint file to rebuild it from "
+                                     "(trained in its process, or loaded by a call that does not record its file)")
     try:
         return load_router(trace.run.router, **spec)
     except (ConfigurationError, TypeError) as exc:

@@ -74,6 +74,7 @@ from orchestra.routers.model_routers import (
     DEFAULT_TEXT_WINDOW,
     ModelRouter,
     QueryLike,
+    adopt_checkpoint,
     check_weight,
     torch_threads,
     utility,
@@ -177,6 +178,7 @@ class GraphRouter(ModelRouter):
         text_window: int = DEFAULT_TEXT_WINDOW,
         seed: int = 0,
         embedder: Any = None,
+        checkpoint: str | None = None,
     ) -> None:
         super().__init__(agent_id, text_window=text_window, seed=seed, embedder=embedder)
         # checked here: a bad size or aggregation failed at fit with a raw torch error, and epochs=0 or a
@@ -215,6 +217,8 @@ class GraphRouter(ModelRouter):
         self._task_cost_range: dict[str, tuple[float, float]] = {}
         self.validation_f1: dict[float, float] = {}
         self._dims: tuple[int, int, int] = (0, 0, 0)
+        if checkpoint:
+            adopt_checkpoint(self, checkpoint, embedder)
 
     # ------------------------------------------------------------------------------------------ features
     def _task_matrix(self, tasks: Sequence[str]) -> np.ndarray:
@@ -503,6 +507,8 @@ class GraphRouter(ModelRouter):
             "task_vectors": self._task_vectors,
             "task_cost_range": self._task_cost_range,
             "validation_f1": self.validation_f1,
+            "validation_loss": self.validation_loss,
+            "epochs_run": self.epochs_run,
             "calibration": self._calibration,
         }
 
@@ -523,6 +529,7 @@ class GraphRouter(ModelRouter):
         self._task_vectors = {task: vector.numpy() for task, vector in state["task_vectors"].items()}
         self._task_cost_range = {task: tuple(bounds) for task, bounds in state["task_cost_range"].items()}
         self.validation_f1 = dict(state["validation_f1"])
+        self.validation_loss, self.epochs_run = dict(state["validation_loss"]), dict(state["epochs_run"])
         self._calibration = dict(state["calibration"])
 
     def describe(self) -> dict[str, Any]:
@@ -539,8 +546,12 @@ class GraphRouter(ModelRouter):
             "patience": self.patience,
             "aggr": self.aggr,
             "calibration_prior": self.calibration_prior,
-            "anchors": self.anchors,
-            "validation_f1": {str(w): round(f, 4) for w, f in self.validation_f1.items()},
-            "validation_loss": {str(w): round(f, 4) for w, f in self.validation_loss.items()},
-            "epochs_run": {str(w): n for w, n in self.epochs_run.items()},
+            # what training gave sits under "trained", not beside the options: a replay rebuilds the router
+            # from the options (and its checkpoint), and the constructor takes none of these
+            "trained": self.fitted and {
+                "anchors": self.anchors,
+                "validation_f1": {str(w): round(f, 4) for w, f in self.validation_f1.items()},
+                "validation_loss": {str(w): round(f, 4) for w, f in self.validation_loss.items()},
+                "epochs_run": {str(w): n for w, n in self.epochs_run.items()},
+            },
         }

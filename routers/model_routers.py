@@ -352,7 +352,10 @@ class ModelRouter(BaseRouter):
         text_window: int = DEFAULT_TEXT_WINDOW,
         seed: int = 0,
         embedder: Any = None,
+        checkpoint: str | None = None,
     ) -> None:
+        self.checkpoint = checkpoint
+        """The file this router was loaded from (`load`); given to a router that keeps checkpoints, it is loaded."""
         self.agent_id = agent_id
         """The LLM agent whose model this router chooses; ``None``: the first agent with ``backend == "model"``."""
         self.text_window = int(text_window)
@@ -613,7 +616,7 @@ class ModelRouter(BaseRouter):
         options = _constructor_defaults(type(self))
         return save_checkpoint(path, {
             "format": self.checkpoint_format,
-            "options": {key: value for key, value in self.describe().items() if key in options and key != "embedder"},
+            "options": {key: value for key, value in self.describe().items() if key in options and key not in ("embedder", "checkpoint")},
             "model_ids": self.model_ids,
             "card_costs": self.card_costs,
             "model_cost": self._model_cost,
@@ -630,6 +633,7 @@ class ModelRouter(BaseRouter):
         checkpoint trained for another set raises `CheckpointError` naming them."""
         if cls.checkpoint_format is None:
             raise ConfigurationError(f"router {cls.name!r} keeps no checkpoint")
+        options.pop("checkpoint", None)  # this call is the loading: the router must not load the file again
         check_load_options(cls, options)
         data = load_checkpoint(path, cls.checkpoint_format)
         try:
@@ -660,11 +664,13 @@ class ModelRouter(BaseRouter):
         router._task_centroids = None if centroids is None else centroids.numpy()
         router._restore_state(data["state"])
         router.fitted = True
+        router.checkpoint = str(path)  # described, so that a replay rebuilds this router from the file
         return router
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name, "agent_id": self.agent_id, "text_window": self.text_window, "seed": self.seed,
+            "checkpoint": self.checkpoint,
             "trained": bool(self.needs_training and self.fitted),
         }
 

@@ -267,3 +267,20 @@ def test_a_bad_checkpoint_or_option_is_a_typed_error_naming_it(router: GraphRout
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(CheckpointError, match="empty"):
         GraphRouter.load(tmp_path / "empty.pt", embedder=EMBEDDER)
+
+
+def test_a_loaded_router_is_rebuilt_by_name_from_its_checkpoint(router: GraphRouter, tmp_path: Path) -> None:
+    # GraphRouter took no checkpoint option: workflow("graph-router", checkpoint=...) was a ConfigurationError and
+    # an exact replay served the recorded decisions unchecked; validation figures were lost on load
+    from orchestra.routing import load_router
+
+    path = tmp_path / "graph.pt"
+    router.save(path)
+    loaded = GraphRouter.load(path, embedder=EMBEDDER)
+    spec = {key: value for key, value in loaded.describe().items() if key not in ("name", "trained")}
+    assert spec["checkpoint"] == str(path)
+    assert loaded.describe()["trained"] == router.describe()["trained"] and loaded.validation_loss == router.validation_loss
+    rebuilt = load_router("graph-router", **spec, embedder=EMBEDDER)
+    assert rebuilt.describe() == loaded.describe() and rebuilt.mode == "scenario" and rebuilt.hidden == 8
+    assert np.allclose(rebuilt.route_batch(TEST, CARDS, 1.0)[1], router.route_batch(TEST, CARDS, 1.0)[1])
+    assert GraphRouter(checkpoint=str(path), patience=5, embedder=EMBEDDER).patience == 5  # given beats saved (0)
