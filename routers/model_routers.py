@@ -241,9 +241,13 @@ def damaged_checkpoint(path: str | Path, kind: str, exc: Exception) -> Checkpoin
 def check_load_options(cls: type, options: Mapping[str, Any]) -> None:
     """`ConfigurationError` naming an option given to ``cls.load`` that its constructor does not take (not a raw
     `TypeError` from building the router)."""
-    from orchestra.routing import _check_options
-
-    _check_options(getattr(cls, "name", cls.__name__), cls, dict(options))
+    takes = _constructor_defaults(cls)
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise ConfigurationError(
+            f"router {getattr(cls, 'name', cls.__name__)!r} takes no option {', '.join(map(repr, unknown))}; "
+            f"its options: {', '.join(sorted(takes))}"
+        )
 
 
 def _unreadable(path: Path, exc: Exception) -> str:
@@ -776,12 +780,21 @@ class KnnRouter(ModelRouter):
     """Quality = each model's mean score over the ``k`` training queries nearest by cosine similarity."""
 
     name = "knn"
+    checkpoint_format = "orchestra.knn/1"
 
     def __init__(self, agent_id: str | None = None, *, k: int = 100, **options: Any) -> None:
         if k < 1:
             raise PolicyError(f"KnnRouter 'k' (neighbours) must be at least 1, got {k}")
         super().__init__(agent_id, **options)
         self.k = int(k)
+        if self.checkpoint:
+            adopt_checkpoint(self, self.checkpoint, self.embedder)
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {"vectors": self._vectors, "scores": self._scores, "mask": self._mask}
+
+    def _restore_state(self, state: Mapping[str, Any]) -> None:
+        self._vectors, self._scores, self._mask = (state[key].numpy() for key in ("vectors", "scores", "mask"))
 
     def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
         rows = train + val  # kNN has nothing to select on validation: use every labelled query
@@ -840,7 +853,8 @@ class _TorchQualityRouter(ModelRouter):
         y, m = (torch.from_numpy(a) for a in _score_matrix(train, self.model_ids))
         xv = torch.from_numpy(self.embed_queries(val))
         yv, mv = (torch.from_numpy(a) for a in _score_matrix(val, self.model_ids))
-        self._net = self._network(x.shape[1], len(self.model_ids))
+        self._dim = int(x.shape[1])
+        self._net = self._network(self._dim, len(self.model_ids))
         optimiser = torch.optim.AdamW(self._net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
         generator = torch.Generator().manual_seed(self.seed)
@@ -873,14 +887,25 @@ class _TorchQualityRouter(ModelRouter):
         with torch.no_grad():
             return torch.sigmoid(self._net(torch.from_numpy(np.ascontiguousarray(embeddings)))).numpy()
 
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {"net": self._net.state_dict(), "dim": self._dim, "best_val_loss": self.best_val_loss}
+
+    def _restore_state(self, state: Mapping[str, Any]) -> None:
+        self._dim, self.best_val_loss = int(state["dim"]), float(state["best_val_loss"])
+        self._net = self._network(self._dim, len(self.model_ids))
+        self._net.load_state_dict(state["net"])
+        self._net.eval()
+
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "epochs": self.epochs, "lr": self.lr, "weight_decay": self.weight_decay}
+        return {**super().describe(), "epochs": self.epochs, "lr": self.lr, "weight_decay": self.weight_decay,
+                "batch_size": self.batch_size, "patience": self.patience}
 
 
 class MlpRouter(_TorchQualityRouter):
     """An MLP from the query embedding to one correctness logit per model."""
 
     name = "mlp"
+    checkpoint_format = "orchestra.mlp/1"
 
     def __init__(self, agent_id: str | None = None, *, hidden: int = 256, dropout: float = 0.2, **options: Any) -> None:
         check_whole_numbers("MlpRouter", {"hidden": (hidden, 1)})
@@ -888,6 +913,11 @@ class MlpRouter(_TorchQualityRouter):
             raise PolicyError(f"MlpRouter 'dropout' must lie in [0, 1), got {dropout!r}")
         super().__init__(agent_id, **options)
         self.hidden, self.dropout = int(hidden), float(dropout)
+        if self.checkpoint:
+            adopt_checkpoint(self, self.checkpoint, self.embedder)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "hidden": self.hidden, "dropout": self.dropout}
 
     def _network(self, dim: int, n_models: int) -> Any:
         from torch import nn
@@ -926,11 +956,17 @@ class MfRouter(_TorchQualityRouter):
     the query embedding, their elementwise product through a linear classifier, one correctness logit per model."""
 
     name = "mf"
+    checkpoint_format = "orchestra.mf/1"
 
     def __init__(self, agent_id: str | None = None, *, rank: int = 128, **options: Any) -> None:
         check_whole_numbers("MfRouter", {"rank": (rank, 1)})
         super().__init__(agent_id, **options)
         self.rank = int(rank)
+        if self.checkpoint:
+            adopt_checkpoint(self, self.checkpoint, self.embedder)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "rank": self.rank}
 
     def _network(self, dim: int, n_models: int) -> Any:
         return _MatrixFactorisation(dim, n_models, self.rank)
