@@ -288,7 +288,8 @@ def _check_options(name: str, factory: Callable[..., Any], options: dict[str, An
             if not any(p.kind is p.VAR_KEYWORD for p in parameters) or klass is object:
                 break
             if "__init__" in vars(klass):
-                named = {p.name for p in parameters}
+                # the base's own **options carries on the walk even when named like this class's
+                named = {p.name for p in parameters if p.kind is not p.VAR_KEYWORD}
                 base = [p for p in _signature(klass.__init__).parameters.values() if p.name != "self"]
                 parameters = [p for p in parameters if p.kind is not p.VAR_KEYWORD] + [p for p in base if p.name not in named]
     open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters)  # passes the rest on: not ours to judge

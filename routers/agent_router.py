@@ -33,7 +33,6 @@ The router works in both benchmark harnesses: `fit` dispatches on what it is giv
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import re
 import time
@@ -869,7 +868,7 @@ class AgentRouter(BaseRouter):
             "model_cost": self._model_cost,
             "task_model_cost": [[task, model, cost] for (task, model), cost in self._task_model_cost.items()],
             "card_costs": self.card_costs,
-            "fingerprint": hashlib.sha256("\n".join(self.known_ids).encode()).hexdigest(),
+            "trained_prices": {model_id: list(prices) for model_id, prices in self.trained_prices.items()},
         })
 
     @classmethod
@@ -914,6 +913,8 @@ class AgentRouter(BaseRouter):
         self._model_cost = dict(saved["model_cost"])
         self._task_model_cost = {(task, model): cost for task, model, cost in saved["task_model_cost"]}
         self.card_costs = dict(saved["card_costs"])
+        # absent from checkpoints saved before they were kept: no price scaling
+        self.trained_prices = {model_id: tuple(prices) for model_id, prices in saved.get("trained_prices", {}).items()}
         self._net = _build_network(int(saved["dim"]), self.hidden, self.layers, len(self.known_ids), self.dropout)
         try:
             self._net.load_state_dict(saved["state_dict"])

@@ -372,6 +372,9 @@ class ModelRouter(BaseRouter):
         self.trained_prices: dict[str, tuple[float, float]] = {}
         """Input and output prices of each priced card at training, by id, so that a price changed since scales
         the trained mean cost (`price_scale`); empty for a router loaded from a checkpoint that kept none."""
+        self.embedding_dim: int | None = None
+        """Width of the embeddings it was trained on (set by the first encoding, kept in its checkpoint): an
+        embedder of another width is refused rather than met with a shape error at the first decision."""
         self._task_model_cost: dict[tuple[str, str], float] = {}
         self._model_cost: dict[str, float] = {}
         self.tasks: list[str] = []
@@ -444,7 +447,16 @@ class ModelRouter(BaseRouter):
             from orchestra.embeddings import get_embedder
 
             self.embedder = get_embedder()
-        return np.asarray(self.embedder.encode(list(texts)), dtype=np.float32)
+        vectors = np.asarray(self.embedder.encode(list(texts)), dtype=np.float32)
+        if vectors.ndim == 2 and vectors.shape[0]:
+            if self.embedding_dim is None:
+                self.embedding_dim = int(vectors.shape[1])
+            elif vectors.shape[1] != self.embedding_dim:
+                raise CheckpointError(
+                    f"{self.name}: trained on {self.embedding_dim}-dimensional embeddings, but its embedder "
+                    f"({type(self.embedder).__name__}) gives {vectors.shape[1]}: give it the embedder it was trained with"
+                )
+        return vectors
 
     def _window(self, text: str) -> str:
         text = text.strip()
@@ -627,6 +639,8 @@ class ModelRouter(BaseRouter):
             "task_model_cost": [[task, model, cost] for (task, model), cost in self._task_model_cost.items()],
             "tasks": self.tasks,
             "task_centroids": self._task_centroids,
+            "embedding_dim": self.embedding_dim,
+            "trained_prices": {model_id: list(prices) for model_id, prices in self.trained_prices.items()},
             "state": self._checkpoint_state(),
         })
 
@@ -666,6 +680,9 @@ class ModelRouter(BaseRouter):
         router._task_model_cost = {(task, model): cost for task, model, cost in data["task_model_cost"]}
         centroids = data["task_centroids"]
         router._task_centroids = None if centroids is None else centroids.numpy()
+        # absent from checkpoints saved before they were kept: no width check, no price scaling
+        router.embedding_dim = data.get("embedding_dim")
+        router.trained_prices = {model_id: tuple(prices) for model_id, prices in data.get("trained_prices", {}).items()}
         router._restore_state(data["state"])
         router.fitted = True
         router.checkpoint = str(path)  # described, so that a replay rebuilds this router from the file

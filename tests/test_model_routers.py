@@ -236,9 +236,7 @@ def test_a_trained_baseline_round_trips_through_a_checkpoint(cls: type, tmp_path
     assert loaded.agent_id == "llm" and loaded.describe()["checkpoint"] == str(path)
     np.testing.assert_allclose(loaded.predict(TEST, CARDS)[0], router.predict(TEST, CARDS)[0], atol=1e-6)
     spec = {key: value for key, value in loaded.describe().items() if key not in ("name", "trained")}
-    # by name as a replay does (mlp and mf by class: load_router checks their options through two levels of
-    # **options and stops short of the base class's)
-    rebuilt = load_router(cls.name, **spec, embedder=EMBEDDER) if cls is KnnRouter else cls(**spec, embedder=EMBEDDER)
+    rebuilt = load_router(cls.name, **spec, embedder=EMBEDDER)  # by name, as a replay does
     np.testing.assert_allclose(rebuilt.predict(TEST, CARDS)[0], router.predict(TEST, CARDS)[0], atol=1e-6)
     with pytest.raises(CheckpointError, match="other"):
         cls.load(path, expected_models=["big", "other"], embedder=EMBEDDER)
@@ -246,3 +244,19 @@ def test_a_trained_baseline_round_trips_through_a_checkpoint(cls: type, tmp_path
         cls.load(path, bogus=1)
     with pytest.raises(DecisionError, match="not trained"):
         cls(embedder=EMBEDDER).save(tmp_path / "untrained.pt")
+
+
+def test_a_checkpoint_keeps_the_training_prices_and_the_embedding_width(tmp_path) -> None:  # noqa: ANN001
+    """A loaded router ignored a price changed since training (the prices were not saved), and given an embedder
+    of another width it failed at its first decision with numpy's matmul error."""
+    from orchestra.errors import CheckpointError
+
+    priced = [card.with_changes(input_price_per_mtok=1.0, output_price_per_mtok=2.0) for card in CARDS]
+    path = KnnRouter(k=5, embedder=EMBEDDER).fit(TRAIN, priced, val=VAL).save(tmp_path / "knn.pt")
+    loaded = KnnRouter.load(path, embedder=EMBEDDER)
+    _, before = loaded.predict(TEST, priced)
+    dearer = [priced[0].with_changes(input_price_per_mtok=3.0, output_price_per_mtok=6.0), *priced[1:]]
+    np.testing.assert_allclose(loaded.predict(TEST, dearer)[1][:, 0], 3 * before[:, 0])
+    narrow = KnnRouter.load(path, embedder=HashingEmbedder(dim=EMBEDDER.dim // 2))
+    with pytest.raises(CheckpointError, match=f"trained on {EMBEDDER.dim}-dimensional embeddings"):
+        narrow.predict(TEST, priced)
