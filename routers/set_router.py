@@ -493,6 +493,7 @@ class SetRouter(BaseRouter):
             arrays["memory_labels"] = head.memory_labels
         if head.tuned_encoder is not None:
             head.tuned_encoder.save_model(Path(path).with_name(meta["encoder"]))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # as the other routers' save does
         with Path(path).open("wb") as handle:
             np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
 

@@ -85,7 +85,7 @@ def refuse_checkpoint(router_options: Mapping[str, Any] | None, bench: str) -> N
     given to it would be trained over, never evaluated."""
     if "checkpoint" in (router_options or {}):
         raise DataError(f"the {bench} bench trains the router on the set's train split; it does not evaluate a saved "
-                        "checkpoint (leave out --option checkpoint)")
+                        "checkpoint (leave out --option checkpoint; from Python, load the router and pass it with train=False)")
 
 
 def parse_options(items: Sequence[str] | None, flag: str = "--option") -> dict[str, Any]:
