@@ -11,7 +11,16 @@ from typing import Any
 
 from orchestra.errors import ConfigurationError, DataError
 
-__all__ = ["check_limit", "check_output", "data_dir", "parse_options", "read_jsonl", "refuse_checkpoint", "write_report"]
+__all__ = [
+    "bench_router",
+    "check_limit",
+    "check_output",
+    "data_dir",
+    "parse_options",
+    "read_jsonl",
+    "refuse_checkpoint",
+    "write_report",
+]
 
 
 # orchestra/bench/__init__.py -> the repository root, two levels above the package folder, in a checkout
@@ -78,6 +87,18 @@ def check_output(
         raise ConfigurationError(f"{option} {str(path)!r}: cannot write it: {exc.strerror or exc}") from None
     if not existed:
         out.unlink(missing_ok=True)  # the check leaves no empty file behind if the run fails before writing
+
+
+def bench_router(router: Any, router_options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    """The router a bench scores and its name: ``router`` built by name with ``router_options``, or an instance
+    as given (a trained one is scored as it is with ``train=False``), which takes no options."""
+    from orchestra.routing import load_router  # the routers' entry points load only when a bench runs
+
+    if isinstance(router, str):
+        return load_router(router, **dict(router_options or {})), router
+    if router_options:
+        raise DataError("router_options apply to a router given by name; this router is already built")
+    return router, str(getattr(router, "name", type(router).__name__))
 
 
 def refuse_checkpoint(router_options: Mapping[str, Any] | None, bench: str) -> None:

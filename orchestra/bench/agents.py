@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestra.cards import AgentCard, TypedErrorModel
 from orchestra.errors import CardError, ConfigurationError, DataError, DuplicateIdError, RunError
-from orchestra.routing import Dispatch, Finish, ModelAccess, Router, RouterState, load_router
+from orchestra.routing import Dispatch, Finish, ModelAccess, Router, RouterState
 
-from . import check_limit, check_output, read_jsonl, refuse_checkpoint, write_report
+from . import bench_router, check_limit, check_output, read_jsonl, refuse_checkpoint, write_report
 from .metrics import latency_summary, oos_metrics, set_metrics
 
 __all__ = [
@@ -256,13 +256,7 @@ def run_agent_bench(
     refuse_checkpoint(router_options, "agent")
     dataset = load_agent_set(data)
     check_output(predictions, data=dataset.root, option="--predictions")
-    if isinstance(router, str):
-        router_name = router
-        router = load_router(router, **dict(router_options or {}))
-    elif router_options:
-        raise DataError("router_options apply to a router given by name; this router is already built")
-    else:
-        router_name = getattr(router, "name", type(router).__name__)
+    router, router_name = bench_router(router, router_options)
     if not callable(getattr(router, "decide", None)):
         # named by its type, not its repr: an object's repr says nothing of what is missing
         raise DataError(f"{type(router).__name__} is not a router (it has no decide); pass a router or a router's name")

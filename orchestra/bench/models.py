@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestra.cards import ModelCard
 from orchestra.errors import CardError, ConfigurationError, DataError, PolicyError
 
-from . import check_limit, check_output, read_jsonl, refuse_checkpoint, write_report
+from . import bench_router, check_limit, check_output, read_jsonl, refuse_checkpoint, write_report
 
 __all__ = [
     "ASSUMED_COMPLETION_TOKENS",
@@ -447,8 +447,6 @@ def run_model_bench(
     ``embedder`` replaces the project's MiniLM for routers that embed queries (used as given). The project's
     embedder reads and keeps embeddings in its disk cache; ``cache=False`` runs it without. Single decisions are
     timed with a bare twin of the embedder (each timed query embedded afresh), never from a cache."""
-    from orchestra.routing import load_router
-
     say = progress or (lambda message: None)
     weights = parse_weights(list(weights))
     scenario_ws = sorted({beta for _, beta in SCENARIOS.values()})
@@ -463,13 +461,7 @@ def run_model_bench(
     cards = list(full.cards)
     model_ids = [card.id for card in cards]
 
-    if isinstance(router, str):
-        router_name = router
-        router = load_router(router_name, **dict(router_options or {}))
-    elif router_options:
-        raise DataError("router_options apply to a router given by name; this router is already built")
-    else:
-        router_name = str(getattr(router, "name", type(router).__name__))
+    router, router_name = bench_router(router, router_options)
     needed = ("fit", "route_batch") if train else ("route_batch",)
     if not all(hasattr(router, attribute) for attribute in needed):
         # named by its type, not its repr: an object's repr says nothing of what is missing
