@@ -59,6 +59,7 @@ from orchestra.routing import (
     available_routers,
     load_router,
     register_router,
+    router_loads_checkpoint,
     router_needs_training,
 )
 from orchestra.trace import RegistryEvent, RunRecord, RunTrace, StepRecord, Store
@@ -160,5 +161,6 @@ __all__ = [
     "parse_cards",
     "register_router",
     "replay",
+    "router_loads_checkpoint",
     "router_needs_training",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "available_routers",
     "load_router",
     "register_router",
+    "router_loads_checkpoint",
     "router_needs_training",
 ]
 
@@ -267,6 +268,13 @@ def router_needs_training(name: str) -> bool:
     """Whether the router registered under ``name`` decides only once trained on data (its class says
     ``needs_training``, as the model routers do): built by name alone, its first decision is a `DecisionError`."""
     return bool(getattr(_factory(name), "needs_training", False))
+
+
+def router_loads_checkpoint(name: str) -> bool:
+    """Whether the router registered under ``name`` can be built from a file its ``save`` wrote (its class names
+    a ``checkpoint_format``): ``load_router(name, checkpoint=PATH)``, as the CLI's ``--option checkpoint=PATH``
+    and the UI do for a router that decides only once trained."""
+    return getattr(_factory(name), "checkpoint_format", None) is not None
 
 
 def _signature(function: Callable[..., Any]) -> inspect.Signature:

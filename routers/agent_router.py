@@ -327,8 +327,10 @@ class AgentRouter(BaseRouter):
     name: ClassVar[str] = "agent-router"
     multi_round: ClassVar[bool] = False
     needs_training: ClassVar[bool] = True
-    """Built by name it has no trained network (its first decision says so): the UI leaves it out, and a chat
-    needs ``checkpoint`` (a router trained with `fit_agents` or `fit_models` and saved)."""
+    """Built by name it has no trained network (its first decision says so): a chat, in the CLI or the UI, needs
+    ``checkpoint`` (a router trained with `fit_agents` or `fit_models` and saved)."""
+    checkpoint_format: ClassVar[str] = "orchestra.agent-router/1"
+    """What `save` writes and `load` reads."""
 
     def __init__(
         self,
@@ -858,7 +860,7 @@ class AgentRouter(BaseRouter):
         which `load` reads without running code from the file."""
         self._require_trained()
         return save_checkpoint(path, {
-            "format": "orchestra.agent-router/1",
+            "format": self.checkpoint_format,
             "options": {key: value for key, value in self.describe().items() if key not in ("name", "checkpoint")},
             "mode": self.mode,
             "known_ids": self.known_ids,
@@ -881,7 +883,7 @@ class AgentRouter(BaseRouter):
         when the sets differ), as well as for a file that is not an AgentRouter checkpoint."""
         options.pop("checkpoint", None)  # this call is the loading: the router must not load the file again
         check_load_options(cls, options)
-        saved = load_checkpoint(path, "orchestra.agent-router/1")
+        saved = load_checkpoint(path, cls.checkpoint_format)
         try:
             saved_options = {key: value for key, value in saved["options"].items() if key not in ("trained", "checkpoint")}
             router = cls(**{**saved_options, **options})

@@ -601,16 +601,54 @@ def test_a_message_of_spaces_is_not_sent(store: str) -> None:
     assert Orchestra(store=store).store.list_runs() == []
 
 
-def test_the_ui_offers_only_routers_that_can_answer_untrained(store: str) -> None:
+def test_the_ui_offers_only_routers_that_can_answer_untrained_or_from_their_checkpoint(store: str) -> None:
     app = _add_echo(store)
     original = app.workflow("fixed", agent_ids=["echo"], aggregator=PassThrough()).run("hello")
     at = _start(chat_page)
     offered = at.selectbox(key="chat_router").options
     assert {"all", "embedding", "fixed", "set"} <= set(offered)
-    assert not {"knn", "mlp", "mf", "graph-router", "agent-router", "oracle"} & set(offered)  # they learn from a data set first
+    # they learn from a data set first: offered when a saved file can build them, with a box for it
+    assert {"knn", "mlp", "mf", "graph-router", "agent-router"} <= set(offered) and "oracle" not in offered
     page = _start(runs_page)
     assert page.selectbox(key="runs_selected").value == original.run_id
     assert page.selectbox(key="runs_replay_router").value == "all"  # a router that can answer, not the first listed
+
+
+def test_a_trained_router_answers_in_the_chat_from_its_checkpoint(store: str, tmp_path: Path) -> None:
+    """A router trained in Python and saved could not be chosen in the UI at all (the UI left out every router that
+    learns from data): it is offered with a box for its file, and says what is missing until the file is given."""
+    from orchestra.bench.models import ModelOutcome, ModelQuery
+    from orchestra.routers.model_routers import KnnRouter
+
+    cards = [ModelCard(id=f"{size}-lm", description=f"A {size} model.", base_url="http://127.0.0.1:9/v1") for size in ("big", "small")]
+    rows = [ModelQuery(id=str(i), query=f"What is {i} plus {i}?", task="math",
+                       outcomes={"big-lm": ModelOutcome(score=1.0, cost=0.01), "small-lm": ModelOutcome(score=float(i % 2), cost=0.001)})
+            for i in range(8)]
+    path = KnnRouter(agent_id="writer", k=3).fit(rows, cards).save(tmp_path / "knn.pt")  # the project's MiniLM, as the UI's
+    app = Orchestra(store=store)
+    for card in cards:
+        app.registry.add_model(card)
+    app.registry.add_agent(AgentCard(id="writer", description="Writes text.", backend="model", model="big-lm"))
+
+    at = _start(chat_page)
+    _choose(at, "knn")
+    assert any("knn decides only once trained" in w.value for w in at.sidebar.warning)
+    _say(at, "What is 3 plus 3?")
+    error = next(m for m in at.chat_message if m.name == "assistant").error[0].value
+    assert error.startswith("The knn router decides only once trained: give the file its save() wrote"), error
+
+    at.text_input(key="chat_checkpoint").set_value(str(tmp_path / "missing.pt")).run()
+    _say(at, "What is 3 plus 3?")
+    error = [m for m in at.chat_message if m.name == "assistant"][-1].error[0].value
+    assert "The router could not be prepared" in error and "does not exist" in error, error
+
+    at.text_input(key="chat_checkpoint").set_value(str(path)).run()
+    assert not at.sidebar.warning
+    _say(at, "What is 3 plus 3?")
+    (run,) = [r for r in Orchestra(store=store).store.list_runs() if r.router == "knn"]
+    assert run.meta["router"]["checkpoint"] == str(path)
+    decision = next(s for s in Orchestra(store=store).store.get_run(run.id).steps if s.kind == "decision")
+    assert decision.response["decision"]["calls"][0]["model_id"] in ("big-lm", "small-lm")  # routed by the trained knn
 
 
 def test_runs_page_filters(store: str) -> None:

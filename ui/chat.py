@@ -9,7 +9,17 @@ import streamlit as st
 
 from orchestra import NotFoundError, Orchestra, OrchestraError, RunEvent, RunResult, RunTrace
 
-from orchestra.ui.common import RunSettings, as_typed, explain_error, format_cost, get_app, settings_sidebar, show_error, workflow_for
+from orchestra.ui.common import (
+    RunSettings,
+    as_typed,
+    explain_error,
+    format_cost,
+    get_app,
+    needs_checkpoint,
+    settings_sidebar,
+    show_error,
+    workflow_for,
+)
 from orchestra.ui.panel import render_routing_panel
 
 __all__ = ["render"]
@@ -93,6 +103,10 @@ def _answer(app: Orchestra, settings: RunSettings, query: str) -> dict[str, Any]
         return {"role": "assistant", "content": "",
                 "error": "The fixed router has no agent to call: choose them in the sidebar, under "
                          "“Agents the fixed router always calls”."}
+    if needs_checkpoint(settings):
+        return {"role": "assistant", "content": "",
+                "error": f"The {settings.router} router decides only once trained: give the file its save() wrote in the "
+                         "sidebar, under “Checkpoint of the trained router”."}
     try:
         workflow = workflow_for(app, settings)
     except OrchestraError as exc:

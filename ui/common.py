@@ -30,6 +30,7 @@ from orchestra import (
     StoreError,
     Workflow,
     available_routers,
+    router_loads_checkpoint,
     router_needs_training,
 )
 from orchestra.aggregate import AGGREGATOR_NAMES, named_aggregator
@@ -260,14 +261,19 @@ def workflow_for(app: Orchestra, settings: RunSettings) -> Workflow:
 
 def routers() -> list[str]:
     """Router names the UI can run a query with: every one `load_router` can build, but those that decide only once
-    trained on a data set (the model routers: `orchestra bench models` trains and measures them). Built by name
-    here they would fail every message."""
-    return [name for name in available_routers() if not router_needs_training(name)]
+    trained on a data set and cannot be built from a saved file (built by name they would fail every message).
+    Those that can (`router_loads_checkpoint`) are offered with a box for the file."""
+    return [name for name in available_routers() if not router_needs_training(name) or router_loads_checkpoint(name)]
 
 
 def untrained_routers() -> list[str]:
     """The routers `routers` leaves out."""
-    return [name for name in available_routers() if router_needs_training(name)]
+    return [name for name in available_routers() if name not in routers()]
+
+
+def needs_checkpoint(settings: RunSettings) -> bool:
+    """The chosen router decides only once trained and no checkpoint file is given for it."""
+    return router_needs_training(settings.router) and "checkpoint" not in router_options(settings.options_json)
 
 
 def initial_router(names: list[str]) -> int:
@@ -288,8 +294,8 @@ def settings_sidebar(app: Orchestra, *, key: str = "chat") -> RunSettings:
     names = routers()
     router = sidebar.selectbox(
         "Router", names, index=initial_router(names), key=f"{key}_router",
-        help="Agent routers choose which agents answer. Routers that learn from a data set are not listed: "
-        + ", ".join(untrained_routers()) + " (`orchestra bench` trains and measures them).",
+        help="Agent routers choose which agents answer. Routers that learn from a data set answer from the file "
+        "their save() wrote; not listed, as they keep no such file: " + ", ".join(untrained_routers()) + ".",
     )
     options_json = ""
     if router == "fixed":
@@ -312,6 +318,15 @@ def settings_sidebar(app: Orchestra, *, key: str = "chat") -> RunSettings:
         elif not chosen:
             sidebar.warning("Choose the agents the fixed router calls.", icon=":material/group_add:")
         options_json = json.dumps({"agent_ids": chosen}) if chosen else ""
+    if router_needs_training(router):
+        path = sidebar.text_input(
+            "Checkpoint of the trained router", key=f"{key}_checkpoint", placeholder="/path/to/router.pt",
+            help="The file the router's save() wrote after training (in Python: fit, then save).",
+        ).strip()
+        if path:
+            options_json = json.dumps({"checkpoint": path})
+        else:
+            sidebar.warning(f"{router} decides only once trained: give the file its save() wrote.", icon=":material/model_training:")
     with sidebar.expander("Router options (JSON)"):
         extra = st.text_input(
             "Options", value="", key=f"{key}_options", placeholder='{"k": 2, "threshold": 0.35}',
