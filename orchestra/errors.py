@@ -271,6 +271,12 @@ class BudgetExceeded(RunError):
         """Which budget ran out: ``max_rounds``, ``max_calls``, ``max_cost_usd``, ``max_tokens`` or ``max_seconds``."""
         self.allowed = allowed
         self.used = used
+        self.spent = spent
+
+    def to_record(self) -> dict[str, Any]:
+        # kept, so that an exact replay stops with the same error where the original stopped (a time limit does not
+        # come again in a replay that runs faster)
+        return super().to_record() | {"limit": self.limit, "allowed": self.allowed, "used": self.used, "spent": self.spent}
 
 
 class RunCancelled(RunError):

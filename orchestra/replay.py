@@ -35,7 +35,9 @@ class RecordedRouter(BaseRouter):
         self._decisions = {step.round: _DECISION.validate_python(step.response["decision"]) for step in decided if not step.error}
         self._failures = {step.round: step.error for step in decided if step.error}
         """Rounds whose decision failed in the original run, and how."""
-        self.multi_round = len(decided) > 1 or bool(trace.run.meta.get("router", {}).get("multi_round"))  # type: ignore[misc]
+        # recorded since session 15; before, guessed (a multi-round run stopped after one decision looked single)
+        recorded = trace.run.meta.get("multi_round")
+        self.multi_round = bool(recorded) if recorded is not None else len(decided) > 1 or bool(trace.run.meta.get("router", {}).get("multi_round"))  # type: ignore[misc]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "recorded": True, "why": self.reason}

@@ -207,9 +207,14 @@ class _Recording:
 
     def _missing(self, what: str) -> RunError:
         """The error for a step the replay needs and the recording lacks: where the original run was stopped by its
-        caller, the replay stops there too; elsewhere the replay has diverged."""
+        caller or its budget, the replay stops there too, the same way; elsewhere the replay has diverged."""
         if self.trace.run.status == "interrupted":
             return RunCancelled(f"the original run was stopped before this step ({what})")
+        error = self.trace.run.error or {}
+        if error.get("type") == BudgetExceeded.__name__ and "limit" in error:
+            # its budget stopped it here: the replay, under the same budget, stops the same way (a time limit,
+            # which a faster replay does not reach again, included)
+            return BudgetExceeded(error["limit"], error["allowed"], error["used"], spent=error.get("spent", True))
         return ReplayMismatch(what)
 
     def decision_step(self, round: int) -> StepRecord:
@@ -1155,6 +1160,8 @@ class Workflow:
             replay_mode=replay_mode,
             meta={
                 "router": describe() if describe else {"name": getattr(self.router, "name", "")},
+                # how the graph loops, kept for an exact replay that serves the decisions of a router it cannot rebuild
+                "multi_round": bool(getattr(self.router, "multi_round", False)),
                 "aggregator": describe_aggregator(self.aggregator),
                 "policy": policy.model_dump(),
                 "budget": self.budget.model_dump(),

@@ -259,3 +259,37 @@ def test_a_run_whose_router_failed_replays_exactly_to_the_same_failure() -> None
     assert broken.status == "error" and type(broken.error).__name__ == "DecisionError"
     decision = next(s for s in orch.store.get_run(broken.run_id).steps if s.kind == "decision")
     assert decision.error is not None and "raised KeyError" in decision.error["message"]
+
+
+def _dispatch_all(state: RouterState) -> Dispatch:
+    return Dispatch(calls=tuple(Call(agent_id=card.id, query=state.query) for card in state.agents))
+
+
+def test_a_multi_round_run_a_budget_stopped_after_one_decision_replays_to_the_same_stop() -> None:
+    """The exact replay of a router it cannot rebuild guessed the loop from the decisions: a multi-round run stopped
+    by its budget after one decision replayed as single-round, aggregated, and ended in ReplayMismatch."""
+    from orchestra import Budget, BudgetExceeded
+
+    app = Orchestra(store=InMemoryStore(), model_factory=ScriptedModels([ScriptedModel("local", ["word " * 50])]))
+    app.registry.add_model(ModelCard(id="local", description="a local model"))
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="local"))
+    original = app.workflow(FunctionRouter(_dispatch_all, multi_round=True), budget=Budget(max_tokens=60, max_rounds=5)).run("q")
+    assert isinstance(original.error, BudgetExceeded) and len(original.decisions) == 1
+    again = replay(app, original.run_id)
+    assert isinstance(again.error, BudgetExceeded) and str(again.error) == str(original.error)
+
+
+def test_a_run_stopped_by_its_time_budget_replays_to_the_same_stop() -> None:
+    """The replay runs faster than the original, so the time limit the original ran into never comes: it stops where
+    the original was stopped, with the original's error, rather than failing with ReplayMismatch."""
+    from orchestra import Budget, BudgetExceeded
+
+    app = Orchestra(store=InMemoryStore(), model_factory=ScriptedModels([ScriptedModel("slow", ["done"], latency_s=0.3)]))
+    app.registry.add_model(ModelCard(id="slow", description="a slow model"))
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="slow"))
+    original = app.workflow(FunctionRouter(_dispatch_all, multi_round=True), budget=Budget(max_seconds=0.5, max_rounds=5)).run("q")
+    assert isinstance(original.error, BudgetExceeded) and original.error.limit == "max_seconds"
+    again = replay(app, original.run_id)
+    assert again.status == "error" and isinstance(again.error, BudgetExceeded), again.error
+    assert (again.error.limit, again.error.allowed, again.error.used) == ("max_seconds", 0.5, original.error.used)
+    assert len(again.decisions) == len(original.decisions)
