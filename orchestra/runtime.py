@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal, NoReturn, TypedDict
@@ -205,16 +205,24 @@ class _Recording:
             self.aggregate_parent = orphans.pop() if len(orphans) == 1 else None
         self.lock = threading.Lock()
 
+    def stopped(self, where: str) -> RunError:
+        """The error that stopped the original run at ``where``, for the replay to stop with: `RunCancelled` when its
+        caller stopped it, the recorded `BudgetExceeded` when its budget did (under the same budget the replay stops
+        the same way, even at a time limit a faster replay does not reach again); `ReplayMismatch` otherwise."""
+        if self.trace.run.status == "interrupted":
+            return RunCancelled(f"the original run was stopped here ({where})")
+        error = self.trace.run.error or {}
+        if error.get("type") == BudgetExceeded.__name__ and "limit" in error:
+            return BudgetExceeded(error["limit"], error["allowed"], error["used"], spent=error.get("spent", True))
+        return ReplayMismatch(f"the original run was not stopped at {where}, and made no call there")
+
     def _missing(self, what: str) -> RunError:
         """The error for a step the replay needs and the recording lacks: where the original run was stopped by its
         caller or its budget, the replay stops there too, the same way; elsewhere the replay has diverged."""
-        if self.trace.run.status == "interrupted":
-            return RunCancelled(f"the original run was stopped before this step ({what})")
-        error = self.trace.run.error or {}
-        if error.get("type") == BudgetExceeded.__name__ and "limit" in error:
-            # its budget stopped it here: the replay, under the same budget, stops the same way (a time limit,
-            # which a faster replay does not reach again, included)
-            return BudgetExceeded(error["limit"], error["allowed"], error["used"], spent=error.get("spent", True))
+        if self.trace.run.status == "interrupted" or (self.trace.run.error or {}).get("type") == BudgetExceeded.__name__:
+            stopped = self.stopped(what)
+            if not isinstance(stopped, ReplayMismatch):
+                return stopped
         return ReplayMismatch(what)
 
     def decision_step(self, round: int) -> StepRecord:
@@ -983,6 +991,9 @@ class Workflow:
     def _replay_call(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str) -> dict[str, Any]:
         assert ctx.recording is not None
         step = ctx.recording.take_call(round, call)
+        if step.error and step.error.get("type") in (RunCancelled.__name__, BudgetExceeded.__name__):
+            # the original run was stopped during this call: so is the replay, with the same error
+            raise ctx.recording.stopped(f"round {round}: the call to {call.agent_id!r}")
         observation = Observation(
             agent_id=call.agent_id,
             query=call.query,
@@ -1012,8 +1023,6 @@ class Workflow:
 
     @staticmethod
     def _as_error(exc: Exception, agent_id: str) -> OrchestraError:
-        if isinstance(exc, BudgetExceeded):
-            raise exc  # a budget stops the whole run, not just this call
         if isinstance(exc, OrchestraError):
             return exc
         return AgentError(f"agent {agent_id!r} failed: {type(exc).__name__}: {exc}", agent_id=agent_id)
@@ -1028,8 +1037,15 @@ class Workflow:
         try:
             context, agent = self._context(ctx, call, round, step_id)
             reply, error = agent.run(call.query, context), None
+        except BudgetExceeded as exc:  # a budget stops the whole run, not just this call; the call stays in the trace
+            self._finish_call(ctx, call, round, parent_id, step_id, None, exc, started, context.models if context else None)  # type: ignore[arg-type]
+            raise
         except Exception as exc:  # one failing agent does not fail the run: it becomes an observation
             reply, error = None, self._as_error(exc, call.agent_id)
+        except BaseException:  # the caller stopped the run during the call (Ctrl-C): the call stays in the trace
+            self._finish_call(ctx, call, round, parent_id, step_id, None, RunCancelled(f"the run was stopped during this call to {call.agent_id!r}"),
+                              started, context.models if context else None)  # type: ignore[arg-type]
+            raise
         if reply is not None and not isinstance(reply, AgentReply):
             reply, error = None, AgentError(f"agent {call.agent_id!r} returned {type(reply).__name__}", agent_id=call.agent_id)
         return self._finish_call(ctx, call, round, parent_id, step_id, reply, error, started, context.models if context else None)  # type: ignore[arg-type]
@@ -1044,8 +1060,15 @@ class Workflow:
         try:
             context, agent = self._context(ctx, call, round, step_id)
             reply, error = await agent.arun(call.query, context), None
+        except BudgetExceeded as exc:  # a budget stops the whole run, not just this call; the call stays in the trace
+            self._finish_call(ctx, call, round, parent_id, step_id, None, exc, started, context.models if context else None)  # type: ignore[arg-type]
+            raise
         except Exception as exc:
             reply, error = None, self._as_error(exc, call.agent_id)
+        except BaseException:  # the task was cancelled during the call: the call stays in the trace
+            self._finish_call(ctx, call, round, parent_id, step_id, None, RunCancelled(f"the run was stopped during this call to {call.agent_id!r}"),
+                              started, context.models if context else None)  # type: ignore[arg-type]
+            raise
         if reply is not None and not isinstance(reply, AgentReply):
             reply, error = None, AgentError(f"agent {call.agent_id!r} returned {type(reply).__name__}", agent_id=call.agent_id)
         return self._finish_call(ctx, call, round, parent_id, step_id, reply, error, started, context.models if context else None)  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ from orchestra import (
     UnknownAgentError,
     WeightedVote,
 )
-from orchestra.model import ChatChunk
+from orchestra.model import ChatChunk, Message
 from orchestra.testing import FunctionRouter, InMemoryStore, ScriptedModel, ScriptedModels
 
 
@@ -861,8 +861,39 @@ async def test_a_model_call_the_caller_stopped_stays_in_the_trace_and_replays_as
         await task
     (run,) = app.store.list_runs()
     assert run.status == "interrupted" and run.cost_usd is None
-    (stopped,) = [step for step in app.store.get_run(run.id).steps if step.kind == "model_call"]
+    trace = app.store.get_run(run.id)
+    (stopped,) = [step for step in trace.steps if step.kind == "model_call"]
     assert stopped.model_id == "slow" and stopped.error is not None and stopped.error["code"] == "cancelled"
     assert stopped.cost_usd is None and stopped.latency_ms > 0
+    # under the agent's call, itself kept as stopped: the model call was stored under a call step never written
+    (call,) = [step for step in trace.steps if step.kind == "call"]
+    assert stopped.parent_id == call.id and call.agent_id == "llm" and call.error["code"] == "cancelled"
+    assert [node["kind"] for node in trace.tree()] == ["decision", "error"] and trace.tree()[0]["children"][0]["kind"] == "call"
     again = replay(app, run.id)
     assert again.status == "interrupted" and isinstance(again.error, RunCancelled), (again.error, again.observations)
+
+
+def test_a_call_its_budget_stopped_stays_in_the_trace_and_replays_to_the_same_stop() -> None:
+    """An agent's model call refused by the budget stopped the run without a trace of that agent's call (its
+    earlier model calls hung under a step never written)."""
+    from orchestra import replay
+
+    app = Orchestra(store=InMemoryStore(), model_factory=ScriptedModels([ScriptedModel("local", ["word " * 50])]))
+    app.registry.add_model(ModelCard(id="local", description="a local model, no price"))
+    app.registry.add_agent(AgentCard(id="llm", description="chat", model="local"))
+
+    def twice(query: str, context: Any) -> AgentReply:  # a tool that asks the model two times
+        first = context.models.chat("local", [Message(role="user", content=query)])
+        second = context.models.chat("local", [Message(role="user", content=first.text)])
+        return AgentReply(answer=second.text)
+
+    app.registry.add_agent(AgentCard(id="twice", description="asks twice"), implementation=twice)
+    router = FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="twice", query=s.query),)))
+    stopped = app.workflow(router, budget=Budget(max_tokens=40)).run("q")
+    assert isinstance(stopped.error, BudgetExceeded) and stopped.error.limit == "max_tokens"
+    trace = app.store.get_run(stopped.run_id)
+    (call,) = [step for step in trace.steps if step.kind == "call"]
+    assert call.agent_id == "twice" and call.error["code"] == "budget_exceeded"
+    assert [step.parent_id for step in trace.steps if step.kind == "model_call"] == [call.id]
+    again = replay(app, stopped.run_id)
+    assert isinstance(again.error, BudgetExceeded) and str(again.error) == str(stopped.error)
