@@ -336,6 +336,7 @@ def test_a_trained_router_is_scored_as_given_without_retraining(tmp_path):
     head = router.head
     given = run_agent_bench(folder, router, regime="supervised", train=False)
     assert router.head is head and given["fit_seconds"] == 0 and given["trained_by_bench"] is False
+    assert (given["regime"], given["shots"]) == ("as given", None)  # not the bench's regime: it trained nothing
     assert given["test"] == trained["test"] and given["oos"] == trained["oos"]
     with pytest.raises(DataError, match="object is not a router"):
         run_agent_bench(folder, object())

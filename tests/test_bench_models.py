@@ -524,3 +524,20 @@ def test_a_router_trained_in_python_is_scored_as_given_with_the_benchs_figures(t
     with pytest.raises(DataError, match="object.*not a model router") as refused:
         run_model_bench(folder, object())
     assert "0x" not in str(refused.value)
+
+
+def test_a_router_scored_as_given_must_know_the_sets_models_and_holds_none_out(tmp_path: Path) -> None:
+    """A router trained on other models was scored without a word (it picked among models it never saw, from their
+    cards), and holdout_models beside train=False reported a holdout that did not happen."""
+    from orchestra.routers.model_routers import HashingEmbedder, KnnRouter
+
+    folder = write_set(tmp_path / "set")
+    full = load_model_set(folder)
+    others = [card.with_changes(id=f"other-{card.id}") for card in full.cards]
+    rows = [row.model_copy(update={"outcomes": {f"other-{m}": o for m, o in row.outcomes.items()}}) for row in full.train]
+    stranger = KnnRouter(k=3, embedder=HashingEmbedder()).fit(rows, others)
+    with pytest.raises(DataError, match="was trained for models .*score it on its own set"):
+        run_model_bench(folder, stranger, train=False, latency_queries=1)
+    own = KnnRouter(k=3, embedder=HashingEmbedder()).fit(list(full.train), list(full.cards))
+    with pytest.raises(DataError, match="holdout_models needs the bench to train the router"):
+        run_model_bench(folder, own, train=False, holdout_models=[full.cards[0].id], latency_queries=1)

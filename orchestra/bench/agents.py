@@ -367,8 +367,9 @@ def run_agent_bench(
         "data": str(dataset.root),
         "router": router_name,
         "router_config": router.describe() if hasattr(router, "describe") else {"name": router_name},
-        "regime": regime.value,
-        "shots": shots if regime is Regime.few_shot else (shots if regime is Regime.supervised else 0),
+        # a router scored as given was trained elsewhere: the bench's regime and shots say nothing of it
+        "regime": regime.value if train else "as given",
+        "shots": (shots if regime in (Regime.few_shot, Regime.supervised) else 0) if train else None,
         "seed": seed,
         "n_agents": len(all_ids),
         "renamed_agents": dataset.renamed,

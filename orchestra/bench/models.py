@@ -467,6 +467,20 @@ def run_model_bench(
         # named by its type, not its repr: an object's repr says nothing of what is missing
         raise DataError(f"router {router_name!r} ({type(router).__name__}) is not a model router (it needs "
                         f"{' and '.join(needed)}); pass a model router, its name, or a trained one with train=False")
+    if not train:
+        if holdout_models:
+            # the router was trained elsewhere, on whatever models it was: nothing here is held out of its training
+            raise DataError("holdout_models needs the bench to train the router (train=True); a router scored as it "
+                            "is was trained elsewhere, with or without those models")
+        trained_ids = getattr(router, "model_ids", None)
+        if trained_ids and set(trained_ids) != set(model_ids):
+            # scored on models it never learnt, it would pick among them from their cards alone, and its figures
+            # would pass for the trained router's
+            raise DataError(
+                f"router {router_name!r} was trained for models {sorted(trained_ids)[:6]}, the set holds "
+                f"{sorted(model_ids)[:6]} (not trained on: {sorted(set(model_ids) - set(trained_ids))[:6]}; "
+                f"not in the set: {sorted(set(trained_ids) - set(model_ids))[:6]}): score it on its own set"
+            )
     if holdout_observed < 0:
         raise DataError(f"--holdout-observed must be >= 0, got {holdout_observed}")
     if holdout_observed and not holdout_models:
