@@ -200,16 +200,16 @@ def load_checkpoint(path: str | Path, expected_format: str) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises anything from EOFError to its C++ errors on a bad file
-        raise CheckpointError(f"{str(path)!r} is not a {kind} checkpoint: {_unreadable(path, exc)}") from None
+        raise CheckpointError(f"{str(path)!r} is not {_a(kind)} checkpoint: {_unreadable(path, exc)}") from None
     found = data.get("format") if isinstance(data, dict) else None
     if found != expected_format:
         other = found.removeprefix("orchestra.").partition("/")[0] if isinstance(found, str) and found.startswith("orchestra.") else None
         if other and other != kind:
-            raise CheckpointError(f"{str(path)!r} is a{'n' if other[0] in 'aeiou' else ''} {other} checkpoint, not a {kind} one")
+            raise CheckpointError(f"{str(path)!r} is {_a(other)} checkpoint, not {_a(kind)} one")
         if other:
             raise CheckpointError(f"{str(path)!r} is a {kind} checkpoint of format {found!r}, this version reads "
                                   f"{expected_format!r}: retrain the router and save it again")
-        raise CheckpointError(f"{str(path)!r} is not a {kind} checkpoint (format {expected_format!r})")
+        raise CheckpointError(f"{str(path)!r} is not {_a(kind)} checkpoint (format {expected_format!r})")
     return data
 
 
@@ -248,6 +248,11 @@ def check_load_options(cls: type, options: Mapping[str, Any]) -> None:
             f"router {getattr(cls, 'name', cls.__name__)!r} takes no option {', '.join(map(repr, unknown))}; "
             f"its options: {', '.join(sorted(takes))}"
         )
+
+
+def _a(kind: str) -> str:
+    """``kind`` with its article, as the name is read aloud: an agent-router, an mlp, an mf, a knn, a set-router."""
+    return f"{'an' if kind[0] in 'aeio' or kind in ('mlp', 'mf') else 'a'} {kind}"
 
 
 def _unreadable(path: Path, exc: Exception) -> str:
@@ -531,7 +536,7 @@ class ModelRouter(BaseRouter):
     def predict(self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
         """Predicted quality in [0, 1] and cost in USD for each query and model card: two (n, m) arrays."""
         if self.needs_training and not self.fitted:
-            raise DecisionError(f"router {self.name!r} is not trained: call fit() (or load a checkpoint) first")
+            raise DecisionError(f"router {self.name!r} is not trained: call fit(), or pass checkpoint=PATH of a saved router (--option checkpoint=PATH)")
         if not model_cards:
             raise DecisionError(f"router {self.name!r}: no model cards to choose from")
         texts, given_tasks = self._texts_and_tasks(queries)

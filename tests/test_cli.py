@@ -170,6 +170,8 @@ def test_chat_takes_a_budget_and_names_a_wrong_one(db: str, tmp_path: Path) -> N
     assert code == 2 and "Budget.max_tokens: Input should be greater than or equal to 1" in out
     code, out = invoke("chat", "hi", "--budget", "max_tokens", *base)
     assert code == 2 and "--budget expects key=value, got 'max_tokens'" in out
+    code, out = invoke("chat", "hi", "--budget", "max_tokens=1", "--budget", "max_tokens=50000", *base)
+    assert code == 2 and "--budget max_tokens is given twice" in out
 
 
 def test_chat_refuses_an_unknown_session_and_runs_list_an_unknown_status(db: str) -> None:

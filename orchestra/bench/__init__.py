@@ -112,12 +112,14 @@ def refuse_checkpoint(router_options: Mapping[str, Any] | None, bench: str) -> N
 def parse_options(items: Sequence[str] | None, flag: str = "--option") -> dict[str, Any]:
     """Options from ``--option key=value`` items (or those of another ``flag``: ``--budget``); a value is read as
     JSON when it parses (``k=3``, ``oos_threshold=null``), as a string otherwise. `ConfigurationError` names an
-    item without ``=``."""
+    item without ``=`` or a key given twice."""
     options: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigurationError(f"{flag} expects key=value, got {item!r}")
+        if key.strip() in options:  # the last would win without a word: --budget max_tokens=1 --budget max_tokens=50000
+            raise ConfigurationError(f"{flag} {key.strip()} is given twice")
         try:
             options[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
