@@ -200,16 +200,16 @@ def load_checkpoint(path: str | Path, expected_format: str) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises anything from EOFError to its C++ errors on a bad file
-        raise CheckpointError(f"{str(path)!r} is not {_a(kind)} checkpoint: {_unreadable(path, exc)}") from None
+        raise CheckpointError(f"{str(path)!r} is not {with_article(kind)} checkpoint: {_unreadable(path, exc)}") from None
     found = data.get("format") if isinstance(data, dict) else None
     if found != expected_format:
         other = found.removeprefix("orchestra.").partition("/")[0] if isinstance(found, str) and found.startswith("orchestra.") else None
         if other and other != kind:
-            raise CheckpointError(f"{str(path)!r} is {_a(other)} checkpoint, not {_a(kind)} one")
+            raise CheckpointError(f"{str(path)!r} is {with_article(other)} checkpoint, not {with_article(kind)} one")
         if other:
             raise CheckpointError(f"{str(path)!r} is a {kind} checkpoint of format {found!r}, this version reads "
                                   f"{expected_format!r}: retrain the router and save it again")
-        raise CheckpointError(f"{str(path)!r} is not {_a(kind)} checkpoint (format {expected_format!r})")
+        raise CheckpointError(f"{str(path)!r} is not {with_article(kind)} checkpoint (format {expected_format!r})")
     return data
 
 
@@ -250,7 +250,7 @@ def check_load_options(cls: type, options: Mapping[str, Any]) -> None:
         )
 
 
-def _a(kind: str) -> str:
+def with_article(kind: str) -> str:
     """``kind`` with its article, as the name is read aloud: an agent-router, an mlp, an mf, a knn, a set-router."""
     return f"{'an' if kind[0] in 'aeio' or kind in ('mlp', 'mf') else 'a'} {kind}"
 

@@ -46,7 +46,7 @@ from orchestra.errors import CheckpointError, DataError, OrchestraError, PolicyE
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
 from .basic import AgentEmbeddingCache, card_fingerprint, check_unique_ids, check_whole_numbers, effective_k, out_of_scope, routable_query
-from .model_routers import check_load_options, checkpoint_kind, damaged_checkpoint
+from .model_routers import adopt_checkpoint, check_load_options, checkpoint_kind, damaged_checkpoint, with_article
 
 __all__ = ["SetRouter"]
 
@@ -250,6 +250,8 @@ class SetRouter(BaseRouter):
     """
 
     name = "set"
+    checkpoint_format = _CHECKPOINT_FORMAT
+    """What `save` writes and `load` reads (an .npz file, no pickles)."""
 
     def __init__(
         self,
@@ -273,6 +275,7 @@ class SetRouter(BaseRouter):
         knn_weight: float = 0.0,
         knn_k: int = 50,
         knn_temperature: float = 0.02,
+        checkpoint: str | None = None,
         embedder: Any | None = None,
     ) -> None:
         if k < 1:
@@ -319,6 +322,11 @@ class SetRouter(BaseRouter):
         self.cache = _CardCache(embedder)
         self._imprints: dict[str, tuple[np.ndarray, float]] = {}
         self._parameter_cache: _CardParameters | None = None
+        self.checkpoint = checkpoint
+        """The file this router was loaded from (``checkpoint=PATH`` builds it from a file `save` wrote, as the CLI's
+        ``--option checkpoint=PATH`` does); described, so that an exact replay rebuilds it from the file."""
+        if checkpoint:
+            adopt_checkpoint(self, checkpoint, embedder)
 
     @property
     def embedder(self) -> Any:
@@ -347,6 +355,7 @@ class SetRouter(BaseRouter):
             "knn_weight": self.knn_weight,
             "knn_k": self.knn_k,
             "knn_temperature": self.knn_temperature,
+            "checkpoint": self.checkpoint,
             "trained": None if self.head is None else {"regime": self.head.regime, "agents": len(self.head.agent_ids)},
         }
 
@@ -463,7 +472,7 @@ class SetRouter(BaseRouter):
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path) -> Path:
         """Write the trained scorer (``.npz``, no pickles) with the ids and card fingerprints it was trained for;
         a fine-tuned encoder goes to the folder ``<path>.encoder`` beside it."""
         if self.head is None:
@@ -482,7 +491,7 @@ class SetRouter(BaseRouter):
             "shots": head.shots,
             "dim": int(self.cache.embedder.dim),
             "encoder": None if head.tuned_encoder is None else Path(path).name + ".encoder",
-            "config": {k: v for k, v in self.describe().items() if k not in ("name", "trained")},
+            "config": {k: v for k, v in self.describe().items() if k not in ("name", "trained", "checkpoint")},
         }
         arrays = {"weights": head.weights, "bias": head.bias, **featurizer_arrays}
         if head.oos_weight is not None:
@@ -491,11 +500,12 @@ class SetRouter(BaseRouter):
             # Full precision, so a loaded router decides exactly as the trained one (CLINC150: 23 MB).
             arrays["memory"] = head.memory
             arrays["memory_labels"] = head.memory_labels
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # as the other routers' save does
         if head.tuned_encoder is not None:
             head.tuned_encoder.save_model(Path(path).with_name(meta["encoder"]))
-        Path(path).parent.mkdir(parents=True, exist_ok=True)  # as the other routers' save does
         with Path(path).open("wb") as handle:
             np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path, *, agents: Sequence[AgentCard] | None = None, **options: Any) -> SetRouter:
@@ -503,6 +513,7 @@ class SetRouter(BaseRouter):
         must fit them: a trained agent missing from the registry, or one whose card changed since training,
         raises `CheckpointError` naming it. Agents the checkpoint does not know are fine: they are onboarded
         from their cards."""
+        options.pop("checkpoint", None)  # this call is the loading: the router must not load the file again
         check_load_options(cls, options)
         try:
             with np.load(Path(path), allow_pickle=False) as data:
@@ -513,7 +524,7 @@ class SetRouter(BaseRouter):
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             kind = checkpoint_kind(path)
             if kind is not None:  # a checkpoint given to the wrong loader: say whose it is
-                raise CheckpointError(f"{path}: a{'n' if kind[0] in 'aeiou' else ''} {kind} checkpoint, not a set-router one") from None
+                raise CheckpointError(f"{path}: {with_article(kind)} checkpoint, not a set-router one") from None
             why = "the file is empty" if isinstance(exc, EOFError) else "not an .npz file, or one cut short" if isinstance(exc, zipfile.BadZipFile) else exc
             raise CheckpointError(f"{path}: not a set-router checkpoint ({why})") from None
         if not isinstance(meta, dict) or meta.get("format") != _CHECKPOINT_FORMAT:
@@ -571,6 +582,7 @@ class SetRouter(BaseRouter):
         )
         if agents is not None:
             router.check_compatible(agents)
+        router.checkpoint = str(path)  # described, so that a replay rebuilds this router from the file
         return router
 
     def check_compatible(self, agents: Sequence[AgentCard]) -> None:

@@ -296,3 +296,27 @@ def test_a_bad_checkpoint_file_or_option_is_a_typed_error_naming_it(trained, tmp
     np.savez(tmp_path / "partial.npz", meta=np.array(json.dumps(meta)))
     with pytest.raises(CheckpointError, match="damaged set-router checkpoint"):
         SetRouter.load(tmp_path / "partial.npz", embedder=WordEmbedder())
+
+
+def test_a_saved_set_router_is_built_by_name_from_its_file_and_replays_from_it(trained, tmp_path, monkeypatch):
+    """The set router was the one trained router without checkpoint=: it could not be served by name (CLI, UI)
+    and a loaded one did not record its file, so its exact replay served the recorded decisions unchecked."""
+    from orchestra import Orchestra, replay
+    from orchestra.routing import load_router
+    from orchestra.testing import InMemoryStore
+
+    path = trained.save(tmp_path / "set.npz")
+    assert path == tmp_path / "set.npz"
+    by_name = load_router("set", checkpoint=str(path), embedder=WordEmbedder())
+    query = "play a song and then book a table for two"
+    assert by_name.decide(state(query)) == trained.decide(state(query))
+    assert by_name.describe()["checkpoint"] == str(path) and SetRouter.load(path, embedder=WordEmbedder()).checkpoint == str(path)
+    app = Orchestra(store=InMemoryStore())
+    for card in CARDS:
+        app.registry.add_agent(card, implementation=lambda q: "ok")
+    run = app.workflow(by_name).run(query)
+    import orchestra.embeddings
+
+    monkeypatch.setattr(orchestra.embeddings, "get_embedder", WordEmbedder)  # what a replay builds by name embeds with
+    again = replay(app, run.run_id)
+    assert again.status == "ok" and "recorded" not in app.store.get_run(again.run_id).run.meta["router"]
