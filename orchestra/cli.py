@@ -442,6 +442,9 @@ def render_trace(trace: RunTrace) -> Tree:
         + (escape(f" · {run.replay_mode} replay of {run.replay_of}") if run.replay_of else "")
     )
     root.add(f"query: {escape(run.query)}")
+    limits = {name: value for name, value in run.meta.get("budget", {}).items() if value is not None}
+    if limits:  # what a budget-stopped run ran into
+        root.add("[dim]budget: " + escape(", ".join(f"{name}={value:g}" for name, value in limits.items())) + "[/]")
 
     def add(node: Tree, parent_id: str | None) -> None:
         for step in trace.children(parent_id):

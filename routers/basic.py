@@ -91,6 +91,17 @@ def check_whole_numbers(router: str, minimums: Mapping[str, tuple[Any, int]]) ->
             raise PolicyError(f"{router} {option!r} must be a whole number of at least {least}, got {value!r}")
 
 
+def check_embedder(embedder: Any) -> None:
+    """`PolicyError` for an ``embedder`` option that cannot embed (no ``encode``): ``--option embedder=hashing``
+    from the command line gave a string, which failed at the first decision with a TypeError from deep inside."""
+    # a str has an encode too, the one that failed: encode() argument 'encoding' must be str, not list
+    if embedder is not None and (isinstance(embedder, (str, bytes)) or not callable(getattr(embedder, "encode", None))):
+        raise PolicyError(
+            f"option 'embedder' must be an object with encode(texts), given in Python (the command line cannot give "
+            f"one: leave it out for the project's MiniLM); got {type(embedder).__name__} {str(embedder)[:40]!r}"
+        )
+
+
 def check_unique_ids(ids: Sequence[str], where: str, kind: str = "agent") -> None:
     """Raise `DataError` naming the first id given twice: a router trained on a repeated card would give it two
     columns (two learned vectors, two probabilities) and report it twice among its candidates."""
@@ -116,6 +127,7 @@ class AgentEmbeddingCache:
     the next decision, the others are reused. Thread-safe; the embedder is loaded on first use."""
 
     def __init__(self, embedder: Any | None = None) -> None:
+        check_embedder(embedder)
         self._embedder = embedder
         self._vectors: dict[str, AgentVectors] = {}
         self._lock = threading.Lock()

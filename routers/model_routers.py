@@ -41,7 +41,7 @@ from orchestra.cards import ModelCard
 from orchestra.errors import CheckpointError, ConfigurationError, DataError, DecisionError, OrchestraError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, RouterState
 
-from .basic import check_unique_ids, check_whole_numbers
+from .basic import check_embedder, check_unique_ids, check_whole_numbers
 
 __all__ = [
     "DEFAULT_TEXT_WINDOW",
@@ -369,6 +369,7 @@ class ModelRouter(BaseRouter):
         """The LLM agent whose model this router chooses; ``None``: the first agent with ``backend == "model"``."""
         self.text_window = int(text_window)
         self.seed = int(seed)
+        check_embedder(embedder)
         self.embedder = embedder
         """Anything with ``encode(texts) -> (n, dim)`` unit rows; ``None``: the project's offline MiniLM."""
         self.model_ids: list[str] = []

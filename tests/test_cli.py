@@ -162,6 +162,8 @@ def test_chat_takes_a_budget_and_names_a_wrong_one(db: str, tmp_path: Path) -> N
     run_id = out.split("run ")[1].split()[0]
     with open_store(db) as store:
         assert store.get_run(run_id).run.meta["budget"]["max_calls"] == 1
+    code, out = invoke("runs", "show", run_id, "--db", db)
+    assert code == 0 and "budget: max_rounds=4, max_calls=1" in out  # what the run ran into
     code, out = invoke("chat", "hi", "--budget", "max_calls=2", "--budget", "max_tokens=1000", *base)
     assert code == 0 and "HI!" in out
     code, out = invoke("chat", "hi", "--budget", "max_cost=1", *base)

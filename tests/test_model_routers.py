@@ -260,3 +260,16 @@ def test_a_checkpoint_keeps_the_training_prices_and_the_embedding_width(tmp_path
     narrow = KnnRouter.load(path, embedder=HashingEmbedder(dim=EMBEDDER.dim // 2))
     with pytest.raises(CheckpointError, match=f"trained on {EMBEDDER.dim}-dimensional embeddings"):
         narrow.predict(TEST, priced)
+
+
+@pytest.mark.parametrize("name", ["knn", "mlp", "graph-router", "agent-router", "embedding", "set", "tcar"])
+def test_an_embedder_option_that_cannot_embed_is_refused_when_the_router_is_built(name: str) -> None:
+    """--option embedder=hashing gave the router a string (which has an encode of its own): the first decision
+    failed with "encode() argument 'encoding' must be str, not list"."""
+    from orchestra.routing import load_router
+
+    if name == "graph-router":
+        pytest.importorskip("torch_geometric")
+    options = {"model_id": "m"} if name == "tcar" else {}
+    with pytest.raises(PolicyError, match="option 'embedder' must be an object with encode"):
+        load_router(name, embedder="hashing", **options)
