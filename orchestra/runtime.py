@@ -991,9 +991,6 @@ class Workflow:
     def _replay_call(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str) -> dict[str, Any]:
         assert ctx.recording is not None
         step = ctx.recording.take_call(round, call)
-        if step.error and step.error.get("type") in (RunCancelled.__name__, BudgetExceeded.__name__):
-            # the original run was stopped during this call: so is the replay, with the same error
-            raise ctx.recording.stopped(f"round {round}: the call to {call.agent_id!r}")
         observation = Observation(
             agent_id=call.agent_id,
             query=call.query,
@@ -1016,9 +1013,14 @@ class Workflow:
             usage = (model_step.prompt_tokens, model_step.completion_tokens, model_step.cost_usd)
             if not model_step.error or _was_billed(*usage):  # a failed call counts what it was billed, as in the original
                 ctx.tracker.add_usage(*usage)
+            elif model_step.error.get("type") == RunCancelled.__name__:  # sent, then stopped: its cost is unknown
+                ctx.tracker.add_usage(0, 0, None)
         if not model_steps and not step.error:  # usage the agent reported itself, counted as the original counted it
             ctx.tracker.add_usage(step.prompt_tokens, step.completion_tokens, _reported_cost(step.prompt_tokens, step.completion_tokens, step.cost_usd))
         self._record_call(ctx, observation, parent_id, step_id, call, step.response.get("meta", {}))
+        if step.error and step.error.get("type") in (RunCancelled.__name__, BudgetExceeded.__name__):
+            # the original run was stopped during this call: so is the replay, with the same error and totals
+            raise ctx.recording.stopped(f"round {round}: the call to {call.agent_id!r}")
         return {"observations": [observation]}
 
     @staticmethod

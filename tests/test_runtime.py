@@ -871,6 +871,8 @@ async def test_a_model_call_the_caller_stopped_stays_in_the_trace_and_replays_as
     assert [node["kind"] for node in trace.tree()] == ["decision", "error"] and trace.tree()[0]["children"][0]["kind"] == "call"
     again = replay(app, run.id)
     assert again.status == "interrupted" and isinstance(again.error, RunCancelled), (again.error, again.observations)
+    assert again.cost_usd is None  # as the original's: the stopped call's cost is unknown
+    assert [node["kind"] for node in app.store.get_run(again.run_id).tree()] == ["decision", "error"]
 
 
 def test_a_call_its_budget_stopped_stays_in_the_trace_and_replays_to_the_same_stop() -> None:
