@@ -205,46 +205,42 @@ class _Recording:
             self.aggregate_parent = orphans.pop() if len(orphans) == 1 else None
         self.lock = threading.Lock()
 
-    def stopped(self, where: str) -> RunError:
+    def stopped(self, where: str) -> RunError | None:
         """The error that stopped the original run at ``where``, for the replay to stop with: `RunCancelled` when its
         caller stopped it, the recorded `BudgetExceeded` when its budget did (under the same budget the replay stops
-        the same way, even at a time limit a faster replay does not reach again); `ReplayMismatch` otherwise."""
+        the same way, even at a time limit a faster replay does not reach again); ``None`` when nothing stopped it."""
         if self.trace.run.status == "interrupted":
             return RunCancelled(f"the original run was stopped here ({where})")
         error = self.trace.run.error or {}
         if error.get("type") == BudgetExceeded.__name__ and "limit" in error:
             return BudgetExceeded(error["limit"], error["allowed"], error["used"], spent=error.get("spent", True))
-        return ReplayMismatch(f"the original run was not stopped at {where}, and made no call there")
+        return None
 
-    def _missing(self, what: str) -> RunError:
+    def missing(self, what: str) -> RunError:
         """The error for a step the replay needs and the recording lacks: where the original run was stopped by its
         caller or its budget, the replay stops there too, the same way; elsewhere the replay has diverged."""
-        if self.trace.run.status == "interrupted" or (self.trace.run.error or {}).get("type") == BudgetExceeded.__name__:
-            stopped = self.stopped(what)
-            if not isinstance(stopped, ReplayMismatch):
-                return stopped
-        return ReplayMismatch(what)
+        return self.stopped(what) or ReplayMismatch(what)
 
     def decision_step(self, round: int) -> StepRecord:
         step = self.decisions.get(round)
         if step is None:
             error = self.trace.run.error
             failed = f": it failed first ({error.get('type')}: {error.get('message')})" if error else ""
-            raise self._missing(f"the original run made no decision in round {round}{failed}")
+            raise self.missing(f"the original run made no decision in round {round}{failed}")
         return step
 
     def take_call(self, round: int, call: Call) -> StepRecord:
         with self.lock:
             queue = self.calls.get((round, call.agent_id, call.query, call.model_id))
             if not queue:
-                raise self._missing(f"round {round}: the original run made no call to {call.agent_id!r} with {call.query!r}")
+                raise self.missing(f"round {round}: the original run made no call to {call.agent_id!r} with {call.query!r}")
             return queue.popleft()
 
     def take_model_call(self, original_parent: str, model_id: str, messages: list[Message]) -> StepRecord:
         with self.lock:
             queue = self.model_calls.get(original_parent)
             if not queue:
-                raise self._missing(f"the original run made no further model call here (asked for {model_id!r})")
+                raise self.missing(f"the original run made no further model call here (asked for {model_id!r})")
             step = queue.popleft()
         if not self._same_call(step, model_id, messages):
             raise ReplayMismatch(f"model call to {model_id!r} differs from the recorded call to {step.model_id!r}")
@@ -498,7 +494,7 @@ class _RunModelAccess:
         step: StepRecord | None = self.ctx.recording.take_model_call(self.original_parent, model_id, messages)
         while step is not None and step.error:
             if step.error.get("type") == RunCancelled.__name__:
-                raise RunCancelled(f"the original run was stopped during this call to {step.model_id!r}")
+                raise self.ctx.recording.missing(f"the call to {step.model_id!r}")
             # the recorded class, so that code telling failures apart (Refine, TCAR) takes the same branch
             kind = _MODEL_ERRORS.get(step.error.get("type", ""), ModelError)
             error = kind(step.error.get("message", "recorded model error"), model_id=step.model_id, prompt_tokens=step.prompt_tokens,
@@ -1020,7 +1016,7 @@ class Workflow:
         self._record_call(ctx, observation, parent_id, step_id, call, step.response.get("meta", {}))
         if step.error and step.error.get("type") in (RunCancelled.__name__, BudgetExceeded.__name__):
             # the original run was stopped during this call: so is the replay, with the same error and totals
-            raise ctx.recording.stopped(f"round {round}: the call to {call.agent_id!r}")
+            raise ctx.recording.missing(f"round {round}: the call to {call.agent_id!r}")
         return {"observations": [observation]}
 
     @staticmethod
@@ -1044,7 +1040,7 @@ class Workflow:
             raise
         except Exception as exc:  # one failing agent does not fail the run: it becomes an observation
             reply, error = None, self._as_error(exc, call.agent_id)
-        except BaseException:  # the caller stopped the run during the call (Ctrl-C): the call stays in the trace
+        except BaseException:  # the caller stopped the run during the call (Ctrl-C, a cancelled task): kept too
             self._finish_call(ctx, call, round, parent_id, step_id, None, RunCancelled(f"the run was stopped during this call to {call.agent_id!r}"),
                               started, context.models if context else None)  # type: ignore[arg-type]
             raise
@@ -1067,7 +1063,7 @@ class Workflow:
             raise
         except Exception as exc:
             reply, error = None, self._as_error(exc, call.agent_id)
-        except BaseException:  # the task was cancelled during the call: the call stays in the trace
+        except BaseException:  # the caller stopped the run during the call (Ctrl-C, a cancelled task): kept too
             self._finish_call(ctx, call, round, parent_id, step_id, None, RunCancelled(f"the run was stopped during this call to {call.agent_id!r}"),
                               started, context.models if context else None)  # type: ignore[arg-type]
             raise

@@ -446,7 +446,7 @@ class GraphRouter(ModelRouter):
     # ------------------------------------------------------------------------------------------ scoring
     def _nearest_anchor(self, w: float) -> float:
         if not self.fitted or not self.anchors:
-            raise DecisionError("router 'graph-router' is not trained: call fit(), or pass checkpoint=PATH of a saved router (--option checkpoint=PATH)")
+            raise self._not_trained()
         return min(self.anchors, key=lambda a: (abs(a - w), a))
 
     def edge_scores(
@@ -461,7 +461,7 @@ class GraphRouter(ModelRouter):
         import torch
 
         if not self.fitted:
-            raise DecisionError("router 'graph-router' is not trained: call fit(), or pass checkpoint=PATH of a saved router (--option checkpoint=PATH)")
+            raise self._not_trained()
         if not model_cards:
             raise DecisionError("graph-router: no model cards to choose from")
         texts, given = self._texts_and_tasks(queries)

@@ -188,13 +188,18 @@ def save_checkpoint(path: str | Path, data: Mapping[str, Any]) -> Path:
     return path
 
 
+def _kind_of(found: object) -> str | None:
+    """The router named by a checkpoint format ``orchestra.<router>/<version>``; ``None`` for anything else."""
+    return found.removeprefix("orchestra.").partition("/")[0] if isinstance(found, str) and found.startswith("orchestra.") else None
+
+
 def load_checkpoint(path: str | Path, expected_format: str) -> dict[str, Any]:
     """The data a router saved with `save_checkpoint`, read without running code from the file. `CheckpointError`
     when the file is missing, unreadable, unsafe, of an older format, or not of ``expected_format``."""
     import torch
 
     path = Path(path)
-    kind = expected_format.removeprefix("orchestra.").partition("/")[0]
+    kind = _kind_of(expected_format) or expected_format
     if not path.is_file():
         raise CheckpointError(f"{kind} checkpoint {str(path)!r} " + ("is a folder" if path.is_dir() else "does not exist"))
     try:
@@ -203,7 +208,7 @@ def load_checkpoint(path: str | Path, expected_format: str) -> dict[str, Any]:
         raise CheckpointError(f"{str(path)!r} is not {with_article(kind)} checkpoint: {_unreadable(path, exc)}") from None
     found = data.get("format") if isinstance(data, dict) else None
     if found != expected_format:
-        other = found.removeprefix("orchestra.").partition("/")[0] if isinstance(found, str) and found.startswith("orchestra.") else None
+        other = _kind_of(found)
         if other and other != kind:
             raise CheckpointError(f"{str(path)!r} is {with_article(other)} checkpoint, not {with_article(kind)} one")
         if other:
@@ -229,7 +234,7 @@ def checkpoint_kind(path: str | Path) -> str | None:
         found = torch.load(Path(path), map_location="cpu", weights_only=True).get("format")
     except Exception:  # noqa: BLE001 - an unreadable file is of no kind that can be told
         return None
-    return found.removeprefix("orchestra.").partition("/")[0] if isinstance(found, str) and found.startswith("orchestra.") else None
+    return _kind_of(found)
 
 
 def damaged_checkpoint(path: str | Path, kind: str, exc: Exception) -> CheckpointError:
@@ -490,6 +495,12 @@ class ModelRouter(BaseRouter):
         return np.stack([self._card_vectors[(c.id, c.routing_text())] for c in cards])
 
     # ------------------------------------------------------------------------------------------ prediction
+    def _not_trained(self) -> DecisionError:
+        """The error of a decision asked of a router that has not learnt yet, saying how to give it what it learnt."""
+        return DecisionError(
+            f"router {self.name!r} is not trained: call fit(), or pass checkpoint=PATH of a saved router (--option checkpoint=PATH)"
+        )
+
     def _costs(self, texts: Sequence[str], tasks: Sequence[str], cards: Sequence[ModelCard]) -> np.ndarray:
         """Predicted USD per (query, card): the mean cost measured in training (by task, else overall, else the
         set's ``card_costs``), scaled by `price_scale` when the card's prices changed since training (a measured
@@ -537,7 +548,7 @@ class ModelRouter(BaseRouter):
     def predict(self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
         """Predicted quality in [0, 1] and cost in USD for each query and model card: two (n, m) arrays."""
         if self.needs_training and not self.fitted:
-            raise DecisionError(f"router {self.name!r} is not trained: call fit(), or pass checkpoint=PATH of a saved router (--option checkpoint=PATH)")
+            raise self._not_trained()
         if not model_cards:
             raise DecisionError(f"router {self.name!r}: no model cards to choose from")
         texts, given_tasks = self._texts_and_tasks(queries)
