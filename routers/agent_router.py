@@ -56,8 +56,10 @@ from .model_routers import (
     check_load_options,
     check_training_data,
     check_weight,
+    checkpoint_embedder,
     choice_meta,
     damaged_checkpoint,
+    embedder_name,
     load_checkpoint,
     price_scale,
     save_checkpoint,
@@ -866,6 +868,7 @@ class AgentRouter(BaseRouter):
             "known_ids": self.known_ids,
             "uses_none": self.uses_none,
             "dim": int(self.embedder.dim),
+            "embedder": embedder_name(self.embedder),
             "state_dict": self._net.state_dict(),
             "model_cost": self._model_cost,
             "task_model_cost": [[task, model, cost] for (task, model), cost in self._task_model_cost.items()],
@@ -886,7 +889,8 @@ class AgentRouter(BaseRouter):
         saved = load_checkpoint(path, cls.checkpoint_format)
         try:
             saved_options = {key: value for key, value in saved["options"].items() if key not in ("trained", "checkpoint")}
-            router = cls(**{**saved_options, **options})
+            embedder = checkpoint_embedder(saved.get("embedder"), options.get("embedder"), path, cls.name)
+            router = cls(**{**saved_options, **options, "embedder": embedder})
             router._load_state(saved, path)
         except OrchestraError:
             raise

@@ -30,6 +30,7 @@ import contextlib
 import copy
 import inspect
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -55,6 +56,7 @@ __all__ = [
     "ModelRouter",
     "OracleRouter",
     "RandomRouter",
+    "checkpoint_embedder",
     "checkpoint_kind",
     "damaged_checkpoint",
     "load_checkpoint",
@@ -322,6 +324,11 @@ class HashingEmbedder:
         self.dim = int(dim)
         """Width of one embedding."""
 
+    @property
+    def name(self) -> str:
+        """``hashing-<dim>``: what a checkpoint records, and all it takes to build the same embedder again."""
+        return f"hashing-{self.dim}"
+
     def _bucket(self, token: str) -> tuple[int, float]:
         import hashlib
 
@@ -343,6 +350,50 @@ class HashingEmbedder:
             if norm > 0:
                 out[i] /= norm
         return out
+
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+"""The name of the project's offline embedder (`orchestra.embeddings.get_embedder`), a router's when given none."""
+
+
+def embedder_name(embedder: Any) -> str:
+    """What a router's embeddings come from, as its checkpoint records it: the embedder's ``name`` (the project's
+    `Embedder` and `HashingEmbedder` have one), else its class's; ``None`` stands for the project's MiniLM."""
+    if embedder is None:
+        return DEFAULT_EMBEDDER
+    name = getattr(embedder, "name", None)
+    return name if isinstance(name, str) and name else type(embedder).__name__
+
+
+def checkpoint_embedder(recorded: Any, given: Any, path: str | Path, kind: str) -> Any:
+    """The embedder for a router loaded from ``path``, whose checkpoint recorded the embedder it was trained on
+    as ``recorded`` (`embedder_name`; ``None`` in checkpoints saved before it was kept: no check), with
+    ``given`` the one passed to ``load`` (``None``: none). The project's MiniLM (returned as ``None``, the default)
+    and `HashingEmbedder` are rebuilt from the name, so the command line and the UI, which cannot pass an
+    embedder, serve routers trained on either. `CheckpointError` when ``given`` is another embedder than the
+    recorded one, or when none is given and only Python can give it: another encoder's vectors of the same
+    width would pass the width check and route at random."""
+    if recorded is None:
+        return given
+    if not isinstance(recorded, str):
+        raise CheckpointError(f"{str(path)!r} is a damaged {kind} checkpoint (its embedder is {recorded!r})")
+    if given is not None:
+        if embedder_name(given) != recorded:
+            raise CheckpointError(
+                f"{kind} checkpoint {str(path)!r} was trained on embeddings of {recorded!r}, but the embedder given "
+                f"is {embedder_name(given)!r}: give it the embedder it was trained on"
+            )
+        return given
+    if recorded == DEFAULT_EMBEDDER:
+        return None
+    hashing = re.fullmatch(r"hashing-([1-9][0-9]{0,5})", recorded)
+    if hashing:
+        return HashingEmbedder(int(hashing.group(1)))
+    raise CheckpointError(
+        f"{kind} checkpoint {str(path)!r} was trained on embeddings of {recorded!r}, which only Python can give: "
+        "load it with embedder= that embedder (the command line and the UI build only the project's MiniLM "
+        "and the hashing embedder)"
+    )
 
 
 class ModelRouter(BaseRouter):
@@ -657,6 +708,7 @@ class ModelRouter(BaseRouter):
             "tasks": self.tasks,
             "task_centroids": self._task_centroids,
             "embedding_dim": self.embedding_dim,
+            "embedder": embedder_name(self.embedder),
             "trained_prices": {model_id: list(prices) for model_id, prices in self.trained_prices.items()},
             "state": self._checkpoint_state(),
         })
@@ -691,7 +743,8 @@ class ModelRouter(BaseRouter):
                 f"{sorted(expected_models)} (not in the expected set: {missing}; not in the checkpoint: {extra}). "
                 "Retrain, or load for the trained set and onboard new models by card with add_model()"
             )
-        router = cls(**{**data["options"], **options})
+        embedder = checkpoint_embedder(data.get("embedder"), options.get("embedder"), path, cls.name)
+        router = cls(**{**data["options"], **options, "embedder": embedder})
         router.model_ids, router.tasks = trained, list(data["tasks"])
         router.card_costs, router._model_cost = dict(data["card_costs"]), dict(data["model_cost"])
         router._task_model_cost = {(task, model): cost for task, model, cost in data["task_model_cost"]}

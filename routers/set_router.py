@@ -46,7 +46,15 @@ from orchestra.errors import CheckpointError, DataError, OrchestraError, PolicyE
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
 from .basic import AgentEmbeddingCache, card_fingerprint, check_unique_ids, check_whole_numbers, effective_k, out_of_scope, routable_query
-from .model_routers import adopt_checkpoint, check_load_options, checkpoint_kind, damaged_checkpoint, with_article
+from .model_routers import (
+    adopt_checkpoint,
+    check_load_options,
+    checkpoint_embedder,
+    checkpoint_kind,
+    damaged_checkpoint,
+    embedder_name,
+    with_article,
+)
 
 __all__ = ["SetRouter"]
 
@@ -490,6 +498,8 @@ class SetRouter(BaseRouter):
             "regime": head.regime,
             "shots": head.shots,
             "dim": int(self.cache.embedder.dim),
+            # the embedder given (the tuned encoder is saved beside the file and comes back from there)
+            "embedder": embedder_name(self._base_embedder),
             "encoder": None if head.tuned_encoder is None else Path(path).name + ".encoder",
             "config": {k: v for k, v in self.describe().items() if k not in ("name", "trained", "checkpoint")},
         }
@@ -541,7 +551,8 @@ class SetRouter(BaseRouter):
     def _from_saved(
         cls, path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray], agents: Sequence[AgentCard] | None, options: dict[str, Any]
     ) -> SetRouter:
-        router = cls(**{**meta.get("config", {}), **options})
+        embedder = checkpoint_embedder(meta.get("embedder"), options.get("embedder"), path, "set-router")
+        router = cls(**{**meta.get("config", {}), **options, "embedder": embedder})
         tuned = None
         if meta.get("encoder"):
             from orchestra.embeddings import load_embedder

@@ -287,6 +287,9 @@ def test_checkpoint_round_trip_and_mismatches(model_router: AgentRouter, tmp_pat
     class WideEmbedder(HashEmbedder):
         dim = 32
 
+    with pytest.raises(CheckpointError, match="'HashEmbedder', but the embedder given is 'WideEmbedder'"):
+        AgentRouter.load(path, embedder=WideEmbedder())
+    WideEmbedder.name = "HashEmbedder"  # named as the trained one: the width still tells them apart
     wrong_width = AgentRouter.load(path, embedder=WideEmbedder())
     with pytest.raises(CheckpointError, match="64-dimensional"):
         wrong_width.distribution(queries, MODEL_CARDS)
@@ -428,3 +431,11 @@ def test_a_bad_checkpoint_or_option_is_a_typed_error_naming_it(model_router: Age
     path = model_router.save(tmp_path / "router.pt")
     with pytest.raises(ConfigurationError, match="bogus"):
         AgentRouter.load(path, bogus=1, embedder=HashEmbedder())
+
+
+def test_a_checkpoint_trained_on_a_python_embedder_needs_it_given(model_router: AgentRouter, tmp_path: Path) -> None:
+    """Loaded without its embedder, a router trained on one only Python can give took the project's MiniLM
+    (another width: a CheckpointError at the first decision; the same width: routing on unrelated vectors)."""
+    path = model_router.save(tmp_path / "router.pt")
+    with pytest.raises(CheckpointError, match="embeddings of 'HashEmbedder', which only Python can give"):
+        AgentRouter.load(path)

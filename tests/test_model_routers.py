@@ -257,7 +257,13 @@ def test_a_checkpoint_keeps_the_training_prices_and_the_embedding_width(tmp_path
     _, before = loaded.predict(TEST, priced)
     dearer = [priced[0].with_changes(input_price_per_mtok=3.0, output_price_per_mtok=6.0), *priced[1:]]
     np.testing.assert_allclose(loaded.predict(TEST, dearer)[1][:, 0], 3 * before[:, 0])
-    narrow = KnnRouter.load(path, embedder=HashingEmbedder(dim=EMBEDDER.dim // 2))
+    with pytest.raises(CheckpointError, match=f"'{EMBEDDER.name}', but the embedder given is 'hashing-{EMBEDDER.dim // 2}'"):
+        KnnRouter.load(path, embedder=HashingEmbedder(dim=EMBEDDER.dim // 2))
+
+    class Misnamed(HashingEmbedder):  # another width under the trained embedder's name: the width tells them apart
+        name = EMBEDDER.name
+
+    narrow = KnnRouter.load(path, embedder=Misnamed(dim=EMBEDDER.dim // 2))
     with pytest.raises(CheckpointError, match=f"trained on {EMBEDDER.dim}-dimensional embeddings"):
         narrow.predict(TEST, priced)
 
@@ -273,3 +279,27 @@ def test_an_embedder_option_that_cannot_embed_is_refused_when_the_router_is_buil
     options = {"model_id": "m"} if name == "tcar" else {}
     with pytest.raises(PolicyError, match="option 'embedder' must be an object with encode"):
         load_router(name, embedder="hashing", **options)
+
+
+def test_a_checkpoint_records_its_embedder_and_is_served_by_name_without_python(tmp_path) -> None:  # noqa: ANN001
+    """A checkpoint kept the embeddings' width only: a router trained on the hashing embedder could not be served
+    from the command line or the UI (both build the project's MiniLM, of another width), and one given another
+    encoder of the same width routed on its vectors without a word."""
+    from orchestra.errors import CheckpointError
+    from orchestra.routing import load_router
+
+    trained = KnnRouter(k=5, embedder=EMBEDDER).fit(TRAIN, CARDS, val=VAL)
+    path = trained.save(tmp_path / "knn.pt")
+    served = load_router("knn", checkpoint=str(path))  # what `orchestra chat --option checkpoint=` builds
+    assert served.embedder.name == EMBEDDER.name
+    np.testing.assert_allclose(served.predict(TEST, CARDS)[0], trained.predict(TEST, CARDS)[0])
+
+    class OtherEncoder(HashingEmbedder):  # the same width, other vectors
+        name = "my-encoder"
+
+    with pytest.raises(CheckpointError, match="trained on embeddings of 'hashing-256', but the embedder given is 'my-encoder'"):
+        KnnRouter.load(path, embedder=OtherEncoder())
+    own = KnnRouter(k=5, embedder=OtherEncoder()).fit(TRAIN, CARDS, val=VAL).save(tmp_path / "own.pt")
+    with pytest.raises(CheckpointError, match="'my-encoder', which only Python can give: load it with embedder="):
+        load_router("knn", checkpoint=str(own))
+    assert KnnRouter.load(own, embedder=OtherEncoder()).predict(TEST, CARDS)[0].shape == (len(TEST), len(CARDS))

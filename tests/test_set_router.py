@@ -305,6 +305,8 @@ def test_a_saved_set_router_is_built_by_name_from_its_file_and_replays_from_it(t
     from orchestra.routing import load_router
     from orchestra.testing import InMemoryStore
 
+    # WordEmbedder stands for the project's embedder here: what a replay builds by name (patched below)
+    monkeypatch.setattr(WordEmbedder, "name", "all-MiniLM-L6-v2", raising=False)
     path = trained.save(tmp_path / "set.npz")
     assert path == tmp_path / "set.npz"
     by_name = load_router("set", checkpoint=str(path), embedder=WordEmbedder())
@@ -320,3 +322,17 @@ def test_a_saved_set_router_is_built_by_name_from_its_file_and_replays_from_it(t
     monkeypatch.setattr(orchestra.embeddings, "get_embedder", WordEmbedder)  # what a replay builds by name embeds with
     again = replay(app, run.run_id)
     assert again.status == "ok" and "recorded" not in app.store.get_run(again.run_id).run.meta["router"]
+
+
+def test_a_set_router_checkpoint_names_its_embedder(trained, tmp_path):
+    """The set router's checkpoint kept the width only: loaded without its embedder it took the project's MiniLM."""
+    path = trained.save(tmp_path / "set.npz")
+    with pytest.raises(CheckpointError, match="embeddings of 'WordEmbedder', which only Python can give"):
+        SetRouter.load(path)
+
+    class Renamed(WordEmbedder):
+        name = "another-encoder"
+
+    with pytest.raises(CheckpointError, match="but the embedder given is 'another-encoder'"):
+        SetRouter.load(path, embedder=Renamed())
+    assert SetRouter.load(path, embedder=WordEmbedder()).decide(state("will it rain in madrid")) == trained.decide(state("will it rain in madrid"))
