@@ -31,7 +31,7 @@ from orchestra.trace import RunStatus, RunTrace, StepRecord
 
 if TYPE_CHECKING:
     from orchestra.registry import Registry
-    from orchestra.runtime import Orchestra, RunResult
+    from orchestra.runtime import Orchestra, RunResult, Workflow
     from orchestra.trace import Store
 
 app = typer.Typer(help="Orchestra: multi-agent LLM applications built around routing.", no_args_is_help=True)
@@ -188,15 +188,7 @@ def chat(
     db: DbOption = None,
 ) -> None:
     """Chat with the agents; every run is stored and can be replayed."""
-    options = parse_options(option)
-    limits = Budget.model_validate(parse_options(budget, "--budget"))  # PolicyError names a wrong key or value
-    orch = _app(db)
-    if session is not None and not orch.store.list_runs(session_id=session, limit=1):
-        # "continue" a session that does not exist would quietly start an empty one under a mistyped id
-        raise NotFoundError("session", session)
-    for note in install_profile(orch, profile):
-        err_console.print(f"[yellow]{escape(note)}[/]")
-    workflow = orch.workflow(router, aggregator=named_aggregator(aggregator, orch.registry.models()), routing=RoutingPolicy(cost_weight=cost_weight), budget=limits, **options)
+    orch, workflow = _workflow(db, profile, router, aggregator, cost_weight, option, budget, session=session)
     if query is not None:
         result = workflow.run(query, session_id=session)
         _print_result(result)
@@ -213,6 +205,48 @@ def chat(
         result = workflow.run(line, session_id=session_id)
         session_id = result.session_id
         _print_result(result)
+
+
+def _workflow(
+    db: str | None, profile: str, router: str, aggregator: str, cost_weight: float, option: list[str] | None,
+    budget: list[str] | None, *, session: str | None = None,
+) -> tuple[Orchestra, Workflow]:
+    """The application and the workflow `chat` and `serve` run, from their shared options; every option is
+    checked before anything is registered."""
+    options = parse_options(option)
+    limits = Budget.model_validate(parse_options(budget, "--budget"))  # PolicyError names a wrong key or value
+    routing = RoutingPolicy(cost_weight=cost_weight)
+    orch = _app(db)
+    if session is not None and not orch.store.list_runs(session_id=session, limit=1):
+        # "continue" a session that does not exist would quietly start an empty one under a mistyped id
+        raise NotFoundError("session", session)
+    for note in install_profile(orch, profile):
+        err_console.print(f"[yellow]{escape(note)}[/]")
+    workflow = orch.workflow(router, aggregator=named_aggregator(aggregator, orch.registry.models()), routing=routing, budget=limits, **options)
+    return orch, workflow
+
+
+@app.command()
+@_handle_errors
+def serve(
+    router: Annotated[str, typer.Option(help="Router name (see `orchestra routers`).")] = "embedding",
+    aggregator: Annotated[str, typer.Option(help="refine, fuse, weighted-vote or pass-through.")] = "refine",
+    cost_weight: Annotated[float, typer.Option(help="Default w in [0,1]; a request's cost_weight overrides it.")] = 0.0,
+    profile: Annotated[str, typer.Option(help="Team of agents to register first (`default`: the offline team; `none`).")] = "default",
+    name: Annotated[str, typer.Option(help="The model name clients ask for.")] = "orchestra",
+    host: Annotated[str, typer.Option(help="Bind address; 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to serve on.")] = 8000,
+    option: RouterOption = None,
+    budget: BudgetOption = None,
+    db: DbOption = None,
+) -> None:
+    """Serve the routed workflow as an OpenAI-compatible model (POST /v1/chat/completions), with agents and
+    models onboarded over HTTP (/orchestra/agents, /orchestra/models); every request is a stored run."""
+    from orchestra.server import serve as serve_http
+
+    orch, workflow = _workflow(db, profile, router, aggregator, cost_weight, option, budget)
+    err_console.print(f"[dim]serving {escape(name)} (router {escape(router)}) on http://{escape(host)}:{port}/v1[/]")
+    serve_http(orch, workflow, name=name, host=host, port=port)
 
 
 @app.command()

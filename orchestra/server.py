@@ -1,0 +1,330 @@
+"""An OpenAI-compatible HTTP endpoint for a workflow, and the registry over HTTP (``orchestra serve``).
+
+Any OpenAI client (the ``openai`` SDK, LangChain's ``ChatOpenAI``, curl) talks to a routed workflow as if it were
+one model; each request is one run, stored and replayable like any other. Agents and models are onboarded over
+HTTP while the server runs, and routing uses them at its next decision::
+
+    POST   /v1/chat/completions          a run: the last user message is the query, earlier user and assistant
+                                         messages its history; ``"stream": true`` sends server-sent events
+    GET    /v1/models                    the one model served (the workflow's name)
+    GET    /orchestra/agents             the registry's agent cards
+    POST   /orchestra/agents             onboard cards (one card or a list; ``?update=true`` replaces)
+    DELETE /orchestra/agents/{id}        remove an agent
+    GET    /orchestra/models             ... and the same for model cards
+    GET    /orchestra/runs/{run_id}      a stored run: its record and its trace as a tree
+
+A chat completion carries Orchestra's account of the run beside the OpenAI fields, under ``"orchestra"``: the
+run and session ids, every decision (rationale, calls, candidates and scores), every agent's answer, the cost
+and the latency. Requests may add two fields OpenAI does not have (``extra_body`` in the SDK): ``cost_weight``
+(w in [0, 1], for this request) and ``max_agents`` (k). System and developer messages are not part of a routed
+run (routers read the user's query and the conversation), so they are left out, and the response says so.
+
+Bad input answers 400 with OpenAI's error body (``{"error": {"message", "type", "param", "code"}}``) naming the
+field, 404 for an unknown model, id or run, 409 for an id the registry holds; nothing is stored. A run that fails
+while answering is stored with its error and answers 502 (a model or an agent failed: the upstream of this
+gateway) or 500 (a budget ran out, a router failed), with the run id.
+
+FastAPI and uvicorn come with the ``serve`` extra. The module imports them only in `create_app` and `serve`,
+so the rest of Orchestra runs without them.
+"""
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestra.cards import AgentCard, ModelCard
+from orchestra.errors import (
+    AgentError,
+    ConfigurationError,
+    DuplicateIdError,
+    ModelError,
+    NotFoundError,
+    OrchestraError,
+    UnknownRouterError,
+)
+from orchestra.policies import RoutingPolicy
+from orchestra.routing import Turn
+
+if TYPE_CHECKING:
+    from orchestra.runtime import Orchestra, RunResult, Workflow
+
+__all__ = ["ChatCompletionRequest", "create_app", "serve"]
+
+_INSTALL_HINT = "pip install 'orchestra-routing[serve]'  (FastAPI and uvicorn)"
+
+
+class _TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    """One message of a chat completion request, as OpenAI's API takes it."""
+
+    model_config = ConfigDict(extra="allow")  # name, tool_calls, ...: accepted, not used
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[_TextPart] | None = None
+    """Text, or a list of content parts of which only text parts can be routed."""
+
+    def text(self, index: int) -> str:
+        """The message's text; `ConfigurationError` naming ``messages[index]`` for a part that is not text."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        for part in self.content:
+            if part.type != "text" or part.text is None:
+                raise ConfigurationError(f"messages[{index}].content: a {part.type!r} part cannot be routed; send text parts only")
+        return "".join(part.text or "" for part in self.content)
+
+
+class ChatCompletionRequest(BaseModel):
+    """The body of ``POST /v1/chat/completions``: OpenAI's fields that a routed run can honour, plus
+    ``cost_weight`` and ``max_agents``. Sampling fields (temperature, max_tokens, ...) are accepted and left to
+    the agents' own settings: the server answers with a workflow, not one model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    """The served workflow's name (``GET /v1/models``)."""
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    cost_weight: float | None = None
+    """w in [0, 1] for this request: model routers trade predicted quality against cost with it."""
+    max_agents: int | None = None
+    """k for this request: at most this many agents per decision."""
+
+
+def _error_body(
+    message: str, kind: str, *, param: str | None = None, code: str | None = None, run_id: str | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    if run_id is not None:
+        body["orchestra"] = {"run_id": run_id}
+    return body
+
+
+def _status_of(error: OrchestraError) -> int:
+    """The HTTP status for an error raised before a run starts (bad input: nothing was stored)."""
+    if isinstance(error, DuplicateIdError):
+        return 409
+    if isinstance(error, (NotFoundError, UnknownRouterError)):
+        return 404
+    return 400
+
+
+def _query_and_history(messages: list[ChatMessage]) -> tuple[str, list[Turn], int]:
+    """The query (the last message, which must be the user's), the user and assistant turns before it, and how
+    many system or developer messages were left out."""
+    last = messages[-1]
+    if last.role != "user":
+        raise ConfigurationError(f"messages[{len(messages) - 1}].role: the last message must be the user's query, got {last.role!r}")
+    history: list[Turn] = []
+    left_out = 0
+    for index, message in enumerate(messages[:-1]):
+        if message.role in ("user", "assistant"):
+            history.append(Turn(role=message.role, content=message.text(index)))
+        elif message.role == "tool":
+            raise ConfigurationError(f"messages[{index}].role: tool messages cannot be routed (the agents call their own tools)")
+        else:
+            left_out += 1
+    query = last.text(len(messages) - 1)
+    if not query.strip():
+        raise ConfigurationError(f"messages[{len(messages) - 1}].content: the query is empty")
+    return query, history, left_out
+
+
+def _routing(workflow: "Workflow", request: ChatCompletionRequest) -> RoutingPolicy | None:
+    """The workflow's routing policy with this request's ``cost_weight`` and ``max_agents``; `PolicyError` names
+    a value out of range."""
+    updates = {name: value for name, value in (("cost_weight", request.cost_weight), ("max_agents", request.max_agents)) if value is not None}
+    if not updates:
+        return None
+    return RoutingPolicy.model_validate({**workflow.routing.model_dump(), **updates})
+
+
+def _account(result: "RunResult", left_out: int) -> dict[str, Any]:
+    """Orchestra's account of a run, the ``"orchestra"`` field of a completion."""
+    account: dict[str, Any] = {
+        "run_id": result.run_id,
+        "session_id": result.session_id,
+        "status": result.status,
+        "out_of_scope": result.out_of_scope,
+        "cost_usd": result.cost_usd,
+        "latency_ms": round(result.latency_ms, 3),
+        "decisions": [decision.model_dump(mode="json") for decision in result.decisions],
+        "observations": [observation.model_dump(mode="json") for observation in result.observations],
+    }
+    if left_out:
+        account["notes"] = [f"{left_out} system or developer message(s) left out: routers read the user's query and the conversation"]
+    return account
+
+
+def _usage(result: "RunResult") -> dict[str, int]:
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }
+
+
+def _failure(result: "RunResult") -> tuple[int, dict[str, Any]]:
+    """The status and body of a run that failed while answering (it is stored, with its error)."""
+    error = result.error
+    status = 502 if isinstance(error, (ModelError, AgentError)) else 500  # the agents and models are the upstream
+    body = _error_body(str(error), type(error).__name__, code=getattr(error, "code", None), run_id=result.run_id)
+    return status, body
+
+
+def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orchestra") -> Any:
+    """A FastAPI application serving ``workflow`` as the OpenAI-compatible model ``name``, with ``orchestra``'s
+    registry and runs over HTTP (routes in the module docstring). Run it with uvicorn (`serve` does), or test it
+    with FastAPI's ``TestClient``."""
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import JSONResponse, StreamingResponse
+    except ImportError as exc:
+        raise ConfigurationError(f"the HTTP server is not installed ({exc.name}); {_INSTALL_HINT}") from None
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"the served model's name must be a non-empty string, got {name!r}")
+
+    api = FastAPI(title="Orchestra", summary=f"The routed workflow {name!r} as an OpenAI-compatible model")
+
+    @api.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # OpenAI's clients read {"error": {...}}; FastAPI's own 422 body is a list they would not show
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        return JSONResponse(_error_body(f"{param or 'body'}: {first.get('msg')}", "invalid_request_error", param=param or None), status_code=400)
+
+    @api.exception_handler(OrchestraError)
+    async def _orchestra_error(request: Request, exc: OrchestraError) -> JSONResponse:
+        return JSONResponse(_error_body(str(exc), type(exc).__name__, code=getattr(exc, "code", None)), status_code=_status_of(exc))
+
+    @api.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        router = getattr(workflow.router, "name", type(workflow.router).__name__)
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "orchestra", "router": router}]}
+
+    @api.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: ChatCompletionRequest) -> Any:
+        if request.model != name:
+            message = f"model: no model {request.model!r} here; this server serves {name!r}"
+            return JSONResponse(_error_body(message, "NotFoundError", param="model", code="model_not_found"), status_code=404)
+        query, history, left_out = _query_and_history(request.messages)
+        routing = _routing(workflow, request)
+        created = int(time.time())
+        if request.stream:
+            return StreamingResponse(_events(query, history, routing, created, left_out), media_type="text/event-stream")
+        result = await workflow.arun(query, routing=routing, history=history)
+        if result.status != "ok":
+            status, body = _failure(result)
+            return JSONResponse(body, status_code=status)
+        return {
+            "id": f"chatcmpl-{result.run_id}",
+            "object": "chat.completion",
+            "created": created,
+            "model": name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer or ""}, "finish_reason": "stop"}],
+            "usage": _usage(result),
+            "orchestra": _account(result, left_out),
+        }
+
+    async def _events(query: str, history: list[Turn], routing: RoutingPolicy | None, created: int, left_out: int) -> AsyncIterator[str]:
+        """The run as server-sent events: OpenAI chunks, with each routing event as a chunk without choices
+        under ``"orchestra"`` as it happens, the answer as one delta once aggregated, then ``[DONE]``."""
+
+        def chunk(run_id: str, **fields: Any) -> str:
+            body = {"id": f"chatcmpl-{run_id}", "object": "chat.completion.chunk", "created": created, "model": name, "choices": [], **fields}
+            return f"data: {json.dumps(body, default=str)}\n\n"
+
+        async for event in workflow.astream(query, routing=routing, history=history):
+            if event.kind == "run_started":
+                yield chunk(event.run_id, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            elif event.kind == "run_finished":
+                result = event.data["result"]
+                if result.status != "ok":
+                    _, body = _failure(result)
+                    yield f"data: {json.dumps(body)}\n\n"
+                else:
+                    yield chunk(event.run_id, choices=[{"index": 0, "delta": {"content": result.answer or ""}, "finish_reason": None}])
+                    yield chunk(event.run_id, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}], usage=_usage(result),
+                                orchestra=_account(result, left_out))
+            elif event.kind != "token":  # model tokens of agents and the refiner are not the answer's text
+                yield chunk(event.run_id, orchestra={"event": event.kind, **event.data})
+        yield "data: [DONE]\n\n"
+
+    def onboard(kind: Literal["agent", "model"], body: Any, update: bool) -> dict[str, Any]:
+        registry = orchestra.registry
+        cards = body if isinstance(body, list) else [body]
+        if not cards or not all(isinstance(card, dict) for card in cards):
+            raise ConfigurationError(f"the body must be one {kind} card (a JSON object) or a non-empty list of them")
+        if kind == "agent":
+            from orchestra.agent import check_functions
+
+            typed = [AgentCard.parse(card) for card in cards]
+            check_functions(typed)  # before any card is added: all or nothing
+            added = registry.add_agents(typed, update=update)
+        else:
+            added = registry.add_models([ModelCard.parse(card) for card in cards], update=update)
+        return {"added": [card.model_dump(mode="json") for card in added], "registry_version": registry.version}
+
+    @api.get("/orchestra/agents")
+    async def list_agents() -> dict[str, Any]:
+        return {"data": [card.model_dump(mode="json") for card in orchestra.registry.agents()], "registry_version": orchestra.registry.version}
+
+    @api.post("/orchestra/agents", status_code=201)
+    async def add_agents(request: Request, update: bool = False) -> dict[str, Any]:
+        return onboard("agent", await _json(request), update)
+
+    @api.delete("/orchestra/agents/{agent_id}")
+    async def remove_agent(agent_id: str) -> dict[str, Any]:
+        orchestra.registry.remove_agent(agent_id)
+        return {"removed": agent_id, "registry_version": orchestra.registry.version}
+
+    @api.get("/orchestra/models")
+    async def list_registry_models() -> dict[str, Any]:
+        return {"data": [card.model_dump(mode="json") for card in orchestra.registry.models()], "registry_version": orchestra.registry.version}
+
+    @api.post("/orchestra/models", status_code=201)
+    async def add_models(request: Request, update: bool = False) -> dict[str, Any]:
+        return onboard("model", await _json(request), update)
+
+    @api.delete("/orchestra/models/{model_id}")
+    async def remove_model(model_id: str) -> dict[str, Any]:
+        orchestra.registry.remove_model(model_id)
+        return {"removed": model_id, "registry_version": orchestra.registry.version}
+
+    @api.get("/orchestra/runs/{run_id}")
+    async def get_run(run_id: str) -> dict[str, Any]:
+        trace = orchestra.store.get_run(run_id)  # NotFoundError: 404
+        return {"run": trace.run.model_dump(mode="json"), "tree": trace.tree()}
+
+    return api
+
+
+async def _json(request: Any) -> Any:
+    """The request's JSON body; `ConfigurationError` for one that is not JSON."""
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"the body is not JSON ({exc})") from None
+
+
+def serve(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orchestra", host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve ``workflow`` over HTTP until interrupted (uvicorn, one process: the registry and the workflow's
+    router live in it, and every run goes to ``orchestra``'s store)."""
+    api = create_app(orchestra, workflow, name=name)
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise ConfigurationError(f"the HTTP server is not installed ({exc.name}); {_INSTALL_HINT}") from None
+    uvicorn.run(api, host=host, port=port, log_level="info")
+

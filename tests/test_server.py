@@ -1,0 +1,143 @@
+"""`orchestra serve`: a routed workflow as an OpenAI-compatible model, and the registry over HTTP, driven by the
+real `openai` SDK through FastAPI's in-process test client (no socket, no network)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+import openai
+from fastapi.testclient import TestClient
+
+from orchestra import AgentCard, Call, Dispatch, ModelCard, ModelUnavailableError, Orchestra, Refine, RouterState
+from orchestra.server import create_app
+from orchestra.testing import FunctionRouter, InMemoryStore, ScriptedModel, ScriptedModels
+
+SEEN: list[RouterState] = []
+
+
+def dispatch_all(state: RouterState) -> Dispatch:
+    SEEN.append(state)
+    return Dispatch(calls=tuple(Call(agent_id=card.id, query=state.query) for card in state.agents), rationale="every agent")
+
+
+@pytest.fixture
+def served() -> tuple[Orchestra, TestClient]:
+    SEEN.clear()
+    models = [ScriptedModel("writer", ["Paris is the capital."]), ScriptedModel("refiner", ["Paris."]),
+              ScriptedModel("down", [ModelUnavailableError("connection refused")])]
+    app = Orchestra(store=InMemoryStore(), model_factory=ScriptedModels(models))
+    for model in models:
+        app.registry.add_model(ModelCard(id=model.id, description=f"scripted model {model.id}", input_price_per_mtok=1.0, output_price_per_mtok=2.0))
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    app.registry.add_agent(AgentCard(id="history", description="History answers.", model="writer"))
+    workflow = app.workflow(FunctionRouter(dispatch_all), aggregator=Refine("refiner"))
+    return app, TestClient(create_app(app, workflow, name="team"))
+
+
+def sdk(client: TestClient) -> openai.OpenAI:
+    return openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client, max_retries=0)
+
+
+def test_a_completion_is_a_stored_run_with_its_routing_account(served) -> None:
+    app, client = served
+    completion = sdk(client).chat.completions.create(
+        model="team",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is the Louvre?"},
+                  {"role": "assistant", "content": "In Paris."}, {"role": "user", "content": "Capital of France?"}],
+        extra_body={"cost_weight": 0.3},
+    )
+    assert completion.choices[0].message.content == "Paris." and completion.choices[0].finish_reason == "stop"
+    assert completion.model == "team" and completion.usage.total_tokens > 0
+    account = completion.model_extra["orchestra"]
+    assert account["status"] == "ok" and account["cost_usd"] > 0
+    assert account["decisions"][0]["rationale"] == "every agent"
+    assert sorted(obs["agent_id"] for obs in account["observations"]) == ["geo", "history"]
+    assert account["notes"] == ["1 system or developer message(s) left out: routers read the user's query and the conversation"]
+    state = SEEN[-1]
+    assert state.query == "Capital of France?" and state.policy.cost_weight == 0.3
+    assert [(turn.role, turn.content) for turn in state.history] == [("user", "Where is the Louvre?"), ("assistant", "In Paris.")]
+    stored = client.get(f"/orchestra/runs/{account['run_id']}").json()
+    assert stored["run"]["answer"] == "Paris." and stored["tree"] == app.store.get_run(account["run_id"]).tree()
+    assert [model.id for model in sdk(client).models.list()] == ["team"]
+
+
+def test_a_streamed_completion_sends_routing_events_then_the_answer(served) -> None:
+    _, client = served
+    chunks = list(sdk(client).chat.completions.create(model="team", messages=[{"role": "user", "content": "Capital of France?"}], stream=True))
+    events = [chunk.model_extra["orchestra"]["event"] for chunk in chunks if "event" in (chunk.model_extra.get("orchestra") or {})]
+    assert events == ["decision", "call", "call", "aggregate"]
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) == "Paris."
+    assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].usage.total_tokens > 0
+    assert len({chunk.id for chunk in chunks}) == 1
+
+
+def test_an_agent_onboarded_over_http_answers_the_next_request(served) -> None:
+    app, client = served
+    poet = {"id": "poet", "description": "Writes short poems.", "model": "writer"}
+    created = client.post("/orchestra/agents", json=poet)
+    assert created.status_code == 201 and created.json()["added"][0]["id"] == "poet"
+    sdk(client).chat.completions.create(model="team", messages=[{"role": "user", "content": "A poem about Paris?"}])
+    assert sorted(card.id for card in SEEN[-1].agents) == ["geo", "history", "poet"]
+    duplicate = client.post("/orchestra/agents", json=poet)
+    assert duplicate.status_code == 409 and duplicate.json()["error"]["code"] == "duplicate_id"
+    assert client.post("/orchestra/agents?update=true", json={**poet, "description": "Writes haiku."}).status_code == 201
+    assert {card["id"]: card["description"] for card in client.get("/orchestra/agents").json()["data"]}["poet"] == "Writes haiku."
+    assert client.delete("/orchestra/agents/poet").status_code == 200
+    assert sorted(card.id for card in app.registry.agents()) == ["geo", "history"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [
+        ({"id": "x", "description": "", "model": "writer"}, 400, "description"),
+        ([{"id": "y", "description": "Fine.", "model": "writer"}, {"id": "y", "description": "Again.", "model": "writer"}], 400, "'y'"),
+        ({"id": "geo", "description": "Taken.", "model": "writer"}, 409, "'geo' is already registered"),
+        ([], 400, "non-empty list"),
+        ("not a card", 400, "JSON object"),
+        ({"id": "f", "description": "A function.", "backend": "function", "function": "no.such.module:fn"}, 400, "no.such.module"),
+    ],
+)
+def test_a_bad_card_is_refused_with_its_field_and_nothing_is_stored(served, body: Any, status: int, names: str) -> None:
+    app, client = served
+    response = client.post("/orchestra/agents", json=body)
+    assert response.status_code == status and names in response.json()["error"]["message"]
+    assert sorted(card.id for card in app.registry.agents()) == ["geo", "history"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param_or_text"),
+    [
+        ({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}, 404, "'gpt-4'"),
+        ({"model": "team"}, 400, "messages"),
+        ({"model": "team", "messages": []}, 400, "messages"),
+        ({"model": "team", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, 400, "messages[1].role"),
+        ({"model": "team", "messages": [{"role": "user", "content": "   "}]}, 400, "the query is empty"),
+        ({"model": "team", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "'image_url' part"),
+        ({"model": "team", "messages": [{"role": "user", "content": "hi"}], "cost_weight": 2}, 400, "cost_weight"),
+        ({"model": "team", "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
+    ],
+)
+def test_a_bad_request_answers_400_or_404_in_openai_s_error_shape_and_runs_nothing(served, body: Any, status: int, param_or_text: str) -> None:
+    app, client = served
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert param_or_text in error["message"] and error["type"]
+    assert app.store.list_runs(limit=5) == [] and SEEN == []
+
+
+def test_a_run_that_fails_answers_502_with_its_stored_run(served) -> None:
+    app, client = served
+    for agent_id in ("geo", "history"):
+        app.registry.update_agent(AgentCard(id=agent_id, description="Answers.", model="down"))
+    with pytest.raises(openai.APIStatusError) as raised:
+        sdk(client).chat.completions.create(model="team", messages=[{"role": "user", "content": "Capital of France?"}])
+    assert raised.value.status_code == 502
+    body = raised.value.body
+    run_id = raised.value.response.json()["orchestra"]["run_id"]
+    assert body["type"] == "AgentError" and "connection refused" in body["message"]
+    assert app.store.get_run(run_id).run.status == "error"
