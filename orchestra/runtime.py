@@ -183,12 +183,19 @@ class _Recording:
         self.trace = trace
         self.decisions: dict[int, StepRecord] = {}
         self.aggregate: StepRecord | None = None
+        self.calls_at: dict[tuple[int, int], StepRecord] = {}
+        """Calls by round and place in their dispatch. The same agent asked the same query twice in one dispatch (a
+        router sampling an agent several times) makes calls that only their place tells apart: served by call,
+        the answers went to the calls in the order the original's calls finished, not to the calls that gave them."""
         self.calls: dict[tuple[int, str, str, str | None], deque[StepRecord]] = {}
+        """Calls of runs recorded before the place was, by what was asked, in the order they were stored."""
         for step in trace.steps:
             if step.kind == "decision":
                 self.decisions[step.round] = step
             elif step.kind == "aggregate":
                 self.aggregate = step
+            elif step.kind == "call" and isinstance(step.request.get("index"), int):
+                self.calls_at[(step.round, step.request["index"])] = step
             elif step.kind == "call":
                 key = (step.round, step.agent_id or "", step.request.get("query", ""), step.request.get("model_id"))
                 self.calls.setdefault(key, deque()).append(step)
@@ -229,8 +236,17 @@ class _Recording:
             raise self.missing(f"the original run made no decision in round {round}{failed}")
         return step
 
-    def take_call(self, round: int, call: Call) -> StepRecord:
+    def take_call(self, round: int, call: Call, index: int) -> StepRecord:
+        """The recorded call at place ``index`` of round ``round``'s dispatch (by what was asked, for a run recorded
+        before places were)."""
         with self.lock:
+            step = self.calls_at.pop((round, index), None)
+            if step is not None:
+                asked = (step.agent_id, step.request.get("query"), step.request.get("model_id"))
+                if asked != (call.agent_id, call.query, call.model_id):
+                    raise ReplayMismatch(f"round {round}: call {index} went to {step.agent_id!r} in the original run, not to {call.agent_id!r} "
+                                         f"with {call.query!r}")
+                return step
             queue = self.calls.get((round, call.agent_id, call.query, call.model_id))
             if not queue:
                 raise self.missing(f"round {round}: the original run made no call to {call.agent_id!r} with {call.query!r}")
@@ -770,7 +786,8 @@ class Workflow:
         if state.get("answer") is not None:
             return END
         step_id, round, calls = state["dispatch"]
-        return [Send("call", {"call": call, "round": round, "parent_id": step_id}) for call in calls]
+        # each call carries its place in the dispatch: an exact replay serves it the answer recorded at that place
+        return [Send("call", {"call": call, "round": round, "parent_id": step_id, "index": index}) for index, call in enumerate(calls)]
 
     # -- router node --------------------------------------------------------------------------------------------
 
@@ -908,10 +925,10 @@ class Workflow:
 
     # -- call node ----------------------------------------------------------------------------------------------
 
-    def _prepare_call(self, ctx: _RunContext, payload: dict[str, Any]) -> tuple[Call, int, str, str]:
+    def _prepare_call(self, ctx: _RunContext, payload: dict[str, Any]) -> tuple[Call, int, str, str, int]:
         with ctx.tracker.lock:
             ctx.tracker.calls += 1
-        return payload["call"], payload["round"], payload["parent_id"], new_id()
+        return payload["call"], payload["round"], payload["parent_id"], new_id(), payload["index"]
 
     def _context(self, ctx: _RunContext, call: Call, round: int, step_id: str) -> tuple[AgentContext, Any]:
         snapshot = ctx.snapshot(round) if ctx.recording else None
@@ -928,6 +945,7 @@ class Workflow:
         round: int,
         parent_id: str,
         step_id: str,
+        index: int,
         reply: AgentReply | None,
         error: OrchestraError | None,
         started: float,
@@ -956,11 +974,11 @@ class Workflow:
             latency_ms=(time.perf_counter() - started) * 1000,
             declined=bool(reply and reply.declined),
         )
-        self._record_call(ctx, observation, parent_id, step_id, call, reply.meta if reply else {})
+        self._record_call(ctx, observation, parent_id, step_id, call, index, reply.meta if reply else {})
         return {"observations": [observation]}
 
     @staticmethod
-    def _record_call(ctx: _RunContext, obs: Observation, parent_id: str, step_id: str, call: Call, meta: dict[str, Any]) -> None:
+    def _record_call(ctx: _RunContext, obs: Observation, parent_id: str, step_id: str, call: Call, index: int, meta: dict[str, Any]) -> None:
         ctx.record(
             StepRecord(
                 id=step_id,
@@ -970,7 +988,7 @@ class Workflow:
                 round=obs.round,
                 agent_id=obs.agent_id,
                 model_id=obs.model_id,
-                request={"query": call.query, "weight": call.weight, "model_id": call.model_id},
+                request={"query": call.query, "weight": call.weight, "model_id": call.model_id, "index": index},
                 response=({"answer": obs.answer, "meta": meta} | ({"declined": True} if obs.declined else {})) if obs.ok else {},
                 prompt_tokens=obs.prompt_tokens,
                 completion_tokens=obs.completion_tokens,
@@ -984,9 +1002,9 @@ class Workflow:
         ctx.emit("call", round=obs.round, agent_id=obs.agent_id, answer=obs.answer, error=obs.error, latency_ms=obs.latency_ms,
                  declined=obs.declined)
 
-    def _replay_call(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str) -> dict[str, Any]:
+    def _replay_call(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str, index: int) -> dict[str, Any]:
         assert ctx.recording is not None
-        step = ctx.recording.take_call(round, call)
+        step = ctx.recording.take_call(round, call, index)
         observation = Observation(
             agent_id=call.agent_id,
             query=call.query,
@@ -1013,7 +1031,7 @@ class Workflow:
                 ctx.tracker.add_usage(0, 0, None)
         if not model_steps and not step.error:  # usage the agent reported itself, counted as the original counted it
             ctx.tracker.add_usage(step.prompt_tokens, step.completion_tokens, _reported_cost(step.prompt_tokens, step.completion_tokens, step.cost_usd))
-        self._record_call(ctx, observation, parent_id, step_id, call, step.response.get("meta", {}))
+        self._record_call(ctx, observation, parent_id, step_id, call, index, step.response.get("meta", {}))
         if step.error and step.error.get("type") in (RunCancelled.__name__, BudgetExceeded.__name__):
             # the original run was stopped during this call: so is the replay, with the same error and totals
             raise ctx.recording.missing(f"round {round}: the call to {call.agent_id!r}")
@@ -1027,49 +1045,49 @@ class Workflow:
 
     def _call(self, payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         ctx = _ctx(config)
-        call, round, parent_id, step_id = self._prepare_call(ctx, payload)
+        call, round, parent_id, step_id, index = self._prepare_call(ctx, payload)
         if ctx.recording is not None:
-            return self._replay_call(ctx, call, round, parent_id, step_id)
+            return self._replay_call(ctx, call, round, parent_id, step_id, index)
         started = time.perf_counter()
         context = None
         try:
             context, agent = self._context(ctx, call, round, step_id)
             reply, error = agent.run(call.query, context), None
         except BudgetExceeded as exc:  # a budget stops the whole run, not just this call; the call stays in the trace
-            self._finish_call(ctx, call, round, parent_id, step_id, None, exc, started, context.models if context else None)  # type: ignore[arg-type]
+            self._finish_call(ctx, call, round, parent_id, step_id, index, None, exc, started, context.models if context else None)  # type: ignore[arg-type]
             raise
         except Exception as exc:  # one failing agent does not fail the run: it becomes an observation
             reply, error = None, self._as_error(exc, call.agent_id)
         except BaseException:  # the caller stopped the run during the call (Ctrl-C, a cancelled task): kept too
-            self._finish_call(ctx, call, round, parent_id, step_id, None, RunCancelled(f"the run was stopped during this call to {call.agent_id!r}"),
+            self._finish_call(ctx, call, round, parent_id, step_id, index, None, RunCancelled(f"the run was stopped during this call to {call.agent_id!r}"),
                               started, context.models if context else None)  # type: ignore[arg-type]
             raise
         if reply is not None and not isinstance(reply, AgentReply):
             reply, error = None, AgentError(f"agent {call.agent_id!r} returned {type(reply).__name__}", agent_id=call.agent_id)
-        return self._finish_call(ctx, call, round, parent_id, step_id, reply, error, started, context.models if context else None)  # type: ignore[arg-type]
+        return self._finish_call(ctx, call, round, parent_id, step_id, index, reply, error, started, context.models if context else None)  # type: ignore[arg-type]
 
     async def _acall(self, payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         ctx = _ctx(config)
-        call, round, parent_id, step_id = self._prepare_call(ctx, payload)
+        call, round, parent_id, step_id, index = self._prepare_call(ctx, payload)
         if ctx.recording is not None:
-            return self._replay_call(ctx, call, round, parent_id, step_id)
+            return self._replay_call(ctx, call, round, parent_id, step_id, index)
         started = time.perf_counter()
         context = None
         try:
             context, agent = self._context(ctx, call, round, step_id)
             reply, error = await agent.arun(call.query, context), None
         except BudgetExceeded as exc:  # a budget stops the whole run, not just this call; the call stays in the trace
-            self._finish_call(ctx, call, round, parent_id, step_id, None, exc, started, context.models if context else None)  # type: ignore[arg-type]
+            self._finish_call(ctx, call, round, parent_id, step_id, index, None, exc, started, context.models if context else None)  # type: ignore[arg-type]
             raise
         except Exception as exc:
             reply, error = None, self._as_error(exc, call.agent_id)
         except BaseException:  # the caller stopped the run during the call (Ctrl-C, a cancelled task): kept too
-            self._finish_call(ctx, call, round, parent_id, step_id, None, RunCancelled(f"the run was stopped during this call to {call.agent_id!r}"),
+            self._finish_call(ctx, call, round, parent_id, step_id, index, None, RunCancelled(f"the run was stopped during this call to {call.agent_id!r}"),
                               started, context.models if context else None)  # type: ignore[arg-type]
             raise
         if reply is not None and not isinstance(reply, AgentReply):
             reply, error = None, AgentError(f"agent {call.agent_id!r} returned {type(reply).__name__}", agent_id=call.agent_id)
-        return self._finish_call(ctx, call, round, parent_id, step_id, reply, error, started, context.models if context else None)  # type: ignore[arg-type]
+        return self._finish_call(ctx, call, round, parent_id, step_id, index, reply, error, started, context.models if context else None)  # type: ignore[arg-type]
 
     # -- aggregate node -----------------------------------------------------------------------------------------
 

@@ -293,3 +293,37 @@ def test_a_run_stopped_by_its_time_budget_replays_to_the_same_stop() -> None:
     assert again.status == "error" and isinstance(again.error, BudgetExceeded), again.error
     assert (again.error.limit, again.error.allowed, again.error.used) == ("max_seconds", 0.5, original.error.used)
     assert len(again.decisions) == len(original.decisions)
+
+
+def test_an_agent_sampled_several_times_in_one_dispatch_replays_each_answer_to_its_own_call() -> None:
+    """A router that asks one agent the same query three times (self-consistency sampling) makes calls only their
+    place in the dispatch tells apart. The replay served the recorded answers in the order the original's calls
+    finished, so a first sample that finished last went to the third call: the answer differed, ReplayMismatch."""
+    import itertools
+    import threading
+
+    taken = itertools.count()
+    last_done = threading.Event()
+
+    def sampler(query: str) -> str:
+        number = next(taken)
+        if number == 0:
+            last_done.wait(timeout=2)  # the first sample finishes (and is recorded) last
+        elif number == 2:
+            last_done.set()
+        return f"sample {number}"
+
+    app = Orchestra(store=InMemoryStore(), model_factory=ScriptedModels())
+    app.registry.add_agent(AgentCard(id="sampler", description="answers differently each time"), implementation=sampler)
+    thrice = FunctionRouter(lambda s: Dispatch(calls=tuple(Call(agent_id="sampler", query=s.query, weight=w) for w in (1.0, 2.0, 3.0))))
+    original = app.workflow(thrice).run("pick one")
+    assert original.status == "ok"
+    recorded = [step for step in app.store.get_run(original.run_id).steps if step.kind == "call"]
+    assert recorded[-1].response["answer"] == "sample 0"
+
+    again = replay(app, original.run_id)
+
+    assert again.status == "ok" and again.answer == original.answer, again.error
+    answer_of = lambda result: {(obs.weight, obs.answer) for obs in result.observations}  # noqa: E731
+    assert answer_of(again) == answer_of(original)
+    assert sorted(step.request.get("index") for step in recorded) == [0, 1, 2]  # each call's place, as recorded
