@@ -8,6 +8,7 @@ recompiles a graph. Every decision, agent call and model call is appended to the
 from __future__ import annotations
 
 import asyncio
+import logging
 import operator
 import os
 import socket
@@ -42,6 +43,7 @@ from orchestra.errors import (
     ReplayMismatch,
     RunCancelled,
     RunError,
+    StoreError,
     UnknownAgentError,
 )
 from orchestra.model import ChatChunk, ChatModel, ChatOptions, ChatResult, Message
@@ -51,6 +53,8 @@ from orchestra.routing import Call, Dispatch, Finish, ModelAccess, Observation, 
 from orchestra.trace import RunRecord, RunTrace, StepRecord, Store, new_id
 
 __all__ = ["ModelFactory", "Orchestra", "RunEvent", "RunResult", "Workflow"]
+
+logger = logging.getLogger(__name__)
 
 ModelFactory = Callable[[ModelCard, RetryPolicy], ChatModel]
 """Builds the `ChatModel` for a card; the default speaks to any OpenAI-compatible endpoint."""
@@ -1222,11 +1226,11 @@ class Workflow:
         elif error is not None:
             typed = error if isinstance(error, OrchestraError) else RunError(f"{type(error).__name__}: {error}")
         if typed is not None:
-            ctx.record(StepRecord(run_id=run.id, kind="error", round=len(ctx.decisions), error=typed.to_record()))
+            self._record_error_step(ctx, typed)
         answer = None if typed is not None or final is None else final.get("answer")
         if ctx.recording is not None and typed is None and answer != ctx.recording.trace.run.answer:
             typed = ReplayMismatch("the replayed answer differs from the recorded answer")
-            ctx.record(StepRecord(run_id=run.id, kind="error", round=len(ctx.decisions), error=typed.to_record()))
+            self._record_error_step(ctx, typed)
             answer = None
         tracker = ctx.tracker
         run.status = "ok" if typed is None else ("interrupted" if isinstance(typed, RunCancelled) else "error")
@@ -1237,7 +1241,13 @@ class Workflow:
         run.completion_tokens = tracker.completion_tokens
         run.cost_usd = None if tracker.cost_unknown else tracker.cost_usd
         run.latency_ms = tracker.elapsed() * 1000
-        self.app.store.finish_run(run)
+        try:
+            self.app.store.finish_run(run)
+        except StoreError as exc:
+            if error is None or isinstance(error, RunError):
+                raise  # the run's result is returned: its caller must learn that it was not stored
+            # the caller raises the error that stopped the run (often this store's own failure, a moment earlier)
+            logger.warning("run %s: could not store how it ended (%s); it stays 'running' in the store", run.id, exc)
         return RunResult(
             run_id=run.id,
             session_id=run.session_id,
@@ -1252,6 +1262,16 @@ class Workflow:
             cost_usd=run.cost_usd,
             latency_ms=run.latency_ms,
         )
+
+    @staticmethod
+    def _record_error_step(ctx: _RunContext, error: OrchestraError) -> None:
+        """The step saying how the run failed, if the store takes it. The run's record carries the same error, so a
+        store that refuses this step (often the very failure that stopped the run: a locked file, a dropped
+        connection) must not keep `finish_run` from being tried: the run stayed ``running`` for ever."""
+        try:
+            ctx.record(StepRecord(run_id=ctx.run.id, kind="error", round=len(ctx.decisions), error=error.to_record()))
+        except StoreError as exc:
+            logger.warning("run %s: could not store its error step (%s)", ctx.run.id, exc)
 
     def run(
         self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None

@@ -899,3 +899,31 @@ def test_a_call_its_budget_stopped_stays_in_the_trace_and_replays_to_the_same_st
     assert [step.parent_id for step in trace.steps if step.kind == "model_call"] == [call.id]
     again = replay(app, stopped.run_id)
     assert isinstance(again.error, BudgetExceeded) and str(again.error) == str(stopped.error)
+
+
+def test_a_run_stopped_by_a_failing_store_is_stored_as_failed_with_the_error_that_stopped_it() -> None:
+    """A store that refused a step (a locked file, a dropped connection) often refuses the next write too: the run's
+    error step was written before the run was finished, so its refusal kept finish_run from being tried. The run
+    stayed ``running`` for ever, and its caller got the second failure instead of the one that stopped the run."""
+    from orchestra import StoreError
+
+    class RefusingSteps(InMemoryStore):
+        refused = 0
+
+        def append_step(self, step: Any) -> Any:
+            if step.kind == "decision":
+                return super().append_step(step)
+            self.refused += 1
+            raise StoreError(f"write {self.refused} refused")
+
+    store = RefusingSteps()
+    app = Orchestra(store=store, model_factory=ScriptedModels())
+    app.registry.add_agent(AgentCard(id="tool", description="a tool"), implementation=lambda q: "answer")
+    workflow = app.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="tool", query=s.query),))))
+
+    with pytest.raises(StoreError, match="write 1 refused"):
+        workflow.run("q")
+
+    (run,) = store.list_runs()
+    assert run.status == "error" and run.error is not None and run.error["message"] == "write 1 refused"
+    assert store.refused == 2  # the error step was tried, and its refusal did not stop the run being finished
