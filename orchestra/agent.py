@@ -104,7 +104,11 @@ class FunctionAgent:
         # a second required parameter, or one named context (``fn(query, context=None)``, usable outside a run
         # too): the knowledge agent's optional context was never passed, so its model summary never ran
         self._wants_context = len(required) >= 2 or "context" in parameters
-        self._is_async = inspect.iscoroutinefunction(fn)
+        # an object whose __call__ is async (a tool class holding its client) is no coroutine function itself:
+        # called like a sync one, it returned an unawaited coroutine and every call failed
+        self._is_async = inspect.iscoroutinefunction(fn) or (
+            not inspect.isroutine(fn) and inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))
+        )
 
     def _args(self, query: str, context: AgentContext) -> tuple[Any, ...]:
         return (query, context) if self._wants_context else (query,)

@@ -927,3 +927,22 @@ def test_a_run_stopped_by_a_failing_store_is_stored_as_failed_with_the_error_tha
     (run,) = store.list_runs()
     assert run.status == "error" and run.error is not None and run.error["message"] == "write 1 refused"
     assert store.refused == 2  # the error step was tried, and its refusal did not stop the run being finished
+
+
+def test_an_object_with_an_async_call_is_an_async_function_agent_in_sync_and_async_runs() -> None:
+    """A tool written as a class whose __call__ is async (it holds its client) is no coroutine function itself: it
+    was called as a sync one, returned an unawaited coroutine, and failed every call ("function agent returned
+    coroutine"). A function card naming such a class (instantiated by the runtime) failed the same way."""
+    import asyncio
+
+    class Echo:
+        async def __call__(self, query: str) -> str:
+            await asyncio.sleep(0)
+            return "echo " + query
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="echo", description="Repeats."), implementation=Echo())
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+
+    assert workflow.run("hi").answer == "echo hi"
+    assert asyncio.run(workflow.arun("hi")).answer == "echo hi"
