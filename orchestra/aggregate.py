@@ -283,6 +283,11 @@ class Refine:
     name = "refine"
 
     def __init__(self, model_id: str, *, always: bool = False, options: ChatOptions | None = None) -> None:
+        if not isinstance(model_id, str) or not model_id.strip():
+            # refused here: Refine(None) failed each refine inside the run (an AttributeError kept in the step's
+            # meta, the answers listed instead) and its runs could not be replayed; Refine(42) failed every run
+            # after the agents had answered
+            raise ConfigurationError(f"Refine model_id must be a model card's id, got {type(model_id).__name__} {model_id!r:.60}")
         self.agent = RefiningAgent(model_id, options)
         self.always = always
 

@@ -946,3 +946,17 @@ def test_an_object_with_an_async_call_is_an_async_function_agent_in_sync_and_asy
 
     assert workflow.run("hi").answer == "echo hi"
     assert asyncio.run(workflow.arun("hi")).answer == "echo hi"
+
+
+@pytest.mark.parametrize("model_id", [None, 42, "", "  "])
+def test_refine_refuses_a_model_id_that_names_no_card_when_given(model_id: Any) -> None:
+    """Refine(None) ran: each refine failed inside the run (an AttributeError kept in the step's meta, the answers
+    listed instead) and its runs could not be replayed ("not one Orchestra ships"); Refine(42) failed every run after
+    the agents had answered (and been paid)."""
+    from orchestra import Fuse
+
+    with pytest.raises(ConfigurationError, match="Refine model_id must be a model card's id"):
+        Refine(model_id)
+    if model_id:  # Fuse(None) and Fuse("") mean no refiner: the answers are listed
+        with pytest.raises(ConfigurationError, match="model_id"):
+            Fuse(model_id)
