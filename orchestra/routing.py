@@ -231,7 +231,16 @@ ENTRY_POINT_GROUP = "orchestra.routers"
 
 
 def register_router(name: str, factory: Callable[..., Router]) -> None:
-    """Make a router available by name in this process (packages use the ``orchestra.routers`` entry point)."""
+    """Make a router available by name in this process (packages use the ``orchestra.routers`` entry point); a
+    name registered again, a shipped one included, is served by the new factory. `ConfigurationError` when the name
+    is not a non-empty string or the factory cannot be called."""
+    # refused here: a factory that cannot be called failed the first load_router with a bare TypeError, and a name
+    # that is no string broke available_routers(), so every unknown router's error and `orchestra routers`
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ConfigurationError(f"register_router: name must be a non-empty string without surrounding spaces, got {type(name).__name__} {name!r:.60}")
+    if not callable(factory):
+        raise ConfigurationError(f"register_router({name!r}): factory must be a router class or a function returning a router, "
+                                 f"got {type(factory).__name__} {factory!r:.60}")
     _IN_PROCESS[name] = factory
 
 

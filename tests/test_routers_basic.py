@@ -162,3 +162,18 @@ def test_router_options_are_checked_by_name_and_type() -> None:
     with pytest.raises(ConfigurationError, match="router 'knn' takes no option 'foo'"):
         load_router("knn", k=3, foo=1)
     assert load_router("knn", k=3, text_window=200).k == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "factory", "problem"),
+    [("mine", 42, "factory must be"), ("", AllRouter, "name must be"), (7, AllRouter, "name must be"), (" all", AllRouter, "name must be")],
+)
+def test_register_router_refuses_a_name_or_factory_it_could_never_serve(name: object, factory: object, problem: str) -> None:
+    """A factory that cannot be called failed the first load_router with a bare TypeError; a name that is no string
+    broke available_routers() (str and int do not sort), so every unknown router's error and `orchestra routers`."""
+    from orchestra.errors import ConfigurationError
+    from orchestra.routing import available_routers, register_router
+
+    with pytest.raises(ConfigurationError, match=problem):
+        register_router(name, factory)  # type: ignore[arg-type]
+    assert "mine" not in available_routers() and all(isinstance(known, str) for known in available_routers())
