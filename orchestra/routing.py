@@ -188,7 +188,13 @@ class Router(Protocol):
     """What users implement: a name and ``decide``. Set ``multi_round = True`` to be asked again with
     the observations after each round of calls."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The router's name, in traces and for an exact replay to rebuild it (`register_router`)."""
+        # read-only here, so that a class attribute, a ClassVar (BaseRouter's) and an instance attribute all
+        # satisfy it: declared ``name: str``, type checkers refused FunctionRouter and every BaseRouter subclass
+        # that names itself per instance where a Router is expected
+        ...
 
     def decide(self, state: RouterState) -> Dispatch | Finish:
         """The decision for ``state``: `Dispatch` (agents to call, with a score for every candidate) or `Finish`

@@ -84,3 +84,17 @@ def test_every_import_respects_the_rooms_of_the_design() -> None:
                     if entered in forbidden.get(room, set()) or private:
                         breaches.append(f"{path.relative_to(project)}:{node.lineno} imports {module} {names}")
     assert breaches == []
+
+
+def test_the_router_protocol_takes_a_name_given_on_the_class_or_the_instance() -> None:
+    """Router declared ``name: str``, an instance variable: type checkers then refused BaseRouter's ClassVar name, so
+    the shipped FunctionRouter (and RecordedRouter, in Orchestra's own replay) was "incompatible" where a Router is
+    expected. A read-only property is met by a class attribute, a ClassVar and an instance attribute alike."""
+    import inspect
+
+    from orchestra.routing import BaseRouter, Finish, Router
+    from orchestra.testing import FunctionRouter
+
+    assert isinstance(inspect.getattr_static(Router, "name", None), property)
+    assert isinstance(FunctionRouter(lambda state: Finish(answer="done")), Router)
+    assert isinstance(type("Named", (BaseRouter,), {"name": "named"})(), Router)
