@@ -86,6 +86,12 @@ def replay(
     given as ``aggregator`` (`ConfigurationError` otherwise, rather than a replay that cannot match)."""
     from orchestra.runtime import Workflow, _Recording  # LangGraph loads with the first replay, not with the package
 
+    if router is None and router_options:
+        # an exact replay rebuilds the original's router from its record: options given here went nowhere
+        raise ConfigurationError(
+            f"router options {', '.join(map(repr, sorted(router_options)))} are for a counterfactual replay: give router= too "
+            "(an exact replay rebuilds the original router with its recorded options)"
+        )
     trace = app.store.get_run(run_id)
     run = trace.run
     recorded = run.meta.get("aggregator", {})

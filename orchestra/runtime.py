@@ -1393,9 +1393,16 @@ class Orchestra:
         routing: RoutingPolicy | None = None,
         **router_options: Any,
     ) -> Workflow:
-        """The standard routed graph for ``router`` (an object, or a name registered as an entry point)."""
+        """The standard routed graph for ``router`` (an object, or a name registered as an entry point, built with
+        ``router_options``)."""
         if isinstance(router, str):
             router = load_router(router, **router_options)
+        elif router_options:
+            # a router object is already built: its options went nowhere, and the run used the router as it was
+            raise ConfigurationError(
+                f"router options {', '.join(map(repr, sorted(router_options)))} are for a router given by name; "
+                f"{type(router).__name__} is already built: give them to it when you build it"
+            )
         return Workflow(self, router, aggregator=aggregator, budget=budget, routing=routing)
 
     def model_access(self) -> ModelAccess:

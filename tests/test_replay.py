@@ -327,3 +327,15 @@ def test_an_agent_sampled_several_times_in_one_dispatch_replays_each_answer_to_i
     answer_of = lambda result: {(obs.weight, obs.answer) for obs in result.observations}  # noqa: E731
     assert answer_of(again) == answer_of(original)
     assert sorted(step.request.get("index") for step in recorded) == [0, 1, 2]  # each call's place, as recorded
+
+
+def test_router_options_without_a_router_are_refused_by_an_exact_replay(app: tuple[Orchestra, ScriptedModels]) -> None:
+    """replay(app, run_id, index=1) made an exact replay with the recorded router and dropped the option without a
+    word (the CLI already refuses --option without --router)."""
+    from orchestra import ConfigurationError
+
+    orch, _ = app
+    original = orch.workflow("test-pick").run("question")
+    with pytest.raises(ConfigurationError, match="router options 'index' are for a counterfactual replay"):
+        replay(orch, original.run_id, index=1)
+    assert replay(orch, original.run_id, router="test-pick", index=1).answer == "tool answer"

@@ -960,3 +960,13 @@ def test_refine_refuses_a_model_id_that_names_no_card_when_given(model_id: Any) 
     if model_id:  # Fuse(None) and Fuse("") mean no refiner: the answers are listed
         with pytest.raises(ConfigurationError, match="model_id"):
             Fuse(model_id)
+
+
+def test_router_options_beside_a_router_object_are_refused_not_dropped() -> None:
+    """workflow(router_object, k=1) built the workflow and dropped k without a word: the run used the router as it
+    was built. Options are for a router given by name."""
+    app = make_app()
+    router = FunctionRouter(dispatch_all)
+    with pytest.raises(ConfigurationError, match=r"router options 'agent_ids', 'k' are for a router given by name; FunctionRouter"):
+        app.workflow(router, agent_ids=["a"], k=1)
+    assert app.workflow(router).router is router
