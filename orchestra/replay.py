@@ -94,6 +94,13 @@ def replay(
         )
     trace = app.store.get_run(run_id)
     run = trace.run
+    if router is None and run.status == "running":
+        # its record is not complete yet: replayed, the first step it had not stored read as the router diverging
+        # (a ReplayMismatch, stored as a failed replay)
+        raise ConfigurationError(
+            f"run {run.id} is still running (or its process on another host ended without finishing it): an exact replay "
+            "needs its whole record; replay it once it has finished, or with another router (router=...)"
+        )
     recorded = run.meta.get("aggregator", {})
     aggregator = aggregator or build_aggregator(recorded)
     if aggregator is None:

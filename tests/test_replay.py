@@ -339,3 +339,34 @@ def test_router_options_without_a_router_are_refused_by_an_exact_replay(app: tup
     with pytest.raises(ConfigurationError, match="router options 'index' are for a counterfactual replay"):
         replay(orch, original.run_id, index=1)
     assert replay(orch, original.run_id, router="test-pick", index=1).answer == "tool answer"
+
+
+def test_an_exact_replay_of_a_run_still_running_is_refused_rather_than_a_mismatch(app: tuple[Orchestra, ScriptedModels]) -> None:
+    """A run in flight has not stored its calls yet: its exact replay read the first missing one as the router
+    diverging, and stored a failed replay saying "the original run made no call to ..."."""
+    import threading
+
+    from orchestra import ConfigurationError
+
+    orch, _ = app
+    entered, release = threading.Event(), threading.Event()
+
+    def held(query: str) -> str:
+        entered.set()
+        release.wait(timeout=5)
+        return "held answer"
+
+    orch.registry.add_agent(AgentCard(id="held", description="answers when released"), implementation=held)
+    workflow = orch.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="held", query=s.query),))))
+    worker = threading.Thread(target=workflow.run, args=("question",))
+    worker.start()
+    try:
+        assert entered.wait(timeout=5)
+        (running,) = orch.store.list_runs(status="running")
+        with pytest.raises(ConfigurationError, match="is still running"):
+            replay(orch, running.id)
+        assert [run.id for run in orch.store.list_runs()] == [running.id]  # no failed replay stored
+    finally:
+        release.set()
+        worker.join(timeout=5)
+    assert replay(orch, running.id).status == "ok"  # once finished, it replays
