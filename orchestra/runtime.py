@@ -80,8 +80,10 @@ class RunEvent:
     kind: Literal["run_started", "decision", "token", "call", "aggregate", "error", "run_finished"]
     """``token`` events carry ``delta`` text of a model answer as it streams (only in streamed runs, from models
     that stream), with the ``step`` it belongs to, the call's ``purpose`` (``agent``, ``refine``, ...) and the
-    ``model_id`` writing. ``restart`` is true on the first delta of a fallback model whose failed predecessor had
-    already streamed: drop the text streamed so far for that step."""
+    ``model_id`` writing, and the ``agent_id`` of the call writing (``None`` for the router's and the aggregator's
+    model calls). ``restart`` is true on the first delta of a fallback model whose failed predecessor had already
+    streamed: drop the text streamed so far for that step. ``decision`` and ``call`` events carry their ``step``
+    id too: the ``step`` of a call's tokens is its ``call`` event's."""
     run_id: str
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -398,8 +400,8 @@ class _RunContext:
 
     # -- model access -------------------------------------------------------------------------------------------
 
-    def access(self, parent_id: str, round: int, original_parent: str | None = None) -> _RunModelAccess:
-        return _RunModelAccess(self, parent_id, round, original_parent)
+    def access(self, parent_id: str, round: int, original_parent: str | None = None, *, agent_id: str | None = None) -> _RunModelAccess:
+        return _RunModelAccess(self, parent_id, round, original_parent, agent_id)
 
 
 _MODEL_ERRORS: dict[str, type[ModelError]] = {cls.__name__: cls for cls in (ModelTimeoutError, ModelUnavailableError, ModelOutputError)}
@@ -422,11 +424,13 @@ def _recorded_result(step: StepRecord, model_id: str) -> ChatResult:
 class _RunModelAccess:
     """`ModelAccess` for one step of a run: registry lookup at call time, fallbacks, budget, recording, replay."""
 
-    def __init__(self, ctx: _RunContext, parent_id: str, round: int, original_parent: str | None) -> None:
+    def __init__(self, ctx: _RunContext, parent_id: str, round: int, original_parent: str | None, agent_id: str | None = None) -> None:
         self.ctx = ctx
         self.parent_id = parent_id
         self.round = round
         self.original_parent = original_parent
+        self.agent_id = agent_id
+        """The agent whose call this access serves (``None``: the router's or the aggregator's step)."""
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -538,7 +542,8 @@ class _RunModelAccess:
         restart = bool(streamed_by) and streamed_by[-1] != model_id
         if not streamed_by or restart:
             streamed_by.append(model_id)
-        self.ctx.emit("token", step=self.parent_id, purpose=purpose, delta=delta, model_id=model_id, restart=restart)
+        # the agent named: parallel agents stream at once, and a step id alone named nothing a reader had been shown
+        self.ctx.emit("token", step=self.parent_id, agent_id=self.agent_id, purpose=purpose, delta=delta, model_id=model_id, restart=restart)
 
     def _streamed(self, chunks: Iterator[ChatChunk], purpose: str, model_id: str, streamed_by: list[str]) -> ChatResult:
         for chunk in chunks:
@@ -886,7 +891,7 @@ class Workflow:
         )
         with ctx.lock:
             ctx.decisions.append(decision)
-        ctx.emit("decision", round=round, decision=_decision_dump(decision))
+        ctx.emit("decision", step=step_id, round=round, decision=_decision_dump(decision))
         if isinstance(decision, Finish):
             return {"round": round + 1, "answer": decision.answer, "out_of_scope": decision.out_of_scope}
         calls = tuple(call for call in decision.calls if call.agent_id not in unknown)
@@ -939,7 +944,7 @@ class Workflow:
         card = ctx.agent_card(call.agent_id, snapshot)  # looked up now: onboarding needs no recompile
         model_id = call.model_id or (f"endpoint:{card.id}" if card.backend == "endpoint" else None)
         agent = agent_for_card(card, ctx.implementation(card))
-        context = AgentContext(card=card, models=ctx.access(step_id, round), history=ctx.history, model_id=model_id, run_id=ctx.run.id)
+        context = AgentContext(card=card, models=ctx.access(step_id, round, agent_id=call.agent_id), history=ctx.history, model_id=model_id, run_id=ctx.run.id)
         return context, agent
 
     def _finish_call(
@@ -1003,7 +1008,7 @@ class Workflow:
         )
         with ctx.lock:
             ctx.observations.append(obs)
-        ctx.emit("call", round=obs.round, agent_id=obs.agent_id, answer=obs.answer, error=obs.error, latency_ms=obs.latency_ms,
+        ctx.emit("call", step=step_id, round=obs.round, agent_id=obs.agent_id, answer=obs.answer, error=obs.error, latency_ms=obs.latency_ms,
                  declined=obs.declined)
 
     def _replay_call(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str, index: int) -> dict[str, Any]:

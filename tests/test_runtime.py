@@ -970,3 +970,21 @@ def test_router_options_beside_a_router_object_are_refused_not_dropped() -> None
     with pytest.raises(ConfigurationError, match=r"router options 'agent_ids', 'k' are for a router given by name; FunctionRouter"):
         app.workflow(router, agent_ids=["a"], k=1)
     assert app.workflow(router).router is router
+
+
+def test_streamed_tokens_name_the_agent_writing_and_its_call_event_names_their_step() -> None:
+    """Two LLM agents streaming at once: token events carried only a step id that no other event named, so a reader
+    could not tell whose words these were (the chat UI wrote "agent is writing:" without a name)."""
+    app = make_app(ScriptedModel("m", ["words of m"]), ScriptedModel("n", ["words of n"]))
+    app.registry.add_agent(AgentCard(id="first", description="asks m", model="m"))
+    app.registry.add_agent(AgentCard(id="second", description="asks n", model="n"))
+    events = list(app.workflow(FunctionRouter(dispatch_all)).stream("q"))
+
+    tokens = [event.data for event in events if event.kind == "token"]
+    calls = {event.data["agent_id"]: event.data["step"] for event in events if event.kind == "call"}
+    written = {agent: "".join(token["delta"] for token in tokens if token["agent_id"] == agent) for agent in calls}
+    assert written == {"first": "words of m", "second": "words of n"}
+    assert all(token["step"] == calls[token["agent_id"]] for token in tokens)
+    (decision,) = [event.data for event in events if event.kind == "decision"]
+    trace = app.store.get_run(events[-1].data["result"].run_id)
+    assert decision["step"] == next(step.id for step in trace.steps if step.kind == "decision")
