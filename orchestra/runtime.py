@@ -325,7 +325,9 @@ class _RunContext:
         self.recording = recording
         self.router = router
         self.decisions: list[Dispatch | Finish] = []
-        self.observations: list[Observation] = []
+        self.observations: list[tuple[int, int, Observation]] = []
+        """Each call's observation under its round and place in the dispatch: parallel calls finish in any order,
+        and the run's result lists them in the order they were dispatched, as the aggregator saw them."""
         self.lock = threading.Lock()
         self._old_registries: dict[int, RegistrySnapshot] = {}
         self._refreshed_at_start = recording is None
@@ -1007,7 +1009,7 @@ class Workflow:
             )
         )
         with ctx.lock:
-            ctx.observations.append(obs)
+            ctx.observations.append((obs.round, index, obs))
         ctx.emit("call", step=step_id, round=obs.round, agent_id=obs.agent_id, answer=obs.answer, error=obs.error, latency_ms=obs.latency_ms,
                  declined=obs.declined)
 
@@ -1259,7 +1261,7 @@ class Workflow:
             status=run.status,  # type: ignore[arg-type]
             answer=answer,
             decisions=tuple(ctx.decisions),
-            observations=tuple(ctx.observations),
+            observations=tuple(obs for _, _, obs in sorted(ctx.observations, key=lambda placed: placed[:2])),
             error=typed,
             out_of_scope=bool(final and final.get("out_of_scope")),
             prompt_tokens=run.prompt_tokens,

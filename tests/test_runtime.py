@@ -988,3 +988,28 @@ def test_streamed_tokens_name_the_agent_writing_and_its_call_event_names_their_s
     (decision,) = [event.data for event in events if event.kind == "decision"]
     trace = app.store.get_run(events[-1].data["result"].run_id)
     assert decision["step"] == next(step.id for step in trace.steps if step.kind == "decision")
+
+
+def test_a_run_lists_its_observations_in_the_order_they_were_dispatched() -> None:
+    """Parallel calls finish in any order: the result listed them as they finished, not as they were dispatched and
+    as the aggregator saw them, so a run and its exact replay could list the same observations differently."""
+    import threading
+
+    fast_done = threading.Event()
+
+    def slow(query: str) -> str:
+        fast_done.wait(timeout=2)
+        return "slow answer"
+
+    def fast(query: str) -> str:
+        fast_done.set()
+        return "fast answer"
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="slow", description="finishes last"), implementation=slow)
+    app.registry.add_agent(AgentCard(id="fast", description="finishes first"), implementation=fast)
+    rounds = FunctionRouter(lambda s: Finish(answer="done") if s.round == 2 else Dispatch(calls=(Call(agent_id="slow", query=s.query),
+                                                                                                 Call(agent_id="fast", query=s.query))), multi_round=True)
+    result = app.workflow(rounds).run("q")
+
+    assert [(obs.round, obs.agent_id) for obs in result.observations] == [(0, "slow"), (0, "fast"), (1, "slow"), (1, "fast")]
