@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -273,9 +275,17 @@ def _factory(name: str) -> Callable[..., Router]:
 
 def load_router(name: str, **options: Any) -> Router:
     """Build the router registered under ``name`` with ``options``; `ConfigurationError` names an option it does
-    not take or one it needs."""
+    not take or one it needs.
+
+    The ``checkpoint`` file of a router that loads one (`router_loads_checkpoint`) is taken from the working folder
+    and made absolute (symbolic links kept, as the user named them): the router records it in every run's meta, and an exact replay started from another folder
+    (or the UI, wherever Streamlit runs) must rebuild it from the same file rather than serve its decisions
+    unchecked."""
     factory = _factory(name)
     _check_options(name, factory, options)
+    checkpoint = options.get("checkpoint")
+    if isinstance(checkpoint, (str, os.PathLike)) and str(checkpoint) and getattr(factory, "checkpoint_format", None) is not None:
+        options["checkpoint"] = os.path.abspath(Path(checkpoint).expanduser())
     return factory(**options)
 
 

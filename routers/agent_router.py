@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 import time
 import zlib
@@ -896,7 +897,8 @@ class AgentRouter(BaseRouter):
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise damaged_checkpoint(path, cls.name, exc) from None
-        router.checkpoint = str(path)
+        # absolute, so that a replay started from another folder (or the UI) rebuilds the router from this file
+        router.checkpoint = os.path.abspath(Path(path).expanduser())
         if candidates is not None:
             given, known = set(candidates), set(router.known_ids)
             if strict and given != known:

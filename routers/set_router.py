@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import zipfile
 from collections.abc import Sequence
@@ -593,7 +594,9 @@ class SetRouter(BaseRouter):
         )
         if agents is not None:
             router.check_compatible(agents)
-        router.checkpoint = str(path)  # described, so that a replay rebuilds this router from the file
+        # described, so that a replay rebuilds this router from the file: absolute, as a replay (or the UI) may run
+        # from another folder than the one the path was given in
+        router.checkpoint = os.path.abspath(Path(path).expanduser())
         return router
 
     def check_compatible(self, agents: Sequence[AgentCard]) -> None:

@@ -439,3 +439,12 @@ def test_a_checkpoint_trained_on_a_python_embedder_needs_it_given(model_router: 
     path = model_router.save(tmp_path / "router.pt")
     with pytest.raises(CheckpointError, match="embeddings of 'HashEmbedder', which only Python can give"):
         AgentRouter.load(path)
+
+
+def test_an_agent_router_loaded_from_a_relative_path_records_the_whole_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AgentRouter.load("router.pt") recorded "router.pt": a replay from another folder could not rebuild it."""
+    router = AgentRouter(hidden=16, epochs=1, embedder=HashEmbedder())
+    router.fit(model_rows(10, 0), MODEL_CARDS)
+    router.save(tmp_path / "router.pt")
+    monkeypatch.chdir(tmp_path)
+    assert AgentRouter.load("router.pt", embedder=HashEmbedder()).checkpoint == str(tmp_path / "router.pt")

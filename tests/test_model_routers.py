@@ -303,3 +303,20 @@ def test_a_checkpoint_records_its_embedder_and_is_served_by_name_without_python(
     with pytest.raises(CheckpointError, match="'my-encoder', which only Python can give: load it with embedder="):
         load_router("knn", checkpoint=str(own))
     assert KnnRouter.load(own, embedder=OtherEncoder()).predict(TEST, CARDS)[0].shape == (len(TEST), len(CARDS))
+
+
+def test_a_checkpoint_named_from_the_working_folder_is_recorded_whole_and_rebuilds_from_elsewhere(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """`--option checkpoint=ckpt/knn.pt` was recorded as given: an exact replay started from another folder (or the
+    UI, wherever Streamlit runs) could not find the file and served the recorded decisions unchecked."""
+    from orchestra.routing import load_router
+
+    saved = KnnRouter(k=3, embedder=EMBEDDER).fit(TRAIN, CARDS).save(tmp_path / "ckpt" / "knn.pt")
+    monkeypatch.chdir(tmp_path)
+    router = load_router("knn", checkpoint="ckpt/knn.pt", embedder=EMBEDDER)
+    assert router.describe()["checkpoint"] == str(saved)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # as a replay rebuilds it: by name, from the description on the run
+    spec = {key: value for key, value in router.describe().items() if key not in ("name", "trained")}
+    rebuilt = load_router("knn", **spec, embedder=EMBEDDER)
+    np.testing.assert_allclose(rebuilt.predict(TEST, CARDS)[0], router.predict(TEST, CARDS)[0])

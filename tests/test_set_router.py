@@ -336,3 +336,10 @@ def test_a_set_router_checkpoint_names_its_embedder(trained, tmp_path):
     with pytest.raises(CheckpointError, match="but the embedder given is 'another-encoder'"):
         SetRouter.load(path, embedder=Renamed())
     assert SetRouter.load(path, embedder=WordEmbedder()).decide(state("will it rain in madrid")) == trained.decide(state("will it rain in madrid"))
+
+
+def test_a_set_router_loaded_from_a_relative_path_records_the_whole_path(trained, tmp_path, monkeypatch):
+    """SetRouter.load("set.npz") recorded "set.npz": a replay from another folder could not rebuild the router."""
+    trained.save(tmp_path / "set.npz")
+    monkeypatch.chdir(tmp_path)
+    assert SetRouter.load("set.npz", embedder=WordEmbedder()).checkpoint == str(tmp_path / "set.npz")
