@@ -280,12 +280,19 @@ def load_router(name: str, **options: Any) -> Router:
     The ``checkpoint`` file of a router that loads one (`router_loads_checkpoint`) is taken from the working folder
     and made absolute (symbolic links kept, as the user named them): the router records it in every run's meta, and an exact replay started from another folder
     (or the UI, wherever Streamlit runs) must rebuild it from the same file rather than serve its decisions
-    unchecked."""
+    unchecked. Every other option given overrides the one saved in the file, even at its default value."""
     factory = _factory(name)
     _check_options(name, factory, options)
     checkpoint = options.get("checkpoint")
     if isinstance(checkpoint, (str, os.PathLike)) and str(checkpoint) and getattr(factory, "checkpoint_format", None) is not None:
-        options["checkpoint"] = os.path.abspath(Path(checkpoint).expanduser())
+        path = os.path.abspath(Path(checkpoint).expanduser())
+        load = getattr(factory, "load", None)
+        if isinstance(factory, type) and callable(load):
+            # Built by its class's load, every option named beside the file overrides the saved one. The constructor
+            # cannot tell an option given at its default from one left out, and kept the saved value:
+            # --option k=100 (knn's default) served the saved k=10, --option agent_id=null the saved agent.
+            return load(path, **{key: value for key, value in options.items() if key != "checkpoint"})  # type: ignore[no-any-return]
+        options["checkpoint"] = path
     return factory(**options)
 
 

@@ -320,3 +320,17 @@ def test_a_checkpoint_named_from_the_working_folder_is_recorded_whole_and_rebuil
     spec = {key: value for key, value in router.describe().items() if key not in ("name", "trained")}
     rebuilt = load_router("knn", **spec, embedder=EMBEDDER)
     np.testing.assert_allclose(rebuilt.predict(TEST, CARDS)[0], router.predict(TEST, CARDS)[0])
+
+
+def test_an_option_given_by_name_beside_a_checkpoint_overrides_the_saved_one_even_at_its_default(tmp_path) -> None:  # noqa: ANN001
+    """An option counted as given only when it differed from the constructor's default: --option k=100 (knn's
+    default) served the saved k=3, and --option agent_id=null could not clear a saved agent id (every decision
+    failed with "agent 'llm' is not in the registry")."""
+    from orchestra.routing import load_router
+
+    saved = KnnRouter(k=3, agent_id="llm", embedder=EMBEDDER).fit(TRAIN, CARDS).save(tmp_path / "knn.pt")
+    router = load_router("knn", checkpoint=str(saved), k=100, agent_id=None, embedder=EMBEDDER)
+    assert (router.k, router.agent_id, router.checkpoint) == (100, None, str(saved))
+    assert isinstance(router.decide(state(0.0)), Dispatch)  # the first agent backed by a model, not 'llm'
+    kept = load_router("knn", checkpoint=str(saved), embedder=EMBEDDER)
+    assert (kept.k, kept.agent_id) == (3, "llm")
