@@ -541,3 +541,20 @@ def test_a_router_scored_as_given_must_know_the_sets_models_and_holds_none_out(t
     own = KnnRouter(k=3, embedder=HashingEmbedder()).fit(list(full.train), list(full.cards))
     with pytest.raises(DataError, match="holdout_models needs the bench to train the router"):
         run_model_bench(folder, own, train=False, holdout_models=[full.cards[0].id], latency_queries=1)
+
+
+def test_a_card_with_only_a_mean_cost_per_query_costs_that_mean_where_an_outcome_has_none(tmp_path: Path) -> None:
+    """The data format allows null costs and null prices and gives cards a mean_cost_per_query_usd, yet a set with
+    only that mean (RouteLLM's strong/weak pairs: scores, no per-call cost) was refused: "no cost for model(s)"."""
+    cards = [{"id": "big", "description": "A large model.", "mean_cost_per_query_usd": 0.005},
+             {"id": "small", "description": "A small model.", "mean_cost_per_query_usd": 0.0003}]
+    rows = [_row(i, big={"score": 1.0}, small={"score": float(i % 2), "cost": 0.0001}) for i in range(4)]
+    s = load_model_set(write_set(tmp_path / "set", cards=cards, train=rows, test=rows))
+    assert s.cost_estimated and s.card_costs == {"big": 0.005, "small": 0.0003}
+    assert [row.outcomes["big"].cost for row in s.test] == [0.005] * 4
+    assert [row.outcomes["small"].cost for row in s.test] == [0.0001] * 4  # a recorded cost is kept as it is
+    report = run_model_bench(tmp_path / "set", "best-single", weights=[0.0, 1.0], latency_queries=1)
+    assert report["cost"] == "estimated" and "mean_cost_per_query_usd" in report["cost_note"]
+    with pytest.raises(DataError, match="nor mean_cost_per_query_usd"):  # neither prices nor a mean: still refused
+        load_model_set(write_set(tmp_path / "bare", cards=[{k: v for k, v in card.items() if k != "mean_cost_per_query_usd"} for card in cards],
+                                 train=rows, test=rows))

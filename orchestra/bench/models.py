@@ -15,7 +15,8 @@ at every ``w`` of a grid, and scores the choices with the outcomes recorded in t
 
 Sets without measured cost (llmrouter) get an *estimated* cost from the card prices and a token count
 approximated as ``len(text) / 4`` (tiktoken needs a download); when no response is recorded the completion is
-assumed to be `ASSUMED_COMPLETION_TOKENS` tokens. The report labels such costs ``"estimated"``.
+assumed to be `ASSUMED_COMPLETION_TOKENS` tokens. A card with no prices but a ``mean_cost_per_query_usd`` costs
+that mean on every query. The report labels such costs ``"estimated"``.
 
 Query embeddings come from the project embedder, which keeps them on disk (``$ORCHESTRA_HOME/cache``;
 ``--no-cache`` runs without it); timed single decisions always embed their query with a bare twin of it.
@@ -189,9 +190,15 @@ def _load_cards(path: Path, lenient: bool) -> tuple[list[ModelCard], dict[str, f
 
 
 def _load_queries(
-    path: Path, cards: Mapping[str, ModelCard], *, complete: bool = False, unknown_costs: bool = False
+    path: Path,
+    cards: Mapping[str, ModelCard],
+    *,
+    complete: bool = False,
+    unknown_costs: bool = False,
+    mean_costs: Mapping[str, float | None] | None = None,
 ) -> tuple[list[ModelQuery], bool]:
     # complete: every model's outcome is required (test queries: a router is scored by its choice's outcome)
+    # mean_costs: each card's mean_cost_per_query_usd, the estimate of a missing cost when the card has no prices
     queries: list[ModelQuery] = []
     estimated = False
     seen: dict[Any, int] = {}
@@ -220,6 +227,10 @@ def _load_queries(
             for model_id, outcome in row.outcomes.items():
                 if outcome.cost is None:
                     cost = estimate_cost(cards[model_id], row.query, outcome.response)
+                    if cost is None:
+                        # a set without per-call costs or token prices (RouteLLM's pairs) may still state what a
+                        # query costs the model on average: refused, it could not be loaded at all
+                        cost = (mean_costs or {}).get(model_id)
                     if cost is not None:
                         estimated = True
                         outcome = outcome.model_copy(update={"cost": cost})
@@ -229,7 +240,8 @@ def _load_queries(
         if unpriced and not unknown_costs:
             # a cost left unknown would drop out of the means and the cost range and turn the rewards into NaN
             raise DataError(f"{label}: no cost for model(s) {unpriced}, and their cards have no input/output prices "
-                            "to estimate one from; give each outcome a cost or each card its prices")
+                            "nor mean_cost_per_query_usd to estimate one from; give each outcome a cost or each card "
+                            "its prices or its mean cost per query")
         queries.append(row)
     return queries, estimated
 
@@ -241,14 +253,18 @@ def load_model_set(root: str | Path, *, lenient_descriptions: bool = False, unkn
     ``lenient_descriptions``: its id stands in and the set lists it in ``undescribed``) or a negative price, a
     query with no outcomes or with outcomes of unknown models, a score outside [0, 1], an empty query, an outcome
     with no cost whose card has no prices to estimate one (unless ``unknown_costs``: the cost stays ``None``).
+    A missing cost is estimated from the card's prices, else taken as its ``mean_cost_per_query_usd``; either
+    way the set's costs are ``cost_estimated``.
     """
     folder = Path(root)
     if not folder.is_dir():
         raise DataError(f"model set folder {str(folder)!r} does not exist")
     cards, card_costs, undescribed = _load_cards(folder / "models.jsonl", lenient_descriptions)
     by_id = {card.id: card for card in cards}
-    train, estimated_train = _load_queries(folder / "train.jsonl", by_id, unknown_costs=unknown_costs)
-    test, estimated_test = _load_queries(folder / "test.jsonl", by_id, complete=True, unknown_costs=unknown_costs)
+    train, estimated_train = _load_queries(folder / "train.jsonl", by_id, unknown_costs=unknown_costs, mean_costs=card_costs)
+    test, estimated_test = _load_queries(
+        folder / "test.jsonl", by_id, complete=True, unknown_costs=unknown_costs, mean_costs=card_costs
+    )
     if not train or not test:
         raise DataError(f"{folder}: train.jsonl and test.jsonl must both hold queries")
     return ModelSet(
@@ -612,7 +628,8 @@ def run_model_bench(
         "cost": "estimated" if full.cost_estimated else "measured",
         "cost_note": (
             f"estimated from card prices with len(text)/{CHARS_PER_TOKEN} tokens; completion "
-            f"{ASSUMED_COMPLETION_TOKENS} tokens when no response is recorded"
+            f"{ASSUMED_COMPLETION_TOKENS} tokens when no response is recorded; a card with no prices costs its "
+            "mean_cost_per_query_usd"
             if full.cost_estimated else "measured (recorded USD per call)"
         ),
         "points": points,
