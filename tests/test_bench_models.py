@@ -558,3 +558,20 @@ def test_a_card_with_only_a_mean_cost_per_query_costs_that_mean_where_an_outcome
     with pytest.raises(DataError, match="nor mean_cost_per_query_usd"):  # neither prices nor a mean: still refused
         load_model_set(write_set(tmp_path / "bare", cards=[{k: v for k, v in card.items() if k != "mean_cost_per_query_usd"} for card in cards],
                                  train=rows, test=rows))
+
+
+def test_holding_out_a_model_drops_the_training_queries_only_it_answered(tmp_path: Path) -> None:
+    """Train may be partial: a query that only the held-out model answered was kept with no outcome, and training
+    refused the set ("training query 'only-small-0' has no outcomes") though every row of the file has one."""
+    only_small = [{"id": f"only-small-{i}", "query": f"small question {i}?", "task": "math",
+                   "outcomes": {"small": {"score": 1.0, "cost": 0.001}}} for i in range(2)]
+    full = [_row(i, t, big={"score": 1.0, "cost": 0.01}, small={"score": 0.0, "cost": 0.001}) for i in range(6) for t in ("math", "poem")]
+    folder = write_set(tmp_path / "set", train=full + only_small)
+    held = load_model_set(folder).without_models(["small"])
+    assert [row.id for row in held.train] == [row["id"] for row in full]
+    assert all(set(row.outcomes) == {"big"} for row in (*held.train, *held.test))
+    from orchestra.routers.model_routers import HashingEmbedder
+
+    report = run_model_bench(folder, "knn", holdout_models=["small"], weights=[0.0, 1.0], latency_queries=1,
+                             router_options={"k": 3, "embedder": HashingEmbedder()})
+    assert report["n_train"] + report["n_val"] == len(full)

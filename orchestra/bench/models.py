@@ -124,7 +124,8 @@ class ModelSet:
         return [card.id for card in self.cards]
 
     def without_models(self, model_ids: Sequence[str]) -> ModelSet:
-        """The same set with these models removed from the cards and from every outcome (train and test)."""
+        """The same set with these models removed from the cards and from every outcome (train and test); a query
+        left with no outcome (one only they answered) is dropped."""
         unknown = sorted(set(model_ids) - set(self.model_ids))
         if unknown:
             raise DataError(f"--holdout-models: unknown model id(s) {unknown}; the set has {self.model_ids}")
@@ -136,10 +137,13 @@ class ModelSet:
             raise DataError(f"--holdout-models: holding out all {len(drop)} models leaves none to train the router on")
 
         def strip(rows: tuple[ModelQuery, ...]) -> tuple[ModelQuery, ...]:
-            return tuple(
+            stripped = (
                 row.model_copy(update={"outcomes": {m: o for m, o in row.outcomes.items() if m not in drop}})
                 for row in rows
             )
+            # A training query that only held-out models answered (train may be partial) says nothing of the models
+            # trained: left in with no outcome, training refused it as bad data ("training query 'x' has no outcomes")
+            return tuple(row for row in stripped if row.outcomes)
 
         return replace(
             self,
