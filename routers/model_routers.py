@@ -755,7 +755,8 @@ class ModelRouter(BaseRouter):
         router.trained_prices = {model_id: tuple(prices) for model_id, prices in data.get("trained_prices", {}).items()}
         router._restore_state(data["state"])
         router.fitted = True
-        router.checkpoint = str(path)  # described, so that a replay rebuilds this router from the file
+        # described, so that a replay rebuilds this router from the file, from whatever folder it runs in
+        router.checkpoint = str(Path(path).expanduser().resolve())
         return router
 
     def describe(self) -> dict[str, Any]:

@@ -334,3 +334,11 @@ def test_an_option_given_by_name_beside_a_checkpoint_overrides_the_saved_one_eve
     assert isinstance(router.decide(state(0.0)), Dispatch)  # the first agent backed by a model, not 'llm'
     kept = load_router("knn", checkpoint=str(saved), embedder=EMBEDDER)
     assert (kept.k, kept.agent_id) == (3, "llm")
+
+
+def test_a_model_router_loaded_from_a_relative_path_records_the_whole_path(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """KnnRouter.load("knn.pt") recorded "knn.pt": a replay run from another folder could not rebuild the router
+    and served its recorded decisions unchecked (load_router, SetRouter.load and AgentRouter.load already resolve it)."""
+    KnnRouter(k=5, embedder=EMBEDDER).fit(TRAIN, CARDS, val=VAL).save(tmp_path / "knn.pt")
+    monkeypatch.chdir(tmp_path)
+    assert KnnRouter.load("knn.pt", embedder=EMBEDDER).checkpoint == str(tmp_path / "knn.pt")
