@@ -56,6 +56,7 @@ __all__ = [
     "ModelRouter",
     "OracleRouter",
     "RandomRouter",
+    "check_cost_target",
     "checkpoint_embedder",
     "checkpoint_kind",
     "damaged_checkpoint",
@@ -352,6 +353,24 @@ class HashingEmbedder:
         return out
 
 
+def check_cost_target(router: str, model_ids: Sequence[str], *, mean_cost: float | None = None, share: tuple[str, float] | None = None) -> int | None:
+    """Check a cost-weight calibration target (`ModelRouter.calibrate_cost_weight`) before anything is trained:
+    `PolicyError` for no target or two, a negative cost, or a share outside [0, 1] or of a model not among
+    ``model_ids``. Returns the share's model column (``None`` for a cost target)."""
+    if (mean_cost is None) == (share is None):
+        raise PolicyError(f"{router}: give one target, a mean cost or a model's share, to calibrate the cost weight")
+    if share is None:
+        if isinstance(mean_cost, bool) or not isinstance(mean_cost, (int, float)) or not mean_cost >= 0:
+            raise PolicyError(f"{router}: the target mean cost must be a cost in USD (>= 0), got {mean_cost!r}")
+        return None
+    model_id, target = share
+    if model_id not in model_ids:
+        raise PolicyError(f"{router}: a share of {model_id!r}, which is not among the models {list(model_ids)[:8]}")
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 <= target <= 1:
+        raise PolicyError(f"{router}: the share of {model_id!r} must lie in [0, 1], got {target!r}")
+    return list(model_ids).index(model_id)
+
+
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 """The name of the project's offline embedder (`orchestra.embeddings.get_embedder`), a router's when given none."""
 
@@ -641,6 +660,44 @@ class ModelRouter(BaseRouter):
         item: QueryLike = ModelQuery(id="q", query=query, task=task) if task else query
         chosen, values, quality, costs = self.route_batch([item], model_cards, w)
         return int(chosen[0]), values[0], quality[0], costs[0]
+
+    def calibrate_cost_weight(
+        self,
+        queries: Sequence[QueryLike],
+        model_cards: Sequence[ModelCard],
+        *,
+        mean_cost: float | None = None,
+        share: tuple[str, float] | None = None,
+        tolerance: float = 1e-6,
+    ) -> float:
+        """The cost weight w that meets a target on ``queries`` (RouteLLM's threshold calibration): the smallest w
+        at which the mean *predicted* cost of the chosen models is at most ``mean_cost`` USD, or at which the share
+        of queries routed to ``share[0]`` is at most ``share[1]``; so the best quality the target allows. Found by
+        bisection over [0, 1] to ``tolerance``, on queries like those the router will serve (unlabelled ones will
+        do: nothing but the router's predictions is read). A chosen model's cost never rises with w, so the mean
+        cost and the most expensive model's share fall as w grows; another model's share need not, and then the
+        w found is one where it crosses the target. `PolicyError` for no target or two, a share outside [0, 1] or
+        of a model not among ``model_cards``, a negative cost, and a target no w in [0, 1] meets."""
+        column = check_cost_target(self.name, [card.id for card in model_cards], mean_cost=mean_cost, share=share)
+        if not queries:
+            raise PolicyError(f"{self.name}: no queries to calibrate the cost weight on")
+
+        def meets(w: float) -> bool:
+            chosen, _, _, costs = self.route_batch(queries, model_cards, w)
+            if share is not None:
+                return float(np.mean(chosen == column)) <= share[1] + 1e-12
+            return float(costs[np.arange(len(chosen)), chosen].mean()) <= mean_cost + 1e-15
+
+        if meets(0.0):
+            return 0.0
+        if not meets(1.0):
+            wanted = f"a mean cost of ${mean_cost:g}" if share is None else f"a share of {share[1]:g} for {share[0]!r}"
+            raise PolicyError(f"{self.name}: no cost weight in [0, 1] reaches {wanted} on these queries (w = 1 picks the cheapest)")
+        low, high = 0.0, 1.0  # low fails, high meets
+        while high - low > tolerance:
+            middle = (low + high) / 2
+            low, high = (low, middle) if meets(middle) else (middle, high)
+        return high
 
     # ------------------------------------------------------------------------------------------ decision
     def _served_agent(self, state: RouterState) -> str:

@@ -575,3 +575,22 @@ def test_holding_out_a_model_drops_the_training_queries_only_it_answered(tmp_pat
     report = run_model_bench(folder, "knn", holdout_models=["small"], weights=[0.0, 1.0], latency_queries=1,
                              router_options={"k": 3, "embedder": HashingEmbedder()})
     assert report["n_train"] + report["n_val"] == len(full)
+
+
+def test_the_bench_calibrates_a_cost_weight_on_validation_and_reports_it_on_test(tmp_path: Path) -> None:
+    """`bench models --target-share MODEL=SHARE` / `--target-cost USD`: w calibrated on the validation split, its
+    test figures reported apart, and the swept points (and AIQ) unchanged."""
+    from orchestra.routers.model_routers import HashingEmbedder, KnnRouter
+    from orchestra.routing import register_router
+
+    register_router("knn-calibrated-test", lambda **options: KnnRouter(k=3, embedder=HashingEmbedder(64), **options))
+    folder = write_set(tmp_path / "set")
+    plain = run_model_bench(folder, "knn-calibrated-test", weights=(0.0, 1.0), latency_queries=0)
+    report = run_model_bench(folder, "knn-calibrated-test", weights=(0.0, 1.0), latency_queries=0, target_cost=0.002)
+    assert report["points"] == plain["points"] and plain["calibrated"] is None
+    calibrated = report["calibrated"]
+    assert calibrated["target"] == {"mean_cost_usd": 0.002} and calibrated["calibrated_on"].startswith("validation split")
+    at_zero = next(p for p in plain["points"] if p["w"] == 0.0)
+    assert 0 < calibrated["test"]["w"] <= 1 and calibrated["test"]["cost_usd"] < at_zero["cost_usd"]
+    with pytest.raises(PolicyError, match="'nope', which is not among"):  # refused before anything is trained
+        run_model_bench(folder, "knn-calibrated-test", target_share=("nope", 0.5))

@@ -342,3 +342,24 @@ def test_a_model_router_loaded_from_a_relative_path_records_the_whole_path(tmp_p
     KnnRouter(k=5, embedder=EMBEDDER).fit(TRAIN, CARDS, val=VAL).save(tmp_path / "knn.pt")
     monkeypatch.chdir(tmp_path)
     assert KnnRouter.load("knn.pt", embedder=EMBEDDER).checkpoint == str(tmp_path / "knn.pt")
+
+
+def test_the_cost_weight_is_calibrated_to_a_target_share_or_cost(knn: KnnRouter) -> None:
+    """RouteLLM calibrates its threshold to a share of strong-model calls; here w is found for a share of the big
+    model or a mean cost on queries like those to serve, and routing at that w meets the target."""
+    from orchestra.errors import PolicyError
+
+    queries = TEST + VAL
+    at_zero = knn.route_batch(queries, CARDS, 0.0)[0]
+    assert np.mean(at_zero == 0) > 0.5  # the big model takes most queries when cost does not count
+    w = knn.calibrate_cost_weight(queries, CARDS, share=("big", 0.5))
+    assert 0 < w <= 1 and np.mean(knn.route_batch(queries, CARDS, w)[0] == 0) <= 0.5
+    assert np.mean(knn.route_batch(queries, CARDS, max(0.0, w - 2e-6))[0] == 0) > 0.5  # the smallest such w (to 1e-6): the best quality allowed
+    chosen, _, _, costs = knn.route_batch(queries, CARDS, knn.calibrate_cost_weight(queries, CARDS, mean_cost=0.003))
+    assert costs[np.arange(len(chosen)), chosen].mean() <= 0.003
+    assert knn.calibrate_cost_weight(queries, CARDS, mean_cost=1.0) == 0.0  # met without giving up any quality
+    for bad, message in [({}, "give one target"), ({"share": ("big", 0.5), "mean_cost": 0.1}, "give one target"),
+                         ({"share": ("gpt-5", 0.5)}, "'gpt-5', which is not among"), ({"share": ("big", 1.5)}, r"\[0, 1\]"),
+                         ({"mean_cost": -1.0}, ">= 0"), ({"mean_cost": 0.0}, "no cost weight in \\[0, 1\\] reaches")]:
+        with pytest.raises(PolicyError, match=message):
+            knn.calibrate_cost_weight(queries, CARDS, **bad)

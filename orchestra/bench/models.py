@@ -452,6 +452,8 @@ def run_model_bench(
     progress: Callable[[str], None] | None = None,
     embedder: Any = None,
     cache: bool = True,
+    target_cost: float | None = None,
+    target_share: tuple[str, float] | None = None,
 ) -> dict[str, Any]:
     """Train the router on the set's train split, route every test query at every cost weight and score the
     choices; returns the report (also what ``--json`` writes).
@@ -466,7 +468,11 @@ def run_model_bench(
 
     ``embedder`` replaces the project's MiniLM for routers that embed queries (used as given). The project's
     embedder reads and keeps embeddings in its disk cache; ``cache=False`` runs it without. Single decisions are
-    timed with a bare twin of the embedder (each timed query embedded afresh), never from a cache."""
+    timed with a bare twin of the embedder (each timed query embedded afresh), never from a cache.
+
+    ``target_cost`` (USD per query) or ``target_share`` (a model id and its share of the queries) calibrates a
+    cost weight on the validation split, as RouteLLM calibrates its threshold (`calibrate_cost_weight`), and
+    reports what that w gives on test under ``"calibrated"`` (apart from the swept points and their AIQ)."""
     say = progress or (lambda message: None)
     weights = parse_weights(list(weights))
     scenario_ws = sorted({beta for _, beta in SCENARIOS.values()})
@@ -480,6 +486,11 @@ def run_model_bench(
     test_rows = list(full.test[:limit] if limit else full.test)
     cards = list(full.cards)
     model_ids = [card.id for card in cards]
+    calibrating = target_cost is not None or target_share is not None
+    if calibrating:  # a bad target is refused before the fit, not after it
+        from orchestra.routers.model_routers import check_cost_target
+
+        check_cost_target("bench models", model_ids, mean_cost=target_cost, share=target_share)
 
     router, router_name = bench_router(router, router_options)
     needed = ("fit", "route_batch") if train else ("route_batch",)
@@ -487,6 +498,8 @@ def run_model_bench(
         # named by its type, not its repr: an object's repr says nothing of what is missing
         raise DataError(f"router {router_name!r} ({type(router).__name__}) is not a model router (it needs "
                         f"{' and '.join(needed)}); pass a model router, its name, or a trained one with train=False")
+    if calibrating and not callable(getattr(router, "calibrate_cost_weight", None)):
+        raise DataError(f"router {router_name!r} ({type(router).__name__}) cannot calibrate a cost weight (no calibrate_cost_weight)")
     if not train:
         if holdout_models:
             # the router was trained elsewhere, on whatever models it was: nothing here is held out of its training
@@ -589,16 +602,27 @@ def run_model_bench(
                     handle.write(json.dumps(line) + "\n")
 
     picked = np.arange(len(test_rows))
-    points = []
-    for w in evaluated:
-        idx = chosen_by_w[w]
+
+    def point(w: float, idx: np.ndarray) -> dict[str, Any]:
         counts = np.bincount(idx, minlength=len(model_ids))
-        points.append({
+        return {
             "w": w,
             "quality": float(np.nanmean(scores[picked, idx])),
             "cost_usd": float(np.nanmean(costs[picked, idx])),
             "share": {model_ids[j]: round(float(counts[j]) / len(idx), 4) for j in np.nonzero(counts)[0]},
-        })
+        }
+
+    points = [point(w, chosen_by_w[w]) for w in evaluated]
+    calibrated = None
+    if calibrating:
+        on = val_rows or train_rows
+        say(f"calibrating the cost weight on {len(on)} {'validation' if val_rows else 'training'} queries")
+        w_star = router.calibrate_cost_weight(on, cards, mean_cost=target_cost, share=target_share)
+        calibrated = {
+            "target": {"mean_cost_usd": target_cost} if target_cost is not None else {"share": {target_share[0]: target_share[1]}},
+            "calibrated_on": f"{'validation' if val_rows else 'training'} split, {len(on)} queries",
+            "test": point(w_star, router.route_batch(test_rows, cards, w_star)[0]),
+        }
     single = [
         {"model": m, "quality": float(np.nanmean(scores[:, j])), "cost_usd": float(np.nanmean(costs[:, j]))}
         for j, m in enumerate(model_ids)
@@ -645,6 +669,7 @@ def run_model_bench(
         "cheapest_point_reaching_best_single": cheapest_reaching,
         "hull_cost_reaching_best_single": hull_cost_at_best,
         "scenario_rewards": rewards,
+        "calibrated": calibrated,
         "fit_seconds": fit_seconds,
         "trained_by_bench": train,
         "latency": {
@@ -707,6 +732,17 @@ def _print_report(report: dict[str, Any]) -> None:
         f"({lat['decision_p50_cpu_ms_with_embedding']:.1f} ms CPU); batch scoring "
         f"{lat['batch_scoring_queries_per_s']:.0f} queries/s; fit {report['fit_seconds']:.1f} s"
     )
+    calibrated = report.get("calibrated")
+    if calibrated:
+        target = calibrated["target"]
+        wanted = (f"mean cost ${target['mean_cost_usd']:g}" if "mean_cost_usd" in target
+                  else ", ".join(f"share {share:g} of {model}" for model, share in target["share"].items()))
+        test = calibrated["test"]
+        console.print(
+            f"calibrated for {wanted} on the {calibrated['calibrated_on']}: w={test['w']:.6f}; on test quality "
+            f"{test['quality']:.3f} at ${test['cost_usd']:.5f}/query, shares "
+            + ", ".join(f"{model} {share:.0%}" for model, share in sorted(test["share"].items(), key=lambda kv: -kv[1]))
+        )
 
 
 def _option(*names: str, help: str) -> Any:
@@ -745,6 +781,12 @@ def models_command(
     cache: Annotated[
         bool, _option("--cache/--no-cache", help="Read and keep query embeddings in the embedder's disk cache under $ORCHESTRA_HOME/cache.")
     ] = True,
+    target_cost: Annotated[
+        float | None, _option("--target-cost", help="Calibrate w on the validation split for this mean cost (USD per query); report it on test.")
+    ] = None,
+    target_share: Annotated[
+        str | None, _option("--target-share", help="Calibrate w on the validation split for this share of a model, MODEL=SHARE (e.g. gpt-4=0.5).")
+    ] = None,
 ) -> None:
     """Train a model router on a set's train split, route its test queries over a grid of cost weights, and
     print realised quality and cost per w, AIQ, GraphRouter's scenario rewards and latency."""
@@ -773,6 +815,15 @@ def models_command(
                       predictions=predictions, json_out=json_out)
         return
     holdout = [m.strip() for m in holdout_models.split(",") if m.strip()]
+    share = None
+    if target_share is not None:
+        model_id, sep, value = target_share.rpartition("=")
+        try:
+            share = (model_id.strip(), float(value))
+        except ValueError:
+            share = None
+        if not sep or not model_id.strip() or share is None:
+            raise ConfigurationError(f"--target-share takes MODEL=SHARE, e.g. gpt-4=0.5; got {target_share!r}")
     report = run_model_bench(
         data_dir(data),
         router,
@@ -785,6 +836,8 @@ def models_command(
         router_options=router_options,
         progress=lambda message: typer.echo(message, err=True),
         cache=cache,
+        target_cost=target_cost,
+        target_share=share,
     )
     _print_report(report)
     if json_out:
