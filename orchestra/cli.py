@@ -531,18 +531,23 @@ def runs_show(
 def replay(
     run_id: RunIdArgument,
     router: Annotated[str | None, typer.Option(help="Replay counterfactually with this router instead.")] = None,
+    cost_weight: Annotated[float | None, typer.Option(help="Replay counterfactually at this w in [0,1] (with the original router unless --router).")] = None,
     profile: Annotated[str, typer.Option(help="Profile to register first (agents that live in Python).")] = "default",
     option: RouterOption = None,
     db: DbOption = None,
 ) -> None:
-    """Replay a run exactly (recorded outputs, no model calls) or with another router."""
+    """Replay a run exactly (recorded outputs, no model calls), or counterfactually with another router or cost weight."""
     options = parse_options(option)
     if options and router is None:
         raise ConfigurationError("--option sets the options of the --router a run is replayed with; an exact replay uses the recorded router")
     orch = _app(db)
     run_id = _run_id(orch.store, run_id)
+    routing = None
+    if cost_weight is not None:  # the run's own policy, at another w (PolicyError for a w outside [0, 1])
+        recorded_policy = orch.store.get_run(run_id).run.meta.get("policy", {})
+        routing = RoutingPolicy.model_validate({**recorded_policy, "cost_weight": cost_weight})
     install_profile(orch, profile)
-    result = replay_run(orch, run_id, router=router, **options)
+    result = replay_run(orch, run_id, router=router, routing=routing, **options)
     trace = orch.store.get_run(result.run_id)
     recorded = trace.run.meta.get("router", {})
     if recorded.get("recorded"):

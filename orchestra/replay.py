@@ -76,16 +76,23 @@ def replay(
     *,
     router: Router | str | None = None,
     aggregator: Aggregator | None = None,
+    routing: RoutingPolicy | None = None,
     **router_options: Any,
 ) -> RunResult:
     """Replay run ``run_id``. Without ``router``: exactly, with the recorded outputs of every call, asserting the
     same decisions and answer (a divergence is a recorded `ReplayMismatch`). With ``router``: counterfactually,
     a new live run of the same query and history, linked to the original.
 
+    ``routing`` replays counterfactually under another routing policy (another cost weight w, another k): with
+    ``router``, or else with the original router rebuilt from its record ("what would this query have cost at
+    w = 0.3?"). An exact replay keeps the recorded policy, so a policy alone makes the replay counterfactual.
+
     The shipped aggregators are rebuilt from the record; a run made with an aggregator of your own needs it
     given as ``aggregator`` (`ConfigurationError` otherwise, rather than a replay that cannot match)."""
     from orchestra.runtime import Workflow, _Recording  # LangGraph loads with the first replay, not with the package
 
+    if routing is not None and not isinstance(routing, RoutingPolicy):
+        raise ConfigurationError(f"routing must be a RoutingPolicy, got {type(routing).__name__}")
     if router is None and router_options:
         # an exact replay rebuilds the original's router from its record: options given here went nowhere
         raise ConfigurationError(
@@ -94,6 +101,12 @@ def replay(
         )
     trace = app.store.get_run(run_id)
     run = trace.run
+    if router is None and routing is not None:
+        router = _rebuild_router(trace)
+        if isinstance(router, RecordedRouter):  # recorded decisions answer the recorded policy, not another one
+            raise ConfigurationError(
+                f"run {run.id}'s router cannot be rebuilt ({router.reason}): replay it under another policy with router= given"
+            )
     if router is None and run.status == "running":
         # its record is not complete yet: replayed, the first step it had not stored read as the router diverging
         # (a ReplayMismatch, stored as a failed replay)
@@ -116,5 +129,5 @@ def replay(
     if router is None:
         workflow = Workflow(app, _rebuild_router(trace), aggregator=aggregator, budget=budget, routing=policy)
         return workflow._run(run.query, run.session_id, None, history=history, recording=_Recording(trace), replay_of=run.id, replay_mode="exact")
-    workflow = app.workflow(router, aggregator=aggregator, budget=budget, routing=policy, **router_options)
+    workflow = app.workflow(router, aggregator=aggregator, budget=budget, routing=routing or policy, **router_options)
     return workflow._run(run.query, run.session_id, None, history=history, replay_of=run.id, replay_mode="counterfactual")

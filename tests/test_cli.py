@@ -396,3 +396,23 @@ def test_sigterm_ends_the_cli_through_python_so_its_exit_hooks_run(tmp_path: Pat
     time.sleep(0.2)
     chat.send_signal(signal.SIGTERM)
     assert chat.wait(30) == 143
+
+
+def test_replay_at_another_cost_weight_keeps_the_rest_of_the_runs_policy(db: str, tmp_path: Path) -> None:
+    """`orchestra replay RUN --cost-weight 0.9`: the same router under the run's policy at another w, a
+    counterfactual run; a w outside [0, 1] is refused naming it."""
+    from orchestra.store import open_store
+
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats the request loudly.\n  backend: function\n  function: cli_agents:shout\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    code, out = invoke("chat", "hi", "--router", "fixed", "--option", 'agent_ids=["shout"]', "--profile", "none",
+                       "--aggregator", "pass-through", "--cost-weight", "0.2", "--db", db)
+    assert code == 0, out
+    run_id = out.split("run ")[1].split()[0]
+    code, out = invoke("replay", run_id, "--cost-weight", "0.9", "--profile", "none", "--db", db)
+    assert code == 0 and "counterfactual replay of" in out, out
+    replayed = [run for run in open_store(db).list_runs(limit=5) if run.replay_of == run_id]
+    assert len(replayed) == 1 and replayed[0].meta["policy"]["cost_weight"] == 0.9 and replayed[0].router == "fixed"
+    code, out = invoke("replay", run_id, "--cost-weight", "1.5", "--profile", "none", "--db", db)
+    assert code == 2 and "cost_weight" in out, out

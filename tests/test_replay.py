@@ -370,3 +370,47 @@ def test_an_exact_replay_of_a_run_still_running_is_refused_rather_than_a_mismatc
         release.set()
         worker.join(timeout=5)
     assert replay(orch, running.id).status == "ok"  # once finished, it replays
+
+
+class ByCostWeight(BaseRouter):
+    """Picks the tool when cost counts (w > 0.5), the LLM agent otherwise: what a model router does at a higher w."""
+
+    name = "test-by-cost-weight"
+
+    def decide(self, state: RouterState) -> Dispatch:
+        chosen = "b-tool" if state.policy.cost_weight > 0.5 else "a-writer"
+        return Dispatch(calls=(Call(agent_id=chosen, query=state.query),), rationale=f"w={state.policy.cost_weight}")
+
+
+register_router("test-by-cost-weight", ByCostWeight)
+
+
+def test_a_run_is_replayed_at_another_cost_weight_with_its_own_router(app) -> None:
+    """'What would this query have cost at w = 0.9?': a counterfactual replay kept the recorded policy, so only
+    another router could be asked, never the same one at another cost weight."""
+    from orchestra import RoutingPolicy
+    from orchestra.errors import ConfigurationError
+
+    orch, _ = app
+    original = orch.workflow("test-by-cost-weight", routing=RoutingPolicy(cost_weight=0.1, max_agents=2)).run("hello")
+    assert [obs.agent_id for obs in original.observations] == ["a-writer"]
+    again = replay(orch, original.run_id, routing=RoutingPolicy(cost_weight=0.9, max_agents=2))
+    assert [obs.agent_id for obs in again.observations] == ["b-tool"] and again.cost_usd == 0
+    stored = orch.store.get_run(again.run_id).run
+    assert stored.replay_mode == "counterfactual" and stored.replay_of == original.run_id and stored.meta["policy"]["cost_weight"] == 0.9
+    exact = replay(orch, original.run_id)  # the recorded policy still replays exactly
+    assert exact.status == "ok" and [obs.agent_id for obs in exact.observations] == ["a-writer"]
+    with pytest.raises(ConfigurationError, match="must be a RoutingPolicy"):
+        replay(orch, original.run_id, routing={"cost_weight": 0.9})  # type: ignore[arg-type]
+    unbuildable = orch.workflow(FunctionRouterLike()).run("hello")
+    with pytest.raises(ConfigurationError, match="cannot be rebuilt"):
+        replay(orch, unbuildable.run_id, routing=RoutingPolicy(cost_weight=0.9))
+
+
+class FunctionRouterLike(BaseRouter):
+    """A router no name rebuilds: its replays serve the recorded decisions."""
+
+    name = "not-registered-anywhere"
+
+    def decide(self, state: RouterState) -> Dispatch:
+        return Dispatch(calls=(Call(agent_id="b-tool", query=state.query),))

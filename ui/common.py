@@ -338,7 +338,7 @@ def settings_sidebar(app: Orchestra, *, key: str = "chat") -> RunSettings:
             except ConfigurationError as exc:
                 st.error(f"Ignored: {exc}")
     cost_weight = sidebar.slider(
-        "Cost weight w", 0.0, 1.0, 0.0, 0.05, key=f"{key}_w",
+        "Cost weight w", 0.0, 1.0, 0.0, 0.01, key=f"{key}_w",
         help="0: best answer whatever it costs; 1: cheapest. Model routers trade quality against cost with it.",
     )
     aggregator = sidebar.selectbox(
