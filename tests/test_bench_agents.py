@@ -340,3 +340,19 @@ def test_a_trained_router_is_scored_as_given_without_retraining(tmp_path):
     assert given["test"] == trained["test"] and given["oos"] == trained["oos"]
     with pytest.raises(DataError, match="object is not a router"):
         run_agent_bench(folder, object())
+
+
+def test_bench_agents_saves_the_router_it_trained(tmp_path):
+    """`bench agents --save PATH`: the router the bench trained, written to serve from the command line (no more
+    'a router trained in Python'); a router with nothing to save, or train=False, is refused before routing."""
+    folder = write_set(tmp_path / "set")
+    path = tmp_path / "out" / "set.npz"
+    report = run_agent_bench(folder, SetRouter(embedder=WordEmbedder()), regime="supervised", save=path)
+    assert report["saved"] == str(path)
+    loaded = SetRouter.load(path, embedder=WordEmbedder())
+    again = run_agent_bench(folder, loaded, regime="supervised", train=False)
+    assert again["test"] == report["test"] and again["oos"] == report["oos"]
+    with pytest.raises(ConfigurationError, match="keeps no trained checkpoint"):
+        run_agent_bench(folder, EmbeddingRouter(embedder=WordEmbedder()), save=tmp_path / "e.npz")
+    with pytest.raises(ConfigurationError, match="train=False"):
+        run_agent_bench(folder, loaded, train=False, save=tmp_path / "again.npz")

@@ -594,3 +594,28 @@ def test_the_bench_calibrates_a_cost_weight_on_validation_and_reports_it_on_test
     assert 0 < calibrated["test"]["w"] <= 1 and calibrated["test"]["cost_usd"] < at_zero["cost_usd"]
     with pytest.raises(PolicyError, match="'nope', which is not among"):  # refused before anything is trained
         run_model_bench(folder, "knn-calibrated-test", target_share=("nope", 0.5))
+
+
+def test_bench_models_saves_the_router_it_scored_for_chat_and_serve(tmp_path: Path) -> None:
+    """LLMRouter's train-then-serve from the command line: `bench models --save PATH` writes the trained router, which
+    `--option checkpoint=PATH` serves; a router that keeps no checkpoint, or a path in the data, is refused first."""
+    from orchestra.errors import ConfigurationError
+    from orchestra.routers.model_routers import HashingEmbedder, KnnRouter
+    from orchestra.routing import load_router, register_router
+
+    register_router("knn-saved-test", lambda **options: KnnRouter(k=3, embedder=HashingEmbedder(64), **options))
+    folder = write_set(tmp_path / "set")
+    path = tmp_path / "out" / "knn.pt"
+    report = run_model_bench(folder, "knn-saved-test", weights=(0.0, 1.0), latency_queries=0, save=path)
+    assert report["saved"] == str(path)
+    served = load_router("knn", checkpoint=str(path))  # the hashing embedder comes back by name
+    rows = load_model_set(folder).test
+    cards = load_model_set(folder).cards
+    for w in (0.0, 1.0):
+        chosen = served.route_batch(rows, cards, w)[0]
+        assert [p for p in report["points"] if p["w"] == w][0]["share"] == {
+            cards[j].id: round(float(np.mean(chosen == j)), 4) for j in sorted(set(chosen.tolist()))}
+    with pytest.raises(ConfigurationError, match="keeps no checkpoint"):
+        run_model_bench(folder, "cheapest", save=tmp_path / "cheap.pt")
+    with pytest.raises(ConfigurationError, match="inside the data folder"):
+        run_model_bench(folder, "knn-saved-test", save=folder / "knn.pt")

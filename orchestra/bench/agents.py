@@ -238,6 +238,7 @@ def run_agent_bench(
     models: Sequence[Any] = (),
     router_options: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    save: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train (when the router can), route the test (and out-of-scope test) queries, score them.
 
@@ -248,6 +249,9 @@ def run_agent_bench(
     the metrics are computed as for a router the bench trained. Returns the report: metrics over all in-scope test queries, over onboarded
     (held-out) agents' queries and over the others when ``holdout_agents`` > 0, out-of-scope precision/recall,
     latencies and timings.
+
+    ``save`` writes the router the bench trained to that checkpoint file, which ``orchestra chat --router NAME
+    --option checkpoint=PATH``, ``orchestra serve`` and the UI serve (agents it was not trained on join by card).
     """
     regime = Regime.parse(regime)
     if shots < 1 and regime is not Regime.zero_shot:
@@ -256,7 +260,11 @@ def run_agent_bench(
     refuse_checkpoint(router_options, "agent")
     dataset = load_agent_set(data)
     check_output(predictions, data=dataset.root, option="--predictions")
+    check_output(save, data=dataset.root, option="--save", beside=predictions)
     router, router_name = bench_router(router, router_options)
+    if save is not None and not (train and isinstance(router, TrainableRouter) and callable(getattr(router, "save", None))):
+        raise ConfigurationError(f"router {router_name!r} keeps no trained checkpoint here, so --save has nothing to write"
+                                 + ("" if train else " (train=False: the router was not trained by the bench)"))
     if not callable(getattr(router, "decide", None)):
         # named by its type, not its repr: an object's repr says nothing of what is missing
         raise DataError(f"{type(router).__name__} is not a router (it has no decide); pass a router or a router's name")
@@ -304,6 +312,8 @@ def run_agent_bench(
         started = time.perf_counter()
         router.fit(known_cards, train_rows, regime.value, shots, oos_rows=oos_rows, seed=seed)
         fit_seconds = time.perf_counter() - started
+        if save is not None:
+            save = str(router.save(save))
 
     test = dataset.split("test")[:limit] if limit else dataset.split("test")
     oos_test = dataset.split("oos_test")[:limit] if limit else dataset.split("oos_test")
@@ -375,6 +385,7 @@ def run_agent_bench(
         "renamed_agents": dataset.renamed,
         "n_train_rows": len(train_rows),
         "fit_seconds": round(fit_seconds, 3),
+        "saved": None if save is None else str(save),
         "trained_by_bench": train and isinstance(router, TrainableRouter),
         "test": set_metrics([r["gold"] for r in in_scope], scored(in_scope)),
         "latency": latency_summary([r["latency_ms"] for r in in_scope]),
@@ -495,6 +506,9 @@ def agents_command(
         list[str] | None,
         _typer_option("--option", help="Router option key=value (repeatable), e.g. finetune_epochs=2."),
     ] = None,
+    save: Annotated[
+        str | None, _typer_option("--save", help="Write the trained router here, to serve with --option checkpoint=PATH.")
+    ] = None,
 ) -> None:
     """Route every test query of an agent-routing set and print set hit, top-1, exact set, micro-F1, mean set
     size, latency and out-of-scope precision/recall."""
@@ -505,6 +519,7 @@ def agents_command(
     router_options = parse_options(option)  # a bad item is a ConfigurationError: one line, exit 2
     folder = data_dir(data)
     check_output(json_out, data=folder, option="--json", beside=predictions)
+    check_output(save, data=folder, option="--save", beside=json_out)
     model_access, model_cards = _model_access(model)
     with Progress(transient=True) as bar:
         task = bar.add_task("routing", total=None)
@@ -525,7 +540,10 @@ def agents_command(
             models=model_cards,
             router_options=router_options,
             progress=advance,
+            save=save,
         )
     _print_report(report)
+    if report.get("saved"):
+        typer.echo(f"saved to {report['saved']}: serve it with --router {router} --option checkpoint={report['saved']}")
     if json_out:
         write_report(report, json_out)

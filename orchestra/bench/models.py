@@ -454,6 +454,7 @@ def run_model_bench(
     cache: bool = True,
     target_cost: float | None = None,
     target_share: tuple[str, float] | None = None,
+    save: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train the router on the set's train split, route every test query at every cost weight and score the
     choices; returns the report (also what ``--json`` writes).
@@ -472,13 +473,17 @@ def run_model_bench(
 
     ``target_cost`` (USD per query) or ``target_share`` (a model id and its share of the queries) calibrates a
     cost weight on the validation split, as RouteLLM calibrates its threshold (`calibrate_cost_weight`), and
-    reports what that w gives on test under ``"calibrated"`` (apart from the swept points and their AIQ)."""
+    reports what that w gives on test under ``"calibrated"`` (apart from the swept points and their AIQ).
+
+    ``save`` writes the router as scored (trained, with any held-out models onboarded) to that checkpoint file,
+    which ``orchestra chat --router NAME --option checkpoint=PATH``, ``orchestra serve`` and the UI serve."""
     say = progress or (lambda message: None)
     weights = parse_weights(list(weights))
     scenario_ws = sorted({beta for _, beta in SCENARIOS.values()})
     evaluated = tuple(sorted(set(weights) | set(scenario_ws)))
     check_limit(limit)
     check_output(predictions, data=Path(folder), option="--predictions")
+    check_output(save, data=Path(folder), option="--save", beside=predictions)
     refuse_checkpoint(router_options, "model")
     full = load_model_set(folder)
     trained_on = full.without_models(holdout_models) if holdout_models else full
@@ -498,6 +503,8 @@ def run_model_bench(
         # named by its type, not its repr: an object's repr says nothing of what is missing
         raise DataError(f"router {router_name!r} ({type(router).__name__}) is not a model router (it needs "
                         f"{' and '.join(needed)}); pass a model router, its name, or a trained one with train=False")
+    if save is not None and getattr(router, "checkpoint_format", None) is None:
+        raise ConfigurationError(f"router {router_name!r} keeps no checkpoint, so --save has nothing to write")
     if calibrating and not callable(getattr(router, "calibrate_cost_weight", None)):
         raise DataError(f"router {router_name!r} ({type(router).__name__}) cannot calibrate a cost weight (no calibrate_cost_weight)")
     if not train:
@@ -550,6 +557,9 @@ def run_model_bench(
         router.reveal(test_rows)
     if holdout_observed:
         _onboard_with_observations(router, full, holdout_models, holdout_observed, seed, say)
+    if save is not None:
+        say(f"saving the router to {save}")
+        saved_to = str(router.save(save))
 
     say(f"routing {len(test_rows)} test queries at {len(evaluated)} cost weights")
     scores, costs = outcome_matrix(test_rows, model_ids)
@@ -670,6 +680,7 @@ def run_model_bench(
         "hull_cost_reaching_best_single": hull_cost_at_best,
         "scenario_rewards": rewards,
         "calibrated": calibrated,
+        "saved": saved_to if save is not None else None,
         "fit_seconds": fit_seconds,
         "trained_by_bench": train,
         "latency": {
@@ -732,6 +743,8 @@ def _print_report(report: dict[str, Any]) -> None:
         f"({lat['decision_p50_cpu_ms_with_embedding']:.1f} ms CPU); batch scoring "
         f"{lat['batch_scoring_queries_per_s']:.0f} queries/s; fit {report['fit_seconds']:.1f} s"
     )
+    if report.get("saved"):
+        console.print(f"saved to {report['saved']}: serve it with --router {report['router']} --option checkpoint={report['saved']}")
     calibrated = report.get("calibrated")
     if calibrated:
         target = calibrated["target"]
@@ -787,6 +800,9 @@ def models_command(
     target_share: Annotated[
         str | None, _option("--target-share", help="Calibrate w on the validation split for this share of a model, MODEL=SHARE (e.g. gpt-4=0.5).")
     ] = None,
+    save: Annotated[
+        str | None, _option("--save", help="Write the trained router here, to serve with --option checkpoint=PATH.")
+    ] = None,
 ) -> None:
     """Train a model router on a set's train split, route its test queries over a grid of cost weights, and
     print realised quality and cost per w, AIQ, GraphRouter's scenario rewards and latency."""
@@ -794,6 +810,7 @@ def models_command(
 
     router_options = parse_options(option)  # a bad item is a ConfigurationError: one line, exit 2
     check_output(json_out, data=data_dir(data), option="--json", beside=predictions)
+    check_output(save, data=data_dir(data), option="--save", beside=json_out)
     if router == "router-r1":
         # Router-R1 is multi-round: it consults models and answers itself, so it runs on its own loop with the
         # recorded pool (accuracy, cost, turns, format validity) rather than per cost weight.
@@ -801,7 +818,9 @@ def models_command(
 
         ignored = [flag for flag, given in (("--weights", weights != ",".join(str(w) for w in DEFAULT_WEIGHTS)),
                                             ("--holdout-models", bool(holdout_models)),
-                                            ("--holdout-observed", bool(holdout_observed))) if given]
+                                            ("--holdout-observed", bool(holdout_observed)),
+                                            ("--target-cost", target_cost is not None), ("--target-share", target_share is not None),
+                                            ("--save", save is not None)) if given]
         if ignored:
             raise ConfigurationError(f"router-r1 runs its own multi-round loop, not the cost-weight sweep: "
                                      f"{', '.join(ignored)} do not apply to it")
@@ -838,6 +857,7 @@ def models_command(
         cache=cache,
         target_cost=target_cost,
         target_share=share,
+        save=save,
     )
     _print_report(report)
     if json_out:
