@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from orchestra.bench.models import ModelQuery, estimate_cost
+from orchestra.bench.models import ModelQuery, check_cost_target, estimate_cost
 from orchestra.cards import ModelCard
 from orchestra.errors import CheckpointError, ConfigurationError, DataError, DecisionError, OrchestraError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, RouterState
@@ -56,7 +56,6 @@ __all__ = [
     "ModelRouter",
     "OracleRouter",
     "RandomRouter",
-    "check_cost_target",
     "checkpoint_embedder",
     "checkpoint_kind",
     "damaged_checkpoint",
@@ -351,24 +350,6 @@ class HashingEmbedder:
             if norm > 0:
                 out[i] /= norm
         return out
-
-
-def check_cost_target(router: str, model_ids: Sequence[str], *, mean_cost: float | None = None, share: tuple[str, float] | None = None) -> int | None:
-    """Check a cost-weight calibration target (`ModelRouter.calibrate_cost_weight`) before anything is trained:
-    `PolicyError` for no target or two, a negative cost, or a share outside [0, 1] or of a model not among
-    ``model_ids``. Returns the share's model column (``None`` for a cost target)."""
-    if (mean_cost is None) == (share is None):
-        raise PolicyError(f"{router}: give one target, a mean cost or a model's share, to calibrate the cost weight")
-    if share is None:
-        if isinstance(mean_cost, bool) or not isinstance(mean_cost, (int, float)) or not mean_cost >= 0:
-            raise PolicyError(f"{router}: the target mean cost must be a cost in USD (>= 0), got {mean_cost!r}")
-        return None
-    model_id, target = share
-    if model_id not in model_ids:
-        raise PolicyError(f"{router}: a share of {model_id!r}, which is not among the models {list(model_ids)[:8]}")
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 <= target <= 1:
-        raise PolicyError(f"{router}: the share of {model_id!r} must lie in [0, 1], got {target!r}")
-    return list(model_ids).index(model_id)
 
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"

@@ -52,6 +52,7 @@ __all__ = [
     "ModelQuery",
     "ModelSet",
     "aiq",
+    "check_cost_target",
     "estimate_cost",
     "load_model_set",
     "models_command",
@@ -283,6 +284,24 @@ def load_model_set(root: str | Path, *, lenient_descriptions: bool = False, unkn
     )
 
 
+def check_cost_target(router: str, model_ids: Sequence[str], *, mean_cost: float | None = None, share: tuple[str, float] | None = None) -> int | None:
+    """Check a cost-weight calibration target (`ModelRouter.calibrate_cost_weight`) before anything is trained:
+    `PolicyError` for no target or two, a negative cost, or a share outside [0, 1] or of a model not among
+    ``model_ids``. Returns the share's model column (``None`` for a cost target)."""
+    if (mean_cost is None) == (share is None):
+        raise PolicyError(f"{router}: give one target, a mean cost or a model's share, to calibrate the cost weight")
+    if share is None:
+        if isinstance(mean_cost, bool) or not isinstance(mean_cost, (int, float)) or not mean_cost >= 0:
+            raise PolicyError(f"{router}: the target mean cost must be a cost in USD (>= 0), got {mean_cost!r}")
+        return None
+    model_id, target = share
+    if model_id not in model_ids:
+        raise PolicyError(f"{router}: a share of {model_id!r}, which is not among the models {list(model_ids)[:8]}")
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 <= target <= 1:
+        raise PolicyError(f"{router}: the share of {model_id!r} must lie in [0, 1], got {target!r}")
+    return list(model_ids).index(model_id)
+
+
 def parse_weights(text: str | Sequence[float]) -> tuple[float, ...]:
     """Cost weights from ``"0,0.1,1"`` (or a sequence); each must lie in [0, 1] (`PolicyError` otherwise)."""
     items = [part.strip() for part in text.split(",") if part.strip()] if isinstance(text, str) else list(text)
@@ -493,8 +512,6 @@ def run_model_bench(
     model_ids = [card.id for card in cards]
     calibrating = target_cost is not None or target_share is not None
     if calibrating:  # a bad target is refused before the fit, not after it
-        from orchestra.routers.model_routers import check_cost_target
-
         check_cost_target("bench models", model_ids, mean_cost=target_cost, share=target_share)
 
     router, router_name = bench_router(router, router_options)
