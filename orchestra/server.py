@@ -276,31 +276,27 @@ def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orc
             added = registry.add_models([ModelCard.parse(card) for card in cards], update=update)
         return {"added": [card.model_dump(mode="json") for card in added], "registry_version": registry.version}
 
-    @api.get("/orchestra/agents")
-    async def list_agents() -> dict[str, Any]:
-        return {"data": [card.model_dump(mode="json") for card in orchestra.registry.agents()], "registry_version": orchestra.registry.version}
+    def registry_routes(kind: Literal["agent", "model"]) -> None:
+        """GET, POST and DELETE of one kind of card under ``/orchestra/<kind>s``."""
+        registry = orchestra.registry
+        listed, remove = (registry.agents, registry.remove_agent) if kind == "agent" else (registry.models, registry.remove_model)
 
-    @api.post("/orchestra/agents", status_code=201)
-    async def add_agents(request: Request, update: bool = False) -> dict[str, Any]:
-        return onboard("agent", await _json(request), update)
+        async def list_cards() -> dict[str, Any]:
+            return {"data": [card.model_dump(mode="json") for card in listed()], "registry_version": registry.version}
 
-    @api.delete("/orchestra/agents/{agent_id}")
-    async def remove_agent(agent_id: str) -> dict[str, Any]:
-        orchestra.registry.remove_agent(agent_id)
-        return {"removed": agent_id, "registry_version": orchestra.registry.version}
+        async def add_cards(request: Request, update: bool = False) -> dict[str, Any]:
+            return onboard(kind, await _json(request), update)
 
-    @api.get("/orchestra/models")
-    async def list_registry_models() -> dict[str, Any]:
-        return {"data": [card.model_dump(mode="json") for card in orchestra.registry.models()], "registry_version": orchestra.registry.version}
+        async def remove_card(card_id: str) -> dict[str, Any]:
+            remove(card_id)  # NotFoundError: 404
+            return {"removed": card_id, "registry_version": registry.version}
 
-    @api.post("/orchestra/models", status_code=201)
-    async def add_models(request: Request, update: bool = False) -> dict[str, Any]:
-        return onboard("model", await _json(request), update)
+        api.add_api_route(f"/orchestra/{kind}s", list_cards, methods=["GET"], name=f"list_{kind}s")
+        api.add_api_route(f"/orchestra/{kind}s", add_cards, methods=["POST"], status_code=201, name=f"add_{kind}s")
+        api.add_api_route(f"/orchestra/{kind}s/{{card_id}}", remove_card, methods=["DELETE"], name=f"remove_{kind}")
 
-    @api.delete("/orchestra/models/{model_id}")
-    async def remove_model(model_id: str) -> dict[str, Any]:
-        orchestra.registry.remove_model(model_id)
-        return {"removed": model_id, "registry_version": orchestra.registry.version}
+    registry_routes("agent")
+    registry_routes("model")
 
     @api.get("/orchestra/runs/{run_id}")
     async def get_run(run_id: str) -> dict[str, Any]:

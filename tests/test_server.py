@@ -141,3 +141,16 @@ def test_a_run_that_fails_answers_502_with_its_stored_run(served) -> None:
     run_id = raised.value.response.json()["orchestra"]["run_id"]
     assert body["type"] == "AgentError" and "connection refused" in body["message"]
     assert app.store.get_run(run_id).run.status == "error"
+
+
+def test_models_are_added_listed_and_removed_over_http(served) -> None:
+    app, client = served
+    card = {"id": "extra", "description": "Another scripted model.", "input_price_per_mtok": 0.5, "output_price_per_mtok": 1.0}
+    assert client.post("/orchestra/models", json=card).status_code == 201
+    assert "extra" in [model["id"] for model in client.get("/orchestra/models").json()["data"]]
+    bad = client.post("/orchestra/models", json={**card, "id": "neg", "input_price_per_mtok": -1})
+    assert bad.status_code == 400 and "input_price_per_mtok" in bad.json()["error"]["message"]
+    assert client.delete("/orchestra/models/extra").status_code == 200 and "extra" not in [m.id for m in app.registry.models()]
+    missing = client.delete("/orchestra/models/extra")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert client.get("/orchestra/runs/nope").status_code == 404
