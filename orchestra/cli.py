@@ -398,6 +398,37 @@ def runs_list(
     console.print(table)
 
 
+@runs_app.command("stats")
+@_handle_errors
+def runs_stats(
+    router: Annotated[str | None, typer.Option(help="Only the runs of this router.")] = None,
+    session: Annotated[str | None, typer.Option(help="Only this session's runs.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 1000,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per router and cost weight: runs, status, cost, tokens, latency, and each agent's and model's share of the
+    calls (after calibrating w: did the strong model get its share, at what cost)."""
+    from orchestra.trace import summarize_runs
+
+    summary = summarize_runs(_store(db), router=router, session_id=session, limit=limit)
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    table = Table("router", "w", "runs (ok)", "cost $ (mean)", "p50 ms", "share of the calls", title=f"{summary['runs']} run{'' if summary['runs'] == 1 else 's'}")
+    for group in summary["groups"]:
+        shares = "; ".join(
+            f"{kind} " + ", ".join(f"{name} {share:.0%}" for name, share in list(group[key].items())[:4])
+            for kind, key in (("models", "models"), ("agents", "agents")) if group[key]
+        )
+        unknown = f", {group['runs_of_unknown_cost']} unknown" if group["runs_of_unknown_cost"] else ""
+        mean = "" if group["mean_cost_usd"] is None else f" ({group['mean_cost_usd']:.6f})"
+        table.add_row(escape(group["router"]), "-" if group["cost_weight"] is None else f"{group['cost_weight']:g}",
+                      f"{group['runs']} ({group['status'].get('ok', 0)})", f"{group['cost_usd']:.6f}{mean}{unknown}",
+                      f"{group['latency_p50_ms']:.0f}", escape(shares or "-"))
+    console.print(table)
+
+
 def _step_label(step: StepRecord) -> str:
     # every value from the store is escaped: an agent id or a router name may hold "[/]", which rich would read
     # as markup and refuse, taking the whole listing down with it

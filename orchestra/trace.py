@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["RegistryEvent", "RunRecord", "RunStatus", "RunTrace", "StepKind", "StepRecord", "Store", "new_id"]
+__all__ = ["RegistryEvent", "RunRecord", "RunStatus", "RunTrace", "StepKind", "StepRecord", "Store", "new_id", "summarize_runs"]
 
 RunStatus = Literal["running", "ok", "error", "interrupted"]
 StepKind = Literal["decision", "call", "model_call", "aggregate", "error"]
@@ -185,3 +185,47 @@ class Store(Protocol):
     def registry_events(self, *, after_version: int = 0, up_to_version: int | None = None) -> list[RegistryEvent]:
         """Registry events in version order: those after ``after_version``, up to ``up_to_version`` inclusive."""
         ...
+
+
+def summarize_runs(
+    store: Store, *, router: str | None = None, session_id: str | None = None, status: RunStatus | None = None, limit: int = 1000
+) -> dict[str, Any]:
+    """What the newest ``limit`` runs (filtered as `Store.list_runs` filters) did, per router and cost weight: how
+    many runs and with what status, their total and mean cost, tokens and latency, and the share of agent calls
+    each agent and each model took. What a RouteLLM user checks after calibrating w: did the strong model get the
+    share it was meant to, at what cost. Replays count as runs of their own."""
+    runs = store.list_runs(router=router, session_id=session_id, status=status, limit=limit)
+    groups: dict[tuple[str, float | None], dict[str, Any]] = {}
+    for run in runs:
+        weight = run.meta.get("policy", {}).get("cost_weight")
+        group = groups.setdefault((run.router, weight), {
+            "router": run.router, "cost_weight": weight, "runs": 0, "status": {}, "cost_usd": 0.0, "runs_of_unknown_cost": 0,
+            "prompt_tokens": 0, "completion_tokens": 0, "latency_ms": [], "agents": {}, "models": {},
+        })
+        group["runs"] += 1
+        group["status"][run.status] = group["status"].get(run.status, 0) + 1
+        if run.cost_usd is None:
+            group["runs_of_unknown_cost"] += 1
+        else:
+            group["cost_usd"] += run.cost_usd
+        group["prompt_tokens"] += run.prompt_tokens
+        group["completion_tokens"] += run.completion_tokens
+        group["latency_ms"].append(run.latency_ms)
+        for step in store.get_run(run.id).steps:
+            if step.kind == "call":
+                group["agents"][step.agent_id or "?"] = group["agents"].get(step.agent_id or "?", 0) + 1
+                if step.model_id:
+                    group["models"][step.model_id] = group["models"].get(step.model_id, 0) + 1
+    summary = []
+    for group in groups.values():
+        latencies = sorted(group.pop("latency_ms"))
+        known = group["runs"] - group["runs_of_unknown_cost"]
+        calls = sum(group["agents"].values())
+        group["mean_cost_usd"] = group["cost_usd"] / known if known else None
+        group["latency_p50_ms"] = latencies[len(latencies) // 2]
+        group["calls"] = calls
+        for key in ("agents", "models"):  # shares of the agent calls, largest first
+            group[key] = {name: round(count / calls, 4) for name, count in sorted(group[key].items(), key=lambda kv: (-kv[1], kv[0]))}
+        summary.append(group)
+    summary.sort(key=lambda g: (g["router"], -1.0 if g["cost_weight"] is None else g["cost_weight"]))
+    return {"runs": len(runs), "groups": summary}

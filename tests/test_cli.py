@@ -416,3 +416,20 @@ def test_replay_at_another_cost_weight_keeps_the_rest_of_the_runs_policy(db: str
     assert len(replayed) == 1 and replayed[0].meta["policy"]["cost_weight"] == 0.9 and replayed[0].router == "fixed"
     code, out = invoke("replay", run_id, "--cost-weight", "1.5", "--profile", "none", "--db", db)
     assert code == 2 and "cost_weight" in out, out
+
+
+def test_runs_stats_prints_each_router_and_cost_weight(db: str, tmp_path: Path) -> None:
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats the request loudly.\n  backend: function\n  function: cli_agents:shout\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    for w in ("0", "0.3"):
+        code, out = invoke("chat", "hi", "--router", "fixed", "--option", 'agent_ids=["shout"]', "--profile", "none",
+                           "--aggregator", "pass-through", "--cost-weight", w, "--db", db)
+        assert code == 0, out
+    code, out = invoke("runs", "stats", "--db", db, "--json")
+    assert code == 0, out
+    summary = json.loads(out)
+    assert summary["runs"] == 2 and [(g["router"], g["cost_weight"], g["agents"]) for g in summary["groups"]] == [
+        ("fixed", 0.0, {"shout": 1.0}), ("fixed", 0.3, {"shout": 1.0})]
+    code, out = invoke("runs", "stats", "--db", db)
+    assert code == 0 and "agents shout" in out and "100%" in out and "0.3" in out, out

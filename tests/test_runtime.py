@@ -1013,3 +1013,31 @@ def test_a_run_lists_its_observations_in_the_order_they_were_dispatched() -> Non
     result = app.workflow(rounds).run("q")
 
     assert [(obs.round, obs.agent_id) for obs in result.observations] == [(0, "slow"), (0, "fast"), (1, "slow"), (1, "fast")]
+
+
+def test_runs_are_summarized_per_router_and_cost_weight() -> None:
+    """After calibrating w a RouteLLM user checks the strong model's share of the calls and the cost: one call
+    over the store, per router and cost weight."""
+    from orchestra import RoutingPolicy
+    from orchestra.trace import summarize_runs
+
+    writer = ScriptedModel("writer", ["an answer"])
+    app = make_app(writer)
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    app.registry.add_agent(AgentCard(id="calc", description="Arithmetic.", backend="function", function="tests:calc"), implementation=lambda q: "42")
+
+    def by_weight(state: RouterState) -> Dispatch:
+        chosen = "calc" if state.policy.cost_weight > 0.5 else "geo"
+        return Dispatch(calls=(Call(agent_id=chosen, query=state.query),))
+
+    workflow = app.workflow(FunctionRouter(by_weight, name="by-weight"))
+    for w in (0.0, 0.0, 0.9):
+        workflow.run("question", routing=RoutingPolicy(cost_weight=w))
+    summary = summarize_runs(app.store)
+    assert summary["runs"] == 3
+    low, high = summary["groups"]
+    assert (low["router"], low["cost_weight"], low["runs"], low["status"]) == ("by-weight", 0.0, 2, {"ok": 2})
+    assert low["agents"] == {"geo": 1.0} and low["models"] == {"writer": 1.0} and low["cost_usd"] > 0
+    assert low["mean_cost_usd"] == pytest.approx(low["cost_usd"] / 2)
+    assert (high["cost_weight"], high["agents"], high["models"], high["cost_usd"]) == (0.9, {"calc": 1.0}, {}, 0.0)
+    assert summarize_runs(app.store, router="nobody") == {"runs": 0, "groups": []}
