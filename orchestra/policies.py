@@ -80,9 +80,10 @@ class FallbackPolicy(_Policy):
 
 class Budget(_Policy):
     """Limits of one run, checked between steps: before each router decision, each dispatch (calls) and each model
-    call (cost, tokens, time). Exceeding one stops the run with `BudgetExceeded`, which is recorded. A step already under
-    way is not interrupted, so an agent that runs long, or parallel model calls started together, can go past a
-    limit before it stops the run."""
+    call (cost, tokens, time). Exceeding one stops the run with `BudgetExceeded`, which is recorded. Agent calls are
+    also stopped when ``max_seconds`` runs out under way (a hung tool no longer holds the run); other steps already
+    under way are not interrupted, so parallel model calls started together can go past a cost or token limit
+    before it stops the run."""
 
     max_rounds: int = Field(default=4, ge=1, le=100, strict=True)
     """Router decisions at most (multi-round routers are asked again after each round of calls)."""
@@ -94,7 +95,11 @@ class Budget(_Policy):
     tools report: no model call starts after the total has passed it. Bounds models without a price (a local
     model), which `max_cost_usd` cannot."""
     max_seconds: float | None = Field(default=None, gt=0, strict=True)
-    """Wall time of the whole run, checked before each decision and model call."""
+    """Wall time of the whole run, checked before each decision and model call, and a deadline for every agent call
+    under way: at the limit the call is recorded as stopped and the run stops. An async agent is cancelled; a sync
+    one cannot be stopped in Python, so it is left to finish in its thread, and what it does after the deadline
+    (its model calls) is neither recorded nor counted (a model call it had under way is recorded as stopped, of
+    unknown cost)."""
     max_calls: int = Field(default=32, ge=1, strict=True)
     """Agent calls at most, over all rounds."""
 

@@ -8,6 +8,8 @@ recompiles a graph. Every decision, agent call and model call is appended to the
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import inspect
 import logging
 import operator
 import os
@@ -15,7 +17,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -138,7 +140,7 @@ class _Tracker:
         if round is not None and round >= self.budget.max_rounds:
             raise BudgetExceeded("max_rounds", self.budget.max_rounds, round + 1, spent=False)
         if self.budget.max_seconds is not None and self.elapsed() > self.budget.max_seconds:
-            raise BudgetExceeded("max_seconds", self.budget.max_seconds, round_(self.elapsed()))
+            raise self.out_of_time()
         if self.budget.max_cost_usd is not None and self.cost_usd > self.budget.max_cost_usd:
             raise BudgetExceeded("max_cost_usd", self.budget.max_cost_usd, self.cost_usd)
         if self.budget.max_tokens is not None and self.tokens > self.budget.max_tokens:
@@ -149,6 +151,14 @@ class _Tracker:
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    def seconds_left(self) -> float | None:
+        """Wall time left under ``max_seconds``; ``None`` without that limit."""
+        return None if self.budget.max_seconds is None else self.budget.max_seconds - self.elapsed()
+
+    def out_of_time(self) -> BudgetExceeded:
+        assert self.budget.max_seconds is not None
+        return BudgetExceeded("max_seconds", self.budget.max_seconds, round_(self.elapsed()))
 
     def add_usage(self, prompt_tokens: int, completion_tokens: int, cost_usd: float | None) -> None:
         with self.lock:
@@ -166,8 +176,55 @@ class _Tracker:
             "calls": budget.max_calls - self.calls,
             "cost_usd": None if budget.max_cost_usd is None else budget.max_cost_usd - self.cost_usd,
             "tokens": None if budget.max_tokens is None else budget.max_tokens - self.tokens,
-            "seconds": None if budget.max_seconds is None else budget.max_seconds - self.elapsed(),
+            "seconds": self.seconds_left(),
         }
+
+
+def _run_within(ctx: _RunContext, access: _RunModelAccess, work: Callable[[], Any]) -> Any:
+    """``work()`` (an agent's call), stopped at the run's ``max_seconds``: `BudgetExceeded` once the time is up, the
+    call left running in its thread (Python cannot stop a thread) with its model access abandoned, so that what it
+    does later is neither recorded nor counted. Without a time limit the call runs here, in the node's thread."""
+    left = ctx.tracker.seconds_left()
+    if left is None:
+        return work()
+    if left <= 0:
+        raise ctx.tracker.out_of_time()
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+    context = contextvars.copy_context()  # LangGraph's stream writer (token events) lives in a context variable
+
+    def run() -> None:
+        try:
+            outcome["value"] = context.run(work)
+        except BaseException as exc:  # handed to the node's thread, which raises it as the call's own
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"orchestra-call-{access.agent_id}", daemon=True).start()
+    if not done.wait(left):
+        access.abandon()
+        raise ctx.tracker.out_of_time()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+async def _arun_within(ctx: _RunContext, access: _RunModelAccess, work: Awaitable[Any]) -> Any:
+    """Async twin of `_run_within`: the call is cancelled at the run's ``max_seconds`` (a sync agent's thread, which
+    cannot be, is left running with its model access abandoned)."""
+    left = ctx.tracker.seconds_left()
+    if left is None:
+        return await work
+    if left <= 0:
+        if inspect.iscoroutine(work):
+            work.close()
+        raise ctx.tracker.out_of_time()
+    try:
+        return await asyncio.wait_for(work, left)
+    except TimeoutError:
+        access.abandon()
+        raise ctx.tracker.out_of_time() from None
 
 
 def _reported_cost(prompt_tokens: int, completion_tokens: int, cost_usd: float | None) -> float | None:
@@ -438,6 +495,32 @@ class _RunModelAccess:
         self.completion_tokens = 0
         self.cost_usd: float | None = 0.0
         """What the calls made through this access cost; ``None`` once any price was unknown."""
+        self.abandoned = False
+        """Set when the agent call this access serves ran out of time and was left running (`abandon`)."""
+        self._in_flight: tuple[str, list[Message], ChatOptions, str, str, float] | None = None
+
+    def abandon(self) -> None:
+        """The agent call ran out of the run's time and is left running in its thread: a model call it has under
+        way is recorded now as stopped (its cost unknown: the provider may bill it), and whatever it does later
+        records nothing and costs the run nothing, since the run has moved on (or ended)."""
+        with self.ctx.tracker.lock:
+            self.abandoned, in_flight, self._in_flight = True, self._in_flight, None
+        if in_flight is not None:
+            self._record_stopped(*in_flight)
+
+    def _begin(self, requested: str, messages: list[Message], options: ChatOptions, purpose: str, model_id: str, started: float) -> None:
+        with self.ctx.tracker.lock:
+            if self.abandoned:
+                raise RunCancelled("the agent call ran out of time and was left behind by its run")
+            self._in_flight = (requested, messages, options, purpose, model_id, started)
+
+    def _end(self) -> None:
+        """After a model call came back: `RunCancelled` when the agent call was abandoned meanwhile (`abandon`
+        recorded the call already)."""
+        with self.ctx.tracker.lock:
+            if self.abandoned:
+                raise RunCancelled("the agent call ran out of time and was left behind by its run")
+            self._in_flight = None
 
     def _count(self, result: ChatResult) -> None:
         self._add(result.prompt_tokens, result.completion_tokens, result.cost_usd)
@@ -572,6 +655,7 @@ class _RunModelAccess:
         streamed_by: list[str] = []
         for candidate in self._chain(model_id):
             started = time.perf_counter()
+            self._begin(model_id, messages, options, purpose, candidate, started)
             try:
                 card = self.ctx.model_card(candidate, self.round)
                 model = self.ctx.app.models.get(card)
@@ -580,11 +664,14 @@ class _RunModelAccess:
                 else:
                     result = model.chat(messages, options)
             except Exception as exc:
+                self._end()
                 failures.append(_as_model_failure(exc, candidate))
             except BaseException:
+                self._end()
                 self._record_stopped(model_id, messages, options, purpose, candidate, started)
                 raise
             else:
+                self._end()
                 self._record(model_id, messages, options, purpose, result, None, candidate)
                 self._count(result)
                 return result
@@ -602,6 +689,7 @@ class _RunModelAccess:
         streamed_by: list[str] = []
         for candidate in self._chain(model_id):
             started = time.perf_counter()
+            self._begin(model_id, messages, options, purpose, candidate, started)
             try:
                 card = self.ctx.model_card(candidate, self.round)
                 model = self.ctx.app.models.get(card)
@@ -610,11 +698,14 @@ class _RunModelAccess:
                 else:
                     result = await model.achat(messages, options)
             except Exception as exc:
+                self._end()
                 failures.append(_as_model_failure(exc, candidate))
             except BaseException:
+                self._end()
                 self._record_stopped(model_id, messages, options, purpose, candidate, started)
                 raise
             else:
+                self._end()
                 self._record(model_id, messages, options, purpose, result, None, candidate)
                 self._count(result)
                 return result
@@ -1063,7 +1154,7 @@ class Workflow:
         context = None
         try:
             context, agent = self._context(ctx, call, round, step_id)
-            reply, error = agent.run(call.query, context), None
+            reply, error = _run_within(ctx, context.models, lambda: agent.run(call.query, context)), None
         except BudgetExceeded as exc:  # a budget stops the whole run, not just this call; the call stays in the trace
             self._finish_call(ctx, call, round, parent_id, step_id, index, None, exc, started, context.models if context else None)  # type: ignore[arg-type]
             raise
@@ -1086,7 +1177,7 @@ class Workflow:
         context = None
         try:
             context, agent = self._context(ctx, call, round, step_id)
-            reply, error = await agent.arun(call.query, context), None
+            reply, error = await _arun_within(ctx, context.models, agent.arun(call.query, context)), None
         except BudgetExceeded as exc:  # a budget stops the whole run, not just this call; the call stays in the trace
             self._finish_call(ctx, call, round, parent_id, step_id, index, None, exc, started, context.models if context else None)  # type: ignore[arg-type]
             raise

@@ -1041,3 +1041,58 @@ def test_runs_are_summarized_per_router_and_cost_weight() -> None:
     assert low["mean_cost_usd"] == pytest.approx(low["cost_usd"] / 2)
     assert (high["cost_weight"], high["agents"], high["models"], high["cost_usd"]) == (0.9, {"calc": 1.0}, {}, 0.0)
     assert summarize_runs(app.store, router="nobody") == {"runs": 0, "groups": []}
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_an_agent_call_that_outlives_the_run_s_time_is_stopped_at_max_seconds(asynchronous: bool) -> None:
+    """A hung tool held the run: max_seconds was checked only between steps, so a run with a 0.3 s limit waited
+    for a 3 s agent and ended ok. The call is now stopped at the deadline, recorded, and the run stops with
+    BudgetExceeded; what the left-behind call does later is neither recorded nor counted."""
+    import threading
+    import time as clock
+
+    writer = ScriptedModel("writer", ["late words"], latency_s=0.0)
+    app = make_app(writer)
+    finished = threading.Event()
+
+    def slow(query: str, context) -> str:  # noqa: ANN001 - asks a model once the run has moved on
+        clock.sleep(1.0)
+        try:
+            context.models.chat("writer", [Message(role="user", content=query)])
+        finally:
+            finished.set()
+        return "too late"
+
+    async def aslow(query: str) -> str:
+        await asyncio.sleep(3.0)
+        return "too late"
+
+    app.registry.add_agent(AgentCard(id="slow", description="Slow.", backend="function", function="tests:slow"),
+                           implementation=aslow if asynchronous else slow)
+    app.registry.add_agent(AgentCard(id="quick", description="Quick.", backend="function", function="tests:quick"), implementation=lambda q: "fast")
+    workflow = app.workflow(FunctionRouter(dispatch_all), budget=Budget(max_seconds=0.3))
+    started = clock.perf_counter()
+    result = asyncio.run(workflow.arun("go")) if asynchronous else workflow.run("go")
+    assert clock.perf_counter() - started < 0.9
+    assert result.status == "error" and isinstance(result.error, BudgetExceeded) and result.error.limit == "max_seconds"
+    trace = app.store.get_run(result.run_id)
+    stopped = [step for step in trace.steps if step.kind == "call" and step.agent_id == "slow"]
+    assert len(stopped) == 1 and stopped[0].error["type"] == "BudgetExceeded"
+    if not asynchronous:
+        assert finished.wait(3.0)  # the left-behind thread asked its model: refused, nothing recorded or counted
+        clock.sleep(0.05)
+        assert writer.calls == [] and not [step for step in app.store.get_run(result.run_id).steps if step.kind == "model_call"]
+
+
+def test_a_model_call_under_way_at_the_deadline_is_recorded_as_stopped_and_its_late_reply_dropped() -> None:
+    import time as clock
+
+    writer = ScriptedModel("writer", ["late words"], latency_s=0.8)
+    app = make_app(writer)
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    result = app.workflow(FunctionRouter(dispatch_all), budget=Budget(max_seconds=0.3)).run("capital of France?")
+    assert result.status == "error" and result.error.limit == "max_seconds"
+    assert result.cost_usd is None  # the provider may bill the call it was making: unknown, not $0
+    clock.sleep(0.8)  # the model answers after the run ended: nothing more is recorded
+    model_calls = [step for step in app.store.get_run(result.run_id).steps if step.kind == "model_call"]
+    assert len(model_calls) == 1 and model_calls[0].error["type"] == "RunCancelled" and len(writer.calls) == 1
