@@ -53,6 +53,7 @@ from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish
 from .basic import AgentEmbeddingCache, check_unique_ids, check_whole_numbers
 from .entities import ENTITY_LABELS, Entity, get_extractor
 from .model_routers import (
+    RecordsGivenOptions,
     adopt_checkpoint,
     check_load_options,
     check_training_data,
@@ -317,7 +318,7 @@ def _build_network(dim: int, hidden: int, layers: int, n_known: int, dropout: fl
     return HeteroAgentGNN()
 
 
-class AgentRouter(BaseRouter):
+class AgentRouter(RecordsGivenOptions, BaseRouter):
     """Knowledge-graph GNN router with weighted fusion (AgentRouter). See the module docstring.
 
     Options: ``k`` agents dispatched (capped by the run policy's ``max_agents``), ``min_share`` (drop dispatched

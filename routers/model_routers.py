@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import math
 import re
@@ -301,15 +302,48 @@ def _constructor_defaults(cls: type) -> dict[str, Any]:
     return defaults
 
 
+class RecordsGivenOptions:
+    """Base of the routers that take ``checkpoint=``: each constructor call records the names of the options it
+    was given (``_given_options``), so that `adopt_checkpoint` overrides the saved options with exactly those.
+    Without it an option given at its default value (``KnnRouter(checkpoint=path, k=100)``, 100 being the
+    default) could not be told from one left out, and the saved value won without a word."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording(self: Any, *args: Any, **options: Any) -> None:
+            if "_given_options" not in vars(self):  # the outermost constructor's call: what the caller gave
+                try:
+                    bound = signature.bind(self, *args, **options).arguments
+                except TypeError:  # the constructor itself says what is wrong
+                    bound = {}
+                names = set()
+                for name, value in bound.items():
+                    kind = signature.parameters[name].kind
+                    names |= set(value) if kind is inspect.Parameter.VAR_KEYWORD else set() if name == "self" else {name}
+                vars(self)["_given_options"] = frozenset(names)
+            init(self, *args, **options)
+
+        cls.__init__ = recording  # type: ignore[method-assign]
+
+
 def adopt_checkpoint(router: Any, checkpoint: str | Path, embedder: Any) -> None:
     """Make ``router``, just built with ``checkpoint=...``, the router its class's ``load(checkpoint)`` gives: the
     saved options and state, except the options given to the constructor beside ``checkpoint``, which override
-    the saved ones as ``load``'s keyword options do. A constructor cannot tell an option given from one left at
-    its default, so an option counts as given when it differs from its default."""
+    the saved ones as ``load``'s keyword options do (`RecordsGivenOptions` records which were given; for a class
+    without it, an option counts as given when it differs from its default)."""
+    recorded = vars(router).get("_given_options")
+    defaults = _constructor_defaults(type(router))
     given = {
         name: getattr(router, name)
-        for name, default in _constructor_defaults(type(router)).items()
-        if name not in ("checkpoint", "embedder") and name in vars(router) and getattr(router, name) != default
+        for name, default in defaults.items()
+        if name not in ("checkpoint", "embedder") and name in vars(router)
+        and (name in recorded if recorded is not None else getattr(router, name) != default)
     }
     loaded = type(router).load(checkpoint, embedder=embedder, **given)
     vars(router).update(vars(loaded))
@@ -396,7 +430,7 @@ def checkpoint_embedder(recorded: Any, given: Any, path: str | Path, kind: str) 
     )
 
 
-class ModelRouter(BaseRouter):
+class ModelRouter(RecordsGivenOptions, BaseRouter):
     """Base of model routers: predicts quality and cost per (query, model) and picks the best utility.
 
     Subclasses implement `_fit_quality` and `_quality` (for models seen in training); the base class handles

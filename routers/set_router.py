@@ -48,6 +48,7 @@ from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish
 
 from .basic import AgentEmbeddingCache, card_fingerprint, check_unique_ids, check_whole_numbers, effective_k, out_of_scope, routable_query
 from .model_routers import (
+    RecordsGivenOptions,
     adopt_checkpoint,
     check_load_options,
     checkpoint_embedder,
@@ -222,7 +223,7 @@ class _CardParameters:
     with_memory: bool  # whether the memory was laid out at all (only while ``knn_weight`` > 0)
 
 
-class SetRouter(BaseRouter):
+class SetRouter(RecordsGivenOptions, BaseRouter):
     """Learned candidate-set router (see the module docstring).
 
     - ``k``: at most this many agents (the run policy's ``max_agents`` lowers it);

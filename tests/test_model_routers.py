@@ -363,3 +363,14 @@ def test_the_cost_weight_is_calibrated_to_a_target_share_or_cost(knn: KnnRouter)
                          ({"mean_cost": -1.0}, ">= 0"), ({"mean_cost": 0.0}, "no cost weight in \\[0, 1\\] reaches")]:
         with pytest.raises(PolicyError, match=message):
             knn.calibrate_cost_weight(queries, CARDS, **bad)
+
+
+def test_an_option_given_at_its_default_beside_a_checkpoint_overrides_the_saved_one(tmp_path) -> None:  # noqa: ANN001
+    """KnnRouter(checkpoint=path, k=100) kept the saved k=5: 100 is k's default, and the constructor could not tell
+    an option given at its default from one left out. Options left out still come from the checkpoint."""
+    path = KnnRouter(k=5, text_window=300, embedder=EMBEDDER).fit(TRAIN, CARDS, val=VAL).save(tmp_path / "knn.pt")
+    assert KnnRouter(checkpoint=str(path), embedder=EMBEDDER).k == 5  # left out: the saved value
+    given = KnnRouter(checkpoint=str(path), k=100, embedder=EMBEDDER)
+    assert (given.k, given.text_window) == (100, 300)
+    assert KnnRouter(checkpoint=str(path), text_window=400, embedder=EMBEDDER).text_window == 400  # through **options
+    assert KnnRouter(k=7)._given_options == {"k"}
