@@ -87,7 +87,8 @@ def utility(quality: np.ndarray, costs: np.ndarray, w: float) -> np.ndarray:
 
 
 def check_weight(w: float) -> float:
-    if not isinstance(w, (int, float)) or math.isnan(w) or not 0.0 <= w <= 1.0:
+    """``w`` as a float; `PolicyError` unless it is a number in [0, 1] (a flag is not one: True passed for 1)."""
+    if isinstance(w, bool) or not isinstance(w, (int, float, np.floating)) or math.isnan(w) or not 0.0 <= w <= 1.0:
         raise PolicyError(f"cost weight w must lie in [0, 1], got {w!r}")
     return float(w)
 
@@ -943,8 +944,7 @@ class KnnRouter(ModelRouter):
     checkpoint_format = "orchestra.knn/1"
 
     def __init__(self, agent_id: str | None = None, *, k: int = 100, **options: Any) -> None:
-        if k < 1:
-            raise PolicyError(f"KnnRouter 'k' (neighbours) must be at least 1, got {k}")
+        check_whole_numbers("knn", {"k": (k, 1)})  # 2.5 became 2 without a word
         super().__init__(agent_id, **options)
         self.k = int(k)
         if self.checkpoint:

@@ -148,7 +148,7 @@ def test_model_bench_options_are_checked_before_training(tmp_path: Path) -> None
     assert (folder / "test.jsonl").read_bytes() == before
     with pytest.raises(ConfigurationError, match="router 'knn' option 'k'"):
         run_model_bench(folder, "knn", weights=(0.0,), router_options={"k": "many"})
-    with pytest.raises(PolicyError, match="'k' \\(neighbours\\) must be at least 1"):
+    with pytest.raises(PolicyError, match="knn 'k' must be a whole number of at least 1"):
         run_model_bench(folder, "knn", weights=(0.0,), router_options={"k": 0})
 
 

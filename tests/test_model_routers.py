@@ -374,3 +374,21 @@ def test_an_option_given_at_its_default_beside_a_checkpoint_overrides_the_saved_
     assert (given.k, given.text_window) == (100, 300)
     assert KnnRouter(checkpoint=str(path), text_window=400, embedder=EMBEDDER).text_window == 400  # through **options
     assert KnnRouter(k=7)._given_options == {"k"}
+
+
+@pytest.mark.parametrize("value", [2.5, 0, True, "5"])
+def test_knn_k_must_be_a_whole_number(value) -> None:  # noqa: ANN001
+    """KnnRouter(k=2.5) became k=2 without a word (the CLI refused it, Python did not)."""
+    from orchestra.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="knn 'k' must be a whole number of at least 1"):
+        KnnRouter(k=value)
+
+
+@pytest.mark.parametrize("value", [True, False, float("nan"), 1.5, "0.5"])
+def test_a_cost_weight_that_is_not_a_number_in_the_unit_interval_is_refused(value) -> None:  # noqa: ANN001
+    from orchestra.errors import PolicyError
+    from orchestra.routers.model_routers import check_weight
+
+    with pytest.raises(PolicyError, match="cost weight w must lie in"):
+        check_weight(value)
