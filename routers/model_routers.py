@@ -113,6 +113,16 @@ def check_training_data(router: str, train: Sequence[ModelQuery], val: Sequence[
                 f"{router}: training query {row.id!r} has outcomes only of models not among the cards "
                 f"({sorted(row.outcomes)[:5]}); the cards are {ids[:10]}"
             )
+    # a card never scored in training got a made-up quality (kNN 0.5, an untrained column for MF and the MLP)
+    # and, cheap, could win at w > 0 over every model that was scored
+    scored = {model_id for row in train for model_id in row.outcomes}
+    unscored = [model_id for model_id in ids if model_id not in scored]
+    if unscored:
+        raise DataError(
+            f"{router}: model card(s) {unscored[:5]} have no outcome in the training queries; train without them "
+            "and onboard them after training (add_model, or the router's card-based routing of unseen models; "
+            "orchestra bench models: --holdout-models)"
+        )
 
 
 def training_prices(cards: Sequence[ModelCard]) -> dict[str, tuple[float, float]]:

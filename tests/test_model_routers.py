@@ -392,3 +392,12 @@ def test_a_cost_weight_that_is_not_a_number_in_the_unit_interval_is_refused(valu
 
     with pytest.raises(PolicyError, match="cost weight w must lie in"):
         check_weight(value)
+
+
+def test_a_model_card_without_any_training_outcome_is_refused() -> None:
+    """A card listed for training but never scored got kNN's 0.5 (or an untrained column) and, cheap, won at w > 0."""
+    from orchestra.errors import DataError
+
+    ghost = ModelCard(id="ghost", description="A model no training query scored.")
+    with pytest.raises(DataError, match=r"model card\(s\) \['ghost'\] have no outcome in the training queries"):
+        KnnRouter(k=5, embedder=EMBEDDER).fit(TRAIN, [*CARDS, ghost], val=VAL)
