@@ -450,10 +450,13 @@ def _print_report(report: dict[str, Any]) -> None:
         console.print(f"agent labels that are not card ids, renamed in cards and predictions: {shown}{more}")
     lat = report["latency"]
     backend = f" (embedding on {report['embedding_backend']})" if report.get("embedding_backend") else ""
-    console.print(
-        f"decision latency: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms{backend}; fit {report['fit_seconds']:.1f} s"
-    )
-    if "cpu_time" in report:
+    if report["test"].get("n"):
+        console.print(
+            f"decision latency: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms{backend}; fit {report['fit_seconds']:.1f} s"
+        )
+    else:  # latency is timed on in-scope test queries: a set whose test is all out of scope has none (not 0.0 ms)
+        console.print(f"decision latency: no in-scope test query to time; fit {report['fit_seconds']:.1f} s")
+    if "cpu_time" in report and report["test"].get("n"):
         cpu = report["cpu_time"]
         console.print(f"CPU time per decision (all threads): p50 {cpu['p50_ms']:.1f} ms, p95 {cpu['p95_ms']:.1f} ms")
     if "oos" in report:
