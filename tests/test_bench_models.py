@@ -619,3 +619,21 @@ def test_bench_models_saves_the_router_it_scored_for_chat_and_serve(tmp_path: Pa
         run_model_bench(folder, "cheapest", save=tmp_path / "cheap.pt")
     with pytest.raises(ConfigurationError, match="inside the data folder"):
         run_model_bench(folder, "knn-saved-test", save=folder / "knn.pt")
+
+
+def test_model_set_checks_ids_tasks_outcomes_and_leaks(tmp_path: Path) -> None:
+    """An empty id passed, a null task was refused though a missing one is fine, outcomes given as a list read
+    "query has no outcomes", and a query in both train and test was trained on and then scored without a word."""
+    def row(i, **changes):
+        base = {"id": f"q{i}", "query": f"question {i}?", "task": "t",
+                "outcomes": {"big": {"score": 1.0, "cost": 0.01}, "small": {"score": 0.0, "cost": 0.001}}}
+        return {**base, **changes}
+
+    tests = [row(9), row(10)]
+    with pytest.raises(DataError, match="train.jsonl:1 .*field 'id'"):
+        load_model_set(write_set(tmp_path / "a", train=[row(1, id="")], test=tests))
+    assert load_model_set(write_set(tmp_path / "b", train=[row(1, task=None)], test=tests)).train[0].task == ""
+    with pytest.raises(DataError, match="field 'outcomes' must be an object of model id -> outcome, got list"):
+        load_model_set(write_set(tmp_path / "c", train=[row(1, outcomes=[{"big": 1.0}])], test=tests))
+    with pytest.warns(UserWarning, match=r"query id\(s\) \['q9'\] are in both train.jsonl and test.jsonl"):
+        load_model_set(write_set(tmp_path / "d", train=[row(1), row(9)], test=tests))

@@ -29,6 +29,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -96,7 +97,8 @@ class ModelQuery(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    id: str
+    id: str = Field(pattern=r"\S")
+    """Unique within its split, never empty."""
     query: str = Field(pattern=r"\S")
     """The prompt; it must hold more than white space (routers embed it)."""
     task: str = ""
@@ -210,8 +212,12 @@ def _load_queries(
     for number, item in read_jsonl(path):
         label = f"{path.name}:{number} (query {item.get('id')!r})"
         outcomes = item.get("outcomes")
-        if not isinstance(outcomes, dict) or not outcomes:
+        if outcomes is not None and not isinstance(outcomes, dict):
+            raise DataError(f"{label}: field 'outcomes' must be an object of model id -> outcome, got {type(outcomes).__name__}")
+        if not outcomes:
             raise DataError(f"{label}: query has no outcomes; every query needs at least one model's score")
+        if "task" in item and item["task"] is None:  # null: no task, as a missing field is
+            item = {key: value for key, value in item.items() if key != "task"}
         unknown = sorted(set(outcomes) - set(cards))
         if unknown:
             raise DataError(f"{label}: outcomes name model(s) {unknown} that models.jsonl does not hold")
@@ -272,6 +278,11 @@ def load_model_set(root: str | Path, *, lenient_descriptions: bool = False, unkn
     )
     if not train or not test:
         raise DataError(f"{folder}: train.jsonl and test.jsonl must both hold queries")
+    leaked = sorted({row.id for row in train} & {row.id for row in test})
+    if leaked:  # trained on and then scored, the test figures are not a test's; said, not refused (a toy set may mean it)
+        warnings.warn(f"{folder}: query id(s) {leaked[:5]} are in both train.jsonl and test.jsonl"
+                      + (f" ({len(leaked)} in all)" if len(leaked) > 5 else "") + ": test figures on them are not held out",
+                      stacklevel=2)
     return ModelSet(
         name=folder.name,
         root=folder,
