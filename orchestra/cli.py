@@ -99,7 +99,7 @@ RouterOption = Annotated[
 
 BudgetOption = Annotated[
     list[str] | None,
-    typer.Option("--budget", help="Limit of each run key=value (repeatable): max_cost_usd, max_tokens, max_seconds, max_calls, max_rounds; e.g. --budget max_tokens=4000."),
+    typer.Option("--budget", help="Limit of each run key=value (repeatable): max_cost_usd, max_tokens, max_seconds, max_calls, max_rounds, max_parallel_calls; e.g. --budget max_tokens=4000."),
 ]
 
 

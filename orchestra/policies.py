@@ -102,6 +102,9 @@ class Budget(_Policy):
     unknown cost)."""
     max_calls: int = Field(default=32, ge=1, strict=True)
     """Agent calls at most, over all rounds."""
+    max_parallel_calls: int | None = Field(default=None, ge=1, strict=True)
+    """Agent calls under way at once at most (LangGraph's ``max_concurrency``): a dispatch to more agents runs the
+    rest as earlier ones finish, e.g. to stay under a provider's rate limit. ``None``: a dispatch's calls all at once."""
 
 
 class RoutingPolicy(_Policy):

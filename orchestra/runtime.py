@@ -1314,6 +1314,8 @@ class Workflow:
         self.app.store.start_run(run)
         ctx = _RunContext(self.app, self, run, turns, policy, recording, self.router)
         config: RunnableConfig = {"configurable": {"orchestra_run": ctx}, "recursion_limit": 4 * self.budget.max_rounds + 10}
+        if self.budget.max_parallel_calls is not None:
+            config["max_concurrency"] = self.budget.max_parallel_calls
         return ctx, {"query": query, "round": 0, "observations": []}, config
 
     def _finish(self, ctx: _RunContext, final: Mapping[str, Any] | None, error: BaseException | None) -> RunResult:

@@ -1096,3 +1096,35 @@ def test_a_model_call_under_way_at_the_deadline_is_recorded_as_stopped_and_its_l
     clock.sleep(0.8)  # the model answers after the run ended: nothing more is recorded
     model_calls = [step for step in app.store.get_run(result.run_id).steps if step.kind == "model_call"]
     assert len(model_calls) == 1 and model_calls[0].error["type"] == "RunCancelled" and len(writer.calls) == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_max_parallel_calls_bounds_the_agent_calls_under_way_at_once(asynchronous: bool) -> None:
+    """A dispatch to many agents ran every call at once, whatever a provider's rate limit: Budget.max_parallel_calls
+    (LangGraph's max_concurrency) runs the rest as earlier ones finish."""
+    import threading
+    import time as clock
+
+    app = make_app()
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def tool(query: str) -> str:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        clock.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return "done"
+
+    for name in "abcd":
+        app.registry.add_agent(AgentCard(id=name, description=f"Tool {name}.", backend="function", function=f"tests:{name}"), implementation=tool)
+    for limit, expected in ((2, 2), (1, 1)):
+        workflow = app.workflow(FunctionRouter(dispatch_all), budget=Budget(max_parallel_calls=limit))
+        most[0] = 0
+        result = asyncio.run(workflow.arun("go")) if asynchronous else workflow.run("go")
+        assert result.status == "ok" and len(result.observations) == 4 and most[0] == expected
+    from orchestra import PolicyError
+
+    with pytest.raises(PolicyError, match="max_parallel_calls"):
+        Budget(max_parallel_calls=0)
