@@ -85,6 +85,7 @@ def test_load_model_set_reads_cards_and_outcomes(tmp_path: Path) -> None:
     assert scores.shape == (4, 2) and not s.cost_estimated and costs[0, 0] == 0.01
 
 
+@pytest.mark.filterwarnings("ignore:.*are in both train.jsonl and test.jsonl")  # a toy set scored on its training rows
 def test_missing_costs_are_estimated_from_prices(tmp_path: Path) -> None:
     rows = [{"id": "q", "query": "x" * 40, "task": "t", "outcomes": {
         "big": {"score": 1.0, "cost": None, "response": None}, "small": {"score": 0.0, "cost": None, "response": "y" * 8}}}]
@@ -403,6 +404,7 @@ def test_holding_out_a_model_twice_or_every_model_is_refused(tmp_path: Path) -> 
         run_model_bench(data, "best-single", holdout_models=["small", "big"])
 
 
+@pytest.mark.filterwarnings("ignore:.*are in both train.jsonl and test.jsonl")  # a toy set scored on its training rows
 def test_single_models_of_one_price_leave_aiq_undefined_and_the_rest_of_the_report_whole(tmp_path: Path, capsys) -> None:
     from orchestra.bench.models import _print_report
 
@@ -543,6 +545,7 @@ def test_a_router_scored_as_given_must_know_the_sets_models_and_holds_none_out(t
         run_model_bench(folder, own, train=False, holdout_models=[full.cards[0].id], latency_queries=1)
 
 
+@pytest.mark.filterwarnings("ignore:.*are in both train.jsonl and test.jsonl")  # a toy set scored on its training rows
 def test_a_card_with_only_a_mean_cost_per_query_costs_that_mean_where_an_outcome_has_none(tmp_path: Path) -> None:
     """The data format allows null costs and null prices and gives cards a mean_cost_per_query_usd, yet a set with
     only that mean (RouteLLM's strong/weak pairs: scores, no per-call cost) was refused: "no cost for model(s)"."""

@@ -12,6 +12,9 @@ import pytest
 from orchestra.bench.fusion import extract_option, fuse_options, fuse_rows, load_fusion_set, option_letters
 from orchestra.bench.models import ModelOutcome, ModelQuery
 
+# the toy sets here score routers on their training rows, on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:.*are in both train.jsonl and test.jsonl")
+
 ARC = "Which gas do plants take in?\nA) oxygen\nB) carbon dioxide\nC) helium\nD) neon\nPrint only a single choice.\nAnswer:"
 WINO = "Sarah was a better surgeon than Maria so _ got the harder cases.\nA) Maria\nB) Sarah\nAnswer:"
 
