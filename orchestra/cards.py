@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestra._typed import CardId, TypedErrorModel
 from orchestra.errors import CardError
+from orchestra.policies import RetryPolicy
 
 __all__ = ["AgentCard", "ModelCard", "load_cards", "parse_cards"]
-
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+\-]{0,127}$"
-
-CardId = Annotated[str, Field(pattern=_ID_PATTERN, description="Stable id: letters, digits and _.:/@+- (max 128).")]
 
 
 def _http_url(value: str | None) -> str | None:
@@ -25,19 +23,6 @@ def _http_url(value: str | None) -> str | None:
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8080/v1")
     return value
-
-
-class TypedErrorModel(type(BaseModel)):  # type: ignore[misc]
-    """Metaclass of models whose construction raises their own typed error (the class's ``_typed_error(exc)``)
-    instead of pydantic's: `AgentCard(...)` in Python raises the same `CardError` as a card read from a file, a
-    policy the same `PolicyError`. Done at the class call, not in __init__: pydantic routes model_validate through
-    a custom __init__, and would wrap the error."""
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().__call__(*args, **kwargs)
-        except ValidationError as exc:
-            raise cls._typed_error(exc) from None
 
 
 class _Card(BaseModel, metaclass=TypedErrorModel):
@@ -102,6 +87,11 @@ class AgentCard(_Card):
     """For ``backend="function"``: import path ``package.module:callable`` of ``fn(query: str) -> str``."""
     endpoint: str | None = None
     """For ``backend="endpoint"``: URL of an OpenAI-compatible chat endpoint serving this agent."""
+    retry: RetryPolicy | None = None
+    """Retries of this agent's calls, for a flaky tool or endpoint: a failed attempt (the agent raised, or a model
+    call of its still failed after the app's own retries and fallbacks) is tried again with backoff, up to
+    ``max_attempts`` in all, and each attempt is cut at ``timeout_s``. Not retried: a bad card or configuration, the
+    run's budget or deadline, a cancelled run. ``None``: one attempt, with no time limit but the run's."""
 
     _endpoint_is_http = field_validator("endpoint")(_http_url)
 

@@ -38,14 +38,7 @@ from typing import Any
 
 import openai
 from pydantic import SecretStr
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from tenacity import AsyncRetrying, RetryCallState, Retrying
 
 from orchestra.cards import ModelCard
 from orchestra.errors import (
@@ -56,7 +49,7 @@ from orchestra.errors import (
     PolicyError,
 )
 from orchestra.model import ChatChunk, ChatModel, ChatOptions, ChatResult, Message
-from orchestra.policies import RetryPolicy
+from orchestra.policies import RetryPolicy, retrying
 
 __all__ = [
     "FallbackChatModel",
@@ -387,17 +380,7 @@ class OpenAIChatModel:
     # -- retrying -----------------------------------------------------------------------------------------
 
     def _retry_kwargs(self, attempts: _Attempts) -> dict[str, Any]:
-        policy = self.retry
-        return {
-            "stop": stop_after_attempt(policy.max_attempts),
-            "wait": wait_exponential_jitter(
-                multiplier=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.jitter_s
-            ),
-            "retry": retry_if_exception(_retryable),
-            "before": attempts.before,
-            "before_sleep": self._log_retry,
-            "reraise": True,
-        }
+        return retrying(self.retry, _retryable) | {"before": attempts.before, "before_sleep": self._log_retry}
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

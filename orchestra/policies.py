@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from tenacity import retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from orchestra.cards import CardId, TypedErrorModel
+from orchestra._typed import CardId, TypedErrorModel
 from orchestra.errors import PolicyError
 
 __all__ = ["Budget", "FallbackPolicy", "RetryPolicy", "RoutingPolicy"]
@@ -43,9 +45,13 @@ class _Policy(BaseModel, metaclass=TypedErrorModel):
 
 
 class RetryPolicy(_Policy):
-    """Retries of one model call: exponential backoff with jitter, on timeouts, 429 and 5xx only. Applied by the
-    OpenAI-compatible client that Orchestra builds for a card (and the embedded local model); a custom
-    ``model_factory`` receives it and applies it as it sees fit (the test doubles do not retry)."""
+    """Retries with exponential backoff and jitter, each attempt within ``timeout_s``. Two uses:
+
+    - the app's, for every model call (``Orchestra(retry=...)``): on timeouts, 429 and 5xx only; applied by the
+      OpenAI-compatible client Orchestra builds for a card (and the embedded local model); a custom
+      ``model_factory`` receives it and applies it as it sees fit (the test doubles do not retry);
+    - an agent's (``AgentCard.retry``), for that agent's calls: a flaky tool or endpoint tried again when it
+      raises, runs past ``timeout_s``, or its model call fails for good."""
 
     max_attempts: int = Field(default=3, ge=1, le=20, strict=True)
     """Attempts in all, the first included."""
@@ -53,7 +59,8 @@ class RetryPolicy(_Policy):
     max_backoff_s: float = Field(default=8.0, ge=0, strict=True)
     jitter_s: float = Field(default=0.25, ge=0, strict=True)
     timeout_s: float = Field(default=60.0, gt=0, strict=True)
-    """Per-attempt timeout."""
+    """Per-attempt timeout (an agent's attempt past it is left running, as at the run's ``max_seconds``, and
+    retried)."""
 
     @model_validator(mode="after")
     def _backoff_grows_to_its_cap(self) -> RetryPolicy:
@@ -116,3 +123,14 @@ class RoutingPolicy(_Policy):
     """k: at most this many agents per decision."""
     min_score: float | None = Field(default=None, strict=True)
     """Below this score a candidate is not chosen; when none clears it the query is out of scope."""
+
+
+def retrying(policy: RetryPolicy, retryable: Callable[[BaseException], bool]) -> dict[str, Any]:
+    """tenacity's arguments for ``policy``, retrying the errors ``retryable`` accepts and raising the last one as it
+    was: one reading of a `RetryPolicy`, for model calls (here) and agent calls (the runtime's, per card)."""
+    return {
+        "stop": stop_after_attempt(policy.max_attempts),
+        "wait": wait_exponential_jitter(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.jitter_s),
+        "retry": retry_if_exception(retryable),
+        "reraise": True,
+    }

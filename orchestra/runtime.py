@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal, NoReturn, TypedDict
@@ -27,6 +27,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
+from tenacity import AsyncRetrying, RetryCallState, Retrying
 
 from orchestra.agent import AgentContext, AgentReply, agent_for_card
 from orchestra.aggregate import Aggregated, Aggregator, PassThrough, describe_aggregator
@@ -49,7 +50,7 @@ from orchestra.errors import (
     UnknownAgentError,
 )
 from orchestra.model import ChatChunk, ChatModel, ChatOptions, ChatResult, Message
-from orchestra.policies import Budget, FallbackPolicy, RetryPolicy, RoutingPolicy
+from orchestra.policies import Budget, FallbackPolicy, RetryPolicy, RoutingPolicy, retrying
 from orchestra.registry import Registry, RegistrySnapshot
 from orchestra.routing import Call, Dispatch, Finish, ModelAccess, Observation, Router, RouterState, Turn, load_router
 from orchestra.trace import RunRecord, RunTrace, StepRecord, Store, new_id
@@ -180,15 +181,33 @@ class _Tracker:
         }
 
 
-def _run_within(ctx: _RunContext, access: _RunModelAccess, work: Callable[[], Any]) -> Any:
-    """``work()`` (an agent's call), stopped at the run's ``max_seconds``: `BudgetExceeded` once the time is up, the
-    call left running in its thread (Python cannot stop a thread) with its model access abandoned, so that what it
-    does later is neither recorded nor counted. Without a time limit the call runs here, in the node's thread."""
+def _time_limit(ctx: _RunContext, attempt_timeout: float | None) -> tuple[float | None, bool]:
+    """How long an agent call's attempt may take, and whether that is its own ``timeout_s`` (else the run's
+    ``max_seconds``, or no limit: ``None``)."""
     left = ctx.tracker.seconds_left()
+    if left is not None and left <= 0:
+        raise ctx.tracker.out_of_time()
+    if attempt_timeout is not None and (left is None or attempt_timeout < left):
+        return attempt_timeout, True
+    return left, False
+
+
+def _timed_out(ctx: _RunContext, access: _RunModelAccess, limit: float, own: bool) -> OrchestraError:
+    access.abandon()
+    if own:  # the attempt's own limit: the agent failed (and may be retried), the run goes on
+        return AgentError(f"agent {access.agent_id!r} did not answer within its retry policy's timeout_s ({limit:g} s)",
+                          agent_id=access.agent_id)
+    return ctx.tracker.out_of_time()
+
+
+def _run_within(ctx: _RunContext, access: _RunModelAccess, work: Callable[[], Any], attempt_timeout: float | None = None) -> Any:
+    """``work()`` (an agent's call), stopped at the run's ``max_seconds`` (`BudgetExceeded`) or at the attempt's
+    own ``attempt_timeout`` (an `AgentError`), whichever comes first: the call is left running in its thread
+    (Python cannot stop a thread) with its model access abandoned, so that what it does later is neither recorded
+    nor counted. Without a time limit the call runs here, in the node's thread."""
+    left, own = _time_limit(ctx, attempt_timeout)
     if left is None:
         return work()
-    if left <= 0:
-        raise ctx.tracker.out_of_time()
     outcome: dict[str, Any] = {}
     done = threading.Event()
     context = contextvars.copy_context()  # LangGraph's stream writer (token events) lives in a context variable
@@ -203,28 +222,78 @@ def _run_within(ctx: _RunContext, access: _RunModelAccess, work: Callable[[], An
 
     threading.Thread(target=run, name=f"orchestra-call-{access.agent_id}", daemon=True).start()
     if not done.wait(left):
-        access.abandon()
-        raise ctx.tracker.out_of_time()
+        raise _timed_out(ctx, access, left, own)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
 
 
-async def _arun_within(ctx: _RunContext, access: _RunModelAccess, work: Awaitable[Any]) -> Any:
-    """Async twin of `_run_within`: the call is cancelled at the run's ``max_seconds`` (a sync agent's thread, which
-    cannot be, is left running with its model access abandoned)."""
-    left = ctx.tracker.seconds_left()
-    if left is None:
-        return await work
-    if left <= 0:
+async def _arun_within(ctx: _RunContext, access: _RunModelAccess, work: Awaitable[Any], attempt_timeout: float | None = None) -> Any:
+    """Async twin of `_run_within`: the call is cancelled at the run's ``max_seconds`` or the attempt's
+    ``attempt_timeout`` (a sync agent's thread, which cannot be, is left running with its model access abandoned)."""
+    try:
+        left, own = _time_limit(ctx, attempt_timeout)
+    except BudgetExceeded:
         if inspect.iscoroutine(work):
             work.close()
-        raise ctx.tracker.out_of_time()
+        raise
+    if left is None:
+        return await work
     try:
         return await asyncio.wait_for(work, left)
     except TimeoutError:
-        access.abandon()
-        raise ctx.tracker.out_of_time() from None
+        raise _timed_out(ctx, access, left, own) from None
+
+
+def _agent_retryable(exc: BaseException) -> bool:
+    """An agent call's failure worth another attempt under its card's `RetryPolicy`: the agent raised, an attempt
+    ran past its ``timeout_s``, or a model call failed after its own retries and fallbacks. Never a
+    misconfiguration (it would fail the same way again), the run's budget or deadline, or a stopped run."""
+    return isinstance(exc, Exception) and not isinstance(exc, (ConfigurationError, BudgetExceeded, RunCancelled, ReplayMismatch))
+
+
+class _CallAttempts:
+    """The attempts of one agent call: each has its own model access (an attempt left running past its time keeps
+    an abandoned one), and the call's usage is theirs summed. Read like a `_RunModelAccess` by `_finish_call`."""
+
+    def __init__(self, first: _RunModelAccess) -> None:
+        self.accesses = [first]
+        self.failures: list[dict[str, Any]] = []
+        """The errors of the attempts that failed and were retried, in order (the last attempt's is the call's)."""
+
+    def failed(self, state: RetryCallState) -> None:
+        """tenacity's ``before_sleep``: an attempt failed and another follows; its error is kept for the trace."""
+        first, exc = self.accesses[0], state.outcome.exception() if state.outcome else None
+        error = exc if isinstance(exc, OrchestraError) else AgentError(f"{type(exc).__name__}: {exc}", agent_id=first.agent_id)
+        self.failures.append(error.to_record() | {"attempt": state.attempt_number})
+        logger.info("agent %s: attempt %d failed (%s); retrying", first.agent_id, state.attempt_number, type(exc).__name__)
+
+    def access(self, attempt_number: int) -> _RunModelAccess:
+        """The model access of attempt ``attempt_number`` (from 1)."""
+        if attempt_number == 1:
+            return self.accesses[0]
+        first = self.accesses[0]
+        access = first.ctx.access(first.parent_id, first.round, first.original_parent, agent_id=first.agent_id)
+        access.restart_stream = True
+        self.accesses.append(access)
+        return access
+
+    @property
+    def calls(self) -> int:
+        return sum(access.calls for access in self.accesses)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(access.prompt_tokens for access in self.accesses)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(access.completion_tokens for access in self.accesses)
+
+    @property
+    def cost_usd(self) -> float | None:
+        costs = [access.cost_usd for access in self.accesses]
+        return None if None in costs else sum(costs)  # type: ignore[arg-type]
 
 
 def _reported_cost(prompt_tokens: int, completion_tokens: int, cost_usd: float | None) -> float | None:
@@ -497,10 +566,13 @@ class _RunModelAccess:
         """What the calls made through this access cost; ``None`` once any price was unknown."""
         self.abandoned = False
         """Set when the agent call this access serves ran out of time and was left running (`abandon`)."""
+        self.restart_stream = False
+        """Set on a retried agent call's next attempt: its first token event says ``restart``, so a reader drops the
+        failed attempt's streamed text."""
         self._in_flight: tuple[str, list[Message], ChatOptions, str, str, float] | None = None
 
     def abandon(self) -> None:
-        """The agent call ran out of the run's time and is left running in its thread: a model call it has under
+        """The agent call ran out of time (the run's, or its attempt's) and is left running in its thread: a model call it has under
         way is recorded now as stopped (its cost unknown: the provider may bill it), and whatever it does later
         records nothing and costs the run nothing, since the run has moved on (or ended)."""
         with self.ctx.tracker.lock:
@@ -627,6 +699,8 @@ class _RunModelAccess:
         restart = bool(streamed_by) and streamed_by[-1] != model_id
         if not streamed_by or restart:
             streamed_by.append(model_id)
+        if self.restart_stream:
+            restart, self.restart_stream = True, False
         # the agent named: parallel agents stream at once, and a step id alone named nothing a reader had been shown
         self.ctx.emit("token", step=self.parent_id, agent_id=self.agent_id, purpose=purpose, delta=delta, model_id=model_id, restart=restart)
 
@@ -1051,7 +1125,7 @@ class Workflow:
         reply: AgentReply | None,
         error: OrchestraError | None,
         started: float,
-        access: _RunModelAccess | None,
+        access: _CallAttempts | None,
     ) -> dict[str, Any]:
         usage: tuple[int, int, float | None] = (0, 0, None)
         if access is not None and (access.calls or access.prompt_tokens or access.completion_tokens):
@@ -1076,11 +1150,14 @@ class Workflow:
             latency_ms=(time.perf_counter() - started) * 1000,
             declined=bool(reply and reply.declined),
         )
-        self._record_call(ctx, observation, parent_id, step_id, call, index, reply.meta if reply else {})
+        self._record_call(ctx, observation, parent_id, step_id, call, index, reply.meta if reply else {}, access.failures if access else [])
         return {"observations": [observation]}
 
     @staticmethod
-    def _record_call(ctx: _RunContext, obs: Observation, parent_id: str, step_id: str, call: Call, index: int, meta: dict[str, Any]) -> None:
+    def _record_call(ctx: _RunContext, obs: Observation, parent_id: str, step_id: str, call: Call, index: int, meta: dict[str, Any],
+                     retried: list[dict[str, Any]]) -> None:
+        """Store the call's step. ``retried``: the errors of its attempts that failed before the last (its card's
+        `RetryPolicy`), kept in its response whether the last attempt answered or failed too."""
         ctx.record(
             StepRecord(
                 id=step_id,
@@ -1091,7 +1168,8 @@ class Workflow:
                 agent_id=obs.agent_id,
                 model_id=obs.model_id,
                 request={"query": call.query, "weight": call.weight, "model_id": call.model_id, "index": index},
-                response=({"answer": obs.answer, "meta": meta} | ({"declined": True} if obs.declined else {})) if obs.ok else {},
+                response=(({"answer": obs.answer, "meta": meta} | ({"declined": True} if obs.declined else {})) if obs.ok else {})
+                | ({"retried": retried} if retried else {}),
                 prompt_tokens=obs.prompt_tokens,
                 completion_tokens=obs.completion_tokens,
                 cost_usd=obs.cost_usd,
@@ -1133,7 +1211,7 @@ class Workflow:
                 ctx.tracker.add_usage(0, 0, None)
         if not model_steps and not step.error:  # usage the agent reported itself, counted as the original counted it
             ctx.tracker.add_usage(step.prompt_tokens, step.completion_tokens, _reported_cost(step.prompt_tokens, step.completion_tokens, step.cost_usd))
-        self._record_call(ctx, observation, parent_id, step_id, call, index, step.response.get("meta", {}))
+        self._record_call(ctx, observation, parent_id, step_id, call, index, step.response.get("meta", {}), step.response.get("retried", []))
         if step.error and step.error.get("type") in (RunCancelled.__name__, BudgetExceeded.__name__):
             # the original run was stopped during this call: so is the replay, with the same error and totals
             raise ctx.recording.missing(f"round {round}: the call to {call.agent_id!r}")
@@ -1151,22 +1229,37 @@ class Workflow:
         if ctx.recording is not None:
             return self._replay_call(ctx, call, round, parent_id, step_id, index)
         started = time.perf_counter()
-        context = None
+        attempts = None
         try:
             context, agent = self._context(ctx, call, round, step_id)
-            reply, error = _run_within(ctx, context.models, lambda: agent.run(call.query, context)), None
+            attempts = _CallAttempts(context.models)  # type: ignore[arg-type]
+            reply, error = self._attempts(ctx, call, context, agent, attempts), None
         except BudgetExceeded as exc:  # a budget stops the whole run, not just this call; the call stays in the trace
-            self._finish_call(ctx, call, round, parent_id, step_id, index, None, exc, started, context.models if context else None)  # type: ignore[arg-type]
+            self._finish_call(ctx, call, round, parent_id, step_id, index, None, exc, started, attempts)
             raise
         except Exception as exc:  # one failing agent does not fail the run: it becomes an observation
             reply, error = None, self._as_error(exc, call.agent_id)
         except BaseException:  # the caller stopped the run during the call (Ctrl-C, a cancelled task): kept too
             self._finish_call(ctx, call, round, parent_id, step_id, index, None, RunCancelled(f"the run was stopped during this call to {call.agent_id!r}"),
-                              started, context.models if context else None)  # type: ignore[arg-type]
+                              started, attempts)
             raise
         if reply is not None and not isinstance(reply, AgentReply):
             reply, error = None, AgentError(f"agent {call.agent_id!r} returned {type(reply).__name__}", agent_id=call.agent_id)
-        return self._finish_call(ctx, call, round, parent_id, step_id, index, reply, error, started, context.models if context else None)  # type: ignore[arg-type]
+        return self._finish_call(ctx, call, round, parent_id, step_id, index, reply, error, started, attempts)
+
+    @staticmethod
+    def _attempts(ctx: _RunContext, call: Call, context: AgentContext, agent: Any, attempts: _CallAttempts) -> Any:
+        """The agent's answer to ``call``: one attempt, or as many as its card's `RetryPolicy` allows (tenacity's
+        loop, as for model calls), each on its own model access and within its ``timeout_s``."""
+        policy = context.card.retry
+        if policy is None:
+            return _run_within(ctx, attempts.accesses[0], lambda: agent.run(call.query, context))
+        for attempt in Retrying(**retrying(policy, _agent_retryable), before_sleep=attempts.failed):
+            with attempt:
+                access = attempts.access(attempt.retry_state.attempt_number)
+                attempt_context = replace(context, models=access)
+                return _run_within(ctx, access, lambda: agent.run(call.query, attempt_context), policy.timeout_s)
+        raise AssertionError("tenacity ends with a result or the last error")  # pragma: no cover
 
     async def _acall(self, payload: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         ctx = _ctx(config)
@@ -1174,22 +1267,35 @@ class Workflow:
         if ctx.recording is not None:
             return self._replay_call(ctx, call, round, parent_id, step_id, index)
         started = time.perf_counter()
-        context = None
+        attempts = None
         try:
             context, agent = self._context(ctx, call, round, step_id)
-            reply, error = await _arun_within(ctx, context.models, agent.arun(call.query, context)), None
+            attempts = _CallAttempts(context.models)  # type: ignore[arg-type]
+            reply, error = await self._aattempts(ctx, call, context, agent, attempts), None
         except BudgetExceeded as exc:  # a budget stops the whole run, not just this call; the call stays in the trace
-            self._finish_call(ctx, call, round, parent_id, step_id, index, None, exc, started, context.models if context else None)  # type: ignore[arg-type]
+            self._finish_call(ctx, call, round, parent_id, step_id, index, None, exc, started, attempts)
             raise
         except Exception as exc:
             reply, error = None, self._as_error(exc, call.agent_id)
         except BaseException:  # the caller stopped the run during the call (Ctrl-C, a cancelled task): kept too
             self._finish_call(ctx, call, round, parent_id, step_id, index, None, RunCancelled(f"the run was stopped during this call to {call.agent_id!r}"),
-                              started, context.models if context else None)  # type: ignore[arg-type]
+                              started, attempts)
             raise
         if reply is not None and not isinstance(reply, AgentReply):
             reply, error = None, AgentError(f"agent {call.agent_id!r} returned {type(reply).__name__}", agent_id=call.agent_id)
-        return self._finish_call(ctx, call, round, parent_id, step_id, index, reply, error, started, context.models if context else None)  # type: ignore[arg-type]
+        return self._finish_call(ctx, call, round, parent_id, step_id, index, reply, error, started, attempts)
+
+    @staticmethod
+    async def _aattempts(ctx: _RunContext, call: Call, context: AgentContext, agent: Any, attempts: _CallAttempts) -> Any:
+        """Async twin of `_attempts`."""
+        policy = context.card.retry
+        if policy is None:
+            return await _arun_within(ctx, attempts.accesses[0], agent.arun(call.query, context))
+        async for attempt in AsyncRetrying(**retrying(policy, _agent_retryable), before_sleep=attempts.failed):
+            with attempt:
+                access = attempts.access(attempt.retry_state.attempt_number)
+                return await _arun_within(ctx, access, agent.arun(call.query, replace(context, models=access)), policy.timeout_s)
+        raise AssertionError("tenacity ends with a result or the last error")  # pragma: no cover
 
     # -- aggregate node -----------------------------------------------------------------------------------------
 

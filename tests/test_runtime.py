@@ -1128,3 +1128,160 @@ def test_max_parallel_calls_bounds_the_agent_calls_under_way_at_once(asynchronou
 
     with pytest.raises(PolicyError, match="max_parallel_calls"):
         Budget(max_parallel_calls=0)
+
+
+_FAST_RETRY = {"initial_backoff_s": 0.0, "max_backoff_s": 0.0, "jitter_s": 0.0}
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_an_agent_s_retry_policy_tries_a_flaky_tool_again_and_records_the_failed_attempts(asynchronous: bool) -> None:
+    """An agent had one attempt (only model calls were retried): a tool that fails now and then failed its call.
+    Its card's RetryPolicy now retries it; the failed attempts are kept on the call's step, and an exact replay
+    serves the answer without calling the tool."""
+    from orchestra import RetryPolicy, replay
+
+    app = make_app()
+    tries: list[str] = []
+
+    def flaky(query: str) -> str:
+        tries.append(query)
+        if len(tries) < 3:
+            raise ConnectionError(f"reset by peer ({len(tries)})")
+        return "sunny"
+
+    async def aflaky(query: str) -> str:
+        return flaky(query)
+
+    card = AgentCard(id="weather", description="Weather.", backend="function", function="tests:weather",
+                     retry=RetryPolicy(max_attempts=3, **_FAST_RETRY))
+    app.registry.add_agent(card, implementation=aflaky if asynchronous else flaky)
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+    result = asyncio.run(workflow.arun("weather?")) if asynchronous else workflow.run("weather?")
+
+    assert result.status == "ok" and result.answer == "sunny" and len(tries) == 3
+    step = next(s for s in app.store.get_run(result.run_id).steps if s.kind == "call")
+    assert step.error is None and [(f["attempt"], f["type"]) for f in step.response["retried"]] == [(1, "AgentError"), (2, "AgentError")]
+    assert "reset by peer (1)" in step.response["retried"][0]["message"]
+    replayed = replay(app, result.run_id)
+    assert replayed.status == "ok" and replayed.answer == "sunny" and len(tries) == 3
+    assert next(s for s in app.store.get_run(replayed.run_id).steps if s.kind == "call").response["retried"] == step.response["retried"]
+
+
+def test_an_agent_that_fails_every_attempt_is_a_failed_call_naming_its_last_error_and_the_run_goes_on() -> None:
+    from orchestra import RetryPolicy
+
+    app = make_app()
+    tries: list[str] = []
+
+    def broken(query: str) -> str:
+        tries.append(query)
+        raise RuntimeError(f"disk on fire ({len(tries)})")
+
+    app.registry.add_agent(AgentCard(id="bad", description="Breaks.", retry=RetryPolicy(max_attempts=2, **_FAST_RETRY)), implementation=broken)
+    app.registry.add_agent(AgentCard(id="ok", description="Works."), implementation=lambda q: "fine")
+    result = app.workflow(FunctionRouter(dispatch_all)).run("q")
+
+    assert result.status == "ok" and result.answer == "fine" and len(tries) == 2
+    failed = next(o for o in result.observations if o.agent_id == "bad")
+    assert failed.error["type"] == "AgentError" and "disk on fire (2)" in failed.error["message"]
+    step = next(s for s in app.store.get_run(result.run_id).steps if s.kind == "call" and s.agent_id == "bad")
+    assert [f["attempt"] for f in step.response["retried"]] == [1] and "disk on fire (1)" in step.response["retried"][0]["message"]
+
+
+def test_without_a_retry_policy_an_agent_has_one_attempt() -> None:
+    app = make_app()
+    tries: list[str] = []
+
+    def broken(query: str) -> str:
+        tries.append(query)
+        raise RuntimeError("once")
+
+    app.registry.add_agent(AgentCard(id="bad", description="Breaks."), implementation=broken)
+    result = app.workflow(FunctionRouter(dispatch_all)).run("q")
+    assert result.status == "error" and len(tries) == 1
+    assert "retried" not in next(s for s in app.store.get_run(result.run_id).steps if s.kind == "call").response
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_an_agent_attempt_past_its_timeout_is_left_behind_and_retried(asynchronous: bool) -> None:
+    """A hung attempt is cut at the policy's timeout_s (the run has no deadline of its own) and the next one answers."""
+    import time as clock
+
+    from orchestra import RetryPolicy
+
+    app = make_app()
+    tries: list[str] = []
+
+    def hangs_once(query: str) -> str:
+        tries.append(query)
+        if len(tries) == 1:
+            clock.sleep(1.5)
+            return "too late"
+        return "on time"
+
+    async def ahangs_once(query: str) -> str:
+        tries.append(query)
+        if len(tries) == 1:
+            await asyncio.sleep(1.5)
+            return "too late"
+        return "on time"
+
+    card = AgentCard(id="tool", description="Tool.", retry=RetryPolicy(max_attempts=2, timeout_s=0.2, **_FAST_RETRY))
+    app.registry.add_agent(card, implementation=ahangs_once if asynchronous else hangs_once)
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+    started = clock.perf_counter()
+    result = asyncio.run(workflow.arun("q")) if asynchronous else workflow.run("q")
+
+    assert clock.perf_counter() - started < 1.2 and result.status == "ok" and result.answer == "on time"
+    step = next(s for s in app.store.get_run(result.run_id).steps if s.kind == "call")
+    assert step.response["retried"][0]["type"] == "AgentError" and "timeout_s (0.2 s)" in step.response["retried"][0]["message"]
+
+
+def test_an_agent_s_model_calls_over_its_attempts_are_all_recorded_and_counted() -> None:
+    """An LLM agent whose model fails for good (after the app's retries) is tried again; the failed attempt's
+    model call stays in the trace, and the call's usage is both attempts'."""
+    from orchestra import RetryPolicy
+
+    writer = ScriptedModel("writer", [ModelUnavailableError("502 after retries", model_id="writer"), "Paris."])
+    app = make_app(writer)
+    app.registry.add_agent(AgentCard(id="geo", description="Geography.", model="writer", retry=RetryPolicy(max_attempts=2, **_FAST_RETRY)))
+    result = app.workflow(FunctionRouter(dispatch_all)).run("capital of France?")
+
+    assert result.status == "ok" and result.answer == "Paris." and len(writer.calls) == 2
+    trace = app.store.get_run(result.run_id)
+    call = next(s for s in trace.steps if s.kind == "call")
+    model_calls = [s for s in trace.steps if s.kind == "model_call"]
+    assert [bool(s.error) for s in model_calls] == [True, False] and all(s.parent_id == call.id for s in model_calls)
+    assert call.response["retried"][0]["type"] == "ModelUnavailableError"
+    assert call.prompt_tokens == sum(s.prompt_tokens for s in model_calls) and result.cost_usd == pytest.approx(call.cost_usd)
+
+
+def test_a_budget_or_bad_configuration_is_never_retried() -> None:
+    from orchestra import RetryPolicy
+
+    app = make_app()
+    tries: list[str] = []
+
+    def slow(query: str) -> str:
+        import time as clock
+
+        tries.append(query)
+        clock.sleep(0.5)
+        return "late"
+
+    app.registry.add_agent(AgentCard(id="slow", description="Slow.", retry=RetryPolicy(max_attempts=3, timeout_s=5.0, **_FAST_RETRY)), implementation=slow)
+    result = app.workflow(FunctionRouter(dispatch_all), budget=Budget(max_seconds=0.2)).run("q")
+    assert result.status == "error" and isinstance(result.error, BudgetExceeded) and len(tries) == 1
+
+
+def test_an_agent_retry_policy_out_of_range_is_a_card_error_naming_the_field_and_cards_keep_it() -> None:
+    from orchestra import CardError, RetryPolicy
+
+    with pytest.raises(CardError, match=r"retry\.max_attempts"):
+        AgentCard.parse({"id": "a", "description": "x", "retry": {"max_attempts": 0}})
+    with pytest.raises(CardError, match=r"retry\.timeout_s"):
+        AgentCard.parse({"id": "a", "description": "x", "retry": {"timeout_s": "soon"}})
+    app = make_app()
+    card = AgentCard.parse({"id": "a", "description": "x", "retry": {"max_attempts": 4}})
+    app.registry.add_agent(card, implementation=lambda q: "ok")
+    assert Orchestra(store=app.store).registry.agent("a").retry == RetryPolicy(max_attempts=4)
