@@ -1285,3 +1285,34 @@ def test_an_agent_retry_policy_out_of_range_is_a_card_error_naming_the_field_and
     card = AgentCard.parse({"id": "a", "description": "x", "retry": {"max_attempts": 4}})
     app.registry.add_agent(card, implementation=lambda q: "ok")
     assert Orchestra(store=app.store).registry.agent("a").retry == RetryPolicy(max_attempts=4)
+
+
+def test_a_retried_agent_s_next_attempt_restarts_the_text_its_failed_attempt_had_streamed() -> None:
+    """Streamed tokens of a failed attempt were followed by the retry's, glued into one text for the reader."""
+    from orchestra import RetryPolicy
+
+    writer = ScriptedModel("writer", ["first draft", "second draft"])
+    app = make_app(writer)
+    tries: list[str] = []
+
+    class Checker:
+        def run(self, query: str, context) -> AgentReply:  # noqa: ANN001
+            text = context.models.chat("writer", [Message(role="user", content=query)]).text
+            tries.append(text)
+            if len(tries) == 1:
+                raise ValueError("draft refused by the checker")
+            return AgentReply(answer=text)
+
+        async def arun(self, query: str, context) -> AgentReply:  # noqa: ANN001
+            return self.run(query, context)
+
+    app.registry.add_agent(AgentCard(id="checked", description="Checked.", retry=RetryPolicy(max_attempts=2, **_FAST_RETRY)),
+                           implementation=Checker())
+    events = list(app.workflow(FunctionRouter(dispatch_all)).stream("q"))
+    tokens = [event.data for event in events if event.kind == "token"]
+    restarts = [token for token in tokens if token["restart"]]
+    assert len(restarts) == 1 and restarts[0]["delta"].strip() == "second"
+    text = ""
+    for token in tokens:
+        text = token["delta"] if token["restart"] else text + token["delta"]
+    assert text.strip() == "second draft" and events[-1].data["result"].answer == "second draft"
