@@ -1316,3 +1316,45 @@ def test_a_retried_agent_s_next_attempt_restarts_the_text_its_failed_attempt_had
     for token in tokens:
         text = token["delta"] if token["restart"] else text + token["delta"]
     assert text.strip() == "second draft" and events[-1].data["result"].answer == "second draft"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_workflow_run_inside_a_node_of_the_user_s_own_langgraph_graph_streams_its_events_as_a_subgraph(asynchronous: bool) -> None:
+    """A LangGraph user embeds a workflow in a graph of their own (with its checkpointer): the run is stored as
+    usual, and the parent's stream with ``subgraphs=True`` carries the run's events under the node's namespace."""
+    from typing import TypedDict
+
+    from langgraph.checkpoint.memory import MemorySaver
+    from langgraph.graph import END, START, StateGraph
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+
+    class Outer(TypedDict):
+        question: str
+        answer: str
+
+    def ask(state: Outer) -> dict[str, str]:
+        return {"answer": workflow.run(state["question"]).answer}
+
+    async def aask(state: Outer) -> dict[str, str]:
+        return {"answer": (await workflow.arun(state["question"])).answer}
+
+    builder = StateGraph(Outer)
+    builder.add_node("orchestra", aask if asynchronous else ask)
+    builder.add_edge(START, "orchestra")
+    builder.add_edge("orchestra", END)
+    outer = builder.compile(checkpointer=MemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+
+    async def collect() -> list[Any]:
+        return [chunk async for chunk in outer.astream({"question": "6*7?"}, config, stream_mode=["custom", "updates"], subgraphs=True)]
+
+    chunks = asyncio.run(collect()) if asynchronous else list(outer.stream({"question": "6*7?"}, config, stream_mode=["custom", "updates"], subgraphs=True))
+    events = [(namespace, chunk) for namespace, mode, chunk in chunks if mode == "custom"]
+    assert [event.kind for _, event in events] == ["decision", "call", "aggregate"]
+    assert all(namespace and namespace[0].startswith("orchestra:") for namespace, _ in events)
+    assert chunks[-1] == ((), "updates", {"orchestra": {"answer": "42"}})
+    run = app.store.get_run(events[0][1].run_id).run
+    assert run.status == "ok" and run.answer == "42" and outer.get_state(config).values["answer"] == "42"
