@@ -21,7 +21,7 @@ def test_the_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:
     # deleted) a later wheel would ship, and which the checkout should not gain from running its tests.
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, source / name)
     for folder in SOURCES:
         shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -41,4 +41,7 @@ def test_the_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:
     # PEP 561: without py.typed, mypy and pyright treat an installed orchestra as untyped (every Orchestra,
     # Workflow and RunResult was Any in the user's editor)
     assert "orchestra/py.typed" in shipped
+    # the metadata says Apache-2.0: the license's text ships with it
+    (license_file,) = [name for name in shipped if name.startswith("orchestra_routing-") and name.endswith("/LICENSE")]
+    assert "Apache License" in zipfile.ZipFile(wheel).read(license_file).decode()
 
