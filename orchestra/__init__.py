@@ -43,7 +43,7 @@ from orchestra.errors import (
 from orchestra.model import ChatChunk, ChatModel, ChatOptions, ChatResult, Message
 from orchestra.policies import Budget, FallbackPolicy, RetryPolicy, RoutingPolicy
 from orchestra.registry import Registry, RegistrySnapshot
-from orchestra.replay import replay
+from orchestra.replay import aresume, replay, resume
 from orchestra.routing import (
     BaseRouter,
     Call,
@@ -155,12 +155,14 @@ __all__ = [
     "UnknownRouterError",
     "WeightedVote",
     "Workflow",
+    "aresume",
     "available_routers",
     "load_cards",
     "load_router",
     "parse_cards",
     "register_router",
     "replay",
+    "resume",
     "router_loads_checkpoint",
     "router_needs_training",
 ]

@@ -26,6 +26,7 @@ from orchestra.cards import AgentCard, ModelCard, load_cards
 from orchestra.errors import ConfigurationError, DuplicateIdError, NotFoundError, OrchestraError
 from orchestra.policies import Budget, RoutingPolicy
 from orchestra.replay import replay as replay_run
+from orchestra.replay import resume as resume_run
 from orchestra.routing import available_routers
 from orchestra.trace import RunStatus, RunTrace, StepRecord
 
@@ -430,6 +431,12 @@ def runs_stats(
 
 
 def _step_label(step: StepRecord) -> str:
+    # a resumed run's steps served from the original say so; the live ones are as in any run
+    served = " [dim](served)[/]" if step.response.get("resumed") == "served" else ""
+    return _plain_step_label(step) + served
+
+
+def _plain_step_label(step: StepRecord) -> str:
     # every value from the store is escaped: an agent id or a router name may hold "[/]", which rich would read
     # as markup and refuse, taking the whole listing down with it
     if step.kind == "decision" and not step.error:  # a failed decision shows its error, like any failed step
@@ -584,6 +591,37 @@ def replay(
     if recorded.get("recorded"):
         err_console.print(f"[yellow]router {escape(trace.run.router)} not rebuilt ({escape(_one_line(recorded.get('why', '')))}): "
                           "its recorded decisions were served, not checked[/]")
+    console.print(render_trace(trace))
+    raise typer.Exit(0 if result.status == "ok" else 1)
+
+
+@app.command()
+@_handle_errors
+def resume(
+    run_id: RunIdArgument,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option("--budget", help="Raise a limit of the original run's budget, key=value (repeatable; the other limits stay as recorded): "
+                                      "max_cost_usd, max_tokens, max_seconds, max_calls, max_rounds, max_parallel_calls; e.g. --budget max_calls=8."),
+    ] = None,
+    profile: Annotated[str, typer.Option(help="Profile to register first (agents that live in Python).")] = "default",
+    db: DbOption = None,
+) -> None:
+    """Resume a run that failed or was stopped: what succeeded served from the record (no model calls, nothing paid
+    again), what failed or never ran done live against the registry as it is now."""
+    given = parse_options(budget, "--budget")
+    orch = _app(db)
+    run_id = _run_id(orch.store, run_id)
+    limits = None
+    if given:  # the run's own budget with the limits given changed (PolicyError names a wrong key or value)
+        recorded_budget = orch.store.get_run(run_id).run.meta.get("budget", {})
+        limits = Budget.model_validate({**recorded_budget, **given})
+    install_profile(orch, profile)
+    result = resume_run(orch, run_id, budget=limits)
+    trace = orch.store.get_run(result.run_id)
+    resumed = [step.response["resumed"] for step in trace.steps if step.kind in ("decision", "call", "aggregate") and "resumed" in step.response]
+    err_console.print(f"[dim]resumed run {escape(run_id)}: {resumed.count('served')} step{'' if resumed.count('served') == 1 else 's'} served "
+                      f"from the record, {resumed.count('live')} live[/]")
     console.print(render_trace(trace))
     raise typer.Exit(0 if result.status == "ok" else 1)
 

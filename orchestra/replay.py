@@ -1,5 +1,6 @@
 """Replay a stored run: exactly (recorded outputs served back, zero model calls, same decisions and answer), or
-counterfactually with another router (a new run on the same query and history, linked to the original)."""
+counterfactually with another router (a new run on the same query and history, linked to the original). Or resume
+a run that failed: what succeeded served from the record, what failed or never ran made live."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from orchestra.aggregate import Aggregator, PassThrough, build_aggregator
 from orchestra.errors import ConfigurationError, DecisionError, ReplayMismatch
 from orchestra.policies import Budget, RoutingPolicy
 from orchestra.routing import BaseRouter, Decision, Dispatch, Finish, Router, RouterState, Turn, load_router
-from orchestra.trace import RunTrace
+from orchestra.trace import RunTrace, StepRecord
 
 if TYPE_CHECKING:
-    from orchestra.runtime import Orchestra, RunResult
+    from orchestra.runtime import Orchestra, RunResult, Workflow
 
-__all__ = ["RecordedRouter", "replay"]
+__all__ = ["RecordedRouter", "aresume", "replay", "resume"]
 
 _DECISION = TypeAdapter(Decision)
 
@@ -131,3 +132,115 @@ def replay(
         return workflow._run(run.query, run.session_id, None, history=history, recording=_Recording(trace), replay_of=run.id, replay_mode="exact")
     workflow = app.workflow(router, aggregator=aggregator, budget=budget, routing=routing or policy, **router_options)
     return workflow._run(run.query, run.session_id, None, history=history, replay_of=run.id, replay_mode="counterfactual")
+
+
+def _failed_steps(trace: RunTrace) -> list[StepRecord]:
+    """The steps of a run that a resume would do again: decisions, agent calls and aggregations that failed, agents a
+    decision named that the registry did not hold, and an aggregation that listed the answers because its model
+    failed (`Refine`'s ``refine_failed``)."""
+    failed = []
+    for step in trace.steps:
+        if step.kind in ("decision", "call", "aggregate") and step.error:
+            failed.append(step)
+        elif step.kind == "error" and step.agent_id:  # a dispatched agent the registry did not hold
+            failed.append(step)
+        elif step.kind == "aggregate" and (step.response.get("meta") or {}).get("refine_failed"):
+            failed.append(step)
+    return failed
+
+
+def _resumed(app: Orchestra, run_id: str, budget: Budget | None, aggregator: Aggregator | None) -> tuple[Workflow, dict[str, Any]]:
+    """The workflow a resume of ``run_id`` runs on, and what its run starts with; refuses (before anything is
+    stored) a run there is nothing to resume of, or that cannot be resumed."""
+    from orchestra.runtime import Workflow, _Resume  # LangGraph loads with the first resume, not with the package
+
+    if budget is not None and not isinstance(budget, Budget):
+        raise ConfigurationError(f"budget must be a Budget, got {type(budget).__name__} {budget!r:.60}")
+    trace = app.store.get_run(run_id)  # NotFoundError names an unknown id
+    run = trace.run
+    if run.status == "running":
+        raise ConfigurationError(
+            f"run {run.id} is still running (or its process on another host ended without finishing it): resume it once "
+            "it has stopped"
+        )
+    failed = _failed_steps(trace)
+    if run.status == "ok" and not failed:
+        raise ConfigurationError(
+            f"run {run.id} ended ok and no step of it failed: there is nothing to resume; replay it to see it again "
+            f"(orchestra replay {run.id})"
+        )
+    router = _rebuild_router(trace)
+    if isinstance(router, RecordedRouter) and (router.multi_round or 0 not in router._decisions):
+        # its recorded decisions can be served, but a decision made anew needs the router itself: a multi-round one
+        # decides again after any call that runs again, and a single-round one whose decision failed must decide
+        raise ConfigurationError(
+            f"run {run.id}'s router {run.router!r} cannot be rebuilt ({router.reason}), and resuming the run needs a decision "
+            "made anew: replay it with a router given instead (replay(app, run_id, router=...))"
+        )
+    recorded = run.meta.get("aggregator", {})
+    aggregator = aggregator or build_aggregator(recorded)
+    if aggregator is None:
+        if not getattr(router, "multi_round", False):  # a single-round run ends in its aggregation, live if not served
+            raise ConfigurationError(
+                f"run {run.id} was aggregated by {recorded.get('name', 'an aggregator')!r}, which is not one Orchestra ships: "
+                "pass it as resume(..., aggregator=...)"
+            )
+        aggregator = PassThrough()
+    if budget is None and "budget" in run.meta:
+        budget = Budget(**run.meta["budget"])
+    policy = RoutingPolicy(**run.meta["policy"]) if "policy" in run.meta else None
+    history = [Turn(**turn) for turn in run.meta.get("history", [])]
+    workflow = Workflow(app, router, aggregator=aggregator, budget=budget, routing=policy)
+    what = {
+        "run": run.id,
+        "status": run.status,
+        "error": run.error,
+        # what the original did not do, by step: a resumed run's own steps say "resumed": "served" or "live"
+        "failed": [
+            {"kind": step.kind, "round": step.round, "agent_id": step.agent_id, "error": (step.error or {}).get("type")
+             or ((step.response.get("meta") or {}).get("refine_failed") or {}).get("type")}
+            for step in failed
+        ],
+    }
+    start = {"history": history, "recording": _Resume(trace), "replay_of": run.id, "replay_mode": "resume", "meta": {"resumed": what}}
+    return workflow, {"query": run.query, "session_id": run.session_id, "routing": None, **start}
+
+
+def resume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None) -> RunResult:
+    """Resume run ``run_id``, which failed or was stopped: a new run, linked to it (``replay_of``, ``replay_mode
+    "resume"``), on the same query, history, router (rebuilt as an exact replay rebuilds it), aggregator and
+    routing policy, in which what succeeded is served from the record (no model call, nothing paid again) and what
+    failed or never ran is done live, against the registry as it is now: the fix the user made (a model card
+    re-onboarded, an agent added) takes effect. The original run is never modified.
+
+    - A recorded decision is copied, with its router's model calls, while every step before it was served; the
+      router is not asked again (a router that calls a model would have to make the same calls, byte for byte,
+      at another time and with another budget left). The first decision that failed or was never made is made
+      live, and so is every decision after it or after a call that ran live (its observations differ). A router
+      that cannot be rebuilt can be resumed only when no decision must be made anew (`ConfigurationError`).
+    - A call is served with its model calls (as an exact replay serves it) when the decision that made it was
+      served and it succeeded; a call that failed (an error, a time or budget stop, the run stopped) or never
+      ran is made live, as is every call of a live decision.
+    - The aggregation is served only when it succeeded (a `Refine` that listed the answers because its model
+      failed did not) and every answer it merged was served; otherwise it runs live on the observations.
+
+    ``budget`` replaces the original's budget (a run stopped by `BudgetExceeded` is resumed with a larger one).
+    The served steps' recorded tokens, cost and calls count against it as they count in the resumed run's totals,
+    which are therefore the whole run's: ``max_cost_usd`` must leave room beyond what the original spent on what
+    is served. ``max_seconds`` is this run's own wall time (served steps take none). What the original spent on
+    steps that failed stays on the original's record only.
+
+    Each decision, call and aggregate step of the resumed run says ``response["resumed"]``: ``"served"`` or
+    ``"live"``; its ``meta["resumed"]`` names the original run, how it ended and the steps that had failed.
+
+    Refused with `ConfigurationError`, nothing stored: an unknown run id (`NotFoundError`), a run still running, a
+    run that ended ok with no failed step (nothing to resume: replay it), a run of an aggregator of your own
+    without ``aggregator`` given (as `replay`)."""
+    workflow, start = _resumed(app, run_id, budget, aggregator)
+    return workflow._run(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)
+
+
+async def aresume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None) -> RunResult:
+    """Async twin of `resume`: the live steps call agents and models through their async interfaces."""
+    workflow, start = _resumed(app, run_id, budget, aggregator)
+    return await workflow._arun(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)

@@ -50,7 +50,8 @@ class RunRecord(BaseModel):
     finished_at: datetime | None = None
     replay_of: str | None = None
     """The original run, for replays."""
-    replay_mode: Literal["exact", "counterfactual"] | None = None
+    replay_mode: Literal["exact", "counterfactual", "resume"] | None = None
+    """``resume``: a failed run resumed (`orchestra.resume`), its successful steps served from the original."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = None

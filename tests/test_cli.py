@@ -433,3 +433,46 @@ def test_runs_stats_prints_each_router_and_cost_weight(db: str, tmp_path: Path) 
         ("fixed", 0.0, {"shout": 1.0}), ("fixed", 0.3, {"shout": 1.0})]
     code, out = invoke("runs", "stats", "--db", db)
     assert code == 0 and "agents shout" in out and "100%" in out and "0.3" in out, out
+
+
+def test_resume_serves_what_succeeded_and_takes_a_larger_budget(db: str, tmp_path: Path) -> None:
+    (tmp_path / "cli_resume_agents.py").write_text(
+        "from pathlib import Path\n"
+        "HERE = Path(__file__).parent\n"
+        "def counted(query):\n    with open(HERE / 'counted.log', 'a') as log:\n        log.write('x')\n    return 'counted ' + query\n"
+        "def flaky(query):\n    if not (HERE / 'fixed').exists():\n        raise ConnectionError('service down')\n    return 'flaky ' + query\n"
+    )
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: counted\n  description: Counts its calls.\n  backend: function\n  function: cli_resume_agents:counted\n"
+                     "- id: flaky\n  description: Down until fixed.\n  backend: function\n  function: cli_resume_agents:flaky\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    base = ("--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
+    code, out = invoke("chat", "hi", *base)
+    assert code == 0 and "agent flaky failed" in out and "counted hi" in out, out
+    run_id = out.split("run ")[1].split()[0]
+    (tmp_path / "fixed").write_text("")
+
+    code, out = invoke("resume", run_id[:12], "--profile", "none", "--db", db)
+    assert code == 0, out
+    flat = " ".join(out.split())
+    assert f"resume replay of {run_id}" in flat and "counted hi" in flat and "flaky hi" in flat
+    assert f"resumed run {run_id}: 2 steps served from the record, 2 live" in flat and "(served)" in flat
+    assert (tmp_path / "counted.log").read_text() == "x"  # the agent that answered was not called again
+    with open_store(db) as store:
+        resumed = next(run for run in store.list_runs(limit=5) if run.replay_of == run_id)
+    assert resumed.replay_mode == "resume" and resumed.status == "ok"
+    code, out = invoke("resume", resumed.id, "--profile", "none", "--db", db)
+    assert code == 2 and "nothing to resume" in out, out
+    code, out = invoke("resume", "no-such-run", "--profile", "none", "--db", db)
+    assert code == 2 and "NotFoundError" in out, out
+
+    code, out = invoke("chat", "hi", "--budget", "max_calls=1", "--budget", "max_rounds=2", *base)
+    assert code == 1 and "BudgetExceeded" in out
+    stopped = out.split("run ")[1].split()[0]
+    code, out = invoke("resume", stopped, "--budget", "max_calls=0", "--profile", "none", "--db", db)
+    assert code == 2 and "Budget.max_calls" in out, out
+    code, out = invoke("resume", stopped, "--budget", "max_calls=2", "--profile", "none", "--db", db)
+    assert code == 0 and "counted hi" in out and "flaky hi" in out, out
+    with open_store(db) as store:
+        again = next(run for run in store.list_runs(limit=8) if run.replay_of == stopped)
+    assert again.meta["budget"]["max_calls"] == 2 and again.meta["budget"]["max_rounds"] == 2  # the others as recorded

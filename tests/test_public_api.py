@@ -98,3 +98,14 @@ def test_the_router_protocol_takes_a_name_given_on_the_class_or_the_instance() -
     assert isinstance(inspect.getattr_static(Router, "name", None), property)
     assert isinstance(FunctionRouter(lambda state: Finish(answer="done")), Router)
     assert isinstance(type("Named", (BaseRouter,), {"name": "named"})(), Router)
+
+
+def test_resume_is_exported_beside_replay_and_loads_no_langgraph() -> None:
+    """`resume` (and its async twin) come from the package like `replay`, and importing them does not load the
+    runtime: LangGraph comes with the first resume."""
+    assert {"resume", "aresume"} <= set(orchestra.__all__)
+    assert orchestra.resume is sys.modules["orchestra.replay"].resume
+    assert orchestra.aresume is sys.modules["orchestra.replay"].aresume
+    code = "import sys; from orchestra import resume, aresume; print('langgraph' in sys.modules, callable(resume), callable(aresume))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "True"]

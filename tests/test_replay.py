@@ -414,3 +414,271 @@ class FunctionRouterLike(BaseRouter):
 
     def decide(self, state: RouterState) -> Dispatch:
         return Dispatch(calls=(Call(agent_id="b-tool", query=state.query),))
+
+
+# -- resume: a failed run's successful steps served, the rest live ----------------------------------------------
+
+
+def _three_agents(third: ScriptedModel | None = None) -> tuple[Orchestra, ScriptedModels]:
+    """Three LLM agents on their own priced models; the third's model is down unless ``third`` is given."""
+    from orchestra import ModelUnavailableError
+
+    third = third or ScriptedModel("m3", [ModelUnavailableError("provider down", model_id="m3")])
+    models = ScriptedModels([ScriptedModel("m1", ["one"]), ScriptedModel("m2", ["two"]), third])
+    orch = Orchestra(store=InMemoryStore(), model_factory=models)
+    for number in (1, 2, 3):
+        orch.registry.add_model(ModelCard(id=f"m{number}", description="answers", input_price_per_mtok=1.0, output_price_per_mtok=2.0))
+        orch.registry.add_agent(AgentCard(id=f"a{number}", description="LLM agent", model=f"m{number}"))
+    return orch, models
+
+
+def _fix_third(orch: Orchestra, models: ScriptedModels, answer: str = "three") -> ScriptedModel:
+    """The user's fix: the third model's card re-onboarded, now reaching a provider that answers."""
+    fixed = ScriptedModel("m3", [answer])
+    models.models["m3"] = fixed
+    orch.registry.update_model(ModelCard(id="m3", description="answers, moved to another provider", input_price_per_mtok=1.0,
+                                         output_price_per_mtok=2.0))
+    return fixed
+
+
+def _resumed_marks(orch: Orchestra, run_id: str) -> dict[tuple[str, str | None], str]:
+    steps = orch.store.get_run(run_id).steps
+    return {(step.kind, step.agent_id): step.response["resumed"] for step in steps if step.kind in ("decision", "call", "aggregate")}
+
+
+def test_resume_serves_the_agents_that_answered_and_calls_only_the_one_that_failed() -> None:
+    from orchestra import resume
+
+    orch, models = _three_agents()
+    original = orch.workflow(FunctionRouter(_dispatch_all)).run("question")
+    # one failing agent does not fail the run: it answered with two of three, and is resumable for the third
+    assert original.status == "ok" and "three" not in (original.answer or "")
+    assert [obs.ok for obs in original.observations] == [True, True, False]
+    before = orch.store.get_run(original.run_id)
+    fixed = _fix_third(orch, models)
+    good = [models.models["m1"], models.models["m2"]]
+
+    again = resume(orch, original.run_id)
+
+    assert again.status == "ok", again.error
+    assert again.answer == "**a1**: one\n\n**a2**: two\n\n**a3**: three"
+    assert [len(model.calls) for model in good] == [1, 1] and len(fixed.calls) == 1  # the two good agents' models not called again
+    assert _resumed_marks(orch, again.run_id) == {("decision", None): "served", ("call", "a1"): "served", ("call", "a2"): "served",
+                                                  ("call", "a3"): "live", ("aggregate", None): "live"}
+    stored = orch.store.get_run(again.run_id)
+    assert stored.run.replay_of == original.run_id and stored.run.replay_mode == "resume"
+    assert stored.run.meta["resumed"]["run"] == original.run_id
+    assert stored.run.meta["resumed"]["failed"] == [{"kind": "call", "round": 0, "agent_id": "a3", "error": "ModelUnavailableError"}]
+    # the served steps' tokens and cost are in the totals: the whole run's, the original's two answers plus the third
+    calls = {obs.agent_id: obs for obs in again.observations}
+    assert again.prompt_tokens == sum(obs.prompt_tokens for obs in calls.values()) > before.run.prompt_tokens > 0
+    assert again.cost_usd == pytest.approx(sum(obs.cost_usd or 0 for obs in calls.values()))
+    assert again.cost_usd == pytest.approx(before.run.cost_usd + calls["a3"].cost_usd) and calls["a3"].cost_usd > 0
+    served_models = [step.model_id for step in stored.steps if step.kind == "model_call"]
+    assert sorted(served_models) == ["m1", "m2", "m3"]  # the served calls' model calls copied, the live one's made
+    assert orch.store.get_run(original.run_id) == before  # the original is never modified
+
+
+def test_a_run_stopped_by_its_budget_is_resumed_with_a_larger_one() -> None:
+    """max_calls stops the dispatch before any call; max_cost_usd stops the second call (run one at a time) once the
+    first had spent the budget. Resumed with a larger budget each completes, the first call served; resumed with the
+    original budget the served cost counts against it, and the run stops again."""
+    from orchestra import Budget, BudgetExceeded, resume
+
+    orch, models = _three_agents(ScriptedModel("m3", ["three"]))
+    by_calls = orch.workflow(FunctionRouter(_dispatch_all), budget=Budget(max_calls=2)).run("question")
+    assert isinstance(by_calls.error, BudgetExceeded) and by_calls.error.limit == "max_calls" and not by_calls.observations
+    again = resume(orch, by_calls.run_id, budget=Budget(max_calls=3))
+    assert again.status == "ok" and again.answer == "**a1**: one\n\n**a2**: two\n\n**a3**: three", again.error
+    assert _resumed_marks(orch, again.run_id)[("decision", None)] == "served"
+    assert orch.store.get_run(again.run_id).run.meta["budget"]["max_calls"] == 3
+
+    two = FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="a1", query=s.query), Call(agent_id="a2", query=s.query))))
+    calls_before = models.total_calls()
+    by_cost = orch.workflow(two, budget=Budget(max_cost_usd=1e-6, max_parallel_calls=1)).run("question")
+    assert isinstance(by_cost.error, BudgetExceeded) and by_cost.error.limit == "max_cost_usd"
+    assert [obs.ok for obs in by_cost.observations] == [True, False] and models.total_calls() == calls_before + 1
+    still = resume(orch, by_cost.run_id)  # the original budget: the served call already spent it
+    assert isinstance(still.error, BudgetExceeded) and still.error.limit == "max_cost_usd"
+    assert models.total_calls() == calls_before + 1
+    done = resume(orch, by_cost.run_id, budget=Budget(max_cost_usd=1.0, max_parallel_calls=1))
+    assert done.status == "ok" and done.answer == "**a1**: one\n\n**a2**: two", done.error
+    assert models.total_calls() == calls_before + 2  # only a2 was called
+    assert done.cost_usd == pytest.approx(sum(obs.cost_usd or 0 for obs in done.observations)) and done.cost_usd > 1e-6
+
+
+def test_a_failed_aggregation_is_resumed_alone() -> None:
+    """The refiner's model was down (Refine listed the answers and kept the failure), or an aggregator of one's own
+    raised: the resume serves the decision and every agent call, and runs only the aggregation."""
+    from orchestra import Aggregated, AgentError, ConfigurationError, ModelUnavailableError, resume
+
+    orch, models = _three_agents(ScriptedModel("m3", ["three"]))
+    models.models["refiner"] = ScriptedModel("refiner", [ModelUnavailableError("refiner down", model_id="refiner")])
+    orch.registry.add_model(ModelCard(id="refiner", description="merges", input_price_per_mtok=1.0, output_price_per_mtok=1.0))
+    original = orch.workflow(FunctionRouter(_dispatch_all), aggregator=Refine("refiner")).run("question")
+    assert original.status == "ok" and original.answer.startswith("**a1**: one")  # the answers listed, unrefined
+    agents_calls = models.total_calls() - len(models.models["refiner"].calls)
+    models.models["refiner"] = ScriptedModel("refiner", ["merged: one, two, three"])
+    orch.registry.update_model(ModelCard(id="refiner", description="merges, fixed", input_price_per_mtok=1.0, output_price_per_mtok=1.0))
+
+    again = resume(orch, original.run_id)
+
+    assert again.status == "ok" and again.answer == "merged: one, two, three", again.error
+    assert models.total_calls() - len(models.models["refiner"].calls) == agents_calls and len(models.models["refiner"].calls) == 1
+    assert _resumed_marks(orch, again.run_id) == {("decision", None): "served", ("call", "a1"): "served", ("call", "a2"): "served",
+                                                  ("call", "a3"): "served", ("aggregate", None): "live"}
+
+    class Flaky:
+        name = "flaky"
+        broken = True
+
+        def aggregate(self, query, observations, models):  # type: ignore[no-untyped-def]
+            if Flaky.broken:
+                raise RuntimeError("aggregator bug")
+            return Aggregated(" + ".join(obs.answer or "" for obs in observations))
+
+        async def aaggregate(self, query, observations, models):  # type: ignore[no-untyped-def]
+            return self.aggregate(query, observations, models)
+
+    failed = orch.workflow(FunctionRouter(_dispatch_all), aggregator=Flaky()).run("question")
+    assert isinstance(failed.error, AgentError) and "aggregator bug" in str(failed.error)
+    with pytest.raises(ConfigurationError, match="aggregated by 'flaky'.*aggregator="):
+        resume(orch, failed.run_id)
+    Flaky.broken = False
+    calls_before = models.total_calls()
+    fixed = resume(orch, failed.run_id, aggregator=Flaky())
+    assert fixed.status == "ok" and fixed.answer == "one + two + three" and models.total_calls() == calls_before
+
+
+def test_resume_refuses_an_ok_run_an_unknown_id_and_a_running_run_and_stores_nothing() -> None:
+    import threading
+
+    from orchestra import ConfigurationError, NotFoundError, resume
+
+    orch, _ = _three_agents(ScriptedModel("m3", ["three"]))
+    ok = orch.workflow(FunctionRouter(_dispatch_all)).run("question")
+    assert ok.status == "ok"
+    stored = lambda: [(run.id, run.status) for run in orch.store.list_runs()]  # noqa: E731
+    before, trace = stored(), orch.store.get_run(ok.run_id)
+    with pytest.raises(ConfigurationError, match=f"run {ok.run_id} ended ok.*nothing to resume.*orchestra replay {ok.run_id}"):
+        resume(orch, ok.run_id)
+    with pytest.raises(NotFoundError, match="no run with id 'no-such-run'"):
+        resume(orch, "no-such-run")
+    with pytest.raises(ConfigurationError, match="budget must be a Budget"):
+        resume(orch, ok.run_id, budget={"max_calls": 3})  # type: ignore[arg-type]
+    # a multi-round router that cannot be rebuilt: its next decision would have to be made anew
+    multi = orch.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="missing", query=s.query),)), multi_round=True)).run("q")
+    assert multi.status == "error"
+    with pytest.raises(ConfigurationError, match="cannot be rebuilt.*needs a decision made anew"):
+        resume(orch, multi.run_id)
+    before = stored()
+    assert orch.store.get_run(ok.run_id) == trace
+
+    entered, release = threading.Event(), threading.Event()
+
+    def held(query: str) -> str:
+        entered.set()
+        release.wait(timeout=5)
+        return "held answer"
+
+    orch.registry.add_agent(AgentCard(id="held", description="answers when released"), implementation=held)
+    worker = threading.Thread(target=orch.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="held", query=s.query),)))).run,
+                              args=("question",))
+    worker.start()
+    try:
+        assert entered.wait(timeout=5)
+        (running,) = orch.store.list_runs(status="running")
+        with pytest.raises(ConfigurationError, match="is still running"):
+            resume(orch, running.id)
+        assert [run.id for run in orch.store.list_runs()] == [running.id] + [run_id for run_id, _ in before]
+    finally:
+        release.set()
+        worker.join(timeout=5)
+    assert stored() == [(running.id, "ok")] + before
+
+
+def test_a_failed_decision_is_made_live_against_the_registry_as_it_is_now() -> None:
+    """The router's own model timed out: the decision and everything after it run live. A decision that named an
+    agent the registry did not hold yet is served, and the agent onboarded since is called live."""
+    from orchestra import ModelTimeoutError, UnknownAgentError, resume
+
+    models = ScriptedModels([ScriptedModel("judge", [ModelTimeoutError("judge timed out", model_id="judge"), "b-tool"])])
+    orch = Orchestra(store=InMemoryStore(), model_factory=models)
+    orch.registry.add_model(ModelCard(id="judge", description="judges", input_price_per_mtok=1.0, output_price_per_mtok=1.0))
+    orch.registry.add_agent(AgentCard(id="b-tool", description="tool"), implementation=lambda q: "tool answer")
+    failed = orch.workflow(AsksItsModel()).run("question")
+    assert isinstance(failed.error, ModelTimeoutError)
+    again = resume(orch, failed.run_id)
+    assert again.status == "ok" and again.answer == "tool answer", again.error
+    assert len(models.models["judge"].calls) == 2
+    assert _resumed_marks(orch, again.run_id) == {("decision", None): "live", ("call", "b-tool"): "live", ("aggregate", None): "live"}
+
+    both = FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="b-tool", query=s.query), Call(agent_id="c-late", query=s.query))))
+    partial = orch.workflow(both).run("question")
+    assert partial.status == "ok" and partial.answer == "tool answer"  # c-late was unknown: an error step, the run went on
+    orch.registry.add_agent(AgentCard(id="c-late", description="onboarded after"), implementation=lambda q: "late answer")
+    completed = resume(orch, partial.run_id)
+    assert completed.status == "ok" and completed.answer == "**b-tool**: tool answer\n\n**c-late**: late answer", completed.error
+    assert _resumed_marks(orch, completed.run_id) == {("decision", None): "served", ("call", "b-tool"): "served",
+                                                      ("call", "c-late"): "live", ("aggregate", None): "live"}
+    assert not any(step.kind == "error" for step in orch.store.get_run(completed.run_id).steps)
+    assert UnknownAgentError.__name__ in str(orch.store.get_run(completed.run_id).run.meta["resumed"]["failed"])
+
+
+def test_aresume_resumes_an_async_run_and_the_resumed_run_replays_exactly() -> None:
+    import asyncio
+
+    from orchestra import aresume, resume
+
+    orch, models = _three_agents()
+    original = asyncio.run(orch.workflow(FunctionRouter(_dispatch_all)).arun("question"))
+    assert original.status == "ok" and [obs.ok for obs in original.observations] == [True, True, False]
+    fixed = _fix_third(orch, models)
+    again = asyncio.run(aresume(orch, original.run_id))
+    assert again.status == "ok" and again.answer == "**a1**: one\n\n**a2**: two\n\n**a3**: three", again.error
+    assert models.total_calls() == 3 and len(fixed.calls) == 1
+    assert _resumed_marks(orch, again.run_id)[("call", "a3")] == "live"
+
+    exact = replay(orch, again.run_id)  # the resumed run is a record like any other: replayed with no model call
+    assert exact.status == "ok" and exact.answer == again.answer and models.total_calls() == 3, exact.error
+    assert orch.store.get_run(exact.run_id).tree() == orch.store.get_run(again.run_id).tree()
+    assert (exact.prompt_tokens, exact.cost_usd) == (again.prompt_tokens, again.cost_usd)
+    with pytest.raises(Exception, match="nothing to resume"):
+        resume(orch, again.run_id)  # it ended ok with every step done
+
+
+from orchestra import Finish  # noqa: E402  (beside the tests of resume that use it)
+
+
+class TwoSteps(BaseRouter):
+    """Asks a1, then a3, then finishes with what they said: a multi-round router rebuilt by name."""
+
+    name = "test-two-steps"
+    multi_round = True
+
+    def decide(self, state: RouterState) -> Dispatch | Finish:
+        if state.round < 2:
+            return Dispatch(calls=(Call(agent_id="a1" if state.round == 0 else "a3", query=state.query),))
+        return Finish(answer=" / ".join(obs.answer or "failed" for obs in state.observations))
+
+
+register_router("test-two-steps", TwoSteps)
+
+
+def test_a_multi_round_run_is_resumed_from_the_call_that_failed() -> None:
+    """Round 0 and the decision of round 1 are served; a3's call (failed) runs live, and so does every decision
+    after it, since the router's inputs changed: the answer is made from the new observation."""
+    from orchestra import resume
+
+    orch, models = _three_agents()
+    original = orch.workflow("test-two-steps").run("question")
+    assert original.status == "ok" and original.answer == "one / failed"
+    _fix_third(orch, models)
+    again = resume(orch, original.run_id)
+    assert again.status == "ok" and again.answer == "one / three", again.error
+    assert len(models.models["m1"].calls) == 1
+    marks = [(step.kind, step.round, step.response["resumed"]) for step in orch.store.get_run(again.run_id).steps
+             if step.kind in ("decision", "call")]
+    assert marks == [("decision", 0, "served"), ("call", 0, "served"), ("decision", 1, "served"), ("call", 1, "live"),
+                     ("decision", 2, "live")]
+    assert replay(orch, again.run_id).answer == "one / three"
