@@ -682,3 +682,41 @@ def test_a_multi_round_run_is_resumed_from_the_call_that_failed() -> None:
     assert marks == [("decision", 0, "served"), ("call", 0, "served"), ("decision", 1, "served"), ("call", 1, "live"),
                      ("decision", 2, "live")]
     assert replay(orch, again.run_id).answer == "one / three"
+
+
+def test_a_run_stopped_by_its_caller_is_resumed_and_so_is_a_resume_stopped_again() -> None:
+    """Ctrl-C during the second of two calls (run one at a time): the run is interrupted with the first call
+    recorded. Resumed while the cause persists, the resume is stopped too; resuming that resume serves the first
+    call (copied twice over) and runs only the second."""
+    from orchestra import Budget, resume
+
+    answered: list[str] = []
+    stop = [True]
+
+    def first(query: str) -> str:
+        answered.append("first")
+        return "first answer"
+
+    def second(query: str) -> str:
+        if stop[0]:
+            raise KeyboardInterrupt
+        answered.append("second")
+        return "second answer"
+
+    orch = Orchestra(store=InMemoryStore(), model_factory=ScriptedModels())
+    orch.registry.add_agent(AgentCard(id="a", description="answers"), implementation=first)
+    orch.registry.add_agent(AgentCard(id="b", description="stopped by its caller"), implementation=second)
+    with pytest.raises(KeyboardInterrupt):
+        orch.workflow(FunctionRouter(_dispatch_all), budget=Budget(max_parallel_calls=1)).run("question")
+    (original,) = orch.store.list_runs()
+    assert original.status == "interrupted" and answered == ["first"]
+    with pytest.raises(KeyboardInterrupt):
+        resume(orch, original.id)
+    (stopped_again,) = [run for run in orch.store.list_runs() if run.replay_of == original.id]
+    assert stopped_again.status == "interrupted" and stopped_again.replay_mode == "resume" and answered == ["first"]
+    stop[0] = False
+    done = resume(orch, stopped_again.id)
+    assert done.status == "ok" and done.answer == "**a**: first answer\n\n**b**: second answer", done.error
+    assert answered == ["first", "second"]
+    assert _resumed_marks(orch, done.run_id) == {("decision", None): "served", ("call", "a"): "served", ("call", "b"): "live",
+                                                 ("aggregate", None): "live"}
