@@ -720,3 +720,32 @@ def test_a_run_stopped_by_its_caller_is_resumed_and_so_is_a_resume_stopped_again
     assert answered == ["first", "second"]
     assert _resumed_marks(orch, done.run_id) == {("decision", None): "served", ("call", "a"): "served", ("call", "b"): "live",
                                                  ("aggregate", None): "live"}
+
+
+def test_a_call_that_failed_every_attempt_of_its_retry_policy_is_resumed_live_and_its_failed_attempts_stay_on_the_original() -> None:
+    from orchestra import RetryPolicy, resume
+
+    orch = Orchestra(store=InMemoryStore())
+    tries: list[str] = []
+    down = {"flag": True}
+
+    def tool(query: str) -> str:
+        tries.append(query)
+        if down["flag"]:
+            raise ConnectionError("service down")
+        return "up again"
+
+    fast = RetryPolicy(max_attempts=2, initial_backoff_s=0.0, max_backoff_s=0.0, jitter_s=0.0)
+    orch.registry.add_agent(AgentCard(id="svc", description="A remote service.", retry=fast), implementation=tool)
+    orch.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
+    first = orch.workflow(FunctionRouter(_dispatch_all)).run("q")
+    assert first.status == "ok" and len(tries) == 2  # calc answered; svc failed both attempts
+    failed = next(s for s in orch.store.get_run(first.run_id).steps if s.kind == "call" and s.agent_id == "svc")
+    assert failed.error is not None and len(failed.response["retried"]) == 1
+
+    down["flag"] = False
+    resumed = resume(orch, first.run_id)
+    assert resumed.status == "ok" and len(tries) == 3  # only svc ran again, and its first attempt answered
+    steps = {s.agent_id: s for s in orch.store.get_run(resumed.run_id).steps if s.kind == "call"}
+    assert steps["svc"].response["resumed"] == "live" and "retried" not in steps["svc"].response
+    assert steps["calc"].response["resumed"] == "served"
