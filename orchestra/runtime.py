@@ -985,6 +985,36 @@ class _GraphState(TypedDict, total=False):
     out_of_scope: bool
 
 
+_PASSED_CONFIG = ("callbacks", "tags", "metadata", "run_name")
+"""The keys of LangGraph's config a run takes from its caller; the others are the workflow's."""
+
+_OWN_CONFIG = {
+    "recursion_limit": "set from Budget.max_rounds",
+    "max_concurrency": "set from Budget.max_parallel_calls",
+    "configurable": "it carries the run's context (no checkpointer: the trace store records the run)",
+}
+
+
+def _passed_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The caller's LangGraph config for a run, checked before anything is stored: `ConfigurationError` naming a
+    key the workflow sets itself, or one it does not pass."""
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise ConfigurationError(f"config must be a mapping (LangGraph's RunnableConfig), got {type(config).__name__}")
+    for key in config:
+        if key in _OWN_CONFIG:
+            raise ConfigurationError(f"config[{key!r}] is the workflow's own: {_OWN_CONFIG[key]}")
+        if key not in _PASSED_CONFIG:
+            raise ConfigurationError(f"config[{key!r}] is not passed to the run; it takes {', '.join(_PASSED_CONFIG)}")
+    if not isinstance(config.get("metadata", {}), Mapping):
+        raise ConfigurationError(f"config['metadata'] must be a mapping, got {type(config['metadata']).__name__}")
+    tags = config.get("tags", [])
+    if not isinstance(tags, (list, tuple)) or not all(isinstance(tag, str) for tag in tags):
+        raise ConfigurationError(f"config['tags'] must be a list of strings, got {tags!r:.80}")
+    return dict(config)
+
+
 def _ctx(config: RunnableConfig) -> _RunContext:
     ctx = config.get("configurable", {}).get("orchestra_run")
     if ctx is None:
@@ -1548,8 +1578,10 @@ class Workflow:
         replay_of: str | None = None,
         replay_mode: Literal["exact", "counterfactual", "resume"] | None = None,
         meta: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> tuple[_RunContext, dict[str, Any], RunnableConfig]:
         _expect("query", query, lambda value: isinstance(value, str) and bool(value.strip()), "a non-empty string")
+        passed = _passed_config(config)
         _expect("session_id", session_id, lambda value: value is None or (isinstance(value, str) and bool(value.strip())), "a non-empty string")
         _expect("routing", routing, lambda value: value is None or isinstance(value, RoutingPolicy), "a RoutingPolicy")
         _expect("history", history, lambda value: value is None or (isinstance(value, Sequence) and not isinstance(value, str)
@@ -1587,10 +1619,16 @@ class Workflow:
         )
         self.app.store.start_run(run)
         ctx = _RunContext(self.app, self, run, turns, policy, recording, self.router)
-        config: RunnableConfig = {"configurable": {"orchestra_run": ctx}, "recursion_limit": 4 * self.budget.max_rounds + 10}
+        graph_config: RunnableConfig = {
+            **passed,  # type: ignore[typeddict-item]
+            # tracers (LangSmith, Langfuse) see the run's id beside their own, to find its trace in the store
+            "metadata": {**passed.get("metadata", {}), "orchestra_run_id": run.id},
+            "configurable": {"orchestra_run": ctx},
+            "recursion_limit": 4 * self.budget.max_rounds + 10,
+        }
         if self.budget.max_parallel_calls is not None:
-            config["max_concurrency"] = self.budget.max_parallel_calls
-        return ctx, {"query": query, "round": 0, "observations": []}, config
+            graph_config["max_concurrency"] = self.budget.max_parallel_calls
+        return ctx, {"query": query, "round": 0, "observations": []}, graph_config
 
     def _finish(self, ctx: _RunContext, final: Mapping[str, Any] | None, error: BaseException | None) -> RunResult:
         run = ctx.run
@@ -1648,12 +1686,17 @@ class Workflow:
             logger.warning("run %s: could not store its error step (%s)", ctx.run.id, exc)
 
     def run(
-        self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None
+        self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Answer ``query`` (in ``session_id``, whose earlier turns are the history, or with the turns given as
         ``history`` instead). ``routing`` overrides the workflow's policy for this run. Run-time failures are
-        recorded and returned in `RunResult.error`; misconfiguration raises at once."""
-        return self._run(query, session_id, routing, history=history)
+        recorded and returned in `RunResult.error`; misconfiguration raises at once.
+
+        ``config`` is passed to LangGraph with the run: ``callbacks`` (a LangSmith or Langfuse tracer, any LangChain
+        callback handler), ``tags``, ``metadata`` and ``run_name``; the metadata gains ``orchestra_run_id``. The
+        rest of LangGraph's config is the workflow's own (`Budget` sets the recursion limit and concurrency)."""
+        return self._run(query, session_id, routing, history=history, config=config)
 
     def _run(self, query: str, session_id: str | None, routing: RoutingPolicy | None, **start: Any) -> RunResult:
         """`run`, with what a replay adds (its recording and what it replays)."""
@@ -1668,10 +1711,11 @@ class Workflow:
         return self._finish(ctx, final, None)
 
     async def arun(
-        self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None
+        self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Async twin of `run`: agents and models are called through their async interfaces."""
-        return await self._arun(query, session_id, routing, history=history)
+        return await self._arun(query, session_id, routing, history=history, config=config)
 
     async def _arun(self, query: str, session_id: str | None, routing: RoutingPolicy | None, **start: Any) -> RunResult:
         """`arun`, with what a resumed run adds (its recording and what it resumes)."""
@@ -1686,11 +1730,12 @@ class Workflow:
         return self._finish(ctx, final, None)
 
     def stream(
-        self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None
+        self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> Iterator[RunEvent]:
         """Run ``query`` and yield a `RunEvent` as each step happens; the last event is ``run_finished`` with
-        the `RunResult` in ``data["result"]``."""
-        ctx, inputs, config = self._start(query, session_id, routing, history=history)
+        the `RunResult` in ``data["result"]``. ``config`` as for `run`."""
+        ctx, inputs, config = self._start(query, session_id, routing, history=history, config=config)
         ctx.streaming = True
         yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
         final: dict[str, Any] = {}
@@ -1710,10 +1755,11 @@ class Workflow:
         yield RunEvent("run_finished", ctx.run.id, {"result": result})
 
     async def astream(
-        self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None
+        self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[RunEvent]:
         """Async twin of `stream`."""
-        ctx, inputs, config = self._start(query, session_id, routing, history=history)
+        ctx, inputs, config = self._start(query, session_id, routing, history=history, config=config)
         ctx.streaming = True
         yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
         final: dict[str, Any] = {}

@@ -1358,3 +1358,49 @@ def test_a_workflow_run_inside_a_node_of_the_user_s_own_langgraph_graph_streams_
     assert chunks[-1] == ((), "updates", {"orchestra": {"answer": "42"}})
     run = app.store.get_run(events[0][1].run_id).run
     assert run.status == "ok" and run.answer == "42" and outer.get_state(config).values["answer"] == "42"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_run_passes_the_caller_s_callbacks_tags_and_metadata_to_langgraph(asynchronous: bool) -> None:
+    """A LangSmith or Langfuse tracer is a LangChain callback handler: a run took no config, so none saw its nodes.
+    The caller's callbacks, tags and metadata now reach every node, with the run's id in the metadata."""
+    from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
+    seen: list[tuple[str, list[str], dict[str, Any]]] = []
+
+    class Tracer(BaseCallbackHandler):
+        def on_chain_start(self, serialized, inputs, *, tags=None, metadata=None, **kwargs) -> None:  # noqa: ANN001
+            seen.append((kwargs.get("name") or "", list(tags or []), dict(metadata or {})))
+
+    class AsyncTracer(AsyncCallbackHandler):
+        async def on_chain_start(self, serialized, inputs, *, tags=None, metadata=None, **kwargs) -> None:  # noqa: ANN001
+            seen.append((kwargs.get("name") or "", list(tags or []), dict(metadata or {})))
+
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+    config = {"callbacks": [AsyncTracer() if asynchronous else Tracer()], "tags": ["nightly"], "metadata": {"user": "ada"}, "run_name": "ask"}
+    result = asyncio.run(workflow.arun("6*7?", config=config)) if asynchronous else workflow.run("6*7?", config=config)
+
+    assert result.status == "ok" and result.answer == "42"
+    names = [name for name, _, _ in seen]
+    assert names[0] == "ask" and {"router", "call", "aggregate"} <= set(names)
+    assert all("nightly" in tags and metadata.get("user") == "ada" and metadata.get("orchestra_run_id") == result.run_id
+               for _, tags, metadata in seen)
+
+
+@pytest.mark.parametrize(("config", "named"), [
+    ({"recursion_limit": 5}, "Budget.max_rounds"),
+    ({"max_concurrency": 2}, "Budget.max_parallel_calls"),
+    ({"configurable": {"thread_id": "t"}}, "configurable"),
+    ({"callback": []}, "'callback'"),
+    ({"tags": "nightly"}, "tags"),
+    ({"metadata": ["user"]}, "metadata"),
+    ("callbacks", "mapping"),
+])
+def test_a_run_config_the_workflow_does_not_pass_is_refused_naming_it_and_nothing_is_stored(config: Any, named: str) -> None:
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
+    with pytest.raises(ConfigurationError, match=named):
+        app.workflow(FunctionRouter(dispatch_all)).run("6*7?", config=config)
+    assert app.store.list_runs() == []
