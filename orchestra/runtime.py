@@ -1836,12 +1836,19 @@ class Orchestra:
 
     def history(self, session_id: str, turns: int = HISTORY_TURNS) -> tuple[Turn, ...]:
         """The session's last ``turns`` completed exchanges (each a user and an assistant `Turn`), oldest first.
-        Replays are stored in their original's session but are not part of its history."""
+        Replays are stored in their original's session but are not part of its history. A resumed run is: it
+        finishes the user's turn, in place of the run it resumed (which, ended ok with an agent failed, would
+        otherwise be the same turn twice), at the time it finished."""
         runs: list[RunRecord] = []
+        superseded: set[str] = set()
         page, offset = max(turns, 1) * 2, 0
         while len(runs) < turns:  # replays are skipped before counting, so they never push real turns out
             found = self.store.list_runs(session_id=session_id, status="ok", limit=page, offset=offset)
-            runs += [run for run in found if run.replay_of is None]
+            for run in found:  # newest first: a resume is met before the run it resumed
+                if run.replay_mode == "resume" and run.replay_of:
+                    superseded.add(run.replay_of)
+                if (run.replay_of is None or run.replay_mode == "resume") and run.id not in superseded:
+                    runs.append(run)
             if len(found) < page:
                 break
             offset += page

@@ -749,3 +749,19 @@ def test_a_call_that_failed_every_attempt_of_its_retry_policy_is_resumed_live_an
     steps = {s.agent_id: s for s in orch.store.get_run(resumed.run_id).steps if s.kind == "call"}
     assert steps["svc"].response["resumed"] == "live" and "retried" not in steps["svc"].response
     assert steps["calc"].response["resumed"] == "served"
+
+
+def test_a_resumed_turn_joins_its_session_s_history_in_place_of_the_partial_answer_it_completes() -> None:
+    """Resumed runs were skipped as replays: the turn they finished never reached the session's history, and an
+    original that had ended ok with one agent failed stayed there with its partial answer."""
+    from orchestra import resume
+
+    orch, models = _three_agents()
+    first = orch.workflow(FunctionRouter(_dispatch_all)).run("q1", session_id="s")
+    assert first.status == "ok" and [turn.content for turn in orch.history("s")] == ["q1", first.answer]
+    _fix_third(orch, models)
+    resumed = resume(orch, first.run_id)
+    assert resumed.status == "ok" and resumed.answer != first.answer
+    assert [turn.content for turn in orch.history("s")] == ["q1", resumed.answer]
+    replay(orch, resumed.run_id)  # an exact replay is still no turn
+    assert [turn.content for turn in orch.history("s")] == ["q1", resumed.answer]
