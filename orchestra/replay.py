@@ -12,7 +12,7 @@ from orchestra.aggregate import Aggregator, PassThrough, build_aggregator
 from orchestra.errors import ConfigurationError, DecisionError, ReplayMismatch
 from orchestra.policies import Budget, RoutingPolicy
 from orchestra.routing import BaseRouter, Decision, Dispatch, Finish, Router, RouterState, Turn, load_router
-from orchestra.trace import RunTrace, StepRecord
+from orchestra.trace import RunRecord, RunTrace, StepRecord
 
 if TYPE_CHECKING:
     from orchestra.runtime import Orchestra, RunResult, Workflow
@@ -71,6 +71,22 @@ def _rebuild_router(trace: RunTrace) -> Router:
         return RecordedRouter(trace, f"{type(exc).__name__}: {exc}")
 
 
+def _aggregator_for(run: RunRecord, given: Aggregator | None, needed: bool, how: str) -> Aggregator:
+    """What aggregates ``run`` again: ``given``, else the shipped aggregator its record names. One of Orchestra's
+    own that is not given is a `ConfigurationError` where the run again ``needed`` it (saying to pass it to
+    ``how``), else `PassThrough`."""
+    recorded = run.meta.get("aggregator", {})
+    aggregator = given or build_aggregator(recorded)
+    if aggregator is not None:
+        return aggregator
+    if needed:
+        raise ConfigurationError(
+            f"run {run.id} was aggregated by {recorded.get('name', 'an aggregator')!r}, which is not one Orchestra ships: "
+            f"pass it as {how}(..., aggregator=...)"
+        )
+    return PassThrough()
+
+
 def replay(
     app: Orchestra,
     run_id: str,
@@ -115,15 +131,8 @@ def replay(
             f"run {run.id} is still running (or its process on another host ended without finishing it): an exact replay "
             "needs its whole record; replay it once it has finished, or with another router (router=...)"
         )
-    recorded = run.meta.get("aggregator", {})
-    aggregator = aggregator or build_aggregator(recorded)
-    if aggregator is None:
-        if any(step.kind == "aggregate" for step in trace.steps):  # it took part: another would not match
-            raise ConfigurationError(
-                f"run {run.id} was aggregated by {recorded.get('name', 'an aggregator')!r}, which is not one Orchestra ships: "
-                "pass it as replay(..., aggregator=...)"
-            )
-        aggregator = PassThrough()
+    # an aggregator that took part must be the same: another would not match
+    aggregator = _aggregator_for(run, aggregator, any(step.kind == "aggregate" for step in trace.steps), "replay")
     budget = Budget(**run.meta["budget"]) if "budget" in run.meta else None
     policy = RoutingPolicy(**run.meta["policy"]) if "policy" in run.meta else None
     history = [Turn(**turn) for turn in run.meta.get("history", [])]
@@ -177,15 +186,8 @@ def _resumed(app: Orchestra, run_id: str, budget: Budget | None, aggregator: Agg
             f"run {run.id}'s router {run.router!r} cannot be rebuilt ({router.reason}), and resuming the run needs a decision "
             "made anew: replay it with a router given instead (replay(app, run_id, router=...))"
         )
-    recorded = run.meta.get("aggregator", {})
-    aggregator = aggregator or build_aggregator(recorded)
-    if aggregator is None:
-        if not getattr(router, "multi_round", False):  # a single-round run ends in its aggregation, live if not served
-            raise ConfigurationError(
-                f"run {run.id} was aggregated by {recorded.get('name', 'an aggregator')!r}, which is not one Orchestra ships: "
-                "pass it as resume(..., aggregator=...)"
-            )
-        aggregator = PassThrough()
+    # a single-round run ends in its aggregation, made live when it cannot be served
+    aggregator = _aggregator_for(run, aggregator, not getattr(router, "multi_round", False), "resume")
     if budget is None and "budget" in run.meta:
         budget = Budget(**run.meta["budget"])
     policy = RoutingPolicy(**run.meta["policy"]) if "policy" in run.meta else None

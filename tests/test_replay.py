@@ -341,14 +341,10 @@ def test_router_options_without_a_router_are_refused_by_an_exact_replay(app: tup
     assert replay(orch, original.run_id, router="test-pick", index=1).answer == "tool answer"
 
 
-def test_an_exact_replay_of_a_run_still_running_is_refused_rather_than_a_mismatch(app: tuple[Orchestra, ScriptedModels]) -> None:
-    """A run in flight has not stored its calls yet: its exact replay read the first missing one as the router
-    diverging, and stored a failed replay saying "the original run made no call to ..."."""
+def _add_held_agent(orch: Orchestra) -> tuple[Any, Any]:
+    """Onboard agent ``held``, which says it was ``entered`` and answers once ``release`` is set (at most 5 s)."""
     import threading
 
-    from orchestra import ConfigurationError
-
-    orch, _ = app
     entered, release = threading.Event(), threading.Event()
 
     def held(query: str) -> str:
@@ -357,6 +353,18 @@ def test_an_exact_replay_of_a_run_still_running_is_refused_rather_than_a_mismatc
         return "held answer"
 
     orch.registry.add_agent(AgentCard(id="held", description="answers when released"), implementation=held)
+    return entered, release
+
+
+def test_an_exact_replay_of_a_run_still_running_is_refused_rather_than_a_mismatch(app: tuple[Orchestra, ScriptedModels]) -> None:
+    """A run in flight has not stored its calls yet: its exact replay read the first missing one as the router
+    diverging, and stored a failed replay saying "the original run made no call to ..."."""
+    import threading
+
+    from orchestra import ConfigurationError
+
+    orch, _ = app
+    entered, release = _add_held_agent(orch)
     workflow = orch.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="held", query=s.query),))))
     worker = threading.Thread(target=workflow.run, args=("question",))
     worker.start()
@@ -574,14 +582,7 @@ def test_resume_refuses_an_ok_run_an_unknown_id_and_a_running_run_and_stores_not
     before = stored()
     assert orch.store.get_run(ok.run_id) == trace
 
-    entered, release = threading.Event(), threading.Event()
-
-    def held(query: str) -> str:
-        entered.set()
-        release.wait(timeout=5)
-        return "held answer"
-
-    orch.registry.add_agent(AgentCard(id="held", description="answers when released"), implementation=held)
+    entered, release = _add_held_agent(orch)
     worker = threading.Thread(target=orch.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="held", query=s.query),)))).run,
                               args=("question",))
     worker.start()
