@@ -433,7 +433,10 @@ def runs_stats(
 def _step_label(step: StepRecord) -> str:
     # a resumed run's steps served from the original say so; the live ones are as in any run
     served = " [dim](served)[/]" if step.response.get("resumed") == "served" else ""
-    return _plain_step_label(step) + served
+    # a call its agent's RetryPolicy tried again: how many attempts, and what failed first
+    retried = step.response.get("retried") or []
+    attempts = f" [dim]({len(retried) + 1} attempts; first failed: {escape(str(retried[0].get('type')))})[/]" if retried else ""
+    return _plain_step_label(step) + attempts + served
 
 
 def _plain_step_label(step: StepRecord) -> str:

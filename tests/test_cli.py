@@ -476,3 +476,20 @@ def test_resume_serves_what_succeeded_and_takes_a_larger_budget(db: str, tmp_pat
     with open_store(db) as store:
         again = next(run for run in store.list_runs(limit=8) if run.replay_of == stopped)
     assert again.meta["budget"]["max_calls"] == 2 and again.meta["budget"]["max_rounds"] == 2  # the others as recorded
+
+
+def test_a_card_file_gives_an_agent_its_retry_policy_and_runs_show_counts_the_attempts(db: str, tmp_path: Path) -> None:
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: broken\n  description: Always fails.\n  backend: function\n  function: cli_agents:broken\n"
+                     "  retry: {max_attempts: 3, initial_backoff_s: 0, max_backoff_s: 0, jitter_s: 0}\n"
+                     "- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    code, out = invoke("chat", "hello", "--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
+    assert code == 0 and "HELLO!" in out
+    run_id = out.split("run ")[1].split()[0]
+    code, out = invoke("runs", "show", run_id, "--db", db)
+    assert code == 0 and "(3 attempts; first failed: AgentError)" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- id: flaky\n  description: x\n  retry: {max_attempts: 0}\n")
+    code, out = invoke("agents", "add", str(bad), "--db", db)
+    assert code == 2 and "retry.max_attempts" in out
