@@ -12,6 +12,11 @@ HTTP while the server runs, and routing uses them at its next decision::
     DELETE /orchestra/agents/{id}        remove an agent
     GET    /orchestra/models             ... and the same for model cards
     GET    /orchestra/runs/{run_id}      a stored run: its record and its trace as a tree
+    POST   /orchestra/runs/{run_id}/resume   resume a run that failed or was stopped (`orchestra.resume`): 201 with
+                                         the new run as GET gives it, whatever its status, plus ``resumed_from`` and
+                                         how many steps were ``served`` from the record and ran ``live``; optional
+                                         body ``{"budget": {...}}``, the limits given replacing the recorded ones
+                                         (as ``orchestra resume --budget``)
 
 A chat completion carries Orchestra's account of the run beside the OpenAI fields, under ``"orchestra"``: the
 run and session ids, every decision (rationale, calls, candidates and scores), every agent's answer, the cost
@@ -20,7 +25,8 @@ and the latency. Requests may add two fields OpenAI does not have (``extra_body`
 run (routers read the user's query and the conversation), so they are left out, and the response says so.
 
 Bad input answers 400 with OpenAI's error body (``{"error": {"message", "type", "param", "code"}}``) naming the
-field, 404 for an unknown model, id or run, 409 for an id the registry holds; nothing is stored. A run that fails
+field, 404 for an unknown model, id or run, 409 for an id the registry holds or a run that cannot be resumed (an
+ok run with no failed step, a run still running: the message says why); nothing is stored. A run that fails
 while answering is stored with its error and answers 502 (a model or an agent failed: the upstream of this
 gateway) or 500 (a budget ran out, a router failed), with the run id.
 
@@ -38,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import (
     AgentError,
+    PolicyError,
     ConfigurationError,
     DuplicateIdError,
     ModelError,
@@ -45,7 +52,7 @@ from orchestra.errors import (
     OrchestraError,
     UnknownRouterError,
 )
-from orchestra.policies import RoutingPolicy
+from orchestra.policies import Budget, RoutingPolicy
 from orchestra.routing import Turn
 
 if TYPE_CHECKING:
@@ -303,7 +310,49 @@ def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orc
         trace = orchestra.store.get_run(run_id)  # NotFoundError: 404
         return {"run": trace.run.model_dump(mode="json"), "tree": trace.tree()}
 
+    @api.post("/orchestra/runs/{run_id}/resume", status_code=201, response_model=None)
+    async def resume_run(run_id: str, request: Request) -> Any:
+        from orchestra.replay import aresume
+
+        recorded = orchestra.store.get_run(run_id).run  # NotFoundError: 404, before the body is read
+        budget = _resume_budget(await request.body(), recorded.meta.get("budget", {}))
+        try:
+            result = await aresume(orchestra, run_id, budget=budget)
+        except NotFoundError:
+            raise
+        except ConfigurationError as exc:  # resume's refusal, about the run (nothing stored): a conflict with its state
+            return JSONResponse(_error_body(str(exc), type(exc).__name__, code="not_resumable"), status_code=409)
+        trace = orchestra.store.get_run(result.run_id)
+        marks = [step.response.get("resumed") for step in trace.steps if step.kind in ("decision", "call", "aggregate")]
+        return {"run": trace.run.model_dump(mode="json"), "tree": trace.tree(), "resumed_from": run_id,
+                "served": marks.count("served"), "live": marks.count("live")}
+
     return api
+
+
+def _resume_budget(raw: bytes, recorded: dict[str, Any]) -> Budget | None:
+    """The budget of a resume from its request body: ``None`` (the original's) for no body or no ``"budget"``; else
+    the recorded limits with those given replaced. `ConfigurationError` (400) names a bad body, key or value."""
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"the body is not JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise ConfigurationError(f"the body must be a JSON object such as {{\"budget\": {{\"max_calls\": 8}}}}, got {type(body).__name__}")
+    unknown = sorted(set(body) - {"budget"})
+    if unknown:
+        raise ConfigurationError(f"{unknown[0]}: not a field of a resume request (only \"budget\")")
+    given = body.get("budget")
+    if given is None:
+        return None
+    if not isinstance(given, dict):
+        raise PolicyError(f"budget: must be a JSON object of limits, e.g. {{\"max_calls\": 8}}, got {type(given).__name__}")
+    try:
+        return Budget.model_validate({**recorded, **given})
+    except PolicyError as exc:  # "Budget.max_calls: ..." -> "budget.max_calls: ..."
+        raise PolicyError("budget." + str(exc).removeprefix("Budget.")) from None
 
 
 async def _json(request: Any) -> Any:

@@ -154,3 +154,87 @@ def test_models_are_added_listed_and_removed_over_http(served) -> None:
     missing = client.delete("/orchestra/models/extra")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert client.get("/orchestra/runs/nope").status_code == 404
+
+
+# -- POST /orchestra/runs/{run_id}/resume -----------------------------------------------------------------------
+
+
+def _three_agents() -> tuple[Orchestra, ScriptedModels, TestClient]:
+    """Three LLM agents on their own priced models, the third's model down; served with the ``all`` router."""
+    from orchestra import PassThrough
+
+    models = ScriptedModels([ScriptedModel("m1", ["one"]), ScriptedModel("m2", ["two"]),
+                             ScriptedModel("m3", [ModelUnavailableError("provider down", model_id="m3")])])
+    app = Orchestra(store=InMemoryStore(), model_factory=models)
+    for number in (1, 2, 3):
+        app.registry.add_model(ModelCard(id=f"m{number}", description="answers", input_price_per_mtok=1.0, output_price_per_mtok=2.0))
+        app.registry.add_agent(AgentCard(id=f"a{number}", description="LLM agent", model=f"m{number}"))
+    return app, models, TestClient(create_app(app, app.workflow("all", aggregator=PassThrough()), name="team"))
+
+
+def _fix_third(app: Orchestra, models: ScriptedModels) -> ScriptedModel:
+    """The user's fix: the third model's card re-onboarded, now reaching a provider that answers."""
+    fixed = ScriptedModel("m3", ["three"])
+    models.models["m3"] = fixed
+    app.registry.update_model(ModelCard(id="m3", description="moved to another provider", input_price_per_mtok=1.0, output_price_per_mtok=2.0))
+    return fixed
+
+
+def test_a_run_whose_third_model_was_down_is_resumed_over_http_once_it_is_fixed() -> None:
+    app, models, client = _three_agents()
+    completion = sdk(client).chat.completions.create(model="team", messages=[{"role": "user", "content": "question"}])
+    original = completion.model_extra["orchestra"]["run_id"]
+    assert completion.model_extra["orchestra"]["status"] == "ok" and "three" not in completion.choices[0].message.content
+    good, fixed = [models.models["m1"], models.models["m2"]], _fix_third(app, models)
+
+    response = client.post(f"/orchestra/runs/{original}/resume", json={"budget": {"max_calls": 8}})
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    run = body["run"]
+    assert run["status"] == "ok" and run["answer"] == "**a1**: one\n\n**a2**: two\n\n**a3**: three"
+    assert run["replay_of"] == original and run["replay_mode"] == "resume" and body["resumed_from"] == original
+    assert (body["served"], body["live"]) == (3, 2)  # the decision and two answers served; the third call and the aggregation live
+    assert [len(model.calls) for model in good] == [1, 1] and len(fixed.calls) == 1  # the good models not called again
+    assert run["meta"]["budget"]["max_calls"] == 8 and run["meta"]["budget"]["max_rounds"] == 4  # the others as recorded
+    stored = client.get(f"/orchestra/runs/{run['id']}").json()
+    assert stored["run"] == run and stored["tree"] == body["tree"]
+    assert app.store.get_run(original).run.status == "ok" and app.store.get_run(original).run.replay_of is None
+
+    # the resumed run ended ok with nothing failed: a conflict with its state, said in words, nothing stored
+    before = [r.id for r in app.store.list_runs()]
+    refused = client.post(f"/orchestra/runs/{run['id']}/resume")
+    assert refused.status_code == 409
+    error = refused.json()["error"]
+    assert "ended ok and no step of it failed: there is nothing to resume" in error["message"] and error["code"] == "not_resumable"
+    assert [r.id for r in app.store.list_runs()] == before
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [
+        (None, 404, "no run with id 'no-such-run'"),
+        ({"budget": {"max_calls": 0}}, 400, "budget.max_calls"),
+        ({"budget": {"max_calls": "8"}}, 400, "budget.max_calls"),
+        ({"budget": {"max_callz": 8}}, 400, "budget.max_callz"),
+        ({"budget": 8}, 400, "budget: must be a JSON object"),
+        ({"router": "all"}, 400, "router: not a field of a resume request"),
+        ([1], 400, "must be a JSON object"),
+        ("{", 400, "not JSON"),
+    ],
+)
+def test_a_resume_refused_says_why_with_its_status_and_stores_nothing(body: Any, status: int, names: str) -> None:
+    from orchestra import PassThrough
+
+    app, models, client = _three_agents()
+    original = app.workflow("all", aggregator=PassThrough()).run("question").run_id
+    _fix_third(app, models)
+    run_id = "no-such-run" if status == 404 else original
+    if isinstance(body, str):
+        response = client.post(f"/orchestra/runs/{run_id}/resume", content=body, headers={"content-type": "application/json"})
+    else:
+        response = client.post(f"/orchestra/runs/{run_id}/resume", json=body)
+    assert response.status_code == status, response.text
+    assert names in response.json()["error"]["message"]
+    assert [run.id for run in app.store.list_runs()] == [original]
+    assert len(models.models["m3"].calls) == 0
