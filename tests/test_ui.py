@@ -840,3 +840,72 @@ def test_a_failed_agent_is_drawn_as_an_error_node(store: str) -> None:
     graph = trace_graph(app.store.get_run(result.run_id))
     labels = {data["label"].split("\n")[0]: data["kind"] for _, data in graph.nodes(data=True)}
     assert labels["ghost"] == "error" and labels["echo"] == "call"
+
+
+# -- resume on the Runs page --------------------------------------------------------------------------------------
+
+
+def test_runs_page_resumes_a_run_whose_third_agent_failed_and_shows_it_beside_the_original(store: str, tmp_path: Path) -> None:
+    from orchestra import Call, Dispatch
+    from orchestra.testing import FunctionRouter
+
+    app = Orchestra(store=store, retry=RetryPolicy(max_attempts=1))
+    for number, function in ((1, "echo"), (2, "shout")):
+        app.registry.add_agent(AgentCard(id=f"a{number}", description="Answers.", backend="function", function=f"ui_test_agents:{function}"))
+    clean = app.workflow("all", aggregator=PassThrough()).run("all is well")
+    # the third agent cannot be imported: it fails, and the run ends ok with two answers of three
+    app.registry.add_agent(AgentCard(id="a3", description="Answers.", backend="function", function="ui_test_agents:missing"))
+    original = app.workflow("all", aggregator=PassThrough()).run("question")
+    assert original.status == "ok" and [obs.ok for obs in original.observations] == [True, True, False]
+    stuck = app.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="nobody", query=s.query),)), multi_round=True),
+                         aggregator=PassThrough()).run("stuck")
+    assert clean.status == "ok" and stuck.status == "error"
+    stored = lambda: sorted(run.id for run in app.store.list_runs())  # noqa: E731
+
+    # an ok run with nothing failed is offered no Resume
+    page = _start(runs_page)
+    page.selectbox(key="runs_selected").set_value(clean.run_id).run()
+    assert not [b for b in page.button if b.key == "runs_resume"] and not [h for h in page.subheader if h.value == "Resume"]
+
+    # a run resume refuses (its router cannot be rebuilt and must decide anew): why, in words, and nothing stored
+    page.selectbox(key="runs_selected").set_value(stuck.run_id).run()
+    before = stored()
+    page.button(key="runs_resume").click().run()
+    assert not page.exception
+    refusal = [e.value for e in page.error if e.value.startswith("This run cannot be resumed:")]
+    assert refusal and "cannot be rebuilt" in refusal[0] and stuck.run_id in refusal[0], [e.value for e in page.error]
+    assert stored() == before
+
+    # resumed before the fix: the two answers served, the third fails live again, and the page says so
+    page.selectbox(key="runs_selected").set_value(original.run_id).run()
+    page.button(key="runs_resume").click().run()
+    assert not page.exception
+    assert any(w.value.startswith("Resume: 3 steps served from the record, 2 run live; the resumed run is ok, but a3 failed again")
+               for w in page.warning), [w.value for w in page.warning]
+
+    # the fix: the third agent re-onboarded on a function that answers; resumed again, the run is whole
+    (tmp_path / "ui_test_fixed.py").write_text("def third(query):\n    return 'three: ' + query\n")
+    app.registry.update_agent(AgentCard(id="a3", description="Answers.", backend="function", function="ui_test_fixed:third"))
+    page.button(key="runs_resume").click().run()
+    assert not page.exception
+    resumes = [run for run in app.store.list_runs() if run.replay_of == original.run_id]
+    assert len(resumes) == 2 and all(run.replay_mode == "resume" and run.status == "ok" for run in resumes)
+    resumed = resumes[0]  # the newest
+    assert resumed.answer == "**a1**: echo: question\n\n**a2**: QUESTION!\n\n**a3**: three: question"
+    verdict = [s.value for s in page.success if s.value.startswith("Resume:")]
+    assert verdict == [f"Resume: 3 steps served from the record, 2 run live; the resumed run is ok. Its answer: {resumed.answer}"], \
+        [s.value for s in page.success]
+    headings = [m.value for m in page.markdown if m.value.startswith("#### ")]
+    assert headings == ["#### Original · all", "#### Resume · all"]
+    assert [s.value for s in page.success].count(resumed.answer) == 1  # the new answer in its panel, beside the original's
+    rows = page.dataframe[0].value
+    assert list(rows[rows["run"] == resumed.id]["status"]) == [f"ok (resume of {original.run_id[:8]})"]
+    assert not any("replay" in text.lower() for text in verdict + headings[1:])
+
+    # opened by itself, the resumed run says what it resumed and sits beside its original (the two resumes, of one
+    # query and status and often started in the same second, are told apart in the run list: it opens the one chosen)
+    page.selectbox(key="runs_selected").set_value(resumed.id).run()
+    assert [h.value for h in page.subheader][0] == f"Run {resumed.id}"
+    assert any(c.value == f"Resume of run `{original.run_id}`: 3 steps served from the record, 2 run live." for c in page.caption)
+    assert [m.value for m in page.markdown if m.value.startswith("#### ")] == ["#### Original · all", "#### Resume · all"]
+    assert not [b for b in page.button if b.key == "runs_resume"]  # it ended ok with nothing failed

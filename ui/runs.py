@@ -1,5 +1,6 @@
 """Runs page: browse and filter the stored runs, open one as its decision tree, replay it exactly (recorded
-outputs served back, no model called) or with another router, and read the two side by side."""
+outputs served back, no model called) or with another router, resume one that failed or was stopped (what
+succeeded served from the record, the rest run live), and read the two side by side."""
 
 from __future__ import annotations
 
@@ -7,11 +8,22 @@ from typing import Any
 
 import streamlit as st
 
-from orchestra import NotFoundError, Orchestra, OrchestraError, RunRecord, RunTrace, StepRecord, available_routers, replay
+from orchestra import (
+    ConfigurationError,
+    NotFoundError,
+    Orchestra,
+    OrchestraError,
+    RunRecord,
+    RunTrace,
+    StepRecord,
+    available_routers,
+    replay,
+    resume,
+)
 
 from orchestra.ui.common import as_typed, explain_error, format_cost, get_app, router_options, routers, show_error
 from orchestra.ui.graph import CUT_OFF, cut_off
-from orchestra.ui.panel import asked_note, render_graph, run_summary, step_rows
+from orchestra.ui.panel import asked_note, render_graph, run_summary, status_label, step_rows
 
 __all__ = ["render", "run_rows", "tree_markdown"]
 
@@ -19,7 +31,9 @@ STATUSES = ("any", "ok", "error", "running", "interrupted")
 QUERY_SHOWN = 400
 """Characters of a query the decision tree shows."""
 REPLAYS = "runs_replays"
-"""session state: original run id -> the run ids of its replays made on this page, newest last."""
+"""session state: original run id -> the run ids of its replays and resumes made on this page, newest last."""
+ANSWER_SHOWN = 300
+"""Characters of a resumed run's answer its verdict quotes (the panel below shows it whole)."""
 
 
 def run_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
@@ -29,7 +43,7 @@ def run_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
             "run": run.id,
             "started": run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             "router": run.router,
-            "status": run.status + (f" ({run.replay_mode} replay)" if run.replay_mode else ""),
+            "status": status_label(run),
             "query": run.query,
             "answer": run.answer or (run.error or {}).get("type", ""),
             "tokens": run.prompt_tokens + run.completion_tokens,
@@ -103,9 +117,14 @@ def tree_markdown(trace: RunTrace) -> str:
 
 
 def _label(run: RunRecord) -> str:
-    replay_note = f" · {run.replay_mode} replay" if run.replay_mode else ""
+    if run.replay_mode == "resume":
+        replay_note = f" · resume of {(run.replay_of or '')[:8]}"
+    else:
+        replay_note = f" · {run.replay_mode} replay" if run.replay_mode else ""
     query = run.query if len(run.query) <= 60 else run.query[:59] + "…"
-    return f"{run.started_at:%m-%d %H:%M:%S} · {run.router} · {run.status}{replay_note} · {query}"
+    # the short id keeps labels apart (two replays or resumes of one run in the same second would read alike, and the
+    # box, which sends back the label chosen, would open the first of them)
+    return f"{run.started_at:%m-%d %H:%M:%S} · {run.id[:8]} · {run.router} · {run.status}{replay_note} · {query}"
 
 
 def _filters(app: Orchestra) -> list[RunRecord]:
@@ -161,7 +180,9 @@ def _compare(app: Orchestra, original: RunTrace, replayed_id: str) -> None:
     chosen = [_chosen_agents(t) for t in (original, replayed)]
     same_failure = (original.run.status == replayed.run.status == "error"
                     and (original.run.error or {}).get("type") == (replayed.run.error or {}).get("type"))
-    if mode == "exact":
+    if mode == "resume":
+        _resume_verdict(replayed)
+    elif mode == "exact":
         if replayed.run.status == "ok":
             st.success("Exact replay: same decisions and same answer; every output was served from the recording.")
         elif same_failure:
@@ -181,7 +202,81 @@ def _compare(app: Orchestra, original: RunTrace, replayed_id: str) -> None:
     with left:
         _side(original, f"Original · {original.run.router}", key=f"orig-{original.run.id}")
     with right:
-        _side(replayed, f"{mode.capitalize()} replay · {replayed.run.router}", key=f"replay-{replayed.run.id}")
+        title = "Resume" if mode == "resume" else f"{mode.capitalize()} replay"
+        _side(replayed, f"{title} · {replayed.run.router}", key=f"replay-{replayed.run.id}")
+
+
+def _resumed_counts(trace: RunTrace) -> tuple[int, int]:
+    """How many of a resumed run's decisions, calls and aggregations were served from the record, and how many ran live."""
+    marks = [step.response.get("resumed") for step in trace.steps if step.kind in ("decision", "call", "aggregate")]
+    return marks.count("served"), marks.count("live")
+
+
+def _counts_text(trace: RunTrace) -> str:
+    served, live = _resumed_counts(trace)
+    return f"{served} step{'' if served == 1 else 's'} served from the record, {live} run live"
+
+
+def _resume_verdict(resumed: RunTrace) -> None:
+    run = resumed.run
+    head = f"Resume: {_counts_text(resumed)}"
+    if run.status != "ok":
+        ended = "was stopped" if run.status == "interrupted" else "failed"
+        st.error(as_typed(f"{head}; the resumed run {ended}: {explain_error(run.error)}"))
+        return
+    answer = run.answer or "(empty answer)"
+    if len(answer) > ANSWER_SHOWN:
+        answer = answer[:ANSWER_SHOWN - 1] + "…"
+    # a step that failed live again (the fix not made yet): ok, but not the whole answer; it can be resumed again
+    names = {"decision": "the router's decision", "aggregate": "the aggregation"}
+    failed = list(dict.fromkeys(step.agent_id or names.get(step.kind, step.kind) for step in resumed.steps
+                                if step.kind in ("decision", "call", "aggregate") and _failed(step)))
+    if failed:
+        st.warning(as_typed(f"{head}; the resumed run is ok, but {', '.join(failed)} failed again (resume it once "
+                            f"that is fixed). Its answer: {answer}"), icon=":material/warning:")
+    else:
+        st.success(as_typed(f"{head}; the resumed run is ok. Its answer: {answer}"))
+
+
+def _failed(step: StepRecord) -> bool:
+    return bool(step.error) or (step.kind == "aggregate" and bool((step.response.get("meta") or {}).get("refine_failed")))
+
+
+def _resumable(trace: RunTrace) -> bool:
+    """Whether to offer Resume: the run did not end ok, or a step of it failed (`resume` has the last word)."""
+    return trace.run.status != "ok" or any(_failed(step) for step in trace.steps)
+
+
+def _resume(app: Orchestra, run_id: str) -> None:
+    try:
+        result = resume(app, run_id)
+    except ConfigurationError as exc:  # resume's own refusal: the run is not one it can resume, and why
+        gone = isinstance(exc, NotFoundError)
+        st.session_state["runs_resume_error"] = explain_error(exc) if gone else f"This run cannot be resumed: {exc}"
+        return
+    except OrchestraError as exc:
+        st.session_state["runs_resume_error"] = explain_error(exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - told in words; the resumed run (if any) is in the store
+        st.session_state["runs_resume_error"] = f"Unexpected failure: {type(exc).__name__}: {exc}"
+        return
+    st.session_state.setdefault(REPLAYS, {}).setdefault(run_id, []).append(result.run_id)
+    st.rerun()  # the table above was drawn before the resume: draw the page again with the new run in it
+
+
+def _resume_controls(app: Orchestra, trace: RunTrace) -> None:
+    if not _resumable(trace):
+        return
+    st.subheader("Resume")
+    st.caption("A new run on the same query, router and aggregator: what succeeded here is served from the record "
+               "(no model call, nothing paid again), what failed or never ran runs live against the agents and "
+               "models as they are now. This run stays as it is.")
+    if st.button("Resume this run", key="runs_resume", type="primary"):
+        with st.spinner("Resuming…"):
+            _resume(app, trace.run.id)
+    problem = st.session_state.pop("runs_resume_error", None)
+    if problem:
+        st.error(as_typed(problem), icon=":material/error:")
 
 
 def _replay(app: Orchestra, run_id: str, router: str | None, options: dict[str, Any]) -> None:
@@ -267,7 +362,9 @@ def render() -> None:
         st.markdown(f"**Answer:** {as_typed(run.answer)}")
     if run.error:
         show_error(run.error)
-    if run.replay_of:
+    if run.replay_mode == "resume":
+        st.caption(f"Resume of run `{run.replay_of}`: {_counts_text(trace)}.")
+    elif run.replay_of:
         st.caption(f"{(run.replay_mode or '').capitalize()} replay of run `{run.replay_of}`.")
     render_graph(trace)
     with st.expander("Decision tree", expanded=True):
@@ -275,6 +372,7 @@ def render() -> None:
     with st.expander("Steps: tokens, cost and latency"):
         st.dataframe(step_rows(trace), hide_index=True, key="runs_steps")
 
+    _resume_controls(app, trace)
     _replay_controls(app, trace)
     replays = st.session_state.get(REPLAYS, {}).get(run.id, [])
     if replays:
