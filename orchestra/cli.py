@@ -393,7 +393,7 @@ def runs_list(
     for column in ("started", "router", "status", "query", "answer"):
         table.add_column(column)
     for run in store.list_runs(session_id=session, status=status, router=router, limit=limit):  # type: ignore[arg-type]
-        label = run.status + (f" ({run.replay_mode} replay)" if run.replay_mode else "")
+        label = run.status_label()
         table.add_row(escape(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), escape(run.router), escape(label),
                       escape(" ".join(run.query.split())[:40]), escape(" ".join((run.answer or "").split())[:40]))
     console.print(table)
@@ -514,7 +514,7 @@ def render_trace(trace: RunTrace) -> Tree:
     cost = "unknown" if run.cost_usd is None else f"${run.cost_usd:.6f}"
     root = Tree(
         f"[bold]run {escape(run.id)}[/] · {escape(run.status)} · router {escape(run.router)} · {run.prompt_tokens}+{run.completion_tokens} tok · {cost} · {run.latency_ms:.0f} ms"
-        + (escape(f" · {run.replay_mode} replay of {run.replay_of}") if run.replay_of else "")
+        + (escape(f" · resume of {run.replay_of}" if run.replay_mode == "resume" else f" · {run.replay_mode} replay of {run.replay_of}") if run.replay_of else "")
     )
     root.add(f"query: {escape(run.query)}")
     limits = {name: value for name, value in run.meta.get("budget", {}).items() if value is not None}

@@ -60,6 +60,13 @@ class RunRecord(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
     """Routing policy, budget, aggregator and router configuration, history length."""
 
+    def status_label(self) -> str:
+        """The status, and what the run replays or resumes, as the CLI and the UI show it: ``ok``,
+        ``ok (exact replay)``, ``error (counterfactual replay)``, ``ok (resume of 3f9a0c12)``."""
+        if self.replay_mode == "resume":
+            return f"{self.status} (resume of {(self.replay_of or '')[:8]})"
+        return self.status + (f" ({self.replay_mode} replay)" if self.replay_mode else "")
+
 
 class StepRecord(BaseModel):
     """One thing that happened in a run: a decision, an agent call, a model call, the aggregation, an error."""

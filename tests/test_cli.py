@@ -455,7 +455,7 @@ def test_resume_serves_what_succeeded_and_takes_a_larger_budget(db: str, tmp_pat
     code, out = invoke("resume", run_id[:12], "--profile", "none", "--db", db)
     assert code == 0, out
     flat = " ".join(out.split())
-    assert f"resume replay of {run_id}" in flat and "counted hi" in flat and "flaky hi" in flat
+    assert f"resume of {run_id}" in flat and "counted hi" in flat and "flaky hi" in flat
     assert f"resumed run {run_id}: 2 steps served from the record, 2 live" in flat and "(served)" in flat
     assert (tmp_path / "counted.log").read_text() == "x"  # the agent that answered was not called again
     with open_store(db) as store:

@@ -766,3 +766,13 @@ def test_a_resumed_turn_joins_its_session_s_history_in_place_of_the_partial_answ
     assert [turn.content for turn in orch.history("s")] == ["q1", resumed.answer]
     replay(orch, resumed.run_id)  # an exact replay is still no turn
     assert [turn.content for turn in orch.history("s")] == ["q1", resumed.answer]
+
+
+def test_a_run_s_status_label_says_what_it_replays_or_resumes() -> None:
+    from orchestra import RunRecord
+
+    base = {"session_id": "s", "query": "q", "router": "all", "status": "ok"}
+    assert RunRecord(**base).status_label() == "ok"
+    assert RunRecord(**base, replay_of="a" * 32, replay_mode="exact").status_label() == "ok (exact replay)"
+    assert RunRecord(**base | {"status": "error"}, replay_of="a" * 32, replay_mode="counterfactual").status_label() == "error (counterfactual replay)"
+    assert RunRecord(**base, replay_of="3f9a0c12" + "0" * 24, replay_mode="resume").status_label() == "ok (resume of 3f9a0c12)"

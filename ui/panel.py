@@ -9,19 +9,12 @@ from typing import Any
 
 import streamlit as st
 
-from orchestra import RunRecord, RunTrace, StepRecord
+from orchestra import RunTrace, StepRecord
 
 from orchestra.ui.common import as_typed, explain_error, format_cost
 from orchestra.ui.graph import CUT_OFF, chosen_ids, cut_off, plain_text, to_dot, trace_graph
 
-__all__ = ["render_graph", "render_routing_panel", "run_summary", "status_label", "step_rows"]
-
-
-def status_label(run: RunRecord) -> str:
-    """The run's status, and what it replays: ``ok (exact replay)``, ``ok (resume of 3f9a0c12)``."""
-    if run.replay_mode == "resume":
-        return f"{run.status} (resume of {(run.replay_of or '')[:8]})"
-    return run.status + (f" ({run.replay_mode} replay)" if run.replay_mode else "")
+__all__ = ["render_graph", "render_routing_panel", "run_summary", "step_rows"]
 
 
 def run_summary(trace: RunTrace) -> dict[str, Any]:
@@ -31,7 +24,7 @@ def run_summary(trace: RunTrace) -> dict[str, Any]:
     return {
         "run": run.id,
         "router": run.router,
-        "status": status_label(run),
+        "status": run.status_label(),
         "answer": run.answer,
         "agents": ", ".join(f"{s.agent_id}{' (failed)' if s.error else ''}" for s in calls) or "none",
         "decisions": sum(step.kind == "decision" for step in trace.steps),

@@ -23,7 +23,7 @@ from orchestra import (
 
 from orchestra.ui.common import as_typed, explain_error, format_cost, get_app, router_options, routers, show_error
 from orchestra.ui.graph import CUT_OFF, cut_off
-from orchestra.ui.panel import asked_note, render_graph, run_summary, status_label, step_rows
+from orchestra.ui.panel import asked_note, render_graph, run_summary, step_rows
 
 __all__ = ["render", "run_rows", "tree_markdown"]
 
@@ -43,7 +43,7 @@ def run_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
             "run": run.id,
             "started": run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             "router": run.router,
-            "status": status_label(run),
+            "status": run.status_label(),
             "query": run.query,
             "answer": run.answer or (run.error or {}).get("type", ""),
             "tokens": run.prompt_tokens + run.completion_tokens,
