@@ -909,3 +909,24 @@ def test_runs_page_resumes_a_run_whose_third_agent_failed_and_shows_it_beside_th
     assert any(c.value == f"Resume of run `{original.run_id}`: 3 steps served from the record, 2 run live." for c in page.caption)
     assert [m.value for m in page.markdown if m.value.startswith("#### ")] == ["#### Original · all", "#### Resume · all"]
     assert not [b for b in page.button if b.key == "runs_resume"]  # it ended ok with nothing failed
+
+
+def test_the_steps_table_says_how_many_attempts_a_retried_call_took_and_what_failed_first() -> None:
+    from orchestra import Orchestra, RetryPolicy
+    from orchestra.testing import InMemoryStore
+    from orchestra.ui.panel import step_rows
+
+    app = Orchestra(store=InMemoryStore())
+    tries: list[str] = []
+
+    def flaky(query: str) -> str:
+        tries.append(query)
+        if len(tries) == 1:
+            raise ConnectionError("reset by peer")
+        return "sunny"
+
+    fast = RetryPolicy(max_attempts=2, initial_backoff_s=0.0, max_backoff_s=0.0, jitter_s=0.0)
+    app.registry.add_agent(AgentCard(id="weather", description="Weather.", retry=fast), implementation=flaky)
+    trace = app.store.get_run(app.workflow("all", aggregator=PassThrough()).run("weather?").run_id)
+    (what,) = [row["what"] for row in step_rows(trace) if row["step"] == "call"]
+    assert what.startswith("after 2 attempts (first:") and "reset by peer" in what and what.endswith("sunny")

@@ -62,6 +62,13 @@ def _step_cost(step: StepRecord) -> str:
 
 
 def _step_text(step: StepRecord) -> str:
+    retried = step.response.get("retried") or []
+    if retried:  # its agent's RetryPolicy tried it again: say how often, and what failed first
+        return f"after {len(retried) + 1} attempts (first: {explain_error(retried[0])}) " + _outcome_text(step)
+    return _outcome_text(step)
+
+
+def _outcome_text(step: StepRecord) -> str:
     if step.error:
         return explain_error(step.error)
     if step.kind == "decision":
