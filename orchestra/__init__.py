@@ -18,6 +18,7 @@ from orchestra.aggregate import Aggregated, Aggregator, Fuse, PassThrough, Refin
 from orchestra.cards import AgentCard, ModelCard, load_cards, parse_cards
 from orchestra.errors import (
     AgentError,
+    ApprovalRequired,
     BudgetExceeded,
     CardError,
     CheckpointError,
@@ -95,6 +96,7 @@ __all__ = [
     "AgentReply",
     "Aggregated",
     "Aggregator",
+    "ApprovalRequired",
     "BaseRouter",
     "Budget",
     "BudgetExceeded",

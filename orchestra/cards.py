@@ -87,6 +87,10 @@ class AgentCard(_Card):
     """For ``backend="function"``: import path ``package.module:callable`` of ``fn(query: str) -> str``."""
     endpoint: str | None = None
     """For ``backend="endpoint"``: URL of an OpenAI-compatible chat endpoint serving this agent."""
+    requires_approval: bool = False
+    """A human approves each dispatch to this agent before it is called (a tool with side effects: payments,
+    e-mail): the run pauses after the decision with `ApprovalRequired`, status ``interrupted``, and resuming it
+    approves (LangGraph's ``interrupt_before``, across processes: the decision waits in the trace store)."""
     retry: RetryPolicy | None = None
     """Retries of this agent's calls, for a flaky tool or endpoint: a failed attempt (the agent raised, or a model
     call of its still failed after the app's own retries and fallbacks) is tried again with backoff, up to

@@ -24,6 +24,7 @@ while answering; the run is recorded with the error)::
         ├── DecisionError               a router returned something that is not a valid decision, or raised
         ├── BudgetExceeded              max rounds, calls, cost, tokens or wall time reached
         ├── RunCancelled                the caller stopped the run (closed the stream, Ctrl-C, task cancelled)
+        │   └── ApprovalRequired        the run paused before calling agents whose cards require approval
         └── ReplayMismatch              an exact replay diverged from the recording
 """
 
@@ -34,6 +35,7 @@ from typing import Any
 
 __all__ = [
     "AgentError",
+    "ApprovalRequired",
     "BudgetExceeded",
     "CardError",
     "CheckpointError",
@@ -283,6 +285,19 @@ class RunCancelled(RunError):
     """The caller stopped the run (closed the stream, Ctrl-C, task cancelled)."""
 
     code = "cancelled"
+
+
+class ApprovalRequired(RunCancelled):
+    """The run paused before a dispatch to agents whose cards say ``requires_approval``; its decision is recorded.
+    Resuming the run (`orchestra.resume`, ``orchestra resume``, the UI's Resume) approves that decision: its calls
+    are made; not resuming it rejects it."""
+
+    code = "approval_required"
+
+    def __init__(self, message: str, *, agent_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.agent_ids = agent_ids
+        """The agents awaiting approval."""
 
 
 class ReplayMismatch(RunError):

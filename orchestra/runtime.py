@@ -35,6 +35,7 @@ from orchestra.aggregate import Aggregated, Aggregator, PassThrough, describe_ag
 from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import (
     AgentError,
+    ApprovalRequired,
     BudgetExceeded,
     ConfigurationError,
     DecisionError,
@@ -1174,9 +1175,12 @@ class Workflow:
             [call.agent_id for call in decision.calls if snapshot.agent(call.agent_id) is None and call.agent_id not in ctx.own_agents]
             if isinstance(decision, Dispatch) else []
         )
+        gated = True
         if ctx.exact:
             assert ctx.recording is not None
             recorded_step = ctx.recording.decision_step(round)
+            # a decision a resume served was approved by that resume: its replay does not pause where it did not
+            gated = recorded_step.response.get("resumed") != "served"
             if recorded_step.error:
                 failed = f"{recorded_step.error.get('type')}: {recorded_step.error.get('message')}"
                 raise ReplayMismatch(f"round {round}: the router decided where the original failed ({failed})")
@@ -1193,7 +1197,7 @@ class Workflow:
                 latency_ms=(time.perf_counter() - started) * 1000,
             )
         )
-        return self._dispatched(ctx, step_id, round, decision, unknown)
+        return self._dispatched(ctx, step_id, round, decision, unknown, gated=gated)
 
     def _serve_decision(self, ctx: _RunContext, state: _GraphState, recorded: StepRecord) -> dict[str, Any]:
         """A resumed run's decision copied from the record, with the router's model calls (counted, as the calls'
@@ -1218,9 +1222,13 @@ class Workflow:
                        if then.agent(call.agent_id) is None and now.agent(call.agent_id) is None and call.agent_id not in ctx.own_agents]
         return self._dispatched(ctx, step_id, round, decision, unknown)
 
-    def _dispatched(self, ctx: _RunContext, step_id: str, round: int, decision: Dispatch | Finish, unknown: list[str]) -> dict[str, Any]:
+    def _dispatched(
+        self, ctx: _RunContext, step_id: str, round: int, decision: Dispatch | Finish, unknown: list[str], *, gated: bool = False
+    ) -> dict[str, Any]:
         """After a decision was recorded: the run's answer for a `Finish`, else the calls to fan out (the agents the
-        registry does not hold recorded as errors)."""
+        registry does not hold recorded as errors). ``gated``: a decision just made, which stops the run with
+        `ApprovalRequired` if it calls an agent whose card requires approval (a decision served by a resume was
+        approved by resuming)."""
         with ctx.lock:
             ctx.decisions.append(decision)
         ctx.emit("decision", step=step_id, round=round, decision=_decision_dump(decision))
@@ -1234,6 +1242,15 @@ class Workflow:
         if not calls:
             raise UnknownAgentError(unknown[0])
         ctx.tracker.check(calls=len(calls))
+        if gated:
+            snapshot = ctx.snapshot(round)
+            waiting = tuple(dict.fromkeys(call.agent_id for call in calls
+                                          if (card := snapshot.agent(call.agent_id)) is not None and card.requires_approval))
+            if waiting:
+                raise ApprovalRequired(
+                    f"the dispatch to {', '.join(map(repr, waiting))} awaits approval: resume run {ctx.run.id} to approve it "
+                    f"(orchestra resume {ctx.run.id})", agent_ids=waiting,
+                )
         return {"round": round + 1, "dispatch": (step_id, round, calls)}
 
     def _route(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:

@@ -28,7 +28,8 @@ Bad input answers 400 with OpenAI's error body (``{"error": {"message", "type", 
 field, 404 for an unknown model, id or run, 409 for an id the registry holds or a run that cannot be resumed (an
 ok run with no failed step, a run still running: the message says why); nothing is stored. A run that fails
 while answering is stored with its error and answers 502 (a model or an agent failed: the upstream of this
-gateway) or 500 (a budget ran out, a router failed), with the run id.
+gateway) or 500 (a budget ran out, a router failed), with the run id. A run that paused for approval (an agent
+whose card ``requires_approval``) answers 409 with code ``approval_required`` and its run id: resuming it approves.
 
 FastAPI and uvicorn come with the ``serve`` extra. The module imports them only in `create_app` and `serve`,
 so the rest of Orchestra runs without them.
@@ -44,12 +45,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import (
     AgentError,
-    PolicyError,
+    ApprovalRequired,
     ConfigurationError,
     DuplicateIdError,
     ModelError,
     NotFoundError,
     OrchestraError,
+    PolicyError,
     UnknownRouterError,
 )
 from orchestra.policies import Budget, RoutingPolicy
@@ -184,7 +186,10 @@ def _usage(result: "RunResult") -> dict[str, int]:
 def _failure(result: "RunResult") -> tuple[int, dict[str, Any]]:
     """The status and body of a run that failed while answering (it is stored, with its error)."""
     error = result.error
-    status = 502 if isinstance(error, (ModelError, AgentError)) else 500  # the agents and models are the upstream
+    if isinstance(error, ApprovalRequired):  # not a failure: the run waits for POST /orchestra/runs/{id}/resume
+        status = 409
+    else:
+        status = 502 if isinstance(error, (ModelError, AgentError)) else 500  # the agents and models are the upstream
     body = _error_body(str(error), type(error).__name__, code=getattr(error, "code", None), run_id=result.run_id)
     return status, body
 

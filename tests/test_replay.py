@@ -776,3 +776,43 @@ def test_a_run_s_status_label_says_what_it_replays_or_resumes() -> None:
     assert RunRecord(**base, replay_of="a" * 32, replay_mode="exact").status_label() == "ok (exact replay)"
     assert RunRecord(**base | {"status": "error"}, replay_of="a" * 32, replay_mode="counterfactual").status_label() == "error (counterfactual replay)"
     assert RunRecord(**base, replay_of="3f9a0c12" + "0" * 24, replay_mode="resume").status_label() == "ok (resume of 3f9a0c12)"
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_dispatch_to_an_agent_that_requires_approval_pauses_the_run_and_resuming_it_approves(asynchronous: bool) -> None:
+    """Human in the loop: a tool with side effects is called only once a human approved the decision. The run
+    pauses after its decision (interrupted, ApprovalRequired naming the agent, nothing called); resuming approves."""
+    import asyncio
+
+    from orchestra import ApprovalRequired, aresume, resume
+
+    orch = Orchestra(store=InMemoryStore())
+    paid: list[str] = []
+    orch.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", requires_approval=True), implementation=lambda q: paid.append(q) or "paid")
+    orch.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
+    workflow = orch.workflow(FunctionRouter(_dispatch_all))
+    paused = asyncio.run(workflow.arun("pay invoice 7")) if asynchronous else workflow.run("pay invoice 7")
+
+    assert paused.status == "interrupted" and isinstance(paused.error, ApprovalRequired) and paused.error.agent_ids == ("pay",)
+    assert f"resume run {paused.run_id}" in str(paused.error) and paid == [] and paused.observations == ()
+    stored = orch.store.get_run(paused.run_id)
+    assert [step.kind for step in stored.steps] == ["decision", "error"] and stored.run.error["type"] == "ApprovalRequired"
+
+    approved = asyncio.run(aresume(orch, paused.run_id)) if asynchronous else resume(orch, paused.run_id)
+    assert approved.status == "ok" and paid == ["pay invoice 7"] and {o.agent_id for o in approved.observations} == {"pay", "calc"}
+    assert replay(orch, approved.run_id).status == "ok" and paid == ["pay invoice 7"]  # an exact replay pays nothing again
+
+
+def test_a_decision_without_an_agent_that_requires_approval_runs_through_and_an_exact_replay_of_a_pause_pauses_again() -> None:
+    from orchestra import ApprovalRequired
+
+    orch = Orchestra(store=InMemoryStore())
+    orch.registry.add_agent(AgentCard(id="pay", description="Pays.", requires_approval=True), implementation=lambda q: "paid")
+    orch.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
+    only_calc = orch.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="calc", query=s.query),)), name="calc-only"))
+    assert only_calc.run("6*7?").answer == "42"
+    paused = orch.workflow(FunctionRouter(_dispatch_all)).run("pay")
+    again = replay(orch, paused.run_id)
+    assert again.status == "interrupted" and isinstance(again.error, ApprovalRequired)
+    with pytest.raises(Exception, match="requires_approval"):
+        AgentCard.parse({"id": "x", "description": "x", "requires_approval": "maybe"})

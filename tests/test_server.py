@@ -238,3 +238,16 @@ def test_a_resume_refused_says_why_with_its_status_and_stores_nothing(body: Any,
     assert names in response.json()["error"]["message"]
     assert [run.id for run in app.store.list_runs()] == [original]
     assert len(models.models["m3"].calls) == 0
+
+
+def test_a_run_paused_for_approval_answers_409_and_resuming_it_over_http_approves(served) -> None:
+    app, client = served
+    paid: list[str] = []
+    app.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", requires_approval=True), implementation=lambda q: paid.append(q) or "paid")
+    with pytest.raises(openai.APIStatusError) as raised:
+        sdk(client).chat.completions.create(model="team", messages=[{"role": "user", "content": "Pay invoice 7"}])
+    assert raised.value.status_code == 409 and raised.value.body["code"] == "approval_required" and paid == []
+    run_id = raised.value.response.json()["orchestra"]["run_id"]
+    assert app.store.get_run(run_id).run.status == "interrupted"
+    response = client.post(f"/orchestra/runs/{run_id}/resume")
+    assert response.status_code == 201 and response.json()["run"]["status"] == "ok" and paid == ["Pay invoice 7"]

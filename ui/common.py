@@ -135,6 +135,7 @@ _PLAIN_WORDS = {
     "UnknownAgentError": "The router chose an agent that is not in the registry.",
     "DecisionError": "The router could not reach a decision.",
     "BudgetExceeded": "The run's budget ran out before an answer was reached.",
+    "ApprovalRequired": "The run waits for your approval before calling an agent that requires it: Resume it on the Runs page to approve.",
     "ReplayMismatch": "The replay did not follow the recording.",
     "StoreError": "The trace store could not be reached.",
     "UnknownRouterError": "There is no router by that name.",
