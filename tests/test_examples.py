@@ -31,7 +31,16 @@ def check_train_router_on_data(result: dict[str, Any]) -> None:
     assert result["after_answer"].startswith("[travel:exchange_rate]")
 
 
+def check_durable_runs(result: dict[str, Any]) -> None:
+    assert result["first_status"] == "ok" and result["weather_attempts"] == 3 and result["first_failed"] == ["ledger"]
+    assert result["resumed_status"] == "ok" and "1,240.00 EUR" in result["resumed_answer"] and "18 °C" in result["resumed_answer"]
+    assert result["weather_calls_on_resume"] == 0 and result["ledger_calls_on_resume"] == 1  # served, not called again
+    assert result["paused_status"] == "interrupted" and result["paused_agents"] == ["pay"]
+    assert result["approved_status"] == "ok" and result["paid"] == ["Pay invoice 7"]  # paid once, after approval
+
+
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {
+    "durable_runs": check_durable_runs,
     "onboard_and_replay": check_onboard_and_replay,
     "train_router_on_data": check_train_router_on_data,
 }
