@@ -158,6 +158,19 @@ def _failed_steps(trace: RunTrace) -> list[StepRecord]:
     return failed
 
 
+def _resume_of(app: Orchestra, run: RunRecord) -> RunRecord | None:
+    """The run that resumed ``run`` already, if any (a resume is stored in its original's session)."""
+    page, offset = 200, 0
+    while True:
+        found = app.store.list_runs(session_id=run.session_id, limit=page, offset=offset)
+        for other in found:
+            if other.replay_of == run.id and other.replay_mode == "resume":
+                return other
+        if len(found) < page:
+            return None
+        offset += page
+
+
 def _resumed(app: Orchestra, run_id: str, budget: Budget | None, aggregator: Aggregator | None) -> tuple[Workflow, dict[str, Any]]:
     """The workflow a resume of ``run_id`` runs on, and what its run starts with; refuses (before anything is
     stored) a run there is nothing to resume of, or that cannot be resumed."""
@@ -177,6 +190,13 @@ def _resumed(app: Orchestra, run_id: str, budget: Budget | None, aggregator: Agg
         raise ConfigurationError(
             f"run {run.id} ended ok and no step of it failed: there is nothing to resume; replay it to see it again "
             f"(orchestra replay {run.id})"
+        )
+    earlier = _resume_of(app, run)
+    if earlier is not None:
+        # twice resumed, what the first resume did live would be done again: a payment approved twice, paid twice
+        raise ConfigurationError(
+            f"run {run.id} was already resumed, as run {earlier.id} ({earlier.status}): resume that run instead, if a step "
+            f"of it failed (orchestra resume {earlier.id})"
         )
     router = _rebuild_router(trace)
     if isinstance(router, RecordedRouter) and (router.multi_round or 0 not in router._decisions):
@@ -236,8 +256,9 @@ def resume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggrega
     ``"live"``; its ``meta["resumed"]`` names the original run, how it ended and the steps that had failed.
 
     Refused with `ConfigurationError`, nothing stored: an unknown run id (`NotFoundError`), a run still running, a
-    run that ended ok with no failed step (nothing to resume: replay it), a run of an aggregator of your own
-    without ``aggregator`` given (as `replay`)."""
+    run that ended ok with no failed step (nothing to resume: replay it), a run resumed already (resume its resume,
+    if that one failed: resumed twice, what the first resume did live would be done again), a run of an
+    aggregator of your own without ``aggregator`` given (as `replay`)."""
     workflow, start = _resumed(app, run_id, budget, aggregator)
     return workflow._run(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)
 

@@ -491,7 +491,7 @@ def test_a_run_stopped_by_its_budget_is_resumed_with_a_larger_one() -> None:
     """max_calls stops the dispatch before any call; max_cost_usd stops the second call (run one at a time) once the
     first had spent the budget. Resumed with a larger budget each completes, the first call served; resumed with the
     original budget the served cost counts against it, and the run stops again."""
-    from orchestra import Budget, BudgetExceeded, resume
+    from orchestra import Budget, BudgetExceeded, ConfigurationError, resume
 
     orch, models = _three_agents(ScriptedModel("m3", ["three"]))
     by_calls = orch.workflow(FunctionRouter(_dispatch_all), budget=Budget(max_calls=2)).run("question")
@@ -509,7 +509,9 @@ def test_a_run_stopped_by_its_budget_is_resumed_with_a_larger_one() -> None:
     still = resume(orch, by_cost.run_id)  # the original budget: the served call already spent it
     assert isinstance(still.error, BudgetExceeded) and still.error.limit == "max_cost_usd"
     assert models.total_calls() == calls_before + 1
-    done = resume(orch, by_cost.run_id, budget=Budget(max_cost_usd=1.0, max_parallel_calls=1))
+    with pytest.raises(ConfigurationError, match=f"already resumed, as run {still.run_id}"):
+        resume(orch, by_cost.run_id, budget=Budget(max_cost_usd=1.0, max_parallel_calls=1))  # its resume is the one to resume
+    done = resume(orch, still.run_id, budget=Budget(max_cost_usd=1.0, max_parallel_calls=1))
     assert done.status == "ok" and done.answer == "**a1**: one\n\n**a2**: two", done.error
     assert models.total_calls() == calls_before + 2  # only a2 was called
     assert done.cost_usd == pytest.approx(sum(obs.cost_usd or 0 for obs in done.observations)) and done.cost_usd > 1e-6
@@ -816,3 +818,18 @@ def test_a_decision_without_an_agent_that_requires_approval_runs_through_and_an_
     assert again.status == "interrupted" and isinstance(again.error, ApprovalRequired)
     with pytest.raises(Exception, match="requires_approval"):
         AgentCard.parse({"id": "x", "description": "x", "requires_approval": "maybe"})
+
+
+def test_a_run_resumed_already_is_refused_naming_its_resume_so_an_approved_payment_is_never_made_twice() -> None:
+    from orchestra import ConfigurationError, resume
+
+    orch = Orchestra(store=InMemoryStore())
+    paid: list[str] = []
+    orch.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", requires_approval=True), implementation=lambda q: paid.append(q) or "paid")
+    paused = orch.workflow(FunctionRouter(_dispatch_all)).run("pay invoice 7")
+    approved = resume(orch, paused.run_id)
+    assert approved.status == "ok" and paid == ["pay invoice 7"]
+    runs_before = [run.id for run in orch.store.list_runs()]
+    with pytest.raises(ConfigurationError, match=f"already resumed, as run {approved.run_id}"):
+        resume(orch, paused.run_id)
+    assert paid == ["pay invoice 7"] and [run.id for run in orch.store.list_runs()] == runs_before

@@ -886,11 +886,19 @@ def test_runs_page_resumes_a_run_whose_third_agent_failed_and_shows_it_beside_th
     # the fix: the third agent re-onboarded on a function that answers; resumed again, the run is whole
     (tmp_path / "ui_test_fixed.py").write_text("def third(query):\n    return 'three: ' + query\n")
     app.registry.update_agent(AgentCard(id="a3", description="Answers.", backend="function", function="ui_test_fixed:third"))
+    # the original was resumed already: resumed twice, what its resume did live would be done again; refused, naming
+    # the resume, which is the run to resume now
+    (first_resume,) = [run for run in app.store.list_runs() if run.replay_of == original.run_id]
+    before = stored()
+    page.button(key="runs_resume").click().run()
+    refusal = [e.value for e in page.error if e.value.startswith("This run cannot be resumed:")]
+    assert refusal and f"already resumed, as run {first_resume.id}" in refusal[0] and stored() == before
+    page.selectbox(key="runs_selected").set_value(first_resume.id).run()
     page.button(key="runs_resume").click().run()
     assert not page.exception
-    resumes = [run for run in app.store.list_runs() if run.replay_of == original.run_id]
-    assert len(resumes) == 2 and all(run.replay_mode == "resume" and run.status == "ok" for run in resumes)
-    resumed = resumes[0]  # the newest
+    (resumed,) = [run for run in app.store.list_runs() if run.replay_of == first_resume.id]
+    assert resumed.replay_mode == "resume" and resumed.status == "ok"
+    original = first_resume  # what this resume resumed, shown beside it
     assert resumed.answer == "**a1**: echo: question\n\n**a2**: QUESTION!\n\n**a3**: three: question"
     verdict = [s.value for s in page.success if s.value.startswith("Resume:")]
     assert verdict == [f"Resume: 3 steps served from the record, 2 run live; the resumed run is ok. Its answer: {resumed.answer}"], \
@@ -899,14 +907,14 @@ def test_runs_page_resumes_a_run_whose_third_agent_failed_and_shows_it_beside_th
     assert headings == ["#### Original · all", "#### Resume · all"]
     assert [s.value for s in page.success].count(resumed.answer) == 1  # the new answer in its panel, beside the original's
     rows = page.dataframe[0].value
-    assert list(rows[rows["run"] == resumed.id]["status"]) == [f"ok (resume of {original.run_id[:8]})"]
+    assert list(rows[rows["run"] == resumed.id]["status"]) == [f"ok (resume of {original.id[:8]})"]
     assert not any("replay" in text.lower() for text in verdict + headings[1:])
 
     # opened by itself, the resumed run says what it resumed and sits beside its original (the two resumes, of one
     # query and status and often started in the same second, are told apart in the run list: it opens the one chosen)
     page.selectbox(key="runs_selected").set_value(resumed.id).run()
     assert [h.value for h in page.subheader][0] == f"Run {resumed.id}"
-    assert any(c.value == f"Resume of run `{original.run_id}`: 3 steps served from the record, 2 run live." for c in page.caption)
+    assert any(c.value == f"Resume of run `{original.id}`: 3 steps served from the record, 2 run live." for c in page.caption)
     assert [m.value for m in page.markdown if m.value.startswith("#### ")] == ["#### Original · all", "#### Resume · all"]
     assert not [b for b in page.button if b.key == "runs_resume"]  # it ended ok with nothing failed
 
