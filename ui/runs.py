@@ -4,6 +4,7 @@ succeeded served from the record, the rest run live), and read the two side by s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -247,21 +248,21 @@ def _resumable(trace: RunTrace) -> bool:
     return trace.run.status != "ok" or any(_failed(step) for step in trace.steps)
 
 
-def _resume(app: Orchestra, run_id: str) -> None:
+def _run_again(run_id: str, make: Callable[[], Any], error_key: str, refused: str | None = None) -> None:
+    """Make a replay or a resume of ``run_id`` (``make()``), then draw the page again with the new run beside it. A
+    failure is told in words under ``error_key``; with ``refused``, a `ConfigurationError` (the run is not one this
+    can be done to) reads ``refused: why``."""
     try:
-        result = resume(app, run_id)
-    except ConfigurationError as exc:  # resume's own refusal: the run is not one it can resume, and why
-        gone = isinstance(exc, NotFoundError)
-        st.session_state["runs_resume_error"] = explain_error(exc) if gone else f"This run cannot be resumed: {exc}"
-        return
+        result = make()
     except OrchestraError as exc:
-        st.session_state["runs_resume_error"] = explain_error(exc)
+        plain_refusal = refused and isinstance(exc, ConfigurationError) and not isinstance(exc, NotFoundError)
+        st.session_state[error_key] = f"{refused}: {exc}" if plain_refusal else explain_error(exc)
         return
-    except Exception as exc:  # noqa: BLE001 - told in words; the resumed run (if any) is in the store
-        st.session_state["runs_resume_error"] = f"Unexpected failure: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - told in words; the new run (if any) is in the store
+        st.session_state[error_key] = f"Unexpected failure: {type(exc).__name__}: {exc}"
         return
     st.session_state.setdefault(REPLAYS, {}).setdefault(run_id, []).append(result.run_id)
-    st.rerun()  # the table above was drawn before the resume: draw the page again with the new run in it
+    st.rerun()  # the table above was drawn before the new run: draw the page again with it
 
 
 def _resume_controls(app: Orchestra, trace: RunTrace) -> None:
@@ -273,23 +274,10 @@ def _resume_controls(app: Orchestra, trace: RunTrace) -> None:
                "models as they are now. This run stays as it is.")
     if st.button("Resume this run", key="runs_resume", type="primary"):
         with st.spinner("Resuming…"):
-            _resume(app, trace.run.id)
+            _run_again(trace.run.id, lambda: resume(app, trace.run.id), "runs_resume_error", "This run cannot be resumed")
     problem = st.session_state.pop("runs_resume_error", None)
     if problem:
         st.error(as_typed(problem), icon=":material/error:")
-
-
-def _replay(app: Orchestra, run_id: str, router: str | None, options: dict[str, Any]) -> None:
-    try:
-        result = replay(app, run_id, router=router, **options)
-    except OrchestraError as exc:
-        st.session_state["runs_replay_error"] = explain_error(exc)
-        return
-    except Exception as exc:  # noqa: BLE001 - told in words; the replay run (if any) is in the store
-        st.session_state["runs_replay_error"] = f"Unexpected failure: {type(exc).__name__}: {exc}"
-        return
-    st.session_state.setdefault(REPLAYS, {}).setdefault(run_id, []).append(result.run_id)
-    st.rerun()  # the table above was drawn before the replay: draw the page again with the new run in it
 
 
 def _replay_controls(app: Orchestra, trace: RunTrace) -> None:
@@ -301,7 +289,7 @@ def _replay_controls(app: Orchestra, trace: RunTrace) -> None:
                    "decisions must match the recording.")
         if st.button("Replay exactly", key="runs_replay_exact", type="primary"):
             with st.spinner("Replaying…"):
-                _replay(app, run.id, None, {})
+                _run_again(run.id, lambda: replay(app, run.id), "runs_replay_error")
     with right:
         names = routers()
         # "all" (every agent answers) is the plainest contrast; else the first router that is not the run's own
@@ -316,7 +304,7 @@ def _replay_controls(app: Orchestra, trace: RunTrace) -> None:
                 st.session_state["runs_replay_error"] = explain_error(exc)
             else:
                 with st.spinner(f"Running the query again with {other}…"):
-                    _replay(app, run.id, other, options)
+                    _run_again(run.id, lambda: replay(app, run.id, router=other, **options), "runs_replay_error")
     problem = st.session_state.pop("runs_replay_error", None)
     if problem:
         st.error(problem, icon=":material/error:")
