@@ -938,3 +938,25 @@ def test_the_steps_table_says_how_many_attempts_a_retried_call_took_and_what_fai
     trace = app.store.get_run(app.workflow("all", aggregator=PassThrough()).run("weather?").run_id)
     (what,) = [row["what"] for row in step_rows(trace) if row["step"] == "call"]
     assert what.startswith("after 2 attempts (first:") and "reset by peer" in what and what.endswith("sunny")
+
+
+def test_a_chat_answer_that_waits_for_approval_is_approved_in_the_chat_and_runs_then(store: str) -> None:
+    """An agent whose card requires approval: the chat said only that the run was interrupted. It now says who waits
+    for approval, calls nothing, and its Approve button resumes the run, whose answer takes the message's place."""
+    app = _add_echo(store)
+    app.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", backend="function", function="ui_test_agents:shout",
+                                     requires_approval=True))
+    at = _start(chat_page)
+    _choose(at)
+    _say(at, "pay invoice 7")
+    warnings = [w.value for w in at.warning if "waits for your approval" in w.value]
+    assert warnings and "**pay**" in warnings[0] and "echo: pay invoice 7" not in _assistant_texts(at)[-1]
+    (paused,) = app.store.list_runs()
+    assert paused.status == "interrupted"
+
+    at.button(key="chat_approve_1").click().run()
+    assert not at.exception, at.exception
+    assert not [w for w in at.warning if "waits for your approval" in w.value]
+    assert "PAY INVOICE 7!" in _assistant_texts(at)[-1] and "echo: pay invoice 7" in _assistant_texts(at)[-1]
+    resumed = [run for run in app.store.list_runs() if run.replay_of == paused.id]
+    assert len(resumed) == 1 and resumed[0].status == "ok" and resumed[0].replay_mode == "resume"

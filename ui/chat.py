@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from orchestra import NotFoundError, Orchestra, OrchestraError, RunEvent, RunResult, RunTrace
+from orchestra import ApprovalRequired, NotFoundError, Orchestra, OrchestraError, RunEvent, RunResult, RunTrace, resume
 
 from orchestra.ui.common import (
     RunSettings,
@@ -60,6 +60,14 @@ def _show_message(app: Orchestra, message: dict[str, Any], index: int) -> None:
     with st.chat_message(message["role"]):
         if message.get("error"):
             st.error(as_typed(message["error"]), icon=":material/error:")
+        if message.get("awaiting"):
+            agents = ", ".join(f"**{agent_id}**" for agent_id in message["awaiting"])
+            st.warning(f"This answer waits for your approval: the router chose {agents}, whose card asks for it before "
+                       "each call. Nothing has been called yet.", icon=":material/front_hand:")
+            if st.button("Approve and run", key=f"chat_approve_{index}", type="primary"):
+                with st.spinner("Running the approved calls…"):
+                    _messages()[index] = _approved(app, message["run_id"])
+                st.rerun()
         if message.get("content"):
             st.markdown(as_typed(message["content"]))
         if message.get("out_of_scope"):
@@ -95,6 +103,24 @@ def _failure_text(result: RunResult) -> str:
     if failed and len(failed) == len(result.observations) and model_failures:
         return f"{explain_error(model_failures[0])} Every agent asked failed, so there is no answer."
     return explain_error(result.error)
+
+
+def _reply(result: RunResult) -> dict[str, Any]:
+    """The assistant message to keep for a finished run: its answer, why it failed, or what awaits approval."""
+    if isinstance(result.error, ApprovalRequired):
+        return {"role": "assistant", "content": "", "awaiting": list(result.error.agent_ids), "run_id": result.run_id}
+    if result.status != "ok":
+        return {"role": "assistant", "content": "", "error": _failure_text(result), "run_id": result.run_id}
+    return {"role": "assistant", "content": result.answer or "", "run_id": result.run_id, "out_of_scope": result.out_of_scope}
+
+
+def _approved(app: Orchestra, run_id: str) -> dict[str, Any]:
+    """The run paused for approval, resumed: approving it is resuming it (its decision served, its calls made)."""
+    try:
+        return _reply(resume(app, run_id))
+    except OrchestraError as exc:
+        return {"role": "assistant", "content": "", "error": f"The approved run could not be resumed: {explain_error(exc)}",
+                "run_id": run_id}
 
 
 def _answer(app: Orchestra, settings: RunSettings, query: str) -> dict[str, Any]:
@@ -137,17 +163,14 @@ def _answer(app: Orchestra, settings: RunSettings, query: str) -> dict[str, Any]
         return {"role": "assistant", "content": "", "error": f"Unexpected failure: {type(exc).__name__}: {exc}"}
     assert result is not None
     st.session_state[SESSION] = result.session_id
-    if result.status != "ok":
+    if isinstance(result.error, ApprovalRequired):
+        status.update(label="Waiting for your approval", state="complete", expanded=False)
+    elif result.status != "ok":
         status.update(label="The run failed", state="error", expanded=False)
-        return {"role": "assistant", "content": "", "error": _failure_text(result), "run_id": result.run_id}
-    answered = ", ".join(obs.agent_id for obs in result.observations if obs.ok) or "the router"
-    status.update(label=f"Answered by {answered} in {result.latency_ms:.0f} ms", state="complete", expanded=False)
-    return {
-        "role": "assistant",
-        "content": result.answer or "",
-        "run_id": result.run_id,
-        "out_of_scope": result.out_of_scope,
-    }
+    else:
+        answered = ", ".join(obs.agent_id for obs in result.observations if obs.ok) or "the router"
+        status.update(label=f"Answered by {answered} in {result.latency_ms:.0f} ms", state="complete", expanded=False)
+    return _reply(result)
 
 
 def render() -> None:
