@@ -4,12 +4,15 @@ a run that failed: what succeeded served from the record, what failed or never r
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 
 from orchestra.aggregate import Aggregator, PassThrough, build_aggregator
-from orchestra.errors import ConfigurationError, DecisionError, ReplayMismatch
+from orchestra.errors import ConfigurationError, DecisionError, DuplicateIdError, ReplayMismatch
 from orchestra.policies import Budget, RoutingPolicy
 from orchestra.routing import BaseRouter, Decision, Dispatch, Finish, Router, RouterState, Turn, load_router
 from orchestra.trace import RunRecord, RunTrace, StepRecord
@@ -158,6 +161,12 @@ def _failed_steps(trace: RunTrace) -> list[StepRecord]:
     return failed
 
 
+def resume_id(run_id: str) -> str:
+    """The id of run ``run_id``'s resume: one per run, so that two resumes started at once (two processes, two
+    clicks) cannot both be stored: the second is refused by the store as a taken id."""
+    return hashlib.sha256(f"{run_id}:resume".encode()).hexdigest()[:32]
+
+
 def _resume_of(app: Orchestra, run: RunRecord) -> RunRecord | None:
     """The run that resumed ``run`` already, if any (a resume is stored in its original's session)."""
     page, offset = 200, 0
@@ -224,8 +233,24 @@ def _resumed(app: Orchestra, run_id: str, budget: Budget | None, aggregator: Agg
             for step in failed
         ],
     }
-    start = {"history": history, "recording": _Resume(trace), "replay_of": run.id, "replay_mode": "resume", "meta": {"resumed": what}}
+    start = {"history": history, "recording": _Resume(trace), "replay_of": run.id, "replay_mode": "resume", "meta": {"resumed": what},
+             "run_id": resume_id(run.id)}
     return workflow, {"query": run.query, "session_id": run.session_id, "routing": None, **start}
+
+
+@contextmanager
+def _one_resume(start: dict[str, Any]) -> Iterator[None]:
+    """A resume of a run that another resume, started at the same moment, has stored first: refused as resumed."""
+    original, taken = start["replay_of"], start["run_id"]
+    try:
+        yield
+    except DuplicateIdError as exc:
+        if (exc.kind, exc.id) != ("run", taken):
+            raise
+        raise ConfigurationError(
+            f"run {original} was already resumed, as run {taken} (started at the same moment, elsewhere): resume that run "
+            f"instead, if a step of it failed (orchestra resume {taken})"
+        ) from None
 
 
 def resume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None) -> RunResult:
@@ -260,10 +285,12 @@ def resume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggrega
     if that one failed: resumed twice, what the first resume did live would be done again), a run of an
     aggregator of your own without ``aggregator`` given (as `replay`)."""
     workflow, start = _resumed(app, run_id, budget, aggregator)
-    return workflow._run(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)
+    with _one_resume(start):
+        return workflow._run(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)
 
 
 async def aresume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None) -> RunResult:
     """Async twin of `resume`: the live steps call agents and models through their async interfaces."""
     workflow, start = _resumed(app, run_id, budget, aggregator)
-    return await workflow._arun(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)
+    with _one_resume(start):
+        return await workflow._arun(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)

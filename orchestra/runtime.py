@@ -1596,6 +1596,7 @@ class Workflow:
         replay_mode: Literal["exact", "counterfactual", "resume"] | None = None,
         meta: Mapping[str, Any] | None = None,
         config: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> tuple[_RunContext, dict[str, Any], RunnableConfig]:
         _expect("query", query, lambda value: isinstance(value, str) and bool(value.strip()), "a non-empty string")
         passed = _passed_config(config)
@@ -1613,6 +1614,7 @@ class Workflow:
         policy = routing or self.routing
         describe = getattr(self.router, "describe", None)
         run = RunRecord(
+            **({"id": run_id} if run_id else {}),
             session_id=session_id,
             query=query,
             router=getattr(self.router, "name", type(self.router).__name__),

@@ -833,3 +833,26 @@ def test_a_run_resumed_already_is_refused_naming_its_resume_so_an_approved_payme
     with pytest.raises(ConfigurationError, match=f"already resumed, as run {approved.run_id}"):
         resume(orch, paused.run_id)
     assert paid == ["pay invoice 7"] and [run.id for run in orch.store.list_runs()] == runs_before
+
+
+def test_two_resumes_of_one_run_started_at_once_cannot_both_be_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal of a second resume read the store: two resumes started at the same moment (two processes, two
+    clicks) both passed it, and an approved payment was paid twice. A run's resume now has one id, which the
+    store refuses to take twice."""
+    import importlib
+
+    from orchestra import ConfigurationError, resume
+
+    replay_module = importlib.import_module("orchestra.replay")  # the module: orchestra.replay is also the function
+
+    orch = Orchestra(store=InMemoryStore())
+    paid: list[str] = []
+    orch.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", requires_approval=True), implementation=lambda q: paid.append(q) or "paid")
+    paused = orch.workflow(FunctionRouter(_dispatch_all)).run("pay invoice 7")
+    monkeypatch.setattr(replay_module, "_resume_of", lambda app, run: None)  # the other resume not seen yet: the race
+    first = resume(orch, paused.run_id)
+    assert first.run_id == replay_module.resume_id(paused.run_id) and paid == ["pay invoice 7"]
+    runs_before = [run.id for run in orch.store.list_runs()]
+    with pytest.raises(ConfigurationError, match=f"already resumed, as run {first.run_id} \\(started at the same moment"):
+        resume(orch, paused.run_id)
+    assert paid == ["pay invoice 7"] and [run.id for run in orch.store.list_runs()] == runs_before
