@@ -622,9 +622,8 @@ def resume(
     install_profile(orch, profile)
     result = resume_run(orch, run_id, budget=limits)
     trace = orch.store.get_run(result.run_id)
-    resumed = [step.response["resumed"] for step in trace.steps if step.kind in ("decision", "call", "aggregate") and "resumed" in step.response]
-    err_console.print(f"[dim]resumed run {escape(run_id)}: {resumed.count('served')} step{'' if resumed.count('served') == 1 else 's'} served "
-                      f"from the record, {resumed.count('live')} live[/]")
+    served, live = trace.resumed_counts()
+    err_console.print(f"[dim]resumed run {escape(run_id)}: {served} step{'' if served == 1 else 's'} served from the record, {live} live[/]")
     console.print(render_trace(trace))
     raise typer.Exit(0 if result.status == "ok" else 1)
 

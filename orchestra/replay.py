@@ -150,15 +150,9 @@ def _failed_steps(trace: RunTrace) -> list[StepRecord]:
     """The steps of a run that a resume would do again: decisions, agent calls and aggregations that failed, agents a
     decision named that the registry did not hold, and an aggregation that listed the answers because its model
     failed (`Refine`'s ``refine_failed``)."""
-    failed = []
-    for step in trace.steps:
-        if step.kind in ("decision", "call", "aggregate") and step.error:
-            failed.append(step)
-        elif step.kind == "error" and step.agent_id:  # a dispatched agent the registry did not hold
-            failed.append(step)
-        elif step.kind == "aggregate" and (step.response.get("meta") or {}).get("refine_failed"):
-            failed.append(step)
-    return failed
+    # an error step with an agent: a dispatched agent the registry did not hold
+    return [step for step in trace.steps
+            if (step.kind in ("decision", "call", "aggregate") and step.failed) or (step.kind == "error" and step.agent_id)]
 
 
 def resume_id(run_id: str) -> str:
@@ -167,17 +161,13 @@ def resume_id(run_id: str) -> str:
     return hashlib.sha256(f"{run_id}:resume".encode()).hexdigest()[:32]
 
 
-def _resume_of(app: Orchestra, run: RunRecord) -> RunRecord | None:
-    """The run that resumed ``run`` already, if any (a resume is stored in its original's session)."""
-    page, offset = 200, 0
-    while True:
-        found = app.store.list_runs(session_id=run.session_id, limit=page, offset=offset)
-        for other in found:
-            if other.replay_of == run.id and other.replay_mode == "resume":
-                return other
-        if len(found) < page:
-            return None
-        offset += page
+def _resumed_already(original: str, resume: str, how: str) -> ConfigurationError:
+    """The refusal of a second resume of run ``original``, which ``resume`` resumed (``how``: its status, or how
+    it was found): resumed twice, what the first resume did live would be done again, a payment approved twice."""
+    return ConfigurationError(
+        f"run {original} was already resumed, as run {resume} ({how}): resume that run instead, if a step of it failed "
+        f"(orchestra resume {resume})"
+    )
 
 
 def _resumed(app: Orchestra, run_id: str, budget: Budget | None, aggregator: Aggregator | None) -> tuple[Workflow, dict[str, Any]]:
@@ -200,13 +190,9 @@ def _resumed(app: Orchestra, run_id: str, budget: Budget | None, aggregator: Agg
             f"run {run.id} ended ok and no step of it failed: there is nothing to resume; replay it to see it again "
             f"(orchestra replay {run.id})"
         )
-    earlier = _resume_of(app, run)
-    if earlier is not None:
-        # twice resumed, what the first resume did live would be done again: a payment approved twice, paid twice
-        raise ConfigurationError(
-            f"run {run.id} was already resumed, as run {earlier.id} ({earlier.status}): resume that run instead, if a step "
-            f"of it failed (orchestra resume {earlier.id})"
-        )
+    earlier = app.store.list_runs(id_prefix=resume_id(run.id), limit=1)
+    if earlier:
+        raise _resumed_already(run.id, earlier[0].id, earlier[0].status)
     router = _rebuild_router(trace)
     if isinstance(router, RecordedRouter) and (router.multi_round or 0 not in router._decisions):
         # its recorded decisions can be served, but a decision made anew needs the router itself: a multi-round one
@@ -247,10 +233,7 @@ def _one_resume(start: dict[str, Any]) -> Iterator[None]:
     except DuplicateIdError as exc:
         if (exc.kind, exc.id) != ("run", taken):
             raise
-        raise ConfigurationError(
-            f"run {original} was already resumed, as run {taken} (started at the same moment, elsewhere): resume that run "
-            f"instead, if a step of it failed (orchestra resume {taken})"
-        ) from None
+        raise _resumed_already(original, taken, "started at the same moment, elsewhere") from None
 
 
 def resume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None) -> RunResult:

@@ -432,11 +432,6 @@ class _Recording:
         return step.request.get("model_requested", step.model_id) == model_id and recorded == [m.model_dump() for m in messages]
 
 
-def _failed_aggregate(step: StepRecord) -> bool:
-    """An aggregation that failed, or that fell back to listing the answers because its model failed (`Refine`)."""
-    return bool(step.error) or bool((step.response.get("meta") or {}).get("refine_failed"))
-
-
 class _Resume(_Recording):
     """What a resumed run serves: the original run's successful steps up to the first that must run again.
 
@@ -493,7 +488,7 @@ class _Resume(_Recording):
 
     def served_aggregate(self) -> StepRecord | None:
         with self.lock:
-            if self.live or self.changed or self.aggregate is None or _failed_aggregate(self.aggregate):
+            if self.live or self.changed or self.aggregate is None or self.aggregate.failed:
                 return None
             return self.aggregate
 
@@ -1175,12 +1170,13 @@ class Workflow:
             [call.agent_id for call in decision.calls if snapshot.agent(call.agent_id) is None and call.agent_id not in ctx.own_agents]
             if isinstance(decision, Dispatch) else []
         )
-        gated = True
+        gate: RegistrySnapshot | None = snapshot
         if ctx.exact:
             assert ctx.recording is not None
             recorded_step = ctx.recording.decision_step(round)
             # a decision a resume served was approved by that resume: its replay does not pause where it did not
-            gated = recorded_step.response.get("resumed") != "served"
+            if recorded_step.response.get("resumed") == "served":
+                gate = None
             if recorded_step.error:
                 failed = f"{recorded_step.error.get('type')}: {recorded_step.error.get('message')}"
                 raise ReplayMismatch(f"round {round}: the router decided where the original failed ({failed})")
@@ -1197,7 +1193,7 @@ class Workflow:
                 latency_ms=(time.perf_counter() - started) * 1000,
             )
         )
-        return self._dispatched(ctx, step_id, round, decision, unknown, gated=gated)
+        return self._dispatched(ctx, step_id, round, decision, unknown, gate=gate)
 
     def _serve_decision(self, ctx: _RunContext, state: _GraphState, recorded: StepRecord) -> dict[str, Any]:
         """A resumed run's decision copied from the record, with the router's model calls (counted, as the calls'
@@ -1223,12 +1219,13 @@ class Workflow:
         return self._dispatched(ctx, step_id, round, decision, unknown)
 
     def _dispatched(
-        self, ctx: _RunContext, step_id: str, round: int, decision: Dispatch | Finish, unknown: list[str], *, gated: bool = False
+        self, ctx: _RunContext, step_id: str, round: int, decision: Dispatch | Finish, unknown: list[str], *,
+        gate: RegistrySnapshot | None = None,
     ) -> dict[str, Any]:
         """After a decision was recorded: the run's answer for a `Finish`, else the calls to fan out (the agents the
-        registry does not hold recorded as errors). ``gated``: a decision just made, which stops the run with
-        `ApprovalRequired` if it calls an agent whose card requires approval (a decision served by a resume was
-        approved by resuming)."""
+        registry does not hold recorded as errors). ``gate``: the registry a decision just made was made on; the run
+        stops with `ApprovalRequired` if the decision calls an agent whose card there requires approval (``None``: a
+        decision served by a resume, approved by resuming)."""
         with ctx.lock:
             ctx.decisions.append(decision)
         ctx.emit("decision", step=step_id, round=round, decision=_decision_dump(decision))
@@ -1242,10 +1239,9 @@ class Workflow:
         if not calls:
             raise UnknownAgentError(unknown[0])
         ctx.tracker.check(calls=len(calls))
-        if gated:
-            snapshot = ctx.snapshot(round)
+        if gate is not None:
             waiting = tuple(dict.fromkeys(call.agent_id for call in calls
-                                          if (card := snapshot.agent(call.agent_id)) is not None and card.requires_approval))
+                                          if (card := gate.agent(call.agent_id)) is not None and card.requires_approval))
             if waiting:
                 raise ApprovalRequired(
                     f"the dispatch to {', '.join(map(repr, waiting))} awaits approval: resume run {ctx.run.id} to approve it "

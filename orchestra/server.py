@@ -328,9 +328,8 @@ def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orc
         except ConfigurationError as exc:  # resume's refusal, about the run (nothing stored): a conflict with its state
             return JSONResponse(_error_body(str(exc), type(exc).__name__, code="not_resumable"), status_code=409)
         trace = orchestra.store.get_run(result.run_id)
-        marks = [step.response.get("resumed") for step in trace.steps if step.kind in ("decision", "call", "aggregate")]
-        return {"run": trace.run.model_dump(mode="json"), "tree": trace.tree(), "resumed_from": run_id,
-                "served": marks.count("served"), "live": marks.count("live")}
+        served, live = trace.resumed_counts()
+        return {"run": trace.run.model_dump(mode="json"), "tree": trace.tree(), "resumed_from": run_id, "served": served, "live": live}
 
     return api
 

@@ -94,6 +94,12 @@ class StepRecord(BaseModel):
     seq: int | None = None
     """Order within the run, set by the store on append."""
 
+    @property
+    def failed(self) -> bool:
+        """The step failed: it has an error, or it is an aggregation that listed the answers because its model failed
+        (`Refine`'s ``refine_failed``), which a resume does again and the UI shows as failed."""
+        return bool(self.error) or (self.kind == "aggregate" and bool((self.response.get("meta") or {}).get("refine_failed")))
+
 
 class RegistryEvent(BaseModel):
     """One change to the registry; the registry at version v is every event up to v, folded."""
@@ -113,6 +119,12 @@ class RunTrace(BaseModel):
 
     run: RunRecord
     steps: list[StepRecord]
+
+    def resumed_counts(self) -> tuple[int, int]:
+        """How many of a resumed run's decisions, calls and aggregations were served from the record, and how many
+        ran live (0, 0 for any other run)."""
+        marks = [step.response.get("resumed") for step in self.steps if step.kind in ("decision", "call", "aggregate")]
+        return marks.count("served"), marks.count("live")
 
     def children(self, parent_id: str | None) -> list[StepRecord]:
         """The steps under ``parent_id`` (``None``: the top level), in the order they were stored."""

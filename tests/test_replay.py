@@ -849,7 +849,9 @@ def test_two_resumes_of_one_run_started_at_once_cannot_both_be_stored(monkeypatc
     paid: list[str] = []
     orch.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", requires_approval=True), implementation=lambda q: paid.append(q) or "paid")
     paused = orch.workflow(FunctionRouter(_dispatch_all)).run("pay invoice 7")
-    monkeypatch.setattr(replay_module, "_resume_of", lambda app, run: None)  # the other resume not seen yet: the race
+    listed = orch.store.list_runs
+    # the other resume not seen yet: the race (the lookup of the run's resume finds nothing)
+    monkeypatch.setattr(orch.store, "list_runs", lambda **filters: [] if filters.get("id_prefix") else listed(**filters))
     first = resume(orch, paused.run_id)
     assert first.run_id == replay_module.resume_id(paused.run_id) and paid == ["pay invoice 7"]
     runs_before = [run.id for run in orch.store.list_runs()]

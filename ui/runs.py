@@ -118,14 +118,10 @@ def tree_markdown(trace: RunTrace) -> str:
 
 
 def _label(run: RunRecord) -> str:
-    if run.replay_mode == "resume":
-        replay_note = f" · resume of {(run.replay_of or '')[:8]}"
-    else:
-        replay_note = f" · {run.replay_mode} replay" if run.replay_mode else ""
     query = run.query if len(run.query) <= 60 else run.query[:59] + "…"
     # the short id keeps labels apart (two replays or resumes of one run in the same second would read alike, and the
     # box, which sends back the label chosen, would open the first of them)
-    return f"{run.started_at:%m-%d %H:%M:%S} · {run.id[:8]} · {run.router} · {run.status}{replay_note} · {query}"
+    return f"{run.started_at:%m-%d %H:%M:%S} · {run.id[:8]} · {run.router} · {run.status_label()} · {query}"
 
 
 def _filters(app: Orchestra) -> list[RunRecord]:
@@ -207,14 +203,8 @@ def _compare(app: Orchestra, original: RunTrace, replayed_id: str) -> None:
         _side(replayed, f"{title} · {replayed.run.router}", key=f"replay-{replayed.run.id}")
 
 
-def _resumed_counts(trace: RunTrace) -> tuple[int, int]:
-    """How many of a resumed run's decisions, calls and aggregations were served from the record, and how many ran live."""
-    marks = [step.response.get("resumed") for step in trace.steps if step.kind in ("decision", "call", "aggregate")]
-    return marks.count("served"), marks.count("live")
-
-
 def _counts_text(trace: RunTrace) -> str:
-    served, live = _resumed_counts(trace)
+    served, live = trace.resumed_counts()
     return f"{served} step{'' if served == 1 else 's'} served from the record, {live} run live"
 
 
@@ -231,7 +221,7 @@ def _resume_verdict(resumed: RunTrace) -> None:
     # a step that failed live again (the fix not made yet): ok, but not the whole answer; it can be resumed again
     names = {"decision": "the router's decision", "aggregate": "the aggregation"}
     failed = list(dict.fromkeys(step.agent_id or names.get(step.kind, step.kind) for step in resumed.steps
-                                if step.kind in ("decision", "call", "aggregate") and _failed(step)))
+                                if step.kind in ("decision", "call", "aggregate") and step.failed))
     if failed:
         st.warning(as_typed(f"{head}; the resumed run is ok, but {', '.join(failed)} failed again (resume it once "
                             f"that is fixed). Its answer: {answer}"), icon=":material/warning:")
@@ -239,13 +229,9 @@ def _resume_verdict(resumed: RunTrace) -> None:
         st.success(as_typed(f"{head}; the resumed run is ok. Its answer: {answer}"))
 
 
-def _failed(step: StepRecord) -> bool:
-    return bool(step.error) or (step.kind == "aggregate" and bool((step.response.get("meta") or {}).get("refine_failed")))
-
-
 def _resumable(trace: RunTrace) -> bool:
     """Whether to offer Resume: the run did not end ok, or a step of it failed (`resume` has the last word)."""
-    return trace.run.status != "ok" or any(_failed(step) for step in trace.steps)
+    return trace.run.status != "ok" or any(step.failed for step in trace.steps)
 
 
 def _run_again(run_id: str, make: Callable[[], Any], error_key: str, refused: str | None = None) -> None:
