@@ -658,6 +658,7 @@ def _mount_bench() -> None:
         ("models", "orchestra.bench.models", "models_command"),
         ("r1", "orchestra.bench.r1", "r1_command"),
         ("fusion", "orchestra.bench.fusion", "fusion_command"),
+        ("compare", "orchestra.bench.compare", "compare_command"),
     ):
         try:
             command = getattr(__import__(module, fromlist=[attr]), attr)

@@ -960,3 +960,20 @@ def test_a_chat_answer_that_waits_for_approval_is_approved_in_the_chat_and_runs_
     assert "PAY INVOICE 7!" in _assistant_texts(at)[-1] and "echo: pay invoice 7" in _assistant_texts(at)[-1]
     resumed = [run for run in app.store.list_runs() if run.replay_of == paused.id]
     assert len(resumed) == 1 and resumed[0].status == "ok" and resumed[0].replay_mode == "resume"
+
+
+def test_the_routers_page_shows_what_bench_compare_prints_from_the_same_rows() -> None:
+    """The page and `orchestra bench compare` read a report through one row builder: the page's table carries the
+    comparison's CPT columns, and a figure that is not a number is missing in both rather than an error."""
+    from orchestra.bench.compare import model_row
+    from orchestra.ui.routers_page import model_table
+
+    # small (0.5, $0.001) to big (0.8, $0.01): half the gap is quality 0.65, on the chord from (0.001, 0.5) to
+    # (0.004, 0.7) at $0.00325, a share 0.325 of big's cost; four fifths, 0.74, on the next chord at $0.0064
+    report = {**_model_report("knn", [(1.0, 0.001, 0.5), (0.5, 0.004, 0.7), (0.0, 0.01, 0.8)]), "_file": "k.json"}
+    row = model_table([report])[0]
+    assert row["CPT(50%)"] == pytest.approx(0.325) and row["CPT(80%)"] == pytest.approx(0.64)
+    assert model_row(report)["gap_recovery"]["0.5"]["cost_usd"] == pytest.approx(0.00325)
+    broken = {**report, "aiq": "n/a", "best_single": {"model": "big", "quality": "?", "cost_usd": 0.01}}
+    row = model_table([broken])[0]
+    assert row["AIQ"] is None and row["CPT(50%)"] is None and row["router"] == "knn"

@@ -5,7 +5,6 @@ routers as tables per dataset. Reads whatever JSON reports are in the results fo
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +13,17 @@ from typing import Any
 import altair as alt
 import pandas as pd
 import streamlit as st
+
+from orchestra.bench.compare import (
+    agent_row,
+    distinct_labels,
+    file_variants,
+    is_agent_report,
+    is_model_report,
+    model_row,
+    number,
+    router_label,
+)
 
 __all__ = ["agent_table", "checked_model_report", "find_reports", "model_frames", "model_table", "render", "results_dir"]
 
@@ -37,14 +47,6 @@ def results_dir() -> Path:
     if here.is_dir():
         return here
     return Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-
-
-def _is_model_report(item: dict[str, Any]) -> bool:
-    return isinstance(item.get("points"), list) and isinstance(item.get("single_models"), list)
-
-
-def _is_agent_report(item: dict[str, Any]) -> bool:
-    return isinstance(item.get("test"), dict) and "regime" in item and "router" in item
 
 
 def _walk(value: Any, wanted: Callable[[dict[str, Any]], bool]) -> Iterator[dict[str, Any]]:
@@ -76,20 +78,9 @@ def find_reports(folder: Path, wanted: Callable[[dict[str, Any]], bool]) -> tupl
     return reports, problems
 
 
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, or ``None`` when it is not a number (a hand-edited or truncated report)."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _figure(value: Any, spec: str) -> str:
-    number = _number(value)
-    return "?" if number is None else format(number, spec)
+    figure = number(value)
+    return "?" if figure is None else format(figure, spec)
 
 
 def checked_model_report(report: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
@@ -104,49 +95,24 @@ def checked_model_report(report: dict[str, Any]) -> tuple[dict[str, Any] | None,
             if not isinstance(item, dict):
                 left_out.append(f"{json.dumps(item)[:40]} (not an object)")
                 continue
-            bad = [f"{field} {item.get(field)!r}" for field in ("cost_usd", "quality") if _number(item.get(field)) is None]
+            bad = [f"{field} {item.get(field)!r}" for field in ("cost_usd", "quality") if number(item.get(field)) is None]
             if bad:
                 left_out.append(f"{what(item)} ({', '.join(bad)}: not a number)")
                 continue
-            good.append({**item, "cost_usd": _number(item["cost_usd"]), "quality": _number(item["quality"])})
+            good.append({**item, "cost_usd": number(item["cost_usd"]), "quality": number(item["quality"])})
         return good
 
     points = kept(report["points"], lambda point: f"the point at w={point.get('w')}")
     singles = kept(report["single_models"], lambda single: f"single model {single.get('model')!r}")
-    problems = [f"{report['_file']} ({_label(report)}): left out " + "; ".join(left_out)] if left_out else []
+    problems = [f"{report['_file']} ({router_label(report)}): left out " + "; ".join(left_out)] if left_out else []
     if not points:
-        return None, [*problems, f"{report['_file']} ({_label(report)}): no point left to draw"]
+        return None, [*problems, f"{report['_file']} ({router_label(report)}): no point left to draw"]
     return {**report, "points": points, "single_models": singles}, problems
-
-
-def _label(report: dict[str, Any]) -> str:
-    label = str(report.get("router", "?"))
-    holdout = report.get("holdout_models") or []
-    return label + (f" (held out: {', '.join(holdout)})" if holdout else "")
-
-
-def _variants(keys: list[str], reports: list[dict[str, Any]]) -> list[str]:
-    """For reports that share a key (same router, same regime), what tells their files apart: the end of each
-    file name past the name they share (``window256`` in ``models_routerbench_graph-router_window256.json``);
-    empty for a key no other report has."""
-    out = [""] * len(keys)
-    for key in set(keys):
-        indices = [i for i, k in enumerate(keys) if k == key]
-        if len(indices) < 2:
-            continue
-        stems = [Path(reports[i]["_file"]).stem for i in indices]
-        shared = os.path.commonprefix(stems)
-        if not all(stem == shared or stem[len(shared)] == "_" for stem in stems):
-            shared = shared[: shared.rfind("_") + 1]  # whole words: "finetuned", not "inetuned"
-        for i, stem in zip(indices, stems, strict=True):
-            out[i] = stem[len(shared):].strip("_")
-    return out
 
 
 def _labels(reports: list[dict[str, Any]]) -> list[str]:
     """One distinct label per model-routing report of a set: the router, what was held out, and the variant."""
-    labels = [_label(report) for report in reports]
-    return [f"{label} [{variant}]" if variant else label for label, variant in zip(labels, _variants(labels, reports), strict=True)]
+    return distinct_labels([router_label(report) for report in reports], [report["_file"] for report in reports])
 
 
 def model_frames(reports: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -160,7 +126,7 @@ def model_frames(reports: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFr
         qualities = [float(p["quality"]) for p in report["points"]]
         for p in report["points"]:
             share = p.get("share") if isinstance(p.get("share"), dict) else {}
-            top = max(share, key=lambda model: _number(share[model]) or 0.0) if share else ""
+            top = max(share, key=lambda model: number(share[model]) or 0.0) if share else ""
             points.append({"router": router, "w": p.get("w"), "cost_usd": float(p["cost_usd"]),
                            "quality": float(p["quality"]), "most chosen": top})
         for order, (cost, quality) in enumerate(nondecreasing_hull(costs, qualities)):
@@ -198,24 +164,27 @@ def _cost_quality_chart(points: pd.DataFrame, hulls: pd.DataFrame, singles: pd.D
 
 
 def model_table(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per model-routing report: AIQ, GraphRouter's scenario rewards, the best single model and the
-    cheapest point reaching it, latency."""
+    """One row per model-routing report: the figures `orchestra bench compare` prints (AIQ, GraphRouter's
+    scenario rewards, the cheapest point reaching the best single model, the cost of recovering half and four
+    fifths of the quality gap, latency), with the best single model and the report's file."""
     rows = []
     for report, label in zip(reports, _labels(reports), strict=True):
-        rewards = report.get("scenario_rewards", {})
+        row = model_row(report)
         best = report.get("best_single") or {}
-        reach = report.get("cheapest_point_reaching_best_single")
-        latency = report.get("latency", {})
+        reach = row["cost_reaching_best_single"]
+        recovery = {share: (value or {}).get("share_of_best_single_cost") for share, value in row["gap_recovery"].items()}
         rows.append({
             "router": label,
-            "AIQ": report.get("aiq"),
-            "AIQ single models": report.get("aiq_single_models"),
-            "performance first": rewards.get("performance_first"),
-            "balance": rewards.get("balance"),
-            "cost first": rewards.get("cost_first"),
+            "AIQ": row["aiq"],
+            "AIQ single models": number(report.get("aiq_single_models")),
+            "performance first": row["performance_first"],
+            "balance": row["balance"],
+            "cost first": row["cost_first"],
             "best single": f"{best.get('model', '?')} {_figure(best.get('quality'), '.3f')}" if best else "",
-            "reaches it at": f"w={reach.get('w')} ${_figure(reach.get('cost_usd'), '.5f')}" if reach else "never",
-            "decision p50 ms": latency.get("decision_p50_ms_with_embedding"),
+            "reaches it at": f"w={_figure(row['w_reaching_best_single'], 'g')} ${reach:.5f}" if reach is not None else "never",
+            # RouteLLM's CPT on a cost axis (see orchestra.bench.compare), as a share of the best single model's cost
+            **{f"CPT({float(share):.0%})": value for share, value in recovery.items()},
+            "decision p50 ms": row["p50_ms"],
             "test queries": report.get("n_test"),
             "cost": report.get("cost", ""),
             "file": report["_file"],
@@ -224,35 +193,31 @@ def model_table(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def agent_table(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per agent-routing report (router × regime): set metrics in percent, out-of-scope detection,
-    onboarded agents, latency."""
+    """One row per agent-routing report (router × regime): the figures `orchestra bench compare` prints, set
+    metrics in percent, and the report's file."""
 
-    def pct(metrics: dict[str, Any] | None, name: str) -> float | None:
-        value = _number((metrics or {}).get(name))
+    def pct(value: float | None) -> float | None:
         return None if value is None else round(100 * value, 2)
 
-    regimes = [str(report.get("regime", "")) + (f" ({report.get('shots')} shots)" if report.get("regime") == "few-shot" else "")
-               for report in reports]
-    variants = _variants([f"{report.get('router')}/{regime}" for report, regime in zip(reports, regimes, strict=True)], reports)
     rows = []
-    for report, regime, variant in zip(reports, regimes, variants, strict=True):
-        test = report.get("test", {})
-        oos = report.get("oos") or {}
+    figures = [agent_row(report) for report in reports]
+    keys = [f"{row['router']}/{row['regime']}" for row in figures]
+    for report, row, variant in zip(reports, figures, file_variants(keys, [r["_file"] for r in reports]), strict=True):
         rows.append({
-            "router": report.get("router"),
-            "regime": regime,
+            "router": row["router"],
+            "regime": row["regime"],
             "variant": variant,
-            "queries": test.get("n"),
-            "set hit %": pct(test, "set_hit"),
-            "top-1 %": pct(test, "top1"),
-            "exact set %": pct(test, "exact_set"),
-            "micro-F1 %": pct(test, "micro_f1"),
-            "mean set size": test.get("mean_set_size"),
-            "onboarded set hit %": pct(report.get("onboarded"), "set_hit"),
-            "OOS precision": oos.get("oos_precision"),
-            "OOS recall": oos.get("oos_recall"),
-            "p50 ms": (report.get("latency") or {}).get("p50_ms"),
-            "fit s": report.get("fit_seconds"),
+            "queries": row["n"],
+            "set hit %": pct(row["set_hit"]),
+            "top-1 %": pct(row["top1"]),
+            "exact set %": pct(row["exact_set"]),
+            "micro-F1 %": pct(row["micro_f1"]),
+            "mean set size": row["mean_set_size"],
+            "onboarded set hit %": pct(row["onboarded_set_hit"]),
+            "OOS precision": row["oos_precision"],
+            "OOS recall": row["oos_recall"],
+            "p50 ms": row["p50_ms"],
+            "fit s": row["fit_seconds"],
             "file": report["_file"],
         })
     return rows
@@ -260,7 +225,7 @@ def agent_table(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _models_section(folder: Path) -> None:
     st.header("Model routers: quality against cost")
-    found, problems = find_reports(folder, _is_model_report)
+    found, problems = find_reports(folder, is_model_report)
     reports = []
     for report in found:
         checked, left_out = checked_model_report(report)
@@ -297,7 +262,7 @@ def _models_section(folder: Path) -> None:
 
 def _agents_section(folder: Path) -> None:
     st.header("Agent routers: which agents answer")
-    reports, _ = find_reports(folder, _is_agent_report)  # an unreadable file was reported by the models' section
+    reports, _ = find_reports(folder, is_agent_report)  # an unreadable file was reported by the models' section
     if not reports:
         st.info(f"No agent-routing results in `{folder}`. Make one with:\n\n```\n{AGENTS_HINT}\n```")
         return

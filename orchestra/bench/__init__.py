@@ -19,6 +19,7 @@ __all__ = [
     "parse_options",
     "read_jsonl",
     "refuse_checkpoint",
+    "router_names",
     "write_report",
 ]
 
@@ -53,7 +54,7 @@ def check_limit(limit: int | None) -> None:
 
 
 def check_output(
-    path: str | os.PathLike[str] | None, *, data: Path, option: str, beside: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str] | None, *, data: Path | None, option: str, beside: str | os.PathLike[str] | None = None
 ) -> None:
     """Refuse an output file before any training, rather than after it: a folder; a file inside the set's folder,
     inside the routing data root (``$ORCHESTRA_DATA_DIR`` or ``../shared/data``) or inside any folder that holds a
@@ -68,7 +69,7 @@ def check_output(
         raise ConfigurationError(f"{option} {str(path)!r} is a directory; give a file path")
     if beside is not None and Path(beside).expanduser().resolve() == out:
         raise ConfigurationError(f"{option} {str(path)!r} is also the other output file; give the two outputs different paths")
-    folders = [data]
+    folders = [] if data is None else [data]  # None: the output of no one set (a comparison of reports)
     with contextlib.suppress(DataError):  # no data root on this machine: the set's folder is all there is
         folders.append(data_dir())
     folders += [folder for folder in out.parents if (folder / "agents.jsonl").is_file() or (folder / "models.jsonl").is_file()]
@@ -125,6 +126,32 @@ def parse_options(items: Sequence[str] | None, flag: str = "--option") -> dict[s
         except json.JSONDecodeError:
             options[key.strip()] = value
     return options
+
+
+def router_names(text: str, options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The routers a bench runs, from ``--router a,b,c``, each with its options: ``key=value`` goes to every
+    router, ``NAME:key=value`` to router NAME alone (so ``--router knn,mlp --option knn:k=50``).
+    `ConfigurationError` names an empty or repeated router name, and an option scoped to a router not run."""
+    names = [name.strip() for name in text.split(",")]
+    if not text.strip() or not all(names):
+        raise ConfigurationError(f"--router names a router, or several separated by commas; got {text!r}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigurationError(f"--router names {', '.join(repeated)} twice; to compare one router's settings, run it once per setting and compare the reports (orchestra bench compare)")
+    per_router: dict[str, dict[str, Any]] = {name: {} for name in names}
+    scoped = {key: value for key, value in options.items() if ":" in key}
+    for key, value in options.items():  # options for every router first, so that a scoped one overrides them
+        if key not in scoped:
+            for chosen in per_router.values():
+                chosen[key] = value
+    for key, value in scoped.items():
+        scope, _, bare = key.partition(":")
+        if scope not in per_router:
+            raise ConfigurationError(f"--option {key} is for router {scope!r}, which --router {text} does not run")
+        if not bare:
+            raise ConfigurationError(f"--option {key} names no option after the router {scope!r}")
+        per_router[scope][bare] = value
+    return per_router
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:

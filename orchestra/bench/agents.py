@@ -29,7 +29,7 @@ from orchestra.cards import AgentCard, TypedErrorModel
 from orchestra.errors import CardError, ConfigurationError, DataError, DuplicateIdError, RunError
 from orchestra.routing import Dispatch, Finish, ModelAccess, Router, RouterState
 
-from . import bench_router, check_limit, check_output, read_jsonl, refuse_checkpoint, write_report
+from . import bench_router, check_limit, check_output, read_jsonl, refuse_checkpoint
 from .metrics import latency_summary, oos_metrics, set_metrics
 
 __all__ = [
@@ -489,7 +489,10 @@ def _model_access(model_id: str | None) -> tuple[ModelAccess | None, tuple[Any, 
 
 def agents_command(
     data: Annotated[str, _typer_option("--data", help="Set folder (agents.jsonl, train/test.jsonl, ...).")],
-    router: Annotated[str, _typer_option("--router", help="Router name (entry point), e.g. set, tcar, embedding.")] = "set",
+    router: Annotated[
+        str,
+        _typer_option("--router", help="Router name (entry point), e.g. set, tcar, embedding; several, comma-separated, are run in turn and compared side by side."),
+    ] = "set",
     regime: Annotated[Regime, _typer_option("--regime", help="What the router may learn from.")] = Regime.supervised,
     shots: Annotated[int, _typer_option("--shots", help="Examples per agent (few-shot; onboarded agents' examples).")] = 5,
     predictions: Annotated[
@@ -507,7 +510,7 @@ def agents_command(
     ] = None,
     option: Annotated[
         list[str] | None,
-        _typer_option("--option", help="Router option key=value (repeatable), e.g. finetune_epochs=2."),
+        _typer_option("--option", help="Router option key=value (repeatable), e.g. finetune_epochs=2; ROUTER:key=value for one of several routers."),
     ] = None,
     save: Annotated[
         str | None, _typer_option("--save", help="Write the trained router here, to serve with --option checkpoint=PATH.")
@@ -518,35 +521,39 @@ def agents_command(
     from rich.progress import Progress
 
     from orchestra.bench import data_dir, parse_options
+    from orchestra.bench.compare import several_routers, write_comparison
 
     router_options = parse_options(option)  # a bad item is a ConfigurationError: one line, exit 2
+    routers = several_routers(router, router_options, predictions=predictions, save=save)
     folder = data_dir(data)
     check_output(json_out, data=folder, option="--json", beside=predictions)
     check_output(save, data=folder, option="--save", beside=json_out)
     model_access, model_cards = _model_access(model)
-    with Progress(transient=True) as bar:
-        task = bar.add_task("routing", total=None)
+    reports = []
+    for name, options in routers.items():
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"routing ({name})", total=None)
 
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            def advance(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
 
-        report = run_agent_bench(
-            folder,
-            router,
-            regime=regime,
-            shots=shots,
-            predictions=predictions,
-            holdout_agents=holdout_agents,
-            limit=limit,
-            seed=seed,
-            model_access=model_access,
-            models=model_cards,
-            router_options=router_options,
-            progress=advance,
-            save=save,
-        )
-    _print_report(report)
-    if report.get("saved"):
-        typer.echo(f"saved to {report['saved']}: serve it with --router {router} --option checkpoint={report['saved']}")
-    if json_out:
-        write_report(report, json_out)
+            report = run_agent_bench(
+                folder,
+                name,
+                regime=regime,
+                shots=shots,
+                predictions=predictions,
+                holdout_agents=holdout_agents,
+                limit=limit,
+                seed=seed,
+                model_access=model_access,
+                models=model_cards,
+                router_options=options,
+                progress=advance,
+                save=save,
+            )
+        _print_report(report)
+        if report.get("saved"):
+            typer.echo(f"saved to {report['saved']}: serve it with --router {name} --option checkpoint={report['saved']}")
+        reports.append(report)
+    write_comparison(reports, json_out)

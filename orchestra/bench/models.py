@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestra.cards import ModelCard
 from orchestra.errors import CardError, ConfigurationError, DataError, PolicyError
 
-from . import bench_router, check_limit, check_output, read_jsonl, refuse_checkpoint, write_report
+from . import bench_router, check_limit, check_output, read_jsonl, refuse_checkpoint
 
 __all__ = [
     "ASSUMED_COMPLETION_TOKENS",
@@ -798,7 +798,7 @@ WEIGHTS_HELP = (
 
 def models_command(
     data: Annotated[str, _option("--data", help="Set folder (models.jsonl, train.jsonl, test.jsonl).")],
-    router: Annotated[str, _option("--router", help="Model router name: graph-router, knn, mlp, mf, ...")] = "graph-router",
+    router: Annotated[str, _option("--router", help="Model router name: graph-router, knn, mlp, mf, ...; several, comma-separated, are run in turn and compared side by side.")] = "graph-router",
     weights: Annotated[str, _option("--weights", help=WEIGHTS_HELP)] = ",".join(str(w) for w in DEFAULT_WEIGHTS),
     holdout_models: Annotated[
         str, _option("--holdout-models", help="Train without these models (A,B); onboard them by card at test time.")
@@ -817,7 +817,7 @@ def models_command(
     seed: Annotated[int, _option("--seed", help="Seed of the validation split and of training.")] = 0,
     limit: Annotated[int | None, _option("--limit", help="Route only the first N test queries.")] = None,
     option: Annotated[
-        list[str] | None, _option("--option", help="Router option key=value (repeatable), e.g. k=50.")
+        list[str] | None, _option("--option", help="Router option key=value (repeatable), e.g. k=50; ROUTER:key=value for one of several routers.")
     ] = None,
     cache: Annotated[
         bool, _option("--cache/--no-cache", help="Read and keep query embeddings in the embedder's disk cache under $ORCHESTRA_HOME/cache.")
@@ -835,10 +835,15 @@ def models_command(
     """Train a model router on a set's train split, route its test queries over a grid of cost weights, and
     print realised quality and cost per w, AIQ, GraphRouter's scenario rewards and latency."""
     from orchestra.bench import data_dir, parse_options
+    from orchestra.bench.compare import several_routers, write_comparison
 
     router_options = parse_options(option)  # a bad item is a ConfigurationError: one line, exit 2
+    routers = several_routers(router, router_options, predictions=predictions, save=save)
     check_output(json_out, data=data_dir(data), option="--json", beside=predictions)
     check_output(save, data=data_dir(data), option="--save", beside=json_out)
+    if "router-r1" in routers and len(routers) > 1:
+        raise ConfigurationError("router-r1 runs its own multi-round loop, not the cost-weight sweep: run it alone, not beside "
+                                 + ", ".join(name for name in routers if name != "router-r1"))
     if router == "router-r1":
         # Router-R1 is multi-round: it consults models and answers itself, so it runs on its own loop with the
         # recorded pool (accuracy, cost, turns, format validity) rather than per cost weight.
@@ -856,7 +861,7 @@ def models_command(
         # Every --option is the router's (router_model names its card: 'local' is the embedded SmolLM2); the
         # router is built from them before any data is read. (They used to be dropped but for router_model and
         # constrained.)
-        options = dict(router_options)
+        options = dict(routers["router-r1"])
         router_model = str(options.pop("router_model", "local"))
         run_and_print(data, router_model, limit or 50, seed=seed, max_rounds=None, router_options=options,
                       predictions=predictions, json_out=json_out)
@@ -871,22 +876,24 @@ def models_command(
             share = None
         if not sep or not model_id.strip() or share is None:
             raise ConfigurationError(f"--target-share takes MODEL=SHARE, e.g. gpt-4=0.5; got {target_share!r}")
-    report = run_model_bench(
-        data_dir(data),
-        router,
-        weights=parse_weights(weights),
-        holdout_models=holdout,
-        holdout_observed=holdout_observed,
-        predictions=predictions,
-        seed=seed,
-        limit=limit,
-        router_options=router_options,
-        progress=lambda message: typer.echo(message, err=True),
-        cache=cache,
-        target_cost=target_cost,
-        target_share=share,
-        save=save,
-    )
-    _print_report(report)
-    if json_out:
-        write_report(report, json_out)
+    reports = []
+    for name, options in routers.items():
+        report = run_model_bench(
+            data_dir(data),
+            name,
+            weights=parse_weights(weights),
+            holdout_models=holdout,
+            holdout_observed=holdout_observed,
+            predictions=predictions,
+            seed=seed,
+            limit=limit,
+            router_options=options,
+            progress=lambda message: typer.echo(message, err=True),
+            cache=cache,
+            target_cost=target_cost,
+            target_share=share,
+            save=save,
+        )
+        _print_report(report)
+        reports.append(report)
+    write_comparison(reports, json_out)
