@@ -659,6 +659,7 @@ def _mount_bench() -> None:
         ("r1", "orchestra.bench.r1", "r1_command"),
         ("fusion", "orchestra.bench.fusion", "fusion_command"),
         ("compare", "orchestra.bench.compare", "compare_command"),
+        ("score", "orchestra.bench.score", "score_command"),
     ):
         try:
             command = getattr(__import__(module, fromlist=[attr]), attr)

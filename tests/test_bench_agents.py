@@ -360,11 +360,11 @@ def test_bench_agents_saves_the_router_it_trained(tmp_path):
 
 def test_a_test_set_all_out_of_scope_prints_no_latency_rather_than_zero(tmp_path, capsys):
     """Latency is timed on in-scope test queries; with none the report read "p50 0.0 ms"."""
-    from orchestra.bench.agents import _print_report
+    from orchestra.bench.agents import print_report
 
     folder = write_set(tmp_path / "set")
     (folder / "test.jsonl").write_text(json.dumps({"query": "what is the capital of peru", "agents": []}) + "\n")
     report = run_agent_bench(folder, SetRouter(embedder=WordEmbedder()), regime="supervised")
-    _print_report(report)
+    print_report(report)
     out = capsys.readouterr().out
     assert "no in-scope test query to time" in out and "p50 0.0 ms" not in out

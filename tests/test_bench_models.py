@@ -406,14 +406,14 @@ def test_holding_out_a_model_twice_or_every_model_is_refused(tmp_path: Path) -> 
 
 @pytest.mark.filterwarnings("ignore:.*are in both train.jsonl and test.jsonl")  # a toy set scored on its training rows
 def test_single_models_of_one_price_leave_aiq_undefined_and_the_rest_of_the_report_whole(tmp_path: Path, capsys) -> None:
-    from orchestra.bench.models import _print_report
+    from orchestra.bench.models import print_report
 
     same = [{"id": m, "description": f"model {m}", "input_price_per_mtok": 1.0, "output_price_per_mtok": 1.0} for m in ("a", "b")]
     rows = [_row(i, a={"score": float(i % 2), "cost": 0.001}, b={"score": 1.0, "cost": 0.001}) for i in range(6)]
     report = run_model_bench(write_set(tmp_path / "set", cards=same, train=rows, test=rows), "best-single", weights=(0.0,))
     assert report["aiq"] is None and report["aiq_single_models"] is None
     assert report["scenario_rewards"]["performance_first"] == 1.0
-    _print_report(report)
+    print_report(report)
     assert "AIQ n/a" in capsys.readouterr().out
 
 

@@ -16,7 +16,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -41,7 +41,9 @@ __all__ = [
     "few_shot_sample",
     "load_agent_set",
     "predicted_ids",
+    "print_report",
     "run_agent_bench",
+    "score_records",
 ]
 
 
@@ -368,11 +370,6 @@ def run_agent_bench(
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    def scored(rows: list[dict[str, Any]]) -> list[list[str]]:
-        # a decision that failed is wrong in every metric: not a hit, and not an out-of-scope answer either
-        return [[ROUTER_ERROR] if "error" in r else r["predicted"] for r in rows]
-
-    in_scope = [r for r in records if r["split"] == "test"]
     report: dict[str, Any] = {
         "data": str(dataset.root),
         "router": router_name,
@@ -387,25 +384,45 @@ def run_agent_bench(
         "fit_seconds": round(fit_seconds, 3),
         "saved": None if save is None else str(save),
         "trained_by_bench": train and isinstance(router, TrainableRouter),
-        "test": set_metrics([r["gold"] for r in in_scope], scored(in_scope)),
-        "latency": latency_summary([r["latency_ms"] for r in in_scope]),
-        "cpu_time": latency_summary([r["cpu_ms"] for r in in_scope]),
         # what embedded the queries (see orchestra.embeddings), for routers that embed them
         "embedding_backend": getattr(getattr(router, "embedder", None), "backend", None),
+        **score_records(records, held_out),
     }
+    return report
+
+
+def score_records(records: Sequence[Mapping[str, Any]], held_out: Iterable[str] = ()) -> dict[str, Any]:
+    """Score routed queries, each a record as ``--predictions`` writes it (``predicted`` best first, ``gold``,
+    ``split`` ``"test"`` or ``"oos_test"``; ``latency_ms``, ``cpu_ms``, ``error``, ``finish_reason`` and
+    ``dropped`` when known): set metrics over in-scope queries, apart for ``held_out`` agents' queries and the
+    others when some are held out, latency, out-of-scope precision and recall. What `run_agent_bench` reports and
+    `orchestra bench score` recomputes from a predictions file."""
+    held = set(held_out)
+
+    def scored(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+        # a decision that failed is wrong in every metric: not a hit, and not an out-of-scope answer either
+        return [[ROUTER_ERROR] if "error" in r else list(r["predicted"]) for r in rows]
+
+    in_scope = [r for r in records if r["split"] == "test"]
+    report: dict[str, Any] = {"test": set_metrics([r["gold"] for r in in_scope], scored(in_scope))}
+    timed = [r for r in in_scope if r.get("latency_ms") is not None]
+    if len(timed) == len(in_scope):  # a predictions file without latencies (another tool's) has none to report
+        report["latency"] = latency_summary([r["latency_ms"] for r in in_scope])
+    if in_scope and all(r.get("cpu_ms") is not None for r in in_scope):
+        report["cpu_time"] = latency_summary([r["cpu_ms"] for r in in_scope])
     finish_reasons: dict[str, int] = {}
     for record in records:
         if "finish_reason" in record:
             # the reason's head ("router model answer unreadable", "no agent fits", ...), not its details
-            head = record["finish_reason"].split(":")[0]
+            head = str(record["finish_reason"]).split(":")[0]
             finish_reasons[head] = finish_reasons.get(head, 0) + 1
     report["finish_reasons"] = finish_reasons
     report["router_errors"] = sum("error" in record for record in records)
     report["dropped_ids"] = sum(len(record.get("dropped", [])) for record in records)
-    if held_out:
-        onboarded = [r for r in in_scope if held_out.intersection(r["gold"])]
-        others = [r for r in in_scope if not held_out.intersection(r["gold"])]
-        report["holdout_agents"] = sorted(held_out)
+    if held:
+        onboarded = [r for r in in_scope if held.intersection(r["gold"])]
+        others = [r for r in in_scope if not held.intersection(r["gold"])]
+        report["holdout_agents"] = sorted(held)
         report["onboarded"] = set_metrics([r["gold"] for r in onboarded], scored(onboarded))
         report["known"] = set_metrics([r["gold"] for r in others], scored(others))
     if any(r["split"] == "oos_test" for r in records):
@@ -413,7 +430,8 @@ def run_agent_bench(
     return report
 
 
-def _print_report(report: dict[str, Any]) -> None:
+def print_report(report: dict[str, Any]) -> None:
+    """Print a bench report as the command does: a table and its figures in lines."""
     from rich.console import Console
     from rich.table import Table
 
@@ -448,14 +466,15 @@ def _print_report(report: dict[str, Any]) -> None:
         shown = ", ".join(f"{label!r} -> {card_id!r}" for label, card_id in list(renamed.items())[:3])
         more = f" and {len(renamed) - 3} more" if len(renamed) > 3 else ""
         console.print(f"agent labels that are not card ids, renamed in cards and predictions: {shown}{more}")
-    lat = report["latency"]
+    lat = report.get("latency")
     backend = f" (embedding on {report['embedding_backend']})" if report.get("embedding_backend") else ""
-    if report["test"].get("n"):
-        console.print(
-            f"decision latency: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms{backend}; fit {report['fit_seconds']:.1f} s"
-        )
+    fit = f"; fit {report['fit_seconds']:.1f} s" if report.get("fit_seconds") is not None else ""
+    if lat is None:  # rescored from predictions that carry no latencies
+        console.print("decision latency: not recorded in the predictions")
+    elif report["test"].get("n"):
+        console.print(f"decision latency: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms{backend}{fit}")
     else:  # latency is timed on in-scope test queries: a set whose test is all out of scope has none (not 0.0 ms)
-        console.print(f"decision latency: no in-scope test query to time; fit {report['fit_seconds']:.1f} s")
+        console.print(f"decision latency: no in-scope test query to time{fit}")
     if "cpu_time" in report and report["test"].get("n"):
         cpu = report["cpu_time"]
         console.print(f"CPU time per decision (all threads): p50 {cpu['p50_ms']:.1f} ms, p95 {cpu['p95_ms']:.1f} ms")
@@ -552,7 +571,7 @@ def agents_command(
                 progress=advance,
                 save=save,
             )
-        _print_report(report)
+        print_report(report)
         if report.get("saved"):
             typer.echo(f"saved to {report['saved']}: serve it with --router {name} --option checkpoint={report['saved']}")
         reports.append(report)

@@ -54,14 +54,17 @@ __all__ = [
     "ModelSet",
     "aiq",
     "check_cost_target",
+    "cost_fields",
     "estimate_cost",
     "load_model_set",
     "models_command",
     "nondecreasing_hull",
     "outcome_matrix",
     "parse_weights",
+    "print_report",
     "run_model_bench",
     "scenario_reward",
+    "score_choices",
     "split_train_val",
 ]
 
@@ -466,6 +469,73 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else 0.0
 
 
+def cost_fields(model_set: ModelSet) -> dict[str, str]:
+    """A report's ``cost`` (measured or estimated) and ``cost_note`` (how an estimate was made) for this set."""
+    return {
+        "cost": "estimated" if model_set.cost_estimated else "measured",
+        "cost_note": (
+            f"estimated from card prices with len(text)/{CHARS_PER_TOKEN} tokens; completion "
+            f"{ASSUMED_COMPLETION_TOKENS} tokens when no response is recorded; a card with no prices costs its "
+            "mean_cost_per_query_usd"
+            if model_set.cost_estimated else "measured (recorded USD per call)"
+        ),
+    }
+
+
+def score_choices(test_rows: Sequence[ModelQuery], model_ids: Sequence[str], chosen_by_w: Mapping[float, Sequence[int] | np.ndarray]) -> dict[str, Any]:
+    """Score the models chosen for each test query at each cost weight (``chosen_by_w``: w -> one model index per
+    query, into ``model_ids``) on the recorded outcomes: the (cost, quality) point and model shares per w, AIQ
+    over the single models' cost range, the single models, the best one and the cheapest point reaching it, and
+    GraphRouter's scenario rewards (None for a scenario whose w was not routed). What `run_model_bench` reports
+    and `orchestra bench score` recomputes from a predictions file."""
+    scores, costs = outcome_matrix(test_rows, model_ids)
+    picked = np.arange(len(test_rows))
+
+    def point(w: float, idx: np.ndarray) -> dict[str, Any]:
+        counts = np.bincount(idx, minlength=len(model_ids))
+        return {
+            "w": w,
+            "quality": float(np.nanmean(scores[picked, idx])),
+            "cost_usd": float(np.nanmean(costs[picked, idx])),
+            "share": {model_ids[j]: round(float(counts[j]) / len(idx), 4) for j in np.nonzero(counts)[0]},
+        }
+
+    chosen = {w: np.asarray(idx, dtype=int) for w, idx in sorted(chosen_by_w.items())}
+    points = [point(w, idx) for w, idx in chosen.items()]
+    single = [
+        {"model": m, "quality": float(np.nanmean(scores[:, j])), "cost_usd": float(np.nanmean(costs[:, j]))}
+        for j, m in enumerate(model_ids)
+    ]
+    cost_range = (min(s["cost_usd"] for s in single), max(s["cost_usd"] for s in single))
+    router_aiq = single_aiq = None  # AIQ is an area over the single models' cost range: none when they cost alike
+    if cost_range[1] > cost_range[0]:
+        router_aiq = aiq([p["cost_usd"] for p in points], [p["quality"] for p in points], cost_range)
+        single_aiq = aiq([s["cost_usd"] for s in single], [s["quality"] for s in single], cost_range)
+    best_single = max(single, key=lambda s: (s["quality"], -s["cost_usd"]))
+    reaching = [p for p in points if p["quality"] >= best_single["quality"] - 1e-12]
+    cheapest_reaching = min(reaching, key=lambda p: p["cost_usd"]) if reaching else None
+    hull = nondecreasing_hull([p["cost_usd"] for p in points], [p["quality"] for p in points])
+    hull_cost_at_best = None
+    if len(hull) and hull[-1, 1] >= best_single["quality"]:
+        hull_cost_at_best = float(np.interp(best_single["quality"], hull[:, 1], hull[:, 0]))
+    tasks = [row.task for row in test_rows]
+    rewards = {
+        name: scenario_reward(chosen[beta], scores, costs, tasks, alpha, beta) if beta in chosen else None
+        for name, (alpha, beta) in SCENARIOS.items()
+    }
+    return {
+        "points": points,
+        "aiq": router_aiq,
+        "aiq_single_models": single_aiq,
+        "cost_range": list(cost_range),
+        "single_models": single,
+        "best_single": best_single,
+        "cheapest_point_reaching_best_single": cheapest_reaching,
+        "hull_cost_reaching_best_single": hull_cost_at_best,
+        "scenario_rewards": rewards,
+    }
+
+
 def run_model_bench(
     folder: str | Path,
     router: Any,
@@ -590,8 +660,6 @@ def run_model_bench(
         saved_to = str(router.save(save))
 
     say(f"routing {len(test_rows)} test queries at {len(evaluated)} cost weights")
-    scores, costs = outcome_matrix(test_rows, model_ids)
-    tasks = [row.task for row in test_rows]
     # single-decision latency first, so that the first decision of each timed query embeds it afresh (the
     # embedder caches by text); later weights reuse the embedding, as a live router would within a request
     n_latency = len(test_rows) if latency_queries is None else min(latency_queries, len(test_rows))
@@ -639,18 +707,7 @@ def run_model_bench(
                             "latency_ms": round(latencies[(i, w)], 3) if (i, w) in latencies else None}
                     handle.write(json.dumps(line) + "\n")
 
-    picked = np.arange(len(test_rows))
-
-    def point(w: float, idx: np.ndarray) -> dict[str, Any]:
-        counts = np.bincount(idx, minlength=len(model_ids))
-        return {
-            "w": w,
-            "quality": float(np.nanmean(scores[picked, idx])),
-            "cost_usd": float(np.nanmean(costs[picked, idx])),
-            "share": {model_ids[j]: round(float(counts[j]) / len(idx), 4) for j in np.nonzero(counts)[0]},
-        }
-
-    points = [point(w, chosen_by_w[w]) for w in evaluated]
+    scored = score_choices(test_rows, model_ids, chosen_by_w)
     calibrated = None
     if calibrating:
         on = val_rows or train_rows
@@ -659,28 +716,8 @@ def run_model_bench(
         calibrated = {
             "target": {"mean_cost_usd": target_cost} if target_cost is not None else {"share": {target_share[0]: target_share[1]}},
             "calibrated_on": f"{'validation' if val_rows else 'training'} split, {len(on)} queries",
-            "test": point(w_star, router.route_batch(test_rows, cards, w_star)[0]),
+            "test": score_choices(test_rows, model_ids, {w_star: router.route_batch(test_rows, cards, w_star)[0]})["points"][0],
         }
-    single = [
-        {"model": m, "quality": float(np.nanmean(scores[:, j])), "cost_usd": float(np.nanmean(costs[:, j]))}
-        for j, m in enumerate(model_ids)
-    ]
-    cost_range = (min(s["cost_usd"] for s in single), max(s["cost_usd"] for s in single))
-    router_aiq = single_aiq = None  # AIQ is an area over the single models' cost range: none when they cost alike
-    if cost_range[1] > cost_range[0]:
-        router_aiq = aiq([p["cost_usd"] for p in points], [p["quality"] for p in points], cost_range)
-        single_aiq = aiq([s["cost_usd"] for s in single], [s["quality"] for s in single], cost_range)
-    best_single = max(single, key=lambda s: (s["quality"], -s["cost_usd"]))
-    reaching = [p for p in points if p["quality"] >= best_single["quality"] - 1e-12]
-    cheapest_reaching = min(reaching, key=lambda p: p["cost_usd"]) if reaching else None
-    hull = nondecreasing_hull([p["cost_usd"] for p in points], [p["quality"] for p in points])
-    hull_cost_at_best = None
-    if len(hull) and hull[-1, 1] >= best_single["quality"]:
-        hull_cost_at_best = float(np.interp(best_single["quality"], hull[:, 1], hull[:, 0]))
-    rewards = {
-        name: scenario_reward(chosen_by_w[beta], scores, costs, tasks, alpha, beta)
-        for name, (alpha, beta) in SCENARIOS.items()
-    }
     report: dict[str, Any] = {
         "set": full.name,
         "router": router_name,
@@ -691,22 +728,8 @@ def run_model_bench(
         "holdout_models": list(holdout_models),
         "holdout_observed": holdout_observed,
         "seed": seed,
-        "cost": "estimated" if full.cost_estimated else "measured",
-        "cost_note": (
-            f"estimated from card prices with len(text)/{CHARS_PER_TOKEN} tokens; completion "
-            f"{ASSUMED_COMPLETION_TOKENS} tokens when no response is recorded; a card with no prices costs its "
-            "mean_cost_per_query_usd"
-            if full.cost_estimated else "measured (recorded USD per call)"
-        ),
-        "points": points,
-        "aiq": router_aiq,
-        "aiq_single_models": single_aiq,
-        "cost_range": list(cost_range),
-        "single_models": single,
-        "best_single": best_single,
-        "cheapest_point_reaching_best_single": cheapest_reaching,
-        "hull_cost_reaching_best_single": hull_cost_at_best,
-        "scenario_rewards": rewards,
+        **cost_fields(full),
+        **scored,
         "calibrated": calibrated,
         "saved": saved_to if save is not None else None,
         "fit_seconds": fit_seconds,
@@ -736,7 +759,8 @@ def run_model_bench(
     return report
 
 
-def _print_report(report: dict[str, Any]) -> None:
+def print_report(report: dict[str, Any]) -> None:
+    """Print a bench report as the command does: a table and its figures in lines."""
     from rich.console import Console
     from rich.table import Table
 
@@ -756,15 +780,22 @@ def _print_report(report: dict[str, Any]) -> None:
         if report["aiq"] is not None
         else "AIQ n/a (every single model has the same mean cost, so there is no cost range to integrate over)"
     )
-    console.print(
-        f"{aiq_text}; rewards: performance first "
-        f"{rewards['performance_first']:.4f}, balance {rewards['balance']:.4f}, cost first {rewards['cost_first']:.4f}"
-    )
+
+    def reward(name: str) -> str:  # a scenario whose w was not routed (a rescored predictions file) has none
+        return "n/a" if rewards.get(name) is None else f"{rewards[name]:.4f}"
+
+    console.print(f"{aiq_text}; rewards: performance first {reward('performance_first')}, balance {reward('balance')}, "
+                  f"cost first {reward('cost_first')}")
     best = report["best_single"]
     reach = report["cheapest_point_reaching_best_single"]
     reach_text = f"w={reach['w']} at ${reach['cost_usd']:.5f}/query" if reach else "no w reaches it"
     console.print(f"best single model {best['model']} {best['quality']:.3f} at ${best['cost_usd']:.5f}: {reach_text}")
     lat = report["latency"]
+    if "batch_scoring_queries_per_s" not in lat:  # rescored from predictions: only what they recorded
+        p50 = lat.get("decision_p50_ms_with_embedding")
+        console.print("decision latency: not recorded in the predictions" if p50 is None
+                      else f"decision p50 {p50:.1f} ms, as recorded in the predictions")
+        return
     console.print(
         f"decision p50 {lat['decision_p50_ms_with_embedding']:.1f} ms with embedding"
         f"{' on ' + lat['embedding_backend'] if lat.get('embedding_backend') else ''} "
@@ -894,6 +925,6 @@ def models_command(
             target_share=share,
             save=save,
         )
-        _print_report(report)
+        print_report(report)
         reports.append(report)
     write_comparison(reports, json_out)
