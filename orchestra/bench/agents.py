@@ -405,11 +405,10 @@ def score_records(records: Sequence[Mapping[str, Any]], held_out: Iterable[str] 
 
     in_scope = [r for r in records if r["split"] == "test"]
     report: dict[str, Any] = {"test": set_metrics([r["gold"] for r in in_scope], scored(in_scope))}
-    timed = [r for r in in_scope if r.get("latency_ms") is not None]
-    if len(timed) == len(in_scope):  # a predictions file without latencies (another tool's) has none to report
-        report["latency"] = latency_summary([r["latency_ms"] for r in in_scope])
-    if in_scope and all(r.get("cpu_ms") is not None for r in in_scope):
-        report["cpu_time"] = latency_summary([r["cpu_ms"] for r in in_scope])
+    # a predictions file without latencies (another tool's) has none to report
+    for recorded, key in (("latency_ms", "latency"), ("cpu_ms", "cpu_time")):
+        if all(r.get(recorded) is not None for r in in_scope):
+            report[key] = latency_summary([r[recorded] for r in in_scope])
     finish_reasons: dict[str, int] = {}
     for record in records:
         if "finish_reason" in record:

@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 from orchestra.bench import check_output, router_names, write_report
@@ -136,17 +135,6 @@ def load_reports(paths: Sequence[str | Path]) -> list[tuple[str, dict[str, Any]]
     return loaded
 
 
-def _hull_cost_reaching(points: Sequence[tuple[float, float]], quality: float) -> float | None:
-    from orchestra.bench.models import nondecreasing_hull
-
-    hull = nondecreasing_hull([cost for cost, _ in points], [value for _, value in points])
-    if not len(hull) or hull[-1, 1] < quality:
-        return None
-    if hull[0, 1] >= quality:  # its cheapest point already does: no mix of points costs less
-        return float(hull[0, 0])
-    return float(np.interp(quality, hull[:, 1], hull[:, 0]))
-
-
 def gap_recovery_cost(report: Mapping[str, Any], share: float) -> float | None:
     """The mean cost per query (USD) at which a model router's non-decreasing hull first recovers ``share`` of
     the quality gap between the cheapest single model and the best one (RouteLLM's CPT on a cost axis); None
@@ -166,7 +154,9 @@ def gap_recovery_cost(report: Mapping[str, Any], share: float) -> float | None:
     weak = min(single, key=lambda pair: (pair[0], -pair[1]))[1]
     if not strong > weak:
         return None
-    return _hull_cost_reaching(points, weak + share * (strong - weak))
+    from orchestra.bench.models import hull_cost_reaching
+
+    return hull_cost_reaching([cost for cost, _ in points], [quality for _, quality in points], weak + share * (strong - weak))
 
 
 def _test_size(kind: str, report: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -292,7 +282,7 @@ def compare_reports(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[st
             raise DataError(f"{source} scored {_scored(kind, report)} and {first_source} {_scored(kind, first)}: "
                             "routers are compared on the same test queries (a --limit run only with one of the same limit)")
     rows = [(model_row if kind == "models" else agent_row)(report) for _, report in reports]
-    keys = [row["router"] if kind == "models" else f"{row['router']} ({row['regime']})" for row in rows]
+    keys = [_name(row) for row in rows]
     # the same router twice (other options, another run) is told apart by its file's name
     files = [source.split(" (report ")[0] for source, _ in reports]
     for row, (source, _), label, key in zip(rows, reports, distinct_labels(keys, files), keys, strict=True):

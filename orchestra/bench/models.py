@@ -56,6 +56,7 @@ __all__ = [
     "check_cost_target",
     "cost_fields",
     "estimate_cost",
+    "hull_cost_reaching",
     "load_model_set",
     "models_command",
     "nondecreasing_hull",
@@ -381,6 +382,16 @@ def nondecreasing_hull(costs: Sequence[float], qualities: Sequence[float]) -> np
     return vertices[: best + 1]
 
 
+def hull_cost_reaching(costs: Sequence[float], qualities: Sequence[float], quality: float) -> float | None:
+    """The least mean cost at which the non-decreasing hull of these (cost, quality) points reaches ``quality``
+    (mixing two points at random reaches every point between them); None when no point reaches it."""
+    hull = nondecreasing_hull(costs, qualities)
+    if not len(hull) or hull[-1, 1] < quality:
+        return None
+    # the hull's qualities rise with its cost, and below its cheapest point np.interp answers that point's cost
+    return float(np.interp(quality, hull[:, 1], hull[:, 0]))
+
+
 def aiq(costs: Sequence[float], qualities: Sequence[float], cost_range: tuple[float, float]) -> float:
     """Average Improvement in Quality (RouterBench): the area under the non-decreasing convex hull of the
     (cost, quality) points over ``cost_range`` (the single models' cost range), divided by its width.
@@ -514,10 +525,7 @@ def score_choices(test_rows: Sequence[ModelQuery], model_ids: Sequence[str], cho
     best_single = max(single, key=lambda s: (s["quality"], -s["cost_usd"]))
     reaching = [p for p in points if p["quality"] >= best_single["quality"] - 1e-12]
     cheapest_reaching = min(reaching, key=lambda p: p["cost_usd"]) if reaching else None
-    hull = nondecreasing_hull([p["cost_usd"] for p in points], [p["quality"] for p in points])
-    hull_cost_at_best = None
-    if len(hull) and hull[-1, 1] >= best_single["quality"]:
-        hull_cost_at_best = float(np.interp(best_single["quality"], hull[:, 1], hull[:, 0]))
+    hull_cost_at_best = hull_cost_reaching([p["cost_usd"] for p in points], [p["quality"] for p in points], best_single["quality"])
     tasks = [row.task for row in test_rows]
     rewards = {
         name: scenario_reward(chosen[beta], scores, costs, tasks, alpha, beta) if beta in chosen else None

@@ -25,20 +25,16 @@ import numpy as np
 import typer
 
 from orchestra.bench import check_output, data_dir, read_jsonl, write_report
+from orchestra.bench.compare import number
+from orchestra.bench.metrics import latency_summary
 from orchestra.errors import DataError
 
 __all__ = ["score_agent_predictions", "score_command", "score_model_predictions", "score_predictions"]
 
 
 def _number(value: Any) -> float | None:
-    # a boolean is no number here, though Python counts it as one
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) else None
-
-
-def _percentiles(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
+    # a prediction's figures are JSON numbers: a string "0.5" is refused here, though a report's would be read
+    return number(value) if isinstance(value, (int, float)) else None
 
 
 def score_model_predictions(folder: str | Path, predictions: str | Path, *, router: str | None = None) -> dict[str, Any]:
@@ -57,8 +53,8 @@ def score_model_predictions(folder: str | Path, predictions: str | Path, *, rout
     rows = read_jsonl(path)
     if not rows:
         raise DataError(f"{path}: holds no predictions")
-    for number, item in rows:
-        where = f"{path}:{number}"
+    for line_number, item in rows:
+        where = f"{path}:{line_number}"
         query_id, w, model = item.get("id"), _number(item.get("w")), item.get("chosen")
         if not isinstance(query_id, str) or query_id not in test_ids:
             raise DataError(f"{where}: field 'id': {query_id!r} is not a query id of {model_set.name}'s test split")
@@ -69,7 +65,7 @@ def score_model_predictions(folder: str | Path, predictions: str | Path, *, rout
                             f"{', ...' if len(model_ids) > 6 else ''})")
         if (query_id, w) in seen:
             raise DataError(f"{where}: query {query_id!r} at w={w:g} is predicted twice (first on line {seen[query_id, w]})")
-        seen[query_id, w] = number
+        seen[query_id, w] = line_number
         chosen[w][query_id] = index[model]
         latency = _number(item.get("latency_ms"))
         if latency is not None:
@@ -80,8 +76,8 @@ def score_model_predictions(folder: str | Path, predictions: str | Path, *, rout
         raise DataError(f"{path}: every cost weight must cover the same test queries; queries per weight: {sizes}")
     test_rows = [row for row in model_set.test if row.id in covered[0]]  # in the set's order
     chosen_by_w = {w: np.asarray([by_id[row.id] for row in test_rows]) for w, by_id in chosen.items()}
-    timed = latencies.get(min(chosen))
-    spread = _percentiles(timed or [])
+    timed = latencies.get(min(chosen), [])
+    spread = latency_summary(timed)
     return {
         "set": model_set.name,
         "router": router or path.stem,
@@ -93,9 +89,9 @@ def score_model_predictions(folder: str | Path, predictions: str | Path, *, rout
         **score_choices(test_rows, model_ids, chosen_by_w),
         "fit_seconds": None,
         "trained_by_bench": False,
-        "latency": {} if spread is None else {
-            "decision_p50_ms_with_embedding": spread["p50"], "decision_p95_ms_with_embedding": spread["p95"],
-            "n_timed_queries": len(timed or []),
+        "latency": {} if not timed else {
+            "decision_p50_ms_with_embedding": spread["p50_ms"], "decision_p95_ms_with_embedding": spread["p95_ms"],
+            "n_timed_queries": len(timed),
         },
     }
 
@@ -117,8 +113,8 @@ def score_agent_predictions(folder: str | Path, predictions: str | Path, *, rout
     if not rows:
         raise DataError(f"{path}: holds no predictions")
     records: list[dict[str, Any]] = []
-    for number, item in rows:
-        where = f"{path}:{number}"
+    for line_number, item in rows:
+        where = f"{path}:{line_number}"
         query, predicted = item.get("query"), item.get("predicted")
         if not isinstance(query, str) or not gold.get(query):
             shown = query[:60] if isinstance(query, str) else query
