@@ -237,17 +237,26 @@ def serve(
     name: Annotated[str, typer.Option(help="The model name clients ask for.")] = "orchestra",
     host: Annotated[str, typer.Option(help="Bind address; 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port to serve on.")] = 8000,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="ORCHESTRA_API_KEY", show_envvar=True,
+        help="Ask every request for 'Authorization: Bearer KEY' (an OpenAI client's api_key); needed to onboard function agents over HTTP.",
+    )] = None,
     option: RouterOption = None,
     budget: BudgetOption = None,
     db: DbOption = None,
 ) -> None:
     """Serve the routed workflow as an OpenAI-compatible model (POST /v1/chat/completions), with agents and
     models onboarded over HTTP (/orchestra/agents, /orchestra/models); every request is a stored run."""
-    from orchestra.server import serve as serve_http
+    from orchestra.server import create_app, serve as serve_http
 
     orch, workflow = _workflow(db, profile, router, aggregator, cost_weight, option, budget)
-    err_console.print(f"[dim]serving {escape(name)} (router {escape(router)}) on http://{escape(host)}:{port}/v1[/]")
-    serve_http(orch, workflow, name=name, host=host, port=port)
+    create_app(orch, workflow, name=name, api_key=api_key)  # a bad name or key refused before the banner says "serving"
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]serving on {escape(host)} with no --api-key: anyone who reaches the port can run the workflow "
+                          "(and spend on its models) and onboard agents[/]")
+    err_console.print(f"[dim]serving {escape(name)} (router {escape(router)}) on http://{escape(host)}:{port}/v1"
+                      f"{' (API key required)' if api_key else ''}[/]")
+    serve_http(orch, workflow, name=name, host=host, port=port, api_key=api_key)
 
 
 @app.command()

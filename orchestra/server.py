@@ -31,11 +31,18 @@ while answering is stored with its error and answers 502 (a model or an agent fa
 gateway) or 500 (a budget ran out, a router failed), with the run id. A run that paused for approval (an agent
 whose card ``requires_approval``) answers 409 with code ``approval_required`` and its run id: resuming it approves.
 
+With an API key (``api_key=``; ``orchestra serve --api-key`` or ``$ORCHESTRA_API_KEY``) every route asks for
+``Authorization: Bearer KEY``, what OpenAI's clients send as their ``api_key``, and answers 401 without it. A
+function agent's card names Python to import and call in the server, so onboarding one over HTTP needs the key
+(403 without one). A body that is not declared JSON answers 415: a web page can POST plain text to a server on
+localhost without the browser asking first, but not JSON.
+
 FastAPI and uvicorn come with the ``serve`` extra. The module imports them only in `create_app` and `serve`,
 so the rest of Orchestra runs without them.
 """
 
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
@@ -108,6 +115,33 @@ class ChatCompletionRequest(BaseModel):
     """w in [0, 1] for this request: model routers trade predicted quality against cost with it."""
     max_agents: int | None = None
     """k for this request: at most this many agents per decision."""
+
+
+class _Refused(Exception):
+    """A request refused at the HTTP level, before Orchestra sees it: no key, the wrong key, a function agent
+    without a key, a body not declared JSON. Answered in OpenAI's error shape with its own status."""
+
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def _checked_api_key(api_key: str | None) -> str | None:
+    """``api_key`` if it can be sent in an ``Authorization`` header; `ConfigurationError` otherwise (the key itself
+    is never repeated in the message: it may be a real secret with a typo)."""
+    if api_key is None:
+        return None
+    if not isinstance(api_key, str) or not api_key.strip():
+        raise ConfigurationError(f"api_key must be a non-empty string, got {type(api_key).__name__}")
+    if not api_key.isascii() or not api_key.isprintable() or any(char.isspace() for char in api_key):
+        raise ConfigurationError("api_key must be printable ASCII without spaces: it travels in an Authorization header")
+    return api_key
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` declares JSON (``application/json``, ``application/*+json``, any parameters)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 def _error_body(
@@ -194,20 +228,37 @@ def _failure(result: "RunResult") -> tuple[int, dict[str, Any]]:
     return status, body
 
 
-def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orchestra") -> Any:
+def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orchestra", api_key: str | None = None) -> Any:
     """A FastAPI application serving ``workflow`` as the OpenAI-compatible model ``name``, with ``orchestra``'s
-    registry and runs over HTTP (routes in the module docstring). Run it with uvicorn (`serve` does), or test it
-    with FastAPI's ``TestClient``."""
+    registry and runs over HTTP (routes in the module docstring). With ``api_key``, every route asks for
+    ``Authorization: Bearer api_key``. Run it with uvicorn (`serve` does), or test it with FastAPI's ``TestClient``."""
     try:
-        from fastapi import FastAPI, Request
+        from fastapi import Depends, FastAPI, Request
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import JSONResponse, StreamingResponse
+        from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     except ImportError as exc:
         raise ConfigurationError(f"the HTTP server is not installed ({exc.name}); {_INSTALL_HINT}") from None
     if not isinstance(name, str) or not name.strip():
         raise ConfigurationError(f"the served model's name must be a non-empty string, got {name!r}")
+    api_key = _checked_api_key(api_key)
+    bearer = HTTPBearer(auto_error=False, description="The key the server was started with (`orchestra serve --api-key`).")
 
-    api = FastAPI(title="Orchestra", summary=f"The routed workflow {name!r} as an OpenAI-compatible model")
+    async def authorise(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if api_key is None:
+            return
+        if credentials is None:
+            raise _Refused(401, "no API key: send the server's key as 'Authorization: Bearer KEY' (an OpenAI client's api_key)", "missing_api_key")
+        # compare_digest: the time taken must not tell how much of a guessed key was right
+        if not secrets.compare_digest(credentials.credentials.encode(), api_key.encode()):
+            raise _Refused(401, "the API key is not this server's", "invalid_api_key")
+
+    api = FastAPI(title="Orchestra", summary=f"The routed workflow {name!r} as an OpenAI-compatible model", dependencies=[Depends(authorise)])
+
+    @api.exception_handler(_Refused)
+    async def _refused(request: Request, exc: _Refused) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(_error_body(exc.message, "invalid_request_error", code=exc.code), status_code=exc.status, headers=headers)
 
     @api.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -282,6 +333,17 @@ def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orc
             from orchestra.agent import check_functions
 
             typed = [AgentCard.parse(card) for card in cards]
+            functions = [card.id for card in typed if card.backend == "function"]
+            if functions and api_key is None:
+                # a function card names Python the server imports and calls with each routed query ("os:system"):
+                # onboarded by anyone who can reach the port, that is their code running here
+                raise _Refused(
+                    403,
+                    f"agent {functions[0]!r} is a function agent: onboarding one over HTTP runs the Python it names in the "
+                    "server, so it needs a server started with an API key (orchestra serve --api-key); or add it where the "
+                    "server runs (orchestra agents add, on the same database)",
+                    "function_agents_need_api_key",
+                )
             check_functions(typed)  # before any card is added: all or nothing
             added = registry.add_agents(typed, update=update)
         else:
@@ -320,7 +382,7 @@ def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orc
         from orchestra.replay import aresume
 
         recorded = orchestra.store.get_run(run_id).run  # NotFoundError: 404, before the body is read
-        budget = _resume_budget(await request.body(), recorded.meta.get("budget", {}))
+        budget = _resume_budget(await _body(request), recorded.meta.get("budget", {}))
         try:
             result = await aresume(orchestra, run_id, budget=budget)
         except NotFoundError:
@@ -359,18 +421,32 @@ def _resume_budget(raw: bytes, recorded: dict[str, Any]) -> Budget | None:
         raise PolicyError("budget." + str(exc).removeprefix("Budget.")) from None
 
 
+async def _body(request: Any) -> bytes:
+    """The request's body, refused (415) when it has one not declared JSON. Browsers send a plain-text POST to any
+    address, localhost included, without asking the server first; a JSON one they ask about first, and this server
+    allows no other origin, so a web page cannot onboard an agent or resume a run behind its user's back."""
+    raw = await request.body()
+    if raw.strip() and not _is_json(request.headers.get("content-type")):
+        raise _Refused(415, f"the body must be sent as JSON (Content-Type: application/json), not {request.headers.get('content-type') or 'undeclared'}",
+                       "unsupported_media_type")
+    return raw
+
+
 async def _json(request: Any) -> Any:
     """The request's JSON body; `ConfigurationError` for one that is not JSON."""
     try:
-        return json.loads(await request.body())
+        return json.loads(await _body(request))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"the body is not JSON ({exc})") from None
 
 
-def serve(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orchestra", host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orchestra", host: str = "127.0.0.1", port: int = 8000,
+    api_key: str | None = None,
+) -> None:
     """Serve ``workflow`` over HTTP until interrupted (uvicorn, one process: the registry and the workflow's
-    router live in it, and every run goes to ``orchestra``'s store)."""
-    api = create_app(orchestra, workflow, name=name)
+    router live in it, and every run goes to ``orchestra``'s store); with ``api_key``, only to its holders."""
+    api = create_app(orchestra, workflow, name=name, api_key=api_key)
     try:
         import uvicorn
     except ImportError as exc:

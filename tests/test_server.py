@@ -3,6 +3,7 @@ real `openai` SDK through FastAPI's in-process test client (no socket, no networ
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ pytest.importorskip("fastapi")
 import openai
 from fastapi.testclient import TestClient
 
-from orchestra import AgentCard, Call, Dispatch, ModelCard, ModelUnavailableError, Orchestra, Refine, RouterState
+from orchestra import AgentCard, Call, ConfigurationError, Dispatch, ModelCard, ModelUnavailableError, Orchestra, Refine, RouterState
 from orchestra.server import create_app
 from orchestra.testing import FunctionRouter, InMemoryStore, ScriptedModel, ScriptedModels
 
@@ -98,7 +99,6 @@ def test_an_agent_onboarded_over_http_answers_the_next_request(served) -> None:
         ({"id": "geo", "description": "Taken.", "model": "writer"}, 409, "'geo' is already registered"),
         ([], 400, "non-empty list"),
         ("not a card", 400, "JSON object"),
-        ({"id": "f", "description": "A function.", "backend": "function", "function": "no.such.module:fn"}, 400, "no.such.module"),
     ],
 )
 def test_a_bad_card_is_refused_with_its_field_and_nothing_is_stored(served, body: Any, status: int, names: str) -> None:
@@ -251,3 +251,111 @@ def test_a_run_paused_for_approval_answers_409_and_resuming_it_over_http_approve
     assert app.store.get_run(run_id).run.status == "interrupted"
     response = client.post(f"/orchestra/runs/{run_id}/resume")
     assert response.status_code == 201 and response.json()["run"]["status"] == "ok" and paid == ["Pay invoice 7"]
+
+
+# -- who may use the server ---------------------------------------------------------------------------------------
+
+
+def _keyed(key: str = "sk-orchestra-test") -> tuple[Orchestra, TestClient]:
+    """The `served` team behind an API key."""
+    models = [ScriptedModel("writer", ["Paris is the capital."] * 4), ScriptedModel("refiner", ["Paris."] * 2)]
+    app = Orchestra(store=InMemoryStore(), model_factory=ScriptedModels(models))
+    for model in models:
+        app.registry.add_model(ModelCard(id=model.id, description=f"scripted model {model.id}", input_price_per_mtok=1.0, output_price_per_mtok=2.0))
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    workflow = app.workflow(FunctionRouter(dispatch_all), aggregator=Refine("refiner"))
+    return app, TestClient(create_app(app, workflow, name="team", api_key=key))
+
+
+def test_with_an_api_key_only_its_holders_are_served_and_a_refused_request_runs_nothing() -> None:
+    app, client = _keyed()
+    ask = {"model": "team", "messages": [{"role": "user", "content": "Capital of France?"}]}
+    with pytest.raises(openai.AuthenticationError) as refused:
+        sdk(client).chat.completions.create(**ask)  # the SDK sends its api_key, "unused", as the bearer token
+    assert refused.value.status_code == 401 and refused.value.code == "invalid_api_key"
+    assert "sk-orchestra-test" not in str(refused.value.body)
+    for method, path in [("GET", "/v1/models"), ("GET", "/orchestra/agents"), ("DELETE", "/orchestra/agents/geo"),
+                         ("POST", "/orchestra/runs/nope/resume")]:
+        response = client.request(method, path)
+        assert response.status_code == 401, path
+        assert response.json()["error"]["code"] == "missing_api_key" and response.headers["www-authenticate"] == "Bearer"
+    response = client.post("/orchestra/agents", json={"id": "poet", "description": "Poems.", "model": "writer"},
+                           headers={"Authorization": "Bearer sk-orchestra-tesT"})  # one letter off
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+    assert app.store.list_runs(limit=5) == [] and [card.id for card in app.registry.agents()] == ["geo"]
+
+    keyed = openai.OpenAI(base_url="http://testserver/v1", api_key="sk-orchestra-test", http_client=client, max_retries=0)
+    assert keyed.chat.completions.create(**ask).choices[0].message.content == "Paris is the capital."
+    assert [run.status for run in app.store.list_runs(limit=5)] == ["ok"]
+    listed = client.get("/orchestra/agents", headers={"Authorization": "bearer sk-orchestra-test"})  # the scheme in any case
+    assert listed.status_code == 200 and [card["id"] for card in listed.json()["data"]] == ["geo"]
+
+
+def test_a_function_agent_is_onboarded_over_http_only_with_a_key_and_its_function_is_not_imported_without(served, monkeypatch) -> None:
+    app, client = served
+    imported: list[str] = []
+    import orchestra.agent
+
+    real_check = orchestra.agent.check_function
+    monkeypatch.setattr(orchestra.agent, "check_function", lambda target, **kw: (imported.append(target), real_check(target, **kw)))
+    card = {"id": "shell", "description": "Answers every question.", "backend": "function", "function": "os:getcwd"}
+    version = app.registry.version
+    response = client.post("/orchestra/agents", json=[{"id": "poet", "description": "Poems.", "model": "writer"}, card])
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "function_agents_need_api_key" and "'shell'" in error["message"] and "--api-key" in error["message"]
+    # refused before anything is imported (importing a module runs its code) and all or nothing: the poet is not added
+    assert imported == [] and app.registry.version == version and sorted(c.id for c in app.registry.agents()) == ["geo", "history"]
+
+    keyed_app, keyed = _keyed("k3y")
+    auth = {"Authorization": "Bearer k3y"}
+    missing = keyed.post("/orchestra/agents", json={**card, "function": "no.such.module:fn"}, headers=auth)
+    assert missing.status_code == 400 and "no.such.module" in missing.json()["error"]["message"]
+    assert keyed.post("/orchestra/agents", json=card, headers=auth).status_code == 201
+    assert keyed_app.registry.agent("shell").function == "os:getcwd"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_not_sent_as_json_is_refused_so_a_web_page_cannot_post_one_behind_its_user_s_back(served, content_type: str | None) -> None:
+    """Browsers send a cross-origin POST of plain text or a form without asking the server first (a JSON one they
+    ask about, and this server allows no other origin): such a body onboards nothing and resumes nothing."""
+    app, client = served
+    headers = {"content-type": content_type} if content_type else {}
+    card = json.dumps({"id": "poet", "description": "Poems.", "model": "writer"}).encode()
+    response = client.post("/orchestra/agents", content=card, headers=headers)
+    assert response.status_code == 415 and response.json()["error"]["code"] == "unsupported_media_type"
+    assert sorted(c.id for c in app.registry.agents()) == ["geo", "history"]
+    completion = sdk(client).chat.completions.create(model="team", messages=[{"role": "user", "content": "Capital?"}])
+    run_id = completion.model_extra["orchestra"]["run_id"]
+    resumed = client.post(f"/orchestra/runs/{run_id}/resume", content=b'{"budget": {"max_calls": 9}}', headers=headers)
+    assert resumed.status_code == 415 and len(app.store.list_runs(limit=5)) == 1
+    # declared JSON, with a charset or as a +json type, it is read
+    ok = client.post("/orchestra/agents", content=card, headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 201
+
+
+@pytest.mark.parametrize("key", ["", "   ", "two words", "kéy", 42])
+def test_an_api_key_that_cannot_travel_in_a_header_is_refused_without_being_repeated(served, key: Any) -> None:
+    app, _ = served
+    with pytest.raises(ConfigurationError, match="api_key") as refused:
+        create_app(app, app.workflow(FunctionRouter(dispatch_all)), api_key=key)
+    assert not (isinstance(key, str) and key.strip() and key in str(refused.value))
+
+
+def test_orchestra_serve_takes_its_key_from_the_option_or_the_environment_and_refuses_a_bad_one_before_serving(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import orchestra.server
+    from orchestra.cli import app as cli
+
+    served_with: list[str | None] = []
+    monkeypatch.setattr(orchestra.server, "serve", lambda *args, api_key=None, **kwargs: served_with.append(api_key))
+    db = ["--db", f"sqlite:///{tmp_path / 'runs.db'}", "--profile", "none", "--router", "all"]
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["serve", *db, "--api-key", "two words"])
+    assert refused.exit_code != 0 and "api_key" in refused.output and "two words" not in refused.output and served_with == []
+    assert runner.invoke(cli, ["serve", *db], env={"ORCHESTRA_API_KEY": "from-env"}).exit_code == 0
+    assert runner.invoke(cli, ["serve", *db, "--api-key", "given"], env={"ORCHESTRA_API_KEY": "from-env"}).exit_code == 0
+    opened = runner.invoke(cli, ["serve", *db, "--host", "0.0.0.0"], env={"ORCHESTRA_API_KEY": None})
+    assert opened.exit_code == 0 and "no --api-key" in opened.output
+    assert served_with == ["from-env", "given", None]
