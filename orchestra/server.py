@@ -33,8 +33,9 @@ whose card ``requires_approval``) answers 409 with code ``approval_required`` an
 
 With an API key (``api_key=``; ``orchestra serve --api-key`` or ``$ORCHESTRA_API_KEY``) every route asks for
 ``Authorization: Bearer KEY``, what OpenAI's clients send as their ``api_key``, and answers 401 without it. A
-function agent's card names Python to import and call in the server, so onboarding one over HTTP needs the key
-(403 without one). A body that is not declared JSON answers 415: a web page can POST plain text to a server on
+card that reaches into the server (a function agent's Python to import and call; a model card's ``api_key_env``,
+a secret of the server's environment sent to the card's ``base_url``; its ``gguf_path``, a file on the server's
+disk) is onboarded over HTTP only with the key (403 without one). A body that is not declared JSON answers 415: a web page can POST plain text to a server on
 localhost without the browser asking first, but not JSON.
 
 FastAPI and uvicorn come with the ``serve`` extra. The module imports them only in `create_app` and `serve`,
@@ -44,7 +45,7 @@ so the rest of Orchestra runs without them.
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -136,6 +137,35 @@ def _checked_api_key(api_key: str | None) -> str | None:
     if not api_key.isascii() or not api_key.isprintable() or any(char.isspace() for char in api_key):
         raise ConfigurationError("api_key must be printable ASCII without spaces: it travels in an Authorization header")
     return api_key
+
+
+def _reach_into_the_server(card: AgentCard | ModelCard) -> str | None:
+    """What of the server's own a card would use, or ``None``: Python to import and call, a secret from its
+    environment, a file from its disk."""
+    if isinstance(card, AgentCard):
+        return f"agent {card.id!r} is a function agent: the server would import and call the Python it names ({card.function})" if card.backend == "function" else None
+    if card.api_key_env:
+        return f"model {card.id!r} names the server's environment variable {card.api_key_env}: the server would send its value as the key to {card.base_url or 'the default endpoint'}"
+    if card.gguf_path:
+        return f"model {card.id!r} names a file on the server's disk ({card.gguf_path}) to load as a model"
+    return None
+
+
+def _only_with_a_key(api_key: str | None, cards: Sequence[AgentCard | ModelCard]) -> None:
+    """Refuse (403) cards that reach into the server when it has no API key: onboarded by anyone who can reach the
+    port, a function card ("os:system") runs their code here, a model card with ``base_url`` theirs and
+    ``api_key_env`` ours sends them our key. Checked before any card is added or any function imported."""
+    if api_key is not None:
+        return
+    for card in cards:
+        reach = _reach_into_the_server(card)
+        if reach:
+            raise _Refused(
+                403,
+                f"{reach}, so onboarding it over HTTP needs a server started with an API key (orchestra serve --api-key); "
+                "or add it where the server runs (orchestra agents add / orchestra models add, on the same database)",
+                "api_key_required",
+            )
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -333,21 +363,13 @@ def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orc
             from orchestra.agent import check_functions
 
             typed = [AgentCard.parse(card) for card in cards]
-            functions = [card.id for card in typed if card.backend == "function"]
-            if functions and api_key is None:
-                # a function card names Python the server imports and calls with each routed query ("os:system"):
-                # onboarded by anyone who can reach the port, that is their code running here
-                raise _Refused(
-                    403,
-                    f"agent {functions[0]!r} is a function agent: onboarding one over HTTP runs the Python it names in the "
-                    "server, so it needs a server started with an API key (orchestra serve --api-key); or add it where the "
-                    "server runs (orchestra agents add, on the same database)",
-                    "function_agents_need_api_key",
-                )
+            _only_with_a_key(api_key, typed)
             check_functions(typed)  # before any card is added: all or nothing
             added = registry.add_agents(typed, update=update)
         else:
-            added = registry.add_models([ModelCard.parse(card) for card in cards], update=update)
+            models = [ModelCard.parse(card) for card in cards]
+            _only_with_a_key(api_key, models)
+            added = registry.add_models(models, update=update)
         return {"added": [card.model_dump(mode="json") for card in added], "registry_version": registry.version}
 
     def registry_routes(kind: Literal["agent", "model"]) -> None:

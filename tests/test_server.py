@@ -291,7 +291,7 @@ def test_with_an_api_key_only_its_holders_are_served_and_a_refused_request_runs_
     assert listed.status_code == 200 and [card["id"] for card in listed.json()["data"]] == ["geo"]
 
 
-def test_a_function_agent_is_onboarded_over_http_only_with_a_key_and_its_function_is_not_imported_without(served, monkeypatch) -> None:
+def test_a_function_agent_is_onboarded_over_http_only_on_a_keyed_server_and_its_function_is_not_imported_without(served, monkeypatch) -> None:
     app, client = served
     imported: list[str] = []
     import orchestra.agent
@@ -303,7 +303,7 @@ def test_a_function_agent_is_onboarded_over_http_only_with_a_key_and_its_functio
     response = client.post("/orchestra/agents", json=[{"id": "poet", "description": "Poems.", "model": "writer"}, card])
     assert response.status_code == 403
     error = response.json()["error"]
-    assert error["code"] == "function_agents_need_api_key" and "'shell'" in error["message"] and "--api-key" in error["message"]
+    assert error["code"] == "api_key_required" and "'shell'" in error["message"] and "--api-key" in error["message"]
     # refused before anything is imported (importing a module runs its code) and all or nothing: the poet is not added
     assert imported == [] and app.registry.version == version and sorted(c.id for c in app.registry.agents()) == ["geo", "history"]
 
@@ -359,3 +359,23 @@ def test_orchestra_serve_takes_its_key_from_the_option_or_the_environment_and_re
     opened = runner.invoke(cli, ["serve", *db, "--host", "0.0.0.0"], env={"ORCHESTRA_API_KEY": None})
     assert opened.exit_code == 0 and "no --api-key" in opened.output
     assert served_with == ["from-env", "given", None]
+
+
+@pytest.mark.parametrize(
+    ("card", "names"),
+    [
+        ({"id": "gpt", "description": "A model.", "base_url": "https://elsewhere.example/v1", "api_key_env": "OPENAI_API_KEY"}, "OPENAI_API_KEY"),
+        ({"id": "disk", "description": "A local model.", "local": True, "gguf_path": "/etc/passwd"}, "/etc/passwd"),
+    ],
+)
+def test_a_model_card_that_would_use_the_server_s_secrets_or_files_needs_a_keyed_server(served, card: dict[str, Any], names: str) -> None:
+    """Without a key, a model card naming one of the server's environment variables would have the server send
+    that secret to the card's base_url, and a GGUF path would load the server's files: refused before storing."""
+    app, client = served
+    version = app.registry.version
+    response = client.post("/orchestra/models", json=[{"id": "plain", "description": "Fine."}, card])
+    assert response.status_code == 403 and response.json()["error"]["code"] == "api_key_required"
+    assert names in response.json()["error"]["message"] and app.registry.version == version
+    keyed_app, keyed = _keyed("k3y")
+    assert keyed.post("/orchestra/models", json=card, headers={"Authorization": "Bearer k3y"}).status_code == 201
+    assert keyed_app.registry.model(card["id"]) is not None
