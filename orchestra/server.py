@@ -473,5 +473,10 @@ def serve(
         import uvicorn
     except ImportError as exc:
         raise ConfigurationError(f"the HTTP server is not installed ({exc.name}); {_INSTALL_HINT}") from None
+    from orchestra.embeddings import warm_up_embedder
+
+    # before listening: the first request would otherwise wait seconds for the encoder the embedding routers use
+    # (a client finds the port closed until the server can answer at speed, as a readiness check expects)
+    warm_up_embedder()
     uvicorn.run(api, host=host, port=port, log_level="info")
 

