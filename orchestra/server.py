@@ -25,7 +25,7 @@ and the latency. Requests may add two fields OpenAI does not have (``extra_body`
 run (routers read the user's query and the conversation), so they are left out, and the response says so.
 
 Bad input answers 400 with OpenAI's error body (``{"error": {"message", "type", "param", "code"}}``) naming the
-field, 404 for an unknown model, id or run, 409 for an id the registry holds or a run that cannot be resumed (an
+field (``tools``, ``n`` above 1 and a JSON ``response_format`` too: a routed run cannot honour them), 404 for an unknown model, id or run, 409 for an id the registry holds or a run that cannot be resumed (an
 ok run with no failed step, a run still running: the message says why); nothing is stored. A run that fails
 while answering is stored with its error and answers 502 (a model or an agent failed: the upstream of this
 gateway) or 500 (a budget ran out, a router failed), with the run id. A run that paused for approval (an agent
@@ -116,6 +116,22 @@ class ChatCompletionRequest(BaseModel):
     """w in [0, 1] for this request: model routers trade predicted quality against cost with it."""
     max_agents: int | None = None
     """k for this request: at most this many agents per decision."""
+
+    def refuse_what_a_run_cannot_honour(self) -> None:
+        """`ConfigurationError` (400) naming a field whose request a routed run would silently not honour: the
+        client would wait for tool calls, several choices or JSON that never come."""
+        extra = self.model_extra or {}
+        for field in ("tools", "functions"):
+            if extra.get(field):
+                raise ConfigurationError(f"{field}: a routed run cannot call the client's tools (its agents call their own); send none")
+        if extra.get("tool_choice") not in (None, "none", "auto"):
+            raise ConfigurationError(f"tool_choice: {extra['tool_choice']!r} needs tools, and a routed run takes none")
+        if extra.get("n") not in (None, 1):
+            raise ConfigurationError(f"n: a routed run gives one answer, so n must be 1, got {extra['n']!r}")
+        response_format = extra.get("response_format")
+        kind = response_format.get("type") if isinstance(response_format, dict) else response_format
+        if kind not in (None, "text"):
+            raise ConfigurationError(f"response_format: {kind!r} cannot be promised: the answer is what the agents and the aggregator write (only 'text')")
 
 
 class _Refused(Exception):
@@ -311,6 +327,7 @@ def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orc
         if request.model != name:
             message = f"model: no model {request.model!r} here; this server serves {name!r}"
             return JSONResponse(_error_body(message, "NotFoundError", param="model", code="model_not_found"), status_code=404)
+        request.refuse_what_a_run_cannot_honour()
         query, history, left_out = _query_and_history(request.messages)
         routing = _routing(workflow, request)
         created = int(time.time())

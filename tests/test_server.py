@@ -119,6 +119,10 @@ def test_a_bad_card_is_refused_with_its_field_and_nothing_is_stored(served, body
         ({"model": "team", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "'image_url' part"),
         ({"model": "team", "messages": [{"role": "user", "content": "hi"}], "cost_weight": 2}, 400, "cost_weight"),
         ({"model": "team", "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
+        ({"model": "team", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools:"),
+        ({"model": "team", "messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}, 400, "tool_choice:"),
+        ({"model": "team", "messages": [{"role": "user", "content": "hi"}], "n": 3}, 400, "n: a routed run gives one answer"),
+        ({"model": "team", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}, 400, "response_format:"),
     ],
 )
 def test_a_bad_request_answers_400_or_404_in_openai_s_error_shape_and_runs_nothing(served, body: Any, status: int, param_or_text: str) -> None:
@@ -379,3 +383,12 @@ def test_a_model_card_that_would_use_the_server_s_secrets_or_files_needs_a_keyed
     keyed_app, keyed = _keyed("k3y")
     assert keyed.post("/orchestra/models", json=card, headers={"Authorization": "Bearer k3y"}).status_code == 201
     assert keyed_app.registry.model(card["id"]) is not None
+
+
+def test_openai_fields_a_run_honours_by_their_defaults_are_accepted(served) -> None:
+    _, client = served
+    completion = sdk(client).chat.completions.create(
+        model="team", messages=[{"role": "user", "content": "Capital of France?"}], n=1, tools=[], tool_choice="auto",
+        response_format={"type": "text"}, temperature=0.2,
+    )
+    assert completion.choices[0].message.content == "Paris."
