@@ -175,6 +175,10 @@ class RouterState:
     model_access: ModelAccess | None = None
     """Call models through this (LLM routers); ``None`` outside a run."""
     run_id: str | None = None
+    decisions: tuple[Dispatch, ...] = ()
+    """The run's dispatches so far, in order, whether made live or served from a record (a resumed run): a
+    multi-round router that keeps its reasoning in a decision's ``meta`` finds it here when another instance (or
+    another process) made that decision."""
 
     def agent(self, agent_id: str) -> AgentCard | None:
         """The agent's card in this view, or ``None``."""

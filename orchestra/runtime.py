@@ -1114,6 +1114,7 @@ class Workflow:
             budget_left=ctx.tracker.left(round),
             model_access=ctx.access(step_id, round, original),
             run_id=ctx.run.id,
+            decisions=tuple(decision for decision in ctx.decisions if isinstance(decision, Dispatch)),
         )
         return router_state, snapshot
 

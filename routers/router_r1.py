@@ -15,9 +15,11 @@ An agent registered under the pool's id (``router-r1:pool``) is used instead, e.
 answers (`routers.recorded_pool`).
 
 Where the trajectory lives between decisions: the router keeps the turns it generated per run (by
-``state.run_id``) and checks them against the observations each time; when they do not match (another process,
-a replay with a fresh router) it rebuilds the earlier turns from the observations, which carry what was asked
-of which model, and says so in ``meta["rebuilt"]``.
+``state.run_id``) and checks them against the observations each time. When they do not match (a resumed run, whose
+earlier decisions were served from the record, another process), it takes the trajectory the run's last dispatch
+recorded in its meta (``state.decisions``), reasoning included; failing that (the decisions are another router's),
+it rebuilds the earlier turns from the observations, which carry what was asked of which model, and says so in
+``meta["rebuilt"]``.
 
 Bounds: at most ``max_rounds`` consulting turns (then an answer turn is forced; give the workflow
 ``Budget(max_rounds=max_rounds + 1)`` so the answering decision fits). The run's budget forces the answer too,
@@ -380,30 +382,17 @@ class RouterR1(BaseRouter):
         message = (obs.error or {}).get("message", "unknown error")
         return f"The call to {obs.model_id or 'the model'} failed: {message}"
 
-    def _restore(self, state: RouterState) -> _Trajectory:
-        """The trajectory so far, with the observations of every round filled in."""
+    def _restore(self, state: RouterState, pool_ids: Sequence[str]) -> _Trajectory:
+        """The trajectory so far, with the observations of every round filled in: this instance's own, else the one
+        the run's earlier decisions carry in their meta (a resumed run, another process), else one rebuilt from
+        what the observations say was asked."""
         groups = self._rounds_of(state.observations)
         with self._lock:
             cached = self._runs.get(self._key(state))
-        if cached is not None:
-            dispatching = [turn for turn in cached.turns if turn.consulted]
-            if len(dispatching) == len(groups) and all(
-                sorted(s.query for s in turn.dispatched) == sorted(obs.query for obs in group)
-                for turn, group in zip(dispatching, groups, strict=True)
-            ):
-                for turn, group in zip(dispatching, groups, strict=True):
-                    if turn.information:
-                        continue
-                    remaining = list(group)
-                    for search in turn.searches:
-                        if not search.ok:
-                            turn.information.append(search.detail)
-                            continue
-                        match = next(o for o in remaining if o.query == search.query)
-                        remaining.remove(match)
-                        turn.information.append(self._information(match))
-                return cached
-        # No trajectory of ours matches: rebuild the earlier turns from what the observations say was asked.
+        for trajectory in (cached, self._recorded(state, pool_ids)):
+            if trajectory is not None and self._answers_filled(trajectory, groups):
+                return trajectory
+        # Neither matches: rebuild the earlier turns from what the observations say was asked.
         trajectory = _Trajectory(rebuilt=bool(groups))
         for group in groups:
             searches = [
@@ -416,6 +405,57 @@ class RouterR1(BaseRouter):
             trajectory.turns.append(
                 _Turn(raw=text, text=text, searches=searches, information=[self._information(o) for o in group], consulted=True)
             )
+        return trajectory
+
+    def _answers_filled(self, trajectory: _Trajectory, groups: list[list[Observation]]) -> bool:
+        """Whether ``trajectory``'s consulting turns asked what the observations answer, round by round; if so, the
+        answers of the rounds not yet read are filled in as its information blocks."""
+        dispatching = [turn for turn in trajectory.turns if turn.consulted]
+        if len(dispatching) != len(groups) or not all(
+            sorted(s.query for s in turn.dispatched) == sorted(obs.query for obs in group)
+            for turn, group in zip(dispatching, groups, strict=True)
+        ):
+            return False
+        for turn, group in zip(dispatching, groups, strict=True):
+            if turn.information:
+                continue
+            remaining = list(group)
+            for search in turn.searches:
+                if not search.ok:
+                    turn.information.append(search.detail)
+                    continue
+                match = next(o for o in remaining if o.query == search.query)
+                remaining.remove(match)
+                turn.information.append(self._information(match))
+        return True
+
+    def _recorded(self, state: RouterState, pool_ids: Sequence[str]) -> _Trajectory | None:
+        """The trajectory as the run's last dispatch recorded it (``meta["segments"]``, ``meta["raw_turns"]``), its
+        reasoning intact; ``None`` when the decisions carry none (another router's, or none yet). Each dispatch
+        consulted with the last turn it had recorded."""
+        recorded = [decision.meta for decision in state.decisions if isinstance(decision.meta.get("segments"), list)]
+        if not recorded or len(recorded) != len(state.decisions):
+            return None
+        trajectory = _Trajectory()
+        raw_turns = recorded[-1].get("raw_turns") or []
+        for segment in recorded[-1]["segments"]:
+            kind, text = segment.get("kind"), str(segment.get("text", ""))
+            if kind == "turn":
+                turn = self._parse_tags(text, None, pool_ids)
+                index = len(trajectory.turns)
+                turn.raw = raw_turns[index] if index < len(raw_turns) else text
+                trajectory.turns.append(turn)
+            elif not trajectory.turns:
+                return None
+            elif kind == "information":  # as `_Trajectory.segments` wrote it
+                trajectory.turns[-1].information.append(text.strip().removeprefix("<information>").removesuffix("</information>"))
+            elif kind == "note":
+                trajectory.turns[-1].note = text.strip()
+        for meta in recorded:
+            consulted = sum(1 for segment in meta["segments"] if segment.get("kind") == "turn") - 1
+            if not 0 <= consulted < len(trajectory.turns) or not trajectory.turns[consulted].dispatched:
+                return None
+            trajectory.turns[consulted].consulted = True
         return trajectory
 
     def _remember(self, state: RouterState, trajectory: _Trajectory | None) -> None:
@@ -612,7 +652,7 @@ class RouterR1(BaseRouter):
             )
         pool_ids = [card.id for card in pool]
         constrained = self._is_constrained(state)
-        trajectory = self._restore(state)
+        trajectory = self._restore(state, pool_ids)
         prompt = self.prompt(state, pool, constrained)
         invalid_in_a_row = 0
         router_calls: list[dict[str, Any]] = []

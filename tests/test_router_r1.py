@@ -18,7 +18,7 @@ from orchestra.policies import Budget
 from orchestra.routers.r1_rewards import check_format
 from orchestra.routers.recorded_pool import NO_RECORD, RecordedPool, final_question, recorded_text
 from orchestra.routers.router_r1 import R1_POOL_AGENT_ID, POOL_SYSTEM_PROMPT, RouterR1, pool_agent_card, turn_schema
-from orchestra.routing import Dispatch, Finish, Observation, RouterState, load_router
+from orchestra.routing import Call, Dispatch, Finish, Observation, RouterState, load_router
 from orchestra.runtime import Orchestra
 from orchestra.testing import InMemoryStore, ScriptedModel
 
@@ -520,3 +520,52 @@ def test_a_run_with_the_default_pool_replays_exactly(pool: RecordedPool, options
     assert second.tree() == first.tree()
     totals = lambda run: (run.prompt_tokens, run.completion_tokens, run.cost_usd)  # noqa: E731
     assert totals(second.run) == totals(first.run) and first.run.cost_usd
+
+
+# -- the trajectory across instances -------------------------------------------------------------------------------
+
+
+def test_a_fresh_router_takes_the_trajectory_with_its_reasoning_from_the_run_s_recorded_decisions() -> None:
+    """Another instance made the first decision (a resumed run serves it from the record): the reasoning it recorded
+    is what the router model sees again, not a placeholder rebuilt from the observations."""
+    first_model = ScriptedModel("router-lm", [
+        "<think>No tags here.</think>",  # out of format: a note follows it, and it must come back too
+        "<think>Ask the big one: fractions are its strength.</think>\n<search>big-lm:What is 2:3?</search>",
+    ])
+    first = RouterR1("router-lm").decide(_state(first_model))
+    assert isinstance(first, Dispatch)
+    observations = (Observation(agent_id=R1_POOL_AGENT_ID, query="What is 2:3?", answer="two thirds", round=0, model_id="big-lm"),)
+
+    model = ScriptedModel("router-lm", ["<think>It says two thirds.</think><answer>2/3</answer>"])
+    decision = RouterR1("router-lm").decide(_state(model, observations, round=1, decisions=(first,)))
+    assert isinstance(decision, Finish) and decision.answer == "2/3" and decision.meta["rebuilt"] is False
+    shown = model.calls[0][0]
+    assert [m.content for m in shown[1:4:2]] == [first_model.calls[1][0][1].content, "<think>Ask the big one: fractions are its strength.</think>\n<search>big-lm:What is 2:3?</search>"]
+    assert _info_blocks(shown) == ["two thirds"] and "not kept" not in str([m.content for m in shown])
+    # the whole transcript reads as the one router that made both decisions would have written it
+    assert decision.meta["transcript"].startswith(first.meta["transcript"])
+
+    # decisions that carry no trajectory (another router's) or that do not match the observations: rebuilt as before
+    for decisions in ((Dispatch(calls=(Call(agent_id=R1_POOL_AGENT_ID, query="What is 2:3?", model_id="big-lm"),)),),
+                      (first.model_copy(update={"meta": {**first.meta, "segments": first.meta["segments"][:1]}}),)):
+        model = ScriptedModel("router-lm", ["<think>ok</think><answer>2/3</answer>"])
+        again = RouterR1("router-lm").decide(_state(model, observations, round=1, decisions=decisions))
+        assert again.meta["rebuilt"] is True and "not kept" in model.calls[0][0][1].content
+
+
+def test_a_resumed_run_s_live_decision_sees_the_reasoning_of_the_decision_served_from_the_record(pool: RecordedPool) -> None:
+    from orchestra import ModelTimeoutError, resume
+
+    turns = ["<think>The small one is cheap; ask it first.</think>\n<search>small-lm:" + ROWS[0]["query"] + "</search>",
+             ModelTimeoutError("router-lm timed out", model_id="router-lm"),
+             "<think>It said A.</think>\n<answer>A</answer>"]
+    router_model = ScriptedModel(ROUTER.id, turns)
+    app = _app(router_model, pool)
+    failed = app.workflow(RouterR1(ROUTER.id), budget=Budget(max_rounds=4)).run(ROWS[0]["query"])
+    assert failed.status == "error" and isinstance(failed.error, ModelTimeoutError)
+
+    resumed = resume(app, failed.run_id)
+    assert resumed.status == "ok" and resumed.answer == "A", resumed.error
+    live = router_model.calls[-1][0]
+    assert "The small one is cheap; ask it first." in live[1].content and "not kept" not in live[1].content
+    assert resumed.decisions[-1].meta["rebuilt"] is False
