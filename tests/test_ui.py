@@ -977,3 +977,84 @@ def test_the_routers_page_shows_what_bench_compare_prints_from_the_same_rows() -
     broken = {**report, "aiq": "n/a", "best_single": {"model": "big", "quality": "?", "cost_usd": 0.01}}
     row = model_table([broken])[0]
     assert row["AIQ"] is None and row["CPT(50%)"] is None and row["router"] == "knn"
+
+
+# -- a budget that ran out, raised on the Runs page ---------------------------------------------------------------
+
+
+def _budget_stopped_run(store: str, budget: Any) -> tuple[Orchestra, str]:
+    """A run of two agents under ``budget`` (``all`` dispatches to both at once: ``max_calls=1`` stops it before)."""
+    app = _add_echo(store)
+    app.registry.add_agent(AgentCard(id="loud", description="Shouts.", backend="function", function="ui_test_agents:shout"))
+    result = app.workflow("all", aggregator=PassThrough(), budget=budget).run("budget")
+    assert result.status == "error"
+    return app, result.run_id
+
+
+def _budget_expander(page: AppTest) -> Any:
+    (expander,) = [e for e in page.expander if e.label == "Budget of the resumed run"]
+    return expander
+
+
+def test_a_run_whose_budget_ran_out_is_resumed_on_the_runs_page_with_a_larger_limit(store: str) -> None:
+    """The Runs page resumed a budget-stopped run on its recorded budget only, so it ran out again; its Resume now
+    shows the budget, says which limit ran out, and resumes with the limits changed (the others as recorded)."""
+    from orchestra import Budget
+
+    app, original = _budget_stopped_run(store, Budget(max_calls=1, max_seconds=30.0))
+    recorded = app.store.get_run(original).run.meta["budget"]
+
+    page = _start(runs_page)
+    page.selectbox(key="runs_selected").set_value(original).run()
+    assert _budget_expander(page).proto.expanded
+    warning = [w.value for w in page.warning if "limit ran out" in w.value]
+    assert warning and "**max_calls**" in warning[0] and "max_calls allowed 1, 2 needed" in warning[0], warning
+    assert page.number_input(key=f"runs_resume_max_calls_{original}").value == 1
+    assert page.number_input(key=f"runs_resume_max_seconds_{original}").value == 30.0
+    assert page.number_input(key=f"runs_resume_max_tokens_{original}").value == 0  # no limit
+
+    # nothing changed: the recorded budget, and the same stop
+    page.button(key="runs_resume").click().run()
+    assert not page.exception
+    (again,) = [run for run in app.store.list_runs() if run.replay_of == original]
+    assert again.status == "error" and again.error["limit"] == "max_calls" and again.meta["budget"] == recorded
+    assert any(e.value.startswith("Resume: ") and "the resumed run failed: The run's budget ran out" in e.value
+               for e in page.error), [e.value for e in page.error]
+
+    # its resume, with more calls and no time limit (0, as in the sidebar): the answer, on the new budget
+    page.selectbox(key="runs_selected").set_value(again.id).run()
+    assert _budget_expander(page).proto.expanded
+    page.number_input(key=f"runs_resume_max_calls_{again.id}").set_value(2)
+    page.number_input(key=f"runs_resume_max_seconds_{again.id}").set_value(0.0)
+    page.button(key="runs_resume").click().run()
+    assert not page.exception
+    (resumed,) = [run for run in app.store.list_runs() if run.replay_of == again.id]
+    assert resumed.status == "ok" and resumed.answer == "**echo**: echo: budget\n\n**loud**: BUDGET!"
+    assert resumed.meta["budget"] == {**recorded, "max_calls": 2, "max_seconds": None}
+    assert any(s.value.startswith("Resume: ") and "the resumed run is ok" in s.value for s in page.success)
+
+
+def test_a_budget_the_resume_cannot_run_on_is_refused_in_words_and_nothing_is_stored(store: str) -> None:
+    from orchestra import Budget
+    from orchestra.ui.runs import BUDGET_LIMITS
+
+    assert set(BUDGET_LIMITS) == set(Budget.model_fields)  # a limit Budget gains is offered too
+    app, original = _budget_stopped_run(store, Budget(max_calls=1))
+    # a run that failed otherwise: the budget is offered, closed, and no limit is blamed
+    other = app.workflow("fixed", aggregator=PassThrough(), agent_ids=["nobody"]).run("who?")
+    assert other.status == "error"
+    stored = lambda: sorted(run.id for run in app.store.list_runs())  # noqa: E731
+
+    page = _start(runs_page)
+    page.selectbox(key="runs_selected").set_value(other.run_id).run()
+    assert not _budget_expander(page).proto.expanded and not [w for w in page.warning if "limit ran out" in w.value]
+
+    page.selectbox(key="runs_selected").set_value(original).run()
+    before = stored()
+    page.number_input(key=f"runs_resume_max_calls_{original}").set_value(2)
+    page.number_input(key=f"runs_resume_max_rounds_{original}").set_value(101)  # the widget has no upper bound: Budget's
+    page.button(key="runs_resume").click().run()
+    assert not page.exception
+    refusal = [e.value for e in page.error if e.value.startswith("The budget of the resumed run is not valid:")]
+    assert refusal and "Budget.max_rounds" in refusal[0] and "100" in refusal[0], [e.value for e in page.error]
+    assert stored() == before

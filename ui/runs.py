@@ -1,6 +1,7 @@
 """Runs page: browse and filter the stored runs, open one as its decision tree, replay it exactly (recorded
 outputs served back, no model called) or with another router, resume one that failed or was stopped (what
-succeeded served from the record, the rest run live), and read the two side by side."""
+succeeded served from the record, the rest run live; its budget raised first if it ran out), and read the two side
+by side."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import Any
 import streamlit as st
 
 from orchestra import (
+    Budget,
     ConfigurationError,
     NotFoundError,
     Orchestra,
     OrchestraError,
+    PolicyError,
     RunRecord,
     RunTrace,
     StepRecord,
@@ -35,6 +38,17 @@ REPLAYS = "runs_replays"
 """session state: original run id -> the run ids of its replays and resumes made on this page, newest last."""
 ANSWER_SHOWN = 300
 """Characters of a resumed run's answer its verdict quotes (the panel below shows it whole)."""
+BUDGET_LIMITS: dict[str, tuple[str, float | int]] = {
+    "max_calls": ("Agent calls (max_calls)", 1),
+    "max_rounds": ("Router decisions (max_rounds)", 1),
+    "max_parallel_calls": ("Calls at once (max_parallel_calls, 0: all at once)", 1),
+    "max_cost_usd": ("Cost in USD (max_cost_usd, 0: none)", 0.01),
+    "max_tokens": ("Tokens (max_tokens, 0: none)", 1000),
+    "max_seconds": ("Seconds (max_seconds, 0: none)", 10.0),
+}
+"""The limits of a `Budget` the Resume section offers: label (it names the field, as errors and ``orchestra resume
+--budget`` do) and step; a float step makes a float input. The limits that may be ``None`` read 0 as none, as the
+Chat sidebar's budget does."""
 
 
 def run_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
@@ -251,16 +265,59 @@ def _run_again(run_id: str, make: Callable[[], Any], error_key: str, refused: st
     st.rerun()  # the table above was drawn before the new run: draw the page again with it
 
 
+def _budget_controls(trace: RunTrace) -> dict[str, Any]:
+    """The budget of the run's resume, in an expander: one number input per limit, prefilled with the run's recorded
+    budget; open, naming the limit, when the run stopped because its budget ran out (resumed on the same budget it
+    would stop there again). Returns the limits the user changed (``None`` for one set to no limit), ``{}`` for
+    none."""
+    run = trace.run
+    # a run recorded before a limit existed ran with that limit's default
+    recorded = {**Budget().model_dump(), **run.meta.get("budget", {})}
+    error = run.error or {}
+    ran_out = error.get("limit") if error.get("type") == "BudgetExceeded" else None
+    changed: dict[str, Any] = {}
+    with st.expander("Budget of the resumed run", expanded=ran_out is not None):
+        if ran_out:
+            label = BUDGET_LIMITS[ran_out][0] if ran_out in BUDGET_LIMITS else ran_out
+            st.warning(f"This run stopped because its **{ran_out}** limit ran out ({error.get('message', '')}): raise "
+                       f"*{label}* below before resuming.", icon=":material/speed:")
+        st.caption("The run's recorded budget; a limit changed here replaces the recorded one, the others stay. The "
+                   "steps served from the record count against it (their calls, tokens and cost are the resumed "
+                   "run's too), so a cost or token limit must leave room beyond what they spent.")
+        columns = st.columns(3)
+        for index, (name, (label, step)) in enumerate(BUDGET_LIMITS.items()):
+            kind = type(step)
+            no_limit = Budget.model_fields[name].default is None  # 0 reads as none, as in the Chat sidebar
+            shown = kind(recorded[name] or 0)  # None (no limit) shows as 0
+            # keyed by run: another run opened shows its own budget, not the values typed for this one
+            value = columns[index % 3].number_input(label, min_value=kind(0 if no_limit else 1), value=shown, step=step,
+                                                    format="%.4f" if name == "max_cost_usd" else None,
+                                                    key=f"runs_resume_{name}_{run.id}")
+            if value != shown:  # compared with what was shown: a recorded limit 0 would otherwise read as changed to none
+                changed[name] = (value or None) if no_limit else value
+    return changed
+
+
 def _resume_controls(app: Orchestra, trace: RunTrace) -> None:
+    """The Resume section of a run that can be resumed: what a resume does, the budget it runs on, the button."""
     if not _resumable(trace):
         return
     st.subheader("Resume")
     st.caption("A new run on the same query, router and aggregator: what succeeded here is served from the record "
                "(no model call, nothing paid again), what failed or never ran runs live against the agents and "
                "models as they are now. This run stays as it is.")
+    changed = _budget_controls(trace)
     if st.button("Resume this run", key="runs_resume", type="primary"):
-        with st.spinner("Resuming…"):
-            _run_again(trace.run.id, lambda: resume(app, trace.run.id), "runs_resume_error", "This run cannot be resumed")
+        try:
+            # as `orchestra resume --budget` and the server: the limits changed replace the recorded ones, the others
+            # stay; nothing changed keeps the original's budget as it was recorded
+            budget = Budget.model_validate({**trace.run.meta.get("budget", {}), **changed}) if changed else None
+        except PolicyError as exc:  # refused before anything runs: nothing is stored
+            st.session_state["runs_resume_error"] = f"The budget of the resumed run is not valid: {explain_error(exc)}"
+        else:
+            with st.spinner("Resuming…"):
+                _run_again(trace.run.id, lambda: resume(app, trace.run.id, budget=budget), "runs_resume_error",
+                           "This run cannot be resumed")
     problem = st.session_state.pop("runs_resume_error", None)
     if problem:
         st.error(as_typed(problem), icon=":material/error:")
