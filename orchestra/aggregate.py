@@ -274,6 +274,25 @@ def _without_cue(text: str) -> str:
     return "\n".join(lines).strip()
 
 
+def refined_so_far(text: str) -> str:
+    """The start of the answer `Refine` will make of a refiner's text still being written, whatever is written next:
+    `_without_cue`'s result for the whole text starts with it. Held back: a first line that may yet be the prompt's
+    cue echoed alone, and a tail of blank lines and lines that are (or may become) the cue echoed after the answer,
+    which `_without_cue` would take off; trailing white space, which its ``strip`` would."""
+    cue = REFINE_CUE.rstrip(":").lower()
+    lines = text.lstrip().split("\n")
+    keep = len(lines)
+    while keep and (
+        cue.startswith(lines[keep - 1].strip().rstrip(":").lower()) if keep == len(lines)  # the line still being written
+        else lines[keep - 1].strip().rstrip(":").lower() in ("", cue)
+    ):
+        keep -= 1
+    kept = lines[:keep]
+    if kept and kept[0].strip().lower().startswith(cue + ":"):
+        kept[0] = kept[0].strip()[len(cue) + 1 :]
+    return "\n".join(kept).strip()
+
+
 class Refine:
     """The Refining Agent on a model: merges complementary answers, states conflicts, refuses politely when
     nothing useful came back. A single good answer is passed through without a model call unless ``always``.

@@ -31,7 +31,7 @@ from pydantic import TypeAdapter
 from tenacity import AsyncRetrying, RetryCallState, Retrying
 
 from orchestra.agent import AgentContext, AgentReply, agent_for_card
-from orchestra.aggregate import Aggregated, Aggregator, PassThrough, describe_aggregator
+from orchestra.aggregate import Aggregated, Aggregator, PassThrough, Refine, describe_aggregator, refined_so_far
 from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import (
     AgentError,
@@ -84,15 +84,83 @@ def _default_model_factory(card: ModelCard, retry: RetryPolicy) -> ChatModel:
 class RunEvent:
     """One thing that happened in a run, as `Workflow.stream` yields it."""
 
-    kind: Literal["run_started", "decision", "token", "call", "aggregate", "error", "run_finished"]
+    kind: Literal["run_started", "decision", "token", "answer", "call", "aggregate", "error", "run_finished"]
     """``token`` events carry ``delta`` text of a model answer as it streams (only in streamed runs, from models
     that stream), with the ``step`` it belongs to, the call's ``purpose`` (``agent``, ``refine``, ...) and the
     ``model_id`` writing, and the ``agent_id`` of the call writing (``None`` for the router's and the aggregator's
     model calls). ``restart`` is true on the first delta of a fallback model whose failed predecessor had already
     streamed: drop the text streamed so far for that step. ``decision`` and ``call`` events carry their ``step``
-    id too: the ``step`` of a call's tokens is its ``call`` event's."""
+    id too: the ``step`` of a call's tokens is its ``call`` event's.
+
+    ``answer`` events carry the run's answer as it is written, in ``delta`` text: joined, starting over at one whose
+    ``restart`` is true, they are ``RunResult.answer`` of a run that ends ok. The text comes as the model writing the
+    answer streams it (the refining model's, or the one call's of a dispatch whose answer is passed through), and
+    the rest when the run has its answer; a run whose answer no model writes as it goes (a vote, a router that
+    finishes) gets it whole, just before ``run_finished``. ``restart`` comes only when the answer turned out other
+    than the text already sent (its model failed after it began writing)."""
     run_id: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+class _AnswerStream:
+    """Makes a streamed run's ``answer`` events (see `RunEvent.kind`) from its other events: the text of the model
+    whose output becomes the answer, as far as the answer is sure to start with it, then at the end what is left.
+    Which model that is is a guess made from the run's events; the final check against the answer keeps every
+    guess honest (a wrong one costs a ``restart``, never a wrong answer)."""
+
+    def __init__(self, workflow: "Workflow") -> None:
+        aggregator = workflow.aggregator
+        # a lone answer reaches the user as its agent wrote it under these aggregators, so its tokens are the answer's
+        self.passes_a_lone_answer = isinstance(aggregator, PassThrough) or (isinstance(aggregator, Refine) and not aggregator.always)
+        # a multi-round router writes the answer itself, in its Finish: no model's tokens are the answer's
+        self.multi_round = bool(getattr(workflow.router, "multi_round", False))
+        self.lone_call: str | None = None
+        """The agent of the dispatch's only call, when its answer would be passed through."""
+        self.source: tuple[str, Any] | None = None
+        self.written = ""
+        self.sent = ""
+        self.off_track = False
+
+    def after(self, event: RunEvent) -> RunEvent | None:
+        """The ``answer`` event to send after ``event``, if it brought more of the answer."""
+        if event.kind == "decision":
+            decision = event.data.get("decision") or {}
+            calls = decision.get("calls") or []
+            alone = decision.get("kind") == "dispatch" and len(calls) == 1 and self.passes_a_lone_answer and not self.multi_round
+            self.lone_call = calls[0].get("agent_id") if alone else None
+            return None
+        if event.kind != "token" or self.off_track or self.multi_round:
+            return None
+        purpose = event.data.get("purpose")
+        if purpose == "refine":
+            kind = "refine"
+        elif purpose == "agent" and self.lone_call is not None and event.data.get("agent_id") == self.lone_call:
+            kind = "agent"
+        else:
+            return None
+        source = (kind, event.data.get("step"))
+        if source != self.source or event.data.get("restart"):
+            if self.sent:  # what was sent came from text that is no longer the answer's
+                self.off_track = True
+                return None
+            self.source, self.written = source, ""
+        self.written += str(event.data.get("delta", ""))
+        settled = refined_so_far(self.written) if kind == "refine" else self.written
+        if not settled.startswith(self.sent):
+            self.off_track = True
+            return None
+        delta, self.sent = settled[len(self.sent):], settled
+        return RunEvent("answer", event.run_id, {"delta": delta, "restart": False}) if delta else None
+
+    def finish(self, result: "RunResult") -> RunEvent | None:
+        """The last ``answer`` event of a run that ended ok: the rest of the answer (all of it when nothing was
+        sent), or the whole answer over again when what was sent is not how it starts."""
+        if result.status != "ok" or result.answer is None:
+            return None
+        if not self.off_track and result.answer.startswith(self.sent):
+            rest = result.answer[len(self.sent):]
+            return RunEvent("answer", result.run_id, {"delta": rest, "restart": False}) if rest or not self.sent else None
+        return RunEvent("answer", result.run_id, {"delta": result.answer, "restart": True})
 
 
 @dataclass(frozen=True)
@@ -1753,12 +1821,15 @@ class Workflow:
         the `RunResult` in ``data["result"]``. ``config`` as for `run`."""
         ctx, inputs, config = self._start(query, session_id, routing, history=history, config=config)
         ctx.streaming = True
+        answer = _AnswerStream(self)
         yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
         final: dict[str, Any] = {}
         try:
             for mode, chunk in self.graph.stream(inputs, config, stream_mode=["custom", "values"]):
                 if mode == "custom":
                     yield chunk
+                    if (more := answer.after(chunk)) is not None:
+                        yield more
                 else:
                     final = chunk
         except RunError as exc:
@@ -1768,6 +1839,8 @@ class Workflow:
             raise
         else:
             result = self._finish(ctx, final, None)
+        if (rest := answer.finish(result)) is not None:
+            yield rest
         yield RunEvent("run_finished", ctx.run.id, {"result": result})
 
     async def astream(
@@ -1777,12 +1850,15 @@ class Workflow:
         """Async twin of `stream`."""
         ctx, inputs, config = self._start(query, session_id, routing, history=history, config=config)
         ctx.streaming = True
+        answer = _AnswerStream(self)
         yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
         final: dict[str, Any] = {}
         try:
             async for mode, chunk in self.async_graph.astream(inputs, config, stream_mode=["custom", "values"]):
                 if mode == "custom":
                     yield chunk
+                    if (more := answer.after(chunk)) is not None:
+                        yield more
                 else:
                     final = chunk
         except RunError as exc:
@@ -1792,6 +1868,8 @@ class Workflow:
             raise
         else:
             result = self._finish(ctx, final, None)
+        if (rest := answer.finish(result)) is not None:
+            yield rest
         yield RunEvent("run_finished", ctx.run.id, {"result": result})
 
 

@@ -349,7 +349,8 @@ def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orc
 
     async def _events(query: str, history: list[Turn], routing: RoutingPolicy | None, created: int, left_out: int) -> AsyncIterator[str]:
         """The run as server-sent events: OpenAI chunks, with each routing event as a chunk without choices
-        under ``"orchestra"`` as it happens, the answer as one delta once aggregated, then ``[DONE]``."""
+        under ``"orchestra"`` as it happens, the answer in content deltas as it is written (`RunEvent`'s ``answer``
+        events), then ``[DONE]``."""
 
         def chunk(run_id: str, **fields: Any) -> str:
             body = {"id": f"chatcmpl-{run_id}", "object": "chat.completion.chunk", "created": created, "model": name, "choices": [], **fields}
@@ -364,10 +365,14 @@ def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orc
                     _, body = _failure(result)
                     yield f"data: {json.dumps(body)}\n\n"
                 else:
-                    yield chunk(event.run_id, choices=[{"index": 0, "delta": {"content": result.answer or ""}, "finish_reason": None}])
                     yield chunk(event.run_id, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}], usage=_usage(result),
                                 orchestra=_account(result, left_out))
-            elif event.kind != "token":  # model tokens of agents and the refiner are not the answer's text
+            elif event.kind == "answer":
+                # a client cannot take back text it was sent: after a restart (the model writing the answer failed
+                # part way) the whole answer follows what was sent, set apart
+                text = ("\n\n" if event.data["restart"] else "") + event.data["delta"]
+                yield chunk(event.run_id, choices=[{"index": 0, "delta": {"content": text}, "finish_reason": None}])
+            elif event.kind != "token":  # the answer's text comes in answer events; each agent's, with its call event
                 yield chunk(event.run_id, orchestra={"event": event.kind, **event.data})
         yield "data: [DONE]\n\n"
 

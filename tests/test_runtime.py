@@ -573,8 +573,10 @@ async def test_async_run_and_stream_events() -> None:
     assert result.answer == "async answer"
 
     events = list(workflow.stream("q"))
-    assert [e.kind for e in events] == ["run_started", "decision", "token", "token", "call", "aggregate", "run_finished"]
+    # the one agent's answer is passed through: each of its tokens is followed by the answer it makes
+    assert [e.kind for e in events] == ["run_started", "decision", "token", "answer", "token", "answer", "call", "aggregate", "run_finished"]
     assert "".join(e.data["delta"] for e in events if e.kind == "token") == "async answer"
+    assert [e.data for e in events if e.kind == "answer"] == [{"delta": "async", "restart": False}, {"delta": " answer", "restart": False}]
     events = [event async for event in workflow.astream("q")]
     assert [e.data["delta"] for e in events if e.kind == "token"] == ["async", " answer"]
     assert events[-1].data["result"].answer == "async answer"
@@ -1404,3 +1406,96 @@ def test_a_run_config_the_workflow_does_not_pass_is_refused_naming_it_and_nothin
     with pytest.raises(ConfigurationError, match=named):
         app.workflow(FunctionRouter(dispatch_all)).run("6*7?", config=config)
     assert app.store.list_runs() == []
+
+
+# -- the answer as it is written -----------------------------------------------------------------------------------
+
+
+def _read_answer(events: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+    """What a reader of the ``answer`` events shows at the end (starting over at a restart), and the events."""
+    answers = [event.data for event in events if event.kind == "answer"]
+    shown = ""
+    for answer in answers:
+        shown = ("" if answer["restart"] else shown) + answer["delta"]
+    return shown, answers
+
+
+class _WritesThenDies(ScriptedModel):
+    """The refiner writes half an answer, then its connection drops (no fallback: the answers are listed)."""
+
+    def stream(self, messages: Any, options: Any = None) -> Any:
+        yield from (ChatChunk(delta="Paris is"), ChatChunk(delta=" the"))
+        raise ModelUnavailableError("connection dropped", model_id=self.id)
+
+
+@pytest.mark.parametrize(
+    ("case", "written_as_it_goes", "restarts"),
+    [
+        ("refined", True, 0),  # the refiner's words as it writes them, its echoed cue left out
+        ("lone answer under Refine", True, 0),  # one agent: its answer passes through, so its words are the answer's
+        ("vote", False, 0),  # a vote has no writer: the answer comes whole at the end
+        ("refiner died part way", True, 1),  # what was sent is not the answer (the answers are listed): sent over again
+        ("agent died, fallback rewrote it", True, 1),
+    ],
+)
+def test_answer_events_join_into_the_run_s_answer_and_come_as_it_is_written(case: str, written_as_it_goes: bool, restarts: int) -> None:
+    writer = ScriptedModel("writer", ["Paris is the capital.", "Paris, on the Seine."] * 2)
+    refiner: ScriptedModel = ScriptedModel("refiner", ["Merged answer: Paris is the capital of France,\non the Seine.\n\nMerged answer:"])
+    fallback = None
+    if case == "refiner died part way":
+        refiner = _WritesThenDies("refiner", [])
+    if case == "agent died, fallback rewrote it":
+        writer, fallback = _DiesMidStream("writer", []), FallbackPolicy(models=("backup",))
+    app = make_app(writer, refiner, ScriptedModel("backup", ["Paris is the capital"]), fallback=fallback)
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    app.registry.add_agent(AgentCard(id="history", description="History answers.", model="writer"))
+    both = case in ("refined", "vote", "refiner died part way")
+    router = FunctionRouter(dispatch_all) if both else FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="geo", query=s.query),)))
+    aggregator = WeightedVote() if case == "vote" else Refine("refiner")
+    events = list(app.workflow(router, aggregator=aggregator).stream("Capital of France?"))
+    result = events[-1].data["result"]
+    shown, answers = _read_answer(events)
+    assert result.status == "ok" and shown == result.answer and result.answer
+    finished = [e.kind for e in events].index("aggregate")  # the answer events before it came while the answer was written
+    assert (sum(1 for e in events[:finished] if e.kind == "answer") > 1) is written_as_it_goes, [e.kind for e in events]
+    assert sum(1 for answer in answers if answer["restart"]) == restarts
+    if case == "refined":
+        assert result.answer == "Paris is the capital of France,\non the Seine." and not any("Merged" in a["delta"] for a in answers)
+
+
+def test_a_router_that_finishes_itself_sends_its_answer_whole_and_a_failed_run_sends_none() -> None:
+    app = make_app(ScriptedModel("writer", ["Paris is the capital."]))
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+
+    def ask_then_finish(state: RouterState) -> Dispatch | Finish:
+        if not state.observations:
+            return Dispatch(calls=(Call(agent_id="geo", query=state.query),))
+        return Finish(answer=f"It says: {state.observations[0].answer}")
+
+    events = list(app.workflow(FunctionRouter(ask_then_finish, multi_round=True)).stream("Capital?"))
+    assert _read_answer(events) == ("It says: Paris is the capital.", [{"delta": "It says: Paris is the capital.", "restart": False}])
+    assert [e.kind for e in events][-2:] == ["answer", "run_finished"]
+
+    def broken(state: RouterState) -> Dispatch:
+        raise RuntimeError("router bug")
+
+    failing = list(app.workflow(FunctionRouter(broken)).stream("Capital?"))
+    assert failing[-1].data["result"].status == "error" and _read_answer(failing)[1] == []
+
+
+def test_what_is_sent_of_a_refiner_s_text_is_always_how_its_answer_starts() -> None:
+    """`refined_so_far` on every prefix of texts mixing answers, blank lines and the cue echoed before, after or
+    inside them: what it lets out is always the start of the answer `Refine` makes of the whole text."""
+    import random
+
+    from orchestra.aggregate import _without_cue, refined_so_far
+
+    pieces = ["Merged answer:", "merged answer: ", "MERGED ANSWER:", "Merged", "Paris", " is the capital.", "\n", "\n\n", "  ",
+              "answer", ":", "::", "Merge", "42", " merged answer ", "Merged answer::"]
+    rng = random.Random(7)
+    for _ in range(1000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        final = _without_cue(text)
+        for cut in range(len(text) + 1):
+            assert final.startswith(refined_so_far(text[:cut])), (text, cut)
+        assert refined_so_far(text + "\nmore") .startswith(refined_so_far(text)) or not refined_so_far(text)

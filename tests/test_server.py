@@ -392,3 +392,22 @@ def test_openai_fields_a_run_honours_by_their_defaults_are_accepted(served) -> N
         response_format={"type": "text"}, temperature=0.2,
     )
     assert completion.choices[0].message.content == "Paris."
+
+
+def test_a_streamed_completion_sends_the_answer_as_the_refining_model_writes_it() -> None:
+    """Two agents answer, then the refiner writes the answer: its words reach the client as it writes them, before
+    the run has finished (the aggregate event comes after them), and joined they are the stored answer."""
+    models = [ScriptedModel("writer", ["Paris is the capital.", "Paris, on the Seine."]),
+              ScriptedModel("refiner", ["Merged answer: Paris is the capital of France, on the Seine."])]
+    app = Orchestra(store=InMemoryStore(), model_factory=ScriptedModels(models))
+    for model in models:
+        app.registry.add_model(ModelCard(id=model.id, description=f"scripted model {model.id}", input_price_per_mtok=1.0, output_price_per_mtok=2.0))
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    app.registry.add_agent(AgentCard(id="history", description="History answers.", model="writer"))
+    client = TestClient(create_app(app, app.workflow(FunctionRouter(dispatch_all), aggregator=Refine("refiner")), name="team"))
+    chunks = list(sdk(client).chat.completions.create(model="team", messages=[{"role": "user", "content": "Capital of France?"}], stream=True))
+    kinds = ["content" if chunk.choices and chunk.choices[0].delta.content else (chunk.model_extra.get("orchestra") or {}).get("event")
+             for chunk in chunks]
+    assert kinds.count("content") > 5 and kinds.index("aggregate") > max(i for i, kind in enumerate(kinds) if kind == "content")
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == "Paris is the capital of France, on the Seine." == app.store.list_runs(limit=1)[0].answer  # the echoed cue left out
