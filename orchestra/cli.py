@@ -8,7 +8,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from functools import wraps
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
+from rich.spinner import Spinner
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from orchestra.aggregate import named_aggregator
@@ -32,7 +35,7 @@ from orchestra.trace import RunStatus, RunTrace, StepRecord
 
 if TYPE_CHECKING:
     from orchestra.registry import Registry
-    from orchestra.runtime import Orchestra, RunResult, Workflow
+    from orchestra.runtime import Orchestra, RunEvent, RunResult, Workflow
     from orchestra.trace import Store
 
 app = typer.Typer(help="Orchestra: multi-agent LLM applications built around routing.", no_args_is_help=True)
@@ -142,6 +145,8 @@ def install_profile(orch: Orchestra, profile: str) -> list[str]:
 
 
 def _print_result(result: RunResult, trace: RunTrace | None = None) -> None:
+    """A finished run as `chat` ends it: the answer on stdout (or the run's error on stderr), why each failed agent
+    failed, and the summary line with the run's id."""
     if result.status == "ok":
         console.print(result.answer or "", markup=False)
     else:
@@ -158,6 +163,161 @@ def _print_result(result: RunResult, trace: RunTrace | None = None) -> None:
         f" · cost {cost} · {result.latency_ms:.0f} ms[/]",
         soft_wrap=True,  # one line, so the run id can be read off it (and scripts can cut it out)
     )
+
+
+PROGRESS_CHARS = 80
+"""Characters of a rationale, an error message or streamed words on one progress line of `chat` (`runs show` has
+them whole)."""
+
+
+def _cut(text: str, limit: int = PROGRESS_CHARS, *, keep_end: bool = False) -> str:
+    """``text`` on one line, cut to ``limit`` characters (its end kept when ``keep_end``: the words being written),
+    escaped: it comes from a router, a model or a user, and may hold what rich reads as markup."""
+    text = _one_line(text)
+    if len(text) > limit:
+        text = "…" + text[1 - limit:] if keep_end else text[: limit - 1] + "…"
+    return escape(text)
+
+
+class _RunProgress:
+    """A run shown on stderr as `Workflow.stream` reports it: each decision, each call as it ends, each failed step,
+    the aggregation; with ``status``, a transient line under them saying what the run waits for (the agent writing,
+    with its last words), gone before the answer is printed. stdout keeps the answer alone, as before the run was
+    shown, so a script reading it gets the same text."""
+
+    def __init__(self, router: str, aggregator: str, *, lines: bool, status: bool) -> None:
+        self.router = router
+        self.aggregator = aggregator
+        self.lines = lines
+        self.spinner = Spinner("dots", self._status_text(f"{escape(router)} is routing…"))
+        # stdout is not redirected into the status line: what an agent prints there stays in stdout
+        self.live = Live(self.spinner, console=err_console, transient=True, redirect_stdout=False) if status else None
+        self.run_id: str | None = None
+        self.session_id: str | None = None
+        self.waiting: list[str] = []
+        """The agents dispatched whose calls have not ended yet (an agent called twice is listed twice)."""
+        self.named_models: dict[tuple[int, str], set[str | None]] = {}
+        """By round and agent: the models the decision named for its calls (model routers choose them)."""
+        self.writer_models: dict[str, str] = {}
+        """By call step: the model whose tokens streamed last (a fallback's, when the first model failed)."""
+        self.written: dict[str, str] = {}
+        """By step: the text its model has streamed so far, whose end the status line shows."""
+
+    def __enter__(self) -> _RunProgress:
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    @staticmethod
+    def _status_text(markup: str) -> Text:
+        # cut at the terminal's edge rather than wrapped: a status line that grows to two lines jumps as it streams
+        text = Text.from_markup(markup, overflow="ellipsis")
+        text.no_wrap = True
+        return text
+
+    def _status(self, markup: str) -> None:
+        self.spinner.update(text=self._status_text(markup))
+
+    def _line(self, markup: str) -> None:
+        if self.lines:
+            err_console.print(markup)  # above the status line, which rich redraws under it
+
+    def show(self, event: RunEvent) -> None:
+        """Print what ``event`` says happened (a ``token`` only moves the status line, and names the call's model)."""
+        data = event.data
+        if event.kind == "run_started":
+            self.run_id, self.session_id = event.run_id, data.get("session_id")
+        elif event.kind == "decision":
+            self._decision(data)
+        elif event.kind == "call":
+            self._call(data)
+        elif event.kind == "error":
+            error = data.get("error") or {}
+            self._line(f"[red]error[/] r{data.get('round', 0)}: {escape(str(error.get('type')))}: {_cut(error.get('message', ''))}")
+        elif event.kind == "aggregate":
+            failed = (data.get("meta") or {}).get("refine_failed")
+            note = f" [yellow](refine failed: {escape(failed.get('type', ''))}; the answers as they came)[/]" if failed else ""
+            self._line(f"[bold]aggregate[/] ({escape(self.aggregator)}){note}")
+        elif event.kind == "token":
+            self._token(data)
+
+    def _decision(self, data: dict[str, Any]) -> None:
+        decision, round = data.get("decision") or {}, data.get("round", 0)
+        why = f" [dim]· why {_cut(decision['rationale'])}[/]" if decision.get("rationale") else ""
+        head = f"[bold]decision[/] r{round} · {escape(self.router)} →"
+        if decision.get("kind") == "finish":
+            self._line(f"{head} finish{' (out of scope)' if decision.get('out_of_scope') else ''}{why}")
+            self._status("finishing…")
+            return
+        # model routers score models, agent routers agents: a call's score is its model's, else its agent's
+        scores = {score["id"]: score["score"] for score in decision.get("scores", [])}
+        chosen = []
+        for call in decision.get("calls", []):
+            agent_id, model_id = call["agent_id"], call.get("model_id")
+            self.named_models.setdefault((round, agent_id), set()).add(model_id)
+            self.waiting.append(agent_id)
+            score = scores.get(model_id) if model_id in scores else scores.get(agent_id)
+            chosen.append(escape(agent_id + (f"@{model_id}" if model_id else "")) + ("" if score is None else f" {score:.3f}"))
+        self._line(f"{head} {', '.join(chosen)}{why}")
+        self._waiting()
+
+    def _call(self, data: dict[str, Any]) -> None:
+        agent_id, step = data.get("agent_id", ""), data.get("step", "")
+        if agent_id in self.waiting:
+            self.waiting.remove(agent_id)
+        # the event names no model: the one that streamed the answer, else the one the decision named for the call
+        named = self.named_models.get((data.get("round", 0), agent_id), set())
+        model_id = self.writer_models.get(step) or (next(iter(named)) if len(named) == 1 else None)
+        error = data.get("error")
+        if error:
+            outcome = f"[red]failed[/] ({escape(str(error.get('type', 'error')))})"
+        else:
+            outcome = "[yellow]declined[/]" if data.get("declined") else "[green]ok[/]"
+        who = escape(agent_id + (f" @{model_id}" if model_id else ""))
+        self._line(f"[bold]call[/] {who}: {outcome} [dim]· {data.get('latency_ms', 0):.0f} ms[/]")
+        self._waiting()
+
+    def _waiting(self) -> None:
+        if self.waiting:
+            self._status(f"waiting for {escape(', '.join(dict.fromkeys(self.waiting)))}…")
+        else:  # the router again (a multi-round router) or the aggregator
+            self._status("working…")
+
+    def _token(self, data: dict[str, Any]) -> None:
+        step = data.get("step", "")
+        if data.get("model_id"):
+            self.writer_models[step] = data["model_id"]
+        if self.live is None:  # no status line to show the words on
+            return
+        so_far = "" if data.get("restart") else self.written.get(step, "")  # a fallback model starts over
+        self.written[step] = so_far + data.get("delta", "")
+        who = f"agent {data['agent_id']}" if data.get("agent_id") else data.get("purpose") or "the model"
+        self._status(f"{escape(who)} is writing… [dim]{_cut(self.written[step], keep_end=True)}[/]")
+
+
+def _ask(workflow: Workflow, query: str, session_id: str | None, progress: _RunProgress) -> RunResult | None:
+    """Run ``query`` through `Workflow.stream`, showing its steps on ``progress`` as they happen; ``None`` when the
+    user stopped it with Ctrl-C, which is said in one line instead of a traceback."""
+    result: RunResult | None = None
+    try:
+        # closing the stream is what records the run as interrupted when Ctrl-C lands here, between two events
+        # (landing inside the stream, it is recorded there)
+        with closing(workflow.stream(query, session_id=session_id)) as events, progress:
+            for event in events:
+                if event.kind == "run_finished":
+                    result = event.data["result"]
+                else:
+                    progress.show(event)
+    except KeyboardInterrupt:
+        stopped = f"run {escape(progress.run_id)} stopped" if progress.run_id else "stopped before the run started"
+        err_console.print(f"[yellow]interrupted[/]: {stopped}")
+        return None
+    assert result is not None  # the stream ends with run_finished
+    return result
 
 
 def _print_version(value: bool) -> None:
@@ -186,16 +346,30 @@ def chat(
     profile: Annotated[str, typer.Option(help="Team of agents to register first (`default`: the offline team; `none`).")] = "default",
     option: RouterOption = None,
     budget: BudgetOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not show the run's steps as they happen; only the answer and its summary line.")] = False,
+    progress: Annotated[bool, typer.Option("--progress", help="Show the run's steps on stderr even when it is not a terminal (a log file); --quiet wins.")] = False,
     db: DbOption = None,
 ) -> None:
-    """Chat with the agents; every run is stored and can be replayed."""
+    """Chat with the agents, each run's steps shown on stderr as they happen; every run is stored and can be replayed."""
     orch, workflow = _workflow(db, profile, router, aggregator, cost_weight, option, budget, session=session)
+    # Steps are shown to a person watching stderr (or on --progress): like git's progress, not to a script that
+    # takes stderr with stdout, which gets the answer first, as before.
+    watched = sys.stderr.isatty()
+    lines = not quiet and (progress or watched)
+
+    def ask(text: str, session_id: str | None) -> tuple[RunResult | None, str | None]:
+        """The run of ``text`` (``None``: stopped by Ctrl-C) and its session (known even when it was stopped)."""
+        shown = _RunProgress(router, aggregator, lines=lines, status=lines and watched and err_console.is_interactive)
+        return _ask(workflow, text, session_id, shown), shown.session_id or session_id
+
     if query is not None:
-        result = workflow.run(query, session_id=session)
+        result, _ = ask(query, session)
+        if result is None:
+            raise typer.Exit(130)  # as typer ends any command stopped by Ctrl-C (128 + SIGINT)
         _print_result(result)
         raise typer.Exit(0 if result.status == "ok" else 1)
     session_id = session
-    console.print("[dim]Orchestra chat: empty line or Ctrl-D to quit.[/]")
+    console.print("[dim]Orchestra chat: empty line or Ctrl-D to quit; Ctrl-C stops a run.[/]")
     while True:
         try:
             line = console.input("[bold]you> [/]").strip()
@@ -203,9 +377,10 @@ def chat(
             break
         if not line:
             break
-        result = workflow.run(line, session_id=session_id)
-        session_id = result.session_id
-        _print_result(result)
+        # a stopped run keeps its session: the next question continues it (the stopped one is not in its history)
+        result, session_id = ask(line, session_id)
+        if result is not None:
+            _print_result(result)
 
 
 def _workflow(

@@ -493,3 +493,91 @@ def test_a_card_file_gives_an_agent_its_retry_policy_and_runs_show_counts_the_at
     bad.write_text("- id: flaky\n  description: x\n  retry: {max_attempts: 0}\n")
     code, out = invoke("agents", "add", str(bad), "--db", db)
     assert code == 2 and "retry.max_attempts" in out
+
+
+def invoke_streams(*args: str) -> tuple[int, str, str, str]:
+    """Exit code, stdout, stderr, and both as a terminal shows them (in the order they were written)."""
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr, result.output
+
+
+def test_chat_shows_each_decision_and_call_on_stderr_as_they_happen_and_the_answer_alone_on_stdout(db: str, tmp_path: Path) -> None:
+    """The run's steps go to stderr before the answer (a terminal shows them; --progress shows them anywhere);
+    stdout holds what it held before they were shown: the answer and the summary line."""
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
+                     "- id: nope\n  description: Declines.\n  backend: function\n  function: cli_agents:refuses\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    base = ("--router", "all", "--profile", "none", "--aggregator", "refine", "--db", db)
+    code, plain_out, plain_err, _ = invoke_streams("chat", "hello", *base)
+    assert code == 0 and plain_err == ""  # stderr is no terminal here: nothing shown unless asked
+    code, out, err, both = invoke_streams("chat", "hello", "--progress", *base)
+    assert code == 0, both
+    first, *calls, last = err.splitlines()
+    assert first == "decision r0 · all → shout 1.000, nope 1.000 · why every agent (2)" and last == "aggregate (refine)", err
+    # the two calls end in either order, each with its latency
+    assert sorted(call.split(" · ")[0] for call in calls) == ["call nope: declined", "call shout: ok"], err
+    assert both.index("call shout: ok") < both.index("HELLO!")  # as it happened, not after the answer
+
+    def without_ids(text: str) -> str:  # each run has its own ids and latency
+        return " ".join(word for word in text.split() if len(word) != 32 and not word.isdigit())
+
+    assert out.startswith("HELLO!") and without_ids(out) == without_ids(plain_out), (out, plain_out)
+    # in a session too: each question's steps, then its answer
+    result = runner.invoke(app, ["chat", "--progress", *base], input="hello\nagain\n\n")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("decision r0 · all →") == 2 and "HELLO!" in result.stdout and "AGAIN!" in result.stdout
+    assert "decision" not in result.stdout
+
+
+def test_chat_quiet_shows_no_step(db: str, tmp_path: Path) -> None:
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    for quiet in ("--quiet", "-q"):  # it wins over --progress
+        code, out, err, _ = invoke_streams("chat", "hello", quiet, "--progress", "--router", "all", "--profile", "none", "--db", db)
+        assert code == 0 and out.startswith("HELLO!") and err == "", err
+
+
+def test_chat_shows_a_failed_call_and_a_failed_step_as_they_happen_and_exits_as_before(db: str, tmp_path: Path) -> None:
+    """A failed call names its error's type on the spot (why, in full, comes with the answer as before); an agent
+    the registry does not hold is a failed step; the exit code is the run's, as without the steps shown."""
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
+                     "- id: broken\n  description: Fails.\n  backend: function\n  function: cli_agents:broken\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    base = ("--profile", "none", "--aggregator", "pass-through", "--progress", "--db", db)
+    code, out, err, _ = invoke_streams("chat", "q [/z]", "--router", "all", *base)
+    assert code == 0 and out.startswith("Q [/Z]!"), out  # the run went on without it
+    assert "call broken: failed (AgentError) · " in err and "call shout: ok · " in err, err
+    assert "agent broken failed: AgentError: agent 'broken' failed: ValueError: bad [/y] input" in err
+
+    code, out, err, both = invoke_streams("chat", "hi", "--router", "fixed", "--option", 'agent_ids=["broken", "ghost"]', *base)
+    assert code == 1 and out.startswith("run "), both  # no answer, the summary line still on stdout
+    lines = err.splitlines()
+    assert lines[0] == "decision r0 · fixed → broken 1.000, ghost 1.000 · why fixed agents: broken, ghost", err
+    assert lines[1] == "error r0: UnknownAgentError: unknown agent 'ghost': the registry holds no agent with that id", err
+    assert lines[2].startswith("call broken: failed (AgentError) · "), err
+    assert lines[3].startswith("AgentError: every dispatched agent failed"), err
+
+
+def test_chat_stopped_by_ctrl_c_says_so_in_one_line_and_the_run_is_stored_interrupted(db: str, tmp_path: Path) -> None:
+    """Ctrl-C mid-run: no traceback, the run recorded as the runtime records a stopped run, exit code 130 as typer
+    gives any command Ctrl-C stops; in a session, the next question is asked in the same session."""
+    (tmp_path / "cli_stop_agents.py").write_text("def stop(query):\n    raise KeyboardInterrupt  # as Ctrl-C lands mid-call\n")
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: stop\n  description: Stopped by the user.\n  backend: function\n  function: cli_stop_agents:stop\n"
+                     "- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    base = ("--profile", "none", "--aggregator", "pass-through", "--db", db)
+    result = runner.invoke(app, ["chat", "hi", "--router", "fixed", "--option", 'agent_ids=["stop"]', *base])
+    assert result.exit_code == 130 and "Traceback" not in result.output, result.output
+    with open_store(db) as store:
+        (run,) = store.list_runs(limit=5)
+    assert run.status == "interrupted" and result.stderr.strip() == f"interrupted: run {run.id} stopped"
+
+    result = runner.invoke(app, ["chat", "--router", "all", *base], input="hi\n\n")  # stop and shout, in a session
+    assert result.exit_code == 0 and "interrupted: run " in result.stderr, result.output
+    with open_store(db) as store:
+        stopped = store.list_runs(limit=5)[0]
+    assert stopped.status == "interrupted" and stopped.id in result.stderr
