@@ -144,11 +144,12 @@ def install_profile(orch: Orchestra, profile: str) -> list[str]:
     return list(notes or [])
 
 
-def _print_result(result: RunResult, trace: RunTrace | None = None) -> None:
-    """A finished run as `chat` ends it: the answer on stdout (or the run's error on stderr), why each failed agent
-    failed, and the summary line with the run's id."""
+def _print_result(result: RunResult, trace: RunTrace | None = None, *, answer_shown: bool = False) -> None:
+    """A finished run as `chat` ends it: the answer on stdout (unless ``answer_shown``: it was written there as it
+    came) or the run's error on stderr, why each failed agent failed, and the summary line with the run's id."""
     if result.status == "ok":
-        console.print(result.answer or "", markup=False)
+        if not answer_shown:
+            console.print(result.answer or "", markup=False)
     else:
         err_console.print(f"[bold red]{type(result.error).__name__}[/]: {escape(_one_line(str(result.error)))}")
     for obs in result.observations:
@@ -185,10 +186,16 @@ class _RunProgress:
     with its last words), gone before the answer is printed. stdout keeps the answer alone, as before the run was
     shown, so a script reading it gets the same text."""
 
-    def __init__(self, router: str, aggregator: str, *, lines: bool, status: bool) -> None:
+    def __init__(self, router: str, aggregator: str, *, lines: bool, status: bool, answer: bool = False) -> None:
         self.router = router
         self.aggregator = aggregator
         self.lines = lines
+        self.answer = answer
+        """Write the answer to stdout as it is written (a terminal is reading it), not once the run has ended."""
+        self.answer_shown = False
+        """Some of the answer is on stdout: `_print_result` does not print it again."""
+        self.held: list[str] = []
+        """Step lines that came while the answer was being written: shown after it, not inside its text."""
         self.spinner = Spinner("dots", self._status_text(f"{escape(router)} is routing…"))
         # stdout is not redirected into the status line: what an agent prints there stays in stdout
         self.live = Live(self.spinner, console=err_console, transient=True, redirect_stdout=False) if status else None
@@ -211,6 +218,10 @@ class _RunProgress:
     def __exit__(self, *exc: object) -> None:
         if self.live is not None:
             self.live.stop()
+        if self.answer_shown:
+            console.print()  # the answer's last line ends here
+        for markup in self.held:
+            err_console.print(markup)
 
     @staticmethod
     def _status_text(markup: str) -> Text:
@@ -223,7 +234,9 @@ class _RunProgress:
         self.spinner.update(text=self._status_text(markup))
 
     def _line(self, markup: str) -> None:
-        if self.lines:
+        if self.lines and self.answer_shown:
+            self.held.append(markup)
+        elif self.lines:
             err_console.print(markup)  # above the status line, which rich redraws under it
 
     def show(self, event: RunEvent) -> None:
@@ -244,6 +257,20 @@ class _RunProgress:
             self._line(f"[bold]aggregate[/] ({escape(self.aggregator)}){note}")
         elif event.kind == "token":
             self._token(data)
+        elif event.kind == "answer" and self.answer:
+            self._answer(data)
+
+    def _answer(self, data: dict[str, Any]) -> None:
+        if not self.answer_shown and self.live is not None:
+            # the answer's own words show the run going on now; a status line redrawn under them would tear them
+            self.live.stop()
+            self.live = None
+        if data.get("restart") and self.answer_shown:
+            # text on a terminal cannot be taken back: the answer, whole, under what was written
+            console.print()
+            err_console.print("[yellow](the model writing the answer failed part way; the answer:)[/]")
+        self.answer_shown = True
+        console.print(data.get("delta", ""), end="", markup=False, highlight=False, soft_wrap=True)
 
     def _decision(self, data: dict[str, Any]) -> None:
         decision, round = data.get("decision") or {}, data.get("round", 0)
@@ -297,6 +324,11 @@ class _RunProgress:
         self.written[step] = so_far + data.get("delta", "")
         who = f"agent {data['agent_id']}" if data.get("agent_id") else data.get("purpose") or "the model"
         self._status(f"{escape(who)} is writing… [dim]{_cut(self.written[step], keep_end=True)}[/]")
+
+
+def _stdout_is_a_terminal() -> bool:
+    """Whether a person reads stdout, so `chat` writes the answer there as it is written."""
+    return sys.stdout.isatty()
 
 
 def _ask(workflow: Workflow, query: str, session_id: str | None, progress: _RunProgress) -> RunResult | None:
@@ -356,17 +388,23 @@ def chat(
     # takes stderr with stdout, which gets the answer first, as before.
     watched = sys.stderr.isatty()
     lines = not quiet and (progress or watched)
+    # the answer as it is written, to a person reading stdout; a script reading it gets it whole, as before
+    answer_live = _stdout_is_a_terminal()
+    shown_answer = False
 
     def ask(text: str, session_id: str | None) -> tuple[RunResult | None, str | None]:
         """The run of ``text`` (``None``: stopped by Ctrl-C) and its session (known even when it was stopped)."""
-        shown = _RunProgress(router, aggregator, lines=lines, status=lines and watched and err_console.is_interactive)
-        return _ask(workflow, text, session_id, shown), shown.session_id or session_id
+        nonlocal shown_answer
+        shown = _RunProgress(router, aggregator, lines=lines, status=lines and watched and err_console.is_interactive, answer=answer_live)
+        result = _ask(workflow, text, session_id, shown)
+        shown_answer = shown.answer_shown
+        return result, shown.session_id or session_id
 
     if query is not None:
         result, _ = ask(query, session)
         if result is None:
             raise typer.Exit(130)  # as typer ends any command stopped by Ctrl-C (128 + SIGINT)
-        _print_result(result)
+        _print_result(result, answer_shown=shown_answer)
         raise typer.Exit(0 if result.status == "ok" else 1)
     session_id = session
     console.print("[dim]Orchestra chat: empty line or Ctrl-D to quit; Ctrl-C stops a run.[/]")
@@ -380,7 +418,7 @@ def chat(
         # a stopped run keeps its session: the next question continues it (the stopped one is not in its history)
         result, session_id = ask(line, session_id)
         if result is not None:
-            _print_result(result)
+            _print_result(result, answer_shown=shown_answer)
 
 
 def _workflow(

@@ -581,3 +581,54 @@ def test_chat_stopped_by_ctrl_c_says_so_in_one_line_and_the_run_is_stored_interr
     with open_store(db) as store:
         stopped = store.list_runs(limit=5)[0]
     assert stopped.status == "interrupted" and stopped.id in result.stderr
+
+
+def test_chat_writes_the_answer_to_a_terminal_as_it_is_written_and_the_steps_that_came_meanwhile_after_it(monkeypatch) -> None:
+    """stdout a terminal: the answer's words as they come (not again at the end), a step line that came while they
+    were written (the aggregate, after the refiner's words) under them rather than inside them; a restart shows the
+    whole answer under what was written."""
+    import io
+
+    from rich.console import Console
+
+    import orchestra.cli as cli
+    from orchestra import RunEvent
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=screen, width=200))
+    monkeypatch.setattr(cli, "err_console", Console(file=screen, width=200, soft_wrap=True))
+    dispatch = {"kind": "dispatch", "calls": [{"agent_id": "geo"}, {"agent_id": "history"}], "scores": [], "rationale": "every agent"}
+    events = [RunEvent("decision", "r", {"decision": dispatch, "round": 0}),
+              RunEvent("call", "r", {"agent_id": "geo", "latency_ms": 3}), RunEvent("call", "r", {"agent_id": "history", "latency_ms": 4}),
+              RunEvent("token", "r", {"purpose": "refine", "delta": "Paris is", "step": "s"}), RunEvent("answer", "r", {"delta": "Paris is", "restart": False}),
+              RunEvent("token", "r", {"purpose": "refine", "delta": " the capital.", "step": "s"}),
+              RunEvent("aggregate", "r", {}), RunEvent("answer", "r", {"delta": " the capital.", "restart": False})]
+    with cli._RunProgress("all", "refine", lines=True, status=False, answer=True) as progress:
+        for event in events:
+            progress.show(event)
+    assert progress.answer_shown
+    lines = screen.getvalue().splitlines()
+    assert lines[0].startswith("decision r0 · all → geo, history") and lines[1:3] == ["call geo: ok · 3 ms", "call history: ok · 4 ms"]
+    assert lines[3:] == ["Paris is the capital.", "aggregate (refine)"]
+
+    screen.seek(0), screen.truncate()
+    with cli._RunProgress("all", "refine", lines=False, status=False, answer=True) as progress:
+        for event in (RunEvent("answer", "r", {"delta": "The answer", "restart": False}), RunEvent("answer", "r", {"delta": "Paris", "restart": True})):
+            progress.show(event)
+    assert screen.getvalue().splitlines() == ["The answer", "(the model writing the answer failed part way; the answer:)", "Paris"]
+
+    screen.seek(0), screen.truncate()
+    with cli._RunProgress("all", "refine", lines=False, status=False, answer=False) as progress:  # stdout is a script's
+        progress.show(RunEvent("answer", "r", {"delta": "Paris", "restart": False}))
+    assert screen.getvalue() == "" and not progress.answer_shown
+
+
+def test_chat_to_a_terminal_prints_the_answer_once(db: str, tmp_path: Path, monkeypatch) -> None:
+    import orchestra.cli as cli
+
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    monkeypatch.setattr(cli, "_stdout_is_a_terminal", lambda: True)
+    code, out, _, _ = invoke_streams("chat", "hello", "--router", "all", "--profile", "none", "--db", db)
+    assert code == 0 and out.startswith("HELLO!\nrun ") and out.count("HELLO!") == 1, out
