@@ -203,10 +203,6 @@ class _RunProgress:
         self.session_id: str | None = None
         self.waiting: list[str] = []
         """The agents dispatched whose calls have not ended yet (an agent called twice is listed twice)."""
-        self.named_models: dict[tuple[int, str], set[str | None]] = {}
-        """By round and agent: the models the decision named for its calls (model routers choose them)."""
-        self.writer_models: dict[str, str] = {}
-        """By call step: the model whose tokens streamed last (a fallback's, when the first model failed)."""
         self.written: dict[str, str] = {}
         """By step: the text its model has streamed so far, whose end the status line shows."""
 
@@ -285,7 +281,6 @@ class _RunProgress:
         chosen = []
         for call in decision.get("calls", []):
             agent_id, model_id = call["agent_id"], call.get("model_id")
-            self.named_models.setdefault((round, agent_id), set()).add(model_id)
             self.waiting.append(agent_id)
             score = scores.get(model_id) if model_id in scores else scores.get(agent_id)
             chosen.append(escape(agent_id + (f"@{model_id}" if model_id else "")) + ("" if score is None else f" {score:.3f}"))
@@ -293,12 +288,9 @@ class _RunProgress:
         self._waiting()
 
     def _call(self, data: dict[str, Any]) -> None:
-        agent_id, step = data.get("agent_id", ""), data.get("step", "")
+        agent_id, model_id = data.get("agent_id", ""), data.get("model_id")  # the model that answered (a fallback's)
         if agent_id in self.waiting:
             self.waiting.remove(agent_id)
-        # the event names no model: the one that streamed the answer, else the one the decision named for the call
-        named = self.named_models.get((data.get("round", 0), agent_id), set())
-        model_id = self.writer_models.get(step) or (next(iter(named)) if len(named) == 1 else None)
         error = data.get("error")
         if error:
             outcome = f"[red]failed[/] ({escape(str(error.get('type', 'error')))})"
@@ -316,8 +308,6 @@ class _RunProgress:
 
     def _token(self, data: dict[str, Any]) -> None:
         step = data.get("step", "")
-        if data.get("model_id"):
-            self.writer_models[step] = data["model_id"]
         if self.live is None:  # no status line to show the words on
             return
         so_far = "" if data.get("restart") else self.written.get(step, "")  # a fallback model starts over

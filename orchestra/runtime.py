@@ -1433,8 +1433,8 @@ class Workflow:
         )
         with ctx.lock:
             ctx.observations.append((obs.round, index, obs))
-        ctx.emit("call", step=step_id, round=obs.round, agent_id=obs.agent_id, answer=obs.answer, error=obs.error, latency_ms=obs.latency_ms,
-                 declined=obs.declined)
+        ctx.emit("call", step=step_id, round=obs.round, agent_id=obs.agent_id, model_id=obs.model_id, answer=obs.answer, error=obs.error,
+                 latency_ms=obs.latency_ms, declined=obs.declined)
 
     def _replay_call(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str, index: int) -> dict[str, Any]:
         assert ctx.recording is not None
@@ -1822,9 +1822,11 @@ class Workflow:
         ctx, inputs, config = self._start(query, session_id, routing, history=history, config=config)
         ctx.streaming = True
         answer = _AnswerStream(self)
-        yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
         final: dict[str, Any] = {}
         try:
+            # inside the try: a reader that stops at this first event (Ctrl-C, a closed connection) has the run
+            # stored as interrupted, not left "running"
+            yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
             for mode, chunk in self.graph.stream(inputs, config, stream_mode=["custom", "values"]):
                 if mode == "custom":
                     yield chunk
@@ -1851,9 +1853,11 @@ class Workflow:
         ctx, inputs, config = self._start(query, session_id, routing, history=history, config=config)
         ctx.streaming = True
         answer = _AnswerStream(self)
-        yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
         final: dict[str, Any] = {}
         try:
+            # inside the try: a reader that stops at this first event (Ctrl-C, a closed connection) has the run
+            # stored as interrupted, not left "running"
+            yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
             async for mode, chunk in self.async_graph.astream(inputs, config, stream_mode=["custom", "values"]):
                 if mode == "custom":
                     yield chunk

@@ -1499,3 +1499,15 @@ def test_what_is_sent_of_a_refiner_s_text_is_always_how_its_answer_starts() -> N
         for cut in range(len(text) + 1):
             assert final.startswith(refined_so_far(text[:cut])), (text, cut)
         assert refined_so_far(text + "\nmore") .startswith(refined_so_far(text)) or not refined_so_far(text)
+
+
+def test_a_stream_closed_at_its_first_event_stores_the_run_as_interrupted_and_call_events_name_their_model() -> None:
+    app = make_app(ScriptedModel("writer", ["Paris."]))
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+    events = workflow.stream("Capital?")
+    first = next(events)
+    events.close()  # Ctrl-C, or a client gone, right after the run started: it was left "running" in the store
+    assert first.kind == "run_started" and app.store.get_run(first.run_id).run.status == "interrupted"
+    calls = [event.data for event in workflow.stream("Capital?") if event.kind == "call"]
+    assert [(call["agent_id"], call["model_id"]) for call in calls] == [("geo", "writer")]
