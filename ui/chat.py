@@ -141,10 +141,16 @@ def _answer(app: Orchestra, settings: RunSettings, query: str) -> dict[str, Any]
     result: RunResult | None = None
     live = status.empty()  # the model answer being streamed, token by token
     streamed: dict[str, str] = {}
+    answer_box = st.empty()  # the run's answer, under the steps, as it is written
+    answer = ""
     try:
         for event in workflow.stream(query, session_id=st.session_state.get(SESSION), routing=settings.routing):
             if event.kind == "run_finished":
                 result = event.data["result"]
+                continue
+            if event.kind == "answer":
+                answer = ("" if event.data.get("restart") else answer) + event.data.get("delta", "")
+                answer_box.markdown(as_typed(answer))
                 continue
             if event.kind == "token":
                 step = event.data.get("step", "")
