@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -397,6 +398,10 @@ def chat(
         _print_result(result, answer_shown=shown_answer)
         raise typer.Exit(0 if result.status == "ok" else 1)
     session_id = session
+    from orchestra.embeddings import warm_up_embedder
+
+    # loaded while the person types: the first question would otherwise wait seconds for the encoder
+    threading.Thread(target=warm_up_embedder, name="orchestra-chat-warm-up", daemon=True).start()
     console.print("[dim]Orchestra chat: empty line or Ctrl-D to quit; Ctrl-C stops a run.[/]")
     while True:
         try:
