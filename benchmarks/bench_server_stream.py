@@ -100,10 +100,12 @@ def main() -> None:
                 client = openai.OpenAI(base_url=f"http://127.0.0.1:{options.port}/v1", api_key="unused", max_retries=0, timeout=600)
                 _ask(client, "hello", stream=False)  # the local model's server starts with the first model call
                 streamed, plain = [], []
-                for _ in range(options.rounds):
-                    for prompt in PROMPTS:  # in turns, so that load from elsewhere falls on both alike
-                        streamed.append(_ask(client, prompt, stream=True))
-                        plain.append(_ask(client, prompt, stream=False))
+                for round in range(options.rounds):
+                    for prompt in PROMPTS:
+                        # in turns, each first every other round: load from elsewhere, and the model server's cache
+                        # of the prompt it has just read, fall on both alike
+                        for stream in ((True, False) if round % 2 == 0 else (False, True)):
+                            (streamed if stream else plain).append(_ask(client, prompt, stream=stream))
             finally:
                 server.terminate()
                 server.wait(timeout=30)

@@ -114,43 +114,59 @@ class _AnswerStream:
         self.passes_a_lone_answer = isinstance(aggregator, PassThrough) or (isinstance(aggregator, Refine) and not aggregator.always)
         # a multi-round router writes the answer itself, in its Finish: no model's tokens are the answer's
         self.multi_round = bool(getattr(workflow.router, "multi_round", False))
-        self.lone_call: str | None = None
-        """The agent of the dispatch's only call, when its answer would be passed through."""
+        self.running = 0
+        """The dispatch's calls that have not ended yet."""
+        self.answered = 0
+        """Its calls that ended with an answer (neither failed nor declined)."""
+        self.texts: dict[tuple[str, Any], str] = {}
+        """By (purpose, step): what the refiner's, or a call's, model has written so far (the call left writing may be
+        the lone answer, its earlier words included)."""
         self.source: tuple[str, Any] | None = None
-        self.written = ""
+        """The (purpose, step) whose words were sent as the answer's."""
         self.sent = ""
         self.off_track = False
 
     def after(self, event: RunEvent) -> RunEvent | None:
         """The ``answer`` event to send after ``event``, if it brought more of the answer."""
+        data = event.data
         if event.kind == "decision":
-            decision = event.data.get("decision") or {}
-            calls = decision.get("calls") or []
-            alone = decision.get("kind") == "dispatch" and len(calls) == 1 and self.passes_a_lone_answer and not self.multi_round
-            self.lone_call = calls[0].get("agent_id") if alone else None
+            decision = data.get("decision") or {}
+            dispatched = decision.get("kind") == "dispatch" and self.passes_a_lone_answer and not self.multi_round
+            self.running, self.answered, self.texts = (len(decision.get("calls") or []) if dispatched else 0), 0, {}
+            return None
+        if event.kind == "call":
+            self.running = max(0, self.running - 1)
+            self.answered += not data.get("error") and not data.get("declined") and bool(data.get("answer"))
             return None
         if event.kind != "token" or self.off_track or self.multi_round:
             return None
-        purpose = event.data.get("purpose")
-        if purpose == "refine":
-            kind = "refine"
-        elif purpose == "agent" and self.lone_call is not None and event.data.get("agent_id") == self.lone_call:
-            kind = "agent"
-        else:
+        purpose, step = data.get("purpose"), data.get("step")
+        if purpose not in ("refine", "agent") or (purpose == "agent" and not self.running):
             return None
-        source = (kind, event.data.get("step"))
-        if source != self.source or event.data.get("restart"):
-            if self.sent:  # what was sent came from text that is no longer the answer's
+        source = (purpose, step)
+        self.texts[source] = ("" if data.get("restart") else self.texts.get(source, "")) + str(data.get("delta", ""))
+        # an agent's words are the answer's when its call is the last one running and no other call answered: if it
+        # answers, its answer is passed through
+        if purpose == "agent" and (self.running != 1 or self.answered):
+            return None
+        delta = self._more(source)
+        return RunEvent("answer", event.run_id, {"delta": delta, "restart": False}) if delta else None
+
+    def _more(self, source: tuple[str, Any]) -> str:
+        """What ``source``'s text so far adds to the answer sent; ``""`` (and no more, ever) once what was sent is
+        not how it goes on: another model wrote it, or this one started over (a fallback)."""
+        if source != self.source:
+            if self.sent:
                 self.off_track = True
-                return None
-            self.source, self.written = source, ""
-        self.written += str(event.data.get("delta", ""))
-        settled = refined_so_far(self.written) if kind == "refine" else self.written
+                return ""
+            self.source = source
+        written = self.texts[source]
+        settled = refined_so_far(written) if source[0] == "refine" else written
         if not settled.startswith(self.sent):
             self.off_track = True
-            return None
+            return ""
         delta, self.sent = settled[len(self.sent):], settled
-        return RunEvent("answer", event.run_id, {"delta": delta, "restart": False}) if delta else None
+        return delta
 
     def finish(self, result: "RunResult") -> RunEvent | None:
         """The last ``answer`` event of a run that ended ok: the rest of the answer (all of it when nothing was

@@ -1433,6 +1433,7 @@ class _WritesThenDies(ScriptedModel):
     [
         ("refined", True, 0),  # the refiner's words as it writes them, its echoed cue left out
         ("lone answer under Refine", True, 0),  # one agent: its answer passes through, so its words are the answer's
+        ("the one of two that answers", True, 0),  # the other declined at once: the one left writing is the answer
         ("vote", False, 0),  # a vote has no writer: the answer comes whole at the end
         ("refiner died part way", True, 1),  # what was sent is not the answer (the answers are listed): sent over again
         ("agent died, fallback rewrote it", True, 1),
@@ -1449,7 +1450,19 @@ def test_answer_events_join_into_the_run_s_answer_and_come_as_it_is_written(case
     app = make_app(writer, refiner, ScriptedModel("backup", ["Paris is the capital"]), fallback=fallback)
     app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
     app.registry.add_agent(AgentCard(id="history", description="History answers.", model="writer"))
-    both = case in ("refined", "vote", "refiner died part way")
+    if case == "the one of two that answers":
+        class Slow(ScriptedModel):  # writes as a model does, word after word, while the other agent has long ended
+            def stream(self, messages: Any, options: Any = None) -> Any:
+                for chunk in super().stream(messages, options):
+                    time.sleep(0.05)
+                    yield chunk
+
+        import time
+
+        app = make_app(Slow("writer", ["Paris is the capital."]), refiner)
+        app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+        app.registry.add_agent(AgentCard(id="clock", description="Tells the time."), implementation=lambda q: AgentReply(answer="Not mine.", declined=True))
+    both = case in ("refined", "vote", "refiner died part way", "the one of two that answers")
     router = FunctionRouter(dispatch_all) if both else FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="geo", query=s.query),)))
     aggregator = WeightedVote() if case == "vote" else Refine("refiner")
     events = list(app.workflow(router, aggregator=aggregator).stream("Capital of France?"))
