@@ -5,8 +5,8 @@ completion against the whole answer's time, on the embedded local model, and how
 
 Two workflows, each served by its own `orchestra serve` process with the offline default team and a fresh
 ``ORCHESTRA_HOME``: the embedding router, whose one chosen agent's answer is passed through (its model's words are
-the answer's), and the ``all`` router with the Refine aggregator, where every agent answers and the refining model
-writes the answer. Each prompt is asked streamed and not streamed, in turns. "first words" is the time from the
+the answer's), and the ``all`` router with the Refine aggregator, where every agent is asked (a second writing agent, onboarded over
+HTTP, answers beside the team's chat agent) and the refining model writes the answer. Each prompt is asked streamed and not streamed, in turns. "first words" is the time from the
 request to the first content delta a streamed client receives; "whole answer" the time to its last; "not
 streamed" the time of the same request without streaming, which is when a client read anything at all before
 answers were streamed. "start" is the time from launching the server to its first answer to ``GET /v1/models``
@@ -43,6 +43,9 @@ WORKFLOWS = {
     "embedding (one agent passed through)": ["--router", "embedding"],
     "all + refine (the refiner writes)": ["--router", "all", "--aggregator", "refine"],
 }
+POET = {"id": "poet", "description": "Writes short poems and vivid descriptions.", "model": "local-smollm2"}
+"""Onboarded over HTTP for the refine workflow: with the team's chat agent, two agents answer, so the refining model
+merges them and writes the answer (the team's other agents decline questions like these)."""
 
 
 def _serve(args: list[str], port: int, home: str) -> tuple[subprocess.Popen[bytes], float]:
@@ -98,13 +101,15 @@ def main() -> None:
             server, start_s = _serve(args, options.port, home)
             try:
                 client = openai.OpenAI(base_url=f"http://127.0.0.1:{options.port}/v1", api_key="unused", max_retries=0, timeout=600)
+                if "refine" in args:
+                    httpx.post(f"http://127.0.0.1:{options.port}/orchestra/agents", json=POET, timeout=30).raise_for_status()
                 _ask(client, "hello", stream=False)  # the local model's server starts with the first model call
                 streamed, plain = [], []
-                for round in range(options.rounds):
+                for turn in range(options.rounds):
                     for prompt in PROMPTS:
                         # in turns, each first every other round: load from elsewhere, and the model server's cache
                         # of the prompt it has just read, fall on both alike
-                        for stream in ((True, False) if round % 2 == 0 else (False, True)):
+                        for stream in ((True, False) if turn % 2 == 0 else (False, True)):
                             (streamed if stream else plain).append(_ask(client, prompt, stream=stream))
             finally:
                 server.terminate()
