@@ -44,7 +44,7 @@ from orchestra.errors import (
 from orchestra.model import ChatChunk, ChatModel, ChatOptions, ChatResult, Message
 from orchestra.policies import Budget, FallbackPolicy, RetryPolicy, RoutingPolicy
 from orchestra.registry import Registry, RegistrySnapshot
-from orchestra.replay import aresume, replay, resume
+from orchestra.replay import aresume, astream_resume, replay, resume, stream_resume
 from orchestra.routing import (
     BaseRouter,
     Call,
@@ -158,6 +158,7 @@ __all__ = [
     "WeightedVote",
     "Workflow",
     "aresume",
+    "astream_resume",
     "available_routers",
     "load_cards",
     "load_router",
@@ -167,4 +168,5 @@ __all__ = [
     "resume",
     "router_loads_checkpoint",
     "router_needs_training",
+    "stream_resume",
 ]

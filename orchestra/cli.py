@@ -30,7 +30,7 @@ from orchestra.cards import AgentCard, ModelCard, load_cards
 from orchestra.errors import ConfigurationError, DuplicateIdError, NotFoundError, OrchestraError
 from orchestra.policies import Budget, RoutingPolicy
 from orchestra.replay import replay as replay_run
-from orchestra.replay import resume as resume_run
+from orchestra.replay import stream_resume
 from orchestra.routing import available_routers
 from orchestra.trace import RunStatus, RunTrace, StepRecord
 
@@ -317,19 +317,24 @@ class _RunProgress:
         self._status(f"{escape(who)} is writing… [dim]{_cut(self.written[step], keep_end=True)}[/]")
 
 
+def _stderr_is_a_terminal() -> bool:
+    """Whether a person watches stderr, so `chat` and `resume` show a run's steps there as they happen."""
+    return sys.stderr.isatty()
+
+
 def _stdout_is_a_terminal() -> bool:
     """Whether a person reads stdout, so `chat` writes the answer there as it is written."""
     return sys.stdout.isatty()
 
 
-def _ask(workflow: Workflow, query: str, session_id: str | None, progress: _RunProgress) -> RunResult | None:
-    """Run ``query`` through `Workflow.stream`, showing its steps on ``progress`` as they happen; ``None`` when the
-    user stopped it with Ctrl-C, which is said in one line instead of a traceback."""
+def _follow(events: Iterator[RunEvent], progress: _RunProgress) -> RunResult | None:
+    """Go through a run's ``events`` (`Workflow.stream`, `stream_resume`), showing its steps on ``progress`` as they
+    happen; ``None`` when the user stopped it with Ctrl-C, which is said in one line instead of a traceback."""
     result: RunResult | None = None
     try:
         # closing the stream is what records the run as interrupted when Ctrl-C lands here, between two events
         # (landing inside the stream, it is recorded there)
-        with closing(workflow.stream(query, session_id=session_id)) as events, progress:
+        with closing(events), progress:
             for event in events:
                 if event.kind == "run_finished":
                     result = event.data["result"]
@@ -377,7 +382,7 @@ def chat(
     orch, workflow = _workflow(db, profile, router, aggregator, cost_weight, option, budget, session=session)
     # Steps are shown to a person watching stderr (or on --progress): like git's progress, not to a script that
     # takes stderr with stdout, which gets the answer first, as before.
-    watched = sys.stderr.isatty()
+    watched = _stderr_is_a_terminal()
     lines = not quiet and (progress or watched)
     # the answer as it is written, to a person reading stdout; a script reading it gets it whole, as before
     answer_live = _stdout_is_a_terminal()
@@ -387,7 +392,7 @@ def chat(
         """The run of ``text`` (``None``: stopped by Ctrl-C) and its session (known even when it was stopped)."""
         nonlocal shown_answer
         shown = _RunProgress(router, aggregator, lines=lines, status=lines and watched and err_console.is_interactive, answer=answer_live)
-        result = _ask(workflow, text, session_id, shown)
+        result = _follow(workflow.stream(text, session_id=session_id), shown)
         shown_answer = shown.answer_shown
         return result, shown.session_id or session_id
 
@@ -837,7 +842,14 @@ def resume(
         recorded_budget = orch.store.get_run(run_id).run.meta.get("budget", {})
         limits = Budget.model_validate({**recorded_budget, **given})
     install_profile(orch, profile)
-    result = resume_run(orch, run_id, budget=limits)
+    # its steps on stderr as they happen, where a person watches it (the served ones as they are copied)
+    watched = _stderr_is_a_terminal()
+    recorded = orch.store.get_run(run_id).run
+    aggregator_name = str((recorded.meta.get("aggregator") or {}).get("name", "aggregator"))
+    shown = _RunProgress(recorded.router, aggregator_name, lines=watched, status=watched and err_console.is_interactive)
+    result = _follow(stream_resume(orch, run_id, budget=limits), shown)
+    if result is None:
+        raise typer.Exit(130)
     trace = orch.store.get_run(result.run_id)
     served, live = trace.resumed_counts()
     err_console.print(f"[dim]resumed run {escape(run_id)}: {served} step{'' if served == 1 else 's'} served from the record, {live} live[/]")

@@ -5,7 +5,7 @@ a run that failed: what succeeded served from the record, what failed or never r
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from orchestra.routing import BaseRouter, Decision, Dispatch, Finish, Router, Ro
 from orchestra.trace import RunRecord, RunTrace, StepRecord
 
 if TYPE_CHECKING:
-    from orchestra.runtime import Orchestra, RunResult, Workflow
+    from orchestra.runtime import Orchestra, RunEvent, RunResult, Workflow
 
 __all__ = ["RecordedRouter", "aresume", "replay", "resume"]
 
@@ -270,6 +270,35 @@ def resume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggrega
     workflow, start = _resumed(app, run_id, budget, aggregator)
     with _one_resume(start):
         return workflow._run(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)
+
+
+def stream_resume(
+    app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None
+) -> Iterator[RunEvent]:
+    """`resume`, yielding the resumed run's events as `Workflow.stream` yields a run's (a served step's as it is
+    copied, a live one's as it happens, the answer as it is written); the last is ``run_finished`` with the
+    `RunResult`. Refused as `resume` refuses, when called, before any event."""
+    workflow, start = _resumed(app, run_id, budget, aggregator)
+
+    def events() -> Iterator[RunEvent]:
+        with _one_resume(start):
+            yield from workflow._stream(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)
+
+    return events()
+
+
+def astream_resume(
+    app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None
+) -> AsyncIterator[RunEvent]:
+    """Async twin of `stream_resume`."""
+    workflow, start = _resumed(app, run_id, budget, aggregator)
+
+    async def events() -> AsyncIterator[RunEvent]:
+        with _one_resume(start):
+            async for event in workflow._astream(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start):
+                yield event
+
+    return events()
 
 
 async def aresume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None) -> RunResult:

@@ -1835,7 +1835,11 @@ class Workflow:
     ) -> Iterator[RunEvent]:
         """Run ``query`` and yield a `RunEvent` as each step happens; the last event is ``run_finished`` with
         the `RunResult` in ``data["result"]``. ``config`` as for `run`."""
-        ctx, inputs, config = self._start(query, session_id, routing, history=history, config=config)
+        return self._stream(query, session_id, routing, history=history, config=config)
+
+    def _stream(self, query: str, session_id: str | None, routing: RoutingPolicy | None, **start: Any) -> Iterator[RunEvent]:
+        """`stream`, with what a resumed run adds (its recording and what it resumes)."""
+        ctx, inputs, config = self._start(query, session_id, routing, **start)
         ctx.streaming = True
         answer = _AnswerStream(self)
         final: dict[str, Any] = {}
@@ -1861,12 +1865,16 @@ class Workflow:
             yield rest
         yield RunEvent("run_finished", ctx.run.id, {"result": result})
 
-    async def astream(
+    def astream(
         self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[RunEvent]:
         """Async twin of `stream`."""
-        ctx, inputs, config = self._start(query, session_id, routing, history=history, config=config)
+        return self._astream(query, session_id, routing, history=history, config=config)
+
+    async def _astream(self, query: str, session_id: str | None, routing: RoutingPolicy | None, **start: Any) -> AsyncIterator[RunEvent]:
+        """`astream`, with what a resumed run adds."""
+        ctx, inputs, config = self._start(query, session_id, routing, **start)
         ctx.streaming = True
         answer = _AnswerStream(self)
         final: dict[str, Any] = {}

@@ -632,3 +632,24 @@ def test_chat_to_a_terminal_prints_the_answer_once(db: str, tmp_path: Path, monk
     monkeypatch.setattr(cli, "_stdout_is_a_terminal", lambda: True)
     code, out, _, _ = invoke_streams("chat", "hello", "--router", "all", "--profile", "none", "--db", db)
     assert code == 0 and out.startswith("HELLO!\nrun ") and out.count("HELLO!") == 1, out
+
+
+def test_resume_shows_its_steps_as_they_happen_where_a_person_watches(db: str, tmp_path: Path, monkeypatch) -> None:
+    import orchestra.cli as cli
+
+    (tmp_path / "cli_watch_agents.py").write_text(
+        "from pathlib import Path\nHERE = Path(__file__).parent\n"
+        "def flaky(query):\n    if not (HERE / 'fixed').exists():\n        raise ConnectionError('service down')\n    return 'flaky ' + query\n"
+    )
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
+                     "- id: flaky\n  description: Down until fixed.\n  backend: function\n  function: cli_watch_agents:flaky\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    code, out = invoke("chat", "hi", "--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
+    run_id = out.split("run ")[1].split()[0]
+    (tmp_path / "fixed").write_text("")
+    monkeypatch.setattr(cli, "_stderr_is_a_terminal", lambda: True)
+    code, out, err, both = invoke_streams("resume", run_id, "--profile", "none", "--db", db)
+    assert code == 0, both
+    assert err.startswith("decision r0 · all → ") and "call flaky: ok" in err and "aggregate (pass-through)" in err, err
+    assert both.index("call flaky: ok") < both.index(f"resume of {run_id}")  # as it happened, then the tree

@@ -858,3 +858,36 @@ def test_two_resumes_of_one_run_started_at_once_cannot_both_be_stored(monkeypatc
     with pytest.raises(ConfigurationError, match=f"already resumed, as run {first.run_id} \\(started at the same moment"):
         resume(orch, paused.run_id)
     assert paid == ["pay invoice 7"] and [run.id for run in orch.store.list_runs()] == runs_before
+
+
+def test_a_resume_streams_its_events_as_a_run_does_and_is_refused_before_the_first() -> None:
+    """`stream_resume` (and its async twin): the served decision and calls as they are copied, the live call as it
+    happens, the answer, then the result; a run that cannot be resumed is refused when it is called."""
+    import asyncio
+
+    from orchestra import ConfigurationError, astream_resume, stream_resume
+
+    orch, models = _three_agents()
+    original = orch.workflow(FunctionRouter(_dispatch_all)).run("question")
+    _fix_third(orch, models)
+    events = list(stream_resume(orch, original.run_id))
+    kinds = [event.kind for event in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished" and kinds.count("decision") == 1 and kinds.count("call") == 3
+    assert [e.data["agent_id"] for e in events if e.kind == "token"] == ["a3"]  # only the live call's model writes
+    result = events[-1].data["result"]
+    assert result.status == "ok" and result.answer == "**a1**: one\n\n**a2**: two\n\n**a3**: three"
+    assert "".join(e.data["delta"] for e in events if e.kind == "answer") == result.answer
+    assert _resumed_marks(orch, result.run_id)[("call", "a3")] == "live"
+
+    with pytest.raises(ConfigurationError, match="already resumed"):
+        stream_resume(orch, original.run_id)  # refused at the call, nothing to iterate
+
+    orch, models = _three_agents()
+    failed = orch.workflow(FunctionRouter(_dispatch_all)).run("question")
+    _fix_third(orch, models)
+
+    async def collect() -> list[Any]:
+        return [event async for event in astream_resume(orch, failed.run_id)]
+
+    streamed = asyncio.run(collect())
+    assert streamed[-1].data["result"].status == "ok" and [e.kind for e in streamed].count("call") == 3

@@ -3,11 +3,12 @@ under each answer the routing panel (how it was reached) drawn from the stored r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import streamlit as st
 
-from orchestra import ApprovalRequired, NotFoundError, Orchestra, OrchestraError, RunEvent, RunResult, RunTrace, resume
+from orchestra import ApprovalRequired, NotFoundError, Orchestra, OrchestraError, RunEvent, RunResult, RunTrace, stream_resume
 
 from orchestra.ui.common import (
     RunSettings,
@@ -65,8 +66,7 @@ def _show_message(app: Orchestra, message: dict[str, Any], index: int) -> None:
             st.warning(f"This answer waits for your approval: the router chose {agents}, whose card asks for it before "
                        "each call. Nothing has been called yet.", icon=":material/front_hand:")
             if st.button("Approve and run", key=f"chat_approve_{index}", type="primary"):
-                with st.spinner("Running the approved calls…"):
-                    _messages()[index] = _approved(app, message["run_id"])
+                _messages()[index] = _approved(app, message["run_id"])
                 st.rerun()
         if message.get("content"):
             st.markdown(as_typed(message["content"]))
@@ -115,12 +115,14 @@ def _reply(result: RunResult) -> dict[str, Any]:
 
 
 def _approved(app: Orchestra, run_id: str) -> dict[str, Any]:
-    """The run paused for approval, resumed: approving it is resuming it (its decision served, its calls made)."""
+    """The run paused for approval, resumed: approving it is resuming it (its decision served, its calls made), shown
+    as it goes like any run."""
     try:
-        return _reply(resume(app, run_id))
+        events = stream_resume(app, run_id)
     except OrchestraError as exc:
         return {"role": "assistant", "content": "", "error": f"The approved run could not be resumed: {explain_error(exc)}",
                 "run_id": run_id}
+    return _follow(events, "Running the approved calls…")
 
 
 def _answer(app: Orchestra, settings: RunSettings, query: str) -> dict[str, Any]:
@@ -137,14 +139,21 @@ def _answer(app: Orchestra, settings: RunSettings, query: str) -> dict[str, Any]
         workflow = workflow_for(app, settings)
     except OrchestraError as exc:
         return {"role": "assistant", "content": "", "error": f"The router could not be prepared: {explain_error(exc)}"}
-    status = st.status(f"Routing with {settings.router}…", expanded=True)
+    return _follow(workflow.stream(query, session_id=st.session_state.get(SESSION), routing=settings.routing),
+                   f"Routing with {settings.router}…")
+
+
+def _follow(events: Iterator[RunEvent], label: str) -> dict[str, Any]:
+    """Show a run's ``events`` as they come (each step under ``label``, the model writing, the answer as it is
+    written); returns the assistant message to keep."""
+    status = st.status(label, expanded=True)
     result: RunResult | None = None
     live = status.empty()  # the model answer being streamed, token by token
     streamed: dict[str, str] = {}
     answer_box = st.empty()  # the run's answer, under the steps, as it is written
     answer = ""
     try:
-        for event in workflow.stream(query, session_id=st.session_state.get(SESSION), routing=settings.routing):
+        for event in events:
             if event.kind == "run_finished":
                 result = event.data["result"]
                 continue
