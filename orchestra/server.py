@@ -25,8 +25,9 @@ and the latency. Requests may add two fields OpenAI does not have (``extra_body`
 run (routers read the user's query and the conversation), so they are left out, and the response says so.
 
 Bad input answers 400 with OpenAI's error body (``{"error": {"message", "type", "param", "code"}}``) naming the
-field (``tools``, ``n`` above 1 and a JSON ``response_format`` too: a routed run cannot honour them), 404 for an unknown model, id or run, 409 for an id the registry holds or a run that cannot be resumed (an
-ok run with no failed step, a run still running: the message says why); nothing is stored. A run that fails
+field (``tools``, ``n`` above 1 and a JSON ``response_format`` too: a routed run cannot honour them), 404 for an
+unknown model, id or run, 409 for an id the registry holds or a run that cannot be resumed (an ok run with no
+failed step, a run still running: the message says why); nothing is stored. A run that fails
 while answering is stored with its error and answers 502 (a model or an agent failed: the upstream of this
 gateway) or 500 (a budget ran out, a router failed), with the run id. A run that paused for approval (an agent
 whose card ``requires_approval``) answers 409 with code ``approval_required`` and its run id: resuming it approves.
@@ -35,8 +36,8 @@ With an API key (``api_key=``; ``orchestra serve --api-key`` or ``$ORCHESTRA_API
 ``Authorization: Bearer KEY``, what OpenAI's clients send as their ``api_key``, and answers 401 without it. A
 card that reaches into the server (a function agent's Python to import and call; a model card's ``api_key_env``,
 a secret of the server's environment sent to the card's ``base_url``; its ``gguf_path``, a file on the server's
-disk) is onboarded over HTTP only with the key (403 without one). A body that is not declared JSON answers 415: a web page can POST plain text to a server on
-localhost without the browser asking first, but not JSON.
+disk) is onboarded over HTTP only with the key (403 without one). A body that is not declared JSON answers 415: a
+web page can POST plain text to a server on localhost without the browser asking first, but not JSON.
 
 FastAPI and uvicorn come with the ``serve`` extra. The module imports them only in `create_app` and `serve`,
 so the rest of Orchestra runs without them.
@@ -135,8 +136,9 @@ class ChatCompletionRequest(BaseModel):
 
 
 class _Refused(Exception):
-    """A request refused at the HTTP level, before Orchestra sees it: no key, the wrong key, a function agent
-    without a key, a body not declared JSON. Answered in OpenAI's error shape with its own status."""
+    """A request refused at the HTTP level, before Orchestra sees it: no key, the wrong key, a card that reaches into
+    the server sent to a server without a key, a body not declared JSON. Answered in OpenAI's error shape with its
+    own status."""
 
     def __init__(self, status: int, message: str, code: str) -> None:
         super().__init__(message)
