@@ -454,6 +454,9 @@ def serve(
         envvar="ORCHESTRA_API_KEY", show_envvar=True,
         help="Ask every request for 'Authorization: Bearer KEY' (an OpenAI client's api_key); needed to onboard function agents over HTTP.",
     )] = None,
+    allow_origin: Annotated[list[str] | None, typer.Option(
+        "--allow-origin", help="A web page's origin that may call the server from a browser (CORS), e.g. http://localhost:3000 (repeatable).",
+    )] = None,
     option: RouterOption = None,
     budget: BudgetOption = None,
     db: DbOption = None,
@@ -463,13 +466,14 @@ def serve(
     from orchestra.server import create_app, serve as serve_http
 
     orch, workflow = _workflow(db, profile, router, aggregator, cost_weight, option, budget)
-    create_app(orch, workflow, name=name, api_key=api_key)  # a bad name or key refused before the banner says "serving"
+    origins = tuple(allow_origin or ())
+    create_app(orch, workflow, name=name, api_key=api_key, allow_origins=origins)  # a bad name, key or origin refused before the banner
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]serving on {escape(host)} with no --api-key: anyone who reaches the port can run the workflow "
                           "(and spend on its models) and onboard agents[/]")
     err_console.print(f"[dim]serving {escape(name)} (router {escape(router)}) on http://{escape(host)}:{port}/v1"
                       f"{' (API key required)' if api_key else ''}[/]")
-    serve_http(orch, workflow, name=name, host=host, port=port, api_key=api_key)
+    serve_http(orch, workflow, name=name, host=host, port=port, api_key=api_key, allow_origins=origins)
 
 
 @app.command()

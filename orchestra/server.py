@@ -37,7 +37,8 @@ With an API key (``api_key=``; ``orchestra serve --api-key`` or ``$ORCHESTRA_API
 card that reaches into the server (a function agent's Python to import and call; a model card's ``api_key_env``,
 a secret of the server's environment sent to the card's ``base_url``; its ``gguf_path``, a file on the server's
 disk) is onboarded over HTTP only with the key (403 without one). A body that is not declared JSON answers 415: a
-web page can POST plain text to a server on localhost without the browser asking first, but not JSON.
+web page can POST plain text to a server on localhost without the browser asking first, but not JSON. Only the
+origins given (``allow_origins``, ``orchestra serve --allow-origin``) may call the server from a browser.
 
 FastAPI and uvicorn come with the ``serve`` extra. The module imports them only in `create_app` and `serve`,
 so the rest of Orchestra runs without them.
@@ -186,6 +187,23 @@ def _only_with_a_key(api_key: str | None, cards: Sequence[AgentCard | ModelCard]
             )
 
 
+def _checked_origins(origins: Sequence[str]) -> tuple[str, ...]:
+    """``origins`` as CORS compares them (scheme, host and port, no path: ``http://localhost:3000``);
+    `ConfigurationError` naming one that is not, or ``*`` (every web page on the internet could then drive the server
+    with its user's browser)."""
+    if isinstance(origins, str):
+        raise ConfigurationError(f"allow_origins must be a list of origins, got the string {origins!r}")
+    checked = []
+    for origin in origins:
+        if origin == "*" or not isinstance(origin, str):
+            raise ConfigurationError(f"allow_origins: {origin!r} is not allowed; name each origin, e.g. http://localhost:3000")
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest or rest != rest.strip():
+            raise ConfigurationError(f"allow_origins: {origin!r} is not an origin (scheme://host[:port], no path), e.g. http://localhost:3000")
+        checked.append(origin)
+    return tuple(checked)
+
+
 def _is_json(content_type: str | None) -> bool:
     """Whether a ``Content-Type`` declares JSON (``application/json``, ``application/*+json``, any parameters)."""
     media = (content_type or "").split(";")[0].strip().lower()
@@ -276,10 +294,15 @@ def _failure(result: "RunResult") -> tuple[int, dict[str, Any]]:
     return status, body
 
 
-def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orchestra", api_key: str | None = None) -> Any:
+def create_app(
+    orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orchestra", api_key: str | None = None,
+    allow_origins: Sequence[str] = (),
+) -> Any:
     """A FastAPI application serving ``workflow`` as the OpenAI-compatible model ``name``, with ``orchestra``'s
     registry and runs over HTTP (routes in the module docstring). With ``api_key``, every route asks for
-    ``Authorization: Bearer api_key``. Run it with uvicorn (`serve` does), or test it with FastAPI's ``TestClient``."""
+    ``Authorization: Bearer api_key``. ``allow_origins``: web pages served from these origins (``"http://localhost:3000"``)
+    may call it from a browser (CORS); no other origin may. Run it with uvicorn (`serve` does), or test it with
+    FastAPI's ``TestClient``."""
     try:
         from fastapi import Depends, FastAPI, Request
         from fastapi.exceptions import RequestValidationError
@@ -290,6 +313,7 @@ def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orc
     if not isinstance(name, str) or not name.strip():
         raise ConfigurationError(f"the served model's name must be a non-empty string, got {name!r}")
     api_key = _checked_api_key(api_key)
+    origins = _checked_origins(allow_origins)
     bearer = HTTPBearer(auto_error=False, description="The key the server was started with (`orchestra serve --api-key`).")
 
     async def authorise(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -302,6 +326,13 @@ def create_app(orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orc
             raise _Refused(401, "the API key is not this server's", "invalid_api_key")
 
     api = FastAPI(title="Orchestra", summary=f"The routed workflow {name!r} as an OpenAI-compatible model", dependencies=[Depends(authorise)])
+
+    if origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        # a browser asks first (a preflight, with no key) whether a page of that origin may send JSON and a key here
+        api.add_middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"])
 
     @api.exception_handler(_Refused)
     async def _refused(request: Request, exc: _Refused) -> JSONResponse:
@@ -488,11 +519,12 @@ async def _json(request: Any) -> Any:
 
 def serve(
     orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orchestra", host: str = "127.0.0.1", port: int = 8000,
-    api_key: str | None = None,
+    api_key: str | None = None, allow_origins: Sequence[str] = (),
 ) -> None:
     """Serve ``workflow`` over HTTP until interrupted (uvicorn, one process: the registry and the workflow's
-    router live in it, and every run goes to ``orchestra``'s store); with ``api_key``, only to its holders."""
-    api = create_app(orchestra, workflow, name=name, api_key=api_key)
+    router live in it, and every run goes to ``orchestra``'s store); with ``api_key``, only to its holders;
+    ``allow_origins`` as for `create_app`."""
+    api = create_app(orchestra, workflow, name=name, api_key=api_key, allow_origins=allow_origins)
     try:
         import uvicorn
     except ImportError as exc:

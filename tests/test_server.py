@@ -353,7 +353,8 @@ def test_orchestra_serve_takes_its_key_from_the_option_or_the_environment_and_re
     from orchestra.cli import app as cli
 
     served_with: list[str | None] = []
-    monkeypatch.setattr(orchestra.server, "serve", lambda *args, api_key=None, **kwargs: served_with.append(api_key))
+    origins: list[tuple[str, ...]] = []
+    monkeypatch.setattr(orchestra.server, "serve", lambda *args, api_key=None, allow_origins=(), **kwargs: (served_with.append(api_key), origins.append(allow_origins)))
     db = ["--db", f"sqlite:///{tmp_path / 'runs.db'}", "--profile", "none", "--router", "all"]
     runner = CliRunner()
     refused = runner.invoke(cli, ["serve", *db, "--api-key", "two words"])
@@ -363,6 +364,10 @@ def test_orchestra_serve_takes_its_key_from_the_option_or_the_environment_and_re
     opened = runner.invoke(cli, ["serve", *db, "--host", "0.0.0.0"], env={"ORCHESTRA_API_KEY": None})
     assert opened.exit_code == 0 and "no --api-key" in opened.output
     assert served_with == ["from-env", "given", None]
+    assert runner.invoke(cli, ["serve", *db, "--allow-origin", "http://localhost:3000", "--allow-origin", "https://app.example"]).exit_code == 0
+    assert origins[-1] == ("http://localhost:3000", "https://app.example")
+    refused = runner.invoke(cli, ["serve", *db, "--allow-origin", "*"])
+    assert refused.exit_code != 0 and "allow_origins" in refused.output and len(origins) == 4
 
 
 @pytest.mark.parametrize(
@@ -411,3 +416,26 @@ def test_a_streamed_completion_sends_the_answer_as_the_refining_model_writes_it(
     assert kinds.count("content") > 5 and kinds.index("aggregate") > max(i for i, kind in enumerate(kinds) if kind == "content")
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == "Paris is the capital of France, on the Seine." == app.store.list_runs(limit=1)[0].answer  # the echoed cue left out
+
+
+def test_only_the_origins_given_may_call_the_server_from_a_browser() -> None:
+    """A web app on another origin needs CORS to send JSON and a key; the browser's preflight carries no key, and
+    is answered for the origins given only."""
+    app, _ = _keyed("k3y")
+    workflow = app.workflow(FunctionRouter(dispatch_all), aggregator=Refine("refiner"))
+    client = TestClient(create_app(app, workflow, name="team", api_key="k3y", allow_origins=["http://localhost:3000"]))
+    ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+    preflight = client.options("/v1/chat/completions", headers={"Origin": "http://localhost:3000", **ask})
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "http://localhost:3000"
+    elsewhere = client.options("/v1/chat/completions", headers={"Origin": "https://evil.example", **ask})
+    assert elsewhere.status_code == 400 and "access-control-allow-origin" not in elsewhere.headers
+    answered = client.post("/v1/chat/completions", json={"model": "team", "messages": [{"role": "user", "content": "Capital?"}]},
+                           headers={"Origin": "http://localhost:3000", "Authorization": "Bearer k3y"})
+    assert answered.status_code == 200 and answered.headers["access-control-allow-origin"] == "http://localhost:3000"
+
+    plain = TestClient(create_app(app, workflow, name="team"))  # none given: no page of any origin may
+    refused = plain.options("/v1/chat/completions", headers={"Origin": "http://localhost:3000", **ask})
+    assert refused.status_code == 405 and "access-control-allow-origin" not in refused.headers
+    for origins in (["*"], ["localhost:3000"], ["http://localhost:3000/app"], "http://localhost:3000", ["ftp://x"]):
+        with pytest.raises(ConfigurationError, match="allow_origins"):
+            create_app(app, workflow, allow_origins=origins)  # type: ignore[arg-type]
