@@ -327,9 +327,26 @@ def _stdout_is_a_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def _follow(events: Iterator[RunEvent], progress: _RunProgress) -> RunResult | None:
+def _follow(events: Iterator[RunEvent], progress: _RunProgress, app: Orchestra) -> RunResult | None:
     """Go through a run's ``events`` (`Workflow.stream`, `stream_resume`), showing its steps on ``progress`` as they
     happen; ``None`` when the user stopped it with Ctrl-C, which is said in one line instead of a traceback."""
+
+    def stop(signum: int, frame: Any) -> None:
+        # the run cancelled first: its models stop at their next token, so the wait for its calls under way is short
+        if progress.run_id:
+            app.cancel(progress.run_id)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, stop) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return _followed(events, progress)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _followed(events: Iterator[RunEvent], progress: _RunProgress) -> RunResult | None:
+    """`_follow` under its Ctrl-C handler."""
     result: RunResult | None = None
     try:
         # closing the stream is what records the run as interrupted when Ctrl-C lands here, between two events
@@ -392,7 +409,7 @@ def chat(
         """The run of ``text`` (``None``: stopped by Ctrl-C) and its session (known even when it was stopped)."""
         nonlocal shown_answer
         shown = _RunProgress(router, aggregator, lines=lines, status=lines and watched and err_console.is_interactive, answer=answer_live)
-        result = _follow(workflow.stream(text, session_id=session_id), shown)
+        result = _follow(workflow.stream(text, session_id=session_id), shown, orch)
         shown_answer = shown.answer_shown
         return result, shown.session_id or session_id
 
@@ -851,7 +868,7 @@ def resume(
     recorded = orch.store.get_run(run_id).run
     aggregator_name = str((recorded.meta.get("aggregator") or {}).get("name", "aggregator"))
     shown = _RunProgress(recorded.router, aggregator_name, lines=watched, status=watched and err_console.is_interactive)
-    result = _follow(stream_resume(orch, run_id, budget=limits), shown)
+    result = _follow(stream_resume(orch, run_id, budget=limits), shown, orch)
     if result is None:
         raise typer.Exit(130)
     trace = orch.store.get_run(result.run_id)

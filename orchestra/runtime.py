@@ -221,11 +221,19 @@ class _Tracker:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.calls = 0
+        self.cancelled = False
+        """Set by `Orchestra.cancel`: what the run does next (a decision, a call, a model call or its next token)
+        stops it with `RunCancelled`."""
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
+    def check_cancelled(self) -> None:
+        if self.cancelled:
+            raise RunCancelled("the run was cancelled (Orchestra.cancel)")
+
     def check(self, *, round: int | None = None, calls: int = 0) -> None:
+        self.check_cancelled()
         if round is not None and round >= self.budget.max_rounds:
             raise BudgetExceeded("max_rounds", self.budget.max_rounds, round + 1, spent=False)
         if self.budget.max_seconds is not None and self.elapsed() > self.budget.max_seconds:
@@ -890,6 +898,8 @@ class _RunModelAccess:
 
     def _streamed(self, chunks: Iterator[ChatChunk], purpose: str, model_id: str, streamed_by: list[str]) -> ChatResult:
         for chunk in chunks:
+            # cancelled: stop reading, which closes the stream, so the model stops writing for nobody
+            self.ctx.tracker.check_cancelled()
             if chunk.delta:
                 self._emit_token(chunk.delta, purpose, model_id, streamed_by)
             if chunk.result is not None:
@@ -898,6 +908,7 @@ class _RunModelAccess:
 
     async def _astreamed(self, chunks: AsyncIterator[ChatChunk], purpose: str, model_id: str, streamed_by: list[str]) -> ChatResult:
         async for chunk in chunks:
+            self.ctx.tracker.check_cancelled()
             if chunk.delta:
                 self._emit_token(chunk.delta, purpose, model_id, streamed_by)
             if chunk.result is not None:
@@ -921,6 +932,10 @@ class _RunModelAccess:
                     result = self._streamed(model.stream(messages, options), purpose, candidate, streamed_by)
                 else:
                     result = model.chat(messages, options)
+            except RunCancelled:  # the run was cancelled during the call: no fallback, the call kept as stopped
+                self._end()
+                self._record_stopped(model_id, messages, options, purpose, candidate, started)
+                raise
             except Exception as exc:
                 self._end()
                 failures.append(_as_model_failure(exc, candidate))
@@ -955,6 +970,10 @@ class _RunModelAccess:
                     result = await self._astreamed(model.astream(messages, options), purpose, candidate, streamed_by)
                 else:
                     result = await model.achat(messages, options)
+            except RunCancelled:
+                self._end()
+                self._record_stopped(model_id, messages, options, purpose, candidate, started)
+                raise
             except Exception as exc:
                 self._end()
                 failures.append(_as_model_failure(exc, candidate))
@@ -1512,7 +1531,7 @@ class Workflow:
             context, agent = self._context(ctx, call, round, step_id)
             attempts = _CallAttempts(context.models)  # type: ignore[arg-type]
             reply, error = self._attempts(ctx, call, context, agent, attempts), None
-        except BudgetExceeded as exc:  # a budget stops the whole run, not just this call; the call stays in the trace
+        except (BudgetExceeded, RunCancelled) as exc:  # a budget, or a cancel, stops the whole run, not just this call; the call stays in the trace
             self._finish_call(ctx, call, round, parent_id, step_id, index, None, exc, started, attempts)
             raise
         except Exception as exc:  # one failing agent does not fail the run: it becomes an observation
@@ -1550,7 +1569,7 @@ class Workflow:
             context, agent = self._context(ctx, call, round, step_id)
             attempts = _CallAttempts(context.models)  # type: ignore[arg-type]
             reply, error = await self._aattempts(ctx, call, context, agent, attempts), None
-        except BudgetExceeded as exc:  # a budget stops the whole run, not just this call; the call stays in the trace
+        except (BudgetExceeded, RunCancelled) as exc:  # a budget, or a cancel, stops the whole run, not just this call; the call stays in the trace
             self._finish_call(ctx, call, round, parent_id, step_id, index, None, exc, started, attempts)
             raise
         except Exception as exc:
@@ -1728,10 +1747,12 @@ class Workflow:
         }
         if self.budget.max_parallel_calls is not None:
             graph_config["max_concurrency"] = self.budget.max_parallel_calls
+        self.app._under_way[run.id] = ctx.tracker
         return ctx, {"query": query, "round": 0, "observations": []}, graph_config
 
     def _finish(self, ctx: _RunContext, final: Mapping[str, Any] | None, error: BaseException | None) -> RunResult:
         run = ctx.run
+        self.app._under_way.pop(run.id, None)
         typed: OrchestraError | None = None
         if isinstance(error, (GeneratorExit, KeyboardInterrupt, asyncio.CancelledError)):
             typed = RunCancelled(f"the run was stopped before it finished ({type(error).__name__})")
@@ -1857,6 +1878,9 @@ class Workflow:
         except RunError as exc:
             result = self._finish(ctx, None, exc)
         except BaseException as exc:
+            # the reader stopped (closed the stream, Ctrl-C, a cancelled task): the graph's calls still under way stop
+            # at their next step or token, so closing the graph below does not wait for them to finish
+            ctx.tracker.cancelled = True
             self._finish(ctx, None, exc)
             raise
         else:
@@ -1892,6 +1916,9 @@ class Workflow:
         except RunError as exc:
             result = self._finish(ctx, None, exc)
         except BaseException as exc:
+            # the reader stopped (closed the stream, Ctrl-C, a cancelled task): the graph's calls still under way stop
+            # at their next step or token, so closing the graph below does not wait for them to finish
+            ctx.tracker.cancelled = True
             self._finish(ctx, None, exc)
             raise
         else:
@@ -1929,6 +1956,20 @@ class Orchestra:
         self.retry = retry or RetryPolicy()
         self.fallback = fallback or FallbackPolicy()
         self.models = _ModelHub(model_factory or _default_model_factory, self.retry)
+        self._under_way: dict[str, _Tracker] = {}
+        """The runs of this application under way in this process, by id, for `cancel`."""
+
+    def cancel(self, run_id: str) -> bool:
+        """Stop run ``run_id``, under way in this process (another thread, another task): a model writing for it
+        stops at its next token (its stream is closed, so the model stops writing for nobody), and nothing more is
+        asked of a router, an agent or a model; the run ends ``interrupted`` (`RunCancelled`), as when its stream is
+        closed, and can be resumed. An agent in the middle of a call of its own (a tool) finishes that call first.
+        ``False`` when no such run is under way here."""
+        tracker = self._under_way.get(run_id)
+        if tracker is None:
+            return False
+        tracker.cancelled = True
+        return True
 
     def workflow(
         self,

@@ -653,3 +653,30 @@ def test_resume_shows_its_steps_as_they_happen_where_a_person_watches(db: str, t
     assert code == 0, both
     assert err.startswith("decision r0 · all → ") and "call flaky: ok" in err and "aggregate (pass-through)" in err, err
     assert both.index("call flaky: ok") < both.index(f"resume of {run_id}")  # as it happened, then the tree
+
+
+def test_ctrl_c_cancels_the_run_before_stopping_so_its_models_stop_writing(monkeypatch) -> None:
+    """Ctrl-C lands while the run waits for its calls: the run is cancelled first (its models stop at their next
+    token, so that wait is short), then the run stops in one line; the terminal's own Ctrl-C handler is back after."""
+    import os
+    import signal as signals
+
+    import orchestra.cli as cli
+    from orchestra import RunEvent
+
+    cancelled: list[str] = []
+
+    class App:
+        def cancel(self, run_id: str) -> bool:
+            cancelled.append(run_id)
+            return True
+
+    def events():  # noqa: ANN202
+        yield RunEvent("run_started", "run-1", {"session_id": "s"})
+        os.kill(os.getpid(), signals.SIGINT)  # the key pressed while the calls are under way
+        yield RunEvent("decision", "run-1", {"decision": {"kind": "dispatch", "calls": []}, "round": 0})
+
+    before = signals.getsignal(signals.SIGINT)
+    progress = cli._RunProgress("all", "refine", lines=False, status=False)
+    assert cli._follow(events(), progress, App()) is None  # type: ignore[arg-type]
+    assert cancelled == ["run-1"] and signals.getsignal(signals.SIGINT) is before

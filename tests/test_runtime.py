@@ -1524,3 +1524,52 @@ def test_a_stream_closed_at_its_first_event_stores_the_run_as_interrupted_and_ca
     assert first.kind == "run_started" and app.store.get_run(first.run_id).run.status == "interrupted"
     calls = [event.data for event in workflow.stream("Capital?") if event.kind == "call"]
     assert [(call["agent_id"], call["model_id"]) for call in calls] == [("geo", "writer")]
+
+
+def test_cancel_stops_a_run_under_way_at_its_model_s_next_token_and_it_ends_interrupted() -> None:
+    """`Orchestra.cancel` from another thread: the model writing stops at its next token (the rest is never read),
+    no fallback is tried, the run ends interrupted with the model call kept as stopped, and it can be resumed."""
+    import threading
+    import time
+
+    from orchestra import resume
+
+    read: list[str] = []
+
+    class Slow(ScriptedModel):
+        def stream(self, messages: Any, options: Any = None) -> Any:
+            for index in range(40):
+                time.sleep(0.05)
+                read.append(str(index))
+                yield ChatChunk(delta=f" w{index}")
+            yield ChatChunk(delta="", result=self.chat(messages, options))
+
+    app = make_app(Slow("writer", ["never read"]), ScriptedModel("backup", ["backup answer"]), fallback=FallbackPolicy(models=("backup",)))
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+    assert app.cancel("no-such-run") is False
+    events: list[Any] = []
+    started = threading.Event()
+
+    def follow() -> None:
+        for event in workflow.stream("Capital?"):
+            events.append(event)
+            if event.kind == "token":
+                started.set()
+
+    worker = threading.Thread(target=follow)
+    worker.start()
+    assert started.wait(timeout=5)
+    begun = time.perf_counter()
+    assert app.cancel(events[0].run_id) is True
+    worker.join(timeout=5)
+    assert not worker.is_alive() and time.perf_counter() - begun < 1.0 and len(read) < 10  # not the 40 tokens' 2 s
+    result = events[-1].data["result"]
+    assert result.status == "interrupted" and isinstance(result.error, RunCancelled)
+    trace = app.store.get_run(result.run_id)
+    model_calls = [step for step in trace.steps if step.kind == "model_call"]
+    assert [(step.model_id, step.error["type"]) for step in model_calls] == [("writer", "RunCancelled")]  # no fallback tried
+    assert app.cancel(result.run_id) is False  # it is no longer under way
+
+    resumed = resume(app, result.run_id)  # the stopped call runs again, to its end
+    assert resumed.status == "ok" and resumed.answer == "never read"
