@@ -31,6 +31,7 @@ failed step, a run still running: the message says why); nothing is stored. A ru
 while answering is stored with its error and answers 502 (a model or an agent failed: the upstream of this
 gateway) or 500 (a budget ran out, a router failed), with the run id. A run that paused for approval (an agent
 whose card ``requires_approval``) answers 409 with code ``approval_required`` and its run id: resuming it approves.
+A client that disconnects before the answer stops its run (stored as interrupted).
 
 With an API key (``api_key=``; ``orchestra serve --api-key`` or ``$ORCHESTRA_API_KEY``) every route asks for
 ``Authorization: Bearer KEY``, what OpenAI's clients send as their ``api_key``, and answers 401 without it. A
@@ -44,10 +45,12 @@ FastAPI and uvicorn come with the ``serve`` extra. The module imports them only 
 so the rest of Orchestra runs without them.
 """
 
+import asyncio
+import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -306,7 +309,7 @@ def create_app(
     try:
         from fastapi import Depends, FastAPI, Request
         from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse, StreamingResponse
+        from fastapi.responses import JSONResponse, Response, StreamingResponse
         from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     except ImportError as exc:
         raise ConfigurationError(f"the HTTP server is not installed ({exc.name}); {_INSTALL_HINT}") from None
@@ -356,7 +359,7 @@ def create_app(
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "orchestra", "router": router}]}
 
     @api.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(request: ChatCompletionRequest) -> Any:
+    async def chat_completions(request: ChatCompletionRequest, http: Request) -> Any:
         if request.model != name:
             message = f"model: no model {request.model!r} here; this server serves {name!r}"
             return JSONResponse(_error_body(message, "NotFoundError", param="model", code="model_not_found"), status_code=404)
@@ -366,7 +369,9 @@ def create_app(
         created = int(time.time())
         if request.stream:
             return StreamingResponse(_events(query, history, routing, created, left_out), media_type="text/event-stream")
-        result = await workflow.arun(query, routing=routing, history=history)
+        result = await _while_connected(http, workflow.arun(query, routing=routing, history=history))
+        if result is None:  # the client left: the run was stopped, and is stored as interrupted
+            return Response(status_code=499)
         if result.status != "ok":
             status, body = _failure(result)
             return JSONResponse(body, status_code=status)
@@ -471,6 +476,21 @@ def create_app(
         return {"run": trace.run.model_dump(mode="json"), "tree": trace.tree(), "resumed_from": run_id, "served": served, "live": live}
 
     return api
+
+
+async def _while_connected(http: Any, run: Awaitable["RunResult"], poll_s: float = 0.25) -> "RunResult | None":
+    """``run``'s result, or ``None`` when the client disconnected first: the run is then cancelled (its models
+    stop, it is stored as interrupted), so a client that gave up (a timeout, a closed tab) costs nothing more."""
+    task = asyncio.ensure_future(run)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=poll_s)
+        if done:
+            return task.result()
+        if await http.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return None
 
 
 def _resume_budget(raw: bytes, recorded: dict[str, Any]) -> Budget | None:

@@ -439,3 +439,46 @@ def test_only_the_origins_given_may_call_the_server_from_a_browser() -> None:
     for origins in (["*"], ["localhost:3000"], ["http://localhost:3000/app"], "http://localhost:3000", ["ftp://x"]):
         with pytest.raises(ConfigurationError, match="allow_origins"):
             create_app(app, workflow, allow_origins=origins)  # type: ignore[arg-type]
+
+
+def test_a_client_that_leaves_before_the_answer_stops_its_run() -> None:
+    """A client gives up (its timeout, a closed tab): the run is cancelled rather than left writing for nobody, and
+    is stored as interrupted. A real server on loopback, since an in-process client cannot hang up."""
+    import asyncio
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    class Slow(ScriptedModel):
+        async def achat(self, messages: Any, options: Any = None) -> Any:
+            await asyncio.sleep(10)
+            return await super().achat(messages, options)
+
+    app = Orchestra(store=InMemoryStore(), model_factory=ScriptedModels([Slow("writer", ["too late"])]))
+    app.registry.add_model(ModelCard(id="writer", description="scripted model writer", input_price_per_mtok=1.0, output_price_per_mtok=2.0))
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    api = create_app(app, app.workflow(FunctionRouter(dispatch_all)), name="team")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=1.0,
+                       json={"model": "team", "messages": [{"role": "user", "content": "Capital?"}]})
+        left = time.monotonic()
+        while time.monotonic() - left < 5 and [run.status for run in app.store.list_runs(limit=1)] != ["interrupted"]:
+            time.sleep(0.05)
+        assert [run.status for run in app.store.list_runs(limit=1)] == ["interrupted"]
+        assert time.monotonic() - left < 2  # not the model's 10 s
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
