@@ -37,6 +37,7 @@ from orchestra.aggregate import AGGREGATOR_NAMES, named_aggregator
 
 __all__ = [
     "AGGREGATORS",
+    "BUDGET_LIMITS",
     "RunSettings",
     "aggregator_for",
     "as_typed",
@@ -202,6 +203,19 @@ def as_typed(text: str) -> str:
 # -- sidebar choices and workflows ------------------------------------------------------------------------------
 
 
+BUDGET_LIMITS: dict[str, tuple[str, float | int]] = {
+    "max_calls": ("Agent calls (max_calls)", 1),
+    "max_rounds": ("Router decisions (max_rounds)", 1),
+    "max_parallel_calls": ("Calls at once (max_parallel_calls, 0: all at once)", 1),
+    "max_cost_usd": ("Cost in USD (max_cost_usd, 0: none)", 0.01),
+    "max_tokens": ("Tokens (max_tokens, 0: none)", 1000),
+    "max_seconds": ("Seconds (max_seconds, 0: none)", 10.0),
+}
+"""The limits of a `Budget` as the pages offer them (the Chat sidebar some, the Runs page's Resume all): label (it
+names the field, as errors and ``orchestra resume --budget`` do) and step; a float step makes a float input. The
+limits that may be ``None`` read 0 as none."""
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """What the sidebar chose: the router (with its options), the aggregator, the cost weight and the budget."""
@@ -342,10 +356,13 @@ def settings_sidebar(app: Orchestra, *, key: str = "chat") -> RunSettings:
     )
     with sidebar.expander("Budget of each run"):
         # 0 means no limit: a number input cannot be left empty
-        max_cost = st.number_input("Max cost (USD, 0: none)", min_value=0.0, value=0.0, step=0.01, format="%.4f", key=f"{key}_max_cost",
+        label, step = BUDGET_LIMITS["max_cost_usd"]
+        max_cost = st.number_input(label, min_value=0.0, value=0.0, step=step, format="%.4f", key=f"{key}_max_cost",
                                    help="No model call starts once the run has spent this much. Models without a price count as $0: bound them by tokens.")
-        max_tokens = st.number_input("Max tokens (0: none)", min_value=0, value=0, step=1000, key=f"{key}_max_tokens",
+        label, step = BUDGET_LIMITS["max_tokens"]
+        max_tokens = st.number_input(label, min_value=0, value=0, step=step, key=f"{key}_max_tokens",
                                      help="Prompt and completion tokens over all the run's model calls.")
-        max_seconds = st.number_input("Max seconds (0: none)", min_value=0.0, value=0.0, step=10.0, key=f"{key}_max_seconds")
+        label, step = BUDGET_LIMITS["max_seconds"]
+        max_seconds = st.number_input(label, min_value=0.0, value=0.0, step=step, key=f"{key}_max_seconds")
     budget = Budget(max_cost_usd=float(max_cost) or None, max_tokens=int(max_tokens) or None, max_seconds=float(max_seconds) or None)
     return RunSettings(router=router, options_json=options_json, aggregator=aggregator, cost_weight=cost_weight, budget=budget)

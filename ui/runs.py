@@ -25,7 +25,7 @@ from orchestra import (
     resume,
 )
 
-from orchestra.ui.common import as_typed, explain_error, format_cost, get_app, router_options, routers, show_error
+from orchestra.ui.common import BUDGET_LIMITS, as_typed, explain_error, format_cost, get_app, router_options, routers, show_error
 from orchestra.ui.graph import CUT_OFF, cut_off
 from orchestra.ui.panel import asked_note, render_graph, run_summary, step_rows
 
@@ -38,17 +38,6 @@ REPLAYS = "runs_replays"
 """session state: original run id -> the run ids of its replays and resumes made on this page, newest last."""
 ANSWER_SHOWN = 300
 """Characters of a resumed run's answer its verdict quotes (the panel below shows it whole)."""
-BUDGET_LIMITS: dict[str, tuple[str, float | int]] = {
-    "max_calls": ("Agent calls (max_calls)", 1),
-    "max_rounds": ("Router decisions (max_rounds)", 1),
-    "max_parallel_calls": ("Calls at once (max_parallel_calls, 0: all at once)", 1),
-    "max_cost_usd": ("Cost in USD (max_cost_usd, 0: none)", 0.01),
-    "max_tokens": ("Tokens (max_tokens, 0: none)", 1000),
-    "max_seconds": ("Seconds (max_seconds, 0: none)", 10.0),
-}
-"""The limits of a `Budget` the Resume section offers: label (it names the field, as errors and ``orchestra resume
---budget`` do) and step; a float step makes a float input. The limits that may be ``None`` read 0 as none, as the
-Chat sidebar's budget does."""
 
 
 def run_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
