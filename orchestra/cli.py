@@ -850,11 +850,15 @@ def resume(
         typer.Option("--budget", help="Raise a limit of the original run's budget, key=value (repeatable; the other limits stay as recorded): "
                                       "max_cost_usd, max_tokens, max_seconds, max_calls, max_rounds, max_parallel_calls; e.g. --budget max_calls=8."),
     ] = None,
+    reject: Annotated[list[str] | None, typer.Option(
+        "--reject", help="Of a run that waited for approval, an agent whose call you do not approve: it is not called (repeatable).",
+    )] = None,
     profile: Annotated[str, typer.Option(help="Profile to register first (agents that live in Python).")] = "default",
     db: DbOption = None,
 ) -> None:
     """Resume a run that failed or was stopped: what succeeded served from the record (no model calls, nothing paid
-    again), what failed or never ran done live against the registry as it is now."""
+    again), what failed or never ran done live against the registry as it is now. A run that waited for approval is
+    approved by resuming it, but for the agents given with --reject."""
     given = parse_options(budget, "--budget")
     orch = _app(db)
     run_id = _run_id(orch.store, run_id)
@@ -868,7 +872,7 @@ def resume(
     recorded = orch.store.get_run(run_id).run
     aggregator_name = str((recorded.meta.get("aggregator") or {}).get("name", "aggregator"))
     shown = _RunProgress(recorded.router, aggregator_name, lines=watched, status=watched and err_console.is_interactive)
-    result = _follow(stream_resume(orch, run_id, budget=limits), shown, orch)
+    result = _follow(stream_resume(orch, run_id, budget=limits, reject=reject or ()), shown, orch)
     if result is None:
         raise typer.Exit(130)
     trace = orch.store.get_run(result.run_id)

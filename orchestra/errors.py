@@ -290,7 +290,7 @@ class RunCancelled(RunError):
 class ApprovalRequired(RunCancelled):
     """The run paused before a dispatch to agents whose cards say ``requires_approval``; its decision is recorded.
     Resuming the run (`orchestra.resume`, ``orchestra resume``, the UI's Resume) approves that decision: its calls
-    are made; not resuming it rejects it."""
+    are made (``reject=`` leaves some of them unapproved: those agents are not called); not resuming it rejects it."""
 
     code = "approval_required"
 
@@ -298,6 +298,10 @@ class ApprovalRequired(RunCancelled):
         super().__init__(message)
         self.agent_ids = agent_ids
         """The agents awaiting approval."""
+
+    def to_record(self) -> dict[str, Any]:
+        # stored, so that a resume can tell which calls it may leave unapproved (``reject``)
+        return super().to_record() | {"agent_ids": list(self.agent_ids)}
 
 
 class ReplayMismatch(RunError):

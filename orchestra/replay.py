@@ -5,7 +5,7 @@ a run that failed: what succeeded served from the record, what failed or never r
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -170,7 +170,31 @@ def _resumed_already(original: str, resume: str, how: str) -> ConfigurationError
     )
 
 
-def _resumed(app: Orchestra, run_id: str, budget: Budget | None, aggregator: Aggregator | None) -> tuple[Workflow, dict[str, Any]]:
+def _rejected(run: RunRecord, trace: RunTrace, reject: Collection[str]) -> frozenset[str]:
+    """The agents a resume leaves unapproved, checked: ``ConfigurationError`` naming the first that is not one the
+    run waited for approval of (or any, when the run did not wait for approval)."""
+    if isinstance(reject, str):
+        raise ConfigurationError(f"reject must be a list of agent ids, got the string {reject!r}")
+    rejected = frozenset(reject)
+    if not rejected:
+        return rejected
+    error = run.error or {}
+    if error.get("type") != "ApprovalRequired":
+        raise ConfigurationError(f"reject: run {run.id} did not wait for approval ({run.status}); there is no call to leave unapproved")
+    # the agents it waited for, as stored (older runs: every agent of the decision that waited)
+    waiting = error.get("agent_ids") or [call.get("agent_id") for step in trace.steps if step.kind == "decision"
+                                         and step.round == max(s.round for s in trace.steps if s.kind == "decision")
+                                         for call in (step.response.get("decision") or {}).get("calls", [])]
+    for agent_id in sorted(rejected):
+        if agent_id not in waiting:
+            raise ConfigurationError(f"reject: {agent_id!r} is not an agent run {run.id} waited for approval of "
+                                     f"(it waited for {', '.join(map(repr, waiting))})")
+    return rejected
+
+
+def _resumed(
+    app: Orchestra, run_id: str, budget: Budget | None, aggregator: Aggregator | None, reject: Collection[str] = ()
+) -> tuple[Workflow, dict[str, Any]]:
     """The workflow a resume of ``run_id`` runs on, and what its run starts with; refuses (before anything is
     stored) a run there is nothing to resume of, or that cannot be resumed."""
     from orchestra.runtime import Workflow, _Resume  # LangGraph loads with the first resume, not with the package
@@ -193,6 +217,7 @@ def _resumed(app: Orchestra, run_id: str, budget: Budget | None, aggregator: Agg
     earlier = app.store.list_runs(id_prefix=resume_id(run.id), limit=1)
     if earlier:
         raise _resumed_already(run.id, earlier[0].id, earlier[0].status)
+    rejected = _rejected(run, trace, reject)
     router = _rebuild_router(trace)
     if isinstance(router, RecordedRouter) and (router.multi_round or 0 not in router._decisions):
         # its recorded decisions can be served, but a decision made anew needs the router itself: a multi-round one
@@ -219,7 +244,9 @@ def _resumed(app: Orchestra, run_id: str, budget: Budget | None, aggregator: Agg
             for step in failed
         ],
     }
-    start = {"history": history, "recording": _Resume(trace), "replay_of": run.id, "replay_mode": "resume", "meta": {"resumed": what},
+    if rejected:
+        what["not_approved"] = sorted(rejected)
+    start = {"history": history, "recording": _Resume(trace, rejected), "replay_of": run.id, "replay_mode": "resume", "meta": {"resumed": what},
              "run_id": resume_id(run.id)}
     return workflow, {"query": run.query, "session_id": run.session_id, "routing": None, **start}
 
@@ -236,7 +263,8 @@ def _one_resume(start: dict[str, Any]) -> Iterator[None]:
         raise _resumed_already(original, taken, "started at the same moment, elsewhere") from None
 
 
-def resume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None) -> RunResult:
+def resume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None,
+           reject: Collection[str] = ()) -> RunResult:
     """Resume run ``run_id``, which failed or was stopped: a new run, linked to it (``replay_of``, ``replay_mode
     "resume"``), on the same query, history, router (rebuilt as an exact replay rebuilds it), aggregator and
     routing policy, in which what succeeded is served from the record (no model call, nothing paid again) and what
@@ -254,6 +282,10 @@ def resume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggrega
     - The aggregation is served only when it succeeded (a `Refine` that listed the answers because its model
       failed did not) and every answer it merged was served; otherwise it runs live on the observations.
 
+    ``reject``: of the agents a run paused for approval waited for (`ApprovalRequired`), those the user does not
+    approve. Their calls are not made; each stays in the trace as the agent declining ("Not run: the user did not
+    approve..."), and the approved calls run and are aggregated as usual.
+
     ``budget`` replaces the original's budget (a run stopped by `BudgetExceeded` is resumed with a larger one).
     The served steps' recorded tokens, cost and calls count against it as they count in the resumed run's totals,
     which are therefore the whole run's: ``max_cost_usd`` must leave room beyond what the original spent on what
@@ -267,18 +299,18 @@ def resume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggrega
     run that ended ok with no failed step (nothing to resume: replay it), a run resumed already (resume its resume,
     if that one failed: resumed twice, what the first resume did live would be done again), a run of an
     aggregator of your own without ``aggregator`` given (as `replay`)."""
-    workflow, start = _resumed(app, run_id, budget, aggregator)
+    workflow, start = _resumed(app, run_id, budget, aggregator, reject)
     with _one_resume(start):
         return workflow._run(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)
 
 
 def stream_resume(
-    app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None
+    app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None, reject: Collection[str] = ()
 ) -> Iterator[RunEvent]:
     """`resume`, yielding the resumed run's events as `Workflow.stream` yields a run's (a served step's as it is
     copied, a live one's as it happens, the answer as it is written); the last is ``run_finished`` with the
     `RunResult`. Refused as `resume` refuses, when called, before any event."""
-    workflow, start = _resumed(app, run_id, budget, aggregator)
+    workflow, start = _resumed(app, run_id, budget, aggregator, reject)
 
     def events() -> Iterator[RunEvent]:
         with _one_resume(start):
@@ -288,10 +320,10 @@ def stream_resume(
 
 
 def astream_resume(
-    app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None
+    app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None, reject: Collection[str] = ()
 ) -> AsyncIterator[RunEvent]:
     """Async twin of `stream_resume`."""
-    workflow, start = _resumed(app, run_id, budget, aggregator)
+    workflow, start = _resumed(app, run_id, budget, aggregator, reject)
 
     async def events() -> AsyncIterator[RunEvent]:
         with _one_resume(start):
@@ -301,8 +333,9 @@ def astream_resume(
     return events()
 
 
-async def aresume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None) -> RunResult:
+async def aresume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None,
+                  reject: Collection[str] = ()) -> RunResult:
     """Async twin of `resume`: the live steps call agents and models through their async interfaces."""
-    workflow, start = _resumed(app, run_id, budget, aggregator)
+    workflow, start = _resumed(app, run_id, budget, aggregator, reject)
     with _one_resume(start):
         return await workflow._arun(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)

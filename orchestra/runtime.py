@@ -535,8 +535,12 @@ class _Resume(_Recording):
 
     resume = True
 
-    def __init__(self, trace: RunTrace) -> None:
+    def __init__(self, trace: RunTrace, rejected: frozenset[str] = frozenset()) -> None:
         super().__init__(trace)
+        self.rejected = rejected
+        """Agents whose calls in the decision that waited for approval the user did not approve."""
+        self.paused_round = max(self.decisions, default=0)
+        """The round of that decision: the run's last."""
         self.live = False
         """A decision was made live: every later decision and every call it made run live too."""
         self.changed = False
@@ -552,6 +556,10 @@ class _Resume(_Recording):
                 self.live = True
                 return None
             return step
+
+    def rejects(self, round: int, call: Call) -> bool:
+        """Whether ``call`` is one of the paused decision's that the user did not approve."""
+        return round == self.paused_round and call.agent_id in self.rejected
 
     def serves_call(self, round: int, call: Call, index: int) -> bool:
         with self.lock:
@@ -1471,6 +1479,12 @@ class Workflow:
         ctx.emit("call", step=step_id, round=obs.round, agent_id=obs.agent_id, model_id=obs.model_id, answer=obs.answer, error=obs.error,
                  latency_ms=obs.latency_ms, declined=obs.declined)
 
+    def _not_approved(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str, index: int) -> dict[str, Any]:
+        """A call the user did not approve (``resume(..., reject=...)``): not made, kept as the agent's declining, so
+        the aggregation merges the calls that were approved and the trace says which was not."""
+        reply = AgentReply(answer=f"Not run: the user did not approve the call to {call.agent_id}.", declined=True, meta={"not_approved": True})
+        return self._finish_call(ctx, call, round, parent_id, step_id, index, reply, None, time.perf_counter(), None)
+
     def _replay_call(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str, index: int) -> dict[str, Any]:
         assert ctx.recording is not None
         step = ctx.recording.take_call(round, call, index)
@@ -1525,6 +1539,8 @@ class Workflow:
         call, round, parent_id, step_id, index = self._prepare_call(ctx, payload)
         if ctx.recording is not None and ctx.recording.serves_call(round, call, index):
             return self._replay_call(ctx, call, round, parent_id, step_id, index)
+        if isinstance(ctx.recording, _Resume) and ctx.recording.rejects(round, call):
+            return self._not_approved(ctx, call, round, parent_id, step_id, index)
         started = time.perf_counter()
         attempts = None
         try:
@@ -1563,6 +1579,8 @@ class Workflow:
         call, round, parent_id, step_id, index = self._prepare_call(ctx, payload)
         if ctx.recording is not None and ctx.recording.serves_call(round, call, index):
             return self._replay_call(ctx, call, round, parent_id, step_id, index)
+        if isinstance(ctx.recording, _Resume) and ctx.recording.rejects(round, call):
+            return self._not_approved(ctx, call, round, parent_id, step_id, index)
         started = time.perf_counter()
         attempts = None
         try:

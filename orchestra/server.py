@@ -15,8 +15,9 @@ HTTP while the server runs, and routing uses them at its next decision::
     POST   /orchestra/runs/{run_id}/resume   resume a run that failed or was stopped (`orchestra.resume`): 201 with
                                          the new run as GET gives it, whatever its status, plus ``resumed_from`` and
                                          how many steps were ``served`` from the record and ran ``live``; optional
-                                         body ``{"budget": {...}}``, the limits given replacing the recorded ones
-                                         (as ``orchestra resume --budget``)
+                                         body ``{"budget": {...}, "reject": [...]}``: the limits given replacing the
+                                         recorded ones (as ``orchestra resume --budget``), and the agents of a run
+                                         that waited for approval whose calls are not approved (``--reject``)
 
 A chat completion carries Orchestra's account of the run beside the OpenAI fields, under ``"orchestra"``: the
 run and session ids, every decision (rationale, calls, candidates and scores), every agent's answer, the cost
@@ -464,9 +465,9 @@ def create_app(
         from orchestra.replay import aresume
 
         recorded = orchestra.store.get_run(run_id).run  # NotFoundError: 404, before the body is read
-        budget = _resume_budget(await _body(request), recorded.meta.get("budget", {}))
+        budget, reject = _resume_request(await _body(request), recorded.meta.get("budget", {}))
         try:
-            result = await aresume(orchestra, run_id, budget=budget)
+            result = await aresume(orchestra, run_id, budget=budget, reject=reject)
         except NotFoundError:
             raise
         except ConfigurationError as exc:  # resume's refusal, about the run (nothing stored): a conflict with its state
@@ -493,27 +494,31 @@ async def _while_connected(http: Any, run: Awaitable["RunResult"], poll_s: float
             return None
 
 
-def _resume_budget(raw: bytes, recorded: dict[str, Any]) -> Budget | None:
-    """The budget of a resume from its request body: ``None`` (the original's) for no body or no ``"budget"``; else
-    the recorded limits with those given replaced. `ConfigurationError` (400) names a bad body, key or value."""
+def _resume_request(raw: bytes, recorded: dict[str, Any]) -> tuple[Budget | None, tuple[str, ...]]:
+    """A resume's budget and the agents it leaves unapproved, from its request body: no body, no change (the
+    original's budget, every call approved); ``"budget"``: the recorded limits with those given replaced;
+    ``"reject"``: agent ids. `ConfigurationError` (400) names a bad body, key or value."""
     if not raw.strip():
-        return None
+        return None, ()
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"the body is not JSON ({exc})") from None
     if not isinstance(body, dict):
         raise ConfigurationError(f"the body must be a JSON object such as {{\"budget\": {{\"max_calls\": 8}}}}, got {type(body).__name__}")
-    unknown = sorted(set(body) - {"budget"})
+    unknown = sorted(set(body) - {"budget", "reject"})
     if unknown:
-        raise ConfigurationError(f"{unknown[0]}: not a field of a resume request (only \"budget\")")
+        raise ConfigurationError(f"{unknown[0]}: not a field of a resume request (only \"budget\" and \"reject\")")
+    reject = body.get("reject") or []
+    if not isinstance(reject, list) or not all(isinstance(agent_id, str) for agent_id in reject):
+        raise ConfigurationError(f"reject: must be a list of agent ids, got {json.dumps(body.get('reject'))[:60]}")
     given = body.get("budget")
     if given is None:
-        return None
+        return None, tuple(reject)
     if not isinstance(given, dict):
         raise PolicyError(f"budget: must be a JSON object of limits, e.g. {{\"max_calls\": 8}}, got {type(given).__name__}")
     try:
-        return Budget.model_validate({**recorded, **given})
+        return Budget.model_validate({**recorded, **given}), tuple(reject)
     except PolicyError as exc:  # "Budget.max_calls: ..." -> "budget.max_calls: ..."
         raise PolicyError("budget." + str(exc).removeprefix("Budget.")) from None
 

@@ -680,3 +680,22 @@ def test_ctrl_c_cancels_the_run_before_stopping_so_its_models_stop_writing(monke
     progress = cli._RunProgress("all", "refine", lines=False, status=False)
     assert cli._follow(events(), progress, App()) is None  # type: ignore[arg-type]
     assert cancelled == ["run-1"] and signals.getsignal(signals.SIGINT) is before
+
+
+def test_resume_approves_a_waiting_run_but_for_the_agents_rejected(db: str, tmp_path: Path) -> None:
+    (tmp_path / "cli_approval_agents.py").write_text(
+        "from pathlib import Path\nHERE = Path(__file__).parent\n"
+        "def pay(query):\n    (HERE / 'paid.log').write_text(query)\n    return 'paid ' + query\n"
+    )
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
+                     "- id: pay\n  description: Pays.\n  backend: function\n  function: cli_approval_agents:pay\n  requires_approval: true\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    code, out = invoke("chat", "invoice 7", "--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
+    assert code == 1 and "ApprovalRequired" in out, out
+    run_id = out.split("run ")[-1].split()[0]
+    code, out = invoke("resume", run_id, "--reject", "shout", "--profile", "none", "--db", db)
+    assert code == 2 and "'shout' is not an agent run" in out, out  # it did not wait for approval
+    code, out = invoke("resume", run_id, "--reject", "pay", "--profile", "none", "--db", db)
+    assert code == 0 and "INVOICE 7!" in out and "did not approve" in " ".join(out.split()), out
+    assert not (tmp_path / "paid.log").exists()

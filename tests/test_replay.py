@@ -891,3 +891,40 @@ def test_a_resume_streams_its_events_as_a_run_does_and_is_refused_before_the_fir
 
     streamed = asyncio.run(collect())
     assert streamed[-1].data["result"].status == "ok" and [e.kind for e in streamed].count("call") == 3
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_resume_may_leave_some_of_the_calls_that_waited_for_approval_unapproved(asynchronous: bool) -> None:
+    """Approve the refund, not the wire transfer: the call not approved is not made, it stays in the trace as the
+    agent declining, and the approved calls run and are answered as usual. Only agents the run waited for can be
+    left out, and only of a run that waited."""
+    import asyncio
+
+    from orchestra import ConfigurationError, aresume, resume
+
+    orch = Orchestra(store=InMemoryStore())
+    done: list[str] = []
+    for agent_id in ("refund", "wire"):
+        orch.registry.add_agent(AgentCard(id=agent_id, description=f"Does the {agent_id}.", requires_approval=True),
+                                implementation=lambda q, agent_id=agent_id: done.append(agent_id) or f"{agent_id} done")
+    orch.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
+    paused = orch.workflow(FunctionRouter(_dispatch_all)).run("refund order 7 and wire the rest")
+    assert orch.store.get_run(paused.run_id).run.error["agent_ids"] == ["refund", "wire"]
+
+    for reject, names in ((["calc"], "'calc' is not an agent run"), (["nobody"], "'nobody'"), ("wire", "a list of agent ids")):
+        with pytest.raises(ConfigurationError, match=names):
+            resume(orch, paused.run_id, reject=reject)  # type: ignore[arg-type]
+    assert done == []  # refused before anything ran
+
+    approved = asyncio.run(aresume(orch, paused.run_id, reject=["wire"])) if asynchronous else resume(orch, paused.run_id, reject=["wire"])
+    assert approved.status == "ok" and done == ["refund"], approved.error
+    by_agent = {obs.agent_id: obs for obs in approved.observations}
+    assert by_agent["wire"].declined and "did not approve" in (by_agent["wire"].answer or "") and by_agent["refund"].answered
+    assert "wire" not in (approved.answer or "") and "refund done" in (approved.answer or "")
+    stored = orch.store.get_run(approved.run_id)
+    assert stored.run.meta["resumed"]["not_approved"] == ["wire"]
+    assert replay(orch, approved.run_id).status == "ok" and done == ["refund"]  # an exact replay does nothing again
+
+    with pytest.raises(ConfigurationError, match="did not wait for approval"):
+        resume(orch, orch.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="missing", query=s.query),)))).run("q").run_id,
+               reject=["wire"])

@@ -482,3 +482,20 @@ def test_a_client_that_leaves_before_the_answer_stops_its_run() -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=5)
+
+
+def test_a_resume_over_http_may_leave_calls_that_waited_for_approval_unapproved(served) -> None:
+    app, client = served
+    paid: list[str] = []
+    app.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", requires_approval=True), implementation=lambda q: paid.append(q) or "paid")
+    with pytest.raises(openai.APIStatusError) as raised:
+        sdk(client).chat.completions.create(model="team", messages=[{"role": "user", "content": "Pay invoice 7"}])
+    run_id = raised.value.response.json()["orchestra"]["run_id"]
+    for body, names in (({"reject": "pay"}, "reject: must be a list"), ({"reject": ["geo"]}, "'geo' is not an agent run"),
+                        ({"approve": ["pay"]}, "approve: not a field")):
+        refused = client.post(f"/orchestra/runs/{run_id}/resume", json=body)
+        assert refused.status_code in (400, 409) and names in refused.json()["error"]["message"], refused.json()
+    assert len(app.store.list_runs(limit=5)) == 1 and paid == []
+    response = client.post(f"/orchestra/runs/{run_id}/resume", json={"reject": ["pay"]})
+    assert response.status_code == 201 and response.json()["run"]["status"] == "ok" and paid == []
+    assert response.json()["run"]["meta"]["resumed"]["not_approved"] == ["pay"]

@@ -1058,3 +1058,22 @@ def test_a_budget_the_resume_cannot_run_on_is_refused_in_words_and_nothing_is_st
     refusal = [e.value for e in page.error if e.value.startswith("The budget of the resumed run is not valid:")]
     assert refusal and "Budget.max_rounds" in refusal[0] and "100" in refusal[0], [e.value for e in page.error]
     assert stored() == before
+
+
+def test_a_call_left_unticked_in_the_chat_s_approval_is_not_made(store: str) -> None:
+    """Each call that waits for approval has its own box: the one unticked is not called, the others run and
+    answer, and the run's record says which was not approved."""
+    app = _add_echo(store)
+    app.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", backend="function", function="ui_test_agents:shout",
+                                     requires_approval=True))
+    at = _start(chat_page)
+    _choose(at)
+    _say(at, "pay invoice 7")
+    (paused,) = app.store.list_runs()
+    assert at.checkbox(key="chat_approve_1_pay").value is True  # approved unless unticked
+    at.checkbox(key="chat_approve_1_pay").uncheck().run()
+    at.button(key="chat_approve_1").click().run()
+    assert not at.exception, at.exception
+    assert "PAY INVOICE 7!" not in _assistant_texts(at)[-1] and "echo: pay invoice 7" in _assistant_texts(at)[-1]
+    (resumed,) = [run for run in app.store.list_runs() if run.replay_of == paused.id]
+    assert resumed.status == "ok" and resumed.meta["resumed"]["not_approved"] == ["pay"]

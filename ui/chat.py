@@ -65,8 +65,12 @@ def _show_message(app: Orchestra, message: dict[str, Any], index: int) -> None:
             agents = ", ".join(f"**{agent_id}**" for agent_id in message["awaiting"])
             st.warning(f"This answer waits for your approval: the router chose {agents}, whose card asks for it before "
                        "each call. Nothing has been called yet.", icon=":material/front_hand:")
+            # each call approved on its own: one left unticked is not made (the others run, and are answered)
+            approved = [agent_id for agent_id in message["awaiting"]
+                        if st.checkbox(f"Approve the call to {agent_id}", value=True, key=f"chat_approve_{index}_{agent_id}")]
             if st.button("Approve and run", key=f"chat_approve_{index}", type="primary"):
-                _messages()[index] = _approved(app, message["run_id"])
+                rejected = [agent_id for agent_id in message["awaiting"] if agent_id not in approved]
+                _messages()[index] = _approved(app, message["run_id"], rejected)
                 st.rerun()
         if message.get("content"):
             st.markdown(as_typed(message["content"]))
@@ -114,11 +118,11 @@ def _reply(result: RunResult) -> dict[str, Any]:
     return {"role": "assistant", "content": result.answer or "", "run_id": result.run_id, "out_of_scope": result.out_of_scope}
 
 
-def _approved(app: Orchestra, run_id: str) -> dict[str, Any]:
-    """The run paused for approval, resumed: approving it is resuming it (its decision served, its calls made), shown
-    as it goes like any run."""
+def _approved(app: Orchestra, run_id: str, rejected: list[str]) -> dict[str, Any]:
+    """The run paused for approval, resumed: approving it is resuming it (its decision served, its calls made but
+    for the ``rejected`` agents'), shown as it goes like any run."""
     try:
-        events = stream_resume(app, run_id)
+        events = stream_resume(app, run_id, reject=rejected)
     except OrchestraError as exc:
         return {"role": "assistant", "content": "", "error": f"The approved run could not be resumed: {explain_error(exc)}",
                 "run_id": run_id}
