@@ -244,12 +244,18 @@ def test_a_resume_refused_says_why_with_its_status_and_stores_nothing(body: Any,
     assert len(models.models["m3"].calls) == 0
 
 
-def test_a_run_paused_for_approval_answers_409_and_resuming_it_over_http_approves(served) -> None:
-    app, client = served
+def _paused_for_a_payment(app: Orchestra, client: TestClient) -> tuple[list[str], Any]:
+    """What a payment agent whose card requires approval paid, and the error of the request that paused for it."""
     paid: list[str] = []
     app.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", requires_approval=True), implementation=lambda q: paid.append(q) or "paid")
     with pytest.raises(openai.APIStatusError) as raised:
         sdk(client).chat.completions.create(model="team", messages=[{"role": "user", "content": "Pay invoice 7"}])
+    return paid, raised
+
+
+def test_a_run_paused_for_approval_answers_409_and_resuming_it_over_http_approves(served) -> None:
+    app, client = served
+    paid, raised = _paused_for_a_payment(app, client)
     assert raised.value.status_code == 409 and raised.value.body["code"] == "approval_required" and paid == []
     run_id = raised.value.response.json()["orchestra"]["run_id"]
     assert app.store.get_run(run_id).run.status == "interrupted"
@@ -486,10 +492,7 @@ def test_a_client_that_leaves_before_the_answer_stops_its_run() -> None:
 
 def test_a_resume_over_http_may_leave_calls_that_waited_for_approval_unapproved(served) -> None:
     app, client = served
-    paid: list[str] = []
-    app.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", requires_approval=True), implementation=lambda q: paid.append(q) or "paid")
-    with pytest.raises(openai.APIStatusError) as raised:
-        sdk(client).chat.completions.create(model="team", messages=[{"role": "user", "content": "Pay invoice 7"}])
+    paid, raised = _paused_for_a_payment(app, client)
     run_id = raised.value.response.json()["orchestra"]["run_id"]
     for body, names in (({"reject": "pay"}, "reject: must be a list"), ({"reject": ["geo"]}, "'geo' is not an agent run"),
                         ({"approve": ["pay"]}, "approve: not a field")):

@@ -940,15 +940,21 @@ def test_the_steps_table_says_how_many_attempts_a_retried_call_took_and_what_fai
     assert what.startswith("after 2 attempts (first:") and "reset by peer" in what and what.endswith("sunny")
 
 
-def test_a_chat_answer_that_waits_for_approval_is_approved_in_the_chat_and_runs_then(store: str) -> None:
-    """An agent whose card requires approval: the chat said only that the run was interrupted. It now says who waits
-    for approval, calls nothing, and its Approve button resumes the run, whose answer takes the message's place."""
+def _waiting_for_a_payment(store: str) -> tuple[Orchestra, AppTest]:
+    """The chat after "pay invoice 7", routed to an echo agent and to a payment agent whose card requires approval."""
     app = _add_echo(store)
     app.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", backend="function", function="ui_test_agents:shout",
                                      requires_approval=True))
     at = _start(chat_page)
     _choose(at)
     _say(at, "pay invoice 7")
+    return app, at
+
+
+def test_a_chat_answer_that_waits_for_approval_is_approved_in_the_chat_and_runs_then(store: str) -> None:
+    """An agent whose card requires approval: the chat said only that the run was interrupted. It now says who waits
+    for approval, calls nothing, and its Approve button resumes the run, whose answer takes the message's place."""
+    app, at = _waiting_for_a_payment(store)
     warnings = [w.value for w in at.warning if "waits for your approval" in w.value]
     assert warnings and "**pay**" in warnings[0] and "echo: pay invoice 7" not in _assistant_texts(at)[-1]
     (paused,) = app.store.list_runs()
@@ -1063,12 +1069,7 @@ def test_a_budget_the_resume_cannot_run_on_is_refused_in_words_and_nothing_is_st
 def test_a_call_left_unticked_in_the_chat_s_approval_is_not_made(store: str) -> None:
     """Each call that waits for approval has its own box: the one unticked is not called, the others run and
     answer, and the run's record says which was not approved."""
-    app = _add_echo(store)
-    app.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", backend="function", function="ui_test_agents:shout",
-                                     requires_approval=True))
-    at = _start(chat_page)
-    _choose(at)
-    _say(at, "pay invoice 7")
+    app, at = _waiting_for_a_payment(store)
     (paused,) = app.store.list_runs()
     assert at.checkbox(key="chat_approve_1_pay").value is True  # approved unless unticked
     at.checkbox(key="chat_approve_1_pay").uncheck().run()
