@@ -403,21 +403,18 @@ def chat(
     lines = not quiet and (progress or watched)
     # the answer as it is written, to a person reading stdout; a script reading it gets it whole, as before
     answer_live = _stdout_is_a_terminal()
-    shown_answer = False
 
-    def ask(text: str, session_id: str | None) -> tuple[RunResult | None, str | None]:
-        """The run of ``text`` (``None``: stopped by Ctrl-C) and its session (known even when it was stopped)."""
-        nonlocal shown_answer
+    def ask(text: str, session_id: str | None) -> tuple[RunResult | None, _RunProgress]:
+        """The run of ``text`` (``None``: stopped by Ctrl-C), and how it was shown (its session, known even when it
+        was stopped; whether its answer is on stdout already)."""
         shown = _RunProgress(router, aggregator, lines=lines, status=lines and watched and err_console.is_interactive, answer=answer_live)
-        result = _follow(workflow.stream(text, session_id=session_id), shown, orch)
-        shown_answer = shown.answer_shown
-        return result, shown.session_id or session_id
+        return _follow(workflow.stream(text, session_id=session_id), shown, orch), shown
 
     if query is not None:
-        result, _ = ask(query, session)
+        result, shown = ask(query, session)
         if result is None:
             raise typer.Exit(130)  # as typer ends any command stopped by Ctrl-C (128 + SIGINT)
-        _print_result(result, answer_shown=shown_answer)
+        _print_result(result, answer_shown=shown.answer_shown)
         raise typer.Exit(0 if result.status == "ok" else 1)
     session_id = session
     from orchestra.embeddings import warm_up_embedder
@@ -433,9 +430,10 @@ def chat(
         if not line:
             break
         # a stopped run keeps its session: the next question continues it (the stopped one is not in its history)
-        result, session_id = ask(line, session_id)
+        result, shown = ask(line, session_id)
+        session_id = shown.session_id or session_id
         if result is not None:
-            _print_result(result, answer_shown=shown_answer)
+            _print_result(result, answer_shown=shown.answer_shown)
 
 
 def _workflow(
@@ -862,14 +860,13 @@ def resume(
     given = parse_options(budget, "--budget")
     orch = _app(db)
     run_id = _run_id(orch.store, run_id)
+    recorded = orch.store.get_run(run_id).run
     limits = None
     if given:  # the run's own budget with the limits given changed (PolicyError names a wrong key or value)
-        recorded_budget = orch.store.get_run(run_id).run.meta.get("budget", {})
-        limits = Budget.model_validate({**recorded_budget, **given})
+        limits = Budget.model_validate({**recorded.meta.get("budget", {}), **given})
     install_profile(orch, profile)
     # its steps on stderr as they happen, where a person watches it (the served ones as they are copied)
     watched = _stderr_is_a_terminal()
-    recorded = orch.store.get_run(run_id).run
     aggregator_name = str((recorded.meta.get("aggregator") or {}).get("name", "aggregator"))
     shown = _RunProgress(recorded.router, aggregator_name, lines=watched, status=watched and err_console.is_interactive)
     result = _follow(stream_resume(orch, run_id, budget=limits, reject=reject or ()), shown, orch)

@@ -20,7 +20,7 @@ from orchestra.trace import RunRecord, RunTrace, StepRecord
 if TYPE_CHECKING:
     from orchestra.runtime import Orchestra, RunEvent, RunResult, Workflow
 
-__all__ = ["RecordedRouter", "aresume", "replay", "resume"]
+__all__ = ["RecordedRouter", "aresume", "astream_resume", "replay", "resume", "stream_resume"]
 
 _DECISION = TypeAdapter(Decision)
 
@@ -170,7 +170,7 @@ def _resumed_already(original: str, resume: str, how: str) -> ConfigurationError
     )
 
 
-def _rejected(run: RunRecord, trace: RunTrace, reject: Collection[str]) -> frozenset[str]:
+def _rejected(trace: RunTrace, reject: Collection[str]) -> frozenset[str]:
     """The agents a resume leaves unapproved, checked: ``ConfigurationError`` naming the first that is not one the
     run waited for approval of (or any, when the run did not wait for approval)."""
     if isinstance(reject, str):
@@ -178,13 +178,14 @@ def _rejected(run: RunRecord, trace: RunTrace, reject: Collection[str]) -> froze
     rejected = frozenset(reject)
     if not rejected:
         return rejected
+    run = trace.run
     error = run.error or {}
     if error.get("type") != "ApprovalRequired":
         raise ConfigurationError(f"reject: run {run.id} did not wait for approval ({run.status}); there is no call to leave unapproved")
-    # the agents it waited for, as stored (older runs: every agent of the decision that waited)
-    waiting = error.get("agent_ids") or [call.get("agent_id") for step in trace.steps if step.kind == "decision"
-                                         and step.round == max(s.round for s in trace.steps if s.kind == "decision")
-                                         for call in (step.response.get("decision") or {}).get("calls", [])]
+    waiting = error.get("agent_ids")  # the agents it waited for, as stored
+    if not waiting:  # a run stored before they were: every agent of the decision that waited, the run's last
+        paused = max((step for step in trace.steps if step.kind == "decision"), key=lambda step: step.round)
+        waiting = [call.get("agent_id") for call in (paused.response.get("decision") or {}).get("calls", [])]
     for agent_id in sorted(rejected):
         if agent_id not in waiting:
             raise ConfigurationError(f"reject: {agent_id!r} is not an agent run {run.id} waited for approval of "
@@ -194,9 +195,10 @@ def _rejected(run: RunRecord, trace: RunTrace, reject: Collection[str]) -> froze
 
 def _resumed(
     app: Orchestra, run_id: str, budget: Budget | None, aggregator: Aggregator | None, reject: Collection[str] = ()
-) -> tuple[Workflow, dict[str, Any]]:
-    """The workflow a resume of ``run_id`` runs on, and what its run starts with; refuses (before anything is
-    stored) a run there is nothing to resume of, or that cannot be resumed."""
+) -> tuple[Workflow, tuple[str, str, None], dict[str, Any]]:
+    """The workflow a resume of ``run_id`` runs on, and what its run starts with (the query, session and routing
+    `Workflow._run` and its twins take first, then the rest); refuses (before anything is stored) a run there is
+    nothing to resume of, or that cannot be resumed."""
     from orchestra.runtime import Workflow, _Resume  # LangGraph loads with the first resume, not with the package
 
     if budget is not None and not isinstance(budget, Budget):
@@ -217,7 +219,7 @@ def _resumed(
     earlier = app.store.list_runs(id_prefix=resume_id(run.id), limit=1)
     if earlier:
         raise _resumed_already(run.id, earlier[0].id, earlier[0].status)
-    rejected = _rejected(run, trace, reject)
+    rejected = _rejected(trace, reject)
     router = _rebuild_router(trace)
     if isinstance(router, RecordedRouter) and (router.multi_round or 0 not in router._decisions):
         # its recorded decisions can be served, but a decision made anew needs the router itself: a multi-round one
@@ -248,7 +250,7 @@ def _resumed(
         what["not_approved"] = sorted(rejected)
     start = {"history": history, "recording": _Resume(trace, rejected), "replay_of": run.id, "replay_mode": "resume", "meta": {"resumed": what},
              "run_id": resume_id(run.id)}
-    return workflow, {"query": run.query, "session_id": run.session_id, "routing": None, **start}
+    return workflow, (run.query, run.session_id, None), start
 
 
 @contextmanager
@@ -299,9 +301,9 @@ def resume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggrega
     run that ended ok with no failed step (nothing to resume: replay it), a run resumed already (resume its resume,
     if that one failed: resumed twice, what the first resume did live would be done again), a run of an
     aggregator of your own without ``aggregator`` given (as `replay`)."""
-    workflow, start = _resumed(app, run_id, budget, aggregator, reject)
+    workflow, first, start = _resumed(app, run_id, budget, aggregator, reject)
     with _one_resume(start):
-        return workflow._run(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)
+        return workflow._run(*first, **start)
 
 
 def stream_resume(
@@ -310,11 +312,11 @@ def stream_resume(
     """`resume`, yielding the resumed run's events as `Workflow.stream` yields a run's (a served step's as it is
     copied, a live one's as it happens, the answer as it is written); the last is ``run_finished`` with the
     `RunResult`. Refused as `resume` refuses, when called, before any event."""
-    workflow, start = _resumed(app, run_id, budget, aggregator, reject)
+    workflow, first, start = _resumed(app, run_id, budget, aggregator, reject)
 
     def events() -> Iterator[RunEvent]:
         with _one_resume(start):
-            yield from workflow._stream(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)
+            yield from workflow._stream(*first, **start)
 
     return events()
 
@@ -323,11 +325,11 @@ def astream_resume(
     app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None, reject: Collection[str] = ()
 ) -> AsyncIterator[RunEvent]:
     """Async twin of `stream_resume`."""
-    workflow, start = _resumed(app, run_id, budget, aggregator, reject)
+    workflow, first, start = _resumed(app, run_id, budget, aggregator, reject)
 
     async def events() -> AsyncIterator[RunEvent]:
         with _one_resume(start):
-            async for event in workflow._astream(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start):
+            async for event in workflow._astream(*first, **start):
                 yield event
 
     return events()
@@ -336,6 +338,6 @@ def astream_resume(
 async def aresume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None,
                   reject: Collection[str] = ()) -> RunResult:
     """Async twin of `resume`: the live steps call agents and models through their async interfaces."""
-    workflow, start = _resumed(app, run_id, budget, aggregator, reject)
+    workflow, first, start = _resumed(app, run_id, budget, aggregator, reject)
     with _one_resume(start):
-        return await workflow._arun(start.pop("query"), start.pop("session_id"), start.pop("routing"), **start)
+        return await workflow._arun(*first, **start)

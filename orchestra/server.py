@@ -526,7 +526,8 @@ def _resume_request(raw: bytes, recorded: dict[str, Any]) -> tuple[Budget | None
 async def _body(request: Any) -> bytes:
     """The request's body, refused (415) when it has one not declared JSON. Browsers send a plain-text POST to any
     address, localhost included, without asking the server first; a JSON one they ask about first, and this server
-    allows no other origin, so a web page cannot onboard an agent or resume a run behind its user's back."""
+    allows no origin but those it was given, so a web page cannot onboard an agent or resume a run behind its user's
+    back."""
     raw = await request.body()
     if raw.strip() and not _is_json(request.headers.get("content-type")):
         raise _Refused(415, f"the body must be sent as JSON (Content-Type: application/json), not {request.headers.get('content-type') or 'undeclared'}",

@@ -389,9 +389,12 @@ class RouterR1(BaseRouter):
         groups = self._rounds_of(state.observations)
         with self._lock:
             cached = self._runs.get(self._key(state))
-        for trajectory in (cached, self._recorded(state, pool_ids)):
-            if trajectory is not None and self._answers_filled(trajectory, groups):
-                return trajectory
+        if cached is not None and self._answers_filled(cached, groups):
+            return cached
+        # parsed only when needed: on a live run's every decision, the instance's own trajectory matches
+        recorded = self._recorded(state, pool_ids)
+        if recorded is not None and self._answers_filled(recorded, groups):
+            return recorded
         # Neither matches: rebuild the earlier turns from what the observations say was asked.
         trajectory = _Trajectory(rebuilt=bool(groups))
         for group in groups:
