@@ -435,17 +435,22 @@ def test_runs_stats_prints_each_router_and_cost_weight(db: str, tmp_path: Path) 
     assert code == 0 and "agents shout" in out and "100%" in out and "0.3" in out, out
 
 
+def _onboard(db: str, tmp_path: Path, cards: str, module: str = "", source: str = "") -> None:
+    """Function agents from the YAML ``cards`` added with the CLI, their functions in ``module`` written beside the
+    test (a name of its own per test: Python keeps the first module of a name it imports for the whole session)."""
+    if module:
+        (tmp_path / f"{module}.py").write_text("from pathlib import Path\nHERE = Path(__file__).parent\n" + source)
+    (tmp_path / "agents.yaml").write_text(cards)
+    assert invoke("agents", "add", str(tmp_path / "agents.yaml"), "--db", db)[0] == 0
+
+
 def test_resume_serves_what_succeeded_and_takes_a_larger_budget(db: str, tmp_path: Path) -> None:
-    (tmp_path / "cli_resume_agents.py").write_text(
-        "from pathlib import Path\n"
-        "HERE = Path(__file__).parent\n"
-        "def counted(query):\n    with open(HERE / 'counted.log', 'a') as log:\n        log.write('x')\n    return 'counted ' + query\n"
-        "def flaky(query):\n    if not (HERE / 'fixed').exists():\n        raise ConnectionError('service down')\n    return 'flaky ' + query\n"
-    )
-    cards = tmp_path / "agents.yaml"
-    cards.write_text("- id: counted\n  description: Counts its calls.\n  backend: function\n  function: cli_resume_agents:counted\n"
-                     "- id: flaky\n  description: Down until fixed.\n  backend: function\n  function: cli_resume_agents:flaky\n")
-    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    _onboard(db, tmp_path,
+             "- id: counted\n  description: Counts its calls.\n  backend: function\n  function: cli_resume_agents:counted\n"
+             "- id: flaky\n  description: Down until fixed.\n  backend: function\n  function: cli_resume_agents:flaky\n",
+             "cli_resume_agents",
+             "def counted(query):\n    with open(HERE / 'counted.log', 'a') as log:\n        log.write('x')\n    return 'counted ' + query\n"
+             "def flaky(query):\n    if not (HERE / 'fixed').exists():\n        raise ConnectionError('service down')\n    return 'flaky ' + query\n")
     base = ("--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
     code, out = invoke("chat", "hi", *base)
     assert code == 0 and "agent flaky failed" in out and "counted hi" in out, out
@@ -479,11 +484,9 @@ def test_resume_serves_what_succeeded_and_takes_a_larger_budget(db: str, tmp_pat
 
 
 def test_a_card_file_gives_an_agent_its_retry_policy_and_runs_show_counts_the_attempts(db: str, tmp_path: Path) -> None:
-    cards = tmp_path / "agents.yaml"
-    cards.write_text("- id: broken\n  description: Always fails.\n  backend: function\n  function: cli_agents:broken\n"
-                     "  retry: {max_attempts: 3, initial_backoff_s: 0, max_backoff_s: 0, jitter_s: 0}\n"
-                     "- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n")
-    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    _onboard(db, tmp_path, "- id: broken\n  description: Always fails.\n  backend: function\n  function: cli_agents:broken\n"
+             "  retry: {max_attempts: 3, initial_backoff_s: 0, max_backoff_s: 0, jitter_s: 0}\n"
+             "- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n")
     code, out = invoke("chat", "hello", "--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
     assert code == 0 and "HELLO!" in out
     run_id = out.split("run ")[1].split()[0]
@@ -504,10 +507,8 @@ def invoke_streams(*args: str) -> tuple[int, str, str, str]:
 def test_chat_shows_each_decision_and_call_on_stderr_as_they_happen_and_the_answer_alone_on_stdout(db: str, tmp_path: Path) -> None:
     """The run's steps go to stderr before the answer (a terminal shows them; --progress shows them anywhere);
     stdout holds what it held before they were shown: the answer and the summary line."""
-    cards = tmp_path / "agents.yaml"
-    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
-                     "- id: nope\n  description: Declines.\n  backend: function\n  function: cli_agents:refuses\n")
-    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    _onboard(db, tmp_path, "- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
+             "- id: nope\n  description: Declines.\n  backend: function\n  function: cli_agents:refuses\n")
     base = ("--router", "all", "--profile", "none", "--aggregator", "refine", "--db", db)
     code, plain_out, plain_err, _ = invoke_streams("chat", "hello", *base)
     assert code == 0 and plain_err == ""  # stderr is no terminal here: nothing shown unless asked
@@ -531,9 +532,7 @@ def test_chat_shows_each_decision_and_call_on_stderr_as_they_happen_and_the_answ
 
 
 def test_chat_quiet_shows_no_step(db: str, tmp_path: Path) -> None:
-    cards = tmp_path / "agents.yaml"
-    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n")
-    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    _onboard(db, tmp_path, "- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n")
     for quiet in ("--quiet", "-q"):  # it wins over --progress
         code, out, err, _ = invoke_streams("chat", "hello", quiet, "--progress", "--router", "all", "--profile", "none", "--db", db)
         assert code == 0 and out.startswith("HELLO!") and err == "", err
@@ -542,10 +541,8 @@ def test_chat_quiet_shows_no_step(db: str, tmp_path: Path) -> None:
 def test_chat_shows_a_failed_call_and_a_failed_step_as_they_happen_and_exits_as_before(db: str, tmp_path: Path) -> None:
     """A failed call names its error's type on the spot (why, in full, comes with the answer as before); an agent
     the registry does not hold is a failed step; the exit code is the run's, as without the steps shown."""
-    cards = tmp_path / "agents.yaml"
-    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
-                     "- id: broken\n  description: Fails.\n  backend: function\n  function: cli_agents:broken\n")
-    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    _onboard(db, tmp_path, "- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
+             "- id: broken\n  description: Fails.\n  backend: function\n  function: cli_agents:broken\n")
     base = ("--profile", "none", "--aggregator", "pass-through", "--progress", "--db", db)
     code, out, err, _ = invoke_streams("chat", "q [/z]", "--router", "all", *base)
     assert code == 0 and out.startswith("Q [/Z]!"), out  # the run went on without it
@@ -565,10 +562,8 @@ def test_chat_stopped_by_ctrl_c_says_so_in_one_line_and_the_run_is_stored_interr
     """Ctrl-C mid-run: no traceback, the run recorded as the runtime records a stopped run, exit code 130 as typer
     gives any command Ctrl-C stops; in a session, the next question is asked in the same session."""
     (tmp_path / "cli_stop_agents.py").write_text("def stop(query):\n    raise KeyboardInterrupt  # as Ctrl-C lands mid-call\n")
-    cards = tmp_path / "agents.yaml"
-    cards.write_text("- id: stop\n  description: Stopped by the user.\n  backend: function\n  function: cli_stop_agents:stop\n"
-                     "- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n")
-    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    _onboard(db, tmp_path, "- id: stop\n  description: Stopped by the user.\n  backend: function\n  function: cli_stop_agents:stop\n"
+             "- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n")
     base = ("--profile", "none", "--aggregator", "pass-through", "--db", db)
     result = runner.invoke(app, ["chat", "hi", "--router", "fixed", "--option", 'agent_ids=["stop"]', *base])
     assert result.exit_code == 130 and "Traceback" not in result.output, result.output
@@ -626,9 +621,7 @@ def test_chat_writes_the_answer_to_a_terminal_as_it_is_written_and_the_steps_tha
 def test_chat_to_a_terminal_prints_the_answer_once(db: str, tmp_path: Path, monkeypatch) -> None:
     import orchestra.cli as cli
 
-    cards = tmp_path / "agents.yaml"
-    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n")
-    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    _onboard(db, tmp_path, "- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n")
     monkeypatch.setattr(cli, "_stdout_is_a_terminal", lambda: True)
     code, out, _, _ = invoke_streams("chat", "hello", "--router", "all", "--profile", "none", "--db", db)
     assert code == 0 and out.startswith("HELLO!\nrun ") and out.count("HELLO!") == 1, out
@@ -637,14 +630,11 @@ def test_chat_to_a_terminal_prints_the_answer_once(db: str, tmp_path: Path, monk
 def test_resume_shows_its_steps_as_they_happen_where_a_person_watches(db: str, tmp_path: Path, monkeypatch) -> None:
     import orchestra.cli as cli
 
-    (tmp_path / "cli_watch_agents.py").write_text(
-        "from pathlib import Path\nHERE = Path(__file__).parent\n"
-        "def flaky(query):\n    if not (HERE / 'fixed').exists():\n        raise ConnectionError('service down')\n    return 'flaky ' + query\n"
-    )
-    cards = tmp_path / "agents.yaml"
-    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
-                     "- id: flaky\n  description: Down until fixed.\n  backend: function\n  function: cli_watch_agents:flaky\n")
-    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    _onboard(db, tmp_path,
+             "- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
+             "- id: flaky\n  description: Down until fixed.\n  backend: function\n  function: cli_watch_agents:flaky\n",
+             "cli_watch_agents",
+             "def flaky(query):\n    if not (HERE / 'fixed').exists():\n        raise ConnectionError('service down')\n    return 'flaky ' + query\n")
     code, out = invoke("chat", "hi", "--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
     run_id = out.split("run ")[1].split()[0]
     (tmp_path / "fixed").write_text("")
@@ -683,14 +673,11 @@ def test_ctrl_c_cancels_the_run_before_stopping_so_its_models_stop_writing(monke
 
 
 def test_resume_approves_a_waiting_run_but_for_the_agents_rejected(db: str, tmp_path: Path) -> None:
-    (tmp_path / "cli_approval_agents.py").write_text(
-        "from pathlib import Path\nHERE = Path(__file__).parent\n"
-        "def pay(query):\n    (HERE / 'paid.log').write_text(query)\n    return 'paid ' + query\n"
-    )
-    cards = tmp_path / "agents.yaml"
-    cards.write_text("- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
-                     "- id: pay\n  description: Pays.\n  backend: function\n  function: cli_approval_agents:pay\n  requires_approval: true\n")
-    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    _onboard(db, tmp_path,
+             "- id: shout\n  description: Repeats loudly.\n  backend: function\n  function: cli_agents:shout\n"
+             "- id: pay\n  description: Pays.\n  backend: function\n  function: cli_approval_agents:pay\n  requires_approval: true\n",
+             "cli_approval_agents",
+             "def pay(query):\n    (HERE / 'paid.log').write_text(query)\n    return 'paid ' + query\n")
     code, out = invoke("chat", "invoice 7", "--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
     assert code == 1 and "ApprovalRequired" in out, out
     run_id = out.split("run ")[-1].split()[0]
