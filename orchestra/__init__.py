@@ -60,6 +60,7 @@ from orchestra.routing import (
     available_routers,
     load_router,
     register_router,
+    router_answers_itself,
     router_loads_checkpoint,
     router_needs_training,
 )
@@ -166,6 +167,7 @@ __all__ = [
     "register_router",
     "replay",
     "resume",
+    "router_answers_itself",
     "router_loads_checkpoint",
     "router_needs_training",
     "stream_resume",

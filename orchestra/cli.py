@@ -31,7 +31,7 @@ from orchestra.errors import ConfigurationError, DuplicateIdError, NotFoundError
 from orchestra.policies import Budget, RoutingPolicy
 from orchestra.replay import replay as replay_run
 from orchestra.replay import stream_resume
-from orchestra.routing import available_routers
+from orchestra.routing import available_routers, load_router
 from orchestra.trace import RunStatus, RunTrace, StepRecord
 
 if TYPE_CHECKING:
@@ -385,7 +385,7 @@ def _options(
 def chat(
     query: Annotated[str | None, typer.Argument(help="Ask once and exit; without it, a REPL.")] = None,
     router: Annotated[str, typer.Option(help="Router name (see `orchestra routers`).")] = "embedding",
-    aggregator: Annotated[str, typer.Option(help="refine, fuse (a weighted vote for options, yes/no or a number, refine otherwise), weighted-vote or pass-through.")] = "refine",
+    aggregator: Annotated[str | None, typer.Option(help="refine (the default), fuse (a weighted vote for options, yes/no or a number, refine otherwise), weighted-vote or pass-through; a multi-round router (router-r1) answers itself and takes none.")] = None,
     session: Annotated[str | None, typer.Option(help="Continue this session id.")] = None,
     cost_weight: Annotated[float, typer.Option(help="w in [0,1] for model routers.")] = 0.0,
     profile: Annotated[str, typer.Option(help="Team of agents to register first (`default`: the offline team; `none`).")] = "default",
@@ -407,7 +407,7 @@ def chat(
     def ask(text: str, session_id: str | None) -> tuple[RunResult | None, _RunProgress]:
         """The run of ``text`` (``None``: stopped by Ctrl-C), and how it was shown (its session, known even when it
         was stopped; whether its answer is on stdout already)."""
-        shown = _RunProgress(router, aggregator, lines=lines, status=lines and watched and err_console.is_interactive, answer=answer_live)
+        shown = _RunProgress(router, aggregator or "refine", lines=lines, status=lines and watched and err_console.is_interactive, answer=answer_live)
         return _follow(workflow.stream(text, session_id=session_id), shown, orch), shown
 
     if query is not None:
@@ -437,7 +437,7 @@ def chat(
 
 
 def _workflow(
-    db: str | None, profile: str, router: str, aggregator: str, cost_weight: float, option: list[str] | None,
+    db: str | None, profile: str, router: str, aggregator: str | None, cost_weight: float, option: list[str] | None,
     budget: list[str] | None, *, session: str | None = None,
 ) -> tuple[Orchestra, Workflow]:
     """The application and the workflow `chat` and `serve` run, from their shared options; every option is
@@ -445,13 +445,19 @@ def _workflow(
     options = parse_options(option)
     limits = Budget.model_validate(parse_options(budget, "--budget"))  # PolicyError names a wrong key or value
     routing = RoutingPolicy(cost_weight=cost_weight)
+    built = load_router(router, **options)
+    answers_itself = getattr(built, "multi_round", False)
+    if answers_itself and aggregator is not None:
+        raise ConfigurationError(f"--aggregator {aggregator}: router {router!r} is multi-round and writes the answer itself, "
+                                 "so no aggregator would run; leave --aggregator out")
     orch = _app(db)
     if session is not None and not orch.store.list_runs(session_id=session, limit=1):
         # "continue" a session that does not exist would quietly start an empty one under a mistyped id
         raise NotFoundError("session", session)
     for note in install_profile(orch, profile):
         err_console.print(f"[yellow]{escape(note)}[/]")
-    workflow = orch.workflow(router, aggregator=named_aggregator(aggregator, orch.registry.models()), routing=routing, budget=limits, **options)
+    chosen = None if answers_itself else named_aggregator(aggregator or "refine", orch.registry.models())
+    workflow = orch.workflow(built, aggregator=chosen, routing=routing, budget=limits)
     return orch, workflow
 
 
@@ -459,7 +465,7 @@ def _workflow(
 @_handle_errors
 def serve(
     router: Annotated[str, typer.Option(help="Router name (see `orchestra routers`).")] = "embedding",
-    aggregator: Annotated[str, typer.Option(help="refine, fuse, weighted-vote or pass-through.")] = "refine",
+    aggregator: Annotated[str | None, typer.Option(help="refine (the default), fuse, weighted-vote or pass-through; a multi-round router (router-r1) takes none.")] = None,
     cost_weight: Annotated[float, typer.Option(help="Default w in [0,1]; a request's cost_weight overrides it.")] = 0.0,
     profile: Annotated[str, typer.Option(help="Team of agents to register first (`default`: the offline team; `none`).")] = "default",
     name: Annotated[str, typer.Option(help="The model name clients ask for.")] = "orchestra",

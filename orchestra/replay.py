@@ -74,11 +74,14 @@ def _rebuild_router(trace: RunTrace) -> Router:
         return RecordedRouter(trace, f"{type(exc).__name__}: {exc}")
 
 
-def _aggregator_for(run: RunRecord, given: Aggregator | None, needed: bool, how: str) -> Aggregator:
-    """What aggregates ``run`` again: ``given``, else the shipped aggregator its record names. One of Orchestra's
-    own that is not given is a `ConfigurationError` where the run again ``needed`` it (saying to pass it to
-    ``how``), else `PassThrough`."""
-    recorded = run.meta.get("aggregator", {})
+def _aggregator_for(run: RunRecord, given: Aggregator | None, router: Router, needed: bool, how: str) -> Aggregator | None:
+    """What aggregates ``run`` again under ``router``: ``given``, else the shipped aggregator its record names. One
+    of Orchestra's own that is not given is a `ConfigurationError` where the run again ``needed`` it (saying to pass
+    it to ``how``), else `PassThrough`. A multi-round ``router`` answers itself: nothing is rebuilt for it, and an
+    aggregator given is passed on, for the `Workflow` to refuse."""
+    if getattr(router, "multi_round", False):
+        return given
+    recorded = run.meta.get("aggregator") or {}  # None: the run's router was multi-round, and answered itself
     aggregator = given or build_aggregator(recorded)
     if aggregator is not None:
         return aggregator
@@ -134,14 +137,18 @@ def replay(
             f"run {run.id} is still running (or its process on another host ended without finishing it): an exact replay "
             "needs its whole record; replay it once it has finished, or with another router (router=...)"
         )
-    # an aggregator that took part must be the same: another would not match
-    aggregator = _aggregator_for(run, aggregator, any(step.kind == "aggregate" for step in trace.steps), "replay")
     budget = Budget(**run.meta["budget"]) if "budget" in run.meta else None
     policy = RoutingPolicy(**run.meta["policy"]) if "policy" in run.meta else None
     history = [Turn(**turn) for turn in run.meta.get("history", [])]
+    # an aggregator that took part must be the same: another would not match
+    aggregated = any(step.kind == "aggregate" for step in trace.steps)
     if router is None:
-        workflow = Workflow(app, _rebuild_router(trace), aggregator=aggregator, budget=budget, routing=policy)
+        rebuilt = _rebuild_router(trace)
+        workflow = Workflow(app, rebuilt, aggregator=_aggregator_for(run, aggregator, rebuilt, aggregated, "replay"), budget=budget, routing=policy)
         return workflow._run(run.query, run.session_id, None, history=history, recording=_Recording(trace), replay_of=run.id, replay_mode="exact")
+    if isinstance(router, str):  # built first: whether it takes an aggregator depends on the router
+        router, router_options = load_router(router, **router_options), {}
+    aggregator = _aggregator_for(run, aggregator, router, aggregated, "replay")
     workflow = app.workflow(router, aggregator=aggregator, budget=budget, routing=routing or policy, **router_options)
     return workflow._run(run.query, run.session_id, None, history=history, replay_of=run.id, replay_mode="counterfactual")
 
@@ -229,7 +236,7 @@ def _resumed(
             "made anew: replay it with a router given instead (replay(app, run_id, router=...))"
         )
     # a single-round run ends in its aggregation, made live when it cannot be served
-    aggregator = _aggregator_for(run, aggregator, not getattr(router, "multi_round", False), "resume")
+    aggregator = _aggregator_for(run, aggregator, router, True, "resume")
     if budget is None and "budget" in run.meta:
         budget = Budget(**run.meta["budget"])
     policy = RoutingPolicy(**run.meta["policy"]) if "policy" in run.meta else None

@@ -40,6 +40,7 @@ __all__ = [
     "available_routers",
     "load_router",
     "register_router",
+    "router_answers_itself",
     "router_loads_checkpoint",
     "router_needs_training",
 ]
@@ -304,6 +305,12 @@ def router_needs_training(name: str) -> bool:
     """Whether the router registered under ``name`` decides only once trained on data (its class says
     ``needs_training``, as the model routers do): built by name alone, its first decision is a `DecisionError`."""
     return bool(getattr(_factory(name), "needs_training", False))
+
+
+def router_answers_itself(name: str) -> bool:
+    """Whether the router registered under ``name`` is multi-round (its class says ``multi_round``, as Router-R1
+    does): it writes each run's answer in its `Finish`, so its workflow takes no aggregator."""
+    return bool(getattr(_factory(name), "multi_round", False))
 
 
 def router_loads_checkpoint(name: str) -> bool:

@@ -1162,6 +1162,13 @@ class Workflow:
                 f"aggregator {type(aggregator).__name__} has no aaggregate: an Aggregator implements aggregate and its "
                 "async twin aaggregate (returning await asyncio.to_thread(self.aggregate, query, observations, models) will do)"
             )
+        if aggregator is not None and getattr(router, "multi_round", False):
+            # the graph of a multi-round router has no aggregation: the aggregator given would never run
+            raise ConfigurationError(
+                f"router {getattr(router, 'name', type(router).__name__)!r} is multi-round: it writes the run's answer "
+                f"itself (its Finish), so aggregator {getattr(aggregator, 'name', type(aggregator).__name__)!r} would "
+                "never run; leave aggregator out"
+            )
         _expect("budget", budget, lambda value: value is None or isinstance(value, Budget), "a Budget")
         _expect("routing", routing, lambda value: value is None or isinstance(value, RoutingPolicy), "a RoutingPolicy")
         self.app = app
@@ -1745,7 +1752,8 @@ class Workflow:
                 "router": describe() if describe else {"name": getattr(self.router, "name", "")},
                 # how the graph loops, kept for an exact replay that serves the decisions of a router it cannot rebuild
                 "multi_round": bool(getattr(self.router, "multi_round", False)),
-                "aggregator": describe_aggregator(self.aggregator),
+                # None: a multi-round router answers itself, with no aggregation
+                "aggregator": None if getattr(self.router, "multi_round", False) else describe_aggregator(self.aggregator),
                 "policy": policy.model_dump(),
                 "budget": self.budget.model_dump(),
                 "history": [turn.model_dump() for turn in turns],
@@ -1999,7 +2007,8 @@ class Orchestra:
         **router_options: Any,
     ) -> Workflow:
         """The standard routed graph for ``router`` (an object, or a name registered as an entry point, built with
-        ``router_options``)."""
+        ``router_options``). ``aggregator`` makes one answer of the calls a single-shot router dispatched
+        (`PassThrough` when not given); a multi-round router writes the answer itself, and is given none."""
         if isinstance(router, str):
             router = load_router(router, **router_options)
         elif router_options:

@@ -686,3 +686,21 @@ def test_resume_approves_a_waiting_run_but_for_the_agents_rejected(db: str, tmp_
     code, out = invoke("resume", run_id, "--reject", "pay", "--profile", "none", "--db", db)
     assert code == 0 and "INVOICE 7!" in out and "did not approve" in " ".join(out.split()), out
     assert not (tmp_path / "paid.log").exists()
+
+
+def test_a_multi_round_router_chats_with_no_aggregator_and_refuses_one_given(db: str) -> None:
+    """chat's aggregator defaults to refine, which a multi-round router (router-r1) never runs: it is left out for
+    one, and naming one with --aggregator is refused in one line, before anything is stored."""
+    from orchestra import Finish, register_router
+    from orchestra.testing import FunctionRouter
+
+    register_router("cli-loop-test", lambda: FunctionRouter(lambda state: Finish(answer="looped"), multi_round=True, name="cli-loop-test"))
+    code, out = invoke("chat", "hi", "--router", "cli-loop-test", "--aggregator", "weighted-vote", "--profile", "none", "--db", db)
+    assert code == 2 and "--aggregator weighted-vote: router 'cli-loop-test' is multi-round" in out and "Traceback" not in out
+    with open_store(db) as store:
+        assert store.list_runs() == []
+    code, out = invoke("chat", "hi", "--router", "cli-loop-test", "--profile", "none", "--db", db)
+    assert code == 0 and "looped" in out, out
+    with open_store(db) as store:
+        (run,) = store.list_runs()
+    assert run.answer == "looped" and run.meta["aggregator"] is None

@@ -928,3 +928,28 @@ def test_a_resume_may_leave_some_of_the_calls_that_waited_for_approval_unapprove
     with pytest.raises(ConfigurationError, match="did not wait for approval"):
         resume(orch, orch.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="missing", query=s.query),)))).run("q").run_id,
                reject=["wire"])
+
+
+def test_a_multi_round_router_takes_no_aggregator_in_a_replay_or_a_resume(app: tuple[Orchestra, ScriptedModels]) -> None:
+    """A multi-round router writes the answer itself. Replayed with one, a refined run drops its recorded
+    aggregator (it could never run); an aggregator given for one is refused, not ignored; and a multi-round run,
+    recorded with no aggregator, is replayed with a single-shot router that passes its answer through."""
+    from orchestra import ConfigurationError
+
+    orch, models = app
+    orch.registry.add_agent(AgentCard(id="a1", description="one"), implementation=lambda q: "one")
+    orch.registry.add_agent(AgentCard(id="a3", description="three"), implementation=lambda q: "three")
+    refined = orch.workflow("test-pick", aggregator=Refine("refiner")).run("question")
+    assert refined.status == "ok" and orch.store.get_run(refined.run_id).run.meta["aggregator"]["name"] == "refine"
+
+    looped = replay(orch, refined.run_id, router="test-two-steps")
+    assert looped.status == "ok" and looped.answer == "one / three", looped.error
+    assert orch.store.get_run(looped.run_id).run.meta["aggregator"] is None
+    with pytest.raises(ConfigurationError, match="'test-two-steps' is multi-round.*'refine' would never run"):
+        replay(orch, refined.run_id, router="test-two-steps", aggregator=Refine("refiner"))
+
+    exact = replay(orch, looped.run_id)
+    assert exact.status == "ok" and exact.answer == "one / three", exact.error
+    single = replay(orch, looped.run_id, router="test-pick", index=1)  # sorted ids: a-writer, a1, a3, b-tool
+    assert single.status == "ok" and single.answer == "one", single.error
+    assert orch.store.get_run(single.run_id).run.meta["aggregator"] == {"name": "pass-through"}

@@ -1573,3 +1573,26 @@ def test_cancel_stops_a_run_under_way_at_its_model_s_next_token_and_it_ends_inte
 
     resumed = resume(app, result.run_id)  # the stopped call runs again, to its end
     assert resumed.status == "ok" and resumed.answer == "never read"
+
+
+def test_a_multi_round_router_is_given_no_aggregator_and_its_runs_record_none() -> None:
+    """A multi-round router's graph has no aggregation: an aggregator given for it would never run, so it is
+    refused when the workflow is built (it used to be accepted and silently ignored, and recorded on every run as
+    if it had merged the answer)."""
+    app = Orchestra(store=InMemoryStore())
+    app.registry.add_agent(AgentCard(id="echo", description="echoes"), implementation=lambda query: query)
+
+    def loop(state: RouterState) -> Dispatch | Finish:
+        if not state.observations:
+            return Dispatch(calls=(Call(agent_id="echo", query=state.query),))
+        return Finish(answer=f"the echo said {state.observations[-1].answer}")
+
+    looping = FunctionRouter(loop, multi_round=True, name="loop")
+    with pytest.raises(ConfigurationError, match="router 'loop' is multi-round.*aggregator 'weighted-vote' would never run"):
+        app.workflow(looping, aggregator=WeightedVote())
+    result = app.workflow(looping).run("ping")
+    assert result.status == "ok" and result.answer == "the echo said ping", result.error
+    meta = app.store.get_run(result.run_id).run.meta
+    assert meta["aggregator"] is None and meta["multi_round"] is True
+    single = app.workflow(FunctionRouter(lambda state: Dispatch(calls=(Call(agent_id="echo", query=state.query),)))).run("ping")
+    assert app.store.get_run(single.run_id).run.meta["aggregator"] == {"name": "pass-through"}

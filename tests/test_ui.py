@@ -857,8 +857,7 @@ def test_runs_page_resumes_a_run_whose_third_agent_failed_and_shows_it_beside_th
     app.registry.add_agent(AgentCard(id="a3", description="Answers.", backend="function", function="ui_test_agents:missing"))
     original = app.workflow("all", aggregator=PassThrough()).run("question")
     assert original.status == "ok" and [obs.ok for obs in original.observations] == [True, True, False]
-    stuck = app.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="nobody", query=s.query),)), multi_round=True),
-                         aggregator=PassThrough()).run("stuck")
+    stuck = app.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="nobody", query=s.query),)), multi_round=True)).run("stuck")
     assert clean.status == "ok" and stuck.status == "error"
     stored = lambda: sorted(run.id for run in app.store.list_runs())  # noqa: E731
 
@@ -1078,3 +1077,29 @@ def test_a_call_left_unticked_in_the_chat_s_approval_is_not_made(store: str) -> 
     assert "PAY INVOICE 7!" not in _assistant_texts(at)[-1] and "echo: pay invoice 7" in _assistant_texts(at)[-1]
     (resumed,) = [run for run in app.store.list_runs() if run.replay_of == paused.id]
     assert resumed.status == "ok" and resumed.meta["resumed"]["not_approved"] == ["pay"]
+
+
+def test_a_multi_round_router_answers_itself_and_the_sidebar_says_no_aggregator_runs(store: str) -> None:
+    """With a multi-round router chosen (router-r1 is one), the sidebar's aggregator box is disabled and says why;
+    the run is made with no aggregator, and its panel says the router answered."""
+    from orchestra import BaseRouter, Finish, RouterState, register_router
+
+    class Loop(BaseRouter):
+        name = "ui-loop-test"
+        multi_round = True
+
+        def decide(self, state: RouterState) -> Finish:
+            return Finish(answer="looped")
+
+    register_router("ui-loop-test", Loop)
+    _add_echo(store)
+    at = _start(chat_page)
+    assert at.selectbox(key="chat_aggregator").disabled is False
+    at.selectbox(key="chat_router").set_value("ui-loop-test").run()
+    box = at.selectbox(key="chat_aggregator")
+    assert box.disabled is True and "writes the answer itself" in box.help
+    _say(at, "hi")
+    assert _assistant_texts(at)[-1].startswith("looped")
+    assert any("answered by the router" in markdown.value for markdown in at.markdown)
+    (run,) = Orchestra(store=store).store.list_runs()
+    assert run.answer == "looped" and run.meta["aggregator"] is None

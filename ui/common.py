@@ -30,6 +30,8 @@ from orchestra import (
     StoreError,
     Workflow,
     available_routers,
+    load_router,
+    router_answers_itself,
     router_loads_checkpoint,
     router_needs_training,
 )
@@ -257,8 +259,10 @@ def _cached_workflow(
 ) -> Workflow:
     # Keyed by what changes the graph: routers keep caches (card embeddings, trained weights) that should
     # survive from one message to the next. The registry is read at each decision, so onboarding needs no rebuild.
-    return _app.workflow(router, aggregator=aggregator_for(_app, aggregator), budget=Budget.model_validate_json(budget_json),
-                         **router_options(options_json))
+    built = load_router(router, **router_options(options_json))
+    # a multi-round router writes the answer itself: the sidebar's aggregator would never run
+    chosen = None if getattr(built, "multi_round", False) else aggregator_for(_app, aggregator)
+    return _app.workflow(built, aggregator=chosen, budget=Budget.model_validate_json(budget_json))
 
 
 def workflow_for(app: Orchestra, settings: RunSettings) -> Workflow:
@@ -350,9 +354,11 @@ def settings_sidebar(app: Orchestra, *, key: str = "chat") -> RunSettings:
         "Cost weight w", 0.0, 1.0, 0.0, 0.01, key=f"{key}_w",
         help="0: best answer whatever it costs; 1: cheapest. Model routers trade quality against cost with it.",
     )
+    answers_itself = router_answers_itself(router)
     aggregator = sidebar.selectbox(
-        "Aggregator", AGGREGATORS, index=initial_aggregator(), key=f"{key}_aggregator",
-        help="How the answers of several agents become one: refine (a model merges them), weighted vote, or pass-through.",
+        "Aggregator", AGGREGATORS, index=initial_aggregator(), key=f"{key}_aggregator", disabled=answers_itself,
+        help=f"{router} is multi-round: it writes the answer itself, so no aggregator runs." if answers_itself else
+        "How the answers of several agents become one: refine (a model merges them), weighted vote, or pass-through.",
     )
     with sidebar.expander("Budget of each run"):
         # 0 means no limit: a number input cannot be left empty

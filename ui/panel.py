@@ -143,8 +143,10 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
     router_config = run.meta.get("router", {})
     aggregator = run.meta.get("aggregator", {})
     policy = run.meta.get("policy", {})
+    # None: a multi-round router, which writes the answer itself
+    merged_by = "answered by the router" if aggregator is None else f"aggregator `{aggregator.get('name', '?')}`"
     st.markdown(
-        f"**Router** `{run.router}` · aggregator `{aggregator.get('name', '?')}` · cost weight "
+        f"**Router** `{run.router}` · {merged_by} · cost weight "
         f"{policy.get('cost_weight', 0):g} · registry v{run.registry_version} · run `{run.id}`"
     )
     options = {k: v for k, v in router_config.items() if k != "name"}
