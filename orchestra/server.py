@@ -462,10 +462,11 @@ def create_app(
 
     @api.post("/orchestra/runs/{run_id}/resume", status_code=201, response_model=None)
     async def resume_run(run_id: str, request: Request) -> Any:
-        from orchestra.replay import aresume
+        from orchestra.replay import _rejected, aresume
 
-        recorded = orchestra.store.get_run(run_id).run  # NotFoundError: 404, before the body is read
-        budget, reject = _resume_request(await _body(request), recorded.meta.get("budget", {}))
+        trace = orchestra.store.get_run(run_id)  # NotFoundError: 404, before the body is read
+        budget, reject = _resume_request(await _body(request), trace.run.meta.get("budget", {}))
+        _rejected(trace, reject)  # an agent the run did not wait for is the request's mistake (400), not the run's state
         try:
             result = await aresume(orchestra, run_id, budget=budget, reject=reject)
         except NotFoundError:
