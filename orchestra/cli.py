@@ -869,7 +869,7 @@ def resume(
     recorded = orch.store.get_run(run_id).run
     limits = None
     if given:  # the run's own budget with the limits given changed (PolicyError names a wrong key or value)
-        limits = Budget.model_validate({**recorded.meta.get("budget", {}), **given})
+        limits = recorded.budget(**given)
     install_profile(orch, profile)
     # its steps on stderr as they happen, where a person watches it (the served ones as they are copied)
     watched = _stderr_is_a_terminal()

@@ -137,7 +137,7 @@ def replay(
             f"run {run.id} is still running (or its process on another host ended without finishing it): an exact replay "
             "needs its whole record; replay it once it has finished, or with another router (router=...)"
         )
-    budget = Budget(**run.meta["budget"]) if "budget" in run.meta else None
+    budget = run.budget()
     policy = RoutingPolicy(**run.meta["policy"]) if "policy" in run.meta else None
     history = [Turn(**turn) for turn in run.meta.get("history", [])]
     # an aggregator that took part must be the same: another would not match
@@ -237,8 +237,8 @@ def _resumed(
         )
     # a single-round run ends in its aggregation, made live when it cannot be served
     aggregator = _aggregator_for(run, aggregator, router, True, "resume")
-    if budget is None and "budget" in run.meta:
-        budget = Budget(**run.meta["budget"])
+    if budget is None:
+        budget = run.budget()
     policy = RoutingPolicy(**run.meta["policy"]) if "policy" in run.meta else None
     history = [Turn(**turn) for turn in run.meta.get("history", [])]
     workflow = Workflow(app, router, aggregator=aggregator, budget=budget, routing=policy)

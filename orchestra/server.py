@@ -73,6 +73,7 @@ from orchestra.routing import Turn
 
 if TYPE_CHECKING:
     from orchestra.runtime import Orchestra, RunResult, Workflow
+    from orchestra.trace import RunRecord
 
 __all__ = ["ChatCompletionRequest", "create_app", "serve"]
 
@@ -465,7 +466,7 @@ def create_app(
         from orchestra.replay import _rejected, aresume
 
         trace = orchestra.store.get_run(run_id)  # NotFoundError: 404, before the body is read
-        budget, reject = _resume_request(await _body(request), trace.run.meta.get("budget", {}))
+        budget, reject = _resume_request(await _body(request), trace.run)
         _rejected(trace, reject)  # an agent the run did not wait for is the request's mistake (400), not the run's state
         try:
             result = await aresume(orchestra, run_id, budget=budget, reject=reject)
@@ -495,7 +496,7 @@ async def _while_connected(http: Any, run: Awaitable["RunResult"], poll_s: float
             return None
 
 
-def _resume_request(raw: bytes, recorded: dict[str, Any]) -> tuple[Budget | None, tuple[str, ...]]:
+def _resume_request(raw: bytes, recorded: "RunRecord") -> tuple[Budget | None, tuple[str, ...]]:
     """A resume's budget and the agents it leaves unapproved, from its request body: no body, no change (the
     original's budget, every call approved); ``"budget"``: the recorded limits with those given replaced;
     ``"reject"``: agent ids. `ConfigurationError` (400) names a bad body, key or value."""
@@ -519,7 +520,7 @@ def _resume_request(raw: bytes, recorded: dict[str, Any]) -> tuple[Budget | None
     if not isinstance(given, dict):
         raise PolicyError(f"budget: must be a JSON object of limits, e.g. {{\"max_calls\": 8}}, got {type(given).__name__}")
     try:
-        return Budget.model_validate({**recorded, **given}), tuple(reject)
+        return recorded.budget(**given), tuple(reject)
     except PolicyError as exc:  # "Budget.max_calls: ..." -> "budget.max_calls: ..."
         raise PolicyError("budget." + str(exc).removeprefix("Budget.")) from None
 

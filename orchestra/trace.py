@@ -10,6 +10,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestra.policies import Budget
+
 __all__ = ["RegistryEvent", "RunRecord", "RunStatus", "RunTrace", "StepKind", "StepRecord", "Store", "new_id", "summarize_runs"]
 
 RunStatus = Literal["running", "ok", "error", "interrupted"]
@@ -59,6 +61,12 @@ class RunRecord(BaseModel):
     latency_ms: float = 0.0
     meta: dict[str, Any] = Field(default_factory=dict)
     """Routing policy, budget, aggregator and router configuration, history length."""
+
+    def budget(self, **changes: Any) -> Budget:
+        """The budget the run ran on (a limit the record predates at its default) with the limits in ``changes``
+        replaced, the others as recorded: what a resume runs on (``orchestra resume --budget``, the server's
+        ``{"budget": ...}``, the Runs page). `PolicyError` names a wrong key or value."""
+        return Budget.model_validate({**self.meta.get("budget", {}), **changes})
 
     def status_label(self) -> str:
         """The status, and what the run replays or resumes, as the CLI and the UI show it: ``ok``,

@@ -953,3 +953,20 @@ def test_a_multi_round_router_takes_no_aggregator_in_a_replay_or_a_resume(app: t
     single = replay(orch, looped.run_id, router="test-pick", index=1)  # sorted ids: a-writer, a1, a3, b-tool
     assert single.status == "ok" and single.answer == "one", single.error
     assert orch.store.get_run(single.run_id).run.meta["aggregator"] == {"name": "pass-through"}
+
+
+def test_a_runs_recorded_budget_with_limits_replaced_is_what_every_resume_runs_on() -> None:
+    """`RunRecord.budget`: the CLI's --budget, the server's {"budget": ...} and the Runs page all resume on the
+    recorded budget with the limits given replaced; a limit the record predates takes its default, and a wrong
+    key or value is a PolicyError naming it."""
+    from orchestra import Budget, PolicyError
+    from orchestra.trace import RunRecord
+
+    old = RunRecord(session_id="s", query="q", router="all", meta={"budget": {"max_calls": 3, "max_cost_usd": 0.5}})  # before max_parallel_calls
+    assert old.budget() == Budget(max_calls=3, max_cost_usd=0.5)
+    assert old.budget(max_calls=8, max_cost_usd=None) == Budget(max_calls=8)
+    assert RunRecord(session_id="s", query="q", router="all").budget() == Budget()
+    with pytest.raises(PolicyError, match="max_cals"):
+        old.budget(max_cals=8)
+    with pytest.raises(PolicyError, match="max_calls"):
+        old.budget(max_calls=0)

@@ -261,7 +261,7 @@ def _budget_controls(trace: RunTrace) -> dict[str, Any]:
     none."""
     run = trace.run
     # a run recorded before a limit existed ran with that limit's default
-    recorded = {**Budget().model_dump(), **run.meta.get("budget", {})}
+    recorded = run.budget().model_dump()
     error = run.error or {}
     ran_out = error.get("limit") if error.get("type") == "BudgetExceeded" else None
     changed: dict[str, Any] = {}
@@ -300,7 +300,7 @@ def _resume_controls(app: Orchestra, trace: RunTrace) -> None:
         try:
             # as `orchestra resume --budget` and the server: the limits changed replace the recorded ones, the others
             # stay; nothing changed keeps the original's budget as it was recorded
-            budget = Budget.model_validate({**trace.run.meta.get("budget", {}), **changed}) if changed else None
+            budget = trace.run.budget(**changed) if changed else None
         except PolicyError as exc:  # refused before anything runs: nothing is stored
             st.session_state["runs_resume_error"] = f"The budget of the resumed run is not valid: {explain_error(exc)}"
         else:
