@@ -32,6 +32,8 @@ failed step, a run still running: the message says why); nothing is stored. A ru
 while answering is stored with its error and answers 502 (a model or an agent failed: the upstream of this
 gateway) or 500 (a budget ran out, a router failed), with the run id. A run that paused for approval (an agent
 whose card ``requires_approval``) answers 409 with code ``approval_required`` and its run id: resuming it approves.
+Both say ``x-should-retry: false``, which OpenAI's clients obey: their default retries of a 409 or a 5xx would each
+be a new run, its agents called again.
 A client that disconnects before the answer stops its run (stored as interrupted).
 
 With an API key (``api_key=``; ``orchestra serve --api-key`` or ``$ORCHESTRA_API_KEY``) every route asks for
@@ -376,7 +378,9 @@ def create_app(
             return Response(status_code=499)
         if result.status != "ok":
             status, body = _failure(result)
-            return JSONResponse(body, status_code=status)
+            # the run is stored (resume carries it on): OpenAI's clients retry 409 and 5xx by default, and each
+            # retry would be another run, its agents called again, a payment paused for approval once more
+            return JSONResponse(body, status_code=status, headers={"x-should-retry": "false"})
         return {
             "id": f"chatcmpl-{result.run_id}",
             "object": "chat.completion",

@@ -39,9 +39,25 @@ def check_durable_runs(result: dict[str, Any]) -> None:
     assert result["approved_status"] == "ok" and result["paid"] == ["Pay invoice 7"]  # paid once, after approval
 
 
+def check_openai_client(result: dict[str, Any]) -> None:
+    assert result["models"] == ["orchestra"]
+    assert result["answers"] == {"units": "42 km = 26.098 miles", "wordcount": "3 words, 14 characters"}
+    assert result["answer"] == "**units**: 42 km = 26.098 miles\n\n**wordcount**: 3 words, 14 characters"
+    assert result["scores"]["units"] > result["scores"]["wordcount"] >= 0.35  # both clear the workflow's threshold
+    assert result["streamed"] == result["answer"] and result["events"][0] == "decision" and "aggregate" in result["events"]
+    assert result["narrowed_agents"] == ["units"]  # max_agents=1 for that request only
+    assert result["unauthorised"] == ("AuthenticationError", 401)
+    assert result["before_out_of_scope"] is True and result["before_agents"] == []  # no agent reverses text yet
+    assert result["onboarded"] == 201 and result["after"] == "artsehcro" and result["after_agents"] == ["reverse"]
+    assert result["tree"][0]["calls"] == ["reverse"] and result["tree"][-1] == {"kind": "aggregate", "round": 1, "answer": "artsehcro"}
+    name, status, message = result["bad_request"]
+    assert (name, status) == ("BadRequestError", 400) and message.startswith("n: ")
+
+
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {
     "durable_runs": check_durable_runs,
     "onboard_and_replay": check_onboard_and_replay,
+    "openai_client": check_openai_client,
     "train_router_on_data": check_train_router_on_data,
 }
 NEEDS_DATA = {"train_router_on_data": Path(__file__).resolve().parents[2] / "shared" / "data" / "agents" / "clinc150"}

@@ -502,3 +502,21 @@ def test_a_resume_over_http_may_leave_calls_that_waited_for_approval_unapproved(
     response = client.post(f"/orchestra/runs/{run_id}/resume", json={"reject": ["pay"]})
     assert response.status_code == 201 and response.json()["run"]["status"] == "ok" and paid == []
     assert response.json()["run"]["meta"]["resumed"]["not_approved"] == ["pay"]
+
+
+def test_a_failed_or_paused_run_is_not_sent_again_by_an_openai_client_s_default_retries(served) -> None:
+    # the SDK retries a 409 and a 5xx twice by default: each retry would be another stored run, its agents called again
+    app, client = served
+    retrying = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client)  # max_retries=2
+    paid: list[str] = []
+    app.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", requires_approval=True), implementation=lambda q: paid.append(q) or "paid")
+    with pytest.raises(openai.APIStatusError) as paused:
+        retrying.chat.completions.create(model="team", messages=[{"role": "user", "content": "Pay invoice 7"}])
+    app.registry.remove_agent("pay")
+    for agent_id in ("geo", "history"):
+        app.registry.update_agent(AgentCard(id=agent_id, description="Answers.", model="down"))
+    with pytest.raises(openai.APIStatusError) as failed:
+        retrying.chat.completions.create(model="team", messages=[{"role": "user", "content": "Capital of France?"}])
+    assert (paused.value.status_code, failed.value.status_code) == (409, 502)
+    assert paused.value.response.headers["x-should-retry"] == failed.value.response.headers["x-should-retry"] == "false"
+    assert [run.status for run in app.store.list_runs(limit=10)] == ["error", "interrupted"]  # one run per request
