@@ -25,8 +25,8 @@ and the latency. Requests may add two fields OpenAI does not have (``extra_body`
 (w in [0, 1], for this request) and ``max_agents`` (k). System and developer messages are not part of a routed
 run (routers read the user's query and the conversation), so they are left out, and the response says so.
 
-Bad input answers 400 with OpenAI's error body (``{"error": {"message", "type", "param", "code"}}``) naming the
-field (``tools``, ``n`` above 1 and a JSON ``response_format`` too: a routed run cannot honour them), 404 for an
+Bad input answers 400 with OpenAI's error body (``{"error": {"message", "type", "param", "code"}}``), its
+``param`` the field (``tools``, ``n`` above 1 and a JSON ``response_format`` too: a routed run cannot honour them), 404 for an
 unknown model, id or run, 409 for an id the registry holds or a run that cannot be resumed (an ok run with no
 failed step, a run still running: the message says why); nothing is stored. A run that fails
 while answering is stored with its error and answers 502 (a model or an agent failed: the upstream of this
@@ -258,11 +258,14 @@ def _query_and_history(messages: list[ChatMessage]) -> tuple[str, list[Turn], in
 
 def _routing(workflow: "Workflow", request: ChatCompletionRequest) -> RoutingPolicy | None:
     """The workflow's routing policy with this request's ``cost_weight`` and ``max_agents``; `PolicyError` names
-    a value out of range."""
+    the request's field whose value is out of range."""
     updates = {name: value for name, value in (("cost_weight", request.cost_weight), ("max_agents", request.max_agents)) if value is not None}
     if not updates:
         return None
-    return RoutingPolicy.model_validate({**workflow.routing.model_dump(), **updates})
+    try:
+        return RoutingPolicy.model_validate({**workflow.routing.model_dump(), **updates})
+    except PolicyError as exc:  # "RoutingPolicy.cost_weight: ..." -> "cost_weight: ...", the request's own name
+        raise PolicyError(str(exc).removeprefix("RoutingPolicy.")) from None
 
 
 def _account(result: "RunResult", left_out: int) -> dict[str, Any]:
@@ -309,7 +312,8 @@ def create_app(
     registry and runs over HTTP (routes in the module docstring). With ``api_key``, every route asks for
     ``Authorization: Bearer api_key``. ``allow_origins``: web pages served from these origins (``"http://localhost:3000"``)
     may call it from a browser (CORS); no other origin may. Run it with uvicorn (`serve` does), or test it with
-    FastAPI's ``TestClient``."""
+    FastAPI's ``TestClient``. Served another way, call `orchestra.embeddings.warm_up_embedder` before it listens, as
+    `serve` does: the first request would otherwise wait seconds for the encoder the embedding routers use."""
     try:
         from fastapi import Depends, FastAPI, Request
         from fastapi.exceptions import RequestValidationError
@@ -367,9 +371,14 @@ def create_app(
         if request.model != name:
             message = f"model: no model {request.model!r} here; this server serves {name!r}"
             return JSONResponse(_error_body(message, "NotFoundError", param="model", code="model_not_found"), status_code=404)
-        request.refuse_what_a_run_cannot_honour()
-        query, history, left_out = _query_and_history(request.messages)
-        routing = _routing(workflow, request)
+        try:
+            request.refuse_what_a_run_cannot_honour()
+            query, history, left_out = _query_and_history(request.messages)
+            routing = _routing(workflow, request)
+        except ConfigurationError as exc:
+            # each message starts with the request field it is about; OpenAI's clients read that from "param"
+            field = str(exc).partition(":")[0]
+            return JSONResponse(_error_body(str(exc), "invalid_request_error", param=field, code=exc.code), status_code=400)
         created = int(time.time())
         if request.stream:
             return StreamingResponse(_events(query, history, routing, created, left_out), media_type="text/event-stream")

@@ -520,3 +520,24 @@ def test_a_failed_or_paused_run_is_not_sent_again_by_an_openai_client_s_default_
     assert (paused.value.status_code, failed.value.status_code) == (409, 502)
     assert paused.value.response.headers["x-should-retry"] == failed.value.response.headers["x-should-retry"] == "false"
     assert [run.status for run in app.store.list_runs(limit=10)] == ["error", "interrupted"]  # one run per request
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"cost_weight": 2}, "cost_weight"),
+        ({"max_agents": 0}, "max_agents"),
+        ({"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "x"}, {"role": "user", "content": "hi"}]}, "messages[1].role"),
+    ],
+)
+def test_a_refused_field_is_named_in_param_as_openai_s_clients_read_it(served, extra: dict[str, Any], param: str) -> None:
+    """OpenAI's SDK shows ``BadRequestError.param``: Orchestra's own refusals fill it with the request's field (it
+    was None), and a routing value out of range is named as the request names it, not RoutingPolicy's field."""
+    app, client = served
+    response = client.post("/v1/chat/completions", json={"model": "team", "messages": [{"role": "user", "content": "hi"}], **extra})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == param and error["message"].startswith(f"{param}: "), error
+    assert error["type"] == "invalid_request_error" and app.store.list_runs(limit=5) == []
