@@ -54,13 +54,49 @@ def check_openai_client(result: dict[str, Any]) -> None:
     assert (name, status) == ("BadRequestError", 400) and message.startswith("n: ")
 
 
+def check_model_routing(result: dict[str, Any]) -> None:
+    settings = result["settings"]
+    n = result["questions"]
+    zero, cheap, alone = settings["w = 0"], settings["w = 0.8"], settings["GPT-4 alone"]
+    middle = settings[f"w = {result['calibrated_w']:g}"]
+    assert result["trained_models"] == 10 and 0 < result["calibrated_w"] < 0.8
+    # every run called its chosen model through the registry: the recorded answer, at the recorded cost
+    for setting in settings.values():
+        assert sum(setting["choices"].values()) == n and setting["answered_from_record"] == n
+        assert setting["mean_cost_usd"] == pytest.approx(setting["recorded_cost_usd"])
+    assert alone["choices"] == {"gpt-4-1106-preview": n}
+    # w steers the choice, measured on the stored runs: a router that always took GPT-4 (or always the cheapest
+    # model) fails here
+    assert cheap["mean_cost_usd"] < 0.2 * zero["mean_cost_usd"] and cheap["quality"] < zero["quality"]
+    assert zero["mean_cost_usd"] >= middle["mean_cost_usd"] >= cheap["mean_cost_usd"]
+    assert cheap["choices"].get("gpt-4-1106-preview", 0) < zero["choices"].get("gpt-4-1106-preview", 0)
+    assert len(middle["choices"]) >= 2  # the calibrated w mixes models
+    # onboarded by its card: a candidate from the next decision on, priced at the card's mean cost per query
+    assert "zero-one-ai/Yi-34B-Chat" not in result["before_candidates"] and len(result["before_candidates"]) == 10
+    assert "zero-one-ai/Yi-34B-Chat" in result["after_candidates"] and len(result["after_candidates"]) == 11
+    assert 0.0 <= result["onboarded"]["quality"] <= 1.0
+    assert result["onboarded"]["cost_usd"] == pytest.approx(result["onboarded_card_cost"])
+    # the trace holds the decision: chosen model (the one called), its predicted quality and cost, every candidate
+    trace = result["trace"]
+    assert trace["status"] == "ok" and trace["chosen"] == trace["called"]
+    assert trace["meta"]["router"] == "graph-router" and trace["meta"]["cost_weight"] == result["calibrated_w"]
+    chosen = next(score for score in trace["scores"] if score["id"] == trace["chosen"])
+    assert trace["meta"]["predicted_quality"] == pytest.approx(chosen["detail"]["quality"])
+    assert trace["meta"]["predicted_cost_usd"] == pytest.approx(chosen["detail"]["cost_usd"])
+    assert chosen["score"] == max(score["score"] for score in trace["scores"]) and len(trace["scores"]) == 11
+
+
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {
     "durable_runs": check_durable_runs,
+    "model_routing": check_model_routing,
     "onboard_and_replay": check_onboard_and_replay,
     "openai_client": check_openai_client,
     "train_router_on_data": check_train_router_on_data,
 }
-NEEDS_DATA = {"train_router_on_data": Path(__file__).resolve().parents[2] / "shared" / "data" / "agents" / "clinc150"}
+NEEDS_DATA = {
+    "train_router_on_data": Path(__file__).resolve().parents[2] / "shared" / "data" / "agents" / "clinc150",
+    "model_routing": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
+}
 """Examples that read ../shared/data (the routing data beside the repository) and the set folder each reads."""
 
 
