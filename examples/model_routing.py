@@ -118,33 +118,31 @@ def main(data: str | Path | None = None, store_url: str | None = None) -> dict[s
         # 4. Onboard the held-out model by its card: the router (not retrained) gives it a node from its description
         #    and prices it at the card's measured mean cost per query, from the next decision on.
         question = questions[0]
-        before = app.store.get_run(runs[middle][0][1])
-        before_decision = next(step for step in before.steps if step.kind == "decision").response["decision"]
-        before_ids = [score["id"] for score in before_decision["scores"]]
+        before_ids = [score.id for score in app.store.get_run(runs[middle][0][1]).decisions()[0].scores]
         app.registry.add_model(next(card for card in model_set.cards if card.id == HELD_OUT))
         after = routed.run(question.query, routing=RoutingPolicy(cost_weight=calibrated))
         onboarded = next(score for score in after.decisions[0].scores if score.id == HELD_OUT)
         print(f"\nonboarded {HELD_OUT} by its card: among {len(after.decisions[0].scores)} candidates (was "
               f"{len(before_ids)}), predicted quality {onboarded.detail['quality']:.3f} at ${onboarded.detail['cost_usd']:.6f}")
 
-        # 5. That run as the store keeps it: the decision, and the call it made.
+        # 5. That run as the store keeps it: the decision (typed, as the router made it), and the call it made.
         trace = app.store.get_run(after.run_id)
-        decision = next(step for step in trace.steps if step.kind == "decision").response["decision"]
+        (decision,) = trace.decisions()
         call = next(step for step in trace.steps if step.kind == "call")
-        print(f"\nrun {trace.run.id[:8]} at w = {trace.run.meta['policy']['cost_weight']:g}: {decision['rationale']}")
-        print(f"  chosen {decision['calls'][0]['model_id']}: predicted quality {decision['meta']['predicted_quality']:.3f}, "
-              f"cost ${decision['meta']['predicted_cost_usd']:.6f}; called {call.model_id}, which cost ${call.cost_usd:.6f}")
-        for candidate in decision["scores"]:
-            print(f"  {candidate['id']:34} utility {candidate['score']:+.3f}  quality {candidate['detail']['quality']:.3f}  "
-                  f"${candidate['detail']['cost_usd']:.6f}")
+        print(f"\nrun {trace.run.id[:8]} at w = {trace.run.meta['policy']['cost_weight']:g}: {decision.rationale}")
+        print(f"  chosen {decision.calls[0].model_id}: predicted quality {decision.meta['predicted_quality']:.3f}, "
+              f"cost ${decision.meta['predicted_cost_usd']:.6f}; called {call.model_id}, which cost ${call.cost_usd:.6f}")
+        for candidate in decision.scores:
+            print(f"  {candidate.id:34} utility {candidate.score:+.3f}  quality {candidate.detail['quality']:.3f}  "
+                  f"${candidate.detail['cost_usd']:.6f}")
         return {
             "trained_models": len(trained_on.cards), "trained_queries": len(train), "calibrated_w": calibrated,
             "settings": by_setting, "questions": QUESTIONS,
             "before_candidates": before_ids, "after_candidates": [score.id for score in after.decisions[0].scores],
             "onboarded": {"quality": onboarded.detail["quality"], "cost_usd": onboarded.detail["cost_usd"]},
             "onboarded_card_cost": model_set.card_costs[HELD_OUT],
-            "trace": {"chosen": decision["calls"][0]["model_id"], "called": call.model_id, "meta": decision["meta"],
-                      "scores": decision["scores"], "status": trace.run.status},
+            "trace": {"chosen": decision.calls[0].model_id, "called": call.model_id, "meta": decision.meta,
+                      "scores": [score.model_dump() for score in decision.scores], "status": trace.run.status},
         }
 
 

@@ -9,20 +9,16 @@ from collections.abc import AsyncIterator, Collection, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter
-
 from orchestra.aggregate import Aggregator, PassThrough, build_aggregator
 from orchestra.errors import ConfigurationError, DecisionError, DuplicateIdError, ReplayMismatch
 from orchestra.policies import Budget, RoutingPolicy
-from orchestra.routing import BaseRouter, Decision, Dispatch, Finish, Router, RouterState, Turn, load_router
-from orchestra.trace import RunRecord, RunTrace, StepRecord
+from orchestra.routing import BaseRouter, Dispatch, Finish, Router, RouterState, Turn, load_router
+from orchestra.trace import _DECISION, RunRecord, RunTrace, StepRecord
 
 if TYPE_CHECKING:
     from orchestra.runtime import Orchestra, RunEvent, RunResult, Workflow
 
 __all__ = ["RecordedRouter", "aresume", "astream_resume", "replay", "resume", "stream_resume"]
-
-_DECISION = TypeAdapter(Decision)
 
 
 class RecordedRouter(BaseRouter):

@@ -27,7 +27,6 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
-from pydantic import TypeAdapter
 from tenacity import AsyncRetrying, RetryCallState, Retrying
 
 from orchestra.agent import AgentContext, AgentReply, agent_for_card
@@ -54,14 +53,12 @@ from orchestra.errors import (
 from orchestra.model import ChatChunk, ChatModel, ChatOptions, ChatResult, Message
 from orchestra.policies import Budget, FallbackPolicy, RetryPolicy, RoutingPolicy, retrying
 from orchestra.registry import Registry, RegistrySnapshot
-from orchestra.routing import Call, Decision, Dispatch, Finish, ModelAccess, Observation, Router, RouterState, Turn, load_router
-from orchestra.trace import RunRecord, RunTrace, StepRecord, Store, new_id
+from orchestra.routing import Call, Dispatch, Finish, ModelAccess, Observation, Router, RouterState, Turn, load_router
+from orchestra.trace import _DECISION, RunRecord, RunTrace, StepRecord, Store, new_id
 
 __all__ = ["ModelFactory", "Orchestra", "RunEvent", "RunResult", "Workflow"]
 
 logger = logging.getLogger(__name__)
-
-_DECISION: TypeAdapter[Dispatch | Finish] = TypeAdapter(Decision)
 
 ModelFactory = Callable[[ModelCard, RetryPolicy], ChatModel]
 """Builds the `ChatModel` for a card; the default speaks to any OpenAI-compatible endpoint."""

@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from orchestra.policies import Budget
+from orchestra.routing import Decision, Dispatch, Finish
+
+_DECISION: TypeAdapter[Dispatch | Finish] = TypeAdapter(Decision)
 
 __all__ = ["RegistryEvent", "RunRecord", "RunStatus", "RunTrace", "StepKind", "StepRecord", "Store", "new_id", "summarize_runs"]
 
@@ -133,6 +136,13 @@ class RunTrace(BaseModel):
         ran live (0, 0 for any other run)."""
         marks = [step.response.get("resumed") for step in self.steps if step.kind in ("decision", "call", "aggregate")]
         return marks.count("served"), marks.count("live")
+
+    def decisions(self) -> list[Dispatch | Finish]:
+        """The run's decisions as the router made them, in order (typed, as `RunResult.decisions` has them): the
+        chosen agents or models with their queries, the rationale, every candidate's score and the router's meta.
+        A decision step that failed (the router raised) has none and is left out."""
+        return [_DECISION.validate_python(step.response["decision"]) for step in self.steps
+                if step.kind == "decision" and not step.error and "decision" in step.response]
 
     def children(self, parent_id: str | None) -> list[StepRecord]:
         """The steps under ``parent_id`` (``None``: the top level), in the order they were stored."""

@@ -1596,3 +1596,29 @@ def test_a_multi_round_router_is_given_no_aggregator_and_its_runs_record_none() 
     assert meta["aggregator"] is None and meta["multi_round"] is True
     single = app.workflow(FunctionRouter(lambda state: Dispatch(calls=(Call(agent_id="echo", query=state.query),)))).run("ping")
     assert app.store.get_run(single.run_id).run.meta["aggregator"] == {"name": "pass-through"}
+
+
+def test_a_stored_run_gives_back_its_decisions_typed_as_the_run_result_had_them() -> None:
+    """`RunTrace.decisions()`: what a user reading a past run wants (chosen agents, scores, rationale, meta) as the
+    Dispatch and Finish the router returned, not the step's JSON; a decision that failed has none."""
+    from orchestra import CandidateScore
+
+    app = Orchestra(store=InMemoryStore())
+    app.registry.add_agent(AgentCard(id="echo", description="echoes"), implementation=lambda query: query)
+
+    def loop(state: RouterState) -> Dispatch | Finish:
+        if not state.observations:
+            return Dispatch(calls=(Call(agent_id="echo", query=state.query),), rationale="echo first",
+                            scores=(CandidateScore(id="echo", score=0.9, detail={"why": "only one"}),), meta={"round": 0})
+        return Finish(answer="done")
+
+    result = app.workflow(FunctionRouter(loop, multi_round=True)).run("ping")
+    decisions = app.store.get_run(result.run_id).decisions()
+    assert decisions == list(result.decisions) and [type(d).__name__ for d in decisions] == ["Dispatch", "Finish"]
+    assert decisions[0].scores[0].detail == {"why": "only one"} and decisions[0].meta == {"round": 0}
+
+    def broken(state: RouterState) -> Dispatch:
+        raise RuntimeError("router down")
+
+    failed = app.workflow(FunctionRouter(broken)).run("ping")
+    assert failed.status == "error" and app.store.get_run(failed.run_id).decisions() == []
