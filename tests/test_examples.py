@@ -86,16 +86,67 @@ def check_model_routing(result: dict[str, Any]) -> None:
     assert chosen["score"] == max(score["score"] for score in trace["scores"]) and len(trace["scores"]) == 11
 
 
+def check_tcar_on_a_local_model(result: dict[str, Any]) -> None:
+    runs = result["runs"]
+    assert [run["status"] for run in runs] == ["ok"] * 3
+    for run in runs:
+        # constrained decoding: every raw answer reads as a JSON object naming agents of its prompt's list
+        assert run["parsed"] and run["reasoning"]
+        assert set(run["chosen"]) <= set(run["candidates"]) and len(run["chosen"]) <= 2
+        assert run["out_of_scope"] == (not run["chosen"])
+        # the trace holds the run as it went: the calls the decision made, every token the run counted
+        assert sorted(run["answers"]) == run["observations"] == sorted(run["chosen"])
+        assert run["router_tokens"] > 0 and run["model_call_tokens"] == run["run_tokens"] == run["result_tokens"]
+        # the refiner's model is called only to merge two real answers or more (refusals are not merged)
+        assert run["refined"] == (len(set(run["answers"]) - set(run["declined"])) >= 2)
+        assert run["refined"] == (run["refine_tokens"] > 0) and run["answer"]
+    tools = {"units": "42 km = 26.10 miles", "wordcount": "'the marathon is long' has 4 words and 20 characters"}
+    assert all(answer == tools[agent] for agent, answer in runs[0]["answers"].items() if agent in tools)
+    # onboarded by its card alone: offered at the next decision (in its prompt and candidates), never before
+    assert result["onboarded"] == "roman"
+    assert all("roman" not in run["candidates"] and "- roman:" not in run["prompt"] for run in runs[:2])
+    assert "roman" in runs[2]["candidates"] and "- roman: Converts whole numbers to Roman numerals" in runs[2]["prompt"]
+    if "roman" in runs[2]["chosen"]:  # whether the 135M router picks it is up to the model
+        assert runs[2]["answers"]["roman"] == "1994 in Roman numerals is MCMXCIV"
+
+
+def check_router_r1_loop(result: dict[str, Any]) -> None:
+    assert len(result["runs"]) == 2
+    for run in result["runs"]:
+        loop, meta = run["loop"], run["finish_meta"]
+        assert run["status"] == loop["status"] == "ok" and run["answer"] == loop["answer"]
+        # every turn in the protocol (constrained JSON turns), and at most max_rounds consultations before the answer
+        assert meta["format_valid"] is True and meta["format_violations"] == []
+        assert run["decisions"] == [turn["kind"] for turn in loop["rounds"]] and run["decisions"][-1] == "finish"
+        assert set(run["decisions"][:-1]) <= {"dispatch"} and meta["rounds"] == len(run["decisions"]) - 1 <= result["max_rounds"]
+        # the trace's consultations are the run's: model, query, information and cost, in order, from the pool
+        consulted = [c for turn in loop["rounds"] for c in turn["consultations"]]
+        assert [(c["model"], c["query"], c["information"], c["cost_usd"]) for c in consulted] == run["observations"]
+        assert meta["consulted"] == [c["model"] for c in consulted] and set(meta["consulted"]) <= set(result["pool"])
+        assert all(turn["router_turns"] >= 1 and turn["router_tokens"] > 0 for turn in loop["rounds"])
+        assert run["model_calls"] == sum(turn["router_turns"] for turn in loop["rounds"])
+        # the router model is free: the run's cost is what the consulted models' recorded answers cost
+        assert loop["pool_cost_usd"] == pytest.approx(loop["run_cost_usd"])
+        # exact replay: the same trace and answer, with no model called
+        replayed = run["replay"]
+        assert replayed["status"] == "ok" and replayed["answer"] == run["answer"] and replayed["same_tree"]
+        assert replayed["model_calls"] == 0 and run["model_calls"] > 0
+        assert replayed["cost_usd"] == pytest.approx(loop["run_cost_usd"])
+
+
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {
     "durable_runs": check_durable_runs,
     "model_routing": check_model_routing,
     "onboard_and_replay": check_onboard_and_replay,
     "openai_client": check_openai_client,
+    "router_r1_loop": check_router_r1_loop,
+    "tcar_on_a_local_model": check_tcar_on_a_local_model,
     "train_router_on_data": check_train_router_on_data,
 }
 NEEDS_DATA = {
-    "train_router_on_data": Path(__file__).resolve().parents[2] / "shared" / "data" / "agents" / "clinc150",
     "model_routing": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
+    "router_r1_loop": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
+    "train_router_on_data": Path(__file__).resolve().parents[2] / "shared" / "data" / "agents" / "clinc150",
 }
 """Examples that read ../shared/data (the routing data beside the repository) and the set folder each reads."""
 
