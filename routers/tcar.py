@@ -127,14 +127,16 @@ def _json_object(text: str) -> dict[str, Any] | None:
 def parse_answer(text: str, known_ids: Sequence[str], k: int) -> dict[str, Any]:
     """Strict reading of the model's answer.
 
-    Returns ``{"ok", "agents", "dropped", "beyond_k", "reasoning", "out_of_scope", "error"}``: ``agents`` are
-    known ids in the model's order (each once, at most ``k``); ``dropped`` every name that is not an exact known
-    id; ``ok`` is False when the answer is not a JSON object with an ``agents`` list.
+    Returns ``{"ok", "agents", "dropped", "repeated", "beyond_k", "reasoning", "out_of_scope", "error"}``:
+    ``agents`` are known ids in the model's order (each once, at most ``k``); ``dropped`` every name that is not an
+    exact known id; ``repeated`` a known id named again (small models often do: the set is then smaller than the
+    model's list); ``ok`` is False when the answer is not a JSON object with an ``agents`` list.
     """
     result: dict[str, Any] = {
         "ok": False,
         "agents": [],
         "dropped": [],
+        "repeated": [],
         "beyond_k": [],
         "reasoning": "",
         "out_of_scope": False,
@@ -164,6 +166,8 @@ def parse_answer(text: str, known_ids: Sequence[str], k: int) -> dict[str, Any]:
         if isinstance(name, str) and name in known:
             if name not in chosen:
                 chosen.append(name)
+            else:
+                result["repeated"].append(name)
         else:
             result["dropped"].append(name if isinstance(name, str) else json.dumps(name))
     result["ok"] = True
@@ -275,6 +279,8 @@ class TCARRouter(BaseRouter):
             meta["prefilter"] = f"embedding similarity shortlist of {len(candidates)} among {len(state.agents)} agents"
         if parsed["beyond_k"]:
             meta["beyond_k"] = parsed["beyond_k"]
+        if parsed["repeated"]:
+            meta["repeated"] = parsed["repeated"]
         rank = {agent_id: i for i, agent_id in enumerate(parsed["agents"])}
         scores = tuple(
             sorted(

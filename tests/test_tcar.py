@@ -185,3 +185,15 @@ def test_a_raw_line_break_in_the_reasoning_keeps_the_named_agents():
     whole = re.compile(pattern[1:-1])  # fullmatch: Python's $ would also match before a final line break
     assert whole.fullmatch("The user asks: rain.")
     assert not any(whole.fullmatch(text) for text in ("is:\n", "a\rb", 'a "quote"', "back\\slash", "x" * 21))
+
+
+def test_an_agent_named_twice_joins_once_and_the_repeat_is_recorded():
+    """Small models often write ["units", "units"]: the set holds the agent once, and the decision's meta says the
+    model repeated it, since the set is then smaller than the list the model wrote."""
+    parsed = parse_answer(answer(["weather", "weather", "music", "weather"]), ["weather", "music", "bank"], 3)
+    assert parsed["agents"] == ["weather", "music"] and parsed["repeated"] == ["weather", "weather"]
+    decision, _ = run([answer(["bank", "bank"])])
+    assert isinstance(decision, Dispatch) and [c.agent_id for c in decision.calls] == ["bank"]
+    assert decision.meta["repeated"] == ["bank"]
+    decision, _ = run([answer(["bank"])])
+    assert "repeated" not in decision.meta
