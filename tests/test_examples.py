@@ -134,8 +134,30 @@ def check_router_r1_loop(result: dict[str, Any]) -> None:
         assert replayed["cost_usd"] == pytest.approx(loop["run_cost_usd"])
 
 
+def check_fused_answers(result: dict[str, Any]) -> None:
+    assert result["questions"] == 60 and result["tasks"] == ["arc-challenge", "winogrande"]
+    assert result["dispatched"] == [3] and result["weights_sum_to_one"]  # top-3 models per question, weights p renormalised
+    # the run's answer is the p-weighted vote of its observations, and the option `bench fusion` fuses from the same p
+    # (with p this flat that vote is a majority: the weights would choose only if the three answers all differed)
+    assert result["fused_is_weighted_vote"] and result["fused_as_bench"] and result["fusion"] == "weighted-vote"
+    assert result["overridden"] >= 1  # the vote did not merely pass the top-1 model's answer on
+    assert result["cost_as_recorded"]  # each answer is a recorded response, paid at its recorded cost
+    # routing: the router's top-1 (mostly GPT-4) and the fused vote beat a single model on average and the vote of
+    # three models drawn at random (about 0.87, 0.83, 0.68 and 0.72); GPT-4 alone is a bar the vote need not clear
+    assert result["top1_models"].get("gpt-4-1106-preview", 0) > result["questions"] / 2
+    assert result["top1_accuracy"] >= result["mean_single_accuracy"] + 0.1
+    assert result["fused_accuracy"] >= result["mean_single_accuracy"] + 0.1
+    assert result["fused_accuracy"] >= result["random_three_accuracy"] + 0.05
+    assert 0.75 <= result["gpt4_accuracy"] <= 1.0
+    # the held-out model, onboarded by card, is a candidate with a probability at the next decision, untrained on
+    assert (result["candidates_before"], result["candidates_after"]) == (10, 11)
+    assert result["onboarded_meta"] == ["claude-v2"] and result["onboarded_seen"] == "no" and result["onboarded_p"] > 0
+    assert "claude-v2" not in result["known_after"] and result["onboarded_status"] == "ok"
+
+
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {
     "durable_runs": check_durable_runs,
+    "fused_answers": check_fused_answers,
     "model_routing": check_model_routing,
     "onboard_and_replay": check_onboard_and_replay,
     "openai_client": check_openai_client,
@@ -144,6 +166,7 @@ EXPECTATIONS: dict[str, Callable[[Any], None]] = {
     "train_router_on_data": check_train_router_on_data,
 }
 NEEDS_DATA = {
+    "fused_answers": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
     "model_routing": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
     "router_r1_loop": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
     "train_router_on_data": Path(__file__).resolve().parents[2] / "shared" / "data" / "agents" / "clinc150",
