@@ -24,7 +24,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal, NoReturn, TypedDict
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 from tenacity import AsyncRetrying, RetryCallState, Retrying
@@ -1119,6 +1119,15 @@ def _passed_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(config)
 
 
+def _inside_a_graph() -> bool:
+    """The run was started inside a LangGraph (or LangChain) run: `run` or `arun` from a node of the user's own graph."""
+    try:
+        get_config()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _ctx(config: RunnableConfig) -> _RunContext:
     ctx = config.get("configurable", {}).get("orchestra_run")
     if ctx is None:
@@ -1200,7 +1209,10 @@ class Workflow:
         else:
             graph.add_edge("call", "aggregate")
         graph.add_edge("aggregate", END)
-        return graph.compile()
+        # never a checkpointer, not even a parent graph's: run from a node of a checkpointed graph of the user's own,
+        # it took theirs, and when that node ran again (resumed after an interrupt) the run found its last checkpoint
+        # and ran nothing. The trace store is the run's record, and resume() its way back.
+        return graph.compile(checkpointer=False)
 
     @staticmethod
     def _fan_out(state: _GraphState) -> list[Send] | str:
@@ -1761,6 +1773,9 @@ class Workflow:
         )
         self.app.store.start_run(run)
         ctx = _RunContext(self.app, self, run, turns, policy, recording, self.router)
+        # from a node of the user's own graph, whose stream (subgraphs=True) carries the run's events: its models'
+        # answers stream there as token events, as in `stream`
+        ctx.streaming = _inside_a_graph()
         graph_config: RunnableConfig = {
             **passed,  # type: ignore[typeddict-item]
             # tracers (LangSmith, Langfuse) see the run's id beside their own, to find its trace in the store

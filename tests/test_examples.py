@@ -155,9 +155,47 @@ def check_fused_answers(result: dict[str, Any]) -> None:
     assert "claude-v2" not in result["known_after"] and result["onboarded_status"] == "ok"
 
 
+def check_inside_a_langgraph_graph(result: dict[str, Any]) -> None:
+    # the user's triage normalised the request; the orchestra node's run answered it; format wrote the reply
+    assert result["query"] == "how many miles is a 42 km marathon?"
+    assert result["answer"] == "42 km = 26.098 miles" and result["agents"] == ["units"]
+    assert result["reply"] == f"42 km = 26.098 miles  [units; run {result['run_id'][:8]}]"
+    # a tracer given to the user's graph sees its nodes and Orchestra's, these with the run's id, tags and metadata
+    assert result["outer_nodes"] == ["triage", "orchestra", "format"] and result["inner_nodes"] == ["aggregate", "call", "router"]
+    assert result["tracer_run_ids"] == [result["run_id"]] and result["inner_tags_ok"] and result["inner_metadata_ok"]
+    # the run read back from the store by that id
+    assert result["stored_status"] == "ok" and result["stored_query"] == result["query"]
+    decision, aggregate = result["tree"]
+    assert decision["calls"] == ["units"] and [child["agent"] for child in decision["children"]] == ["units"]
+    assert aggregate == {"kind": "aggregate", "round": 1, "answer": "42 km = 26.098 miles"}
+    scores = result["decision_scores"]
+    assert result["decision_calls"] == ["units"] and scores["units"] >= 0.35 > max(scores["wordcount"], scores["reverse"])
+    # streamed, sync (run) and async (arun): the run's events under the node's namespace, before the node's update
+    for chunks, agents, answer in ((result["streamed"], {"wordcount", "units"}, "6 words, 18 characters"),
+                                   (result["astreamed"], {"reverse"}, "artsehcro")):
+        ours = [chunk for chunk in chunks if chunk["namespace"] == ()]
+        assert [chunk["nodes"] for chunk in ours] == [["triage"], ["orchestra"], ["format"]]
+        run_id = ours[1]["update"]["orchestra"]["run_id"]
+        events = [chunk for chunk in chunks if chunk["mode"] == "custom"]
+        assert [event["kind"] for event in events] == ["decision"] + ["call"] * len(agents) + ["aggregate"]
+        assert {event["run_id"] for event in events} == {run_id}
+        assert len({event["namespace"] for event in events}) == 1 and events[0]["namespace"][0].startswith("orchestra:")
+        assert chunks.index(events[-1]) < chunks.index(ours[1])  # they came while the user's graph was running
+        assert {event["what"].split(" -> ")[0].removeprefix("call: ") for event in events if event["kind"] == "call"} == agents
+        assert answer in events[-1]["what"]
+    # the user's recursion_limit, max_concurrency and checkpointer: both turns ran and were stored, no inner checkpoint
+    assert result["turn_status"] == ["ok", "ok"] and result["turn_steps"] == [["decision", "call", "aggregate"]] * 2
+    assert result["turn_replies"][0].startswith("42 km = 26.098 miles  [units;") and result["turn_replies"][1].startswith("hparggnal  [reverse;")
+    assert result["checkpoint_namespaces"] == [""]
+    # handed to workflow.run itself, those keys are refused, naming what sets them
+    assert set(result["refused"]) == {"recursion_limit", "max_concurrency", "configurable"}
+    assert "Budget.max_rounds" in result["refused"]["recursion_limit"] and "Budget.max_parallel_calls" in result["refused"]["max_concurrency"]
+
+
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {
     "durable_runs": check_durable_runs,
     "fused_answers": check_fused_answers,
+    "inside_a_langgraph_graph": check_inside_a_langgraph_graph,
     "model_routing": check_model_routing,
     "onboard_and_replay": check_onboard_and_replay,
     "openai_client": check_openai_client,

@@ -1622,3 +1622,89 @@ def test_a_stored_run_gives_back_its_decisions_typed_as_the_run_result_had_them(
 
     failed = app.workflow(FunctionRouter(broken)).run("ping")
     assert failed.status == "error" and app.store.get_run(failed.run_id).decisions() == []
+
+
+# -- a workflow inside a graph of the user's own ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_workflow_run_inside_a_node_streams_its_model_answers_as_token_events_under_the_node_s_namespace(asynchronous: bool) -> None:
+    """The README promises a parent graph's ``stream(..., stream_mode="custom", subgraphs=True)`` the run's token
+    events beside its decision, call and aggregate ones. Only `Workflow.stream` streamed model answers, so a run
+    started with `run` or `arun` from a node sent none: a user's graph could not show an agent writing."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    app = make_app(ScriptedModel("writer", ["Paris is the capital."]))
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+
+    class Outer(TypedDict):
+        question: str
+        answer: str
+
+    def ask(state: Outer) -> dict[str, str]:
+        return {"answer": workflow.run(state["question"]).answer}
+
+    async def aask(state: Outer) -> dict[str, str]:
+        return {"answer": (await workflow.arun(state["question"])).answer}
+
+    outer = StateGraph(Outer).add_node("orchestra", aask if asynchronous else ask).add_edge(START, "orchestra").add_edge("orchestra", END).compile()
+
+    async def collect() -> list[Any]:
+        return [chunk async for chunk in outer.astream({"question": "capital?"}, stream_mode="custom", subgraphs=True)]
+
+    chunks = asyncio.run(collect()) if asynchronous else list(outer.stream({"question": "capital?"}, stream_mode="custom", subgraphs=True))
+    assert [event.kind for _, event in chunks] == ["decision", "token", "token", "token", "token", "call", "aggregate"]
+    assert all(namespace[0].startswith("orchestra:") for namespace, _ in chunks)
+    tokens = [event.data for _, event in chunks if event.kind == "token"]
+    assert "".join(token["delta"] for token in tokens) == "Paris is the capital." and {token["agent_id"] for token in tokens} == {"geo"}
+    # the same run alone, with no graph around it, still calls its model whole (nobody reads its tokens)
+    assert workflow.run("capital?").answer == "Paris is the capital."
+
+
+def test_a_workflow_run_inside_a_checkpointed_graph_runs_anew_when_its_node_runs_again_after_an_interrupt() -> None:
+    """A node that runs a workflow and then asks a human (LangGraph's ``interrupt``) runs again from its start when
+    the graph is resumed. The workflow's graph took the parent's checkpointer, so the second run found the first
+    one's final checkpoint under the same task and ran nothing: no decision, no call, yet stored ``ok`` with the
+    first run's answer and no step. The trace store is the workflow's record; its graph keeps no checkpoint."""
+    from typing import TypedDict
+
+    from langgraph.checkpoint.memory import MemorySaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Command, interrupt
+
+    app = make_app()
+    asked: list[str] = []
+
+    def answer(query: str) -> str:
+        asked.append(query)
+        return f"draft {len(asked)}"
+
+    app.registry.add_agent(AgentCard(id="drafts", description="Drafts."), implementation=answer)
+    workflow = app.workflow(FunctionRouter(dispatch_all))
+
+    class Outer(TypedDict):
+        question: str
+        answer: str
+
+    def draft_then_ask_a_human(state: Outer) -> dict[str, str]:
+        result = workflow.run(state["question"])
+        verdict = interrupt({"draft": result.answer, "run_id": result.run_id})
+        return {"answer": f"{result.answer} ({verdict}, run {result.run_id})"}
+
+    saver = MemorySaver()
+    outer = (StateGraph(Outer).add_node("orchestra", draft_then_ask_a_human).add_edge(START, "orchestra")
+             .add_edge("orchestra", END).compile(checkpointer=saver))
+    config = {"configurable": {"thread_id": "t"}}
+    paused = outer.invoke({"question": "write it"}, config)
+    assert paused["__interrupt__"][0].value["draft"] == "draft 1"
+    resumed = outer.invoke(Command(resume="approved"), config)
+
+    assert asked == ["write it", "write it"]  # the node ran again, and so did its workflow
+    runs = app.store.list_runs()
+    assert len(runs) == 2 and resumed["answer"] == f"draft 2 (approved, run {runs[0].id})"
+    for run in runs:
+        assert [step.kind for step in app.store.get_run(run.id).steps] == ["decision", "call", "aggregate"]
+    assert {saved.config["configurable"]["checkpoint_ns"] for saved in saver.list(config)} == {""}  # only the user's graph checkpointed
