@@ -14,9 +14,9 @@ router, `format` writes the reply) is built and compiled with LangGraph's own AP
 - a LangChain callback handler given to your graph (a LangSmith or Langfuse tracer in real life; here a small one
   that records chain starts) sees Orchestra's router, call and aggregate nodes, with `orchestra_run_id` in their
   metadata beside your own tags and metadata;
-- your graph's `recursion_limit`, `max_concurrency` and checkpointer leave the run working: its recursion limit is
-  its own (from `Budget.max_rounds`), your `max_concurrency` also bounds its parallel agent calls unless the
-  workflow's `Budget(max_parallel_calls=...)` sets its own, and it keeps no checkpoint in your checkpointer (the
+- your graph's `recursion_limit`, `max_concurrency` and checkpointer leave the run working: its recursion limit and
+  concurrency are its own (from `Budget.max_rounds` and `Budget.max_parallel_calls`, all of a dispatch's calls at
+  once when that is unset), and it keeps no checkpoint in your checkpointer (the
   trace store is its record: a node that runs again, resumed after an `interrupt`, runs the workflow anew). Handed
   to `workflow.run` directly, those keys are refused, naming what sets them.
 

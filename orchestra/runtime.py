@@ -1782,9 +1782,10 @@ class Workflow:
             "metadata": {**passed.get("metadata", {}), "orchestra_run_id": run.id},
             "configurable": {"orchestra_run": ctx},
             "recursion_limit": 4 * self.budget.max_rounds + 10,
+            # always set: from a node of the user's graph the run would otherwise take that graph's max_concurrency
+            # (a dispatch never holds more than max_calls calls, so max_calls is "all at once")
+            "max_concurrency": self.budget.max_parallel_calls or self.budget.max_calls,
         }
-        if self.budget.max_parallel_calls is not None:
-            graph_config["max_concurrency"] = self.budget.max_parallel_calls
         self.app._under_way[run.id] = ctx.tracker
         return ctx, {"query": query, "round": 0, "observations": []}, graph_config
 

@@ -1708,3 +1708,40 @@ def test_a_workflow_run_inside_a_checkpointed_graph_runs_anew_when_its_node_runs
     for run in runs:
         assert [step.kind for step in app.store.get_run(run.id).steps] == ["decision", "call", "aggregate"]
     assert {saved.config["configurable"]["checkpoint_ns"] for saved in saver.list(config)} == {""}  # only the user's graph checkpointed
+
+
+def test_a_run_from_a_node_keeps_its_own_concurrency_whatever_the_outer_graph_s_max_concurrency() -> None:
+    """Budget sets the run's concurrency: with max_parallel_calls unset a dispatch's calls run all at once, even
+    from a node of a graph run with max_concurrency=1 (it used to take the outer graph's, and ran them one by one).
+    Three agents wait for one another at a barrier: run one at a time, the first would wait in vain."""
+    import threading
+
+    from langgraph.graph import END, START, StateGraph
+    from typing_extensions import TypedDict
+
+    barrier = threading.Barrier(3, timeout=5)
+
+    def meet(query: str) -> str:
+        barrier.wait()  # BrokenBarrierError (a failed call) unless the three run at once
+        return "met"
+
+    app = Orchestra(store=InMemoryStore())
+    for agent_id in ("a", "b", "c"):
+        app.registry.add_agent(AgentCard(id=agent_id, description="meets the others"), implementation=meet)
+    workflow = app.workflow("all")
+
+    class State(TypedDict):
+        query: str
+        answer: str
+
+    def routed(state: State) -> dict[str, str]:
+        return {"answer": workflow.run(state["query"]).answer or ""}
+
+    outer = StateGraph(State)
+    outer.add_node("routed", routed)
+    outer.add_edge(START, "routed")
+    outer.add_edge("routed", END)
+    final = outer.compile().invoke({"query": "meet", "answer": ""}, {"max_concurrency": 1})
+    assert final["answer"].count("met") == 3, final
+    (run,) = app.store.list_runs()
+    assert run.status == "ok" and run.meta["budget"]["max_parallel_calls"] is None
