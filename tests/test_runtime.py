@@ -823,8 +823,6 @@ def test_fuse_votes_on_options_and_refines_free_text_and_pass_through_names_the_
 def test_a_model_that_raises_a_plain_exception_is_a_recorded_model_failure_and_the_run_version_is_fresh() -> None:
     """A user's ChatModel with a bug (RuntimeError) left no model_call step; the run's registry version was read
     before taking in another process's onboarding, so it disagreed with its own decision's."""
-    from orchestra.errors import ModelError
-
     class Broken(ScriptedModel):
         def chat(self, messages, options=None):  # type: ignore[no-untyped-def]
             raise RuntimeError("bug in the wrapper")
@@ -1320,18 +1318,12 @@ def test_a_retried_agent_s_next_attempt_restarts_the_text_its_failed_attempt_had
     assert text.strip() == "second draft" and events[-1].data["result"].answer == "second draft"
 
 
-@pytest.mark.parametrize("asynchronous", [False, True])
-def test_a_workflow_run_inside_a_node_of_the_user_s_own_langgraph_graph_streams_its_events_as_a_subgraph(asynchronous: bool) -> None:
-    """A LangGraph user embeds a workflow in a graph of their own (with its checkpointer): the run is stored as
-    usual, and the parent's stream with ``subgraphs=True`` carries the run's events under the node's namespace."""
+def _inside_a_node(workflow: Any, asynchronous: bool = False, checkpointer: Any = None) -> Any:
+    """A user's own LangGraph graph whose one node, ``orchestra``, answers ``question`` with ``workflow`` (``run``, or
+    ``arun`` from an async node), compiled with ``checkpointer``."""
     from typing import TypedDict
 
-    from langgraph.checkpoint.memory import MemorySaver
     from langgraph.graph import END, START, StateGraph
-
-    app = make_app()
-    app.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
-    workflow = app.workflow(FunctionRouter(dispatch_all))
 
     class Outer(TypedDict):
         question: str
@@ -1343,11 +1335,19 @@ def test_a_workflow_run_inside_a_node_of_the_user_s_own_langgraph_graph_streams_
     async def aask(state: Outer) -> dict[str, str]:
         return {"answer": (await workflow.arun(state["question"])).answer}
 
-    builder = StateGraph(Outer)
-    builder.add_node("orchestra", aask if asynchronous else ask)
-    builder.add_edge(START, "orchestra")
-    builder.add_edge("orchestra", END)
-    outer = builder.compile(checkpointer=MemorySaver())
+    builder = StateGraph(Outer).add_node("orchestra", aask if asynchronous else ask)
+    return builder.add_edge(START, "orchestra").add_edge("orchestra", END).compile(checkpointer=checkpointer)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_workflow_run_inside_a_node_of_the_user_s_own_langgraph_graph_streams_its_events_as_a_subgraph(asynchronous: bool) -> None:
+    """A LangGraph user embeds a workflow in a graph of their own (with its checkpointer): the run is stored as
+    usual, and the parent's stream with ``subgraphs=True`` carries the run's events under the node's namespace."""
+    from langgraph.checkpoint.memory import MemorySaver
+
+    app = make_app()
+    app.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "42")
+    outer = _inside_a_node(app.workflow(FunctionRouter(dispatch_all)), asynchronous, MemorySaver())
     config = {"configurable": {"thread_id": "t"}}
 
     async def collect() -> list[Any]:
@@ -1632,25 +1632,10 @@ def test_a_workflow_run_inside_a_node_streams_its_model_answers_as_token_events_
     """The README promises a parent graph's ``stream(..., stream_mode="custom", subgraphs=True)`` the run's token
     events beside its decision, call and aggregate ones. Only `Workflow.stream` streamed model answers, so a run
     started with `run` or `arun` from a node sent none: a user's graph could not show an agent writing."""
-    from typing import TypedDict
-
-    from langgraph.graph import END, START, StateGraph
-
     app = make_app(ScriptedModel("writer", ["Paris is the capital."]))
     app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
     workflow = app.workflow(FunctionRouter(dispatch_all))
-
-    class Outer(TypedDict):
-        question: str
-        answer: str
-
-    def ask(state: Outer) -> dict[str, str]:
-        return {"answer": workflow.run(state["question"]).answer}
-
-    async def aask(state: Outer) -> dict[str, str]:
-        return {"answer": (await workflow.arun(state["question"])).answer}
-
-    outer = StateGraph(Outer).add_node("orchestra", aask if asynchronous else ask).add_edge(START, "orchestra").add_edge("orchestra", END).compile()
+    outer = _inside_a_node(workflow, asynchronous)
 
     async def collect() -> list[Any]:
         return [chunk async for chunk in outer.astream({"question": "capital?"}, stream_mode="custom", subgraphs=True)]
@@ -1716,9 +1701,6 @@ def test_a_run_from_a_node_keeps_its_own_concurrency_whatever_the_outer_graph_s_
     Three agents wait for one another at a barrier: run one at a time, the first would wait in vain."""
     import threading
 
-    from langgraph.graph import END, START, StateGraph
-    from typing_extensions import TypedDict
-
     barrier = threading.Barrier(3, timeout=5)
 
     def meet(query: str) -> str:
@@ -1728,20 +1710,7 @@ def test_a_run_from_a_node_keeps_its_own_concurrency_whatever_the_outer_graph_s_
     app = Orchestra(store=InMemoryStore())
     for agent_id in ("a", "b", "c"):
         app.registry.add_agent(AgentCard(id=agent_id, description="meets the others"), implementation=meet)
-    workflow = app.workflow("all")
-
-    class State(TypedDict):
-        query: str
-        answer: str
-
-    def routed(state: State) -> dict[str, str]:
-        return {"answer": workflow.run(state["query"]).answer or ""}
-
-    outer = StateGraph(State)
-    outer.add_node("routed", routed)
-    outer.add_edge(START, "routed")
-    outer.add_edge("routed", END)
-    final = outer.compile().invoke({"query": "meet", "answer": ""}, {"max_concurrency": 1})
+    final = _inside_a_node(app.workflow("all")).invoke({"question": "meet", "answer": ""}, {"max_concurrency": 1})
     assert final["answer"].count("met") == 3, final
     (run,) = app.store.list_runs()
     assert run.status == "ok" and run.meta["budget"]["max_parallel_calls"] is None
