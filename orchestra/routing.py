@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkabl
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from orchestra.cards import AgentCard, ModelCard
-from orchestra.errors import ConfigurationError, UnknownRouterError
+from orchestra.errors import CheckpointError, ConfigurationError, UnknownRouterError
 from orchestra.model import ChatOptions, ChatResult, Message
 from orchestra.policies import RoutingPolicy
 
@@ -285,18 +285,31 @@ def load_router(name: str, **options: Any) -> Router:
     The ``checkpoint`` file of a router that loads one (`router_loads_checkpoint`) is taken from the working folder
     and made absolute (symbolic links kept, as the user named them): the router records it in every run's meta, and an exact replay started from another folder
     (or the UI, wherever Streamlit runs) must rebuild it from the same file rather than serve its decisions
-    unchecked. Every other option given overrides the one saved in the file, even at its default value."""
+    unchecked. A router class with a ``load`` classmethod is built by ``load(PATH, **other options)`` (its
+    constructor need not take ``checkpoint``; the other options are checked against it), and a file ``load`` cannot
+    read is a `CheckpointError`. Every other option given overrides the one saved in the file, even at its default
+    value."""
     factory = _factory(name)
-    _check_options(name, factory, options)
     checkpoint = options.get("checkpoint")
-    if isinstance(checkpoint, (str, os.PathLike)) and str(checkpoint) and getattr(factory, "checkpoint_format", None) is not None:
+    from_file = isinstance(checkpoint, (str, os.PathLike)) and bool(str(checkpoint)) and getattr(factory, "checkpoint_format", None) is not None
+    load = getattr(factory, "load", None)
+    by_load = from_file and isinstance(factory, type) and callable(load)
+    # built by its class's load, the file is load's first argument: a constructor need not take ``checkpoint`` too
+    # (one that did not was refused "takes no option 'checkpoint'", the file its checkpoint_format announces)
+    _check_options(name, factory, {key: value for key, value in options.items() if key != "checkpoint"} if by_load else options)
+    if from_file:
         path = os.path.abspath(Path(checkpoint).expanduser())
-        load = getattr(factory, "load", None)
-        if isinstance(factory, type) and callable(load):
+        if by_load:
             # Built by its class's load, every option named beside the file overrides the saved one. The constructor
             # cannot tell an option given at its default from one left out, and kept the saved value:
             # --option k=100 (knn's default) served the saved k=10, --option agent_id=null the saved agent.
-            return load(path, **{key: value for key, value in options.items() if key != "checkpoint"})  # type: ignore[no-any-return]
+            try:
+                return load(path, **{key: value for key, value in options.items() if key != "checkpoint"})  # type: ignore[no-any-return]
+            except OSError as exc:
+                # a router of the user's reads its file itself: a file moved or unreadable is named as the shipped
+                # routers name it, where a bare FileNotFoundError was a traceback from the CLI and, from an exact
+                # replay, a crash rather than the recorded decisions served with the reason
+                raise CheckpointError(f"router {name!r}: cannot read checkpoint {path!r}: {exc.strerror or exc}") from exc
         options["checkpoint"] = path
     return factory(**options)
 

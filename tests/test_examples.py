@@ -192,7 +192,45 @@ def check_inside_a_langgraph_graph(result: dict[str, Any]) -> None:
     assert "Budget.max_rounds" in result["refused"]["recursion_limit"] and "Budget.max_parallel_calls" in result["refused"]["max_concurrency"]
 
 
+def check_custom_router(result: dict[str, Any]) -> None:
+    assert result["trained_agents"] == ["calculator", "clock", "knowledge"]
+    heldout = result["heldout"]  # queries written apart from the cards: the router learnt words, not the examples by heart
+    assert heldout["in_scope"] == 12 and heldout["right"] >= 10 and heldout["refused"] == heldout["out_of_scope"] == 3
+    percent, weekday, haiku = runs = result["runs"]
+    for run in runs:
+        # every run names the router and the file it was built from: what a replay rebuilds it with
+        assert run["status"] == "ok" and run["router"]["name"] == "my-router" and run["router"]["checkpoint"] == result["checkpoint"]
+        assert sorted(run["scores"]) == result["trained_agents"] and sum(run["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert run["rationale"]
+    assert percent["agents"] == ["calculator"] and percent["answer"] == "42"
+    assert weekday["agents"] == ["clock"] and weekday["answer"].startswith("Friday")
+    for run in (percent, weekday):  # the chosen agent is the best-scored one
+        assert run["scores"][run["agents"][0]] == max(run["scores"].values()) >= 0.4
+    assert haiku["kind"] == "finish" and haiku["out_of_scope"] and haiku["agents"] == []
+    # exact replays in a fresh Orchestra rebuilt the router from its checkpoint (not RecordedRouter's served decisions)
+    for original, again in zip(runs, result["exact"]):
+        assert (again["status"], again["replay_mode"], again["replay_of"]) == ("ok", "exact", original["run_id"])
+        assert "recorded" not in again["router"] and again["router"]["checkpoint"] == result["checkpoint"]
+        assert (again["answer"], again["scores"], again["rationale"]) == (original["answer"], original["scores"], original["rationale"])
+    for original, other in zip(runs, result["counterfactual"]):
+        assert other["router"]["name"] == "embedding" and (other["replay_mode"], other["replay_of"]) == ("counterfactual", original["run_id"])
+        assert other["status"] == "ok" and other["scores"] != original["scores"]  # another router's own scores
+    chat, cli_replay = result["cli_chat"], result["cli_replay"]
+    assert chat["exit_code"] == 0 and chat["run"]["run_id"] in chat["stdout"] and chat["run"]["agents"] == ["clock"]
+    assert chat["run"]["router"]["checkpoint"] == result["checkpoint"] and chat["run"]["answer"].startswith("60 days")
+    assert cli_replay["exit_code"] == 0 and "not rebuilt" not in cli_replay["stderr"]
+    assert (cli_replay["run"]["replay_mode"], cli_replay["run"]["replay_of"]) == ("exact", chat["run"]["run_id"])
+    assert "recorded" not in cli_replay["run"]["router"] and cli_replay["run"]["status"] == "ok"
+    # decisions are checked, not served: a different router saved over the checkpoint is a mismatch
+    assert (result["tampered"]["status"], result["tampered"]["error"]) == ("error", "ReplayMismatch")
+    # a process that never registered the router (no entry point) serves the record, and says so
+    elsewhere = result["other_process"]
+    assert elsewhere["exit_code"] == 0 and "UnknownRouterError" in elsewhere["warning"]
+    assert elsewhere["run"]["router"]["recorded"] is True and elsewhere["run"]["replay_of"] == weekday["run_id"]
+
+
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {
+    "custom_router": check_custom_router,
     "durable_runs": check_durable_runs,
     "fused_answers": check_fused_answers,
     "inside_a_langgraph_graph": check_inside_a_langgraph_graph,

@@ -177,3 +177,58 @@ def test_register_router_refuses_a_name_or_factory_it_could_never_serve(name: ob
     with pytest.raises(ConfigurationError, match=problem):
         register_router(name, factory)  # type: ignore[arg-type]
     assert "mine" not in available_routers() and all(isinstance(known, str) for known in available_routers())
+
+
+def test_a_router_built_by_its_load_takes_checkpoint_without_its_constructor_naming_it(tmp_path, monkeypatch) -> None:
+    """A user's router with ``checkpoint_format`` and a ``load`` classmethod is built by ``load(PATH, ...)``: its
+    constructor need not take ``checkpoint`` (it was refused "takes no option 'checkpoint'"), the other options are
+    still checked against the constructor, and a file its ``load`` cannot read is a `CheckpointError` naming it (it
+    was a bare FileNotFoundError, which crashed an exact replay instead of serving the record with the reason)."""
+    import json
+
+    from orchestra import PassThrough, replay
+    from orchestra.errors import CheckpointError, ConfigurationError
+    from orchestra import routing
+    from orchestra.routing import Call
+
+    class SavedFixed:
+        name = "saved-fixed-test"
+        checkpoint_format = "tests.saved-fixed/1"
+
+        def __init__(self, agent_id: str = "weather") -> None:
+            self.agent_id, self.checkpoint = agent_id, None
+
+        @classmethod
+        def load(cls, path, **options):
+            router = cls(**{**json.loads(open(path).read()), **options})
+            router.checkpoint = str(path)
+            return router
+
+        def describe(self):
+            return {"name": self.name, "agent_id": self.agent_id, "checkpoint": self.checkpoint}
+
+        def decide(self, state):
+            return Dispatch(calls=(Call(agent_id=self.agent_id, query=state.query),), rationale="saved")
+
+    monkeypatch.setitem(routing._IN_PROCESS, SavedFixed.name, SavedFixed)
+    saved = tmp_path / "router.json"
+    saved.write_text(json.dumps({"agent_id": "taxi"}))
+    built = load_router(SavedFixed.name, checkpoint=str(saved))
+    assert (built.agent_id, built.checkpoint) == ("taxi", str(saved))
+    assert load_router(SavedFixed.name, checkpoint=str(saved), agent_id="weather").agent_id == "weather"
+    with pytest.raises(ConfigurationError, match="takes no option 'k'; its options: agent_id"):
+        load_router(SavedFixed.name, checkpoint=str(saved), k=3)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*gone.json"):
+        load_router(SavedFixed.name, checkpoint=str(tmp_path / "gone.json"))
+
+    app = Orchestra(store="memory://")
+    app.registry.add_agent(AgentCard(id="taxi", description="Books taxis.", backend="function", function="x:y"),
+                           implementation=lambda query: "booked")
+    run = app.workflow(SavedFixed.name, checkpoint=str(saved), aggregator=PassThrough()).run("a taxi please")
+    assert run.status == "ok" and app.store.get_run(run.run_id).run.meta["router"]["checkpoint"] == str(saved)
+    rebuilt = app.store.get_run(replay(app, run.run_id).run_id).run
+    assert rebuilt.status == "ok" and "recorded" not in rebuilt.meta["router"]  # rebuilt from the file, decided again
+    saved.unlink()
+    served = app.store.get_run(replay(app, run.run_id).run_id).run
+    assert served.status == "ok" and served.meta["router"]["recorded"] is True
+    assert "CheckpointError" in served.meta["router"]["why"] and "router.json" in served.meta["router"]["why"]
