@@ -228,7 +228,12 @@ class BaseRouter:
 
     def describe(self) -> dict[str, Any]:
         """``{"name": ..., **constructor options}``: shown in traces and the UI, and how an exact replay
-        rebuilds the router by name (``load_router(name, **options)``)."""
+        rebuilds the router by name (``load_router(name, **options)``). Every other key must be an option the
+        router takes, or the rebuild fails and the replay serves the recorded decisions instead, unchecked. What a
+        trained router learnt goes under ``"trained"`` (a summary, not an option); with it, the replay rebuilds the
+        router only from a ``"checkpoint"`` file named beside it, since built from its options alone it would be
+        untrained. ``name`` should be the name the router is registered under: the run records it, and a replay
+        in another process finds the router by it."""
         return {"name": self.name}
 
     def own_agents(self) -> Sequence[tuple[AgentCard, Any]]:
