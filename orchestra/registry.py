@@ -97,6 +97,7 @@ class Registry:
         for event in events:
             self._last_change[(event.kind, event.card_id)] = event.version
             table = self._table(event.kind)
+            held = table.get(event.card_id)
             if event.card is None:
                 table.pop(event.card_id, None)
             else:
@@ -108,6 +109,11 @@ class Registry:
                     # and a refusal here would stop the whole application); the fix is an update.
                     logger.warning("registry v%s: stored %s card %r no longer validates (%s); update it", event.version, event.kind, event.card_id, exc)
                     table[event.card_id] = card_type.model_construct(**event.card)
+            if event.kind == "agent" and (held is None or event.card is None or table[event.card_id].backend != held.backend):
+                # another process removed the agent (and maybe added the id back) or moved it to another backend:
+                # this process's implementation answered for the card it replaced, as remove_agent and
+                # update_agent drop it here; kept, it would go on answering in place of what the card now names
+                self._implementations.pop(event.card_id, None)
             self._version = max(self._version, event.version)
 
     # -- reading -----------------------------------------------------------------------------------------

@@ -421,3 +421,35 @@ def test_workers_starting_at_once_all_set_up_cleanly(open_same: Callable[[], Sto
     assert failures == []
     fresh = Registry(open_same())
     assert fresh.version == 2 and fresh.models() == [model] and fresh.agents() == [writer]
+
+
+def test_a_process_drops_its_implementation_when_another_removes_the_agent_or_moves_its_backend(
+    open_same: Callable[[], Store],
+) -> None:
+    """Process A (a server whose profile attached in-process code, as the default team's calculator has) kept
+    answering with that code after another process removed the agent and added the id back naming another function,
+    or moved it to an endpoint: A's run recorded the new card and called the old code."""
+    from orchestra import Orchestra, PassThrough
+
+    app = Orchestra(store=open_same())
+    server, cli = app.registry, Registry(open_same())
+    stale = lambda query: "stale in-process answer"  # noqa: E731
+    card = AgentCard(id="caps", description="Capitalises words.", backend="function", function="string:capwords")
+    server.add_agent(card, implementation=stale)
+    cli.refresh()
+    cli.update_agent(card.model_copy(update={"description": "Capitalises every word."}))
+    server.refresh()
+    assert server.implementation("caps") is stale  # the same backend: kept, as update_agent keeps it in one process
+
+    cli.remove_agent("caps")
+    cli.add_agent(card)  # the id back, answered by the function its card names
+    server.refresh()
+    assert server.implementation("caps") is None
+    result = app.workflow("fixed", aggregator=PassThrough(), agent_ids=["caps"]).run("spell it out")
+    assert result.status == "ok" and result.answer == "Spell It Out"
+
+    server.update_agent(card, implementation=stale)
+    cli.refresh()
+    cli.update_agent(AgentCard(id="caps", description="Capitalises words.", backend="endpoint", endpoint="http://127.0.0.1:9/v1"))
+    server.refresh()
+    assert server.implementation("caps") is None and server.agent("caps").backend == "endpoint"
