@@ -70,6 +70,16 @@ def _rebuild_router(trace: RunTrace) -> Router:
         return RecordedRouter(trace, f"{type(exc).__name__}: {exc}")
 
 
+def _stored_run(app: Orchestra, run_id: str) -> RunTrace:
+    """Run ``run_id`` as stored, once a run that a dead process of this host left ``running`` is marked
+    ``interrupted`` (what opening the store does): a server or UI that stays up would otherwise see such a run as
+    running for ever, and refuse to replay or resume it. `NotFoundError` names an unknown id."""
+    trace = app.store.get_run(run_id)
+    if trace.run.status == "running" and app.store.mark_interrupted():
+        trace = app.store.get_run(run_id)
+    return trace
+
+
 def _aggregator_for(run: RunRecord, given: Aggregator | None, router: Router, needed: bool, how: str) -> Aggregator | None:
     """What aggregates ``run`` again under ``router``: ``given``, else the shipped aggregator its record names. One
     of Orchestra's own that is not given is a `ConfigurationError` where the run again ``needed`` it (saying to pass
@@ -118,7 +128,7 @@ def replay(
             f"router options {', '.join(map(repr, sorted(router_options)))} are for a counterfactual replay: give router= too "
             "(an exact replay rebuilds the original router with its recorded options)"
         )
-    trace = app.store.get_run(run_id)
+    trace = _stored_run(app, run_id)
     run = trace.run
     if router is None and routing is not None:
         router = _rebuild_router(trace)
@@ -206,7 +216,7 @@ def _resumed(
 
     if budget is not None and not isinstance(budget, Budget):
         raise ConfigurationError(f"budget must be a Budget, got {type(budget).__name__} {budget!r:.60}")
-    trace = app.store.get_run(run_id)  # NotFoundError names an unknown id
+    trace = _stored_run(app, run_id)  # NotFoundError names an unknown id
     run = trace.run
     if run.status == "running":
         raise ConfigurationError(

@@ -471,14 +471,16 @@ def create_app(
 
     @api.get("/orchestra/runs/{run_id}")
     async def get_run(run_id: str) -> dict[str, Any]:
-        trace = orchestra.store.get_run(run_id)  # NotFoundError: 404
+        from orchestra.replay import _stored_run
+
+        trace = _stored_run(orchestra, run_id)  # NotFoundError: 404
         return {"run": trace.run.model_dump(mode="json"), "tree": trace.tree()}
 
     @api.post("/orchestra/runs/{run_id}/resume", status_code=201, response_model=None)
     async def resume_run(run_id: str, request: Request) -> Any:
-        from orchestra.replay import _rejected, aresume
+        from orchestra.replay import _rejected, _stored_run, aresume
 
-        trace = orchestra.store.get_run(run_id)  # NotFoundError: 404, before the body is read
+        trace = _stored_run(orchestra, run_id)  # NotFoundError: 404, before the body is read
         budget, reject = _resume_request(await _body(request), trace.run)
         _rejected(trace, reject)  # an agent the run did not wait for is the request's mistake (400), not the run's state
         try:

@@ -970,3 +970,27 @@ def test_a_runs_recorded_budget_with_limits_replaced_is_what_every_resume_runs_o
         old.budget(max_cals=8)
     with pytest.raises(PolicyError, match="max_calls"):
         old.budget(max_calls=0)
+
+
+def test_a_run_left_running_by_a_dead_process_is_resumed_by_a_process_that_was_already_up() -> None:
+    """A server or UI opened the store before another process died mid-run: that run stayed ``running`` for it
+    (only opening a store marks a dead process's runs), so resume refused it as still running until some other
+    process opened the store. Reading it to resume or replay marks it first, as opening the store does."""
+    import socket
+    import subprocess
+    import sys
+
+    from orchestra import resume
+    from orchestra.trace import RunRecord
+
+    app = Orchestra(store=InMemoryStore())  # up before the other process died
+    app.registry.add_agent(AgentCard(id="a1", description="one"), implementation=lambda q: "one")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its pid is a dead process's
+    left = RunRecord(session_id="s", query="question", router="all",
+                     meta={"pid": child.pid, "host": socket.gethostname(), "router": {"name": "all"}, "aggregator": {"name": "pass-through"}})
+    app.store.start_run(left)  # what the dead process stored before it died
+    again = resume(app, left.id)
+    assert again.status == "ok" and again.answer == "one", again.error
+    original = app.store.get_run(left.id).run
+    assert original.status == "interrupted" and "ended before the run finished" in original.error["message"]
