@@ -1103,3 +1103,25 @@ def test_a_multi_round_router_answers_itself_and_the_sidebar_says_no_aggregator_
     assert any("answered by the router" in markdown.value for markdown in at.markdown)
     (run,) = Orchestra(store=store).store.list_runs()
     assert run.answer == "looped" and run.meta["aggregator"] is None
+
+
+def test_the_runs_page_shows_a_run_a_dead_process_left_running_as_interrupted(store: str) -> None:
+    """The UI stays up while other processes come and go: a run that one of them was making when it died used to
+    show as running until some process opened the store again, and its Resume was refused as still running."""
+    import socket
+    import subprocess
+    import sys
+
+    from orchestra.store import open_store
+    from orchestra.trace import RunRecord
+
+    at = _start(runs_page)  # the page is up before the other process dies
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    left = RunRecord(session_id="s", query="left behind", router="all", meta={"pid": child.pid, "host": socket.gethostname()})
+    raw = open_store(store)  # the dead process's writes, through a store that marks nothing when opened
+    raw.start_run(left)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="runs_selected").value == left.id
+    assert raw.get_run(left.id).run.status == "interrupted"

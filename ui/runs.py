@@ -349,6 +349,9 @@ def render() -> None:
     if app is None:
         st.stop()
     try:
+        # the UI stays up while other processes come and go: a run one of them left running when it died shows as
+        # interrupted (and can be resumed) here too, not only in a process that opened the store after it died
+        app.store.mark_interrupted()
         runs = _filters(app)
     except OrchestraError as exc:
         show_error(exc)
