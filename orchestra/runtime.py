@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -641,9 +642,32 @@ class _RunContext:
         decision need not ask the store again a moment later."""
         self.streaming = False
         """True in `Workflow.stream`/`astream`: model answers then stream out as ``token`` events."""
+        limit = workflow.budget.max_parallel_calls
+        # Budget.max_parallel_calls is kept here rather than by LangGraph's max_concurrency: LangGraph's sync stream
+        # runs its event waiter in the same pool as the nodes, so a pool of one never ran the call (a deadlock)
+        self._call_slots = threading.BoundedSemaphore(limit) if limit else None
+        self._acall_slots = asyncio.Semaphore(limit) if limit else None
         own = getattr(router, "own_agents", None)
         self.own_agents: dict[str, tuple[AgentCard, Any]] = {card.id: (card, impl) for card, impl in (own() if own else ())}
         """The router's own agents by id (see `BaseRouter.own_agents`): used where the registry holds no such agent."""
+
+    @contextmanager
+    def call_slot(self) -> Iterator[None]:
+        """One of the run's ``max_parallel_calls`` slots, held while an agent call runs (none without the limit)."""
+        if self._call_slots is None:
+            yield
+            return
+        with self._call_slots:
+            yield
+
+    @asynccontextmanager
+    async def acall_slot(self) -> AsyncIterator[None]:
+        """Async twin of `call_slot`."""
+        if self._acall_slots is None:
+            yield
+            return
+        async with self._acall_slots:
+            yield
 
     @property
     def exact(self) -> bool:
@@ -1557,6 +1581,10 @@ class Workflow:
             return self._replay_call(ctx, call, round, parent_id, step_id, index)
         if isinstance(ctx.recording, _Resume) and ctx.recording.rejects(round, call):
             return self._not_approved(ctx, call, round, parent_id, step_id, index)
+        with ctx.call_slot():
+            return self._call_live(ctx, call, round, parent_id, step_id, index)
+
+    def _call_live(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str, index: int) -> dict[str, Any]:
         started = time.perf_counter()
         attempts = None
         try:
@@ -1597,6 +1625,10 @@ class Workflow:
             return self._replay_call(ctx, call, round, parent_id, step_id, index)
         if isinstance(ctx.recording, _Resume) and ctx.recording.rejects(round, call):
             return self._not_approved(ctx, call, round, parent_id, step_id, index)
+        async with ctx.acall_slot():
+            return await self._acall_live(ctx, call, round, parent_id, step_id, index)
+
+    async def _acall_live(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str, index: int) -> dict[str, Any]:
         started = time.perf_counter()
         attempts = None
         try:
@@ -1782,9 +1814,10 @@ class Workflow:
             "metadata": {**passed.get("metadata", {}), "orchestra_run_id": run.id},
             "configurable": {"orchestra_run": ctx},
             "recursion_limit": 4 * self.budget.max_rounds + 10,
-            # always set: from a node of the user's graph the run would otherwise take that graph's max_concurrency
-            # (a dispatch never holds more than max_calls calls, so max_calls is "all at once")
-            "max_concurrency": self.budget.max_parallel_calls or self.budget.max_calls,
+            # always set: from a node of the user's graph the run would otherwise take that graph's max_concurrency.
+            # A dispatch never holds more than max_calls calls, plus one for the waiter LangGraph's sync stream runs
+            # in the same pool; max_parallel_calls is kept by the run itself (`_RunContext.call_slot`)
+            "max_concurrency": self.budget.max_calls + 1,
         }
         self.app._under_way[run.id] = ctx.tracker
         return ctx, {"query": query, "round": 0, "observations": []}, graph_config

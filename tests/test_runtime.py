@@ -1714,3 +1714,41 @@ def test_a_run_from_a_node_keeps_its_own_concurrency_whatever_the_outer_graph_s_
     assert final["answer"].count("met") == 3, final
     (run,) = app.store.list_runs()
     assert run.status == "ok" and run.meta["budget"]["max_parallel_calls"] is None
+
+
+@pytest.mark.parametrize("how", ["run", "stream", "arun", "astream"])
+def test_one_call_at_a_time_holds_in_every_way_of_running_and_a_stream_of_it_ends(how: str) -> None:
+    """Budget(max_parallel_calls=1) made LangGraph's max_concurrency 1, and LangGraph's sync stream runs its event
+    waiter in that same pool of one: `stream` (orchestra chat, the server's sync callers, the UI) hung for ever
+    before the first call. The limit is now the run's own, and holds: no two calls are ever under way at once."""
+    import threading
+    import time
+
+    under_way, most, lock = [0], [0], threading.Lock()
+
+    def one_at_a_time(query: str) -> str:
+        with lock:
+            under_way[0] += 1
+            most[0] = max(most[0], under_way[0])
+        time.sleep(0.05)  # long enough for a second call to start, were it allowed
+        with lock:
+            under_way[0] -= 1
+        return "done"
+
+    app = Orchestra(store=InMemoryStore())
+    for agent_id in ("a", "b", "c"):
+        app.registry.add_agent(AgentCard(id=agent_id, description="waits its turn"), implementation=one_at_a_time)
+    workflow = app.workflow("all", budget=Budget(max_parallel_calls=1))
+
+    async def events() -> list[Any]:
+        return [event async for event in workflow.astream("go")]
+
+    if how == "run":
+        result = workflow.run("go")
+    elif how == "arun":
+        result = asyncio.run(workflow.arun("go"))
+    else:
+        streamed = list(workflow.stream("go")) if how == "stream" else asyncio.run(events())
+        result = streamed[-1].data["result"]
+    assert result.status == "ok" and [obs.answer for obs in result.observations] == ["done"] * 3, result.error
+    assert most[0] == 1
