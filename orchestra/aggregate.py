@@ -43,7 +43,10 @@ class Aggregated:
 
 @runtime_checkable
 class Aggregator(Protocol):
-    """What users implement to merge answers: one call and its async twin."""
+    """What users implement to merge answers: one call and its async twin, and a ``name``. It may also have
+    ``describe() -> dict``, its name and options (``{"name": "my-pick", "judge": "gpt-4o"}``, JSON values): each run
+    records it (without it, the name alone), and an exact replay, which is given an aggregator of your own rather
+    than rebuilding it, fails with a `ReplayMismatch` when the one given describes itself otherwise."""
 
     name: str
 
@@ -58,7 +61,8 @@ class Aggregator(Protocol):
 
 
 def describe_aggregator(aggregator: Aggregator) -> dict[str, Any]:
-    """The aggregator's name and options, as recorded on a run so a replay can rebuild it."""
+    """The aggregator's name and options, as recorded on a run so a replay can rebuild it (a shipped one) or check
+    the one it is given (your own)."""
     describe = getattr(aggregator, "describe", None)
     return describe() if describe else {"name": getattr(aggregator, "name", type(aggregator).__name__)}
 

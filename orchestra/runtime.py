@@ -28,10 +28,11 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_config, get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
+from pydantic_core import to_jsonable_python
 from tenacity import AsyncRetrying, RetryCallState, Retrying
 
 from orchestra.agent import AgentContext, AgentReply, agent_for_card
-from orchestra.aggregate import Aggregated, Aggregator, PassThrough, Refine, describe_aggregator, refined_so_far
+from orchestra.aggregate import Aggregated, Aggregator, Fuse, PassThrough, Refine, describe_aggregator, refined_so_far
 from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import (
     AgentError,
@@ -94,8 +95,9 @@ class RunEvent:
     ``restart`` is true, they are ``RunResult.answer`` of a run that ends ok. The text comes as the model writing the
     answer streams it (the refining model's, or the one call's of a dispatch whose answer is passed through), and
     the rest when the run has its answer; a run whose answer no model writes as it goes (a vote, a router that
-    finishes) gets it whole, just before ``run_finished``. ``restart`` comes only when the answer turned out other
-    than the text already sent (its model failed after it began writing)."""
+    finishes, an aggregator of your own, whatever models it calls) gets it whole, just before ``run_finished``.
+    ``restart`` comes only when the answer turned out other than the text already sent (its model failed after it
+    began writing)."""
     run_id: str
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -108,8 +110,14 @@ class _AnswerStream:
 
     def __init__(self, workflow: "Workflow") -> None:
         aggregator = workflow.aggregator
+        # Only the shipped aggregators' ways are known, so only their models' tokens are taken for the answer's. An
+        # aggregator of the user's own (a subclass of a shipped one too) may make anything of what a model wrote: a
+        # judge's "2" picking the second answer was sent as the answer, then taken back with a restart.
+        kind = type(aggregator)
         # a lone answer reaches the user as its agent wrote it under these aggregators, so its tokens are the answer's
-        self.passes_a_lone_answer = isinstance(aggregator, PassThrough) or (isinstance(aggregator, Refine) and not aggregator.always)
+        self.passes_a_lone_answer = kind is PassThrough or (kind is Refine and not aggregator.always)
+        # their ``refine`` calls write the answer (less the prompt's cue, which `refined_so_far` holds back)
+        self.refiner_writes = kind in (Refine, Fuse)
         # a multi-round router writes the answer itself, in its Finish: no model's tokens are the answer's
         self.multi_round = bool(getattr(workflow.router, "multi_round", False))
         self.running = 0
@@ -139,7 +147,7 @@ class _AnswerStream:
         if event.kind != "token" or self.off_track or self.multi_round:
             return None
         purpose, step = data.get("purpose"), data.get("step")
-        if purpose not in ("refine", "agent") or (purpose == "agent" and not self.running):
+        if purpose not in ("refine", "agent") or (purpose == "agent" and not self.running) or (purpose == "refine" and not self.refiner_writes):
             return None
         source = (purpose, step)
         self.texts[source] = ("" if data.get("restart") else self.texts.get(source, "")) + str(data.get("delta", ""))
@@ -1192,6 +1200,12 @@ class Workflow:
                 f"aggregator {type(aggregator).__name__} has no aaggregate: an Aggregator implements aggregate and its "
                 "async twin aaggregate (returning await asyncio.to_thread(self.aggregate, query, observations, models) will do)"
             )
+        if aggregator is not None and not isinstance(getattr(aggregator, "name", None), str):
+            # refused here: the run read it only once every agent had answered, and escaped as an AttributeError
+            raise ConfigurationError(
+                f"aggregator {type(aggregator).__name__} has no name: an Aggregator has a name (a class attribute, "
+                "name = \"my-aggregator\"), which its runs' trace and replay's messages show"
+            )
         if aggregator is not None and getattr(router, "multi_round", False):
             # the graph of a multi-round router has no aggregation: the aggregator given would never run
             raise ConfigurationError(
@@ -1663,6 +1677,8 @@ class Workflow:
     # -- aggregate node -----------------------------------------------------------------------------------------
 
     def _aggregate_inputs(self, ctx: _RunContext, state: _GraphState) -> tuple[list[Observation], str, Any]:
+        if ctx.exact:
+            self._same_aggregator_as_recorded(ctx)
         observations = state.get("observations", [])
         step_id = new_id()
         original = ctx.recording.aggregate_parent if ctx.exact else None  # type: ignore[union-attr]
@@ -1676,10 +1692,35 @@ class Workflow:
         ctx.emit("aggregate", answer=result.answer, meta=result.meta)
         return {"answer": result.answer}
 
-    def _checked(self, result: Any) -> Aggregated:
+    def _checked(self, ctx: _RunContext, result: Any) -> Aggregated:
         if not isinstance(result, Aggregated):
             raise AgentError(f"aggregator {self.aggregator.name!r} returned {type(result).__name__}, not Aggregated")
+        if ctx.exact:
+            assert ctx.recording is not None
+            # the answer alone was compared: an aggregator that skipped the original's model calls (a judge left out)
+            # matched whenever it happened to land on the same answer
+            left = ctx.recording.model_calls.get(ctx.recording.aggregate_parent or "")
+            if left:
+                raise ReplayMismatch(f"the aggregator made {len(left)} model call(s) fewer than the original's aggregation "
+                                     f"(next recorded: {left[0].model_id!r})")
         return result
+
+    def _same_aggregator_as_recorded(self, ctx: _RunContext) -> None:
+        """`ReplayMismatch` unless an exact replay's aggregator describes itself (`describe`) as the original's did:
+        replay rebuilds only the shipped aggregators, and takes one of the user's own as given, so a replay given
+        another configuration (or another aggregator) was reported exact whenever its answer came out the same. Only
+        what the record names is compared: a description that gained a field since still matches."""
+        assert ctx.recording is not None
+        recorded = ctx.recording.trace.run.meta.get("aggregator")
+        if not isinstance(recorded, dict):  # a multi-round run, or one recorded before aggregators described themselves
+            return
+        given = to_jsonable_python(describe_aggregator(self.aggregator))  # as the store keeps it (a tuple as a list)
+        differs = sorted(key for key in recorded if given.get(key) != recorded[key])
+        if differs:
+            raise ReplayMismatch(
+                f"the aggregator given describes itself as {given}, the original run's as {recorded} (differs in "
+                f"{', '.join(differs)}): replay it with the aggregator configured as the original was"
+            )
 
     def _fail_aggregate(self, ctx: _RunContext, state: _GraphState, observations: list[Observation], step_id: str, exc: Exception, started: float) -> NoReturn:
         """Record the failed aggregate step (so the aggregator's model calls hang off it in the tree and an exact
@@ -1729,7 +1770,7 @@ class Workflow:
         if not any(obs.ok for obs in observations):
             return self._after_aggregate(ctx, state, observations, step_id, Aggregated(""), started)
         try:
-            result = self._checked(self.aggregator.aggregate(state["query"], observations, access))
+            result = self._checked(ctx, self.aggregator.aggregate(state["query"], observations, access))
         except Exception as exc:
             self._fail_aggregate(ctx, state, observations, step_id, exc, started)
         return self._after_aggregate(ctx, state, observations, step_id, result, started)
@@ -1743,7 +1784,7 @@ class Workflow:
         if not any(obs.ok for obs in observations):
             return self._after_aggregate(ctx, state, observations, step_id, Aggregated(""), started)
         try:
-            result = self._checked(await self.aggregator.aaggregate(state["query"], observations, access))
+            result = self._checked(ctx, await self.aggregator.aaggregate(state["query"], observations, access))
         except Exception as exc:
             self._fail_aggregate(ctx, state, observations, step_id, exc, started)
         return self._after_aggregate(ctx, state, observations, step_id, result, started)

@@ -229,7 +229,53 @@ def check_custom_router(result: dict[str, Any]) -> None:
     assert elsewhere["run"]["router"]["recorded"] is True and elsewhere["run"]["replay_of"] == weekday["run_id"]
 
 
+def check_custom_agent_and_aggregator(result: dict[str, Any]) -> None:
+    run, arun, lone, judged = result["run"], result["arun"], result["stream"], result["judged"]
+    for facts in (run, arun, lone, judged):
+        assert facts["status"] == "ok" and facts["aggregator"]["name"] == "trusted-pick" and facts["answers"]["explainer"]
+        # the agent class called the local model through its context: the call is traced under it and counted
+        assert facts["model_calls"]["explainer"] == [("local-smollm2", "agent")] and facts["run_tokens"] == facts["model_call_tokens"] > 0
+    # the tools answer exactly (sync run, then async arun) and decline what is not their job; trust picks them
+    assert (run["answer"], run["meta"]["picked"], run["meta"]["by"], run["declined"]) == ("42 km = 26.10 miles", "units", "trust", ["rates"])
+    assert (arun["answer"], arun["meta"]["picked"], arun["declined"]) == ("250 EUR = 270.00 USD", "rates", ["units"])
+    assert lone["declined"] == ["rates", "units"] and lone["meta"]["picked"] == "explainer" and lone["answer"] == lone["answers"]["explainer"]
+    # answer events of an aggregator of your own: its answer, whole, once made; never a model's words taken back
+    for facts in (lone, judged):
+        events = facts["events"]
+        assert events["shown_is_the_answer"] and events["answer_events"] == 1 and events["restarts"] == 0
+        assert events["answer_before_aggregate"] is False
+    assert lone["events"]["token_writers"] == ["agent:explainer"]
+    assert judged["events"]["token_writers"] == ["agent:explainer", "judge:-"]
+    # the judge (a model call of the aggregator, traced under the aggregate step) picked one of the two answers
+    assert judged["meta"]["by"] == "judge" and judged["model_calls"]["aggregate"] == [("local-smollm2", "judge")]
+    assert judged["meta"]["picked"] in ("units", "explainer") and judged["answer"] == judged["answers"][judged["meta"]["picked"]]
+    assert judged["aggregator"] == {"name": "trusted-pick", "trust": {"units": 1.0, "rates": 1.0}, "default_trust": 0.5, "judge": "local-smollm2"}
+    decision, aggregate = judged["tree"]
+    assert decision["calls"] == ["explainer", "units", "rates"] and aggregate["answer"] == judged["answer"]
+    # exact replay: refused without the aggregator, served with it (no agent called, every model call from the record)
+    assert "'trusted-pick'" in result["replay_refused"] and "replay(..., aggregator=...)" in result["replay_refused"]
+    exact = result["exact"]
+    assert (exact["status"], exact["replay_mode"], exact["replay_of"]) == ("ok", "exact", judged["run_id"])
+    assert exact["answer"] == judged["answer"] and exact["tree"] == judged["tree"] and exact["meta"] == judged["meta"]
+    assert exact["agent_calls"] == {"explainer": 0, "units": 0, "rates": 0} and set(exact["model_call_latencies_ms"]) == {0.0}
+    assert exact["run_tokens"] == judged["run_tokens"]
+    otherwise = result["otherwise"]  # the pick without its judge is not the aggregator that ran
+    assert (otherwise["status"], otherwise["error"]) == ("error", "ReplayMismatch") and "differs in judge" in otherwise["message"]
+    other = result["counterfactual"]
+    assert (other["status"], other["replay_mode"], other["replay_of"]) == ("ok", "counterfactual", judged["run_id"])
+    assert list(other["answers"]) == ["explainer"] and other["meta"]["picked"] == "explainer" and other["model_calls"]["aggregate"] == []  # one answer: no judge
+    # resume: the service was down (a failed call, the run ok on the explainer's guess); resumed, only it runs again
+    failed, resumed = result["failed"], result["resumed"]
+    assert failed["status"] == "ok" and failed["failed"] == ["rates"] and failed["meta"]["picked"] == "explainer"
+    assert (resumed["status"], resumed["replay_mode"], resumed["replay_of"]) == ("ok", "resume", failed["run_id"])
+    assert resumed["answer"] == "20 EUR = 3,240.00 JPY" and resumed["meta"]["picked"] == "rates" and resumed["failed"] == []
+    assert resumed["agent_calls"] == {"explainer": 0, "units": 0, "rates": 1}
+    assert resumed["resumed"] == {"decision": "served", "units": "served", "explainer": "served", "rates": "live", "aggregate": "live"}
+    assert resumed["answers"]["explainer"] == failed["answers"]["explainer"] and resumed["run_tokens"] == failed["run_tokens"]
+
+
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {
+    "custom_agent_and_aggregator": check_custom_agent_and_aggregator,
     "custom_router": check_custom_router,
     "durable_runs": check_durable_runs,
     "fused_answers": check_fused_answers,

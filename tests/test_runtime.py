@@ -1752,3 +1752,149 @@ def test_one_call_at_a_time_holds_in_every_way_of_running_and_a_stream_of_it_end
         result = streamed[-1].data["result"]
     assert result.status == "ok" and [obs.answer for obs in result.observations] == ["done"] * 3, result.error
     assert most[0] == 1
+
+
+class _Judge:
+    """An aggregator of a user's own that asks a model which answer is best and passes that answer on: the model
+    writes a number, not the answer."""
+
+    name = "judge"
+
+    def __init__(self, purpose: str) -> None:
+        self.purpose = purpose
+
+    def aggregate(self, query: str, observations: Any, models: Any) -> Any:
+        from orchestra import Aggregated
+
+        answered = [obs for obs in observations if obs.answered]
+        listing = "\n".join(f"{number}. {obs.answer}" for number, obs in enumerate(answered, 1))
+        said = models.chat("judge", [Message(role="user", content=f"{query}\n{listing}\nBest:")], purpose=self.purpose)
+        return Aggregated(answered[int(said.text[0]) - 1].answer or "", {"judge": said.text})
+
+    async def aaggregate(self, query: str, observations: Any, models: Any) -> Any:
+        return self.aggregate(query, observations, models)
+
+
+class _Shouting(PassThrough):
+    """A subclass of a shipped aggregator that makes its own answer of a lone one."""
+
+    name = "shouting"
+
+    def aggregate(self, query: str, observations: Any, models: Any) -> Any:
+        from orchestra import Aggregated
+
+        return Aggregated(super().aggregate(query, observations, models).answer.upper())
+
+
+@pytest.mark.parametrize("aggregator", [_Judge("refine"), _Judge("judge"), _Shouting()], ids=["judge-refine", "judge", "passthrough-subclass"])
+def test_an_aggregator_of_your_own_gets_its_answer_events_whole_never_a_model_s_words_taken_back(aggregator: Any) -> None:
+    """The answer events guessed from the aggregator's type: a judge calling its model with purpose "refine" had
+    its "2 because..." sent as the answer, and a PassThrough subclass the lone agent's words, each then taken
+    back with a restart. Only the shipped aggregators' models write the answer as it streams."""
+    writer = ScriptedModel("writer", ["Paris is the capital.", "Paris, on the Seine."])
+    app = make_app(writer, ScriptedModel("judge", ["2 because it says more"]))
+    app.registry.add_agent(AgentCard(id="geo", description="Geography answers.", model="writer"))
+    if not isinstance(aggregator, PassThrough):
+        app.registry.add_agent(AgentCard(id="history", description="History answers.", model="writer"))
+    events = list(app.workflow(FunctionRouter(dispatch_all), aggregator=aggregator).stream("Capital of France?"))
+
+    result = events[-1].data["result"]
+    answers = [event.data for event in events if event.kind == "answer"]
+    assert result.status == "ok" and result.answer in ("Paris, on the Seine.", "PARIS IS THE CAPITAL.")
+    assert answers == [{"delta": result.answer, "restart": False}]
+    assert any(event.kind == "token" for event in events)  # the models did stream: their words were not taken for the answer's
+
+
+def test_an_aggregator_without_a_name_is_refused_when_given() -> None:
+    """Its run read the name only once every agent had answered, and raised an AttributeError out of run()."""
+
+    class Nameless:
+        def aggregate(self, query, observations, models):  # type: ignore[no-untyped-def]
+            raise AssertionError("never reached")
+
+        async def aaggregate(self, query, observations, models):  # type: ignore[no-untyped-def]
+            raise AssertionError("never reached")
+
+    app = make_app()
+    with pytest.raises(ConfigurationError, match="Nameless has no name"):
+        app.workflow(FunctionRouter(dispatch_all), aggregator=Nameless())
+
+
+class _Picker:
+    """An aggregator of a user's own that can ask a judge model which answer to keep; ``skip_judge`` stands for its
+    code changed since the original run (same description, no judge asked)."""
+
+    name = "picker"
+
+    def __init__(self, judge: str | None = None, *, skip_judge: bool = False) -> None:
+        self.judge, self.skip_judge = judge, skip_judge
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "judge": self.judge}
+
+    def aggregate(self, query: str, observations: Any, models: Any) -> Any:
+        from orchestra import Aggregated
+
+        answered = [obs for obs in observations if obs.answered]
+        number = 1
+        if self.judge and not self.skip_judge:
+            number = int(models.chat(self.judge, [Message(role="user", content=query)], purpose="judge").text)
+        return Aggregated(answered[number - 1].answer or "")
+
+    async def aaggregate(self, query: str, observations: Any, models: Any) -> Any:
+        return self.aggregate(query, observations, models)
+
+
+@pytest.mark.parametrize(("given", "mismatch"), [
+    (_Picker("judge"), None),
+    (_Picker(), "describes itself as {'name': 'picker', 'judge': None}, the original run's as {'name': 'picker', 'judge': 'judge'} (differs in judge)"),
+    (_Picker("judge", skip_judge=True), "made 1 model call(s) fewer than the original's aggregation"),
+], ids=["as-recorded", "configured-otherwise", "skips-its-model-call"])
+def test_an_exact_replay_checks_the_aggregator_given_against_the_record_not_only_the_answer(given: Any, mismatch: str | None) -> None:
+    """The judge picked the first answer, which the aggregator without a judge also keeps: a replay given that one
+    (or one that no longer asks its judge) was an "exact" replay, status ok, with the judge's recorded call unasked."""
+    from orchestra import ReplayMismatch, replay
+
+    app = make_app(ScriptedModel("judge", ["1"]))
+    app.registry.add_agent(AgentCard(id="a", description="first"), implementation=lambda q: "from a")
+    app.registry.add_agent(AgentCard(id="b", description="second"), implementation=lambda q: "from b")
+    original = app.workflow(FunctionRouter(dispatch_all), aggregator=_Picker("judge")).run("which?")
+    assert original.answer == "from a"
+
+    again = replay(app, original.run_id, aggregator=given)
+
+    if mismatch is None:
+        assert again.status == "ok" and again.answer == original.answer
+        assert app.store.get_run(again.run_id).tree() == app.store.get_run(original.run_id).tree()
+    else:
+        assert again.status == "error" and isinstance(again.error, ReplayMismatch) and mismatch in str(again.error), again.error
+
+
+def test_a_streamed_run_keeps_its_budget_s_concurrency_and_a_one_call_budget_does_not_hang_it() -> None:
+    """LangGraph's sync stream takes one of max_concurrency's slots for itself: a streamed run with
+    max_parallel_calls=2 ran its calls one at a time (the two agents below wait for each other at a barrier, in
+    vain), and one with max_calls=1 (max_concurrency 1) never ran its router and hung. Run in a thread, so that a
+    hang fails the test instead of the suite."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=5)
+
+    def meet(query: str) -> str:
+        barrier.wait()  # BrokenBarrierError (a failed call) unless the two run at once
+        return "met"
+
+    app = Orchestra(store=InMemoryStore())
+    for agent_id in ("a", "b"):
+        app.registry.add_agent(AgentCard(id=agent_id, description="meets the other"), implementation=meet)
+    results: dict[str, Any] = {}
+
+    def stream(label: str, budget: Budget) -> None:
+        results[label] = list(app.workflow("all", budget=budget).stream("meet"))[-1].data["result"]
+
+    for label, budget in (("parallel", Budget(max_parallel_calls=2)), ("one call", Budget(max_calls=1))):
+        worker = threading.Thread(target=stream, args=(label, budget), daemon=True)
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), f"the {label} stream hung"
+    assert results["parallel"].status == "ok" and results["parallel"].answer.count("met") == 2, results["parallel"]
+    assert isinstance(results["one call"].error, BudgetExceeded) and "max_calls allowed 1, 2 needed" in str(results["one call"].error)
