@@ -2115,21 +2115,34 @@ class Orchestra:
         """The session's last ``turns`` completed exchanges (each a user and an assistant `Turn`), oldest first.
         Replays are stored in their original's session but are not part of its history. A resumed run is: it
         finishes the user's turn, in place of the run it resumed (which, ended ok with an agent failed, would
-        otherwise be the same turn twice), at the time it finished."""
+        otherwise be the same turn twice), at the time it finished; so is a resume of a resume that failed, in place
+        of both. A resume of a replay is a replay: no turn either."""
         runs: list[RunRecord] = []
-        superseded: set[str] = set()
+        # a run that a resume in ``runs`` resumed, for the resume that stands for its turn: followed back through
+        # resumes that failed (listed too) to the first run, which a replay's resume must not be taken for
+        resumed_by: dict[str, str] = {}
+        replayed: set[str] = set()
         page, offset = max(turns, 1) * 2, 0
-        while len(runs) < turns:  # replays are skipped before counting, so they never push real turns out
-            found = self.store.list_runs(session_id=session_id, status="ok", limit=page, offset=offset)
+        while len(runs) - len(replayed) < turns or resumed_by:  # replays are skipped before counting: they never push turns out
+            found = self.store.list_runs(session_id=session_id, limit=page, offset=offset)
             for run in found:  # newest first: a resume is met before the run it resumed
-                if run.replay_mode == "resume" and run.replay_of:
-                    superseded.add(run.replay_of)
-                if (run.replay_of is None or run.replay_mode == "resume") and run.id not in superseded:
-                    runs.append(run)
+                resumes = run.replay_of if run.replay_mode == "resume" else None
+                if run.id in resumed_by:
+                    turn = resumed_by.pop(run.id)
+                    if resumes:
+                        resumed_by[resumes] = turn
+                    elif run.replay_of is not None:
+                        replayed.add(turn)
+                    continue
+                if run.status != "ok" or (run.replay_of is not None and not resumes):
+                    continue  # a failed or stopped run is no turn (until resumed), and a replay is none
+                if resumes:
+                    resumed_by[resumes] = run.id
+                runs.append(run)
             if len(found) < page:
                 break
             offset += page
-        runs = runs[:turns]
+        runs = [run for run in runs if run.id not in replayed][:turns]
         history: list[Turn] = []
         for run in reversed(runs):
             history.append(Turn(role="user", content=run.query))

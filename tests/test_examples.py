@@ -274,7 +274,65 @@ def check_custom_agent_and_aggregator(result: dict[str, Any]) -> None:
     assert resumed["answers"]["explainer"] == failed["answers"]["explainer"] and resumed["run_tokens"] == failed["run_tokens"]
 
 
+def check_conversation(result: dict[str, Any]) -> None:
+    from orchestra.runtime import HISTORY_TURNS
+
+    first, second, third = python = result["python"]
+    q1, q2, q3 = (turn["query"] for turn in python)
+    assert [turn["answer"] for turn in python] == ["434", "43.4", "21.7"]  # each follow-up on the previous answer
+    assert all(turn["agents"] == ["calculator"] and turn["status"] == "ok" for turn in python)
+    # what the router and the agents were given, as the trace records it: the session's earlier exchanges
+    assert first["history"] == [] and second["history"] == [("user", q1), ("assistant", "434")]
+    assert third["history"] == [*second["history"], ("user", q2), ("assistant", "43.4")]
+    other = result["other_session"]  # interleaved with A's turns, it sees only its own
+    assert [turn["answer"] for turn in other] == ["1024", "102.4"]
+    assert other[1]["history"] == [("user", other[0]["query"]), ("assistant", "1024")]
+    assert len({first["session_id"], other[0]["session_id"]}) == 2 and {t["session_id"] for t in python} == {first["session_id"]}
+    # the failed turn is stored, given the history so far, and is no turn of the history after it
+    failed, after_failure = result["failed"], result["recap_after_failure"]
+    assert (failed["status"], failed["error"], failed["agents"]) == ("error", "AgentError", ["fx"])
+    history3 = [*third["history"], ("user", q3), ("assistant", "21.7")]
+    assert failed["history"] == after_failure["history"] == history3 and after_failure["agents_read"] == {"recap": 6}
+    assert after_failure["answer"] == f"You asked 3 questions: {q1!r}, {q2!r}, {q3!r}. The last answer was '21.7'."
+    # resumed on the history it had, and in the session's history from then on, once, as its last turn
+    resumed, after_resume = result["resumed"], result["recap_after_resume"]
+    assert (resumed["status"], resumed["replay_mode"], resumed["replay_of"]) == ("ok", "resume", failed["run_id"])
+    assert resumed["answer"] == "21.7 USD = 19.96 EUR (at 0.92 EUR per USD)" and resumed["agents_read"] == {"fx": 6}
+    assert resumed["history"] == history3 and result["rates_calls"] == 2  # the failed call and the resumed one
+    assert [content for role, content in after_resume["history"] if role == "user"] == [q1, q2, q3, after_failure["query"], failed["query"]]
+    assert after_resume["history"][-1] == ("assistant", resumed["answer"]) and after_resume["agents_read"] == {"recap": 10}
+    session = result["session_history"]
+    assert session == [f"{role}: {content}" for role, content in after_resume["history"]] + [
+        f"user: {after_resume['query']}", f"assistant: {after_resume['answer']}"]
+    # replays of turn 2 run on the history it had, not the session's now, and join no history
+    exact, counterfactual = result["exact"], result["counterfactual"]
+    assert (exact["status"], exact["replay_mode"], exact["replay_of"], exact["answer"]) == ("ok", "exact", second["run_id"], "43.4")
+    assert exact["history"] == counterfactual["history"] == second["history"]
+    assert counterfactual["replay_mode"] == "counterfactual" and counterfactual["agents"] == ["calculator", "recap"]
+    assert counterfactual["answer"] == f"**calculator**: 43.4\n\n**recap**: You asked 1 question: {q1!r}. The last answer was '434'."
+    assert counterfactual["agents_read"] == {"recap": 2}
+    assert result["session_history_after_replays"] == session
+    assert result["runs_in_session"] == ["counterfactual", "exact", "resume"] + ["turn"] * 6
+    asked_now = result["asked_now"]  # the same question in the session now is on its last answer
+    assert asked_now["answer"] == "4.5" and asked_now["history"][-1] == ("assistant", "45") and len(asked_now["history"]) == 14
+    # the server, given the conversation as messages, and the CLI, continuing a session, give the same history
+    server, cli = result["server"], result["cli"]
+    assert [turn["answer"] for turn in server] == ["434", "43.4", "21.7", after_failure["answer"]]
+    assert [turn["history"] for turn in server] == [turn["history"] for turn in python] + [history3]
+    assert result["server_sessions"] == 4  # each request a session of its own
+    assert cli["exit_codes"] == [0, 0] and cli["printed"] == ["43.4", "21.7"]
+    assert [turn["answer"] for turn in cli["turns"]] == ["434", "43.4", "21.7"]
+    assert [turn["history"] for turn in cli["turns"]] == [turn["history"] for turn in python]
+    assert {turn["session_id"] for turn in cli["turns"]} == {cli["session_id"]}
+    # a session gives its last HISTORY_TURNS exchanges; the server what the client sent, all of it
+    long_python, long_server = result["long_python"], result["long_server"]
+    assert result["history_turns"] == HISTORY_TURNS
+    assert len(long_python["history"]) == 2 * HISTORY_TURNS and long_python["agents_read"] == {"recap": 2 * HISTORY_TURNS}
+    assert len(long_server["history"]) == 2 * HISTORY_TURNS + 2 and long_server["history"][2:] == long_python["history"]
+    assert long_python["history"][-1] == ("assistant", "1") and long_server["answer"].startswith(f"You asked {HISTORY_TURNS + 1} questions")
+
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {
+    "conversation": check_conversation,
     "custom_agent_and_aggregator": check_custom_agent_and_aggregator,
     "custom_router": check_custom_router,
     "durable_runs": check_durable_runs,

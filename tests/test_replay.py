@@ -994,3 +994,42 @@ def test_a_run_left_running_by_a_dead_process_is_resumed_by_a_process_that_was_a
     assert again.status == "ok" and again.answer == "one", again.error
     original = app.store.get_run(left.id).run
     assert original.status == "interrupted" and "ended before the run finished" in original.error["message"]
+
+
+def test_a_resume_of_a_failed_resume_replaces_its_turn_once_and_a_resumed_replay_is_no_turn() -> None:
+    """The session's history read only runs that ended ok: a resume that failed, resumed in turn, left the chain
+    from the resume that answered back to the original unread, so an original that had ended ok with an agent failed
+    stayed in the history beside it (the same question twice); and a replay that failed, once resumed, joined the
+    history as a turn of its own."""
+    from orchestra import Budget, PassThrough, resume
+
+    down = {"notes": True}
+
+    def notes(query: str) -> str:
+        if down["notes"]:
+            raise ConnectionError("notes service: 503")
+        return "noted"
+
+    orch = Orchestra(store=InMemoryStore())
+    orch.registry.add_agent(AgentCard(id="calc", description="Arithmetic."), implementation=lambda q: "4")
+    orch.registry.add_agent(AgentCard(id="notes", description="Takes notes."), implementation=notes)
+    first = orch.workflow("fixed", aggregator=PassThrough(), agent_ids=["calc", "notes"]).run("2 + 2, noted", session_id="s")
+    assert first.status == "ok" and [turn.content for turn in orch.history("s")] == ["2 + 2, noted", "4"]
+    stopped = resume(orch, first.run_id, budget=Budget(max_calls=1))  # the served call takes the only call allowed
+    assert stopped.status == "error"
+    assert [turn.content for turn in orch.history("s")] == ["2 + 2, noted", "4"]  # a failed resume replaces nothing
+    down["notes"] = False
+    done = resume(orch, stopped.run_id, budget=Budget())
+    assert done.status == "ok" and done.answer != first.answer
+    assert [turn.content for turn in orch.history("s")] == ["2 + 2, noted", done.answer]
+
+    down["notes"] = True
+    later = orch.workflow("fixed", aggregator=PassThrough(), agent_ids=["notes"]).run("note this", session_id="s")
+    what_if = replay(orch, later.run_id, router="fixed", agent_ids=["notes"])
+    assert (later.status, what_if.status) == ("error", "error")
+    down["notes"] = False
+    assert resume(orch, what_if.run_id).status == "ok"
+    assert [turn.content for turn in orch.history("s")] == ["2 + 2, noted", done.answer]
+    assert [turn.content for turn in orch.history("s", turns=1)] == ["2 + 2, noted", done.answer]
+    assert resume(orch, later.run_id).status == "ok"  # the turn itself, resumed, is one
+    assert [turn.content for turn in orch.history("s")] == ["2 + 2, noted", done.answer, "note this", "noted"]
