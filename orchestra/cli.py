@@ -419,8 +419,12 @@ def chat(
     session_id = session
     from orchestra.embeddings import warm_up_embedder
 
-    # loaded while the person types: the first question would otherwise wait seconds for the encoder
-    threading.Thread(target=warm_up_embedder, name="orchestra-chat-warm-up", daemon=True).start()
+    # loaded while the person types: the first question would otherwise wait seconds for the encoder. Questions
+    # piped in arrive at once, so there is nothing to overlap, and a session that ended while ONNX Runtime was still
+    # setting up in that thread aborted the process (exit 134) as the interpreter shut down
+    warming = threading.Thread(target=warm_up_embedder, name="orchestra-chat-warm-up", daemon=True)
+    if sys.stdin.isatty():
+        warming.start()
     console.print("[dim]Orchestra chat: empty line or Ctrl-D to quit; Ctrl-C stops a run.[/]")
     while True:
         try:
@@ -434,6 +438,8 @@ def chat(
         session_id = shown.session_id or session_id
         if result is not None:
             _print_result(result, answer_shown=shown.answer_shown)
+    if warming.is_alive():  # quit before the encoder was ready: let it finish rather than end under it
+        warming.join()
 
 
 def _workflow(
