@@ -122,6 +122,9 @@ class Observation(_Frozen):
     latency_ms: float = 0.0
     declined: bool = False
     """The agent answered that it cannot help (`AgentReply.declined`): ``ok``, but no answer to count."""
+    meta: dict[str, Any] = Field(default_factory=dict)
+    """What the agent reported beside its answer (`AgentReply.meta`: a confidence, its sources), for an aggregator
+    to weigh; empty for a failed call."""
 
     @model_validator(mode="after")
     def _answer_or_error(self) -> Observation:

@@ -1497,13 +1497,14 @@ class Workflow:
             cost_usd=usage[2],
             latency_ms=(time.perf_counter() - started) * 1000,
             declined=bool(reply and reply.declined),
+            meta=reply.meta if reply else {},
         )
-        self._record_call(ctx, observation, parent_id, step_id, call, index, reply.meta if reply else {}, access.failures if access else [])
+        self._record_call(ctx, observation, parent_id, step_id, call, index, access.failures if access else [])
         return {"observations": [observation]}
 
     @staticmethod
     def _record_call(
-        ctx: _RunContext, obs: Observation, parent_id: str, step_id: str, call: Call, index: int, meta: dict[str, Any],
+        ctx: _RunContext, obs: Observation, parent_id: str, step_id: str, call: Call, index: int,
         retried: list[dict[str, Any]], *, served: bool = False,
     ) -> None:
         """Store the call's step. ``retried``: the errors of its attempts that failed before the last (its card's
@@ -1519,7 +1520,7 @@ class Workflow:
                 agent_id=obs.agent_id,
                 model_id=obs.model_id,
                 request={"query": call.query, "weight": call.weight, "model_id": call.model_id, "index": index},
-                response=(({"answer": obs.answer, "meta": meta} | ({"declined": True} if obs.declined else {})) if obs.ok else {})
+                response=(({"answer": obs.answer, "meta": obs.meta} | ({"declined": True} if obs.declined else {})) if obs.ok else {})
                 | ({"retried": retried} if retried else {}) | ctx.mark(served),
                 prompt_tokens=obs.prompt_tokens,
                 completion_tokens=obs.completion_tokens,
@@ -1555,13 +1556,14 @@ class Workflow:
             completion_tokens=step.completion_tokens,
             cost_usd=step.cost_usd,
             latency_ms=0.0,
+            meta=(step.response.get("meta") or {}) if not step.error else {},
         )
         # the agent's own model calls are served with its answer; copied so the replay's trace has the same shape,
         # and counted, so the replay's tokens and cost are the original's
         model_steps = self._copy_model_calls(ctx, step.id, step_id)
         if not model_steps and not step.error:  # usage the agent reported itself, counted as the original counted it
             ctx.tracker.add_usage(step.prompt_tokens, step.completion_tokens, _reported_cost(step.prompt_tokens, step.completion_tokens, step.cost_usd))
-        self._record_call(ctx, observation, parent_id, step_id, call, index, step.response.get("meta", {}), step.response.get("retried", []), served=True)
+        self._record_call(ctx, observation, parent_id, step_id, call, index, step.response.get("retried", []), served=True)
         if step.error and step.error.get("type") in (RunCancelled.__name__, BudgetExceeded.__name__):
             # the original run was stopped during this call: so is the replay, with the same error and totals
             raise ctx.recording.missing(f"round {round}: the call to {call.agent_id!r}")

@@ -1898,3 +1898,28 @@ def test_a_streamed_run_keeps_its_budget_s_concurrency_and_a_one_call_budget_doe
         assert not worker.is_alive(), f"the {label} stream hung"
     assert results["parallel"].status == "ok" and results["parallel"].answer.count("met") == 2, results["parallel"]
     assert isinstance(results["one call"].error, BudgetExceeded) and "max_calls allowed 1, 2 needed" in str(results["one call"].error)
+
+
+def test_an_aggregator_reads_what_each_agent_reported_beside_its_answer_live_and_in_a_replay() -> None:
+    """`Observation.meta` carries `AgentReply.meta` (a confidence, sources) to the aggregator: it was stored on the
+    call step but never reached it, so an aggregator weighing the agents' own confidence could not be written."""
+    from orchestra import Aggregated, replay
+
+    class MostConfident:
+        name = "most-confident"
+
+        def aggregate(self, query: str, observations: Any, models: Any) -> Aggregated:
+            best = max((obs for obs in observations if obs.answered), key=lambda obs: obs.meta["confidence"])
+            return Aggregated(best.answer or "", meta={"confidence": best.meta["confidence"]})
+
+        async def aaggregate(self, query: str, observations: Any, models: Any) -> Aggregated:
+            return self.aggregate(query, observations, models)
+
+    app = Orchestra(store=InMemoryStore())
+    app.registry.add_agent(AgentCard(id="sure", description="sure"), implementation=lambda q: AgentReply(answer="yes", meta={"confidence": 0.9}))
+    app.registry.add_agent(AgentCard(id="unsure", description="unsure"), implementation=lambda q: AgentReply(answer="no", meta={"confidence": 0.2}))
+    result = app.workflow(FunctionRouter(dispatch_all), aggregator=MostConfident()).run("well?")
+    assert result.status == "ok" and result.answer == "yes", result.error
+    assert {obs.agent_id: obs.meta for obs in result.observations} == {"sure": {"confidence": 0.9}, "unsure": {"confidence": 0.2}}
+    again = replay(app, result.run_id, aggregator=MostConfident())  # served calls carry their recorded meta too
+    assert again.status == "ok" and again.answer == "yes" and [obs.meta for obs in again.observations] == [obs.meta for obs in result.observations]
