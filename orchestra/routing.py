@@ -304,7 +304,8 @@ def load_router(name: str, **options: Any) -> Router:
     by_load = from_file and isinstance(factory, type) and callable(load)
     # built by its class's load, the file is load's first argument: a constructor need not take ``checkpoint`` too
     # (one that did not was refused "takes no option 'checkpoint'", the file its checkpoint_format announces)
-    _check_options(name, factory, {key: value for key, value in options.items() if key != "checkpoint"} if by_load else options)
+    besides_the_file = {key: value for key, value in options.items() if key != "checkpoint"}
+    _check_options(name, factory, besides_the_file if by_load else options)
     if from_file:
         path = os.path.abspath(Path(checkpoint).expanduser())
         if by_load:
@@ -312,7 +313,7 @@ def load_router(name: str, **options: Any) -> Router:
             # cannot tell an option given at its default from one left out, and kept the saved value:
             # --option k=100 (knn's default) served the saved k=10, --option agent_id=null the saved agent.
             try:
-                return load(path, **{key: value for key, value in options.items() if key != "checkpoint"})  # type: ignore[no-any-return]
+                return load(path, **besides_the_file)  # type: ignore[no-any-return]
             except OSError as exc:
                 # a router of the user's reads its file itself: a file moved or unreadable is named as the shipped
                 # routers name it, where a bare FileNotFoundError was a traceback from the CLI and, from an exact
