@@ -87,10 +87,11 @@ class FallbackPolicy(_Policy):
 
 class Budget(_Policy):
     """Limits of one run, checked between steps: before each router decision, each dispatch (calls) and each model
-    call (cost, tokens, time). Exceeding one stops the run with `BudgetExceeded`, which is recorded. Agent calls are
-    also stopped when ``max_seconds`` runs out under way (a hung tool no longer holds the run); other steps already
-    under way are not interrupted, so parallel model calls started together can go past a cost or token limit
-    before it stops the run."""
+    call, a fallback model's included (cost, tokens, time). Exceeding one stops the run with `BudgetExceeded`, which
+    is recorded. Agent calls are also stopped when ``max_seconds`` runs out under way (a hung tool no longer holds
+    the run); other steps already under way are not interrupted: a router's or an aggregator's model call runs to
+    its end or its `RetryPolicy`'s timeouts, and model calls started together (parallel agents) can take a run past
+    a cost or token limit, by what those calls cost, before it stops the run."""
 
     max_rounds: int = Field(default=4, ge=1, le=100, strict=True)
     """Router decisions at most (multi-round routers are asked again after each round of calls)."""

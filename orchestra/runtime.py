@@ -915,7 +915,10 @@ class _RunModelAccess:
             # the same call's fallbacks were recorded next, each under the requested model's name
             step = self.ctx.recording.take_fallback_call(self.original_parent, model_id, messages)
         if step is None:
-            raise _chain_failure(failures)
+            # no fallback followed where the chain had one left: the original's budget (or its caller) stopped it
+            # there, at a limit (the time) the replay may not reach again
+            stopped = self.ctx.recording.stopped(f"before the fallback of {model_id!r}") if len(failures) < len(self._chain(model_id)) else None
+            raise stopped or _chain_failure(failures)
         result = _recorded_result(step, model_id)
         self._record(model_id, messages, options, purpose, result, None, result.model_id)
         self._count(result)
@@ -960,6 +963,10 @@ class _RunModelAccess:
         failures: list[ModelError] = []
         streamed_by: list[str] = []
         for candidate in self._chain(model_id):
+            if failures:
+                # a fallback is a model call like the first, within the budget: the model that failed may have used up
+                # the run's time (its retries, their timeouts) or been billed past its cost; it was called regardless
+                self.ctx.tracker.check()
             started = time.perf_counter()
             self._begin(model_id, messages, options, purpose, candidate, started)
             try:
@@ -998,6 +1005,8 @@ class _RunModelAccess:
         failures: list[ModelError] = []
         streamed_by: list[str] = []
         for candidate in self._chain(model_id):
+            if failures:
+                self.ctx.tracker.check()  # as in `chat`
             started = time.perf_counter()
             self._begin(model_id, messages, options, purpose, candidate, started)
             try:

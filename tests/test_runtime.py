@@ -1923,3 +1923,35 @@ def test_an_aggregator_reads_what_each_agent_reported_beside_its_answer_live_and
     assert {obs.agent_id: obs.meta for obs in result.observations} == {"sure": {"confidence": 0.9}, "unsure": {"confidence": 0.2}}
     again = replay(app, result.run_id, aggregator=MostConfident())  # served calls carry their recorded meta too
     assert again.status == "ok" and again.answer == "yes" and [obs.meta for obs in again.observations] == [obs.meta for obs in result.observations]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["run", "arun"])
+def test_a_fallback_model_is_called_only_within_the_budget_the_failed_model_left(asynchronous: bool) -> None:
+    """The budget was checked once, before the first model of a call's fallback chain: a primary that used up the
+    run's time (its retries, their timeouts) or was billed past the cost limit for an answer it then had refused
+    still had its fallback called, and the run ended ok 10 s past a ``max_seconds`` of 2. The exact replay stops
+    where the original stopped, though it does not take the time again."""
+    from orchestra import replay
+
+    slow = ScriptedModel("slow", [ModelTimeoutError("timed out", model_id="slow")], latency_s=0.3)
+    refused = ModelError("empty answer", model_id="billed", prompt_tokens=900, completion_tokens=100, cost_usd=0.5)
+    billed, backup = ScriptedModel("billed", [refused]), ScriptedModel("backup", ["merged"])
+    app = make_app(slow, billed, backup, fallback=FallbackPolicy(models=("backup",)))
+    app.registry.add_agent(AgentCard(id="tool", description="x"), implementation=lambda q: "42")
+
+    def run(budget: Budget, refiner: str) -> Any:
+        workflow = app.workflow(FunctionRouter(dispatch_all), aggregator=Refine(refiner, always=True), budget=budget)
+        return asyncio.run(workflow.arun("q")) if asynchronous else workflow.run("q")
+
+    for budget, refiner, failure, limit in ((Budget(max_seconds=0.2), "slow", "ModelTimeoutError", "max_seconds"),
+                                            (Budget(max_cost_usd=0.1), "billed", "ModelError", "max_cost_usd"),
+                                            (Budget(max_tokens=500), "billed", "ModelError", "max_tokens")):
+        result = run(budget, refiner)
+        assert isinstance(result.error, BudgetExceeded) and result.error.limit == limit, result
+        model_calls = [step for step in app.store.get_run(result.run_id).steps if step.kind == "model_call"]
+        assert [(step.model_id, step.error["type"]) for step in model_calls] == [(refiner, failure)]  # no fallback after it
+        again = replay(app, result.run_id)
+        assert isinstance(again.error, BudgetExceeded) and str(again.error) == str(result.error), again
+    assert backup.calls == []
+    unbounded = run(Budget(), "slow")  # within its budget the fallback answers, as before
+    assert unbounded.status == "ok" and unbounded.answer == "merged" and len(backup.calls) == 1
