@@ -21,9 +21,10 @@ HTTP while the server runs, and routing uses them at its next decision::
 
 A chat completion carries Orchestra's account of the run beside the OpenAI fields, under ``"orchestra"``: the
 run and session ids, every decision (rationale, calls, candidates and scores), every agent's answer, the cost
-and the latency. Requests may add two fields OpenAI does not have (``extra_body`` in the SDK): ``cost_weight``
-(w in [0, 1], for this request) and ``max_agents`` (k). System and developer messages are not part of a routed
-run (routers read the user's query and the conversation), so they are left out, and the response says so.
+and the latency. Requests may add three fields OpenAI does not have (``extra_body`` in the SDK), this request's
+`RoutingPolicy`: ``cost_weight`` (w in [0, 1]), ``max_agents`` (k) and ``min_score``. System and developer messages
+are not part of a routed run (routers read the user's query and the conversation), so they are left out, and the
+response says so.
 
 Bad input answers 400 with OpenAI's error body (``{"error": {"message", "type", "param", "code"}}``), its
 ``param`` the field (``tools``, ``n`` above 1 and a JSON ``response_format`` too: a routed run cannot honour them), 404 for an
@@ -112,8 +113,8 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     """The body of ``POST /v1/chat/completions``: OpenAI's fields that a routed run can honour, plus
-    ``cost_weight`` and ``max_agents``. Sampling fields (temperature, max_tokens, ...) are accepted and left to
-    the agents' own settings: the server answers with a workflow, not one model."""
+    ``cost_weight``, ``max_agents`` and ``min_score``. Sampling fields (temperature, max_tokens, ...) are accepted
+    and left to the agents' own settings: the server answers with a workflow, not one model."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -125,6 +126,8 @@ class ChatCompletionRequest(BaseModel):
     """w in [0, 1] for this request: model routers trade predicted quality against cost with it."""
     max_agents: int | None = None
     """k for this request: at most this many agents per decision."""
+    min_score: float | None = None
+    """For this request: a candidate scoring below it is not chosen (the query is out of scope when none clears it)."""
 
     def refuse_what_a_run_cannot_honour(self) -> None:
         """`ConfigurationError` (400) naming a field whose request a routed run would silently not honour: the
@@ -257,9 +260,10 @@ def _query_and_history(messages: list[ChatMessage]) -> tuple[str, list[Turn], in
 
 
 def _routing(workflow: "Workflow", request: ChatCompletionRequest) -> RoutingPolicy | None:
-    """The workflow's routing policy with this request's ``cost_weight`` and ``max_agents``; `PolicyError` names
-    the request's field whose value is out of range."""
-    updates = {name: value for name, value in (("cost_weight", request.cost_weight), ("max_agents", request.max_agents)) if value is not None}
+    """The workflow's routing policy with this request's ``cost_weight``, ``max_agents`` and ``min_score``;
+    `PolicyError` names the request's field whose value is out of range."""
+    given = (("cost_weight", request.cost_weight), ("max_agents", request.max_agents), ("min_score", request.min_score))
+    updates = {name: value for name, value in given if value is not None}
     if not updates:
         return None
     try:

@@ -541,3 +541,16 @@ def test_a_refused_field_is_named_in_param_as_openai_s_clients_read_it(served, e
     error = response.json()["error"]
     assert response.status_code == 400 and error["param"] == param and error["message"].startswith(f"{param}: "), error
     assert error["type"] == "invalid_request_error" and app.store.list_runs(limit=5) == []
+
+
+def test_a_request_sets_its_min_score_as_it_sets_its_cost_weight_and_max_agents(served) -> None:
+    """Of the three `RoutingPolicy` fields a request may set, ``min_score`` was silently ignored (the request's extra
+    fields are allowed, for OpenAI's clients): a client asking for confident routing got the workflow's own."""
+    app, client = served
+    reply = client.post("/v1/chat/completions", json={"model": "team", "messages": [{"role": "user", "content": "hi"}],
+                                                      "min_score": 0.8, "max_agents": 2, "cost_weight": 0.4})
+    assert reply.status_code == 200, reply.json()
+    assert SEEN[-1].policy.min_score == 0.8 and SEEN[-1].policy.max_agents == 2 and SEEN[-1].policy.cost_weight == 0.4
+    assert app.store.get_run(reply.json()["orchestra"]["run_id"]).run.meta["policy"]["min_score"] == 0.8
+    refused = client.post("/v1/chat/completions", json={"model": "team", "messages": [{"role": "user", "content": "hi"}], "min_score": "high"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "min_score", refused.json()
