@@ -28,7 +28,7 @@ from orchestra.aggregate import named_aggregator
 from orchestra.bench import parse_options
 from orchestra.cards import AgentCard, ModelCard, load_cards
 from orchestra.errors import ConfigurationError, DuplicateIdError, NotFoundError, OrchestraError
-from orchestra.policies import Budget, RoutingPolicy
+from orchestra.policies import Budget, FallbackPolicy, RetryPolicy, RoutingPolicy
 from orchestra.replay import replay as replay_run
 from orchestra.replay import stream_resume
 from orchestra.routing import available_routers, load_router
@@ -108,10 +108,35 @@ BudgetOption = Annotated[
 ]
 
 
-def _app(db: str | None) -> Orchestra:
+FallbackOption = Annotated[
+    list[str] | None,
+    typer.Option("--fallback", help="A model card id called when a model's call still fails after its retries (repeatable: tried in order); e.g. --fallback local-smollm2."),
+]
+
+
+RetryOption = Annotated[
+    list[str] | None,
+    typer.Option("--retry", help="How every model call is retried, key=value (repeatable): max_attempts, initial_backoff_s, max_backoff_s, jitter_s, timeout_s (per attempt); e.g. --retry timeout_s=20."),
+]
+
+
+def _app(db: str | None, fallback: list[str] | None = None, retry: list[str] | None = None) -> Orchestra:
+    """The application, with the model calls' `FallbackPolicy` and `RetryPolicy` of ``--fallback`` and ``--retry``
+    (`PolicyError` names a wrong key or value, before the store is opened); `_check_fallbacks` once the profile is in."""
     from orchestra.runtime import Orchestra  # LangGraph loads for the commands that run agents, and only for them
 
-    return Orchestra(store=db)
+    retry_policy = RetryPolicy.model_validate(parse_options(retry, "--retry")) if retry else None
+    fallback_policy = FallbackPolicy(models=tuple(fallback)) if fallback else None
+    return Orchestra(store=db, retry=retry_policy, fallback=fallback_policy)
+
+
+def _check_fallbacks(orch: Orchestra) -> None:
+    """`ConfigurationError` for a ``--fallback`` the registry holds no model card of: a run would try it after every
+    failed model call, and find nothing there each time."""
+    known = {card.id for card in orch.registry.models()}
+    for model_id in orch.fallback.models:
+        if model_id not in known:
+            raise ConfigurationError(f"--fallback {model_id}: the registry holds no model card with that id (orchestra models list)")
 
 
 def _store(db: str | None) -> Store:
@@ -391,12 +416,14 @@ def chat(
     profile: Annotated[str, typer.Option(help="Team of agents to register first (`default`: the offline team; `none`).")] = "default",
     option: RouterOption = None,
     budget: BudgetOption = None,
+    fallback: FallbackOption = None,
+    retry: RetryOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not show the run's steps as they happen; only the answer and its summary line.")] = False,
     progress: Annotated[bool, typer.Option("--progress", help="Show the run's steps on stderr even when it is not a terminal (a log file); --quiet wins.")] = False,
     db: DbOption = None,
 ) -> None:
     """Chat with the agents, each run's steps shown on stderr as they happen; every run is stored and can be replayed."""
-    orch, workflow = _workflow(db, profile, router, aggregator, cost_weight, option, budget, session=session)
+    orch, workflow = _workflow(db, profile, router, aggregator, cost_weight, option, budget, fallback, retry, session=session)
     # Steps are shown to a person watching stderr (or on --progress): like git's progress, not to a script that
     # takes stderr with stdout, which gets the answer first, as before.
     watched = _stderr_is_a_terminal()
@@ -444,7 +471,7 @@ def chat(
 
 def _workflow(
     db: str | None, profile: str, router: str, aggregator: str | None, cost_weight: float, option: list[str] | None,
-    budget: list[str] | None, *, session: str | None = None,
+    budget: list[str] | None, fallback: list[str] | None, retry: list[str] | None, *, session: str | None = None,
 ) -> tuple[Orchestra, Workflow]:
     """The application and the workflow `chat` and `serve` run, from their shared options; every option is
     checked before anything is registered."""
@@ -456,12 +483,13 @@ def _workflow(
     if answers_itself and aggregator is not None:
         raise ConfigurationError(f"--aggregator {aggregator}: router {router!r} is multi-round and writes the answer itself, "
                                  "so no aggregator would run; leave --aggregator out")
-    orch = _app(db)
+    orch = _app(db, fallback, retry)
     if session is not None and not orch.store.list_runs(session_id=session, limit=1):
         # "continue" a session that does not exist would quietly start an empty one under a mistyped id
         raise NotFoundError("session", session)
     for note in install_profile(orch, profile):
         err_console.print(f"[yellow]{escape(note)}[/]")
+    _check_fallbacks(orch)
     chosen = None if answers_itself else named_aggregator(aggregator or "refine", orch.registry.models())
     workflow = orch.workflow(built, aggregator=chosen, routing=routing, budget=limits)
     return orch, workflow
@@ -486,13 +514,15 @@ def serve(
     )] = None,
     option: RouterOption = None,
     budget: BudgetOption = None,
+    fallback: FallbackOption = None,
+    retry: RetryOption = None,
     db: DbOption = None,
 ) -> None:
     """Serve the routed workflow as an OpenAI-compatible model (POST /v1/chat/completions), with agents and
     models onboarded over HTTP (/orchestra/agents, /orchestra/models); every request is a stored run."""
     from orchestra.server import create_app, serve as serve_http
 
-    orch, workflow = _workflow(db, profile, router, aggregator, cost_weight, option, budget)
+    orch, workflow = _workflow(db, profile, router, aggregator, cost_weight, option, budget, fallback, retry)
     origins = tuple(allow_origin or ())
     create_app(orch, workflow, name=name, api_key=api_key, allow_origins=origins)  # a bad name, key or origin refused before the banner
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
@@ -828,19 +858,22 @@ def replay(
     cost_weight: Annotated[float | None, typer.Option(help="Replay counterfactually at this w in [0,1] (with the original router unless --router).")] = None,
     profile: Annotated[str, typer.Option(help="Profile to register first (agents that live in Python).")] = "default",
     option: RouterOption = None,
+    fallback: FallbackOption = None,
+    retry: RetryOption = None,
     db: DbOption = None,
 ) -> None:
     """Replay a run exactly (recorded outputs, no model calls), or counterfactually with another router or cost weight."""
     options = parse_options(option)
     if options and router is None:
         raise ConfigurationError("--option sets the options of the --router a run is replayed with; an exact replay uses the recorded router")
-    orch = _app(db)
+    orch = _app(db, fallback, retry)
     run_id = _run_id(orch.store, run_id)
     routing = None
     if cost_weight is not None:  # the run's own policy, at another w (PolicyError for a w outside [0, 1])
         recorded_policy = orch.store.get_run(run_id).run.meta.get("policy", {})
         routing = RoutingPolicy.model_validate({**recorded_policy, "cost_weight": cost_weight})
     install_profile(orch, profile)
+    _check_fallbacks(orch)
     result = replay_run(orch, run_id, router=router, routing=routing, **options)
     trace = orch.store.get_run(result.run_id)
     recorded = trace.run.meta.get("router", {})
@@ -864,19 +897,22 @@ def resume(
         "--reject", help="Of a run that waited for approval, an agent whose call you do not approve: it is not called (repeatable).",
     )] = None,
     profile: Annotated[str, typer.Option(help="Profile to register first (agents that live in Python).")] = "default",
+    fallback: FallbackOption = None,
+    retry: RetryOption = None,
     db: DbOption = None,
 ) -> None:
     """Resume a run that failed or was stopped: what succeeded served from the record (no model calls, nothing paid
     again), what failed or never ran done live against the registry as it is now. A run that waited for approval is
     approved by resuming it, but for the agents given with --reject."""
     given = parse_options(budget, "--budget")
-    orch = _app(db)
+    orch = _app(db, fallback, retry)
     run_id = _run_id(orch.store, run_id)
     recorded = orch.store.get_run(run_id).run
     limits = None
     if given:  # the run's own budget with the limits given changed (PolicyError names a wrong key or value)
         limits = recorded.budget(**given)
     install_profile(orch, profile)
+    _check_fallbacks(orch)
     # its steps on stderr as they happen, where a person watches it (the served ones as they are copied)
     watched = _stderr_is_a_terminal()
     aggregator_name = str((recorded.meta.get("aggregator") or {}).get("name", "aggregator"))

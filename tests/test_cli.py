@@ -704,3 +704,72 @@ def test_a_multi_round_router_chats_with_no_aggregator_and_refuses_one_given(db:
     with open_store(db) as store:
         (run,) = store.list_runs()
     assert run.answer == "looped" and run.meta["aggregator"] is None
+
+
+def test_chat_serve_resume_and_replay_take_the_model_calls_fallback_and_retry_policies(db: str, tmp_path: Path) -> None:
+    """`FallbackPolicy` and the app's `RetryPolicy` could be set from Python only: `orchestra chat`, `serve`, `resume`
+    and `replay` ran every model call with three attempts of up to 60 s and no fallback, so a provider that was down
+    failed each agent of a served workflow after its retries."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Backup(BaseHTTPRequestHandler):  # a provider that answers every chat completion
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            streamed = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0))).get("stream")
+            usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+            if streamed:  # `chat` streams its runs: one delta, then the finish and the usage
+                chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "backup"}
+                events = [chunk | {"choices": [{"index": 0, "delta": {"content": "backup answer"}, "finish_reason": "stop"}]},
+                          chunk | {"choices": [], "usage": usage}]
+                body = "".join(f"data: {json.dumps(event)}\n\n" for event in events).encode() + b"data: [DONE]\n\n"
+            else:
+                body = json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "backup", "usage": usage,
+                                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "backup answer"}, "finish_reason": "stop"}]}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream" if streamed else "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    backup = ThreadingHTTPServer(("127.0.0.1", 0), Backup)
+    threading.Thread(target=backup.serve_forever, daemon=True).start()
+    with socket.socket() as probe:  # a port nothing listens on: the primary provider is down
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    try:
+        (tmp_path / "models.yaml").write_text(f"- id: down\n  description: d\n  base_url: http://127.0.0.1:{closed}/v1\n"
+                                              f"- id: backup\n  description: b\n  base_url: http://127.0.0.1:{backup.server_address[1]}/v1\n")
+        assert invoke("models", "add", str(tmp_path / "models.yaml"), "--db", db)[0] == 0
+        (tmp_path / "agents.yaml").write_text("- id: writer\n  description: Writes.\n  model: down\n")
+        assert invoke("agents", "add", str(tmp_path / "agents.yaml"), "--db", db)[0] == 0
+        base = ("--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)
+        code, out = invoke("chat", "hi", *base, "--retry", "max_attempts=1")
+        assert code == 1 and "ModelUnavailableError" in out, out  # no fallback: the agent failed
+        failed = out.split("run ")[1].split()[0]
+        started = time.perf_counter()
+        code, out = invoke("chat", "hi", *base, "--fallback", "backup", "--retry", "max_attempts=2", "--retry", "initial_backoff_s=0.01")
+        assert code == 0 and "backup answer" in out, out
+        assert time.perf_counter() - started < 20
+        with open_store(db) as store:
+            answered = store.list_runs(limit=1)[0]
+            calls = [(step.model_id, bool(step.error), step.response.get("attempts")) for step in store.get_run(answered.id).steps if step.kind == "model_call"]
+        assert calls == [("down", True, 2), ("backup", False, 1)]  # the second attempt of --retry, then the fallback
+        code, out = invoke("resume", failed, "--profile", "none", "--db", db, "--fallback", "backup", "--retry", "max_attempts=1")
+        assert code == 0 and "backup answer" in out, out
+        code, out = invoke("replay", failed, "--router", "all", "--profile", "none", "--db", db, "--fallback", "backup", "--retry", "max_attempts=1")
+        assert code == 0 and "backup answer" in out, out
+        code, out = invoke("chat", "hi", *base, "--fallback", "ghost")
+        assert code == 2 and "--fallback ghost: the registry holds no model card with that id" in out, out
+        code, out = invoke("chat", "hi", *base, "--fallback", "backup", "--fallback", "backup")
+        assert code == 2 and "FallbackPolicy.models: Value error, model 'backup' is given twice" in out, out
+        code, out = invoke("serve", "--profile", "none", "--db", db, "--retry", "timeout_s=0")
+        assert code == 2 and "RetryPolicy.timeout_s: Input should be greater than 0" in out, out
+        with open_store(db) as store:
+            assert len(store.list_runs(limit=10)) == 4  # the refused commands stored nothing
+    finally:
+        backup.shutdown()
+        backup.server_close()
