@@ -91,7 +91,9 @@ class Budget(_Policy):
     is recorded. Agent calls are also stopped when ``max_seconds`` runs out under way (a hung tool no longer holds
     the run); other steps already under way are not interrupted: a router's or an aggregator's model call runs to
     its end or its `RetryPolicy`'s timeouts, and model calls started together (parallel agents) can take a run past
-    a cost or token limit, by what those calls cost, before it stops the run."""
+    a cost or token limit, by what those calls cost, before the next model call stops it (`max_parallel_calls=1`
+    bounds that to one call; a run whose last calls went past a limit and makes no model call after them, under
+    `PassThrough` say, ends ok with what it cost)."""
 
     max_rounds: int = Field(default=4, ge=1, le=100, strict=True)
     """Router decisions at most (multi-round routers are asked again after each round of calls)."""

@@ -223,7 +223,8 @@ class FixedRouter(BaseRouter):
 class EmbeddingRouter(BaseRouter):
     """Cosine similarity of the query to each card: the best of its description and its example queries
     (all-MiniLM-L6-v2). The top ``k`` agents whose similarity clears ``threshold`` answer; when none clears it
-    the query is out of scope. The run policy's ``min_score`` and ``max_agents`` override both when set."""
+    the query is out of scope. The run policy's ``min_score``, when set, replaces ``threshold``, and its ``max_agents``
+    caps ``k``."""
 
     name = "embedding"
 

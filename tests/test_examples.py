@@ -331,7 +331,85 @@ def check_conversation(result: dict[str, Any]) -> None:
     assert len(long_server["history"]) == 2 * HISTORY_TURNS + 2 and long_server["history"][2:] == long_python["history"]
     assert long_python["history"][-1] == ("assistant", "1") and long_server["answer"].startswith(f"You asked {HISTORY_TURNS + 1} questions")
 
+def check_budgets_and_fallbacks(result: dict[str, Any]) -> None:
+    def failed_then_answered(read: dict[str, Any], failing: str) -> None:
+        # the failing model tried as often as the app's RetryPolicy allows, 50 ms apart, at no cost; then the fallback
+        down, answered = [call for call in read["model_calls"] if call["model"] == failing], [call for call in read["model_calls"] if not call["error"]]
+        assert [(call["error"], call["attempts"], call["tokens"], call["cost_usd"]) for call in down] == [("ModelUnavailableError", 2, 0, None)]
+        assert 50 <= down[0]["ms"] < 5000 and answered and all(call["model"] == "smol" and call["cost_usd"] > 0 for call in answered)
+
+    # 1. down, 503, 429: the fallback answered and its cost is the run's, the same in run, arun and stream
+    for read in result["fallback"].values():
+        assert read["status"] == "ok" and read["answer"] and read["calls"]["poet"]["model"] == "smol"
+        failed_then_answered(read, "gpt-down")
+        assert read["cost_usd"] == pytest.approx(sum(call["cost_usd"] or 0 for call in read["model_calls"]))
+    http_failures = result["http_failures"]
+    assert http_failures["requests"] == {"503": 2, "429": 2}  # each endpoint saw RetryPolicy.max_attempts requests
+    for agent, model in (("critic", "busy"), ("reviewer", "limited")):
+        assert http_failures["run"]["calls"][agent]["model"] == "smol"
+        failed_then_answered({"model_calls": [c for c in http_failures["run"]["model_calls"] if c["model"] in (model, "smol")]}, model)
+    # 2a. two calls started together went past max_cost_usd (the poet's fallback counted); the refiner's call was refused
+    cost = result["cost"]
+    assert cost["result"] == {"status": "error", "error": "BudgetExceeded", "limit": "max_cost_usd", "answer": None,
+                              "answered": ["historian", "poet"]}
+    assert cost["status"] == "error" and cost["error"]["limit"] == "max_cost_usd" and cost["error"]["allowed"] == 0.0001
+    assert cost["error"]["used"] == pytest.approx(cost["cost_usd"]) and cost["cost_usd"] > 0.0001  # the overshoot
+    assert cost["calls"]["poet"]["model"] == "smol" and cost["calls"]["poet"]["cost_usd"] > 0
+    assert cost["aggregate_error"] == "BudgetExceeded" and "refine" not in [call["purpose"] for call in cost["model_calls"]]
+    resumed = result["cost_resumed"]
+    assert resumed["status"] == "ok" and (resumed["served"], resumed["live"]) == (3, 1) and resumed["replay_of"] == cost["run_id"]
+    assert {agent: call["resumed"] for agent, call in resumed["calls"].items()} == {"poet": "served", "historian": "served"}
+    live = [call for call in resumed["model_calls"] if call["ms"] > 0]  # copies of served calls take no time
+    assert [call["purpose"] for call in live] == ["refine"]  # nothing paid again but the refiner
+    assert resumed["cost_usd"] == pytest.approx(cost["cost_usd"] + live[0]["cost_usd"])  # the totals are the whole run's
+    # 2b. one call at a time: the first call's tokens passed max_tokens, the second agent's model call was refused
+    tokens = result["tokens"]
+    assert tokens["status"] == "error" and tokens["error"]["limit"] == "max_tokens" and tokens["result_error"] == "BudgetExceeded"
+    errors = sorted(str(call["error"]) for call in tokens["calls"].values())
+    assert errors == ["BudgetExceeded", "None"] and tokens["tokens"] > 40 and len(tokens["model_calls"]) == 1
+    assert {"run_finished", "token", "decision", "call"} <= set(tokens["events"])
+    tokens_resumed = result["tokens_resumed"]
+    assert tokens_resumed["status"] == "ok" and (tokens_resumed["served"], tokens_resumed["live"]) == (2, 2)
+    assert sorted(call["resumed"] for call in tokens_resumed["calls"].values()) == ["live", "served"]
+    # 2c. a dispatch over max_calls is refused before any call: nothing called, nothing spent
+    calls = result["calls"]
+    assert calls["error"]["limit"] == "max_calls" and calls["error"]["spent"] is False and calls["calls"] == {} and calls["cost_usd"] == 0
+    # 2d. the hung model: stopped at max_seconds, sync and async, its model call recorded as stopped, the cost unknown
+    for read in result["seconds"].values():
+        assert read["status"] == "error" and read["error"]["limit"] == "max_seconds" and read["returned_s"] < 3
+        assert read["calls"]["forecaster"]["error"] == "BudgetExceeded" and read["cost_usd"] is None
+        assert [(call["model"], call["error"]) for call in read["model_calls"]] == [("stuck", "RunCancelled")]
+    # the async run's request was cancelled; the sync run's was left open in its thread, past the run's end
+    assert (result["seconds"]["async"]["requests_open"], result["seconds"]["sync"]["requests_open"]) == (0, 1)
+    back = result["seconds_resumed"]
+    assert back["status"] == "ok" and back["calls"]["forecaster"] == {"model": "stuck", "error": None, "cost_usd": back["cost_usd"], "resumed": "live"}
+    # 3. routing per run: max_agents and min_score as the router reads them; cost_weight recorded; bad values named
+    narrowed, strict = result["routing"]["narrowed"], result["routing"]["strict"]
+    assert len(narrowed["calls"]) == 1 and max(narrowed["scores"], key=narrowed["scores"].get) in narrowed["calls"]
+    assert narrowed["policy"] == {"cost_weight": 0.3, "max_agents": 1, "min_score": None}
+    assert strict["out_of_scope"] is True and strict["calls"] == {} and strict["cost_usd"] == 0 and strict["policy"]["min_score"] == 0.95
+    assert [message.split(":")[1].strip() for message in result["routing"]["bad"]] == [
+        "RoutingPolicy.cost_weight", "RoutingPolicy.max_agents", "RoutingPolicy.min_score", "RoutingPolicy.max_agents",
+        "routing must be a RoutingPolicy, got dict {'max_agents'", "Budget.max_cost_usd", "Budget.max_tokens", "Budget.max_cost"]
+    # 4. the command line: stopped by --budget (exit 1), resumed with a raised limit and --fallback (exit 0); bad option: exit 2
+    cli = result["cli"]
+    assert cli["stopped"]["exit_code"] == 1 and cli["stopped"]["error"]["limit"] == "max_calls" and "BudgetExceeded" in cli["stopped"]["output"]
+    assert cli["resumed"]["exit_code"] == 0 and cli["resumed"]["status"] == "ok" and cli["resumed"]["replay_of"] == cli["stopped"]["run_id"]
+    assert cli["resumed"]["budget"]["max_calls"] == 2 and cli["resumed"]["calls"]["poet"]["model"] == "smol"
+    failed_then_answered(cli["resumed"], "gpt-down")  # --retry max_attempts=2, then --fallback smol
+    assert cli["bad"]["exit_code"] == 2 and "Budget.max_tokens" in cli["bad"]["output"]
+    # over HTTP: 500 with the run id, the request's max_agents and min_score, 400 naming the field, the resume
+    http = result["http"]
+    assert http["over"]["status"] == 500 and http["over"]["error"]["code"] == "budget_exceeded" and http["over"]["orchestra"]["run_id"]
+    assert http["one"]["status"] == 200 and len(http["one"]["orchestra"]["observations"]) == 1
+    assert http["strict"]["status"] == 200 and http["strict"]["orchestra"]["out_of_scope"] is True
+    assert http["bad"]["status"] == 400 and http["bad"]["error"]["param"] == "cost_weight"
+    assert http["resumed"]["http_status"] == 201 and http["resumed"]["status"] == "ok" and http["resumed"]["budget"]["max_calls"] == 2
+    assert http["resumed"]["resumed_from"] == http["over"]["orchestra"]["run_id"] and len(http["resumed"]["calls"]) == 2
+
+
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {
+    "budgets_and_fallbacks": check_budgets_and_fallbacks,
     "conversation": check_conversation,
     "custom_agent_and_aggregator": check_custom_agent_and_aggregator,
     "custom_router": check_custom_router,
