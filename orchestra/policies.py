@@ -59,8 +59,8 @@ class RetryPolicy(_Policy):
     max_backoff_s: float = Field(default=8.0, ge=0, strict=True)
     jitter_s: float = Field(default=0.25, ge=0, strict=True)
     timeout_s: float = Field(default=60.0, gt=0, strict=True)
-    """Per-attempt timeout (an agent's attempt past it is left running, as at the run's ``max_seconds``, and
-    retried)."""
+    """Per-attempt timeout. A model call's attempt past it fails (and is retried); an agent's is stopped as at the
+    run's ``max_seconds`` (an async agent cancelled, a sync one left running in its thread) and retried."""
 
     @model_validator(mode="after")
     def _backoff_grows_to_its_cap(self) -> RetryPolicy:
@@ -114,7 +114,9 @@ class Budget(_Policy):
     """Agent calls at most, over all rounds."""
     max_parallel_calls: int | None = Field(default=None, ge=1, strict=True)
     """Agent calls under way at once at most (LangGraph's ``max_concurrency``): a dispatch to more agents runs the
-    rest as earlier ones finish, e.g. to stay under a provider's rate limit. ``None``: a dispatch's calls all at once."""
+    rest as earlier ones finish, e.g. to stay under a provider's rate limit. ``None``: a dispatch's calls all at once.
+    A sync attempt stopped at its card's ``timeout_s`` frees its slot though its thread, and the request it was
+    making, go on: the provider may then see more requests at once than this."""
 
 
 class RoutingPolicy(_Policy):
