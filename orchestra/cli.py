@@ -10,6 +10,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from datetime import datetime
 from functools import wraps
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -657,25 +658,57 @@ def models_remove(model_id: str, db: DbOption = None) -> None:
 # -- runs and replay --------------------------------------------------------------------------------------------
 
 
+SinceOption = Annotated[str | None, typer.Option(help="Only runs started at or after this time: an ISO date or time, UTC unless it "
+                                                        "gives its offset (2026-03-01, '2026-03-01 14:30', 2026-03-01T14:30+02:00).")]
+UntilOption = Annotated[str | None, typer.Option(help="Only runs started before this time (as --since).")]
+ReplaysOption = Annotated[bool | None, typer.Option(
+    "--replays/--no-replays", help="Only the replays and resumes, or none of them (the runs themselves, each query once); both by default.")]
+
+
+def _time_option(value: str | None, flag: str) -> datetime | None:
+    """A --since or --until value as a time: an ISO date or time, UTC unless it gives its offset (as the store keeps
+    and `runs list` shows times)."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigurationError(f"{flag} must be an ISO date or time such as 2026-03-01 or '2026-03-01 14:30', got {value!r}") from None
+
+
+def _status_option(status: str | None) -> RunStatus | None:
+    if status is not None and status not in get_args(RunStatus):
+        raise ConfigurationError(f"--status must be one of {', '.join(get_args(RunStatus))}, got {status!r}")
+    return status  # type: ignore[return-value]
+
+
 @runs_app.command("list")
 @_handle_errors
 def runs_list(
     session: Annotated[str | None, typer.Option(help="Only this session's runs (chat prints its session id).")] = None,
     status: Annotated[str | None, typer.Option(help="running, ok, error or interrupted")] = None,
     router: Annotated[str | None, typer.Option(help="Only the runs of this router.")] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    replays: ReplaysOption = None,
     limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+    ids: Annotated[bool, typer.Option("--ids", help="Print the run ids alone, one a line: what `orchestra replay` takes, several at once.")] = False,
     db: DbOption = None,
 ) -> None:
     """Stored runs, newest first."""
-    if status is not None and status not in get_args(RunStatus):
-        raise ConfigurationError(f"--status must be one of {', '.join(get_args(RunStatus))}, got {status!r}")
+    filters = {"session_id": session, "status": _status_option(status), "router": router, "replays": replays,
+               "since": _time_option(since, "--since"), "until": _time_option(until, "--until")}
     store = _store(db)
+    if ids:
+        for run in store.list_runs(**filters, limit=limit):  # type: ignore[arg-type]
+            console.print(run.id, markup=False, highlight=False)
+        return
     table = Table(title="runs")
     # The id is what `runs show` and `replay` take: never cut it; the query and answer give way instead.
     table.add_column("run", no_wrap=True, min_width=32)
     for column in ("started", "router", "status", "query", "answer"):
         table.add_column(column)
-    for run in store.list_runs(session_id=session, status=status, router=router, limit=limit):  # type: ignore[arg-type]
+    for run in store.list_runs(**filters, limit=limit):  # type: ignore[arg-type]
         label = run.status_label()
         table.add_row(escape(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), escape(run.router), escape(label),
                       escape(" ".join(run.query.split())[:40]), escape(" ".join((run.answer or "").split())[:40]))
@@ -687,15 +720,20 @@ def runs_list(
 def runs_stats(
     router: Annotated[str | None, typer.Option(help="Only the runs of this router.")] = None,
     session: Annotated[str | None, typer.Option(help="Only this session's runs.")] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    replays: ReplaysOption = None,
     limit: Annotated[int, typer.Option(min=1, help="How many runs, newest first.")] = 1000,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Per router and cost weight: runs, status, cost, tokens, latency, and each agent's and model's share of the
-    calls (after calibrating w: did the strong model get its share, at what cost)."""
+    calls (after calibrating w: did the strong model get its share, at what cost). Replays count as runs unless
+    --no-replays: an exact replay under its original's router, a counterfactual one under the router it ran."""
     from orchestra.trace import summarize_runs
 
-    summary = summarize_runs(_store(db), router=router, session_id=session, limit=limit)
+    summary = summarize_runs(_store(db), router=router, session_id=session, replays=replays, since=_time_option(since, "--since"),
+                             until=_time_option(until, "--until"), limit=limit)
     if as_json:
         console.print_json(json.dumps(summary))
         return
@@ -850,10 +888,21 @@ def runs_show(
     console.print(render_trace(trace))
 
 
+def _dispatched_agents(trace: RunTrace) -> list[str]:
+    """Every agent a run's decisions dispatched to, sorted (what two routers are compared on)."""
+    return sorted({call["agent_id"] for step in trace.steps if step.kind == "decision"
+                   for call in (step.response.get("decision") or {}).get("calls", [])})
+
+
+def _cost_text(cost: float | None) -> str:
+    return "unknown" if cost is None else f"${cost:.6f}"
+
+
 @app.command()
 @_handle_errors
 def replay(
-    run_id: RunIdArgument,
+    run_ids: Annotated[list[str], typer.Argument(help="The runs' ids, or enough of each one's start to name one run; several are replayed "
+                                                      "in one process, e.g. $(orchestra runs list --no-replays --since 2026-03-01 --ids).")],
     router: Annotated[str | None, typer.Option(help="Replay counterfactually with this router instead.")] = None,
     cost_weight: Annotated[float | None, typer.Option(help="Replay counterfactually at this w in [0,1] (with the original router unless --router).")] = None,
     profile: Annotated[str, typer.Option(help="Profile to register first (agents that live in Python).")] = "default",
@@ -862,26 +911,49 @@ def replay(
     retry: RetryOption = None,
     db: DbOption = None,
 ) -> None:
-    """Replay a run exactly (recorded outputs, no model calls), or counterfactually with another router or cost weight."""
+    """Replay runs exactly (recorded outputs, no model calls), or counterfactually with another router or cost weight:
+    one run drawn as its tree, several as a table (each beside its original). Exits 1 when a replay did not end ok."""
     options = parse_options(option)
     if options and router is None:
         raise ConfigurationError("--option sets the options of the --router a run is replayed with; an exact replay uses the recorded router")
     orch = _app(db, fallback, retry)
-    run_id = _run_id(orch.store, run_id)
-    routing = None
-    if cost_weight is not None:  # the run's own policy, at another w (PolicyError for a w outside [0, 1])
-        recorded_policy = orch.store.get_run(run_id).run.meta.get("policy", {})
-        routing = RoutingPolicy.model_validate({**recorded_policy, "cost_weight": cost_weight})
+    originals = [orch.store.get_run(_run_id(orch.store, given)) for given in run_ids]  # every id checked before any replay
     install_profile(orch, profile)
     _check_fallbacks(orch)
-    result = replay_run(orch, run_id, router=router, routing=routing, **options)
-    trace = orch.store.get_run(result.run_id)
-    recorded = trace.run.meta.get("router", {})
-    if recorded.get("recorded"):
-        err_console.print(f"[yellow]router {escape(trace.run.router)} not rebuilt ({escape(_one_line(recorded.get('why', '')))}): "
-                          "its recorded decisions were served, not checked[/]")
-    console.print(render_trace(trace))
-    raise typer.Exit(0 if result.status == "ok" else 1)
+    # built once for all the runs: the router (and its encoder) is not loaded again for each
+    candidate = load_router(router, **options) if router is not None else None
+    replays: list[tuple[RunTrace, RunTrace]] = []
+    for original in originals:
+        routing = None
+        if cost_weight is not None:  # the run's own policy, at another w (PolicyError for a w outside [0, 1])
+            routing = RoutingPolicy.model_validate({**original.run.meta.get("policy", {}), "cost_weight": cost_weight})
+        result = replay_run(orch, original.run.id, router=candidate, routing=routing)
+        trace = orch.store.get_run(result.run_id)
+        recorded = trace.run.meta.get("router", {})
+        if recorded.get("recorded"):
+            err_console.print(f"[yellow]run {escape(original.run.id[:8])}: router {escape(trace.run.router)} not rebuilt "
+                              f"({escape(_one_line(recorded.get('why', '')))}): its recorded decisions were served, not checked[/]")
+        replays.append((original, trace))
+    if len(replays) == 1:
+        console.print(render_trace(replays[0][1]))
+    else:
+        mode = replays[0][1].run.replay_mode
+        table = Table(title=escape(f"{len(replays)} {mode} replays" + (f" with {router}" if router else "")))
+        table.add_column("run", no_wrap=True)
+        table.add_column("replay", no_wrap=True)
+        for column in ("status", "agents", "answer", "cost"):
+            table.add_column(column)
+
+        def change(before: str, after: str) -> str:  # one value when both runs agree, else how it changed
+            return before if before == after else f"{before} → {after}"
+
+        for original, trace in replays:
+            table.add_row(original.run.id[:8], trace.run.id[:8], escape(change(original.run.status, trace.run.status)),
+                          escape(change(", ".join(_dispatched_agents(original)) or "-", ", ".join(_dispatched_agents(trace)) or "-")),
+                          "same" if trace.run.answer == original.run.answer else "differs",
+                          change(_cost_text(original.run.cost_usd), _cost_text(trace.run.cost_usd)))
+        console.print(table)
+    raise typer.Exit(0 if all(trace.run.status == "ok" for _, trace in replays) else 1)
 
 
 @app.command()

@@ -204,10 +204,17 @@ class Store(Protocol):
         status: RunStatus | None = None,
         router: str | None = None,
         id_prefix: str | None = None,
+        replays: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
-        """Runs, newest first; each filter given narrows them (``id_prefix``: ids that start with it)."""
+        """Runs, newest first; each filter given narrows them (``id_prefix``: ids that start with it). ``replays``:
+        ``False`` keeps the runs that replay or resume no other run (the traffic itself, each query once), ``True``
+        only the replays and resumes (``replay_of`` set). ``since`` and ``until`` bound the start time: at or after
+        ``since``, before ``until`` (a naive time is UTC, as the store keeps and lists times); a value that is no
+        ``datetime`` is a `ConfigurationError`."""
         ...
 
     def mark_interrupted(self) -> int:
@@ -226,13 +233,15 @@ class Store(Protocol):
 
 
 def summarize_runs(
-    store: Store, *, router: str | None = None, session_id: str | None = None, status: RunStatus | None = None, limit: int = 1000
+    store: Store, *, router: str | None = None, session_id: str | None = None, status: RunStatus | None = None,
+    replays: bool | None = None, since: datetime | None = None, until: datetime | None = None, limit: int = 1000,
 ) -> dict[str, Any]:
     """What the newest ``limit`` runs (filtered as `Store.list_runs` filters) did, per router and cost weight: how
     many runs and with what status, their total and mean cost, tokens and latency, and the share of agent calls
     each agent and each model took. What a RouteLLM user checks after calibrating w: did the strong model get the
-    share it was meant to, at what cost. Replays count as runs of their own."""
-    runs = store.list_runs(router=router, session_id=session_id, status=status, limit=limit)
+    share it was meant to, at what cost. Replays count as runs of their own (an exact replay under its original's
+    router) unless ``replays=False`` leaves them out."""
+    runs = store.list_runs(router=router, session_id=session_id, status=status, replays=replays, since=since, until=until, limit=limit)
     groups: dict[tuple[str, float | None], dict[str, Any]] = {}
     for run in runs:
         weight = run.meta.get("policy", {}).get("cost_weight")

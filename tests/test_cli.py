@@ -773,3 +773,53 @@ def test_chat_serve_resume_and_replay_take_the_model_calls_fallback_and_retry_po
     finally:
         backup.shutdown()
         backup.server_close()
+
+
+def test_replay_takes_several_runs_and_runs_list_gives_the_traffic_ids_to_replay(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluating a router on past runs from the command line took a shell loop of `orchestra replay`, each loading
+    the router (and its encoder) again, over ids cut out of a table that also listed the replays of the last loop:
+    `runs list --no-replays --since ... --ids` gives the traffic's ids, one `replay` takes them all (the router
+    built once, every id checked before any replay), and `runs stats --no-replays` leaves the replays out."""
+    import orchestra.cli as cli_module
+
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats the request loudly.\n  backend: function\n  function: cli_agents:shout\n"
+                     "- id: brackets\n  description: Brackets the request.\n  backend: function\n  function: cli_agents:brackets\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    base = ("--profile", "none", "--aggregator", "pass-through", "--db", db)
+    for query in ("one", "two"):
+        code, out = invoke("chat", query, "--router", "fixed", "--option", 'agent_ids=["shout"]', *base)
+        assert code == 0, out
+    code, out = invoke("runs", "list", "--no-replays", "--since", "2000-01-01", "--ids", "--db", db)
+    traffic = out.split()
+    assert code == 0 and len(traffic) == 2 and all(len(run_id) == 32 for run_id in traffic), out
+
+    built = []
+    monkeypatch.setattr(cli_module, "load_router", lambda name, **options: built.append(name) or load_router(name, **options))
+    from orchestra.routing import load_router
+
+    code, out = invoke("replay", *traffic, "--router", "fixed", "--option", 'agent_ids=["shout", "brackets"]', "--profile", "none",
+                       "--db", db)
+    assert code == 0 and built == ["fixed"], out  # one router for both replays
+    assert "2 counterfactual replays with fixed" in out and out.count("shout → brackets, shout") == 2, out
+    assert all(run_id[:8] in out for run_id in traffic) and out.count("differs") == 2
+    code, out = invoke("replay", *traffic, "--profile", "none", "--db", db)
+    assert code == 0 and "2 exact replays" in out and out.count("same") == 2 and out.count("│ shout ") == 2, out
+
+    code, out = invoke("runs", "list", "--no-replays", "--ids", "--db", db)
+    assert out.split() == traffic  # the four replays are not the traffic
+    code, out = invoke("runs", "list", "--replays", "--ids", "--db", db)
+    assert code == 0 and len(out.split()) == 4 and not set(out.split()) & set(traffic)
+    assert invoke("runs", "list", "--since", "2999-01-01", "--ids", "--db", db) == (0, "")
+    assert invoke("runs", "list", "--until", "2000-01-01T00:00+02:00", "--ids", "--db", db) == (0, "")
+    code, out = invoke("runs", "stats", "--no-replays", "--json", "--db", db)
+    assert code == 0 and json.loads(out)["runs"] == 2
+    code, out = invoke("runs", "stats", "--json", "--db", db)
+    assert code == 0 and json.loads(out)["runs"] == 6
+
+    before = len(open_store(db).list_runs(limit=100))
+    code, out = invoke("replay", traffic[0], "nothing-like-it", "--profile", "none", "--db", db)
+    assert code == 2 and "no run with id 'nothing-like-it'" in out
+    assert len(open_store(db).list_runs(limit=100)) == before  # refused before the first replay
+    code, out = invoke("runs", "list", "--since", "last tuesday", "--db", db)
+    assert code == 2 and "--since must be an ISO date or time" in out

@@ -900,3 +900,31 @@ def test_numbers_out_of_range_are_typed_errors_on_every_backend(store: Store) ->
     with pytest.raises(StoreError, match="prompt_tokens"):
         store.append_step(_step("big", prompt_tokens=2**31))
     assert [run.id for run in store.list_runs()] == ["big"] and store.get_run("big").steps == []
+
+
+def test_list_runs_keeps_the_traffic_apart_from_its_replays_and_takes_a_time_window(store: Store) -> None:
+    """Listing the traffic to evaluate a router on it listed the replays of an earlier evaluation too (an exact
+    replay under the original's router, so `router=` could not leave it out), and a time window could only be
+    had by paging through every run: ``replays`` and ``since``/``until`` filter in the store, on every backend."""
+    from orchestra.errors import ConfigurationError
+
+    for index, (run_id, replay_of, mode) in enumerate([("t0", None, None), ("t1", None, None), ("r0", "t0", "exact"),
+                                                       ("t2", None, None), ("c1", "t1", "counterfactual"), ("s1", "t1", "resume")]):
+        store.start_run(_run(id=run_id, replay_of=replay_of, replay_mode=mode, started_at=T0 + timedelta(minutes=index)))
+
+    def ids(**filters: object) -> list[str]:
+        return [run.id for run in store.list_runs(**filters)]  # type: ignore[arg-type]
+
+    assert ids() == ["s1", "c1", "t2", "r0", "t1", "t0"]
+    assert ids(replays=False) == ["t2", "t1", "t0"]  # each query once: no replay, no resume
+    assert ids(replays=True) == ["s1", "c1", "r0"]
+    assert ids(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=4)) == ["t2", "r0", "t1"]  # until excluded
+    assert ids(since=T0 + timedelta(minutes=1), replays=False, limit=1) == ["t2"]
+    assert ids(since=T0 + timedelta(minutes=3, seconds=30)) == ["s1", "c1"]
+    # a naive time is UTC, as the store keeps times; another offset is the same instant
+    assert ids(until=(T0 + timedelta(minutes=1)).replace(tzinfo=None)) == ["t0"]
+    assert ids(until=(T0 + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=2)))) == ["t0"]
+    with pytest.raises(ConfigurationError, match="'since' must be a datetime, got str"):
+        store.list_runs(since="2026-05-20")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="'until'"):
+        store.list_runs(until=1.0)  # type: ignore[arg-type]

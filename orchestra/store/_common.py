@@ -16,6 +16,7 @@ from orchestra.trace import RegistryEvent, RunRecord, StepRecord
 __all__ = [
     "RUN_FIELDS_UPDATED_ON_FINISH",
     "check_page",
+    "check_window",
     "interrupted_error",
     "is_orphaned",
     "mask_url",
@@ -80,6 +81,15 @@ def check_page(limit: int, offset: int) -> None:
     for name, value in (("limit", limit), ("offset", offset)):
         if not 0 <= value <= MAX_PAGE:
             raise ConfigurationError(f"list_runs: field {name!r} must be from 0 to {MAX_PAGE}, got {value}")
+
+
+def check_window(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
+    """``list_runs``'s time window in UTC (a naive time is UTC already, as `utc` takes it); a value that is no
+    `datetime` is a `ConfigurationError` naming its field."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and not isinstance(value, datetime):
+            raise ConfigurationError(f"list_runs: field {name!r} must be a datetime, got {type(value).__name__} {value!r:.60}")
+    return utc(since), utc(until)
 
 
 def session_title(query: str) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 
 from orchestra.errors import DuplicateIdError, NotFoundError
 from orchestra.store._common import (
     RUN_FIELDS_UPDATED_ON_FINISH,
     check_page,
+    check_window,
     interrupted_error,
     is_orphaned,
     normalise_event,
@@ -94,10 +96,14 @@ class InMemoryStore:
         status: RunStatus | None = None,
         router: str | None = None,
         id_prefix: str | None = None,
+        replays: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
         check_page(limit, offset)
+        since, until = check_window(since, until)
         # the filters as the stored text they are compared with
         session_id, router, id_prefix = (None if text is None else utf8_text(text) for text in (session_id, router, id_prefix))
         with self._lock:
@@ -108,6 +114,9 @@ class InMemoryStore:
                 and (status is None or run.status == status)
                 and (router is None or run.router == router)
                 and (id_prefix is None or run.id.startswith(id_prefix))
+                and (replays is None or (run.replay_of is not None) == replays)
+                and (since is None or run.started_at >= since)
+                and (until is None or run.started_at < until)
             ]
         # the SQL store's order: newest first, ties broken by id, descending
         runs.sort(key=lambda run: (run.started_at, run.id), reverse=True)

@@ -34,6 +34,7 @@ from orchestra.errors import DuplicateIdError, NotFoundError, StoreError
 from orchestra.store._common import (
     RUN_FIELDS_UPDATED_ON_FINISH,
     check_page,
+    check_window,
     interrupted_error,
     is_orphaned,
     mask_url,
@@ -572,12 +573,16 @@ class SqlStore:
         status: RunStatus | None = None,
         router: str | None = None,
         id_prefix: str | None = None,
+        replays: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRecord]:
         """Runs, newest first (ties broken by id, descending), filtered and paged; ``id_prefix`` matches the start of
         the id exactly, case and all (ids are lowercase hex)."""
         check_page(limit, offset)
+        since, until = check_window(since, until)
         query = sa.select(*_RUN_COLUMNS)
         if session_id is not None:
             query = query.where(runs.c.session_id == self._clean_text(session_id))
@@ -589,6 +594,12 @@ class SqlStore:
             prefix = self._clean_text(id_prefix)
             # not LIKE: SQLite's ignores case, PostgreSQL's does not; a prefix matches case and all on both
             query = query.where(sa.func.substr(runs.c.id, 1, len(prefix)) == prefix)
+        if replays is not None:
+            query = query.where(runs.c.replay_of.is_not(None) if replays else runs.c.replay_of.is_(None))
+        if since is not None:
+            query = query.where(runs.c.started_at >= since)
+        if until is not None:
+            query = query.where(runs.c.started_at < until)
         query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
         with self._read() as connection:
             return [RunRecord.model_validate(dict(row)) for row in connection.execute(query).mappings()]
