@@ -223,6 +223,12 @@ def _resumed(
             f"run {run.id} is still running (or its process on another host ended without finishing it): resume it once "
             "it has stopped"
         )
+    if run.replay_mode == "exact":
+        # it reproduces its original, failure and pause included: resumed, it would do live what resuming the original
+        # does, and the original would stay resumable (a payment approved through each, paid twice)
+        raise ConfigurationError(
+            f"run {run.id} is an exact replay of run {run.replay_of}: resume that run instead (orchestra resume {run.replay_of})"
+        )
     failed = _failed_steps(trace)
     if run.status == "ok" and not failed:
         raise ConfigurationError(

@@ -1417,6 +1417,14 @@ class Workflow:
         if gate is not None:
             waiting = tuple(dict.fromkeys(call.agent_id for call in calls
                                           if (card := gate.agent(call.agent_id)) is not None and card.requires_approval))
+            if waiting and ctx.exact:
+                # the original's pause, reproduced: approving is resuming the original (a resume of this replay is
+                # refused; it would pay what the original's resume pays too)
+                original = ctx.run.replay_of
+                raise ApprovalRequired(
+                    f"the dispatch to {', '.join(map(repr, waiting))} awaited approval in the original run, as here: resume run "
+                    f"{original} to approve it (orchestra resume {original})", agent_ids=waiting,
+                )
             if waiting:
                 raise ApprovalRequired(
                     f"the dispatch to {', '.join(map(repr, waiting))} awaits approval: resume run {ctx.run.id} to approve it "

@@ -1033,3 +1033,24 @@ def test_a_resume_of_a_failed_resume_replaces_its_turn_once_and_a_resumed_replay
     assert [turn.content for turn in orch.history("s", turns=1)] == ["2 + 2, noted", done.answer]
     assert resume(orch, later.run_id).status == "ok"  # the turn itself, resumed, is one
     assert [turn.content for turn in orch.history("s")] == ["2 + 2, noted", done.answer, "note this", "noted"]
+
+
+def test_an_exact_replay_of_a_paused_run_names_the_original_to_approve_and_cannot_itself_be_resumed() -> None:
+    """An exact replay of a run waiting for approval paused as its original did, with a message saying to resume the
+    replay to approve it; resuming the replay paid, and the original, still waiting, could be resumed too: the
+    payment made twice. The replay now names its original, and a resume of an exact replay is refused (it would do
+    live what resuming its original does), nothing paid or stored."""
+    from orchestra import ApprovalRequired, ConfigurationError, resume
+
+    orch = Orchestra(store=InMemoryStore())
+    paid: list[str] = []
+    orch.registry.add_agent(AgentCard(id="pay", description="Pays invoices.", requires_approval=True), implementation=lambda q: paid.append(q) or "paid")
+    paused = orch.workflow(FunctionRouter(_dispatch_all)).run("pay invoice 7")
+    again = replay(orch, paused.run_id)
+    assert again.status == "interrupted" and isinstance(again.error, ApprovalRequired) and again.error.agent_ids == ("pay",)
+    assert f"resume run {paused.run_id} to approve it" in str(again.error) and again.run_id not in str(again.error)
+    runs_before = [run.id for run in orch.store.list_runs()]
+    with pytest.raises(ConfigurationError, match=f"run {again.run_id} is an exact replay of run {paused.run_id}: resume that run instead"):
+        resume(orch, again.run_id)
+    assert paid == [] and [run.id for run in orch.store.list_runs()] == runs_before
+    assert resume(orch, paused.run_id).status == "ok" and paid == ["pay invoice 7"]  # approved once, through the original

@@ -1125,3 +1125,21 @@ def test_the_runs_page_shows_a_run_a_dead_process_left_running_as_interrupted(st
     assert not at.exception, at.exception
     assert at.selectbox(key="runs_selected").value == left.id
     assert raw.get_run(left.id).run.status == "interrupted"
+
+
+def test_the_runs_page_offers_no_resume_of_an_exact_replay_of_a_failed_run(store: str) -> None:
+    """An exact replay reproduces its original, failure included, and the page offered to resume it; `resume` now
+    refuses an exact replay (it would do live what resuming the original does, twice once both are resumed), so the
+    page offers Resume under the original only."""
+    from orchestra import replay
+
+    app = _add_echo(store)
+    app.registry.add_agent(AgentCard(id="gone", description="Answers.", backend="function", function="ui_test_agents:missing"))
+    failed = app.workflow("fixed", aggregator=PassThrough(), agent_ids=["gone"]).run("question")
+    exact = replay(app, failed.run_id)
+    assert (failed.status, exact.status) == ("error", "error")
+    page = _start(runs_page)
+    page.selectbox(key="runs_selected").set_value(failed.run_id).run()
+    assert [b for b in page.button if b.key == "runs_resume"]
+    page.selectbox(key="runs_selected").set_value(exact.run_id).run()
+    assert not page.exception and not [b for b in page.button if b.key == "runs_resume"]

@@ -233,7 +233,10 @@ def _resume_verdict(resumed: RunTrace) -> None:
 
 
 def _resumable(trace: RunTrace) -> bool:
-    """Whether to offer Resume: the run did not end ok, or a step of it failed (`resume` has the last word)."""
+    """Whether to offer Resume: the run did not end ok, or a step of it failed (`resume` has the last word); never for
+    an exact replay, which `resume` refuses (its original is the run to resume)."""
+    if trace.run.replay_mode == "exact":
+        return False
     return trace.run.status != "ok" or any(step.failed for step in trace.steps)
 
 
