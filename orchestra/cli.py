@@ -752,8 +752,9 @@ def runs_stats(
 
 
 def _step_label(step: StepRecord) -> str:
-    # a resumed run's steps served from the original say so; the live ones are as in any run
-    served = " [dim](served)[/]" if step.response.get("resumed") == "served" else ""
+    # a resumed run's steps served from the original say so (and a replay's that reused the original's calls); the
+    # live ones are as in any run
+    served = " [dim](served)[/]" if "served" in (step.response.get("resumed"), step.response.get("reused")) else ""
     # a call its agent's RetryPolicy tried again: how many attempts, and what failed first
     retried = step.response.get("retried") or []
     attempts = f" [dim]({len(retried) + 1} attempts; first failed: {escape(str(retried[0].get('type')))})[/]" if retried else ""
@@ -909,6 +910,8 @@ def replay(
     option: RouterOption = None,
     fallback: FallbackOption = None,
     retry: RetryOption = None,
+    reuse_calls: Annotated[bool, typer.Option("--reuse-calls", help="With --router or --cost-weight: a call made as the original made "
+                                                                    "it, and that succeeded there, is served from the record, not made again.")] = False,
     db: DbOption = None,
 ) -> None:
     """Replay runs exactly (recorded outputs, no model calls), or counterfactually with another router or cost weight:
@@ -916,6 +919,8 @@ def replay(
     options = parse_options(option)
     if options and router is None:
         raise ConfigurationError("--option sets the options of the --router a run is replayed with; an exact replay uses the recorded router")
+    if reuse_calls and router is None and cost_weight is None:
+        raise ConfigurationError("--reuse-calls is for a counterfactual replay (--router or --cost-weight): an exact replay serves every call already")
     orch = _app(db, fallback, retry)
     originals = [orch.store.get_run(_run_id(orch.store, given)) for given in run_ids]  # every id checked before any replay
     install_profile(orch, profile)
@@ -927,7 +932,7 @@ def replay(
         routing = None
         if cost_weight is not None:  # the run's own policy, at another w (PolicyError for a w outside [0, 1])
             routing = RoutingPolicy.model_validate({**original.run.meta.get("policy", {}), "cost_weight": cost_weight})
-        result = replay_run(orch, original.run.id, router=candidate, routing=routing)
+        result = replay_run(orch, original.run.id, router=candidate, routing=routing, reuse_calls=reuse_calls)
         trace = orch.store.get_run(result.run_id)
         recorded = trace.run.meta.get("router", {})
         if recorded.get("recorded"):

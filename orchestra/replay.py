@@ -106,11 +106,21 @@ def replay(
     router: Router | str | None = None,
     aggregator: Aggregator | None = None,
     routing: RoutingPolicy | None = None,
+    reuse_calls: bool = False,
     **router_options: Any,
 ) -> RunResult:
     """Replay run ``run_id``. Without ``router``: exactly, with the recorded outputs of every call, asserting the
     same decisions and answer (a divergence is a recorded `ReplayMismatch`). With ``router``: counterfactually,
-    a new live run of the same query and history, linked to the original.
+    a new live run of the same query and history, linked to the original, against the registry as it is now: every
+    agent the router dispatches is called again, live (paid again, its side effects done again), whether the
+    original called it or not.
+
+    ``reuse_calls`` (counterfactual only): a call the replay makes as the original made it (the same agent asked
+    the same query, with the same model, in the same round) and that succeeded there is served from the record
+    instead, with its answer, tokens and cost (the agent as it was then; nothing called or paid again), so the
+    replay differs from the original only where its router does, and its totals are what the original's calls
+    cost plus what it adds. The decisions, the other calls and the aggregation run live; each of those steps says
+    ``response["reused"]``: ``"served"`` or ``"live"``.
 
     ``routing`` replays counterfactually under another routing policy (another cost weight w, another k): with
     ``router``, or else with the original router rebuilt from its record ("what would this query have cost at
@@ -118,10 +128,14 @@ def replay(
 
     The shipped aggregators are rebuilt from the record; a run made with an aggregator of your own needs it
     given as ``aggregator`` (`ConfigurationError` otherwise, rather than a replay that cannot match)."""
-    from orchestra.runtime import Workflow, _Recording  # LangGraph loads with the first replay, not with the package
+    from orchestra.runtime import Workflow, _Recording, _Reuse  # LangGraph loads with the first replay, not with the package
 
     if routing is not None and not isinstance(routing, RoutingPolicy):
         raise ConfigurationError(f"routing must be a RoutingPolicy, got {type(routing).__name__}")
+    if not isinstance(reuse_calls, bool):
+        raise ConfigurationError(f"reuse_calls must be True or False, got {type(reuse_calls).__name__} {reuse_calls!r:.60}")
+    if reuse_calls and router is None and routing is None:
+        raise ConfigurationError("reuse_calls is for a counterfactual replay (router= or routing= given): an exact replay serves every call already")
     if router is None and router_options:
         # an exact replay rebuilds the original's router from its record: options given here went nowhere
         raise ConfigurationError(
@@ -156,7 +170,8 @@ def replay(
         router, router_options = load_router(router, **router_options), {}
     aggregator = _aggregator_for(run, aggregator, router, aggregated, "replay")
     workflow = app.workflow(router, aggregator=aggregator, budget=budget, routing=routing or policy, **router_options)
-    return workflow._run(run.query, run.session_id, None, history=history, replay_of=run.id, replay_mode="counterfactual")
+    return workflow._run(run.query, run.session_id, None, history=history, recording=_Reuse(trace) if reuse_calls else None,
+                         replay_of=run.id, replay_mode="counterfactual")
 
 
 def _failed_steps(trace: RunTrace) -> list[StepRecord]:

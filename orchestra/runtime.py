@@ -415,6 +415,8 @@ class _Recording:
 
     resume = False
     """`_Resume` sets it: the recording serves a resumed run's successful steps, and the rest runs live."""
+    mark_key = ""
+    """The key under which the run's decision, call and aggregate steps say whether they were ``served`` or ``live``."""
 
     def __init__(self, trace: RunTrace) -> None:
         self.trace = trace
@@ -540,6 +542,7 @@ class _Resume(_Recording):
     The aggregation is copied only when every decision and call was served and it succeeded."""
 
     resume = True
+    mark_key = "resumed"
 
     def __init__(self, trace: RunTrace, rejected: frozenset[str] = frozenset()) -> None:
         super().__init__(trace)
@@ -597,6 +600,28 @@ class _Resume(_Recording):
             if self.live or self.changed or self.aggregate is None or self.aggregate.failed:
                 return None
             return self.aggregate
+
+
+class _Reuse(_Resume):
+    """What a counterfactual replay with ``reuse_calls`` serves: a call that its router makes as the original made it
+    (the same agent asked the same query, with the same model, in the same round) and that succeeded there. Its
+    decisions, every other call and the aggregation run live, against the registry as it is now."""
+
+    mark_key = "reused"
+
+    def served_decision(self, round: int) -> StepRecord | None:
+        return None
+
+    def serves_call(self, round: int, call: Call, index: int) -> bool:
+        with self.lock:
+            step = self._match(round, call, index)
+            if step is None or step.error:
+                return False
+            self._reserved[(round, index)] = step
+            return True
+
+    def served_aggregate(self) -> StepRecord | None:
+        return None
 
 
 class _ModelHub:
@@ -684,11 +709,12 @@ class _RunContext:
         return self.recording is not None and not self.recording.resume
 
     def mark(self, served: bool) -> dict[str, str]:
-        """What a resumed run's decision, call and aggregate steps say in their response: served from the record
-        (with their model calls copied) or made live. Nothing in other runs."""
-        if self.recording is None or not self.recording.resume:
+        """What a resumed run's decision, call and aggregate steps say in their response (``resumed``), and a replay's
+        that reused the original's calls (``reused``): served from the record (with their model calls copied) or made
+        live. Nothing in other runs."""
+        if self.recording is None or not self.recording.mark_key:
             return {}
-        return {"resumed": "served" if served else "live"}
+        return {self.recording.mark_key: "served" if served else "live"}
 
     # -- store --------------------------------------------------------------------------------------------------
 

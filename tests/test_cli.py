@@ -823,3 +823,21 @@ def test_replay_takes_several_runs_and_runs_list_gives_the_traffic_ids_to_replay
     assert len(open_store(db).list_runs(limit=100)) == before  # refused before the first replay
     code, out = invoke("runs", "list", "--since", "last tuesday", "--db", db)
     assert code == 2 and "--since must be an ISO date or time" in out
+
+
+def test_replay_reuse_calls_serves_the_calls_the_original_made(db: str, tmp_path: Path) -> None:
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Repeats the request loudly.\n  backend: function\n  function: cli_agents:shout\n"
+                     "- id: brackets\n  description: Brackets the request.\n  backend: function\n  function: cli_agents:brackets\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    code, out = invoke("chat", "one", "--router", "fixed", "--option", 'agent_ids=["shout"]', "--profile", "none", "--aggregator",
+                       "pass-through", "--db", db)
+    run_id = out.split("run ")[1].split()[0]
+    code, out = invoke("replay", run_id, "--router", "fixed", "--option", 'agent_ids=["shout", "brackets"]', "--reuse-calls",
+                       "--profile", "none", "--db", db)
+    assert code == 0 and "counterfactual replay of" in out, out
+    lines = out.splitlines()
+    assert any("call shout" in line and "(served)" in line for line in lines), out
+    assert any("call brackets" in line and "(served)" not in line for line in lines), out
+    code, out = invoke("replay", run_id, "--reuse-calls", "--profile", "none", "--db", db)
+    assert code == 2 and "--reuse-calls is for a counterfactual replay" in out

@@ -1054,3 +1054,50 @@ def test_an_exact_replay_of_a_paused_run_names_the_original_to_approve_and_canno
         resume(orch, again.run_id)
     assert paid == [] and [run.id for run in orch.store.list_runs()] == runs_before
     assert resume(orch, paused.run_id).status == "ok" and paid == ["pay invoice 7"]  # approved once, through the original
+
+
+def test_a_counterfactual_replay_can_reuse_the_calls_the_original_made_and_calls_live_only_what_it_adds() -> None:
+    """Evaluating another router on past runs called every agent again, the ones the original had called too: paid
+    again (a payment tool would have paid again), and an agent changed since answered differently, so an answer
+    differed where the router did not. With ``reuse_calls`` a call made as the original made it, and that succeeded,
+    is served from the record (its answer, tokens, cost and model calls); what the router adds, what failed before,
+    the decision and the aggregation run live, each step saying which."""
+    from orchestra import ConfigurationError, PassThrough
+
+    orch, models = _three_agents()  # a1, a2 on priced models; a3's model is down
+    original = orch.workflow("fixed", aggregator=PassThrough(), agent_ids=["a1", "a2", "a3"]).run("question")
+    assert original.status == "ok" and [obs.ok for obs in original.observations] == [True, True, False]
+    fixed = _fix_third(orch, models)
+    models.models["m2"] = ScriptedModel("m2", ["two, from the new provider"])  # a2's model changed since
+    orch.registry.update_model(ModelCard(id="m2", description="answers, elsewhere", input_price_per_mtok=1.0, output_price_per_mtok=2.0))
+    recorded = {step.agent_id: step for step in orch.store.get_run(original.run_id).steps if step.kind == "call"}
+    calls = {name: len(model.calls) for name, model in models.models.items()}
+
+    reused = replay(orch, original.run_id, router="fixed", agent_ids=["a2", "a3"], reuse_calls=True)
+    assert reused.status == "ok" and [(obs.agent_id, obs.answer) for obs in reused.observations] == [("a2", "two"), ("a3", "three")]
+    assert len(models.models["m2"].calls) == 0 and len(fixed.calls) == 1  # a2 served as recorded; a3 had failed: live
+    assert len(models.models["m1"].calls) == calls["m1"]
+    trace = orch.store.get_run(reused.run_id)
+    assert {(step.kind, step.agent_id): step.response["reused"] for step in trace.steps if step.kind in ("decision", "call", "aggregate")} == {
+        ("decision", None): "live", ("call", "a2"): "served", ("call", "a3"): "live", ("aggregate", None): "live"}
+    served = next(step for step in trace.steps if step.kind == "call" and step.agent_id == "a2")
+    assert (served.prompt_tokens, served.completion_tokens, served.cost_usd) == (
+        recorded["a2"].prompt_tokens, recorded["a2"].completion_tokens, recorded["a2"].cost_usd)
+    assert [step.model_id for step in trace.children(served.id)] == ["m2"]  # its model call copied under it
+    live_cost = next(step for step in trace.steps if step.kind == "call" and step.agent_id == "a3").cost_usd
+    assert reused.cost_usd == pytest.approx(recorded["a2"].cost_usd + live_cost)
+    assert trace.run.replay_mode == "counterfactual" and trace.run.replay_of == original.run_id
+
+    live = replay(orch, original.run_id, router="fixed", agent_ids=["a2", "a3"])  # the default: every call made again
+    assert [obs.answer for obs in live.observations] == ["two, from the new provider", "three"]
+    assert len(models.models["m2"].calls) == 1 and len(fixed.calls) == 2
+    assert not any("reused" in step.response for step in orch.store.get_run(live.run_id).steps)
+
+    runs_before = len(orch.store.list_runs())
+    with pytest.raises(ConfigurationError, match="reuse_calls is for a counterfactual replay"):
+        replay(orch, original.run_id, reuse_calls=True)
+    with pytest.raises(ConfigurationError, match="reuse_calls must be True or False"):
+        replay(orch, original.run_id, router="all", reuse_calls="yes")  # type: ignore[arg-type]
+    assert len(orch.store.list_runs()) == runs_before
+    again = replay(orch, reused.run_id)  # a replay that reused calls is a record like any other
+    assert again.status == "ok" and again.answer == reused.answer and len(fixed.calls) == 2
