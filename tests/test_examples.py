@@ -408,12 +408,63 @@ def check_budgets_and_fallbacks(result: dict[str, Any]) -> None:
     assert http["resumed"]["resumed_from"] == http["over"]["orchestra"]["run_id"] and len(http["resumed"]["calls"]) == 2
 
 
+
+def check_evaluate_a_router_on_past_runs(result: dict[str, Any]) -> None:
+    rows = {row["query"]: row for row in result["rows"]}
+    total = result["summary"]
+    # the traffic, listed apart from every replay made since, with the statuses it ended with
+    assert total["runs"] == len(rows) == 28 and result["by_status"] == {"ok": 24, "error": 2, "interrupted": 2}
+    assert result["listed_traffic"] == 28 and result["listed_all"] == 28 * 4
+    for row in rows.values():  # each run's three replays are linked to it, in its session
+        assert row["modes"] == ("exact", "counterfactual", "counterfactual") and row["replay_of"] and row["sessions"]
+    # exact: every run reproduced, failures, stops and pauses included, and no tool called
+    assert total["reproduced"] == 28 and all(row["reproduced"] for row in rows.values())
+    assert set(result["called"]["exact"].values()) == {0}
+    # reusing the original's calls, an answer differs only where the router chose other agents; live, the agents
+    # answer as they are now (search moved provider), so answers differ with the same agents
+    assert total["answers_differ_same_agents"] == 0 and total["live_answers_differ_same_agents"] >= 1
+    assert total["served"] > 0 and 0 < total["agreement"] < 1
+    for row in rows.values():
+        if row["agree"] and row["status"][0] == "ok":
+            assert row["answers"][1] == row["answers"][0] and row["cost"][1] == pytest.approx(row["cost"][0])
+            assert row["served"][1] == 0 and row["tokens"][1] == row["tokens"][0]
+    assert sum(result["called"]["live"].values()) > sum(result["called"]["reused"].values())
+    moved = rows["who won the 2022 world cup?"]
+    assert moved["answers"][1] == moved["answers"][0] and moved["answers"][2].startswith("Top result: ")
+    assert moved["cost"][:2] == (0.004, 0.004) and moved["cost"][2] == pytest.approx(0.0015)
+    # paused for approval: every replay stops before the refund, the exact one naming the original to resume
+    paused = rows["please refund order 5521, the parcel never arrived"]
+    assert paused["status"] == ("interrupted",) * 3 and paused["error"] == ("ApprovalRequired",) * 3
+    assert "awaited approval in the original run" in paused["exact_error"] and result["calls"]["refund"] == 0
+    # stopped by its caller: reproduced as stopped, run to its end by the other router
+    stopped = rows["what is 12% of 1,250?"]
+    assert stopped["status"] == ("interrupted", "ok", "ok") and stopped["answers"][1:] == ("150", "150")
+    # failed: run again whole, the tool still down
+    failed = rows["and 30000 yen in euros?"]
+    assert failed["status"] == ("error",) * 3 and failed["error"] == ("AgentError",) * 3 and failed["served"] == (0, 1)
+    # turn 3 of a conversation, replayed on the two exchanges it had; no replay joins a session's history
+    third = rows["now divide it by 2"]
+    assert third["history"] == (2, 2, 2) and third["answers"] == ("21.7", "21.7", "21.7")
+    budget = result["histories"]["budget"]
+    assert budget[::2] == result["budget_turns"] and len(budget) == 8
+    # an agent removed since: reproduced exactly, no candidate for the other router
+    gone = rows["what's the weather in Tokyo?"]
+    assert "weather" in gone["agents"][0] and gone["reproduced"]
+    assert "weather" not in gone["agents"][1] and "weather" not in gone["live_agents"]
+    # the command line: the traffic's ids, replayed in one process, one exactly
+    cli = result["cli"]
+    assert cli["ids_exit"] == 0 and len(cli["ids"]) == 2 and set(cli["ids"]) <= set(result["past"])
+    assert cli["batch_exit"] == 0 and "2 counterfactual replays with set" in cli["batch"]
+    assert all(run_id[:8] in cli["batch"] for run_id in cli["ids"])
+    assert cli["single_exit"] == 0 and f"exact replay of {cli['ids'][0]}" in " ".join(cli["single"].split())
+
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {
     "budgets_and_fallbacks": check_budgets_and_fallbacks,
     "conversation": check_conversation,
     "custom_agent_and_aggregator": check_custom_agent_and_aggregator,
     "custom_router": check_custom_router,
     "durable_runs": check_durable_runs,
+    "evaluate_a_router_on_past_runs": check_evaluate_a_router_on_past_runs,
     "fused_answers": check_fused_answers,
     "inside_a_langgraph_graph": check_inside_a_langgraph_graph,
     "model_routing": check_model_routing,
@@ -439,3 +490,4 @@ def test_example_runs_and_behaves(path: Path) -> None:
         pytest.skip(f"{NEEDS_DATA[path.stem]} is not beside the repository")
     namespace = runpy.run_path(str(path), run_name="example")
     EXPECTATIONS[path.stem](namespace["main"]())
+
