@@ -666,6 +666,9 @@ class _RunContext:
         self.router = router
         self.decisions: list[Dispatch | Finish] = []
         self.observations: list[tuple[int, int, Observation]] = []
+        self.call_events: list[RunEvent] = []
+        """Every call's event, as emitted: a stream sends afterwards the ones LangGraph's writer dropped (a call that
+        ends after a sibling failed the run writes into a stream that has stopped)."""
         """Each call's observation under its round and place in the dispatch: parallel calls finish in any order,
         and the run's result lists them in the order they were dispatched, as the aggregator saw them."""
         self.lock = threading.Lock()
@@ -721,12 +724,19 @@ class _RunContext:
     def record(self, step: StepRecord) -> None:
         self.app.store.append_step(step)
 
-    def emit(self, kind: str, **data: Any) -> None:
+    def emit(self, kind: str, **data: Any) -> RunEvent:
+        event = RunEvent(kind=kind, run_id=self.run.id, data=data)  # type: ignore[arg-type]
         try:
             writer = get_stream_writer()
         except RuntimeError:  # not inside a graph run (e.g. the run-finished event)
-            return
-        writer(RunEvent(kind=kind, run_id=self.run.id, data=data))  # type: ignore[arg-type]
+            return event
+        writer(event)
+        return event
+
+    def undelivered_calls(self, delivered: set[str]) -> list[RunEvent]:
+        """The call events a stream has not sent (``delivered``: the steps of those it has)."""
+        with self.lock:
+            return [event for event in self.call_events if event.data["step"] not in delivered]
 
     # -- registry -----------------------------------------------------------------------------------------------
 
@@ -1574,8 +1584,10 @@ class Workflow:
         )
         with ctx.lock:
             ctx.observations.append((obs.round, index, obs))
-        ctx.emit("call", step=step_id, round=obs.round, agent_id=obs.agent_id, model_id=obs.model_id, answer=obs.answer, error=obs.error,
-                 latency_ms=obs.latency_ms, declined=obs.declined)
+        event = ctx.emit("call", step=step_id, round=obs.round, agent_id=obs.agent_id, model_id=obs.model_id, answer=obs.answer, error=obs.error,
+                         latency_ms=obs.latency_ms, declined=obs.declined)
+        with ctx.lock:
+            ctx.call_events.append(event)
 
     def _not_approved(self, ctx: _RunContext, call: Call, round: int, parent_id: str, step_id: str, index: int) -> dict[str, Any]:
         """A call the user did not approve (``resume(..., reject=...)``): not made, kept as the agent's declining, so
@@ -2022,6 +2034,7 @@ class Workflow:
         ctx.streaming = True
         answer = _AnswerStream(self)
         final: dict[str, Any] = {}
+        delivered: set[str] = set()
         try:
             # inside the try: a reader that stops at this first event (Ctrl-C, a closed connection) has the run
             # stored as interrupted, not left "running"
@@ -2029,6 +2042,8 @@ class Workflow:
             for mode, chunk in self.graph.stream(inputs, config, stream_mode=["custom", "values"]):
                 if mode == "custom":
                     yield chunk
+                    if chunk.kind == "call":
+                        delivered.add(chunk.data["step"])
                     if (more := answer.after(chunk)) is not None:
                         yield more
                 else:
@@ -2043,6 +2058,8 @@ class Workflow:
             raise
         else:
             result = self._finish(ctx, final, None)
+        for event in ctx.undelivered_calls(delivered):
+            yield event
         if (rest := answer.finish(result)) is not None:
             yield rest
         yield RunEvent("run_finished", ctx.run.id, {"result": result})
@@ -2060,6 +2077,7 @@ class Workflow:
         ctx.streaming = True
         answer = _AnswerStream(self)
         final: dict[str, Any] = {}
+        delivered: set[str] = set()
         try:
             # inside the try: a reader that stops at this first event (Ctrl-C, a closed connection) has the run
             # stored as interrupted, not left "running"
@@ -2067,6 +2085,8 @@ class Workflow:
             async for mode, chunk in self.async_graph.astream(inputs, config, stream_mode=["custom", "values"]):
                 if mode == "custom":
                     yield chunk
+                    if chunk.kind == "call":
+                        delivered.add(chunk.data["step"])
                     if (more := answer.after(chunk)) is not None:
                         yield more
                 else:
@@ -2081,6 +2101,8 @@ class Workflow:
             raise
         else:
             result = self._finish(ctx, final, None)
+        for event in ctx.undelivered_calls(delivered):
+            yield event
         if (rest := answer.finish(result)) is not None:
             yield rest
         yield RunEvent("run_finished", ctx.run.id, {"result": result})

@@ -28,6 +28,7 @@ from orchestra import (
     Refine,
     RouterState,
     RunCancelled,
+    RunEvent,
     UnknownAgentError,
     WeightedVote,
 )
@@ -1955,3 +1956,26 @@ def test_a_fallback_model_is_called_only_within_the_budget_the_failed_model_left
     assert backup.calls == []
     unbounded = run(Budget(), "slow")  # within its budget the fallback answers, as before
     assert unbounded.status == "ok" and unbounded.answer == "merged" and len(backup.calls) == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_stream_sends_every_call_the_run_stored_when_a_budget_stops_it(asynchronous: bool) -> None:
+    """A call that ended after a sibling had failed the run (one call at a time: the next one, refused by the budget,
+    is stored once the graph has raised) wrote its event into a stream that had stopped: the stored trace had three
+    calls and the stream two, about one run in two. Five runs, so a dropped event shows."""
+    model = ScriptedModel("m", ["word " * 400], latency_s=0.02)
+    app = make_app(model)
+    for index in range(3):
+        app.registry.add_agent(AgentCard(id=f"agent{index}", description="x", model="m"))
+    workflow = app.workflow(FunctionRouter(dispatch_all), aggregator=PassThrough(), budget=Budget(max_tokens=300, max_parallel_calls=1))
+
+    async def collect() -> list[RunEvent]:
+        return [event async for event in workflow.astream("q")]
+
+    for _ in range(5):
+        events = asyncio.run(collect()) if asynchronous else list(workflow.stream("q"))
+        result = events[-1].data["result"]
+        assert isinstance(result.error, BudgetExceeded), result
+        stored = {step.id for step in app.store.get_run(result.run_id).steps if step.kind == "call"}
+        sent = [event.data["step"] for event in events if event.kind == "call"]
+        assert len(stored) == 3 and sorted(sent) == sorted(stored), (sent, stored)
