@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -28,7 +29,7 @@ from rich.tree import Tree
 from orchestra.aggregate import named_aggregator
 from orchestra.bench import parse_options
 from orchestra.cards import AgentCard, ModelCard, load_cards
-from orchestra.errors import ConfigurationError, DuplicateIdError, NotFoundError, OrchestraError
+from orchestra.errors import BudgetExceeded, ConfigurationError, DuplicateIdError, NotFoundError, OrchestraError
 from orchestra.policies import Budget, FallbackPolicy, RetryPolicy, RoutingPolicy
 from orchestra.replay import replay as replay_run
 from orchestra.replay import stream_resume
@@ -191,6 +192,17 @@ def _print_result(result: RunResult, trace: RunTrace | None = None, *, answer_sh
         f" · cost {cost} · {result.latency_ms:.0f} ms[/]",
         soft_wrap=True,  # one line, so the run id can be read off it (and scripts can cut it out)
     )
+    if isinstance(result.error, BudgetExceeded):
+        err_console.print(f"[dim]to go on, paying again only for what did not succeed: orchestra resume {result.run_id} "
+                          f"--budget {result.error.limit}={_raised_limit(result.error)}[/]", soft_wrap=True)
+
+
+def _raised_limit(error: BudgetExceeded) -> str:
+    """A limit that lets a run stopped by ``error`` go on: twice what it allowed, or what it needed if more."""
+    raised = max(error.allowed * 2, error.used)
+    if error.limit in ("max_cost_usd", "max_seconds"):
+        return f"{raised:g}"
+    return str(min(math.ceil(raised), 100) if error.limit == "max_rounds" else math.ceil(raised))
 
 
 PROGRESS_CHARS = 80

@@ -473,6 +473,8 @@ def test_resume_serves_what_succeeded_and_takes_a_larger_budget(db: str, tmp_pat
 
     code, out = invoke("chat", "hi", "--budget", "max_calls=1", "--budget", "max_rounds=2", *base)
     assert code == 1 and "BudgetExceeded" in out
+    # chat says how to go on, as it does for a run waiting for approval
+    assert " --budget max_calls=2" in out and f"orchestra resume {out.split('run ')[1].split()[0]} --budget max_calls=2" in " ".join(out.split())
     stopped = out.split("run ")[1].split()[0]
     code, out = invoke("resume", stopped, "--budget", "max_calls=0", "--profile", "none", "--db", db)
     assert code == 2 and "Budget.max_calls" in out, out
