@@ -8,7 +8,7 @@ while answering; the run is recorded with the error)::
     │   ├── CardError                   an agent or model card with a missing or malformed field
     │   ├── DuplicateIdError            an id that the registry already holds
     │   ├── NotFoundError               an id the registry or store does not hold (``remove``, ``runs show``)
-    │   ├── UnknownRouterError          a router name no entry point provides
+    │   ├── UnknownRouterError          a router name no entry point provides (or an import path that fails)
     │   ├── PolicyError                 a budget, retry, fallback or routing policy out of range
     │   ├── StoreError                  the store URL is wrong or the database cannot be reached
     │   ├── DataError                   a benchmark set or training file in the wrong format
@@ -124,12 +124,14 @@ class NotFoundError(ConfigurationError, LookupError):
 
 
 class UnknownRouterError(ConfigurationError):
-    """A router name no entry point provides."""
+    """A router name no entry point provides, or a ``package.module:Class`` that cannot be imported."""
 
     code = "unknown_router"
 
-    def __init__(self, name: str, available: list[str]) -> None:
-        super().__init__(f"unknown router {name!r}; available: {', '.join(sorted(available)) or 'none'}")
+    def __init__(self, name: str, available: list[str], *, reason: str | None = None) -> None:
+        listed = f"available: {', '.join(sorted(available)) or 'none'}"
+        # an import path (package.module:Class) that failed to import: why, then the names to choose from
+        super().__init__(f"unknown router {name!r}: {reason}; {listed}" if reason else f"unknown router {name!r}; {listed}")
         self.name = name
         self.available = available
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -277,18 +278,47 @@ def available_routers() -> list[str]:
     return sorted(set(_IN_PROCESS) | set(_entry_points()))
 
 
+# ``package.module:Class`` (dotted attributes allowed), as function agents name their function
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
 def _factory(name: str) -> Callable[..., Router]:
     if name in _IN_PROCESS:
         return _IN_PROCESS[name]
     found = _entry_points().get(name)
-    if found is None:
-        raise UnknownRouterError(name, available_routers())
-    return found.load()  # type: ignore[no-any-return]
+    if found is not None:
+        return found.load()  # type: ignore[no-any-return]
+    if _IMPORT_PATH.fullmatch(name):
+        return _imported_factory(name)
+    raise UnknownRouterError(name, available_routers())
+
+
+def _imported_factory(path: str) -> Callable[..., Router]:
+    """The router class (or factory) at ``package.module:Class``: a router of one's own named on the command line
+    (``--router mypkg.routing:MyRouter``) without registering it or installing a package with an entry point.
+    `UnknownRouterError` when it cannot be imported or is not callable."""
+    from orchestra.agent import import_function  # orchestra.agent imports this module
+
+    module = path.partition(":")[0]
+    try:
+        target = import_function(path)
+    except ImportError as exc:
+        # the module itself not found (not one it imports): say where Python looks for it
+        missing_itself = isinstance(exc, ModuleNotFoundError) and exc.name == module.partition(".")[0]
+        hint = f"; a {module.partition('.')[0]} folder or .py in the working folder needs PYTHONPATH=. (or install its package)" if missing_itself else ""
+        raise UnknownRouterError(path, available_routers(), reason=f"cannot import {module!r}: {exc}{hint}") from None
+    except AttributeError as exc:
+        raise UnknownRouterError(path, available_routers(), reason=f"module {module!r} has no such attribute ({exc})") from None
+    if not callable(target) or (isinstance(target, type) and not callable(getattr(target, "decide", None))):
+        raise UnknownRouterError(path, available_routers(),
+                                 reason=f"{type(target).__name__} {target!r:.60} is not a router class or a function returning a router")
+    return target  # type: ignore[no-any-return]
 
 
 def load_router(name: str, **options: Any) -> Router:
     """Build the router registered under ``name`` with ``options``; `ConfigurationError` names an option it does
-    not take or one it needs.
+    not take or one it needs. A name that no registration or entry point holds and that reads
+    ``package.module:Class`` is imported: a router of one's own, named on the command line as it is.
 
     The ``checkpoint`` file of a router that loads one (`router_loads_checkpoint`) is taken from the working folder
     and made absolute (symbolic links kept, as the user named them): the router records it in every run's meta, and an exact replay started from another folder

@@ -528,7 +528,9 @@ class ModelRouter(RecordsGivenOptions, BaseRouter):
         self._task_model_cost = {key: c for key, c in means.items() if key[0] != ""}
 
     def _fit_tasks(self, train: Sequence[ModelQuery]) -> None:
-        self.tasks = sorted({row.task for row in train if row.task})
+        # the task centroids infer an untagged query's task from its embedding: a router that embeds nothing never
+        # reads them (it used to embed every training query for them, minutes of MiniLM on routerbench)
+        self.tasks = sorted({row.task for row in train if row.task}) if self.uses_embeddings else []
         if not self.tasks:
             self._task_centroids = None
             return
@@ -867,9 +869,6 @@ class RandomRouter(ModelRouter):
     def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
         self._rng = np.random.default_rng(self.seed)
 
-    def _fit_tasks(self, train: Sequence[ModelQuery]) -> None:
-        self.tasks = []
-
     def _quality(self, embeddings: np.ndarray, tasks: list[str], texts: list[str]) -> np.ndarray:
         return self._rng.random((len(texts), max(1, len(self.model_ids))))
 
@@ -887,9 +886,6 @@ class _CostOnlyRouter(ModelRouter):
     needs_training = False
     uses_embeddings = False
     sign: ClassVar[float] = -1.0
-
-    def _fit_tasks(self, train: Sequence[ModelQuery]) -> None:
-        self.tasks = []
 
     def predict(self, queries, model_cards):  # type: ignore[no-untyped-def]
         texts, tasks = self._texts_and_tasks(queries)
@@ -921,9 +917,6 @@ class BestSingleRouter(ModelRouter):
 
     name = "best-single"
     uses_embeddings = False
-
-    def _fit_tasks(self, train: Sequence[ModelQuery]) -> None:
-        self.tasks = []
 
     def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
         self._mean = np.array(
@@ -1153,9 +1146,6 @@ class OracleRouter(ModelRouter):
         super().__init__(agent_id, **options)
         self._by_id: dict[str, ModelQuery] = {}
         self._by_text: dict[str, ModelQuery] = {}
-
-    def _fit_tasks(self, train: Sequence[ModelQuery]) -> None:
-        self.tasks = []
 
     def reveal(self, rows: Sequence[ModelQuery]) -> None:
         """Give the oracle the outcomes of the queries it will be asked about. A query routed as a row is matched

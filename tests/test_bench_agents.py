@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -368,3 +369,74 @@ def test_a_test_set_all_out_of_scope_prints_no_latency_rather_than_zero(tmp_path
     print_report(report)
     out = capsys.readouterr().out
     assert "no in-scope test query to time" in out and "p50 0.0 ms" not in out
+
+
+def test_a_hand_written_sets_mistakes_name_the_file_the_line_and_the_field(tmp_path):
+    root = write_set(tmp_path / "unknown", oos=False)
+    (root / "test.jsonl").write_text(json.dumps({"query": "hi", "agents": ["GetWheather"]}) + "\n")
+    with pytest.raises(DataError, match=r"test\.jsonl:1: field 'agents': unknown agent id\(s\) \['GetWheather'\]"):
+        load_agent_set(root)
+    root = write_set(tmp_path / "dup", oos=False)
+    with (root / "agents.jsonl").open("a") as handle:
+        handle.write(json.dumps({"id": "GetWeather", "description": "again"}) + "\n")
+    # the file's words: it said the id "is already registered", though nothing is registered when a set is read
+    with pytest.raises(DataError, match=r"agents\.jsonl:4: field 'id': agent id 'GetWeather' is given twice \(first on line 1\)$"):
+        load_agent_set(root)
+    root = write_set(tmp_path / "blank", oos=False)
+    (root / "train.jsonl").write_text(json.dumps({"query": " \t", "agents": ["GetWeather"]}) + "\n")
+    with pytest.raises(DataError, match=r"train\.jsonl:1: field 'query': .*query must not be blank$"):
+        load_agent_set(root)
+    root = write_set(tmp_path / "no-test", oos=False)
+    (root / "test.jsonl").unlink()
+    with pytest.raises(DataError, match=r"test\.jsonl: file not found \(an agent set needs its test split"):
+        load_agent_set(root)
+
+
+def test_a_router_whose_fit_the_bench_cannot_call_is_told_the_signature_it_calls(dataset):
+    class CardsOnly(EmbeddingRouter):
+        """An agent router that learns from the cards alone: its fit takes only them."""
+
+        def fit(self, agents):
+            return self
+
+    with pytest.raises(DataError) as refused:
+        run_agent_bench(dataset, CardsOnly(embedder=WordEmbedder()), regime="supervised")
+    message = str(refused.value)
+    # it read "a model router is benchmarked with `orchestra bench models`", which this one is not
+    assert "fit(agents, train_rows, regime, shots, *, oos_rows=(), seed=0)" in message and "CardsOnly.fit(agents)" in message
+    assert "train=False" in message
+    report = run_agent_bench(dataset, CardsOnly(embedder=WordEmbedder()).fit([]), train=False)  # scored as it is
+    assert report["test"]["n"] == 4 and report["trained_by_bench"] is False
+
+
+def test_the_report_says_which_class_options_file_and_embedder_made_the_router(dataset, tmp_path, monkeypatch):
+    from orchestra.cli import app as orchestra_cli
+
+    (tmp_path / "own_agent_routing.py").write_text(
+        "from orchestra.routers.basic import EmbeddingRouter\n"
+        "from test_routers_basic import WordEmbedder\n"
+        "class Mine(EmbeddingRouter):\n"
+        "    name = 'mine'\n"
+        "    def __init__(self, k: int = 3):\n"
+        "        super().__init__(k=k, threshold=-1.0, embedder=WordEmbedder())\n"
+        "    def describe(self):\n"
+        "        return {'name': self.name}  # says nothing of k: the report's router_source does\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "report.json"
+    # named on the command line by its import path, its option scoped to it
+    run = CliRunner().invoke(orchestra_cli, ["bench", "agents", "--data", str(dataset), "--router", "own_agent_routing:Mine",
+                                             "--option", "own_agent_routing:Mine:k=1", "--json", str(out)])
+    assert run.exit_code == 0, run.output
+    report = json.loads(out.read_text())
+    source = report["router_source"]
+    assert report["router"] == "own_agent_routing:Mine" and report["test"]["mean_set_size"] == 1.0
+    assert source["class"] == "own_agent_routing:Mine" and source["options"] == {"k": 1}
+    assert re.fullmatch(r"[0-9a-f]{16}", source["source_sha256"]) and source["orchestra"]
+    assert report["embedder"] == "WordEmbedder"
+    # another version of the file is another digest; a router given built records no options (it took none here)
+    (tmp_path / "own_agent_routing.py").write_text((tmp_path / "own_agent_routing.py").read_text() + "# changed\n")
+    import own_agent_routing
+
+    given = run_agent_bench(dataset, own_agent_routing.Mine(k=1), regime="supervised")["router_source"]
+    assert given["options"] is None and given["source_sha256"] != source["source_sha256"]

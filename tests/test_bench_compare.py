@@ -158,3 +158,11 @@ def test_compare_refuses_model_reports_beside_agent_reports() -> None:
     agent_report = {"data": "/x/s", "router": "a", "regime": "supervised", "test": {"n": 1, "set_hit": 1.0}}
     with pytest.raises(DataError, match="compare model routers and agent routers apart"):
         compare_reports([("m.json", model_report), ("a.json", agent_report)])
+
+
+def test_an_option_scoped_to_a_router_named_by_import_path_reaches_it() -> None:
+    # the router's name holds a colon itself: the option's scope ends at the last one (mypkg.routing:Mine:k=5)
+    assert router_names("knn,mypkg.routing:Mine", {"mypkg.routing:Mine:k": 5, "seed": 1}) == {
+        "knn": {"seed": 1}, "mypkg.routing:Mine": {"seed": 1, "k": 5}}
+    with pytest.raises(ConfigurationError, match="for router 'mypkg.routing:Other'"):
+        router_names("knn,mypkg.routing:Mine", {"mypkg.routing:Other:k": 5})

@@ -640,3 +640,54 @@ def test_model_set_checks_ids_tasks_outcomes_and_leaks(tmp_path: Path) -> None:
         load_model_set(write_set(tmp_path / "c", train=[row(1, outcomes=[{"big": 1.0}])], test=tests))
     with pytest.warns(UserWarning, match=r"query id\(s\) \['q9'\] are in both train.jsonl and test.jsonl"):
         load_model_set(write_set(tmp_path / "d", train=[row(1), row(9)], test=tests))
+
+
+def test_a_model_router_missing_route_one_is_refused_before_its_fit(tmp_path: Path) -> None:
+    """The bench times single decisions with route_one: a router without it trained in full, then failed with an
+    AttributeError."""
+    fitted = []
+
+    class BatchOnly:
+        name = "batch-only"
+
+        def fit(self, *args, **kwargs):
+            fitted.append(True)
+            return self
+
+        def route_batch(self, queries, cards, w):
+            return np.zeros(len(queries), dtype=int), None, None, None
+
+    with pytest.raises(DataError, match=r"'batch-only' \(BatchOnly\) is not a model router \(it needs fit, route_batch, route_one"):
+        run_model_bench(write_set(tmp_path / "set"), BatchOnly())
+    assert fitted == []
+
+
+def test_a_model_router_that_embeds_nothing_trains_without_an_embedder_and_the_report_names_none(tmp_path: Path) -> None:
+    """ModelRouter fitted task centroids on embeddings of every training query even for a router that embeds
+    nothing: minutes of MiniLM on routerbench, for centroids it never reads."""
+    from orchestra.routers.model_routers import HashingEmbedder, ModelRouter
+
+    class Refusing:
+        def encode(self, texts, batch_size=64):
+            raise AssertionError("this router embeds nothing")
+
+    class PerTaskMean(ModelRouter):
+        """A user's router of its own: each model's mean score on the query's task."""
+
+        name = "per-task-mean"
+        uses_embeddings = False
+
+        def _fit_quality(self, train, val, cards, weights):
+            self._by_task = {task: np.array([np.mean([r.outcomes[m].score for r in train if r.task == task]) for m in self.model_ids])
+                             for task in {r.task for r in train}}
+
+        def _quality(self, embeddings, tasks, texts):
+            return np.stack([self._by_task.get(task, np.full(len(self.model_ids), 0.5)) for task in tasks])
+
+    folder = write_set(tmp_path / "set")
+    report = run_model_bench(folder, PerTaskMean(embedder=Refusing()), latency_queries=1)
+    assert report["points"][0]["quality"] == 1.0 and report["embedder"] is None  # the task tells which model answers
+    assert report["router_source"]["class"].endswith("<locals>.PerTaskMean") and report["router_source"]["options"] is None
+    knn = run_model_bench(folder, "knn", router_options={"k": 3}, embedder=HashingEmbedder(64), latency_queries=1)
+    assert knn["embedder"] == "hashing-64" and knn["router_source"]["options"] == {"k": 3}
+    assert knn["router_source"]["class"] == "orchestra.routers.model_routers:KnnRouter"

@@ -232,3 +232,44 @@ def test_a_router_built_by_its_load_takes_checkpoint_without_its_constructor_nam
     served = app.store.get_run(replay(app, run.run_id).run_id).run
     assert served.status == "ok" and served.meta["router"]["recorded"] is True
     assert "CheckpointError" in served.meta["router"]["why"] and "router.json" in served.meta["router"]["why"]
+
+
+def test_a_router_named_by_import_path_is_built_without_registering_it(tmp_path, monkeypatch):
+    """`--router mypkg.routing:MyRouter`: a router of one's own on the command line without an entry point (the only
+    way a process other than the one that called register_router could name it)."""
+    from orchestra.errors import ConfigurationError, UnknownRouterError
+
+    (tmp_path / "own_routing_by_path.py").write_text(
+        "from orchestra import BaseRouter, Call, Dispatch\n"
+        "class Longest(BaseRouter):\n"
+        "    name = 'longest'\n"
+        "    def __init__(self, k: int = 1):\n"
+        "        self.k = k\n"
+        "    def decide(self, state):\n"
+        "        best = max(state.agents, key=lambda card: len(card.description))\n"
+        "        return Dispatch(calls=(Call(agent_id=best.id, query=state.query),))\n"
+        "def make(**options):\n"
+        "    return Longest(**options)\n"
+        "ANSWER = 42\n"
+        "class NoDecide:\n"
+        "    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    router = load_router("own_routing_by_path:Longest", k=2)
+    assert type(router).__name__ == "Longest" and router.k == 2
+    assert load_router("own_routing_by_path:make").k == 1  # a factory function, as register_router takes
+    with pytest.raises(ConfigurationError, match="takes no option 'j'"):  # its options are checked as a registered one's
+        load_router("own_routing_by_path:Longest", j=1)
+    with pytest.raises(UnknownRouterError, match=r"cannot import 'no_such_routing_module'.*PYTHONPATH=\."):
+        load_router("no_such_routing_module:Router")
+    (tmp_path / "own_routing_needing_more.py").write_text("import not_installed_dependency_of_mine\n")
+    with pytest.raises(UnknownRouterError, match="No module named 'not_installed_dependency_of_mine'") as missing:
+        load_router("own_routing_needing_more:Router")
+    assert "PYTHONPATH" not in str(missing.value)  # the module was found: what it imports is missing
+    with pytest.raises(UnknownRouterError, match="has no such attribute"):
+        load_router("own_routing_by_path:Missing")
+    for not_a_router in ("ANSWER", "NoDecide"):
+        with pytest.raises(UnknownRouterError, match="not a router class or a function returning a router"):
+            load_router(f"own_routing_by_path:{not_a_router}")
+    with pytest.raises(UnknownRouterError, match="^unknown router 'no-such-router'; available: "):
+        load_router("no-such-router")  # a plain name is not imported

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import inspect
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -16,10 +18,12 @@ __all__ = [
     "check_limit",
     "check_output",
     "data_dir",
+    "embedder_name",
     "parse_options",
     "read_jsonl",
     "refuse_checkpoint",
     "router_names",
+    "router_source",
     "write_report",
 ]
 
@@ -102,6 +106,36 @@ def bench_router(router: Any, router_options: Mapping[str, Any] | None) -> tuple
     return router, str(getattr(router, "name", type(router).__name__))
 
 
+def router_source(router: Any, router_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What made the router a report scores, for a report to say (``router_source``): its class as an import path,
+    the options the bench built it with (``None`` for a router given already built), a digest of the file that
+    defines the class (a router of one's own changes between runs; its name and options alone would not tell the
+    reports apart) and Orchestra's version. A router's own ``describe()`` says more, when it has one."""
+    from orchestra import __version__
+
+    cls = type(router)
+    digest = None
+    with contextlib.suppress(TypeError, OSError):  # a class with no source file (built in, made at run time)
+        source = inspect.getsourcefile(cls)
+        if source is not None:
+            digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
+    return {
+        "class": f"{cls.__module__}:{cls.__qualname__}",
+        "options": None if router_options is None else dict(router_options),
+        "source_sha256": digest,
+        "orchestra": __version__,
+    }
+
+
+def embedder_name(embedder: Any) -> str | None:
+    """An embedder as a report names it: its ``name`` (the project's `Embedder`, the hashing one), else its class;
+    None for none."""
+    if embedder is None:
+        return None
+    name = getattr(embedder, "name", None)
+    return name if isinstance(name, str) and name else type(embedder).__name__
+
+
 def refuse_checkpoint(router_options: Mapping[str, Any] | None, bench: str) -> None:
     """Refuse ``--option checkpoint``: every bench trains the router on the set's train split, so a saved router
     given to it would be trained over, never evaluated."""
@@ -130,7 +164,8 @@ def parse_options(items: Sequence[str] | None, flag: str = "--option") -> dict[s
 
 def router_names(text: str, options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The routers a bench runs, from ``--router a,b,c``, each with its options: ``key=value`` goes to every
-    router, ``NAME:key=value`` to router NAME alone (so ``--router knn,mlp --option knn:k=50``).
+    router, ``NAME:key=value`` to router NAME alone (so ``--router knn,mlp --option knn:k=50``, and for a router
+    named by import path ``--option mypkg.routing:MyRouter:k=5``).
     `ConfigurationError` names an empty or repeated router name, and an option scoped to a router not run."""
     names = [name.strip() for name in text.split(",")]
     if not text.strip() or not all(names):
@@ -145,7 +180,8 @@ def router_names(text: str, options: Mapping[str, Any]) -> dict[str, dict[str, A
             for chosen in per_router.values():
                 chosen[key] = value
     for key, value in scoped.items():
-        scope, _, bare = key.partition(":")
+        # the last colon ends the router's name: a router named by import path holds one (mypkg.mod:Router:k=3)
+        scope, _, bare = key.rpartition(":")
         if scope not in per_router:
             raise ConfigurationError(f"--option {key} is for router {scope!r}, which --router {text} does not run")
         if not bare:

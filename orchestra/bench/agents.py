@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from orchestra.cards import AgentCard, TypedErrorModel
-from orchestra.errors import CardError, ConfigurationError, DataError, DuplicateIdError, RunError
+from orchestra.errors import CardError, ConfigurationError, DataError, RunError
 from orchestra.routing import Dispatch, Finish, ModelAccess, Router, RouterState
 
-from . import bench_router, check_limit, check_output, read_jsonl, refuse_checkpoint
+from . import bench_router, check_limit, check_output, embedder_name, read_jsonl, refuse_checkpoint, router_source
 from .metrics import latency_summary, oos_metrics, set_metrics
 
 __all__ = [
@@ -76,9 +76,17 @@ class RoutingExample(BaseModel, metaclass=TypedErrorModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    query: str = Field(pattern=r"\S")  # a blank query is no query
+    query: str
     agents: tuple[str, ...]
     """Required: a misspelt field must not pass for ``[]``, the out-of-scope label."""
+
+    @field_validator("query")
+    @classmethod
+    def _has_words(cls, query: str) -> str:
+        # a blank query is no query (said so: the pattern that refused it read "should match pattern '\S'")
+        if not query.strip():
+            raise ValueError("query must not be blank")
+        return query
 
     @field_validator("agents")
     @classmethod
@@ -160,8 +168,8 @@ def load_agent_set(root: str | Path) -> AgentSet:
         except CardError as exc:
             raise DataError(f"{agents_path}:{number}: {exc}") from None
         if card.id in seen:
-            duplicate = DuplicateIdError("agent", card.id)
-            raise DataError(f"{agents_path}:{number}: {duplicate} (first on line {seen[card.id]})") from None
+            # the file's words, not the registry's ("already registered"): nothing was registered
+            raise DataError(f"{agents_path}:{number}: field 'id': agent id {card.id!r} is given twice (first on line {seen[card.id]})")
         seen[card.id] = number
         cards.append(card)
     if not cards:
@@ -171,7 +179,7 @@ def load_agent_set(root: str | Path) -> AgentSet:
         path = root / f"{name}.jsonl"
         if not path.exists():
             if name == "test":
-                raise DataError(f"{path}: file not found")
+                raise DataError(f"{path}: file not found (an agent set needs its test split; train.jsonl and the others are optional)")
             continue
         rows = []
         for number, item in read_jsonl(path):
@@ -185,7 +193,7 @@ def load_agent_set(root: str | Path) -> AgentSet:
                 raise DataError(f"{path}:{number}: field {where!r}: {first['msg']}") from None
             unknown = [agent for agent in row.agents if agent not in seen]
             if unknown:
-                raise DataError(f"{path}:{number}: unknown agent id(s) {unknown} (not in agents.jsonl)")
+                raise DataError(f"{path}:{number}: field 'agents': unknown agent id(s) {unknown} (not in agents.jsonl)")
             if name.startswith("oos_") and row.agents:
                 raise DataError(f"{path}:{number}: an out-of-scope file holds a query for agents {list(row.agents)}; "
                                 "its rows need \"agents\": []")
@@ -219,6 +227,13 @@ def predicted_ids(decision: Dispatch | Finish) -> list[str]:
         if call.agent_id not in ordered:
             ordered.append(call.agent_id)
     return ordered
+
+
+def _signature_text(function: Callable[..., Any]) -> str:
+    try:
+        return str(inspect.signature(function))
+    except (TypeError, ValueError):  # a builtin or C callable
+        return "(...)"
 
 
 def _with_examples(card: AgentCard, examples: Sequence[str]) -> AgentCard:
@@ -263,6 +278,8 @@ def run_agent_bench(
     dataset = load_agent_set(data)
     check_output(predictions, data=dataset.root, option="--predictions")
     check_output(save, data=dataset.root, option="--save", beside=predictions)
+    # a router built here by name records its options; one given built, none (its describe() may say them)
+    options_given = dict(router_options or {}) if isinstance(router, str) else None
     router, router_name = bench_router(router, router_options)
     if save is not None and not (train and isinstance(router, TrainableRouter) and callable(getattr(router, "save", None))):
         raise ConfigurationError(f"router {router_name!r} keeps no trained checkpoint here, so --save has nothing to write"
@@ -307,9 +324,13 @@ def run_agent_bench(
         try:
             inspect.signature(router.fit).bind(known_cards, train_rows, regime.value, shots, oos_rows=oos_rows, seed=seed)
         except TypeError:
+            # said with the signature the bench calls: a user's agent router whose fit learns from cards alone read
+            # only that model routers belong to `bench models`, which it is not
             raise DataError(
-                f"router {router_name!r} does not train on an agent set (its fit takes other arguments); "
-                "a model router is benchmarked with `orchestra bench models`"
+                f"router {router_name!r} has a fit the agent bench cannot call: it calls fit(agents, train_rows, regime, "
+                f"shots, *, oos_rows=(), seed=0) (see TrainableRouter), and {type(router).__name__}.fit"
+                f"{_signature_text(router.fit)} takes other arguments. A model router is benchmarked with "
+                "`orchestra bench models`; a router trained otherwise is scored as it is with train=False (Python)"
             ) from None
         started = time.perf_counter()
         router.fit(known_cards, train_rows, regime.value, shots, oos_rows=oos_rows, seed=seed)
@@ -374,6 +395,7 @@ def run_agent_bench(
         "data": str(dataset.root),
         "router": router_name,
         "router_config": router.describe() if hasattr(router, "describe") else {"name": router_name},
+        "router_source": router_source(router, options_given),
         # a router scored as given was trained elsewhere: the bench's regime and shots say nothing of it
         "regime": regime.value if train else "as given",
         "shots": (shots if regime in (Regime.few_shot, Regime.supervised) else 0) if train else None,
@@ -384,7 +406,9 @@ def run_agent_bench(
         "fit_seconds": round(fit_seconds, 3),
         "saved": None if save is None else str(save),
         "trained_by_bench": train and isinstance(router, TrainableRouter),
-        # what embedded the queries (see orchestra.embeddings), for routers that embed them
+        # what embedded the queries (see orchestra.embeddings), for routers that embed them: which encoder, on which
+        # backend (an embedder given in Python, e.g. a hashing one, gives other figures under the same router name)
+        "embedder": embedder_name(getattr(router, "embedder", None)),
         "embedding_backend": getattr(getattr(router, "embedder", None), "backend", None),
         **score_records(records, held_out),
     }
@@ -509,7 +533,7 @@ def agents_command(
     data: Annotated[str, _typer_option("--data", help="Set folder (agents.jsonl, train/test.jsonl, ...).")],
     router: Annotated[
         str,
-        _typer_option("--router", help="Router name (entry point), e.g. set, tcar, embedding; several, comma-separated, are run in turn and compared side by side."),
+        _typer_option("--router", help="Router name (entry point), e.g. set, tcar, embedding, or a router of your own as package.module:Class; several, comma-separated, are run in turn and compared side by side."),
     ] = "set",
     regime: Annotated[Regime, _typer_option("--regime", help="What the router may learn from.")] = Regime.supervised,
     shots: Annotated[int, _typer_option("--shots", help="Examples per agent (few-shot; onboarded agents' examples).")] = 5,

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestra.cards import ModelCard
 from orchestra.errors import CardError, ConfigurationError, DataError, PolicyError
 
-from . import bench_router, check_limit, check_output, read_jsonl, refuse_checkpoint
+from . import bench_router, check_limit, check_output, embedder_name, read_jsonl, refuse_checkpoint, router_source
 
 __all__ = [
     "ASSUMED_COMPLETION_TOKENS",
@@ -603,12 +603,16 @@ def run_model_bench(
     if calibrating:  # a bad target is refused before the fit, not after it
         check_cost_target("bench models", model_ids, mean_cost=target_cost, share=target_share)
 
+    # a router built here by name records its options; one given built, none (its describe() may say them)
+    options_given = dict(router_options or {}) if isinstance(router, str) else None
     router, router_name = bench_router(router, router_options)
-    needed = ("fit", "route_batch") if train else ("route_batch",)
-    if not all(hasattr(router, attribute) for attribute in needed):
+    # route_one times single decisions: a router without it failed with an AttributeError after its whole fit
+    needed = ("fit", "route_batch", "route_one") if train else ("route_batch", "route_one")
+    if not all(callable(getattr(router, attribute, None)) for attribute in needed):
         # named by its type, not its repr: an object's repr says nothing of what is missing
         raise DataError(f"router {router_name!r} ({type(router).__name__}) is not a model router (it needs "
-                        f"{' and '.join(needed)}); pass a model router, its name, or a trained one with train=False")
+                        f"{', '.join(needed)}: subclass orchestra.routers.model_routers.ModelRouter for them); pass a "
+                        "model router, its name, or a trained one with train=False")
     if save is not None and getattr(router, "checkpoint_format", None) is None:
         raise ConfigurationError(f"router {router_name!r} keeps no checkpoint, so --save has nothing to write")
     if calibrating and not callable(getattr(router, "calibrate_cost_weight", None)):
@@ -729,7 +733,10 @@ def run_model_bench(
     report: dict[str, Any] = {
         "set": full.name,
         "router": router_name,
-        "router_config": router.describe(),
+        "router_config": router.describe() if callable(getattr(router, "describe", None)) else {"name": router_name},
+        "router_source": router_source(router, options_given),
+        # which encoder embedded the queries: knn on the hashing embedder and on MiniLM share a name, not figures
+        "embedder": embedder_name(live_embedder) if embeds else None,
         "n_train": len(train_rows),
         "n_val": len(val_rows),
         "n_test": len(test_rows),
@@ -837,7 +844,7 @@ WEIGHTS_HELP = (
 
 def models_command(
     data: Annotated[str, _option("--data", help="Set folder (models.jsonl, train.jsonl, test.jsonl).")],
-    router: Annotated[str, _option("--router", help="Model router name: graph-router, knn, mlp, mf, ...; several, comma-separated, are run in turn and compared side by side.")] = "graph-router",
+    router: Annotated[str, _option("--router", help="Model router name: graph-router, knn, mlp, mf, ..., or one of your own as package.module:Class; several, comma-separated, are run in turn and compared side by side.")] = "graph-router",
     weights: Annotated[str, _option("--weights", help=WEIGHTS_HELP)] = ",".join(str(w) for w in DEFAULT_WEIGHTS),
     holdout_models: Annotated[
         str, _option("--holdout-models", help="Train without these models (A,B); onboard them by card at test time.")
