@@ -458,7 +458,54 @@ def check_evaluate_a_router_on_past_runs(result: dict[str, Any]) -> None:
     assert all(run_id[:8] in cli["batch"] for run_id in cli["ids"])
     assert cli["single_exit"] == 0 and f"exact replay of {cli['ids'][0]}" in " ".join(cli["single"].split())
 
+def check_benchmark_your_own_router(result: dict[str, Any]) -> None:
+    module = "examples.benchmark_your_own_router"
+    clinc = result["clinc150"]
+    assert clinc["comparison_rows"] == [f"{module}:CentroidRouter", "embedding"]
+    for name, facts in clinc["routers"].items():
+        report, printed, rescored = facts["report"], facts["printed"], facts["rescored"]
+        # the harness's figures are the predictions file's, recomputed by the example, and the printed table's
+        assert report["n"] == rescored["n"] == 100 and report["n_oos"] == rescored["n_oos"] == 100, name
+        assert report["set_hit"] == pytest.approx(rescored["set_hit"]) and report["top1"] == pytest.approx(rescored["top1"]), name
+        assert printed == {"set_hit": round(100 * report["set_hit"], 2), "top1": round(100 * report["top1"], 2)}, name
+        assert 0.5 < report["top1"] <= report["set_hit"] < 1.0, name  # learned routers, 150 agents: far from chance, not perfect
+    ours, theirs = clinc["routers"]["centroid"], clinc["routers"]["embedding"]
+    # the report says what made it: the class by import path, the options given, the file's digest
+    assert ours["source"]["class"] == f"{module}:CentroidRouter" and ours["source"]["options"] == {"min_similarity": 0.15}
+    assert len(ours["source"]["source_sha256"]) == 16 and ours["source"]["orchestra"]
+    assert theirs["source"]["class"] == "orchestra.routers.basic:EmbeddingRouter" and theirs["source"]["options"] == {}
+    assert ours["config"]["min_similarity"] == 0.15 and ours["config"]["trained"]["agents"] == 150
+    assert ours["trained_by_bench"] is True and theirs["trained_by_bench"] is False  # embedding has no fit
+    assert clinc["python"] == clinc["command"]  # run_agent_bench from Python gives the command's figures
+    own = result["own_set"]
+    assert set(own) == {"centroid", "embedding"}
+    for facts in own.values():
+        assert (facts["n"], facts["n_oos"], facts["n_train_rows"]) == (11, 3, 30)
+    assert own["embedding"]["set_hit"] >= 0.8 and own["centroid"]["top1"] >= 0.5
+    broken = result["broken"]
+    expected = {
+        "missing_split": "SET/test.jsonl: file not found",
+        "unknown_agent": "SET/test.jsonl:3: field 'agents': unknown agent id(s) ['calculater']",
+        "duplicate_card": "SET/agents.jsonl:4: field 'id': agent id 'weather' is given twice (first on line 1)",
+        "empty_query": "SET/train.jsonl:7: field 'query'",
+    }
+    for name, start in expected.items():
+        facts = broken[name]
+        assert facts["error"] == "DataError" and facts["message"].startswith(start), (name, facts["message"])
+        assert facts["exit_code"] == 2 and facts["cli"].startswith("DataError:"), (name, facts["cli"])
+    assert "must not be blank" in broken["empty_query"]["message"]
+    bench = result["routerbench"]
+    ours_name = f"{module}:TfidfQualityRouter"
+    assert bench["n_test"] == 100 and set(bench["rows"]) == {ours_name, "best-single", "knn"}
+    assert all(0.5 < row["aiq"] <= 1.0 for row in bench["rows"].values())
+    assert bench["printed_aiq"] == round(bench["rows"][ours_name]["aiq"], 4)  # the command's table, the report's AIQ
+    assert bench["sources"][ours_name]["options"] == {"alpha": 1.0} and bench["sources"]["knn"]["options"] == {}
+    # which encoder embedded the queries is in the report: knn ran on the hashing embedder, ours embeds nothing
+    assert bench["embedders"] == {ours_name: None, "best-single": None, "knn": "hashing-256"}
+
+
 EXPECTATIONS: dict[str, Callable[[Any], None]] = {
+    "benchmark_your_own_router": check_benchmark_your_own_router,
     "budgets_and_fallbacks": check_budgets_and_fallbacks,
     "conversation": check_conversation,
     "custom_agent_and_aggregator": check_custom_agent_and_aggregator,
@@ -475,6 +522,7 @@ EXPECTATIONS: dict[str, Callable[[Any], None]] = {
     "train_router_on_data": check_train_router_on_data,
 }
 NEEDS_DATA = {
+    "benchmark_your_own_router": Path(__file__).resolve().parents[2] / "shared" / "data" / "agents" / "clinc150",
     "fused_answers": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
     "model_routing": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
     "router_r1_loop": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
@@ -490,4 +538,3 @@ def test_example_runs_and_behaves(path: Path) -> None:
         pytest.skip(f"{NEEDS_DATA[path.stem]} is not beside the repository")
     namespace = runpy.run_path(str(path), run_name="example")
     EXPECTATIONS[path.stem](namespace["main"]())
-
