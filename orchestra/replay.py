@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from orchestra.aggregate import Aggregator, PassThrough, build_aggregator
@@ -362,9 +362,13 @@ def astream_resume(
     workflow, first, start = _resumed(app, run_id, budget, aggregator, reject)
 
     async def events() -> AsyncIterator[RunEvent]:
+        # closed with this generator: `async for` alone left the run's own generator to the event loop's garbage
+        # collection, so after aclose() the resumed run was still "running" and its models writing (the sync twin's
+        # ``yield from`` closes it at once)
         with _one_resume(start):
-            async for event in workflow._astream(*first, **start):
-                yield event
+            async with aclosing(workflow._astream(*first, **start)) as stream:
+                async for event in stream:
+                    yield event
 
     return events()
 

@@ -1101,3 +1101,31 @@ def test_a_counterfactual_replay_can_reuse_the_calls_the_original_made_and_calls
     assert len(orch.store.list_runs()) == runs_before
     again = replay(orch, reused.run_id)  # a replay that reused calls is a record like any other
     assert again.status == "ok" and again.answer == reused.answer and len(fixed.calls) == 2
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_resume_stream_closed_at_its_first_event_stores_the_resumed_run_as_interrupted_at_once(asynchronous: bool) -> None:
+    """As a closed `Workflow.stream` does: `astream_resume` iterated its run's own generator without closing it, so
+    after ``aclose()`` the resumed run was still "running" (its models writing) until the event loop collected it."""
+    import asyncio
+
+    from orchestra import astream_resume, stream_resume
+
+    orch, models = _three_agents()
+    failed = orch.workflow(FunctionRouter(_dispatch_all)).run("question")
+    _fix_third(orch, models)
+
+    async def first_then_close() -> Any:
+        events = astream_resume(orch, failed.run_id)
+        first = await anext(events)
+        await events.aclose()
+        return first, orch.store.get_run(first.run_id).run.status  # read before the loop gets another turn
+
+    if asynchronous:
+        first, status = asyncio.run(first_then_close())
+    else:
+        events = stream_resume(orch, failed.run_id)
+        first = next(events)
+        events.close()
+        status = orch.store.get_run(first.run_id).run.status
+    assert first.kind == "run_started" and status == "interrupted"
