@@ -406,8 +406,8 @@ def answer(query: str, context: AgentContext | None = None) -> str | AgentReply:
         return AgentReply(answer=f"Sorry, I can't calculate that. {refusal}", declined=True)
     text = format_number(value)
     if evaluator.inexact:
-        with localcontext() as context:
-            context.prec = 30
+        with localcontext() as decimal_context:  # not ``context``: that is the agent's, above
+            decimal_context.prec = 30
             approx = Decimal(value.numerator) / Decimal(value.denominator)
         why = "; the exact value is irrational" if evaluator.irrational else ""
         return f"≈ {format(approx.normalize(), 'f')} (rounded to 30 significant digits{why})"

@@ -57,7 +57,8 @@ def split_markdown(text: str, source: str) -> list[Passage]:
     """Passages of a Markdown document, one per heading section (a document without headings is one passage)."""
     passages: list[Passage] = []
     document_title = source
-    title, lines = source, []
+    title = source
+    lines: list[str] = []
 
     def flush() -> None:
         body = "\n".join(lines).strip()

@@ -188,7 +188,7 @@ def extract_option(response: str | None, letters: str) -> str | None:
     match = re.match(rf"^[\s\(\[\"'*]*([{allowed}])(?![A-Za-z])", text)
     if match:
         return match.group(1)
-    found = re.findall(rf"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([{allowed}])(?![A-Za-z])", text, flags=re.I)
+    found: list[str] = re.findall(rf"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([{allowed}])(?![A-Za-z])", text, flags=re.I)
     if found:
         return found[-1].upper()
     found = re.findall(rf"(?<![A-Za-z])([{allowed}])\)", text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -168,7 +168,10 @@ class ModelCard(_Card):
         return f"{self.id}. {self.description}"
 
 
-def load_cards(path: str | Path, kind: type[AgentCard] | type[ModelCard]) -> list[AgentCard] | list[ModelCard]:
+_CardT = TypeVar("_CardT", AgentCard, ModelCard)
+
+
+def load_cards(path: str | Path, kind: type[_CardT]) -> list[_CardT]:
     """Cards from a YAML or JSON file (JSON lines when it ends in ``.jsonl``), as `parse_cards` reads them."""
     path = Path(path)
     try:
@@ -178,9 +181,7 @@ def load_cards(path: str | Path, kind: type[AgentCard] | type[ModelCard]) -> lis
     return parse_cards(text, kind, source=f"card file {str(path)!r}", json_lines=path.suffix == ".jsonl")
 
 
-def parse_cards(
-    text: str, kind: type[AgentCard] | type[ModelCard], *, source: str = "card text", json_lines: bool = False
-) -> list[AgentCard] | list[ModelCard]:
+def parse_cards(text: str, kind: type[_CardT], *, source: str = "card text", json_lines: bool = False) -> list[_CardT]:
     """Cards from YAML or JSON text holding one card or a list of cards, each validated, with no id twice.
 
     The first problem raises `CardError`; for a list, the message names the card by its position. ``source``
@@ -196,7 +197,7 @@ def parse_cards(
         items = [items]
     if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
         raise CardError(f"{source} must hold a card (a mapping) or a list of cards")
-    cards = []
+    cards: list[_CardT] = []
     for number, item in enumerate(items, 1):
         try:
             cards.append(kind.parse(item))
@@ -208,4 +209,4 @@ def parse_cards(
         if card.id in seen:
             raise CardError(f"{source} holds id {card.id!r} twice", field="id", value=card.id)
         seen.add(card.id)
-    return cards  # type: ignore[return-value]
+    return cards

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, contextmanager
 from datetime import datetime
 from functools import wraps
@@ -365,7 +365,7 @@ def _stdout_is_a_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def _follow(events: Iterator[RunEvent], progress: _RunProgress, app: Orchestra) -> RunResult | None:
+def _follow(events: Generator[RunEvent, None, None], progress: _RunProgress, app: Orchestra) -> RunResult | None:
     """Go through a run's ``events`` (`Workflow.stream`, `stream_resume`), showing its steps on ``progress`` as they
     happen; ``None`` when the user stopped it with Ctrl-C, which is said in one line instead of a traceback."""
 
@@ -383,7 +383,7 @@ def _follow(events: Iterator[RunEvent], progress: _RunProgress, app: Orchestra) 
             signal.signal(signal.SIGINT, previous)
 
 
-def _followed(events: Iterator[RunEvent], progress: _RunProgress) -> RunResult | None:
+def _followed(events: Generator[RunEvent, None, None], progress: _RunProgress) -> RunResult | None:
     """`_follow` under its Ctrl-C handler."""
     result: RunResult | None = None
     try:
@@ -576,7 +576,7 @@ def agents_add(
     from orchestra.agent import check_functions
 
     registry = _registry(db)
-    cards: list[AgentCard] = load_cards(file, AgentCard)  # type: ignore[assignment]
+    cards: list[AgentCard] = load_cards(file, AgentCard)
     check_functions(cards)  # before any card is added; the registry checks the rest, all or nothing
     existing = {agent.id for agent in registry.agents()}
     with _cli_hint_on_duplicates():
@@ -633,7 +633,7 @@ def models_add(
 
         cards: list[ModelCard] = [local_model_card(gguf_path=str(gguf), id=model_id or gguf.stem)]
     elif file is not None:
-        cards = load_cards(file, ModelCard)  # type: ignore[assignment]
+        cards = load_cards(file, ModelCard)
     else:
         raise ConfigurationError("give a model card file or --gguf PATH")
     existing = {model.id for model in registry.models()}

@@ -167,7 +167,8 @@ def _onnx_encoder(model: Any) -> _OnnxEncoder | None:
         return None
     if not isinstance(model, SentenceTransformer):
         return None
-    modules = list(model)
+    # typed as bare torch modules, whose attributes type checkers cannot see: the names are checked just below
+    modules: list[Any] = list(model)
     if [type(m).__name__ for m in modules] != ["Transformer", "Pooling", "Normalize"]:
         return None
     if modules[1].get_config_dict().get("pooling_mode") != "mean":
@@ -441,7 +442,7 @@ class Embedder:
         self._model.save(str(path))
 
     def encode_one(self, text: str) -> np.ndarray:
-        return self.encode([text])[0]
+        return self.encode([text])[0]  # type: ignore[no-any-return]  # numpy: Any on a bare ndarray
 
 
 def _offline() -> None:

@@ -33,13 +33,16 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestra.cards import ModelCard
 from orchestra.errors import CardError, ConfigurationError, LocalRuntimeMissing, ModelError, ModelUnavailableError
 from orchestra.model import ChatChunk, ChatOptions, ChatResult, Message
 from orchestra.policies import RetryPolicy
 from orchestra.store._common import pid_alive
+
+if TYPE_CHECKING:
+    from orchestra.client import OpenAIChatModel  # imported when first used: it brings the openai SDK
 
 __all__ = [
     "INSTALL_HINT",
@@ -506,13 +509,13 @@ class LocalChatModel:
         self.retry = retry
         self.id = card.id
         self.server = server or server_for(card)
-        self._inner: Any = None
+        self._inner: OpenAIChatModel | None = None
         self._inner_url: str | None = None
 
     def __repr__(self) -> str:
         return f"LocalChatModel(id={self.id!r}, server={self.server!r})"
 
-    def _client(self) -> Any:
+    def _client(self) -> OpenAIChatModel:
         from orchestra.client import OpenAIChatModel
 
         try:

@@ -71,7 +71,11 @@ class ChatChunk(BaseModel):
 class ChatModel(Protocol):
     """What a model is to Orchestra: one chat call plus its async twin (and optional streaming)."""
 
-    id: str
+    @property
+    def id(self) -> str:
+        """The model card's id."""
+        # read-only here, as `Router.name` is, so that a frozen dataclass's field or a property satisfies it too
+        ...
 
     def chat(self, messages: list[Message], options: ChatOptions | None = None) -> ChatResult:
         """One chat completion; a failure is a `ModelError` subclass (timeout, unavailable, bad output)."""

@@ -15,17 +15,21 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from orchestra.cards import AgentCard, ModelCard
 from orchestra.errors import CardError, ConfigurationError, DuplicateIdError, NotFoundError
 from orchestra.trace import RegistryEvent, Store
 
+if TYPE_CHECKING:
+    from orchestra.agent import Agent
+
 __all__ = ["Registry", "RegistrySnapshot"]
 
 logger = logging.getLogger(__name__)
 
-AgentImplementation = Callable[..., Any]
+AgentImplementation: TypeAlias = "Agent | Callable[..., Any]"
+"""An agent object (`Agent`: ``run`` and ``arun``) or a function of the query."""
 
 
 def _check_implementation(agent_id: str, implementation: object) -> None:

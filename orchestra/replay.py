@@ -5,7 +5,7 @@ a run that failed: what succeeded served from the record, what failed or never r
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Collection, Iterator
+from collections.abc import AsyncGenerator, Collection, Generator, Iterator
 from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -269,7 +269,7 @@ def _resumed(
     policy = RoutingPolicy(**run.meta["policy"]) if "policy" in run.meta else None
     history = [Turn(**turn) for turn in run.meta.get("history", [])]
     workflow = Workflow(app, router, aggregator=aggregator, budget=budget, routing=policy)
-    what = {
+    what: dict[str, Any] = {
         "run": run.id,
         "status": run.status,
         "error": run.error,
@@ -342,13 +342,13 @@ def resume(app: Orchestra, run_id: str, *, budget: Budget | None = None, aggrega
 
 def stream_resume(
     app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None, reject: Collection[str] = ()
-) -> Iterator[RunEvent]:
+) -> Generator[RunEvent, None, None]:
     """`resume`, yielding the resumed run's events as `Workflow.stream` yields a run's (a served step's as it is
     copied, a live one's as it happens, the answer as it is written); the last is ``run_finished`` with the
     `RunResult`. Refused as `resume` refuses, when called, before any event."""
     workflow, first, start = _resumed(app, run_id, budget, aggregator, reject)
 
-    def events() -> Iterator[RunEvent]:
+    def events() -> Generator[RunEvent, None, None]:
         with _one_resume(start):
             yield from workflow._stream(*first, **start)
 
@@ -357,11 +357,11 @@ def stream_resume(
 
 def astream_resume(
     app: Orchestra, run_id: str, *, budget: Budget | None = None, aggregator: Aggregator | None = None, reject: Collection[str] = ()
-) -> AsyncIterator[RunEvent]:
+) -> AsyncGenerator[RunEvent, None]:
     """Async twin of `stream_resume`."""
     workflow, first, start = _resumed(app, run_id, budget, aggregator, reject)
 
-    async def events() -> AsyncIterator[RunEvent]:
+    async def events() -> AsyncGenerator[RunEvent, None]:
         # closed with this generator: `async for` alone left the run's own generator to the event loop's garbage
         # collection, so after aclose() the resumed run was still "running" and its models writing (the sync twin's
         # ``yield from`` closes it at once)

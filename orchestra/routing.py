@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -337,13 +337,14 @@ def load_router(name: str, **options: Any) -> Router:
     besides_the_file = {key: value for key, value in options.items() if key != "checkpoint"}
     _check_options(name, factory, besides_the_file if by_load else options)
     if from_file:
-        path = os.path.abspath(Path(checkpoint).expanduser())
+        # from_file found it a str or a path; by_load below found load callable (narrowings a checker cannot carry)
+        path = os.path.abspath(Path(cast("str | os.PathLike[str]", checkpoint)).expanduser())
         if by_load:
             # Built by its class's load, every option named beside the file overrides the saved one. The constructor
             # cannot tell an option given at its default from one left out, and kept the saved value:
             # --option k=100 (knn's default) served the saved k=10, --option agent_id=null the saved agent.
             try:
-                return load(path, **besides_the_file)  # type: ignore[no-any-return]
+                return cast(Callable[..., Router], load)(path, **besides_the_file)
             except OSError as exc:
                 # a router of the user's reads its file itself: a file moved or unreadable is named as the shipped
                 # routers name it, where a bare FileNotFoundError was a traceback from the CLI and, from an exact
@@ -393,7 +394,7 @@ def _check_options(name: str, factory: Callable[..., Any], options: dict[str, An
             if "__init__" in vars(klass):
                 # the base's own **options carries on the walk even when named like this class's
                 named = {p.name for p in parameters if p.kind is not p.VAR_KEYWORD}
-                base = [p for p in _signature(klass.__init__).parameters.values() if p.name != "self"]
+                base = [p for p in _signature(vars(klass)["__init__"]).parameters.values() if p.name != "self"]
                 parameters = [p for p in parameters if p.kind is not p.VAR_KEYWORD] + [p for p in base if p.name not in named]
     open_ended = any(p.kind is p.VAR_KEYWORD for p in parameters)  # passes the rest on: not ours to judge
     takes = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

@@ -17,16 +17,17 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Annotated, Any, Literal, NoReturn, TypedDict
+from typing import Annotated, Any, Literal, NoReturn, TypedDict, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_config, get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 from pydantic_core import to_jsonable_python
 from tenacity import AsyncRetrying, RetryCallState, Retrying
@@ -115,7 +116,7 @@ class _AnswerStream:
         # judge's "2" picking the second answer was sent as the answer, then taken back with a restart.
         kind = type(aggregator)
         # a lone answer reaches the user as its agent wrote it under these aggregators, so its tokens are the answer's
-        self.passes_a_lone_answer = kind is PassThrough or (kind is Refine and not aggregator.always)
+        self.passes_a_lone_answer = kind is PassThrough or (kind is Refine and not cast(Refine, aggregator).always)
         # their ``refine`` calls write the answer (less the prompt's cue, which `refined_so_far` holds back)
         self.refiner_writes = kind in (Refine, Fuse)
         # a multi-round router writes the answer itself, in its Finish: no model's tokens are the answer's
@@ -1271,19 +1272,20 @@ class Workflow:
         `ConfigurationError`. To use a workflow inside a graph of your own, call `run` (or `arun`) from a node."""
 
     @cached_property
-    def async_graph(self) -> Any:
+    def async_graph(self) -> CompiledStateGraph[Any, Any, Any, Any]:
         """The same graph with async nodes, behind `arun` and `astream`; compiled on first use, since most
         workflows (and every exact replay) only run synchronously."""
         return self._build(asynchronous=True)
 
     # -- graph construction -------------------------------------------------------------------------------------
 
-    def _build(self, asynchronous: bool) -> Any:
+    def _build(self, asynchronous: bool) -> CompiledStateGraph[Any, Any, Any, Any]:
         # Two compilations of one graph: plain functions keep LangGraph's fast path, and the async one lets
         # agents and models run through their async twins.
         graph = StateGraph(_GraphState)
         graph.add_node("router", self._aroute if asynchronous else self._route)
-        graph.add_node("call", self._acall if asynchronous else self._call)
+        # its input is a Send's payload (see _fan_out), not the graph's state, which add_node's types cannot say
+        graph.add_node("call", self._acall if asynchronous else self._call)  # type: ignore[arg-type]
         graph.add_node("aggregate", self._aaggregate if asynchronous else self._aggregate)
         graph.add_edge(START, "router")
         graph.add_conditional_edges("router", self._fan_out, ["call", END])
@@ -1878,7 +1880,7 @@ class Workflow:
         policy = routing or self.routing
         describe = getattr(self.router, "describe", None)
         run = RunRecord(
-            **({"id": run_id} if run_id else {}),
+            id=run_id or new_id(),
             session_id=session_id,
             query=query,
             router=getattr(self.router, "name", type(self.router).__name__),
@@ -1954,7 +1956,7 @@ class Workflow:
         return RunResult(
             run_id=run.id,
             session_id=run.session_id,
-            status=run.status,  # type: ignore[arg-type]
+            status=run.status,
             answer=answer,
             decisions=tuple(ctx.decisions),
             observations=tuple(obs for _, _, obs in sorted(ctx.observations, key=lambda placed: placed[:2])),
@@ -2023,12 +2025,13 @@ class Workflow:
     def stream(
         self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None,
         config: Mapping[str, Any] | None = None,
-    ) -> Iterator[RunEvent]:
+    ) -> Generator[RunEvent, None, None]:
         """Run ``query`` and yield a `RunEvent` as each step happens; the last event is ``run_finished`` with
-        the `RunResult` in ``data["result"]``. ``config`` as for `run`."""
+        the `RunResult` in ``data["result"]``. ``config`` as for `run`. Closing the generator before the end
+        (``close()``, `contextlib.closing`) stops the run, stored as interrupted."""
         return self._stream(query, session_id, routing, history=history, config=config)
 
-    def _stream(self, query: str, session_id: str | None, routing: RoutingPolicy | None, **start: Any) -> Iterator[RunEvent]:
+    def _stream(self, query: str, session_id: str | None, routing: RoutingPolicy | None, **start: Any) -> Generator[RunEvent, None, None]:
         """`stream`, with what a resumed run adds (its recording and what it resumes)."""
         ctx, inputs, config = self._start(query, session_id, routing, **start)
         ctx.streaming = True
@@ -2039,7 +2042,8 @@ class Workflow:
             # inside the try: a reader that stops at this first event (Ctrl-C, a closed connection) has the run
             # stored as interrupted, not left "running"
             yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
-            for mode, chunk in self.graph.stream(inputs, config, stream_mode=["custom", "values"]):
+            # with a list of modes LangGraph yields (mode, chunk) pairs, which its types do not say
+            for mode, chunk in cast(Iterator[tuple[str, Any]], self.graph.stream(inputs, config, stream_mode=["custom", "values"])):
                 if mode == "custom":
                     yield chunk
                     if chunk.kind == "call":
@@ -2067,11 +2071,11 @@ class Workflow:
     def astream(
         self, query: str, *, session_id: str | None = None, routing: RoutingPolicy | None = None, history: Sequence[Turn] | None = None,
         config: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[RunEvent]:
-        """Async twin of `stream`."""
+    ) -> AsyncGenerator[RunEvent, None]:
+        """Async twin of `stream` (``aclose()`` stops the run, stored as interrupted)."""
         return self._astream(query, session_id, routing, history=history, config=config)
 
-    async def _astream(self, query: str, session_id: str | None, routing: RoutingPolicy | None, **start: Any) -> AsyncIterator[RunEvent]:
+    async def _astream(self, query: str, session_id: str | None, routing: RoutingPolicy | None, **start: Any) -> AsyncGenerator[RunEvent, None]:
         """`astream`, with what a resumed run adds."""
         ctx, inputs, config = self._start(query, session_id, routing, **start)
         ctx.streaming = True
@@ -2082,7 +2086,8 @@ class Workflow:
             # inside the try: a reader that stops at this first event (Ctrl-C, a closed connection) has the run
             # stored as interrupted, not left "running"
             yield RunEvent("run_started", ctx.run.id, {"query": query, "session_id": ctx.run.session_id})
-            async for mode, chunk in self.async_graph.astream(inputs, config, stream_mode=["custom", "values"]):
+            # (mode, chunk) pairs, as in _stream
+            async for mode, chunk in cast(AsyncIterator[tuple[str, Any]], self.async_graph.astream(inputs, config, stream_mode=["custom", "values"])):
                 if mode == "custom":
                     yield chunk
                     if chunk.kind == "call":

@@ -444,7 +444,7 @@ def create_app(
             typed = [AgentCard.parse(card) for card in cards]
             _only_with_a_key(api_key, typed)
             check_functions(typed)  # before any card is added: all or nothing
-            added = registry.add_agents(typed, update=update)
+            added: list[AgentCard] | list[ModelCard] = registry.add_agents(typed, update=update)
         else:
             models = [ModelCard.parse(card) for card in cards]
             _only_with_a_key(api_key, models)
@@ -549,7 +549,7 @@ async def _body(request: Any) -> bytes:
     address, localhost included, without asking the server first; a JSON one they ask about first, and this server
     allows no origin but those it was given, so a web page cannot onboard an agent or resume a run behind its user's
     back."""
-    raw = await request.body()
+    raw: bytes = await request.body()
     if raw.strip() and not _is_json(request.headers.get("content-type")):
         raise _Refused(415, f"the body must be sent as JSON (Content-Type: application/json), not {request.headers.get('content-type') or 'undeclared'}",
                        "unsupported_media_type")

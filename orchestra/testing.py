@@ -11,11 +11,15 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestra.errors import ModelOutputError
 from orchestra.model import ChatChunk, ChatOptions, ChatResult, Message
 from orchestra.routing import BaseRouter, Dispatch, Finish, RouterState
+
+if TYPE_CHECKING:
+    # loaded by __getattr__ below at run time; named here so that type checkers see the class, not Any
+    from orchestra.store.memory import InMemoryStore
 
 __all__ = ["FunctionRouter", "InMemoryStore", "NetworkBlocked", "ScriptedModel", "ScriptedModels", "no_network"]
 

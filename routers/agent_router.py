@@ -41,7 +41,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -125,7 +125,7 @@ def focus_text(query: str, window: int = DEFAULT_TEXT_WINDOW) -> str:
 def _quality(p: np.ndarray, mean: np.ndarray | float) -> np.ndarray:
     """Predicted quality from ``p`` over the models (last axis) and the mean score: ``p(model) * m * mean``, the
     soft target's scale (``p*_a = s_a / sum(s)``), clipped to [0, 1]."""
-    return np.clip(p * p.shape[-1] * mean, 0.0, 1.0)
+    return np.clip(p * p.shape[-1] * mean, 0.0, 1.0)  # type: ignore[no-any-return]  # numpy: Any on a bare ndarray
 
 
 def soft_targets(scores: np.ndarray, *, power: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -303,7 +303,8 @@ def _build_network(dim: int, hidden: int, layers: int, n_known: int, dropout: fl
                 "relation": self.inputs["relation"](batch["relation"]),
                 "agent": agents.repeat(n_graphs, 1),
             }
-            for conv, norms in zip(self.convs, self.norms, strict=True):
+            # a ModuleList of ModuleDicts, whose items torch types as bare Modules
+            for conv, norms in zip(self.convs, cast("list[nn.ModuleDict]", self.norms), strict=True):
                 messages = conv(h, batch["edges"])
                 h = {
                     kind: norms[kind](value + self.dropout(torch.relu(messages[kind])) if kind in messages else value)
@@ -833,10 +834,10 @@ class AgentRouter(RecordsGivenOptions, BaseRouter):
         top = float(probs[order[0]])
         chosen = [j for j in order[:k] if probs[j] >= self.min_share * top]
         total = float(sum(probs[j] for j in chosen)) or 1.0
-        if kind == "model":
+        if served is not None:  # routing models: each chosen one backs the served agent
             meta.update(choice_meta(self.name, w, quality[chosen[0]], costs[0, chosen[0]]))
             calls = tuple(Call(agent_id=served, query=state.query, weight=float(probs[j]) / total, model_id=cards[j].id)
-                          for j in chosen)  # type: ignore[arg-type]
+                          for j in chosen)
         else:
             calls = tuple(Call(agent_id=cards[j].id, query=state.query, weight=float(probs[j]) / total) for j in chosen)
         rationale = f"top {len(chosen)} of {len(cards)} {kind}s by p(· | query, graph): " + ", ".join(

@@ -68,7 +68,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import numpy as np
 
@@ -85,6 +85,9 @@ from orchestra.routers.model_routers import (
     torch_threads,
     utility,
 )
+
+if TYPE_CHECKING:
+    import torch  # imported when a network is built or loaded: a model router's import stays light
 
 __all__ = ["SCENARIO_WEIGHTS", "TASK_DESCRIPTIONS", "GraphRouter", "task_description"]
 
@@ -149,7 +152,7 @@ def _network(query_dim: int, task_dim: int, llm_dim: int, hidden: int, aggr: str
         def encode(self, x0: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
             edges = torch.relu(self.edge_mlp(edge_attr))
             x = torch.relu(self.norm1(self.conv1(x0, edge_index, edge_attr=edges)))
-            return self.norm2(self.conv2(x, edge_index, edge_attr=edges))
+            return self.norm2(self.conv2(x, edge_index, edge_attr=edges))  # type: ignore[no-any-return]  # torch: a Module call is Any
 
         @staticmethod
         def score(query_x0: torch.Tensor, llm_h: torch.Tensor) -> torch.Tensor:
@@ -217,8 +220,8 @@ class GraphRouter(ModelRouter):
         self.validation_loss: dict[float, float] = {}
         self.anchors: list[float] = []
         self._nets: dict[float, Any] = {}
-        self._llm_states: dict[float, dict[str, Any]] = {}
-        """Per scenario: LLM id (and description) -> its state after message passing."""
+        self._llm_states: dict[float, dict[tuple[str, str], Any]] = {}
+        """Per scenario: (LLM id, its description) -> its state after message passing."""
         self._observed: dict[str, list[ModelQuery]] = {}
         self._trained_text: dict[str, str] = {}
         """The card text each trained LLM's node state was learnt with, by id."""
@@ -266,7 +269,9 @@ class GraphRouter(ModelRouter):
         return {"src": src, "dst": dst, "attr": attrs, "label": labels, "best": bests}
 
     # ------------------------------------------------------------------------------------------ training
-    def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
+    def _fit_quality(
+        self, train: list[ModelQuery], val: list[ModelQuery], cards: list[ModelCard], weights: list[float]
+    ) -> None:
         import torch
 
         if not val:
@@ -301,7 +306,10 @@ class GraphRouter(ModelRouter):
                 outcomes = np.array([train[i].outcomes[card.id].score for i in seen], dtype=float)
                 self._calibration[card.id] = self._fit_calibration(predicted[seen, j], outcomes, [tasks[i] for i in seen], self.train_calibration)
 
-    def _train_scenario(self, w, k, rows, n_train, query_x, task_x, llm_x, cards) -> None:  # type: ignore[no-untyped-def]
+    def _train_scenario(
+        self, w: float, k: int, rows: list[ModelQuery], n_train: int, query_x: torch.Tensor, task_x: torch.Tensor,
+        llm_x: torch.Tensor, cards: list[ModelCard],
+    ) -> None:
         import torch
         from sklearn.metrics import f1_score
 
@@ -323,7 +331,7 @@ class GraphRouter(ModelRouter):
         val_rows = range(n_train, n_queries)
         val_dst = edge_index[1, val_edges] - n_queries
         val_src = src[val_edges] - n_train
-        best_sets = [set() for _ in val_rows]
+        best_sets: list[set[int]] = [set() for _ in val_rows]
         for s, d, lab in zip(val_src.tolist(), val_dst.tolist(), best_edge[val_edges].tolist(), strict=True):
             if lab > 0:
                 best_sets[s].add(d)
@@ -479,7 +487,9 @@ class GraphRouter(ModelRouter):
         """GraphRouter's edge probabilities (n, m) from the scenario network nearest to ``w``."""
         return self._scores(queries, model_cards, [self._nearest_anchor(check_weight(w))])[0][0]
 
-    def _scores(self, queries, model_cards, anchors) -> tuple[list[np.ndarray], tuple[list[str], list[str]]]:  # type: ignore[no-untyped-def]
+    def _scores(
+        self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard], anchors: Sequence[float]
+    ) -> tuple[list[np.ndarray], tuple[list[str], list[str]]]:
         """Edge scores per anchor, and the query texts and tasks they were read from (returned, not kept on the
         router: decisions run concurrently, and one query's task costed another's)."""
         import torch
@@ -503,12 +513,14 @@ class GraphRouter(ModelRouter):
                 results.append(self._calibrated(scores, model_cards, tasks) if w == quality_anchor else scores)
         return results, (texts, tasks)
 
-    def predict(self, queries, model_cards):  # type: ignore[no-untyped-def]
+    def predict(self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
         """Quality = the Performance First network's edge probability; cost as for every model router."""
         (quality,), (texts, tasks) = self._scores(queries, model_cards, [self._nearest_anchor(0.0)])
         return quality, self._costs(texts, tasks, model_cards)
 
-    def utilities(self, queries, model_cards, w):  # type: ignore[no-untyped-def]
+    def utilities(
+        self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard], w: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scenario mode: the utility is the edge probability of the network trained for the nearest scenario.
         Knob mode: the common ``(1 - w) * quality - w * normalised cost`` on the Performance First network."""
         check_weight(w)
@@ -544,7 +556,8 @@ class GraphRouter(ModelRouter):
             net.eval()
             self._nets[w] = net
         self._llm_states = {
-            w: {tuple(k.split("\x00", 1)): v for k, v in s.items()} for w, s in state["llm_states"].items()
+            w: {cast(tuple[str, str], tuple(k.split("\x00", 1))): v for k, v in s.items()}  # saved as "id\x00text"
+            for w, s in state["llm_states"].items()
         }
         first_states = next(iter(self._llm_states.values()), {})
         for model_id, text in first_states:  # the trained LLMs' entries come first, in training order

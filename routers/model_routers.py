@@ -34,7 +34,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 
@@ -229,7 +229,7 @@ def load_checkpoint(path: str | Path, expected_format: str) -> dict[str, Any]:
             raise CheckpointError(f"{str(path)!r} is a {kind} checkpoint of format {found!r}, this version reads "
                                   f"{expected_format!r}: retrain the router and save it again")
         raise CheckpointError(f"{str(path)!r} is not {with_article(kind)} checkpoint (format {expected_format!r})")
-    return data
+    return cast(dict[str, Any], data)  # its format was read from it: a dict
 
 
 def checkpoint_kind(path: str | Path) -> str | None:
@@ -714,7 +714,8 @@ class ModelRouter(RecordsGivenOptions, BaseRouter):
             chosen, _, _, costs = self.route_batch(queries, model_cards, w)
             if share is not None:
                 return float(np.mean(chosen == column)) <= share[1] + 1e-12
-            return float(costs[np.arange(len(chosen)), chosen].mean()) <= mean_cost + 1e-15
+            # check_cost_target let exactly one target through: the mean cost
+            return float(costs[np.arange(len(chosen)), chosen].mean()) <= cast(float, mean_cost) + 1e-15
 
         if meets(0.0):
             return 0.0
@@ -866,18 +867,22 @@ class RandomRouter(ModelRouter):
         super().__init__(agent_id, **options)
         self._rng = np.random.default_rng(self.seed)
 
-    def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
+    def _fit_quality(
+        self, train: list[ModelQuery], val: list[ModelQuery], cards: list[ModelCard], weights: list[float]
+    ) -> None:
         self._rng = np.random.default_rng(self.seed)
 
     def _quality(self, embeddings: np.ndarray, tasks: list[str], texts: list[str]) -> np.ndarray:
         return self._rng.random((len(texts), max(1, len(self.model_ids))))
 
-    def predict(self, queries, model_cards):  # type: ignore[no-untyped-def]
+    def predict(self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
         texts, tasks = self._texts_and_tasks(queries)
         tasks_ = [t or "" for t in tasks]
         return self._rng.random((len(texts), len(model_cards))), self._costs(texts, tasks_, model_cards)
 
-    def utilities(self, queries, model_cards, w):  # type: ignore[no-untyped-def]
+    def utilities(
+        self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard], w: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         quality, costs = self.predict(queries, model_cards)
         return quality.copy(), quality, costs
 
@@ -887,12 +892,14 @@ class _CostOnlyRouter(ModelRouter):
     uses_embeddings = False
     sign: ClassVar[float] = -1.0
 
-    def predict(self, queries, model_cards):  # type: ignore[no-untyped-def]
+    def predict(self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
         texts, tasks = self._texts_and_tasks(queries)
         costs = self._costs(texts, [t or "" for t in tasks], model_cards)
         return np.full(costs.shape, np.nan), costs
 
-    def utilities(self, queries, model_cards, w):  # type: ignore[no-untyped-def]
+    def utilities(
+        self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard], w: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         quality, costs = self.predict(queries, model_cards)
         return self.sign * normalise_costs(costs), np.nan_to_num(quality, nan=0.0), costs
 
@@ -918,7 +925,9 @@ class BestSingleRouter(ModelRouter):
     name = "best-single"
     uses_embeddings = False
 
-    def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
+    def _fit_quality(
+        self, train: list[ModelQuery], val: list[ModelQuery], cards: list[ModelCard], weights: list[float]
+    ) -> None:
         self._mean = np.array(
             [np.mean([r.outcomes[m].score for r in train if m in r.outcomes] or [0.0]) for m in self.model_ids]
         )
@@ -959,7 +968,9 @@ class KnnRouter(ModelRouter):
     def _restore_state(self, state: Mapping[str, Any]) -> None:
         self._vectors, self._scores, self._mask = (state[key].numpy() for key in ("vectors", "scores", "mask"))
 
-    def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
+    def _fit_quality(
+        self, train: list[ModelQuery], val: list[ModelQuery], cards: list[ModelCard], weights: list[float]
+    ) -> None:
         rows = train + val  # kNN has nothing to select on validation: use every labelled query
         self._vectors = self.embed_queries(rows)
         self._scores, self._mask = _score_matrix(rows, self.model_ids)
@@ -1001,7 +1012,9 @@ class _TorchQualityRouter(ModelRouter):
     def _network(self, dim: int, n_models: int) -> Any:
         raise NotImplementedError
 
-    def _fit_quality(self, train, val, cards, weights) -> None:  # type: ignore[no-untyped-def]
+    def _fit_quality(
+        self, train: list[ModelQuery], val: list[ModelQuery], cards: list[ModelCard], weights: list[float]
+    ) -> None:
         with torch_threads(1):
             self._train(train, val)
 
@@ -1153,7 +1166,7 @@ class OracleRouter(ModelRouter):
         self._by_id.update({row.id: row for row in rows})
         self._by_text.update({row.query: row for row in rows})
 
-    def predict(self, queries, model_cards):  # type: ignore[no-untyped-def]
+    def predict(self, queries: Sequence[QueryLike], model_cards: Sequence[ModelCard]) -> tuple[np.ndarray, np.ndarray]:
         texts, _ = self._texts_and_tasks(queries)
         quality = np.zeros((len(texts), len(model_cards)))
         costs = np.zeros_like(quality)

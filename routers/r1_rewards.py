@@ -167,7 +167,8 @@ def parse_search(content: str, pool: Iterable[str], rules: FormatRules | None = 
     if ":" not in content:
         return refuse("malformed_search", content, "", "a search must be Model-Name:query (no colon found)")
     if rules.single_colon_only and content.count(":") != 1:
-        return refuse("malformed_search", *content.split(":", 1), "a search must hold exactly one colon")
+        name, query = content.split(":", 1)
+        return refuse("malformed_search", name, query, "a search must hold exactly one colon")
     name, query = (part.strip() for part in content.split(":", 1))
     # Longest exact id first, so "a:b" wins over "a" when both are in the pool.
     for pool_id in sorted((p for p in pool_ids if ":" in p), key=len, reverse=True):

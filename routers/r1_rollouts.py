@@ -197,10 +197,10 @@ def train(args: argparse.Namespace) -> None:  # pragma: no cover - needs a GPU a
             if tag != "search":
                 continue
             request = parse_search(content, pool_ids)
-            if not request.ok:
+            if not request.ok or request.model is None:  # a request that is ok names its model
                 blocks.append(request.detail)
                 continue
-            result = pool[request.model].chat(  # type: ignore[index]
+            result = pool[request.model].chat(
                 [Message(role="system", content=POOL_SYSTEM_PROMPT), Message(role="user", content=request.query)],
                 ChatOptions(temperature=0.0, max_tokens=256),
             )

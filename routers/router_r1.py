@@ -620,7 +620,7 @@ class RouterR1(BaseRouter):
             return _FORCE_ANSWER.format(rounds=trajectory.consulting_rounds)
         left = state.budget_left
         # ``rounds`` counts the decisions left, this one included: with one left, only an answer can end the run.
-        if (left.get("rounds") is not None and left["rounds"] <= 1) or (left.get("calls") is not None and left["calls"] < 1):
+        if ((rounds := left.get("rounds")) is not None and rounds <= 1) or ((calls := left.get("calls")) is not None and calls < 1):
             return _BUDGET_ANSWER
         # The runtime refuses every model call once the cost, tokens or time are over their limit, so the answer
         # must come while a round still fits: this decision's own turns are spent already; the estimate is a
@@ -634,9 +634,9 @@ class RouterR1(BaseRouter):
              lambda turn: turn.latency_ms / 1000, lambda obs: obs.latency_ms / 1000),
         )
         for name, spent, of_turn, of_answer in measures:
-            if left.get(name) is None:
+            if (limit := left.get(name)) is None:
                 continue
-            remaining = left[name] - spent
+            remaining = limit - spent
             needed = 2 * max((of_turn(t) for t in trajectory.turns), default=0.0) + max(
                 (of_answer(o) for o in state.observations), default=0.0
             )

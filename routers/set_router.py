@@ -38,7 +38,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from orchestra.cards import AgentCard
 from orchestra.errors import CheckpointError, DataError, OrchestraError, PolicyError
 from orchestra.routing import BaseRouter, Call, CandidateScore, Dispatch, Finish, RouterState
 
-from .basic import AgentEmbeddingCache, card_fingerprint, check_unique_ids, check_whole_numbers, effective_k, out_of_scope, routable_query
+from .basic import AgentEmbeddingCache, AgentVectors, card_fingerprint, check_unique_ids, check_whole_numbers, effective_k, out_of_scope, routable_query
 from .model_routers import (
     RecordsGivenOptions,
     adopt_checkpoint,
@@ -89,20 +89,20 @@ def description_pieces(card: AgentCard) -> list[str]:
 
 def _normalise(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
-    return matrix / np.maximum(norms, 1e-12)
+    return matrix / np.maximum(norms, 1e-12)  # type: ignore[no-any-return]  # numpy: Any on a bare ndarray
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    return exp / exp.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]  # numpy: Any on a bare ndarray
 
 
 @dataclass(frozen=True)
-class _CardVectors:
-    description: np.ndarray  # (dim,)
+class _CardVectors(AgentVectors):
+    """`AgentVectors` (kept in the same cache) with the card's description pieces."""
+
     pieces: np.ndarray  # (n_pieces, dim): id words first, then sentences
-    examples: np.ndarray  # (n_examples, dim)
 
 
 class _CardCache(AgentEmbeddingCache):
@@ -132,7 +132,8 @@ class _CardCache(AgentEmbeddingCache):
                         description=matrix[start], pieces=matrix[p0:e0], examples=matrix[e0 : e0 + n_examples]
                     )
         with self._lock:
-            return [self._vectors[key] for key in keys]
+            # this cache holds nothing but _CardVectors: the base's `vectors` is never called on it
+            return [cast(_CardVectors, self._vectors[key]) for key in keys]
 
 
 class _Featurizer:
@@ -489,7 +490,7 @@ class SetRouter(RecordsGivenOptions, BaseRouter):
             raise CheckpointError("SetRouter.save: nothing to save, the router is not trained (call fit first)")
         head = self.head
         featurizer_meta, featurizer_arrays = head.featurizer.state()
-        meta = {
+        meta: dict[str, Any] = {
             "format": _CHECKPOINT_FORMAT,
             "agent_ids": head.agent_ids,
             "fingerprints": head.fingerprints,
@@ -516,7 +517,8 @@ class SetRouter(RecordsGivenOptions, BaseRouter):
         if head.tuned_encoder is not None:
             head.tuned_encoder.save_model(Path(path).with_name(meta["encoder"]))
         with Path(path).open("wb") as handle:
-            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+            # numpy's stubs type **kwds as savez's own keywords (allow_pickle): these are the arrays' names
+            np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
         return Path(path)
 
     @classmethod
@@ -651,14 +653,14 @@ class SetRouter(RecordsGivenOptions, BaseRouter):
         cached = self._parameter_cache
         # The memory (23 MB for CLINC150) is only laid out while the kNN vote is on.
         with_memory = self.knn_weight > 0
-        reusable = cached is not None and cached.head is self.head and cached.with_memory == with_memory
+        reusable = cached if cached is not None and cached.head is self.head and cached.with_memory == with_memory else None
         # The registry hands the same card objects to decision after decision: checking identity first saves
         # hashing 150 cards (about 1.5 ms) per decision; a new or changed card falls through to the digests.
-        if reusable and len(cached.cards) == len(cards) and all(a is b for a, b in zip(cached.cards, cards)):
-            return cached
+        if reusable is not None and len(reusable.cards) == len(cards) and all(a is b for a, b in zip(reusable.cards, cards)):
+            return reusable
         fingerprints = tuple(card_fingerprint(card) for card in cards)
-        if reusable and cached.fingerprints == fingerprints:
-            self._parameter_cache = replace(cached, cards=tuple(cards))
+        if reusable is not None and reusable.fingerprints == fingerprints:
+            self._parameter_cache = replace(reusable, cards=tuple(cards))
             return self._parameter_cache
         head = self.head
         index = {agent_id: i for i, agent_id in enumerate(head.agent_ids)}
@@ -711,7 +713,7 @@ class SetRouter(RecordsGivenOptions, BaseRouter):
         votes = np.full((len(Q), n_cards), 1e-4)
         rows = np.repeat(np.arange(len(Q)), k)
         np.add.at(votes, (rows, parameters.memory_columns[nearest].ravel()), weights.ravel())
-        return np.log(votes / votes.sum(axis=1, keepdims=True))
+        return np.log(votes / votes.sum(axis=1, keepdims=True))  # type: ignore[no-any-return]  # numpy: Any on a bare ndarray
 
     def _zero_shot_logits(self, Q: np.ndarray, cards: Sequence[AgentCard]) -> np.ndarray:
         """Similarity of each query to each card: twice the whole card text, plus the best and the mean of
@@ -826,13 +828,13 @@ class SetRouter(RecordsGivenOptions, BaseRouter):
                 best_parts, best_key = parts, key
 
         if len(best_parts) > 1:
-            tops = [(int(np.argmax(probs[row[part]])), part) for part in best_parts]
+            picks = [(int(np.argmax(probs[row[part]])), part) for part in best_parts]
             # Best first, as in an unsegmented decision: by the whole query's probability, so the agent the
             # query as a whole points to leads when a cut was wrong.
-            tops.sort(key=lambda top: -probs[whole, top[0]])
+            picks.sort(key=lambda pick: -probs[whole, pick[0]])
             # at most k agents here too; the parts left out are recorded, not silently lost
-            beyond_k = {"beyond_k": [part for _, part in tops[k:]]} if len(tops) > k else {}
-            calls = [Call(agent_id=cards[i].id, query=part, weight=round(float(probs[row[part], i]), 6)) for i, part in tops[:k]]
+            beyond_k = {"beyond_k": [part for _, part in picks[k:]]} if len(picks) > k else {}
+            calls = [Call(agent_id=cards[i].id, query=part, weight=round(float(probs[row[part], i]), 6)) for i, part in picks[:k]]
             kept = f"; the first {k} are answered (k = {k})" if beyond_k else ""
             return Dispatch(
                 calls=tuple(calls),

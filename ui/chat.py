@@ -30,7 +30,8 @@ SESSION = "chat_session_id"
 
 
 def _messages() -> list[dict[str, Any]]:
-    return st.session_state.setdefault(MESSAGES, [])
+    messages: list[dict[str, Any]] = st.session_state.setdefault(MESSAGES, [])  # session state holds Any
+    return messages
 
 
 def _panel_label(trace: RunTrace) -> str:

@@ -51,8 +51,8 @@ def plain_text(text: Any) -> str:
 
 
 def _short(text: Any, limit: int = 48) -> str:
-    text = " ".join(plain_text(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    line = " ".join(plain_text(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _usage(step: StepRecord) -> str:
@@ -84,7 +84,7 @@ def _decision_label(step: StepRecord, router: str) -> str:
 def trace_graph(trace: RunTrace) -> nx.DiGraph:
     """The run as a directed graph. Node attributes: ``label`` (text drawn), ``kind`` (query, decision,
     candidate, call, model_call, aggregate, answer, error) and, for steps, ``step_id``."""
-    graph = nx.DiGraph()
+    graph: nx.DiGraph[str] = nx.DiGraph()
     run = trace.run
     graph.add_node("query", kind="query", label=f"query\n{_short(run.query)}")
     by_round: dict[int, list[str]] = {}
@@ -144,7 +144,8 @@ def trace_graph(trace: RunTrace) -> nx.DiGraph:
             graph.add_edge(parent, node, style="dashed", label=step.agent_id or "")
     # model calls may be appended before their agent call's own step (the call is recorded when it ends): any
     # edge to a parent that was not yet drawn as a step gets that step's attributes now
-    for node, data in list(graph.nodes(data=True)):
+    # networkx's stubs type nodes(data=True) as yielding bare nodes, not (node, data) pairs
+    for node, data in list(graph.nodes(data=True)):  # type: ignore[str-unpack]
         if "kind" not in data:
             graph.nodes[node].update(kind="call", label=node.removeprefix("step:")[:8])
     return graph

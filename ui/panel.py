@@ -185,10 +185,10 @@ def render_routing_panel(trace: RunTrace, *, key: str) -> None:
 
     calls = [s for s in trace.steps if s.kind == "call"]
     for failed, heading in ((False, "Agents that answered"), (True, "Agents that failed")):
-        listed = [call for call in calls if bool(call.error) == failed]
-        if listed:
+        group = [call for call in calls if bool(call.error) == failed]
+        if group:
             st.markdown(f"**{heading}**")
-        for call in listed:
+        for call in group:
             model = f" on `{call.model_id}`" if call.model_id else ""
             usage = (
                 f"{call.prompt_tokens}+{call.completion_tokens} tok · {_step_cost(call)} · {call.latency_ms:.0f} ms"

@@ -5,7 +5,7 @@ looks agents up in the registry at every decision, so nothing restarts."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import streamlit as st
@@ -66,7 +66,7 @@ def model_rows(app: Orchestra) -> list[dict[str, Any]]:
     ]
 
 
-def _field_of(error: dict[str, Any], fields: tuple[str, ...]) -> str:
+def _field_of(error: Mapping[str, Any], fields: tuple[str, ...]) -> str:
     loc = [str(part) for part in error.get("loc", ())]
     if loc and loc[0] in fields:
         return loc[0]
@@ -109,7 +109,8 @@ def _check_function(path: str) -> str | None:
 
 
 def _errors(kind: str) -> dict[str, str]:
-    return st.session_state.setdefault(f"{kind}_form_errors", {})
+    errors: dict[str, str] = st.session_state.setdefault(f"{kind}_form_errors", {})  # session state holds Any
+    return errors
 
 
 def _field_error(kind: str, field: str) -> None:
@@ -203,11 +204,11 @@ def _onboard_yaml(app: Orchestra) -> None:
     # All or nothing, as `orchestra agents add FILE`: every card is read and checked before any is added.
     try:
         if kind == "agent":
-            agents: list[AgentCard] = parse_cards(_text("yaml_text") or "", AgentCard)  # type: ignore[assignment]
+            agents: list[AgentCard] = parse_cards(_text("yaml_text") or "", AgentCard)
             check_functions(agents)
             cards: list[AgentCard] | list[ModelCard] = app.registry.add_agents(agents)
         else:
-            cards = app.registry.add_models(parse_cards(_text("yaml_text") or "", ModelCard))  # type: ignore[arg-type]
+            cards = app.registry.add_models(parse_cards(_text("yaml_text") or "", ModelCard))
     except DuplicateIdError as exc:  # its hint names Python calls; here the way out is another id or removal
         errors["text"] = f"{kind} id {exc.id!r} is already registered: pick another id, or remove the existing {kind} first. Nothing was added."
         return

@@ -137,7 +137,7 @@ def model_frames(reports: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFr
     return pd.DataFrame(points), pd.DataFrame(hulls), pd.DataFrame(list(singles.values()))
 
 
-def _cost_quality_chart(points: pd.DataFrame, hulls: pd.DataFrame, singles: pd.DataFrame, log_cost: bool) -> alt.LayerChart:
+def _cost_quality_chart(points: pd.DataFrame, hulls: pd.DataFrame, singles: pd.DataFrame, log_cost: bool) -> alt.LayerChart | alt.FacetChart:
     scale = alt.Scale(type="log") if log_cost else alt.Scale(zero=False)
     x = alt.X("cost_usd:Q", title="cost per query (USD)", scale=scale)
     y = alt.Y("quality:Q", title="quality", scale=alt.Scale(zero=False))

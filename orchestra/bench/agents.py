@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Protocol, cast, runtime_checkable
 
 import typer
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from orchestra.cards import AgentCard, TypedErrorModel
+from orchestra._typed import TypedErrorModel
+from orchestra.cards import AgentCard
 from orchestra.errors import CardError, ConfigurationError, DataError, RunError
 from orchestra.routing import Dispatch, Finish, ModelAccess, Router, RouterState
 
@@ -160,7 +161,7 @@ def load_agent_set(root: str | Path) -> AgentSet:
     for number, item in read_jsonl(agents_path):
         label = item.get("id")
         card_id = _card_id(label) if isinstance(label, str) else None
-        if card_id and card_id != label:
+        if card_id and isinstance(label, str) and card_id != label:
             renamed[label] = card_id
             item = {**item, "id": card_id}
         try:
@@ -280,7 +281,7 @@ def run_agent_bench(
     check_output(save, data=dataset.root, option="--save", beside=predictions)
     # a router built here by name records its options; one given built, none (its describe() may say them)
     options_given = dict(router_options or {}) if isinstance(router, str) else None
-    router, router_name = bench_router(router, router_options)
+    router, router_name = cast(tuple[Router, str], bench_router(router, router_options))
     if save is not None and not (train and isinstance(router, TrainableRouter) and callable(getattr(router, "save", None))):
         raise ConfigurationError(f"router {router_name!r} keeps no trained checkpoint here, so --save has nothing to write"
                                  + ("" if train else " (train=False: the router was not trained by the bench)"))
@@ -336,7 +337,7 @@ def run_agent_bench(
         router.fit(known_cards, train_rows, regime.value, shots, oos_rows=oos_rows, seed=seed)
         fit_seconds = time.perf_counter() - started
         if save is not None:
-            save = str(router.save(save))
+            save = str(router.save(save))  # type: ignore[attr-defined]  # checked callable above, before training
 
     test = dataset.split("test")[:limit] if limit else dataset.split("test")
     oos_test = dataset.split("oos_test")[:limit] if limit else dataset.split("oos_test")

@@ -96,7 +96,7 @@ def fuse_rows(
         w = [float(weights[i, j]) for j in order]
         letters = option_letters(row.query)
         costs = [row.outcomes[m].cost for m in chosen if m in row.outcomes]
-        cost = None if None in costs else float(sum(costs))  # type: ignore[arg-type]
+        cost = None if None in costs else float(sum(costs))
         record: dict[str, Any] = {"id": row.id, "task": row.task, "chosen": chosen, "weights": [round(x, 4) for x in w], "cost": cost}
         if letters:
             options = [extract_option(row.outcomes[m].response if m in row.outcomes else None, letters) for m in chosen]
@@ -160,7 +160,8 @@ def run_fusion_bench(
         raise DataError(f"--k: the set has {len(cards)} models, so k can be at most {len(cards)}, got {max(ks)}")
     test = test[:limit] if limit else test
     model_ids = [card.id for card in cards]
-    router = load_router(router_name, **dict(router_options or {}))
+    # a model router (fit, predict), which the Router protocol does not describe: checked by the bind below
+    router: Any = load_router(router_name, **dict(router_options or {}))
     train_rows, val_rows = split_train_val(train, 0.1, seed)
     try:
         inspect.signature(router.fit).bind(train_rows, cards, val=val_rows, weights=(0.0,), card_costs={}, seed=seed)

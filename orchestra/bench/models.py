@@ -423,7 +423,7 @@ def aiq(costs: Sequence[float], qualities: Sequence[float], cost_range: tuple[fl
 
 
 def scenario_reward(
-    chosen: Sequence[int], scores: np.ndarray, costs: np.ndarray, tasks: Sequence[str], alpha: float, beta: float
+    chosen: Sequence[int] | np.ndarray, scores: np.ndarray, costs: np.ndarray, tasks: Sequence[str], alpha: float, beta: float
 ) -> float:
     """GraphRouter's reward: mean over queries of ``alpha * effect - beta * cost`` of the chosen model, with
     cost min-max normalised within each task over all models and queries of that task in ``costs``."""
@@ -508,12 +508,12 @@ def score_choices(test_rows: Sequence[ModelQuery], model_ids: Sequence[str], cho
             "w": w,
             "quality": float(np.nanmean(scores[picked, idx])),
             "cost_usd": float(np.nanmean(costs[picked, idx])),
-            "share": {model_ids[j]: round(float(counts[j]) / len(idx), 4) for j in np.nonzero(counts)[0]},
+            "share": {model_ids[int(j)]: round(float(counts[j]) / len(idx), 4) for j in np.nonzero(counts)[0]},
         }
 
     chosen = {w: np.asarray(idx, dtype=int) for w, idx in sorted(chosen_by_w.items())}
     points = [point(w, idx) for w, idx in chosen.items()]
-    single = [
+    single: list[dict[str, Any]] = [
         {"model": m, "quality": float(np.nanmean(scores[:, j])), "cost_usd": float(np.nanmean(costs[:, j]))}
         for j, m in enumerate(model_ids)
     ]
@@ -726,7 +726,8 @@ def run_model_bench(
         say(f"calibrating the cost weight on {len(on)} {'validation' if val_rows else 'training'} queries")
         w_star = router.calibrate_cost_weight(on, cards, mean_cost=target_cost, share=target_share)
         calibrated = {
-            "target": {"mean_cost_usd": target_cost} if target_cost is not None else {"share": {target_share[0]: target_share[1]}},
+            # check_cost_target let exactly one of the two through
+            "target": {"mean_cost_usd": target_cost} if target_share is None else {"share": {target_share[0]: target_share[1]}},
             "calibrated_on": f"{'validation' if val_rows else 'training'} split, {len(on)} queries",
             "test": score_choices(test_rows, model_ids, {w_star: router.route_batch(test_rows, cards, w_star)[0]})["points"][0],
         }
@@ -845,7 +846,7 @@ WEIGHTS_HELP = (
 def models_command(
     data: Annotated[str, _option("--data", help="Set folder (models.jsonl, train.jsonl, test.jsonl).")],
     router: Annotated[str, _option("--router", help="Model router name: graph-router, knn, mlp, mf, ..., or one of your own as package.module:Class; several, comma-separated, are run in turn and compared side by side.")] = "graph-router",
-    weights: Annotated[str, _option("--weights", help=WEIGHTS_HELP)] = ",".join(str(w) for w in DEFAULT_WEIGHTS),
+    weights: Annotated[str, _option("--weights", help=WEIGHTS_HELP)] = ",".join(map(str, DEFAULT_WEIGHTS)),
     holdout_models: Annotated[
         str, _option("--holdout-models", help="Train without these models (A,B); onboard them by card at test time.")
     ] = "",

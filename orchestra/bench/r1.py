@@ -101,7 +101,7 @@ def mc_letter(answer: str, options: dict[str, str]) -> str | None:
         found = re.search(pattern, text)
         if found:
             return found.group(1)
-    standalone = set(re.findall(rf"(?<![\w'])([{letters}])(?![\w'])", text))
+    standalone: set[str] = set(re.findall(rf"(?<![\w'])([{letters}])(?![\w'])", text))
     if len(standalone) == 1:
         return standalone.pop()
     normalised = normalize_answer(text)
@@ -411,7 +411,7 @@ def r1_command(
 ) -> None:
     """Router-R1's multi-round loop: RouterBench test queries with the recorded pool (offline), or a QA set with
     a live pool; prints accuracy (or EM/F1), cost, decisions, consultations and format validity."""
-    cards = list(load_cards(models, ModelCard)) if models else []  # type: ignore[arg-type]
+    cards = list(load_cards(models, ModelCard)) if models else []
     options = {} if constrained is None else {"constrained": constrained}
     run_and_print(data, router_model, limit, seed=seed, max_rounds=max_rounds, router_options=options, router_cards=cards,
                   qa=qa, predictions=predictions, json_out=json_out)

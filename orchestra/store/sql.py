@@ -320,7 +320,8 @@ class SqlStore:
             # straight to the driver: this runs once per transaction, and SQLAlchemy's statement path costs more
             # than the BEGIN itself
             try:
-                connection.connection.dbapi_connection.execute(statement)
+                # checked out for this transaction, the driver's connection is there (None only once invalidated)
+                connection.connection.dbapi_connection.execute(statement)  # type: ignore[union-attr]
             except sqlite3.Error as error:
                 # this hook runs outside SQLAlchemy's error handling: wrap the driver's error as it would, so
                 # `_db_errors` sees it (a write lock held past the busy timeout fails here)
