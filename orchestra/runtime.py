@@ -1511,6 +1511,11 @@ class Workflow:
 
     def _context(self, ctx: _RunContext, call: Call, round: int, step_id: str) -> tuple[AgentContext, Any]:
         snapshot = ctx.snapshot(round) if ctx.exact else None
+        if snapshot is None:
+            # the registry as stored, not as this process last read it: an agent another process (`orchestra agents
+            # remove`, another server) removed or changed since the decision is treated as one removed here, where the
+            # stale view called the removed agent
+            ctx.app.registry.refresh()
         card = ctx.agent_card(call.agent_id, snapshot)  # looked up now: onboarding needs no recompile
         model_id = call.model_id or (f"endpoint:{card.id}" if card.backend == "endpoint" else None)
         agent = agent_for_card(card, ctx.implementation(card))

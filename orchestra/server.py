@@ -457,7 +457,10 @@ def create_app(
         listed, remove = (registry.agents, registry.remove_agent) if kind == "agent" else (registry.models, registry.remove_model)
 
         async def list_cards() -> dict[str, Any]:
-            return {"data": [card.model_dump(mode="json") for card in listed()], "registry_version": registry.version}
+            # the cards as stored: `orchestra agents add` or another server may have changed them since this server's
+            # last run, which is when it last took in their changes
+            version = registry.refresh()
+            return {"data": [card.model_dump(mode="json") for card in listed()], "registry_version": version}
 
         async def add_cards(request: Request, update: bool = False) -> dict[str, Any]:
             return onboard(kind, await _json(request), update)

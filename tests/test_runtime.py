@@ -1979,3 +1979,31 @@ def test_a_stream_sends_every_call_the_run_stored_when_a_budget_stops_it(asynchr
         stored = {step.id for step in app.store.get_run(result.run_id).steps if step.kind == "call"}
         sent = [event.data["step"] for event in events if event.kind == "call"]
         assert len(stored) == 3 and sorted(sent) == sorted(stored), (sent, stored)
+
+
+@pytest.mark.parametrize("mode", ["run", "arun"])
+def test_an_agent_another_process_removed_between_the_decision_and_its_call_is_not_called(mode: str) -> None:
+    """A server's run called an agent that `orchestra agents remove` (another process on the same store) had removed
+    after the decision: the call read the server's registry as it last refreshed it, at the decision. Removed in the
+    same process the call was refused; now it is refused alike (UnknownAgentError on its observation) and the
+    agents still registered answer."""
+    from orchestra.registry import Registry
+
+    store = InMemoryStore()
+    app = Orchestra(store=store)
+    called: list[str] = []
+    app.registry.add_agent(AgentCard(id="kept", description="Stays registered."), implementation=lambda q: "kept's answer")
+    app.registry.add_agent(AgentCard(id="gone", description="Removed meanwhile."), implementation=lambda q: called.append(q) or "stale answer")
+    cli = Registry(store)  # another process on the same store
+
+    def decide(state: RouterState) -> Dispatch:
+        cli.remove_agent("gone")  # after the decision's view of the registry was taken, before the calls
+        return dispatch_all(state)
+
+    workflow = app.workflow(FunctionRouter(decide))
+    result = workflow.run("q") if mode == "run" else asyncio.run(workflow.arun("q"))
+    assert result.status == "ok" and result.answer == "kept's answer" and called == []
+    errors = {obs.agent_id: obs.error["type"] for obs in result.observations if not obs.ok}
+    assert errors == {"gone": "UnknownAgentError"}
+    (decision,) = [step for step in store.get_run(result.run_id).steps if step.kind == "decision"]
+    assert decision.request["agents"] == ["kept", "gone"] and decision.request["registry_version"] == 2

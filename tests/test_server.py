@@ -554,3 +554,20 @@ def test_a_request_sets_its_min_score_as_it_sets_its_cost_weight_and_max_agents(
     assert app.store.get_run(reply.json()["orchestra"]["run_id"]).run.meta["policy"]["min_score"] == 0.8
     refused = client.post("/v1/chat/completions", json={"model": "team", "messages": [{"role": "user", "content": "hi"}], "min_score": "high"})
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "min_score", refused.json()
+
+
+def test_the_cards_a_server_lists_are_the_stored_ones_after_another_process_changed_them(served) -> None:
+    """GET /orchestra/agents and /orchestra/models answered from the server's view as of its last run: an agent
+    `orchestra agents add` had stored (another process, the same store) was missing from the listing, and one it had
+    removed still listed, until a chat request happened to take the changes in."""
+    from orchestra.registry import Registry
+
+    app, client = served
+    cli = Registry(app.store)
+    cli.add_model(ModelCard(id="extra", description="added by the CLI"))
+    cli.add_agent(AgentCard(id="poet", description="Writes short poems.", model="extra"))
+    cli.remove_agent("history")
+    agents, models = client.get("/orchestra/agents").json(), client.get("/orchestra/models").json()
+    assert [card["id"] for card in agents["data"]] == ["geo", "poet"] and agents["registry_version"] == cli.version
+    assert [card["id"] for card in models["data"]] == ["writer", "refiner", "down", "extra"] and models["registry_version"] == cli.version
+
