@@ -34,6 +34,7 @@ from orchestra.policies import Budget, FallbackPolicy, RetryPolicy, RoutingPolic
 from orchestra.replay import replay as replay_run
 from orchestra.replay import stream_resume
 from orchestra.routing import available_routers, load_router
+from orchestra.server import SHUTDOWN_GRACE_S
 from orchestra.trace import RunStatus, RunTrace, StepRecord
 
 if TYPE_CHECKING:
@@ -525,6 +526,9 @@ def serve(
     allow_origin: Annotated[list[str] | None, typer.Option(
         "--allow-origin", help="A web page's origin that may call the server from a browser (CORS), e.g. http://localhost:3000 (repeatable).",
     )] = None,
+    shutdown_grace: Annotated[float, typer.Option(
+        min=0, help="Seconds the runs under way get to finish once the server is told to stop (SIGTERM, Ctrl-C); then they are stopped and stored as interrupted.",
+    )] = SHUTDOWN_GRACE_S,
     option: RouterOption = None,
     budget: BudgetOption = None,
     fallback: FallbackOption = None,
@@ -543,7 +547,7 @@ def serve(
                           "(and spend on its models) and onboard agents[/]")
     err_console.print(f"[dim]serving {escape(name)} (router {escape(router)}) on http://{escape(host)}:{port}/v1"
                       f"{' (API key required)' if api_key else ''}[/]")
-    serve_http(orch, workflow, name=name, host=host, port=port, api_key=api_key, allow_origins=origins)
+    serve_http(orch, workflow, name=name, host=host, port=port, api_key=api_key, allow_origins=origins, shutdown_grace_s=shutdown_grace)
 
 
 @app.command()

@@ -35,7 +35,9 @@ gateway) or 500 (a budget ran out, a router failed), with the run id. A run that
 whose card ``requires_approval``) answers 409 with code ``approval_required`` and its run id: resuming it approves.
 Both say ``x-should-retry: false``, which OpenAI's clients obey: their default retries of a 409 or a 5xx would each
 be a new run, its agents called again.
-A client that disconnects before the answer stops its run (stored as interrupted).
+A client that disconnects before the answer stops its run (stored as interrupted). A server told to stop (`serve`:
+SIGTERM, Ctrl-C) gives the runs under way a grace period, then stops them the same way and answers their clients 503
+with code ``server_shutdown`` and the run id, to resume.
 
 With an API key (``api_key=``; ``orchestra serve --api-key`` or ``$ORCHESTRA_API_KEY``) every route asks for
 ``Authorization: Bearer KEY``, what OpenAI's clients send as their ``api_key``, and answers 401 without it. A
@@ -73,6 +75,7 @@ from orchestra.errors import (
 )
 from orchestra.policies import Budget, RoutingPolicy
 from orchestra.routing import Turn
+from orchestra.trace import new_id
 
 if TYPE_CHECKING:
     from orchestra.runtime import Orchestra, RunResult, Workflow
@@ -229,6 +232,10 @@ def _error_body(
     return body
 
 
+_UNWIND_S = 5.0
+"""How long a stopping server waits for the runs it cancelled to be stored as interrupted."""
+
+
 def _status_of(error: OrchestraError) -> int:
     """The HTTP status for an error raised before a run starts (bad input: nothing was stored)."""
     if isinstance(error, DuplicateIdError):
@@ -340,7 +347,18 @@ def create_app(
         if not secrets.compare_digest(credentials.credentials.encode(), api_key.encode()):
             raise _Refused(401, "the API key is not this server's", "invalid_api_key")
 
-    api = FastAPI(title="Orchestra", summary=f"The routed workflow {name!r} as an OpenAI-compatible model", dependencies=[Depends(authorise)])
+    @contextlib.asynccontextmanager
+    async def lifespan(api: Any) -> AsyncIterator[None]:
+        yield
+        # Stopping: the requests still under way after the grace period were cancelled, and their runs are stored
+        # as interrupted as they unwind. Waited for here, or the process, which ends as soon as the server is done
+        # (uvicorn raises the SIGTERM it caught again), left them "running" in the store.
+        deadline = time.monotonic() + _UNWIND_S
+        while orchestra._under_way and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    api = FastAPI(title="Orchestra", summary=f"The routed workflow {name!r} as an OpenAI-compatible model", dependencies=[Depends(authorise)],
+                  lifespan=lifespan)
 
     if origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -386,7 +404,15 @@ def create_app(
         created = int(time.time())
         if request.stream:
             return StreamingResponse(_events(query, history, routing, created, left_out), media_type="text/event-stream")
-        result = await _while_connected(http, workflow.arun(query, routing=routing, history=history))
+        run_id = new_id()  # known before the run ends: a run stopped by the server's shutdown is named to its client
+        try:
+            result = await _while_connected(http, workflow._arun(query, None, routing, history=history, run_id=run_id))
+        except asyncio.CancelledError:
+            # the server is stopping and the grace period is over: the client learns it in OpenAI's error shape (not
+            # a bare 500 page), with the run to resume
+            message = f"the server shut down before the run finished: run {run_id} was stopped and stored as interrupted; resume it (POST /orchestra/runs/{run_id}/resume)"
+            return JSONResponse(_error_body(message, "RunCancelled", code="server_shutdown", run_id=run_id), status_code=503,
+                                headers={"x-should-retry": "false"})
         if result is None:  # the client left: the run was stopped, and is stored as interrupted
             return Response(status_code=499)
         if result.status != "ok":
@@ -505,17 +531,26 @@ def create_app(
 
 async def _while_connected(http: Any, run: Awaitable["RunResult"], poll_s: float = 0.25) -> "RunResult | None":
     """``run``'s result, or ``None`` when the client disconnected first: the run is then cancelled (its models
-    stop, it is stored as interrupted), so a client that gave up (a timeout, a closed tab) costs nothing more."""
+    stop, it is stored as interrupted), so a client that gave up (a timeout, a closed tab) costs nothing more. A
+    request cancelled itself (the server shutting down, its grace period over) stops its run the same way before it
+    ends."""
     task = asyncio.ensure_future(run)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=poll_s)
-        if done:
-            return task.result()
-        if await http.is_disconnected():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            return None
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if await http.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return None
+    except asyncio.CancelledError:
+        # the run went on by itself: it would end only when the event loop closed, or not at all
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise
 
 
 def _resume_request(raw: bytes, recorded: "RunRecord") -> tuple[Budget | None, tuple[str, ...]]:
@@ -567,13 +602,26 @@ async def _json(request: Any) -> Any:
         raise ConfigurationError(f"the body is not JSON ({exc})") from None
 
 
+SHUTDOWN_GRACE_S = 5.0
+"""How long `serve` lets the runs under way finish once it is told to stop (SIGTERM, Ctrl-C) before it stops them:
+under the 10 s a container runtime waits before it kills a process, so they are stored as interrupted, not left
+running by a killed server."""
+
+
 def serve(
     orchestra: "Orchestra", workflow: "Workflow", *, name: str = "orchestra", host: str = "127.0.0.1", port: int = 8000,
-    api_key: str | None = None, allow_origins: Sequence[str] = (),
+    api_key: str | None = None, allow_origins: Sequence[str] = (), shutdown_grace_s: float = SHUTDOWN_GRACE_S,
 ) -> None:
     """Serve ``workflow`` over HTTP until interrupted (uvicorn, one process: the registry and the workflow's
     router live in it, and every run goes to ``orchestra``'s store); with ``api_key``, only to its holders;
-    ``allow_origins`` as for `create_app`."""
+    ``allow_origins`` as for `create_app`.
+
+    Told to stop (SIGTERM, Ctrl-C), it takes no new request, gives the runs under way ``shutdown_grace_s`` seconds
+    to finish, then stops them: each is stored as interrupted (resumable, `POST /orchestra/runs/{id}/resume`) and its
+    client answered no more. An agent in the middle of a call of its own (a tool's Python) finishes that call before
+    the process ends. The store is closed last."""
+    if isinstance(shutdown_grace_s, bool) or not isinstance(shutdown_grace_s, int | float) or not 0 <= shutdown_grace_s < float("inf"):
+        raise ConfigurationError(f"shutdown_grace_s must be a number of seconds, 0 or more, got {shutdown_grace_s!r}")
     api = create_app(orchestra, workflow, name=name, api_key=api_key, allow_origins=allow_origins)
     try:
         import uvicorn
@@ -584,5 +632,10 @@ def serve(
     # before listening: the first request would otherwise wait seconds for the encoder the embedding routers use
     # (a client finds the port closed until the server can answer at speed, as a readiness check expects)
     warm_up_embedder()
-    uvicorn.run(api, host=host, port=port, log_level="info")
+    try:
+        # without a timeout uvicorn waits for every request under way: a run that does not end kept the server
+        # from stopping until it was killed, and the run stayed "running" in the store
+        uvicorn.run(api, host=host, port=port, log_level="info", timeout_graceful_shutdown=shutdown_grace_s)
+    finally:
+        orchestra.store.close()
 

@@ -3,6 +3,7 @@ real `openai` SDK through FastAPI's in-process test client (no socket, no networ
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -571,3 +572,92 @@ def test_the_cards_a_server_lists_are_the_stored_ones_after_another_process_chan
     assert [card["id"] for card in agents["data"]] == ["geo", "poet"] and agents["registry_version"] == cli.version
     assert [card["id"] for card in models["data"]] == ["writer", "refiner", "down", "extra"] and models["registry_version"] == cli.version
 
+
+_SERVE_A_GATED_AGENT = """
+import sys, time
+from pathlib import Path
+
+import orchestra.embeddings
+from orchestra import AgentCard, Orchestra
+from orchestra.server import serve
+
+orchestra.embeddings.warm_up_embedder = lambda: True  # the fixed router embeds nothing: no encoder to load
+db, port, gate = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+
+def wait_for_the_gate(query):
+    while not gate.exists():
+        time.sleep(0.02)
+    return "the gate opened"
+
+app = Orchestra(store=db)
+app.registry.add_agent(AgentCard(id="gated", description="Answers once the gate opens."), implementation=wait_for_the_gate)
+serve(app, app.workflow("fixed", agent_ids=["gated"]), port=port, shutdown_grace_s=0.5)
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_server_told_to_stop_stops_the_runs_under_way_after_its_grace_and_stores_them_interrupted(tmp_path, stream: bool) -> None:
+    """SIGTERM (a service manager's stop) left `serve` waiting for every request under way, for ever if a run did not
+    end: the server never stopped until it was killed, and the run stayed "running" in the store. Now the runs get
+    the grace period, then are stopped and stored as interrupted, their clients told so, and the server exits."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import httpx
+
+    from orchestra.store import open_store
+
+    db, gate = f"sqlite:///{tmp_path / 'served.db'}", tmp_path / "gate"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-c", _SERVE_A_GATED_AGENT, db, str(port), str(gate)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    answered: list[object] = []
+
+    def ask() -> None:
+        body = {"model": "orchestra", "messages": [{"role": "user", "content": "open the gate"}], "stream": stream}
+        try:
+            response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=30)
+            answered.append((response.status_code, response.text))
+        except httpx.HTTPError as exc:
+            answered.append(type(exc).__name__)
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the server did not start: {server.stderr.read() if server.poll() is not None else 'timed out'}")
+        client = threading.Thread(target=ask)
+        client.start()
+        store = open_store(db)
+        while not (runs := store.list_runs(limit=1)) or not any(step.kind == "decision" for step in store.get_run(runs[0].id).steps):
+            time.sleep(0.05)  # the run is under way: decided, its agent waiting for the gate
+        server.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while store.list_runs(limit=1)[0].status == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run = store.list_runs(limit=1)[0]
+        gate.touch()  # the agent's own call ends, and with it the process
+        assert server.wait(timeout=20) == -signal.SIGTERM
+        client.join(timeout=10)
+    finally:
+        gate.touch()
+        if server.poll() is None:
+            server.kill()
+    assert run.status == "interrupted" and run.error["type"] == "RunCancelled", run
+    if stream:  # the answer had begun (200, the stream's first chunk): its stream ends without [DONE]
+        assert answered and "[DONE]" not in str(answered[0])
+    else:  # told in OpenAI's error shape, with the run to resume (it was a bare 500 page)
+        status, text = answered[0]
+        error = json.loads(text)
+        assert status == 503 and error["error"]["code"] == "server_shutdown" and error["orchestra"]["run_id"] == run.id
+    assert [r.status for r in open_store(db).list_runs()] == ["interrupted"]
