@@ -538,3 +538,59 @@ def test_example_runs_and_behaves(path: Path) -> None:
         pytest.skip(f"{NEEDS_DATA[path.stem]} is not beside the repository")
     namespace = runpy.run_path(str(path), run_name="example")
     EXPECTATIONS[path.stem](namespace["main"]())
+
+
+def check_onboard_while_serving(result: dict[str, Any]) -> None:
+    assert result["team"] == ["units", "wordcount", "report"]
+    # onboarded by the CLI while a run was under way: that run kept its decision's registry, the next one saw the card
+    assert result["before"]["out_of_scope"] is True and result["onboarded"]["exit_code"] == 0
+    assert (result["after"]["answer"], result["after"]["agents"]) == ("artsehcro", ["reverse"]) and result["held_still_running"]
+    held, after = result["decisions"]["held"], result["decisions"]["after"]
+    assert "reverse" not in held["agents"] and "reverse" in after["agents"] and after["version"] == held["version"] + 1
+    assert result["held"]["answer"].startswith("Q3 sales report") and result["held"]["status"] == 200
+    # its card updated: routed by the new description at once, and listed by the server as stored
+    assert result["mirror_before"]["out_of_scope"] is True and result["updated"]["exit_code"] == 0
+    assert (result["mirror_after"]["answer"], result["mirror_after"]["agents"]) == ("desserts", ["reverse"])
+    assert result["listed_after_update"].startswith("Spells a word or text backwards, and mirrors")
+    # removed between the decision and the call: not called; the report answered
+    assert result["removed"]["exit_code"] == 0 and result["removed_decision"]["calls"] == ["report", "reverse"]
+    removed = result["removed_mid_run"]
+    assert removed["status"] == 200 and removed["agents"] == ["report"] and removed["failed"] == {"reverse": "UnknownAgentError"}
+    assert result["after_removal"]["out_of_scope"] is True
+    # two processes onboarding one id at once: one stored, the other refused naming the id; the server uses the winner
+    codes = sorted(out["exit_code"] for out in result["race"].values())
+    assert codes == [0, 2] and any("DuplicateIdError: agent id 'reverse' is already registered" in out["stderr"] for out in result["race"].values())
+    winner = next(who for who, out in result["race"].items() if out["exit_code"] == 0)
+    assert result["race_listed"] == f"Spells text backwards ({winner}'s card)." and result["race_answer"]["answer"] == "artsehcro"
+    # bad card files: exit 2, a CardError naming the field or the id, nothing stored
+    refused = result["refused"]
+    assert all(out["exit_code"] == 2 and out["stderr"].startswith("CardError: ") for out in refused.values())
+    assert "field 'description'" in refused["empty_description"]["stderr"] and "holds id 'twice' twice" in refused["duplicate_id"]["stderr"]
+    assert "field 'backend'" in refused["bad_backend"]["stderr"]
+    assert result["agents_listed"] == ["report", "reverse", "units", "wordcount"]
+    assert result["model_added"]["exit_code"] == 0 and result["models_listed"] == ["smollm2-q4"]
+    # the Python API: every run the server made, the registry's history, an exact replay on the registry of then
+    assert len(result["runs"]) == 8 and {pid for _, pid in result["runs"]} == {result["server_pid"]}
+    assert [line.split(" ", 2)[2] for line in result["history"]] == [
+        "agent units added", "agent wordcount added", "agent report added", "agent reverse added", "agent reverse updated",
+        "agent reverse removed", "agent reverse added", "model smollm2-q4 added"]
+    assert result["replay"] == {"status": "ok", "answer": "artsehcro", "agents": ["reverse"], "mode": "exact"}
+    # SIGTERM with a run under way: stopped after the grace period, stored as interrupted, its client told; resumed
+    assert (result["stopped"]["status"], result["stopped"]["error"]) == (503, "server_shutdown")
+    assert result["exit_code"] == 128 + 15 and result["interrupted"] == {"status": "interrupted", "error": "RunCancelled"}
+    assert result["resumed"] == {"status": "ok", "answer": "Q3 sales report: 1,284 orders, 96,310.00 EUR"}
+    assert result["running_left"] == 0
+
+
+EXPECTATIONS["onboard_while_serving"] = check_onboard_while_serving
+
+
+def test_onboard_while_serving_on_postgresql() -> None:
+    """The same deployment on PostgreSQL (a schema of the example's own in ORCHESTRA_TEST_PG_URL's database)."""
+    import os
+
+    url = os.environ.get("ORCHESTRA_TEST_PG_URL")
+    if not url:
+        pytest.skip("ORCHESTRA_TEST_PG_URL is not set")
+    namespace = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "onboard_while_serving.py"), run_name="example")
+    check_onboard_while_serving(namespace["main"](url))
