@@ -504,42 +504,6 @@ def check_benchmark_your_own_router(result: dict[str, Any]) -> None:
     assert bench["embedders"] == {ours_name: None, "best-single": None, "knn": "hashing-256"}
 
 
-EXPECTATIONS: dict[str, Callable[[Any], None]] = {
-    "benchmark_your_own_router": check_benchmark_your_own_router,
-    "budgets_and_fallbacks": check_budgets_and_fallbacks,
-    "conversation": check_conversation,
-    "custom_agent_and_aggregator": check_custom_agent_and_aggregator,
-    "custom_router": check_custom_router,
-    "durable_runs": check_durable_runs,
-    "evaluate_a_router_on_past_runs": check_evaluate_a_router_on_past_runs,
-    "fused_answers": check_fused_answers,
-    "inside_a_langgraph_graph": check_inside_a_langgraph_graph,
-    "model_routing": check_model_routing,
-    "onboard_and_replay": check_onboard_and_replay,
-    "openai_client": check_openai_client,
-    "router_r1_loop": check_router_r1_loop,
-    "tcar_on_a_local_model": check_tcar_on_a_local_model,
-    "train_router_on_data": check_train_router_on_data,
-}
-NEEDS_DATA = {
-    "benchmark_your_own_router": Path(__file__).resolve().parents[2] / "shared" / "data" / "agents" / "clinc150",
-    "fused_answers": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
-    "model_routing": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
-    "router_r1_loop": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
-    "train_router_on_data": Path(__file__).resolve().parents[2] / "shared" / "data" / "agents" / "clinc150",
-}
-"""Examples that read ../shared/data (the routing data beside the repository) and the set folder each reads."""
-
-
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
-def test_example_runs_and_behaves(path: Path) -> None:
-    assert path.stem in EXPECTATIONS, f"add what {path.name} must do to EXPECTATIONS"
-    if path.stem in NEEDS_DATA and not NEEDS_DATA[path.stem].is_dir():
-        pytest.skip(f"{NEEDS_DATA[path.stem]} is not beside the repository")
-    namespace = runpy.run_path(str(path), run_name="example")
-    EXPECTATIONS[path.stem](namespace["main"]())
-
-
 def check_onboard_while_serving(result: dict[str, Any]) -> None:
     assert result["team"] == ["units", "wordcount", "report"]
     # onboarded by the CLI while a run was under way: that run kept its decision's registry, the next one saw the card
@@ -582,7 +546,41 @@ def check_onboard_while_serving(result: dict[str, Any]) -> None:
     assert result["running_left"] == 0
 
 
-EXPECTATIONS["onboard_while_serving"] = check_onboard_while_serving
+EXPECTATIONS: dict[str, Callable[[Any], None]] = {
+    "benchmark_your_own_router": check_benchmark_your_own_router,
+    "budgets_and_fallbacks": check_budgets_and_fallbacks,
+    "conversation": check_conversation,
+    "custom_agent_and_aggregator": check_custom_agent_and_aggregator,
+    "custom_router": check_custom_router,
+    "durable_runs": check_durable_runs,
+    "evaluate_a_router_on_past_runs": check_evaluate_a_router_on_past_runs,
+    "fused_answers": check_fused_answers,
+    "inside_a_langgraph_graph": check_inside_a_langgraph_graph,
+    "model_routing": check_model_routing,
+    "onboard_and_replay": check_onboard_and_replay,
+    "onboard_while_serving": check_onboard_while_serving,
+    "openai_client": check_openai_client,
+    "router_r1_loop": check_router_r1_loop,
+    "tcar_on_a_local_model": check_tcar_on_a_local_model,
+    "train_router_on_data": check_train_router_on_data,
+}
+NEEDS_DATA = {
+    "benchmark_your_own_router": Path(__file__).resolve().parents[2] / "shared" / "data" / "agents" / "clinc150",
+    "fused_answers": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
+    "model_routing": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
+    "router_r1_loop": Path(__file__).resolve().parents[2] / "shared" / "data" / "models" / "routerbench",
+    "train_router_on_data": Path(__file__).resolve().parents[2] / "shared" / "data" / "agents" / "clinc150",
+}
+"""Examples that read ../shared/data (the routing data beside the repository) and the set folder each reads."""
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_runs_and_behaves(path: Path) -> None:
+    assert path.stem in EXPECTATIONS, f"add what {path.name} must do to EXPECTATIONS"
+    if path.stem in NEEDS_DATA and not NEEDS_DATA[path.stem].is_dir():
+        pytest.skip(f"{NEEDS_DATA[path.stem]} is not beside the repository")
+    namespace = runpy.run_path(str(path), run_name="example")
+    EXPECTATIONS[path.stem](namespace["main"]())
 
 
 def test_onboard_while_serving_on_postgresql() -> None:
