@@ -635,7 +635,10 @@ def serve(
     try:
         # without a timeout uvicorn waits for every request under way: a run that does not end kept the server
         # from stopping until it was killed, and the run stayed "running" in the store
-        uvicorn.run(api, host=host, port=port, log_level="info", timeout_graceful_shutdown=shutdown_grace_s)
+        # typed int, but uvicorn hands it to asyncio.wait_for, which takes fractions of a second
+        uvicorn.run(api, host=host, port=port, log_level="info", timeout_graceful_shutdown=shutdown_grace_s)  # type: ignore[arg-type]
     finally:
-        orchestra.store.close()
+        close = getattr(orchestra.store, "close", None)  # the shipped stores have one; the Store protocol asks none
+        if callable(close):
+            close()
 
