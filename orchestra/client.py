@@ -2,8 +2,9 @@
 llama.cpp's server, Ollama, ...), with retries, timeouts, streaming, usage and cost.
 
 - **Retries** are tenacity's (the SDK's own are switched off): exponential backoff with jitter from the
-  `RetryPolicy`, on timeouts, connection errors, 429 and 5xx only. A 400, 401, 404 or 422 is the caller's
-  mistake and is raised at once.
+  `RetryPolicy`, on timeouts, connection errors, 429 and 5xx only, waiting at least what a ``Retry-After``
+  header asks (up to the policy's ``max_backoff_s``). A 400, 401, 404 or 422 is the caller's mistake and is raised
+  at once.
 - **Errors** are Orchestra's: `ModelTimeoutError`, `ModelUnavailableError` (connection refused, 5xx after
   retries), `ModelOutputError` (no choices, an empty answer, JSON requested and not returned), `ModelError`
   otherwise; each names the model card and carries ``attempts``, and an answer refused after it came back
@@ -27,6 +28,7 @@ llama.cpp's server, Ollama, ...), with retries, timeouts, streaming, usage and c
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
 import math
@@ -34,6 +36,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import openai
@@ -149,6 +152,25 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code == 429 or exc.status_code >= 500
     return False
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The seconds a 429 or 503 asks the client to wait (``retry-after-ms``, or ``Retry-After`` in seconds or as an
+    HTTP date), or ``None``: retrying sooner only meets the same refusal."""
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    headers = exc.response.headers
+    try:
+        if (milliseconds := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(milliseconds) / 1000)
+        if (given := headers.get("retry-after")) is None:
+            return None
+        try:
+            return max(0.0, float(given))
+        except ValueError:
+            return max(0.0, (email.utils.parsedate_to_datetime(given) - datetime.now(UTC)).total_seconds())
+    except (ValueError, TypeError):  # a header no one can read: the policy's backoff alone
+        return None
 
 
 def _estimate_tokens(text: str) -> int:
@@ -380,7 +402,7 @@ class OpenAIChatModel:
     # -- retrying -----------------------------------------------------------------------------------------
 
     def _retry_kwargs(self, attempts: _Attempts) -> dict[str, Any]:
-        return retrying(self.retry, _retryable) | {"before": attempts.before, "before_sleep": self._log_retry}
+        return retrying(self.retry, _retryable, _retry_after) | {"before": attempts.before, "before_sleep": self._log_retry}
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

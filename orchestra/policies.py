@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from tenacity import retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from orchestra._typed import CardId, TypedErrorModel
 from orchestra.errors import PolicyError
@@ -130,12 +130,20 @@ class RoutingPolicy(_Policy):
     """Below this score a candidate is not chosen; when none clears it the query is out of scope."""
 
 
-def retrying(policy: RetryPolicy, retryable: Callable[[BaseException], bool]) -> dict[str, Any]:
+def retrying(
+    policy: RetryPolicy, retryable: Callable[[BaseException], bool], wait_hint: Callable[[BaseException], float | None] | None = None,
+) -> dict[str, Any]:
     """tenacity's arguments for ``policy``, retrying the errors ``retryable`` accepts and raising the last one as it
-    was: one reading of a `RetryPolicy`, for model calls (here) and agent calls (the runtime's, per card)."""
-    return {
-        "stop": stop_after_attempt(policy.max_attempts),
-        "wait": wait_exponential_jitter(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.jitter_s),
-        "retry": retry_if_exception(retryable),
-        "reraise": True,
-    }
+    was: one reading of a `RetryPolicy`, for model calls (the client's) and agent calls (the runtime's, per card).
+
+    ``wait_hint``: how long the failure itself asks to wait (a 429's ``Retry-After``), or ``None``. The wait before
+    the next attempt is then at least that, still at most ``max_backoff_s``."""
+    backoff = wait_exponential_jitter(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.jitter_s)
+
+    def wait(state: RetryCallState) -> float:
+        waited = backoff(state)
+        failure = state.outcome.exception() if state.outcome is not None and state.outcome.failed else None
+        hinted = wait_hint(failure) if wait_hint is not None and failure is not None else None
+        return waited if hinted is None else min(max(waited, hinted), policy.max_backoff_s)
+
+    return {"stop": stop_after_attempt(policy.max_attempts), "wait": wait, "retry": retry_if_exception(retryable), "reraise": True}

@@ -3,6 +3,7 @@ retries, timeouts, errors, fallbacks, structured output and API-key hygiene."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -78,7 +79,7 @@ class FakeOpenAI:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fake.requests.append(
-                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "json": body}
+                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "json": body, "at": time.monotonic()}
                 )
                 behaviour = fake.script.popleft() if fake.script else {"body": completion()}
                 try:
@@ -99,6 +100,8 @@ class FakeOpenAI:
                     self.send_response(behaviour.get("status", 200))
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
+                    for header, value in behaviour.get("headers", {}).items():
+                        self.send_header(header, value)
                     self.end_headers()
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
@@ -600,3 +603,27 @@ def test_tcar_through_the_real_client_drops_an_unknown_id_instead_of_refusing_th
     assert [call.agent_id for call in decision.calls] == ["echo", "upper"]
     assert decision.meta["dropped"] == ["weather"] and decision.meta["beyond_k"] == ["lower"]
     assert decision.meta["raw"] == text
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_429_is_retried_after_the_wait_its_retry_after_header_asks_within_the_policy(fake: FakeOpenAI, asynchronous: bool) -> None:
+    """The client retried a 429 after its own backoff (10 ms here), whatever the server's ``Retry-After`` said, so a
+    rate-limited provider was asked again at once and refused again. The wait is now at least what the header asks,
+    and never more than the policy's ``max_backoff_s``."""
+    policy = FAST_RETRY.model_copy(update={"max_backoff_s": 0.4})
+    model = OpenAIChatModel(card(fake), policy)
+
+    def gaps(*behaviours: dict[str, Any]) -> list[float]:
+        fake.reset()
+        fake.push(*behaviours)
+        result = asyncio.run(model.achat(HELLO)) if asynchronous else model.chat(HELLO)
+        assert result.text == "ok" and result.attempts == len(behaviours)
+        return [later["at"] - earlier["at"] for earlier, later in zip(fake.requests, fake.requests[1:])]
+
+    limited = {"status": 429, "body": {"error": {"message": "slow down"}}}
+    assert gaps({**limited, "headers": {"Retry-After": "0.25"}}, {"body": completion("ok")})[0] >= 0.25
+    assert gaps({**limited, "headers": {"retry-after-ms": "200"}}, {"body": completion("ok")})[0] >= 0.2
+    # asked for a minute: waited the policy's 0.4 s at most, not a minute
+    assert 0.35 <= gaps({**limited, "headers": {"Retry-After": "60"}}, {"body": completion("ok")})[0] < 5
+    # a header that reads as nothing: the policy's own backoff
+    assert gaps({**limited, "headers": {"Retry-After": "soon"}}, {"body": completion("ok")})[0] < 0.2
