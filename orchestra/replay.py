@@ -10,9 +10,9 @@ from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from orchestra.aggregate import Aggregator, PassThrough, build_aggregator
-from orchestra.errors import ConfigurationError, DecisionError, DuplicateIdError, ReplayMismatch
+from orchestra.errors import ConfigurationError, DecisionError, DuplicateIdError, ReplayMismatch, UnknownRouterError
 from orchestra.policies import Budget, RoutingPolicy
-from orchestra.routing import BaseRouter, Dispatch, Finish, Router, RouterState, Turn, load_router
+from orchestra.routing import BaseRouter, Dispatch, Finish, Router, RouterState, Turn, available_routers, load_router
 from orchestra.trace import _DECISION, RunRecord, RunTrace, StepRecord
 
 if TYPE_CHECKING:
@@ -64,6 +64,10 @@ def _rebuild_router(trace: RunTrace) -> Router:
     if spec.pop("trained", None) and not spec.get("checkpoint"):
         return RecordedRouter(trace, "it was trained, and its description names no checkpoint file to rebuild it from "
                                      "(trained in its process, or loaded by a call that does not record its file)")
+    if trace.run.router not in available_routers():
+        # a recorded name is looked up, never imported: `load_router` also takes `package.module:Class`, and a stored
+        # run whose router reads `subprocess:run` would run a command when it is replayed or resumed
+        return RecordedRouter(trace, f"UnknownRouterError: {UnknownRouterError(trace.run.router, available_routers())}")
     try:
         return load_router(trace.run.router, **spec)
     except (ConfigurationError, TypeError) as exc:

@@ -1151,3 +1151,29 @@ def test_an_exact_replay_in_another_process_of_a_run_embedded_there_loads_no_enc
             "print(result.status, result.answer, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, db, original.run_id], capture_output=True, text=True, timeout=120)
     assert done.stdout.split("\n")[0] == "ok 6.214 miles False", done.stderr[-2000:]
+
+
+def test_a_recorded_router_name_is_never_imported_as_a_module_path(tmp_path: Any) -> None:
+    """`load_router` takes `package.module:Class` for the command line; an exact replay rebuilt the recorded router
+    with it, so a stored run whose router read `subprocess:run` (options `args`, `shell`) ran that command when it
+    was replayed or resumed. A recorded name is looked up among the registered routers only; otherwise the recorded
+    decisions are served, as for any router not registered here."""
+    import json
+
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    app = Orchestra(store=url)
+    app.registry.add_agent(AgentCard(id="echo", description="Echoes."), implementation=lambda q: f"echo {q}")
+    original = app.workflow(FunctionRouter(lambda s: Dispatch(calls=(Call(agent_id="echo", query=s.query),)))).run("hi")
+    marker = tmp_path / "ran.txt"
+    with sa.create_engine(url).begin() as connection:
+        meta = json.loads(connection.execute(sa.text("select meta from runs where id = :id"), {"id": original.run_id}).scalar_one())
+        meta["router"] = {"name": "subprocess:run", "args": f"touch {marker}", "shell": True}
+        connection.execute(sa.text("update runs set router = 'subprocess:run', meta = :meta where id = :id"),
+                           {"meta": json.dumps(meta), "id": original.run_id})
+    again = replay(app, original.run_id)
+    assert not marker.exists()
+    assert again.status == "ok" and again.answer == "echo hi"
+    stored = app.store.get_run(again.run_id).run.meta["router"]
+    assert stored["recorded"] is True and "unknown router 'subprocess:run'" in stored["why"]
