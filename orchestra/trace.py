@@ -241,7 +241,12 @@ def summarize_runs(
     each agent and each model took. What a RouteLLM user checks after calibrating w: did the strong model get the
     share it was meant to, at what cost. Replays count as runs of their own (an exact replay under its original's
     router) unless ``replays=False`` leaves them out."""
-    runs = store.list_runs(router=router, session_id=session_id, status=status, replays=replays, since=since, until=until, limit=limit)
+    # the filters added since the Store protocol first had list_runs are passed only when given: a user's store
+    # written before them still summarises
+    if replays is None and since is None and until is None:
+        runs = store.list_runs(router=router, session_id=session_id, status=status, limit=limit)
+    else:
+        runs = store.list_runs(router=router, session_id=session_id, status=status, replays=replays, since=since, until=until, limit=limit)
     groups: dict[tuple[str, float | None], dict[str, Any]] = {}
     for run in runs:
         weight = run.meta.get("policy", {}).get("cost_weight")

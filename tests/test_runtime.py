@@ -2007,3 +2007,21 @@ def test_an_agent_another_process_removed_between_the_decision_and_its_call_is_n
     assert errors == {"gone": "UnknownAgentError"}
     (decision,) = [step for step in store.get_run(result.run_id).steps if step.kind == "decision"]
     assert decision.request["agents"] == ["kept", "gone"] and decision.request["registry_version"] == 2
+
+
+def test_a_store_written_before_list_runs_had_its_time_and_replay_filters_still_summarises() -> None:
+    """`summarize_runs` passed ``replays``, ``since`` and ``until`` to every store, so a user's store written to the
+    Store protocol before those filters raised TypeError; they are passed only when given."""
+    from orchestra.trace import summarize_runs
+
+    class EarlierStore(InMemoryStore):
+        def list_runs(self, *, session_id: str | None = None, status: Any = None, router: str | None = None,  # type: ignore[override]
+                      id_prefix: str | None = None, limit: int = 50, offset: int = 0) -> list[Any]:
+            return super().list_runs(session_id=session_id, status=status, router=router, id_prefix=id_prefix, limit=limit, offset=offset)
+
+    app = Orchestra(store=EarlierStore())
+    app.registry.add_agent(AgentCard(id="echo", description="Echoes."), implementation=lambda q: q)
+    app.workflow(FunctionRouter(dispatch_all)).run("q")
+    assert summarize_runs(app.store)["runs"] == 1
+    with pytest.raises(TypeError):  # asked for, a filter the store does not have is still an error
+        summarize_runs(app.store, replays=False)
