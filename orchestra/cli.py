@@ -716,8 +716,11 @@ def runs_list(
                "since": _time_option(since, "--since"), "until": _time_option(until, "--until")}
     store = _store(db)
     if ids:
-        for run in store.list_runs(**filters, limit=limit):  # type: ignore[arg-type]
+        listed = store.list_runs(**filters, limit=limit)  # type: ignore[arg-type]
+        for run in listed:
             console.print(run.id, markup=False, highlight=False)
+        if len(listed) == limit:  # piped into `orchestra replay`, a window cut at the page would go unnoticed
+            err_console.print(f"[yellow]the newest {limit} runs only: more may match (raise --limit)[/]")
         return
     table = Table(title="runs")
     # The id is what `runs show` and `replay` take: never cut it; the query and answer give way instead.

@@ -843,3 +843,16 @@ def test_replay_reuse_calls_serves_the_calls_the_original_made(db: str, tmp_path
     assert any("call brackets" in line and "(served)" not in line for line in lines), out
     code, out = invoke("replay", run_id, "--reuse-calls", "--profile", "none", "--db", db)
     assert code == 2 and "--reuse-calls is for a counterfactual replay" in out
+
+
+def test_runs_list_ids_says_when_the_page_cut_the_window(db: str, tmp_path: Path) -> None:
+    """`runs list --ids` fed to `orchestra replay` as the traffic of a window was cut at --limit (20) without a word."""
+    cards = tmp_path / "agents.yaml"
+    cards.write_text("- id: shout\n  description: Loud.\n  backend: function\n  function: cli_agents:shout\n")
+    assert invoke("agents", "add", str(cards), "--db", db)[0] == 0
+    for query in ("one", "two"):
+        assert invoke("chat", query, "--router", "all", "--profile", "none", "--aggregator", "pass-through", "--db", db)[0] == 0
+    code, out = invoke("runs", "list", "--ids", "--limit", "1", "--db", db)
+    assert code == 0 and len(out.split()[0]) == 32 and "the newest 1 runs only: more may match (raise --limit)" in out
+    code, out = invoke("runs", "list", "--ids", "--limit", "3", "--db", db)
+    assert code == 0 and len(out.split()) == 2  # the whole window: nothing said
