@@ -619,7 +619,9 @@ def serve(
     Told to stop (SIGTERM, Ctrl-C), it takes no new request, gives the runs under way ``shutdown_grace_s`` seconds
     to finish, then stops them: each is stored as interrupted (resumable, `POST /orchestra/runs/{id}/resume`) and its
     client answered no more. An agent in the middle of a call of its own (a tool's Python) finishes that call before
-    the process ends. The store is closed last."""
+    the process ends. The store is closed last when uvicorn returns (Ctrl-C, or SIGTERM under `orchestra serve`, which
+    turns it into an exit); called from Python, SIGTERM ends the process inside uvicorn, which raises the signal again
+    once the runs are stored, so nothing is lost but the store is not closed."""
     if isinstance(shutdown_grace_s, bool) or not isinstance(shutdown_grace_s, int | float) or not 0 <= shutdown_grace_s < float("inf"):
         raise ConfigurationError(f"shutdown_grace_s must be a number of seconds, 0 or more, got {shutdown_grace_s!r}")
     api = create_app(orchestra, workflow, name=name, api_key=api_key, allow_origins=allow_origins)
