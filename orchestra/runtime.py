@@ -675,7 +675,6 @@ class _RunContext:
         self.lock = threading.Lock()
         self._old_registries: dict[int, RegistrySnapshot] = {}
         self._refreshed_at_start = not self.exact
-        self._refreshed_before_calls: set[int] = set()
         """The run's start took in other processes' registry changes (for its recorded version): the first
         decision need not ask the store again a moment later."""
         self.streaming = False
@@ -751,17 +750,6 @@ class _RunContext:
         else:
             self.app.registry.refresh()
         return self.app.registry.snapshot()
-
-    def refresh_before_calls(self, round: int) -> None:
-        """Take in other processes' registry changes once per round, at its first call: an agent another process
-        (`orchestra agents remove`, another server) removed or changed since the decision is then treated as one
-        removed here, where the decision's view called the removed agent. Once per round, not per call: the read
-        costs about 0.4 ms on SQLite, a fifth of what a call costs the runtime."""
-        with self.lock:
-            if round in self._refreshed_before_calls:
-                return
-            self._refreshed_before_calls.add(round)
-        self.app.registry.refresh()
 
     def recorded_snapshot(self, version: int) -> RegistrySnapshot:
         """The registry as it was at ``version`` (read once per run)."""
@@ -1524,7 +1512,10 @@ class Workflow:
     def _context(self, ctx: _RunContext, call: Call, round: int, step_id: str) -> tuple[AgentContext, Any]:
         snapshot = ctx.snapshot(round) if ctx.exact else None
         if snapshot is None:
-            ctx.refresh_before_calls(round)
+            # the registry as stored, not as this process last read it: an agent another process (`orchestra agents
+            # remove`, another server) removed or changed since the decision is treated as one removed here, where the
+            # stale view called the removed agent
+            ctx.app.registry.refresh()
         card = ctx.agent_card(call.agent_id, snapshot)  # looked up now: onboarding needs no recompile
         model_id = call.model_id or (f"endpoint:{card.id}" if card.backend == "endpoint" else None)
         agent = agent_for_card(card, ctx.implementation(card))
