@@ -37,6 +37,7 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
     pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian chromium, chromium-driver: run .ci/browser.sh)",
                 allow_module_level=True)
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium)")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
@@ -131,7 +132,9 @@ def test_chat_in_a_browser_shows_the_answer_and_the_routing_panel(server: str, b
 
 def _chat_and_open_the_panel(browser: webdriver.Chrome, server: str) -> None:
     browser.get(server)
-    wait = WebDriverWait(browser, ANSWER_S)
+    # Streamlit redraws the messages as the run's events arrive: an element found one moment can be replaced the
+    # next (StaleElementReferenceException in CI), so a wait looks again rather than failing
+    wait = WebDriverWait(browser, ANSWER_S, ignored_exceptions=(StaleElementReferenceException,))
     box = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid='stChatInputTextArea']")))
     box.send_keys("hello browser")
     box.send_keys(Keys.ENTER)
